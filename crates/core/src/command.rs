@@ -1,0 +1,304 @@
+//! What can be asked of the state machine.
+//!
+//! A [`Command`] changes state and is replicated through the log; a [`Query`] only reads. Front ends
+//! (RESP, AMQP, HTTP) parse their own syntax into these types, so the meaning of an argument is
+//! decided once, here, for every protocol.
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::{Millis, SessionId};
+
+/// A state-changing request. Every variant is applied at a leader-stamped time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// Advance the clock and fire everything due (leases, wait deadlines, delays, TTLs).
+    Tick,
+    /// Start a session (one per client connection). Replies [`crate::Reply::Session`].
+    OpenSession,
+    /// End a session: release its holds, drop its waiters and consumers, return its in-flight
+    /// messages to their queues, all in this one step.
+    CloseSession {
+        session: SessionId,
+    },
+    /// Extend every hold and in-flight delivery so that none expires before `now + its TTL`.
+    /// Proposed by a node that has just become leader (or restarted), so that clock differences
+    /// between nodes and downtime never shorten a lease.
+    RefreshLeases,
+
+    /// Take an exclusive or shared lock, or permits of a semaphore.
+    Acquire(Acquire),
+    /// Give back a hold. Replies `Int(1)` if the token was a live hold of `name`, else `Int(0)`.
+    Release {
+        name: String,
+        token: u64,
+    },
+    /// Extend a hold's lease to `now + ttl`. Replies `Int(lease)` or the `Lost` error.
+    Renew {
+        name: String,
+        token: u64,
+        ttl: Millis,
+    },
+
+    /// Create a queue with a configuration. Replies `Int(1)` when created, `Int(0)` when it
+    /// already exists with the same configuration, and an error when the configuration differs.
+    CreateQueue {
+        name: String,
+        config: crate::QueueConfig,
+    },
+    /// Delete a queue and every message in it. Replies `Int(1)` or `Int(0)` if it did not exist.
+    DeleteQueue {
+        name: String,
+    },
+    /// Remove every ready and delayed message (in-flight ones stay). Replies the count removed.
+    PurgeQueue {
+        name: String,
+    },
+    Push(Push),
+    Pop(Pop),
+    Ack {
+        queue: String,
+        receipts: Vec<u64>,
+        fence: Option<Fence>,
+    },
+    /// Return a delivery. With `dead_letter` the message is rejected: it goes to the dead-letter
+    /// queue (or is discarded when there is none) instead of being redelivered.
+    Nack {
+        queue: String,
+        receipt: u64,
+        delay: Millis,
+        dead_letter: bool,
+    },
+    /// Extend a delivery's lease to `now + lease`. Replies `Int(lease)` or the `Lost` error.
+    Extend {
+        queue: String,
+        receipt: u64,
+        lease: Millis,
+    },
+    /// Register a consumer that is pushed messages while it has credit. Replies
+    /// [`crate::Reply::Consumer`]; deliveries arrive as [`crate::Effect::Delivered`].
+    Consume(Consume),
+    /// Stop a consumer. Its in-flight messages stay in flight until acked, nacked or expired.
+    Cancel {
+        queue: String,
+        consumer_id: u64,
+    },
+    /// Move up to `count` ready messages from `from` (usually a dead-letter queue) to `to`, as
+    /// fresh messages. Replies the count moved.
+    Redrive {
+        from: String,
+        to: String,
+        count: u64,
+    },
+
+    /// Redis `SET`.
+    Set(SetKey),
+    /// Redis `DEL`. Replies the number of keys removed.
+    Del {
+        keys: Vec<String>,
+        fence: Option<Fence>,
+    },
+    /// Redis `PEXPIRE` (and `EXPIRE`, converted by the front end). `ttl <= 0` deletes the key.
+    Expire {
+        key: String,
+        ttl: i64,
+        condition: ExpireCondition,
+    },
+    /// Redis `INCRBY` (and `INCR`). Replies the new value.
+    IncrBy {
+        key: String,
+        delta: i64,
+    },
+}
+
+/// A lock, read/write lock or semaphore acquire.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Acquire {
+    pub name: String,
+    pub mode: Mode,
+    /// Lease length; the hold ends this long after it is granted (or last renewed).
+    pub ttl: Millis,
+    /// How long to wait in line when the hold cannot be granted at once; 0 = don't wait.
+    pub wait: Millis,
+    /// Who is acquiring. Deadlock detection and idempotent re-acquire are per owner.
+    /// `None` means the session's default owner ([`crate::default_owner`]).
+    pub owner: Option<String>,
+    /// The session the hold and the wait belong to. Waiting needs a session, to know whom to wake.
+    pub session: Option<SessionId>,
+    /// Keep the hold when the session closes (only its lease ends it).
+    pub keep: bool,
+}
+
+/// What an acquire asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Mode {
+    /// A lock held by one owner at a time.
+    Exclusive,
+    /// A read lock: any number of shared holders, no exclusive one.
+    Shared,
+    /// `count` of a semaphore's `limit` permits.
+    Permits { limit: u32, count: u32 },
+}
+
+/// `FENCE lock token`: apply the command only while `token` is a live hold of `lock`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fence {
+    pub lock: String,
+    pub token: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Push {
+    pub queue: String,
+    pub payload: Bytes,
+    /// Opaque message properties (AMQP headers and the like), delivered unchanged.
+    pub properties: Bytes,
+    /// Deliver no earlier than `now + delay`.
+    pub delay: Millis,
+    /// 0–9, higher is delivered first.
+    pub priority: u8,
+    /// A second push with the same id within the queue's dedup window returns the first id.
+    pub dedup: Option<String>,
+    /// Message lifetime; overrides the queue's default TTL.
+    pub ttl: Option<Millis>,
+    /// Messages with the same group key are delivered one at a time, in push order.
+    pub group: Option<String>,
+    pub fence: Option<Fence>,
+}
+
+impl Push {
+    /// A plain push with every option at its default.
+    pub fn new(queue: impl Into<String>, payload: impl Into<Bytes>) -> Push {
+        Push {
+            queue: queue.into(),
+            payload: payload.into(),
+            properties: Bytes::new(),
+            delay: 0,
+            priority: 0,
+            dedup: None,
+            ttl: None,
+            group: None,
+            fence: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pop {
+    pub queue: String,
+    pub session: Option<SessionId>,
+    /// Up to this many messages (at least 1).
+    pub count: u32,
+    /// Wait this long for a message when none is ready; 0 = answer at once.
+    pub wait: Millis,
+    /// Lease of the deliveries; `None` takes the queue's default.
+    pub lease: Option<Millis>,
+    /// Finish each message as it is delivered (AMQP `no-ack`): at-most-once.
+    pub auto_ack: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Consume {
+    pub queue: String,
+    pub session: SessionId,
+    /// Most unacked deliveries at a time (AMQP prefetch); 0 = unlimited.
+    pub credit: u32,
+    pub lease: Option<Millis>,
+    pub auto_ack: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SetKey {
+    pub key: String,
+    pub value: Bytes,
+    pub condition: SetCondition,
+    pub expiry: SetExpiry,
+    /// Reply the old value (Redis `SET ... GET`).
+    pub get: bool,
+    pub fence: Option<Fence>,
+}
+
+impl SetKey {
+    /// A plain `SET key value`.
+    pub fn new(key: impl Into<String>, value: impl Into<Bytes>) -> SetKey {
+        SetKey {
+            key: key.into(),
+            value: value.into(),
+            condition: SetCondition::Always,
+            expiry: SetExpiry::None,
+            get: false,
+            fence: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SetCondition {
+    Always,
+    /// Only if the key does not exist.
+    Nx,
+    /// Only if the key exists.
+    Xx,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SetExpiry {
+    /// Remove any TTL.
+    None,
+    /// Keep the key's current TTL.
+    KeepTtl,
+    /// Expire this long from now (must be > 0).
+    In(Millis),
+}
+
+/// Redis 7's `EXPIRE key ttl [NX|XX|GT|LT]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ExpireCondition {
+    Always,
+    /// Only when the key has no TTL.
+    Nx,
+    /// Only when the key has a TTL.
+    Xx,
+    /// Only when the new TTL is greater (no TTL counts as infinite).
+    Gt,
+    /// Only when the new TTL is less (no TTL counts as infinite).
+    Lt,
+}
+
+/// A read. Reads never change state, so they need no log entry; the server runs them after a
+/// read-index check, at the local clock.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Query {
+    /// Holders and waiters of a lock or semaphore.
+    LockInfo {
+        name: String,
+    },
+    /// `Int(1)` if `token` is a live hold of `lock`, else `Int(0)`.
+    FenceCheck {
+        lock: String,
+        token: u64,
+    },
+    QueueStats {
+        name: String,
+    },
+    /// The next `count` ready messages, in delivery order, without delivering them.
+    Peek {
+        queue: String,
+        count: u32,
+    },
+    /// Every queue name, sorted.
+    ListQueues,
+    /// Every lock and semaphore name, sorted.
+    ListLocks,
+    Get {
+        key: String,
+    },
+    /// How many of `keys` exist (a key named twice counts twice, as in Redis).
+    Exists {
+        keys: Vec<String>,
+    },
+    /// Remaining TTL in ms; -1 without a TTL, -2 when the key does not exist.
+    Pttl {
+        key: String,
+    },
+}

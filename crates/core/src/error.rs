@@ -1,0 +1,80 @@
+//! Errors a client sees. Each has a stable code (the RESP error prefix, the HTTP `code` field):
+//! codes are never renamed or reused, since clients match on them.
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::{Millis, SessionId};
+
+/// A refused command. The state is unchanged whenever a command replies with one of these.
+#[derive(Debug, Clone, PartialEq, Eq, Error, Serialize, Deserialize)]
+pub enum CoreError {
+    /// Waiting would close a cycle in the wait-for graph.
+    #[error("waiting would deadlock: {}", cycle_text(.cycle))]
+    Deadlock { cycle: Vec<WaitEdge> },
+    #[error("token {token} is not a live hold of lock '{lock}'")]
+    Fenced { lock: String, token: u64 },
+    /// A renew of a hold that is gone: its lease ran out or it was released.
+    #[error("hold {token} is no longer held")]
+    LostHold { token: u64 },
+    /// An extend of a delivery that is gone: acked, nacked, or its lease ran out.
+    #[error("delivery {receipt} is no longer held")]
+    LostDelivery { receipt: u64 },
+    #[error("'{name}' is a {found}, not a {expected}")]
+    WrongType { name: String, expected: String, found: String },
+    #[error("value is not an integer or out of range")]
+    NotInteger,
+    #[error("increment or decrement would overflow")]
+    Overflow,
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("no such queue '{0}'")]
+    NoSuchQueue(String),
+    #[error("queue '{name}' is full (max length {max_len})")]
+    QueueFull { name: String, max_len: u64 },
+    #[error("queue '{0}' exists with a different configuration")]
+    QueueConfigMismatch(String),
+    #[error("semaphore '{name}' has limit {limit}, not {asked}")]
+    LimitMismatch { name: String, limit: u32, asked: u32 },
+    #[error("owner '{owner}' already holds '{name}' in another mode")]
+    ModeConflict { name: String, owner: String },
+    #[error("unknown session {0}")]
+    UnknownSession(SessionId),
+    #[error("waiting needs a session")]
+    WaitWithoutSession,
+    #[error("lease or TTL must be between 1 and {max} ms", max = crate::MAX_DURATION)]
+    BadDuration,
+}
+
+impl CoreError {
+    /// The stable code: the RESP error prefix and the HTTP error `code`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            CoreError::Deadlock { .. } => "DEADLOCK",
+            CoreError::Fenced { .. } => "FENCED",
+            CoreError::LostHold { .. } | CoreError::LostDelivery { .. } => "LOST",
+            CoreError::WrongType { .. } => "WRONGTYPE",
+            CoreError::QueueFull { .. } => "FULL",
+            _ => "ERR",
+        }
+    }
+}
+
+/// One edge of a deadlock cycle: `owner` waits for `name`, which `blocked_by` holds or waits for ahead of it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WaitEdge {
+    pub owner: String,
+    pub name: String,
+    pub blocked_by: String,
+}
+
+fn cycle_text(cycle: &[WaitEdge]) -> String {
+    let edges: Vec<String> = cycle
+        .iter()
+        .map(|e| format!("{} waits for '{}' held by {}", e.owner, e.name, e.blocked_by))
+        .collect();
+    edges.join(" -> ")
+}
+
+/// Durations above this are refused, so `now + duration` can never overflow.
+pub const MAX_DURATION: Millis = 1 << 40;

@@ -1,0 +1,301 @@
+//! Turnstile's state machine: locks, semaphores, queues, sessions and KV, pure and deterministic.
+//!
+//! ```text
+//!   log entry (index, leader's stamp, Command) ──► State::apply ──► (Reply, Vec<Effect>)
+//!                                                    │
+//!               1. clock = max(clock, stamp)         │  no I/O, no clock reads, no randomness,
+//!               2. fire every timer due by then      │  no hash-map iteration: the same log
+//!               3. apply the command                 │  gives the same state on every node
+//! ```
+//!
+//! The reply goes to the client that sent the command; effects go to whoever the server must tell
+//! (a parked waiter that was granted, a consumer that was sent a message). Reads ([`Query`]) never
+//! change state and need no log entry.
+//!
+//! One 64-bit counter issues every fencing token: each grant and each delivery takes the next
+//! value, so tokens are unique and strictly increasing across the whole system, even when one
+//! entry grants several holds or makes several deliveries.
+
+mod command;
+mod deadlock;
+mod error;
+mod kv;
+mod lock;
+mod queue;
+mod reply;
+mod session;
+mod timer;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+pub use command::{
+    Acquire, Command, Consume, ExpireCondition, Fence, Mode, Pop, Push, Query, SetCondition, SetExpiry,
+    SetKey,
+};
+pub use error::{CoreError, MAX_DURATION, WaitEdge};
+pub use queue::{Overflow, QueueConfig};
+pub use reply::{
+    DeadLetter, DeadReason, Delivery, Effect, HolderView, LockInfo, MessageView, QueueStats, QueueTotals,
+    Reply, Taker, WaiterView,
+};
+
+use kv::KvEntry;
+use lock::Resource;
+use queue::Queue;
+use session::Session;
+use timer::{Timer, Timers};
+
+/// Milliseconds since the Unix epoch, in the leader's clock.
+pub type Timestamp = u64;
+/// A duration in milliseconds.
+pub type Millis = u64;
+/// A message id: unique across all queues, increasing in push order.
+pub type MsgId = u64;
+/// Queues are referred to by number inside the state, so timers stay small.
+pub(crate) type QueueId = u64;
+
+/// A client session: one per connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct SessionId(pub u64);
+
+impl fmt::Display for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// The owner name used when an acquire names none: one owner per session.
+pub fn default_owner(session: SessionId) -> String {
+    format!("session:{}", session.0)
+}
+
+/// The whole replicated state. See the crate docs for how it is driven.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct State {
+    /// Never goes backwards: the max of every stamp applied.
+    clock: Timestamp,
+    /// The log index of the last entry applied, for snapshots.
+    applied_index: u64,
+    /// The last fencing token issued (grants and deliveries).
+    last_token: u64,
+    /// The last id issued to a session, waiter, consumer or message.
+    last_id: u64,
+    sessions: BTreeMap<SessionId, Session>,
+    /// Locks and semaphores by name (one namespace for both).
+    resources: BTreeMap<String, Resource>,
+    /// Live hold token → resource name.
+    holds: BTreeMap<u64, String>,
+    /// Waiting acquire or pop → what it waits for.
+    waits: BTreeMap<u64, WaitTarget>,
+    /// Owner → its waiting acquires: the edges of the wait-for graph start here.
+    owner_waits: BTreeMap<String, BTreeSet<u64>>,
+    queue_ids: BTreeMap<String, QueueId>,
+    queues: BTreeMap<QueueId, Queue>,
+    keys: BTreeMap<String, KvEntry>,
+    timers: Timers,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+enum WaitTarget {
+    Lock(String),
+    Pop(QueueId),
+}
+
+/// A snapshot that could not be read back.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error("snapshot format version {0} is not supported")]
+    Version(u8),
+    #[error("snapshot is empty")]
+    Empty,
+    #[error("snapshot is corrupt: {0}")]
+    Decode(#[from] postcard::Error),
+}
+
+const SNAPSHOT_VERSION: u8 = 1;
+
+impl State {
+    pub fn new() -> State {
+        State::default()
+    }
+
+    /// Applies one command stamped `now` by the leader, as log entry `index`.
+    pub fn apply(&mut self, index: u64, now: Timestamp, cmd: Command) -> (Reply, Vec<Effect>) {
+        self.applied_index = self.applied_index.max(index);
+        self.clock = self.clock.max(now);
+        let mut fx = Vec::new();
+        self.fire_due(&mut fx);
+        let reply = match self.dispatch(cmd, &mut fx) {
+            Ok(reply) => reply,
+            Err(e) => Reply::Error(e),
+        };
+        (reply, fx)
+    }
+
+    fn dispatch(&mut self, cmd: Command, fx: &mut Vec<Effect>) -> Result<Reply, CoreError> {
+        match cmd {
+            Command::Tick => Ok(Reply::Ok),
+            Command::OpenSession => Ok(Reply::Session(self.open_session())),
+            Command::CloseSession { session } => self.close_session(session, fx),
+            Command::RefreshLeases => Ok(self.refresh_leases()),
+            Command::Acquire(req) => self.acquire(req),
+            Command::Release { name, token } => Ok(self.release(&name, token, fx)),
+            Command::Renew { name, token, ttl } => self.renew(&name, token, ttl),
+            Command::CreateQueue { name, config } => self.create_queue(name, config),
+            Command::DeleteQueue { name } => Ok(self.delete_queue(&name, fx)),
+            Command::PurgeQueue { name } => Ok(self.purge_queue(&name)),
+            Command::Push(push) => self.push(push, fx),
+            Command::Pop(pop) => self.pop(pop, fx),
+            Command::Ack { queue, receipts, fence } => self.ack(&queue, &receipts, fence.as_ref(), fx),
+            Command::Nack { queue, receipt, delay, dead_letter } => {
+                self.nack(&queue, receipt, delay, dead_letter, fx)
+            }
+            Command::Extend { queue, receipt, lease } => self.extend(&queue, receipt, lease),
+            Command::Consume(consume) => self.consume(consume, fx),
+            Command::Cancel { queue, consumer_id } => Ok(self.cancel(&queue, consumer_id)),
+            Command::Redrive { from, to, count } => self.redrive(&from, to, count, fx),
+            Command::Set(set) => self.set(set),
+            Command::Del { keys, fence } => self.del(&keys, fence.as_ref()),
+            Command::Expire { key, ttl, condition } => Ok(self.expire(&key, ttl, condition)),
+            Command::IncrBy { key, delta } => self.incr_by(&key, delta),
+        }
+    }
+
+    /// Answers a read at `now` (the reader's clock; never earlier than the state's own).
+    /// Items whose deadline has passed but whose timer has not fired yet count as gone.
+    pub fn query(&self, now: Timestamp, query: Query) -> Reply {
+        let now = self.clock.max(now);
+        let result = match query {
+            Query::LockInfo { name } => Ok(self.lock_info(&name, now)),
+            Query::FenceCheck { lock, token } => {
+                Ok(Reply::Int(i64::from(self.fence_holds(&lock, token, now))))
+            }
+            Query::QueueStats { name } => self.queue_stats(&name, now),
+            Query::Peek { queue, count } => self.peek(&queue, count, now),
+            Query::ListQueues => Ok(Reply::Names(self.queue_ids.keys().cloned().collect())),
+            Query::ListLocks => Ok(Reply::Names(self.resources.keys().cloned().collect())),
+            Query::Get { key } => Ok(self.get(&key, now)),
+            Query::Exists { keys } => Ok(self.exists(&keys, now)),
+            Query::Pttl { key } => Ok(Reply::Int(self.pttl(&key, now))),
+        };
+        result.unwrap_or_else(Reply::Error)
+    }
+
+    /// The state machine's clock: the latest stamp applied.
+    pub fn clock(&self) -> Timestamp {
+        self.clock
+    }
+
+    pub fn applied_index(&self) -> u64 {
+        self.applied_index
+    }
+
+    /// The last fencing token issued.
+    pub fn last_token(&self) -> u64 {
+        self.last_token
+    }
+
+    /// When the next timer is due: the server proposes a `Tick` then, and not before.
+    pub fn next_deadline(&self) -> Option<Timestamp> {
+        self.timers.next_due()
+    }
+
+    /// Sum of the payload and property bytes of every stored message and value, for memory limits.
+    pub fn payload_bytes(&self) -> u64 {
+        let queues: u64 = self.queues.values().map(|q| q.payload_bytes).sum();
+        let keys: u64 = self.keys.iter().map(|(k, e)| (k.len() + e.value.len()) as u64).sum();
+        queues + keys
+    }
+
+    /// The whole state as bytes: a version byte, then postcard.
+    pub fn snapshot(&self) -> Vec<u8> {
+        let mut out = vec![SNAPSHOT_VERSION];
+        // Serializing plain data into a Vec cannot fail.
+        out.extend(postcard::to_stdvec(self).expect("state serializes"));
+        out
+    }
+
+    pub fn restore(bytes: &[u8]) -> Result<State, SnapshotError> {
+        match bytes.split_first() {
+            None => Err(SnapshotError::Empty),
+            Some((&SNAPSHOT_VERSION, body)) => Ok(postcard::from_bytes(body)?),
+            Some((&v, _)) => Err(SnapshotError::Version(v)),
+        }
+    }
+
+    /// Fires every timer due at the current clock, in time order. Each handler ends its item
+    /// through the same path a command would, and that path removes the timer.
+    fn fire_due(&mut self, fx: &mut Vec<Effect>) {
+        while let Some((at, timer)) = self.timers.first_due(self.clock) {
+            match timer.clone() {
+                Timer::HoldLease { token } => self.expire_hold(token, fx),
+                Timer::WaitDeadline { wait_id } => self.wait_timed_out(wait_id, fx),
+                Timer::DeliveryLease { queue, receipt } => self.delivery_expired(queue, receipt, fx),
+                Timer::MessageDue { queue, id } => self.message_due(queue, id, fx),
+                Timer::MessageExpiry { queue, id } => self.message_expired(queue, id, fx),
+                Timer::DedupExpiry { queue, dedup } => self.dedup_expired(queue, &dedup),
+                Timer::KeyExpiry { key } => self.key_expired(&key),
+            }
+            if self.timers.contains(at, &timer) {
+                debug_assert!(false, "{timer:?} did not clear itself");
+                self.timers.remove(at, timer);
+            }
+        }
+    }
+
+    fn next_token(&mut self) -> u64 {
+        self.last_token += 1;
+        self.last_token
+    }
+
+    fn next_id(&mut self) -> u64 {
+        self.last_id += 1;
+        self.last_id
+    }
+
+    /// `now + d`, refusing durations that are zero or absurdly long.
+    fn deadline(&self, d: Millis) -> Result<Timestamp, CoreError> {
+        if d == 0 || d > MAX_DURATION {
+            return Err(CoreError::BadDuration);
+        }
+        Ok(self.clock + d)
+    }
+
+    /// Checks every internal index and counter against the data it summarizes. Tests call it
+    /// after every step; it is public so the verification suite can, too.
+    pub fn check_invariants(&self) -> Result<(), String> {
+        self.check_locks()?;
+        self.check_queues()?;
+        self.check_sessions()?;
+        self.check_keys()?;
+        let timers = self.expected_timers();
+        if timers != self.timers.len() {
+            return Err(format!("{} timers set, {} items have deadlines", self.timers.len(), timers));
+        }
+        Ok(())
+    }
+
+    fn expected_timers(&self) -> usize {
+        let holds = self.holds.len();
+        let waits = self.waits.len();
+        let queues: usize = self.queues.values().map(Queue::timer_count).sum();
+        let keys = self.keys.values().filter(|e| e.expires_at.is_some()).count();
+        holds + waits + queues + keys
+    }
+}
+
+/// Reads `Result<(), String>` invariant failures with a location.
+macro_rules! ensure {
+    ($cond:expr, $($fmt:tt)+) => {
+        if !$cond {
+            return Err(format!($($fmt)+));
+        }
+    };
+}
+pub(crate) use ensure;
+
+#[cfg(test)]
+mod tests;

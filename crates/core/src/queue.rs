@@ -1,0 +1,961 @@
+//! Durable queues: at-least-once delivery with leases, retries, delays, priorities, groups,
+//! dedup, bounds and dead letters.
+//!
+//! ```text
+//!            push ──► delayed ──(delay over)──► ready ──(pop / consumer)──► in flight ──ack──► gone
+//!                       ▲                        ▲  ▲                           │
+//!                       └──── nack with delay ───┘  └── nack, lease expiry, ────┤
+//!                                                       session close           │
+//!   past max deliveries, rejected, TTL over, pushed out of a full queue ────────┴──► dead-letter queue
+//!                                                                                    (or counted and gone)
+//! ```
+//!
+//! Every message is in exactly one of delayed, ready or in flight, in exactly one queue, until it
+//! leaves; each way out is counted in [`QueueTotals`], so `entered - left == stored` always holds.
+//!
+//! Ready messages wait in `eligible`, ordered by (priority desc, id): higher priority first,
+//! push order within a priority, and a returned message goes back to its old place. A message
+//! with a group key is eligible only while it is the oldest message of its group, so a group has
+//! at most one message in flight and is delivered in push order.
+//!
+//! Takers — waiting pops and consumers — stand in one FIFO line; a consumer goes to the back after
+//! each message (round robin), a waiting pop leaves once served.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::timer::Timer;
+use crate::{
+    Consume, CoreError, DeadLetter, DeadReason, Delivery, Effect, Fence, MessageView, Millis, MsgId, Pop,
+    Push, QueueId, QueueStats, QueueTotals, Reply, SessionId, State, Taker, Timestamp, WaitTarget, ensure,
+};
+
+/// How a queue behaves; set by `Q.CREATE` or defaulted by the first push.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueConfig {
+    /// Most messages stored (delayed, ready and in flight); 0 = unbounded.
+    pub max_len: u64,
+    pub overflow: Overflow,
+    /// A message returned after this many deliveries is dead-lettered; 0 = unlimited.
+    pub max_deliveries: u32,
+    /// Where dead letters go; `None` = they are counted and dropped.
+    pub dead_letter: Option<String>,
+    /// Default delivery lease.
+    pub lease: Millis,
+    /// Default message TTL; `None` = messages never expire.
+    pub ttl: Option<Millis>,
+    /// How long a dedup id is remembered.
+    pub dedup_window: Millis,
+}
+
+impl Default for QueueConfig {
+    fn default() -> QueueConfig {
+        QueueConfig {
+            max_len: 0,
+            overflow: Overflow::Reject,
+            max_deliveries: 0,
+            dead_letter: None,
+            lease: 30_000,
+            ttl: None,
+            dedup_window: 300_000,
+        }
+    }
+}
+
+/// What a push to a full queue does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Overflow {
+    /// Refuse the push.
+    Reject,
+    /// Drop (or dead-letter) the message that would be delivered next, and store the new one.
+    DropHead,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Queue {
+    pub(crate) name: String,
+    pub(crate) config: QueueConfig,
+    messages: BTreeMap<MsgId, Message>,
+    /// Every message in state Ready, oldest first.
+    ready: BTreeSet<MsgId>,
+    /// Ready messages that may be delivered now, in delivery order.
+    eligible: BTreeSet<(Reverse<u8>, MsgId)>,
+    delayed: u64,
+    /// Receipt → message.
+    pub(crate) in_flight: BTreeMap<u64, MsgId>,
+    /// Group key → its stored messages; the first is the only one that may be delivered.
+    groups: BTreeMap<String, BTreeSet<MsgId>>,
+    /// Dedup id → (first message, end of its window).
+    dedup: BTreeMap<String, (MsgId, Timestamp)>,
+    takers: VecDeque<Taker>,
+    pop_waiters: BTreeMap<u64, PopWaiter>,
+    pub(crate) consumers: BTreeMap<u64, Consumer>,
+    /// Messages here that are dead letters from another queue.
+    dead: u64,
+    pub(crate) payload_bytes: u64,
+    totals: QueueTotals,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Message {
+    payload: Bytes,
+    properties: Bytes,
+    priority: u8,
+    pushed_at: Timestamp,
+    /// Deliveries so far.
+    deliveries: u32,
+    group: Option<String>,
+    expires_at: Option<Timestamp>,
+    dead: Option<DeadLetter>,
+    state: MsgState,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+enum MsgState {
+    Ready,
+    Delayed {
+        until: Timestamp,
+    },
+    InFlight {
+        receipt: u64,
+        lease_until: Timestamp,
+        lease: Millis,
+        session: Option<SessionId>,
+        consumer: Option<u64>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct PopWaiter {
+    session: SessionId,
+    count: u32,
+    lease: Millis,
+    auto_ack: bool,
+    deadline: Timestamp,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Consumer {
+    session: SessionId,
+    credit: u32,
+    lease: Millis,
+    auto_ack: bool,
+    /// Deliveries not yet acked, nacked or expired.
+    unacked: u32,
+}
+
+impl Consumer {
+    fn has_credit(&self) -> bool {
+        self.credit == 0 || self.unacked < self.credit
+    }
+}
+
+impl Message {
+    fn size(&self) -> u64 {
+        (self.payload.len() + self.properties.len()) as u64
+    }
+
+    /// The TTL timer runs only while the message waits (delayed or ready): an in-flight message
+    /// is not taken from its consumer; its TTL is checked again when it comes back.
+    fn ttl_timer_armed(&self) -> bool {
+        self.expires_at.is_some() && !matches!(self.state, MsgState::InFlight { .. })
+    }
+}
+
+impl Queue {
+    fn new(name: String, config: QueueConfig) -> Queue {
+        Queue {
+            name,
+            config,
+            messages: BTreeMap::new(),
+            ready: BTreeSet::new(),
+            eligible: BTreeSet::new(),
+            delayed: 0,
+            in_flight: BTreeMap::new(),
+            groups: BTreeMap::new(),
+            dedup: BTreeMap::new(),
+            takers: VecDeque::new(),
+            pop_waiters: BTreeMap::new(),
+            consumers: BTreeMap::new(),
+            dead: 0,
+            payload_bytes: 0,
+            totals: QueueTotals::default(),
+        }
+    }
+
+    /// A ready message may be delivered if it has no group or is its group's oldest.
+    fn may_deliver(&self, id: MsgId, msg: &Message) -> bool {
+        msg.group.as_ref().is_none_or(|g| self.groups[g].first() == Some(&id))
+    }
+
+    /// The taker at the front of the line that can take a message now.
+    fn next_taker(&self) -> Option<usize> {
+        self.takers.iter().position(|t| match t {
+            Taker::Pop { .. } => true,
+            Taker::Consumer { consumer_id } => self.consumers[consumer_id].has_credit(),
+        })
+    }
+
+    pub(crate) fn timer_count(&self) -> usize {
+        let delays = usize::try_from(self.delayed).unwrap_or(usize::MAX);
+        let ttls = self.messages.values().filter(|m| m.ttl_timer_armed()).count();
+        delays + ttls + self.in_flight.len() + self.dedup.len()
+    }
+}
+
+impl State {
+    pub(crate) fn create_queue(&mut self, name: String, config: QueueConfig) -> Result<Reply, CoreError> {
+        validate_config(&name, &config)?;
+        if let Some(qid) = self.queue_ids.get(&name) {
+            return if self.queues[qid].config == config {
+                Ok(Reply::Int(0))
+            } else {
+                Err(CoreError::QueueConfigMismatch(name))
+            };
+        }
+        self.insert_queue(name, config);
+        Ok(Reply::Int(1))
+    }
+
+    fn insert_queue(&mut self, name: String, config: QueueConfig) -> QueueId {
+        let qid = self.next_id();
+        self.queue_ids.insert(name.clone(), qid);
+        self.queues.insert(qid, Queue::new(name, config));
+        qid
+    }
+
+    fn queue_or_create(&mut self, name: &str) -> QueueId {
+        match self.queue_ids.get(name) {
+            Some(&qid) => qid,
+            None => self.insert_queue(name.to_owned(), QueueConfig::default()),
+        }
+    }
+
+    fn queue_id(&self, name: &str) -> Result<QueueId, CoreError> {
+        self.queue_ids.get(name).copied().ok_or_else(|| CoreError::NoSuchQueue(name.to_owned()))
+    }
+
+    fn q(&mut self, qid: QueueId) -> &mut Queue {
+        self.queues.get_mut(&qid).expect("queue id is live")
+    }
+
+    pub(crate) fn delete_queue(&mut self, name: &str, fx: &mut Vec<Effect>) -> Reply {
+        let Some(&qid) = self.queue_ids.get(name) else { return Reply::Int(0) };
+        let q = &self.queues[&qid];
+        let waiters: Vec<u64> = q.pop_waiters.keys().copied().collect();
+        let consumers: Vec<(u64, SessionId)> = q.consumers.iter().map(|(id, c)| (*id, c.session)).collect();
+        let messages: Vec<MsgId> = q.messages.keys().copied().collect();
+        let dedups: Vec<(String, Timestamp)> = q.dedup.iter().map(|(d, (_, at))| (d.clone(), *at)).collect();
+        for wait_id in waiters {
+            let session = self.remove_pop_waiter(qid, wait_id);
+            fx.push(Effect::PopTimedOut { session, wait_id, queue: name.to_owned() });
+        }
+        for (consumer_id, session) in consumers {
+            self.remove_consumer(qid, consumer_id);
+            fx.push(Effect::ConsumerCancelled { session, consumer_id, queue: name.to_owned() });
+        }
+        for id in messages {
+            self.remove_message(qid, id);
+        }
+        for (dedup, at) in dedups {
+            self.timers.remove(at, Timer::DedupExpiry { queue: qid, dedup });
+        }
+        self.queues.remove(&qid);
+        self.queue_ids.remove(name);
+        Reply::Int(1)
+    }
+
+    pub(crate) fn purge_queue(&mut self, name: &str) -> Reply {
+        let Some(&qid) = self.queue_ids.get(name) else { return Reply::Int(0) };
+        let waiting: Vec<MsgId> = self.queues[&qid]
+            .messages
+            .iter()
+            .filter(|(_, m)| !matches!(m.state, MsgState::InFlight { .. }))
+            .map(|(id, _)| *id)
+            .collect();
+        for &id in &waiting {
+            self.remove_message(qid, id);
+        }
+        self.q(qid).totals.purged += waiting.len() as u64;
+        Reply::Int(waiting.len() as i64)
+    }
+
+    pub(crate) fn push(&mut self, p: Push, fx: &mut Vec<Effect>) -> Result<Reply, CoreError> {
+        if p.priority > 9 {
+            return Err(CoreError::InvalidArgument("priority must be between 0 and 9".into()));
+        }
+        let due = if p.delay > 0 { Some(self.deadline(p.delay)?) } else { None };
+        if let Some(ttl) = p.ttl {
+            self.deadline(ttl)?;
+        }
+        self.check_fence(p.fence.as_ref())?;
+        let qid = self.queue_or_create(&p.queue);
+        let now = self.clock;
+        let q = &self.queues[&qid];
+        if let Some(&(id, until)) = p.dedup.as_ref().and_then(|d| q.dedup.get(d)) {
+            if until > now {
+                self.q(qid).totals.deduplicated += 1;
+                return Ok(Reply::Pushed { id, duplicate: true });
+            }
+        }
+        let max_len = q.config.max_len;
+        if max_len > 0 && q.messages.len() as u64 >= max_len {
+            let head = q.eligible.first().map(|(_, id)| *id).or_else(|| q.ready.first().copied());
+            match (q.config.overflow, head) {
+                (Overflow::DropHead, Some(head)) => self.dead_letter(qid, head, DeadReason::MaxLen, fx),
+                _ => return Err(CoreError::QueueFull { name: p.queue, max_len }),
+            }
+        }
+        let id = self.next_id();
+        let q = self.q(qid);
+        let ttl = p.ttl.or(q.config.ttl);
+        if let Some(dedup) = p.dedup {
+            let until = now + q.config.dedup_window;
+            if let Some((_, old)) = q.dedup.insert(dedup.clone(), (id, until)) {
+                self.timers.remove(old, Timer::DedupExpiry { queue: qid, dedup: dedup.clone() });
+            }
+            self.timers.add(until, Timer::DedupExpiry { queue: qid, dedup });
+        }
+        let msg = Message {
+            payload: p.payload,
+            properties: p.properties,
+            priority: p.priority,
+            pushed_at: now,
+            deliveries: 0,
+            group: p.group,
+            expires_at: ttl.map(|t| now + t),
+            dead: None,
+            state: MsgState::Ready,
+        };
+        self.q(qid).totals.pushed += 1;
+        self.insert_message(qid, id, msg, due, fx);
+        Ok(Reply::Pushed { id, duplicate: false })
+    }
+
+    /// Stores a message arriving in a queue (pushed, dead-lettered or redriven) and serves it.
+    fn insert_message(
+        &mut self,
+        qid: QueueId,
+        id: MsgId,
+        msg: Message,
+        due: Option<Timestamp>,
+        fx: &mut Vec<Effect>,
+    ) {
+        let q = self.q(qid);
+        q.payload_bytes += msg.size();
+        q.dead += u64::from(msg.dead.is_some());
+        if let Some(group) = &msg.group {
+            q.groups.entry(group.clone()).or_default().insert(id);
+        }
+        q.messages.insert(id, msg);
+        let state = match due {
+            Some(until) => MsgState::Delayed { until },
+            None => MsgState::Ready,
+        };
+        self.enter_state(qid, id, state);
+        self.serve(qid, fx);
+    }
+
+    pub(crate) fn pop(&mut self, p: Pop, fx: &mut Vec<Effect>) -> Result<Reply, CoreError> {
+        if p.count == 0 {
+            return Err(CoreError::InvalidArgument("count must be at least 1".into()));
+        }
+        if let Some(lease) = p.lease {
+            self.deadline(lease)?;
+        }
+        let deadline = if p.wait > 0 { Some(self.deadline(p.wait)?) } else { None };
+        if let Some(session) = p.session {
+            self.session(session)?;
+        }
+        let Some(&qid) = self.queue_ids.get(&p.queue) else {
+            if deadline.is_none() {
+                return Ok(Reply::Nil);
+            }
+            // Like Redis's BLPOP on a missing key, a waiting pop waits for the first push.
+            let session = p.session.ok_or(CoreError::WaitWithoutSession)?;
+            let qid = self.queue_or_create(&p.queue);
+            let lease = p.lease.unwrap_or(self.queues[&qid].config.lease);
+            let wait_id = self.add_pop_waiter(qid, session, &p, lease, deadline.expect("waiting"));
+            return Ok(Reply::Waiting { wait_id });
+        };
+        let lease = p.lease.unwrap_or(self.queues[&qid].config.lease);
+        if !self.queues[&qid].eligible.is_empty() {
+            let deliveries = self.deliver(qid, p.count, p.session, None, lease, p.auto_ack);
+            self.serve(qid, fx);
+            return Ok(Reply::Deliveries(deliveries));
+        }
+        match (deadline, p.session) {
+            (None, _) => Ok(Reply::Nil),
+            (Some(_), None) => Err(CoreError::WaitWithoutSession),
+            (Some(deadline), Some(session)) => {
+                let wait_id = self.add_pop_waiter(qid, session, &p, lease, deadline);
+                Ok(Reply::Waiting { wait_id })
+            }
+        }
+    }
+
+    fn add_pop_waiter(
+        &mut self,
+        qid: QueueId,
+        session: SessionId,
+        p: &Pop,
+        lease: Millis,
+        deadline: Timestamp,
+    ) -> u64 {
+        let wait_id = self.next_id();
+        let waiter = PopWaiter { session, count: p.count, lease, auto_ack: p.auto_ack, deadline };
+        let q = self.q(qid);
+        q.pop_waiters.insert(wait_id, waiter);
+        q.takers.push_back(Taker::Pop { wait_id });
+        self.waits.insert(wait_id, WaitTarget::Pop(qid));
+        self.session_mut(session).waits.insert(wait_id);
+        self.timers.add(deadline, Timer::WaitDeadline { wait_id });
+        wait_id
+    }
+
+    /// Takes a waiting pop out of its line, with its timer; returns its session.
+    pub(crate) fn remove_pop_waiter(&mut self, qid: QueueId, wait_id: u64) -> SessionId {
+        let q = self.q(qid);
+        let waiter = q.pop_waiters.remove(&wait_id).expect("pop waiter exists");
+        q.takers.retain(|t| *t != Taker::Pop { wait_id });
+        self.waits.remove(&wait_id);
+        self.session_mut(waiter.session).waits.remove(&wait_id);
+        self.timers.remove(waiter.deadline, Timer::WaitDeadline { wait_id });
+        waiter.session
+    }
+
+    pub(crate) fn consume(&mut self, c: Consume, fx: &mut Vec<Effect>) -> Result<Reply, CoreError> {
+        if let Some(lease) = c.lease {
+            self.deadline(lease)?;
+        }
+        self.session(c.session)?;
+        let qid = self.queue_or_create(&c.queue);
+        let consumer_id = self.next_id();
+        let lease = c.lease.unwrap_or(self.queues[&qid].config.lease);
+        let consumer =
+            Consumer { session: c.session, credit: c.credit, lease, auto_ack: c.auto_ack, unacked: 0 };
+        let q = self.q(qid);
+        q.consumers.insert(consumer_id, consumer);
+        q.takers.push_back(Taker::Consumer { consumer_id });
+        self.session_mut(c.session).consumers.insert((qid, consumer_id));
+        self.serve(qid, fx);
+        Ok(Reply::Consumer { consumer_id })
+    }
+
+    pub(crate) fn cancel(&mut self, queue: &str, consumer_id: u64) -> Reply {
+        match self.queue_ids.get(queue) {
+            Some(&qid) if self.queues[&qid].consumers.contains_key(&consumer_id) => {
+                self.remove_consumer(qid, consumer_id);
+                Reply::Int(1)
+            }
+            _ => Reply::Int(0),
+        }
+    }
+
+    /// Removes a consumer; its in-flight deliveries stay until acked, nacked or expired.
+    pub(crate) fn remove_consumer(&mut self, qid: QueueId, consumer_id: u64) {
+        let q = self.q(qid);
+        let consumer = q.consumers.remove(&consumer_id).expect("consumer exists");
+        q.takers.retain(|t| *t != Taker::Consumer { consumer_id });
+        self.session_mut(consumer.session).consumers.remove(&(qid, consumer_id));
+    }
+
+    /// Hands ready messages to the takers in line while both last.
+    fn serve(&mut self, qid: QueueId, fx: &mut Vec<Effect>) {
+        loop {
+            let q = &self.queues[&qid];
+            if q.eligible.is_empty() {
+                return;
+            }
+            let Some(at) = q.next_taker() else { return };
+            let queue = q.name.clone();
+            match q.takers[at] {
+                Taker::Pop { wait_id } => {
+                    let w = q.pop_waiters[&wait_id].clone();
+                    self.remove_pop_waiter(qid, wait_id);
+                    let deliveries = self.deliver(qid, w.count, Some(w.session), None, w.lease, w.auto_ack);
+                    fx.push(Effect::Delivered {
+                        session: w.session,
+                        to: Taker::Pop { wait_id },
+                        queue,
+                        deliveries,
+                    });
+                }
+                Taker::Consumer { consumer_id } => {
+                    let c = q.consumers[&consumer_id].clone();
+                    let q = self.q(qid);
+                    let taker = q.takers.remove(at).expect("taker exists");
+                    q.takers.push_back(taker);
+                    let deliveries =
+                        self.deliver(qid, 1, Some(c.session), Some(consumer_id), c.lease, c.auto_ack);
+                    let to = Taker::Consumer { consumer_id };
+                    fx.push(Effect::Delivered { session: c.session, to, queue, deliveries });
+                }
+            }
+        }
+    }
+
+    /// Delivers up to `count` eligible messages, each with its own receipt and lease.
+    fn deliver(
+        &mut self,
+        qid: QueueId,
+        count: u32,
+        session: Option<SessionId>,
+        consumer: Option<u64>,
+        lease: Millis,
+        auto_ack: bool,
+    ) -> Vec<Delivery> {
+        let mut out = Vec::new();
+        while out.len() < count as usize {
+            let Some(&(_, id)) = self.queues[&qid].eligible.first() else { break };
+            let receipt = self.next_token();
+            let q = self.q(qid);
+            q.totals.delivered += 1;
+            let msg = q.messages.get_mut(&id).expect("eligible message exists");
+            msg.deliveries += 1;
+            let delivery = Delivery {
+                id,
+                receipt,
+                payload: msg.payload.clone(),
+                properties: msg.properties.clone(),
+                deliveries: msg.deliveries,
+                priority: msg.priority,
+                lease,
+                dead: msg.dead.clone(),
+            };
+            if auto_ack {
+                self.remove_message(qid, id);
+                self.q(qid).totals.acked += 1;
+            } else {
+                let lease_until = self.clock + lease;
+                self.move_to(qid, id, MsgState::InFlight { receipt, lease_until, lease, session, consumer });
+            }
+            out.push(delivery);
+        }
+        out
+    }
+
+    pub(crate) fn ack(
+        &mut self,
+        queue: &str,
+        receipts: &[u64],
+        fence: Option<&Fence>,
+        fx: &mut Vec<Effect>,
+    ) -> Result<Reply, CoreError> {
+        self.check_fence(fence)?;
+        let Some(&qid) = self.queue_ids.get(queue) else { return Ok(Reply::Int(0)) };
+        let mut acked = 0;
+        for receipt in receipts {
+            if let Some(&id) = self.queues[&qid].in_flight.get(receipt) {
+                self.remove_message(qid, id);
+                self.q(qid).totals.acked += 1;
+                acked += 1;
+            }
+        }
+        self.serve(qid, fx);
+        Ok(Reply::Int(acked))
+    }
+
+    pub(crate) fn nack(
+        &mut self,
+        queue: &str,
+        receipt: u64,
+        delay: Millis,
+        dead_letter: bool,
+        fx: &mut Vec<Effect>,
+    ) -> Result<Reply, CoreError> {
+        if delay > 0 {
+            self.deadline(delay)?;
+        }
+        let Some(&qid) = self.queue_ids.get(queue) else { return Ok(Reply::Int(0)) };
+        let Some(&id) = self.queues[&qid].in_flight.get(&receipt) else { return Ok(Reply::Int(0)) };
+        if dead_letter {
+            self.dead_letter(qid, id, DeadReason::Rejected, fx);
+        } else {
+            self.requeue(qid, id, delay, fx);
+        }
+        Ok(Reply::Int(1))
+    }
+
+    pub(crate) fn extend(&mut self, queue: &str, receipt: u64, lease: Millis) -> Result<Reply, CoreError> {
+        let until = self.deadline(lease)?;
+        let lost = CoreError::LostDelivery { receipt };
+        let qid = self.queue_ids.get(queue).copied().ok_or(lost.clone())?;
+        let id = self.queues[&qid].in_flight.get(&receipt).copied().ok_or(lost)?;
+        self.set_lease(qid, id, until, lease);
+        Ok(Reply::Int(lease as i64))
+    }
+
+    fn set_lease(&mut self, qid: QueueId, id: MsgId, until: Timestamp, new_lease: Millis) {
+        let msg = self.q(qid).messages.get_mut(&id).expect("message exists");
+        let MsgState::InFlight { receipt, lease_until, lease, .. } = &mut msg.state else {
+            unreachable!("set_lease on a message not in flight")
+        };
+        let (receipt, old) = (*receipt, *lease_until);
+        (*lease_until, *lease) = (until, new_lease);
+        self.timers.reschedule(old, until, Timer::DeliveryLease { queue: qid, receipt });
+    }
+
+    pub(crate) fn refresh_delivery_leases(&mut self) {
+        let mut leases = Vec::new();
+        for (&qid, q) in &self.queues {
+            for &id in q.in_flight.values() {
+                if let MsgState::InFlight { lease_until, lease, .. } = q.messages[&id].state {
+                    leases.push((qid, id, lease_until.max(self.clock + lease), lease));
+                }
+            }
+        }
+        for (qid, id, until, lease) in leases {
+            self.set_lease(qid, id, until, lease);
+        }
+    }
+
+    /// A delivery that comes back unacked (lease expiry, session close).
+    pub(crate) fn return_delivery(&mut self, qid: QueueId, receipt: u64, fx: &mut Vec<Effect>) {
+        let id = self.queues[&qid].in_flight[&receipt];
+        self.requeue(qid, id, 0, fx);
+    }
+
+    pub(crate) fn delivery_expired(&mut self, qid: QueueId, receipt: u64, fx: &mut Vec<Effect>) {
+        let id = self.queues[&qid].in_flight[&receipt];
+        fx.push(Effect::DeliveryExpired { queue: self.queues[&qid].name.clone(), id, receipt });
+        self.requeue(qid, id, 0, fx);
+    }
+
+    /// Puts an in-flight message back for another delivery, unless it has used its last one or
+    /// its TTL ran out while it was out.
+    fn requeue(&mut self, qid: QueueId, id: MsgId, delay: Millis, fx: &mut Vec<Effect>) {
+        let q = self.q(qid);
+        q.totals.returned += 1;
+        let max = q.config.max_deliveries;
+        let msg = &q.messages[&id];
+        if max > 0 && msg.deliveries >= max {
+            self.dead_letter(qid, id, DeadReason::MaxDeliveries, fx);
+        } else if msg.expires_at.is_some_and(|at| at <= self.clock) {
+            self.dead_letter(qid, id, DeadReason::Expired, fx);
+        } else {
+            let state =
+                if delay > 0 { MsgState::Delayed { until: self.clock + delay } } else { MsgState::Ready };
+            self.move_to(qid, id, state);
+            self.serve(qid, fx);
+        }
+    }
+
+    pub(crate) fn message_due(&mut self, qid: QueueId, id: MsgId, fx: &mut Vec<Effect>) {
+        self.move_to(qid, id, MsgState::Ready);
+        self.serve(qid, fx);
+    }
+
+    pub(crate) fn message_expired(&mut self, qid: QueueId, id: MsgId, fx: &mut Vec<Effect>) {
+        self.dead_letter(qid, id, DeadReason::Expired, fx);
+    }
+
+    pub(crate) fn dedup_expired(&mut self, qid: QueueId, dedup: &str) {
+        let (_, until) = self.q(qid).dedup.remove(dedup).expect("dedup entry of a timer");
+        self.timers.remove(until, Timer::DedupExpiry { queue: qid, dedup: dedup.to_owned() });
+    }
+
+    /// Moves a message to the queue's dead-letter queue, or counts it gone when there is none.
+    fn dead_letter(&mut self, qid: QueueId, id: MsgId, reason: DeadReason, fx: &mut Vec<Effect>) {
+        let msg = self.remove_message(qid, id);
+        let q = self.q(qid);
+        let from = q.name.clone();
+        let Some(dlq) = q.config.dead_letter.clone() else {
+            match reason {
+                DeadReason::Expired => q.totals.expired += 1,
+                DeadReason::MaxLen => q.totals.dropped += 1,
+                DeadReason::MaxDeliveries | DeadReason::Rejected => q.totals.discarded += 1,
+            }
+            return;
+        };
+        q.totals.dead_lettered += 1;
+        let target = self.queue_or_create(&dlq);
+        self.q(target).totals.dead_letters_in += 1;
+        let dead = Some(DeadLetter { reason, from });
+        self.arrive(target, id, msg, dead, fx);
+    }
+
+    /// A message moved in from another queue (dead-lettered or redriven) starts afresh there:
+    /// no deliveries, no group, the target queue's TTL.
+    fn arrive(
+        &mut self,
+        qid: QueueId,
+        id: MsgId,
+        msg: Message,
+        dead: Option<DeadLetter>,
+        fx: &mut Vec<Effect>,
+    ) {
+        let ttl = self.queues[&qid].config.ttl;
+        let msg = Message {
+            deliveries: 0,
+            group: None,
+            expires_at: ttl.map(|t| self.clock + t),
+            dead,
+            state: MsgState::Ready,
+            ..msg
+        };
+        self.insert_message(qid, id, msg, None, fx);
+    }
+
+    pub(crate) fn redrive(
+        &mut self,
+        from: &str,
+        to: String,
+        count: u64,
+        fx: &mut Vec<Effect>,
+    ) -> Result<Reply, CoreError> {
+        let source = self.queue_id(from)?;
+        if from == to {
+            return Err(CoreError::InvalidArgument("redrive source and target must differ".into()));
+        }
+        let ids: Vec<MsgId> = self.queues[&source]
+            .ready
+            .iter()
+            .take(usize::try_from(count).unwrap_or(usize::MAX))
+            .copied()
+            .collect();
+        let target = self.queue_or_create(&to);
+        for &id in &ids {
+            let msg = self.remove_message(source, id);
+            self.q(source).totals.redriven_out += 1;
+            self.q(target).totals.redriven_in += 1;
+            self.arrive(target, id, msg, None, fx);
+        }
+        Ok(Reply::Int(ids.len() as i64))
+    }
+
+    /// Takes a message out of its queue entirely (every index, every timer).
+    fn remove_message(&mut self, qid: QueueId, id: MsgId) -> Message {
+        self.leave_state(qid, id);
+        let q = self.q(qid);
+        let msg = q.messages.remove(&id).expect("message exists");
+        q.payload_bytes -= msg.size();
+        q.dead -= u64::from(msg.dead.is_some());
+        if let Some(group) = &msg.group {
+            let members = q.groups.get_mut(group).expect("group of a message");
+            members.remove(&id);
+            // The group's next message may now be delivered.
+            match members.first().copied() {
+                None => {
+                    q.groups.remove(group);
+                }
+                Some(next) if q.messages[&next].state == MsgState::Ready => {
+                    q.eligible.insert((Reverse(q.messages[&next].priority), next));
+                }
+                Some(_) => {}
+            }
+        }
+        msg
+    }
+
+    /// Clears a message out of the indexes and timers of its current state (and its TTL timer).
+    fn leave_state(&mut self, qid: QueueId, id: MsgId) {
+        let q = self.queues.get_mut(&qid).expect("queue id is live");
+        let msg = &q.messages[&id];
+        if msg.ttl_timer_armed() {
+            let at = msg.expires_at.expect("armed");
+            self.timers.remove(at, Timer::MessageExpiry { queue: qid, id });
+        }
+        match msg.state {
+            MsgState::Ready => {
+                q.ready.remove(&id);
+                q.eligible.remove(&(Reverse(msg.priority), id));
+            }
+            MsgState::Delayed { until } => {
+                q.delayed -= 1;
+                self.timers.remove(until, Timer::MessageDue { queue: qid, id });
+            }
+            MsgState::InFlight { receipt, lease_until, session, consumer, .. } => {
+                q.in_flight.remove(&receipt);
+                if let Some(c) = consumer.and_then(|c| q.consumers.get_mut(&c)) {
+                    c.unacked -= 1;
+                }
+                self.timers.remove(lease_until, Timer::DeliveryLease { queue: qid, receipt });
+                if let Some(session) = session {
+                    self.session_mut(session).deliveries.remove(&(qid, receipt));
+                }
+            }
+        }
+    }
+
+    /// Moves a stored message from its state to `state`.
+    fn move_to(&mut self, qid: QueueId, id: MsgId, state: MsgState) {
+        self.leave_state(qid, id);
+        self.enter_state(qid, id, state);
+    }
+
+    /// Indexes a message (stored, but in no index yet) in `state`, and arms its timers.
+    fn enter_state(&mut self, qid: QueueId, id: MsgId, state: MsgState) {
+        let q = self.queues.get_mut(&qid).expect("queue id is live");
+        let msg = q.messages.get_mut(&id).expect("message exists");
+        msg.state = state.clone();
+        let (priority, expires_at) = (msg.priority, msg.expires_at);
+        match state {
+            MsgState::Ready => {
+                q.ready.insert(id);
+                if q.may_deliver(id, &q.messages[&id]) {
+                    q.eligible.insert((Reverse(priority), id));
+                }
+            }
+            MsgState::Delayed { until } => {
+                q.delayed += 1;
+                self.timers.add(until, Timer::MessageDue { queue: qid, id });
+            }
+            MsgState::InFlight { receipt, lease_until, session, consumer, .. } => {
+                q.in_flight.insert(receipt, id);
+                if let Some(c) = consumer.and_then(|c| q.consumers.get_mut(&c)) {
+                    c.unacked += 1;
+                }
+                self.timers.add(lease_until, Timer::DeliveryLease { queue: qid, receipt });
+                if let Some(session) = session {
+                    self.session_mut(session).deliveries.insert((qid, receipt));
+                }
+            }
+        }
+        if self.queues[&qid].messages[&id].ttl_timer_armed() {
+            self.timers.add(expires_at.expect("armed"), Timer::MessageExpiry { queue: qid, id });
+        }
+    }
+
+    pub(crate) fn queue_stats(&self, name: &str, now: Timestamp) -> Result<Reply, CoreError> {
+        let q = &self.queues[&self.queue_id(name)?];
+        let oldest = q.ready.first().map(|id| now.saturating_sub(q.messages[id].pushed_at)).unwrap_or(0);
+        Ok(Reply::QueueStats(QueueStats {
+            ready: q.ready.len() as u64,
+            delayed: q.delayed,
+            in_flight: q.in_flight.len() as u64,
+            dead: q.dead,
+            consumers: q.consumers.len() as u64,
+            waiting_pops: q.pop_waiters.len() as u64,
+            oldest_ready_age: oldest,
+            payload_bytes: q.payload_bytes,
+            totals: q.totals,
+        }))
+    }
+
+    pub(crate) fn peek(&self, name: &str, count: u32, now: Timestamp) -> Result<Reply, CoreError> {
+        let q = &self.queues[&self.queue_id(name)?];
+        let views = q
+            .eligible
+            .iter()
+            .take(count as usize)
+            .map(|(_, id)| {
+                let m = &q.messages[id];
+                MessageView {
+                    id: *id,
+                    payload: m.payload.clone(),
+                    priority: m.priority,
+                    deliveries: m.deliveries,
+                    age: now.saturating_sub(m.pushed_at),
+                    group: m.group.clone(),
+                    dead: m.dead.clone(),
+                }
+            })
+            .collect();
+        Ok(Reply::Messages(views))
+    }
+
+    pub(crate) fn check_queues(&self) -> Result<(), String> {
+        let mut seen = BTreeSet::new();
+        for (&qid, q) in &self.queues {
+            let name = &q.name;
+            ensure!(self.queue_ids.get(name) == Some(&qid), "queue {name} not indexed by name");
+            let (mut ready, mut delayed, mut in_flight, mut dead, mut bytes) = (0, 0, 0, 0, 0);
+            for (&id, m) in &q.messages {
+                ensure!(seen.insert(id), "message {id} stored twice");
+                ensure!(id <= self.last_id, "message {id} from the future");
+                bytes += m.size();
+                dead += u64::from(m.dead.is_some());
+                if let Some(g) = &m.group {
+                    ensure!(
+                        q.groups.get(g).is_some_and(|s| s.contains(&id)),
+                        "{name}: {id} not in its group"
+                    );
+                }
+                if let Some(at) = m.expires_at.filter(|_| m.ttl_timer_armed()) {
+                    ensure!(
+                        self.timers.contains(at, &Timer::MessageExpiry { queue: qid, id }),
+                        "{name}: {id} ttl"
+                    );
+                }
+                let eligible = q.eligible.contains(&(Reverse(m.priority), id));
+                match &m.state {
+                    MsgState::Ready => {
+                        ready += 1;
+                        ensure!(q.ready.contains(&id), "{name}: ready {id} not indexed");
+                        ensure!(eligible == q.may_deliver(id, m), "{name}: {id} eligibility wrong");
+                    }
+                    MsgState::Delayed { until } => {
+                        delayed += 1;
+                        ensure!(!eligible && !q.ready.contains(&id), "{name}: delayed {id} indexed as ready");
+                        ensure!(
+                            self.timers.contains(*until, &Timer::MessageDue { queue: qid, id }),
+                            "{name}: delay"
+                        );
+                    }
+                    MsgState::InFlight { receipt, lease_until, .. } => {
+                        in_flight += 1;
+                        ensure!(
+                            !eligible && !q.ready.contains(&id),
+                            "{name}: in-flight {id} indexed as ready"
+                        );
+                        ensure!(
+                            q.in_flight.get(receipt) == Some(&id),
+                            "{name}: receipt {receipt} not indexed"
+                        );
+                        ensure!(*receipt <= self.last_token, "{name}: receipt from the future");
+                        let timer = Timer::DeliveryLease { queue: qid, receipt: *receipt };
+                        ensure!(self.timers.contains(*lease_until, &timer), "{name}: lease timer");
+                    }
+                }
+            }
+            ensure!(ready == q.ready.len(), "{name}: ready index size");
+            ensure!(delayed == q.delayed, "{name}: delayed count");
+            ensure!(in_flight == q.in_flight.len(), "{name}: in-flight index size");
+            ensure!(dead == q.dead && bytes == q.payload_bytes, "{name}: dead or byte count");
+            let stored = q.messages.len() as u64;
+            let (entered, left) = (q.totals.entered(), q.totals.left());
+            ensure!(entered == left + stored, "{name}: {entered} entered, {left} left, {stored} stored");
+            for (g, members) in &q.groups {
+                ensure!(!members.is_empty(), "{name}: empty group {g}");
+                let out = members
+                    .iter()
+                    .filter(|id| !matches!(q.messages[id].state, MsgState::Ready | MsgState::Delayed { .. }));
+                ensure!(out.count() <= 1, "{name}: group {g} has several messages in flight");
+            }
+            ensure!(q.takers.len() == q.pop_waiters.len() + q.consumers.len(), "{name}: taker line");
+            if !q.eligible.is_empty() {
+                ensure!(q.next_taker().is_none(), "{name}: a taker could be served");
+            }
+            for (cid, c) in &q.consumers {
+                let unacked = q
+                    .messages
+                    .values()
+                    .filter(|m| matches!(m.state, MsgState::InFlight { consumer: Some(x), .. } if x == *cid))
+                    .count();
+                ensure!(unacked == c.unacked as usize, "{name}: consumer {cid} unacked count");
+            }
+            for wait_id in q.pop_waiters.keys() {
+                ensure!(self.waits.get(wait_id) == Some(&WaitTarget::Pop(qid)), "{name}: pop wait {wait_id}");
+            }
+        }
+        Ok(())
+    }
+}
+
+fn validate_config(name: &str, c: &QueueConfig) -> Result<(), CoreError> {
+    let bad = |what: &str| Err(CoreError::InvalidArgument(what.to_owned()));
+    if c.dead_letter.as_deref() == Some(name) {
+        return bad("a queue cannot be its own dead-letter queue");
+    }
+    if c.lease == 0 || c.lease > crate::MAX_DURATION || c.dedup_window > crate::MAX_DURATION {
+        return bad("lease must be between 1 ms and the maximum duration");
+    }
+    if c.ttl.is_some_and(|t| t == 0 || t > crate::MAX_DURATION) {
+        return bad("ttl must be at least 1 ms");
+    }
+    Ok(())
+}

@@ -1,0 +1,123 @@
+//! Sessions: what a connection owns, so that closing it cleans up in one step.
+//!
+//! Sessions live in the replicated state, not on the node that serves the connection, so a
+//! failover orphans nothing: any node can close a session and every node agrees on what it freed.
+
+use std::collections::BTreeSet;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{CoreError, Effect, QueueId, Reply, SessionId, State, Timestamp, WaitTarget, ensure};
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Session {
+    pub(crate) opened_at: Timestamp,
+    /// Hold tokens taken without KEEP.
+    pub(crate) holds: BTreeSet<u64>,
+    /// Waiting acquires and pops.
+    pub(crate) waits: BTreeSet<u64>,
+    /// In-flight deliveries: (queue, receipt).
+    pub(crate) deliveries: BTreeSet<(QueueId, u64)>,
+    pub(crate) consumers: BTreeSet<(QueueId, u64)>,
+}
+
+impl State {
+    pub(crate) fn open_session(&mut self) -> SessionId {
+        let id = SessionId(self.next_id());
+        self.sessions.insert(id, Session { opened_at: self.clock, ..Session::default() });
+        id
+    }
+
+    /// Releases holds, drops waits and consumers, and returns in-flight deliveries.
+    pub(crate) fn close_session(&mut self, id: SessionId, fx: &mut Vec<Effect>) -> Result<Reply, CoreError> {
+        let session = self.session(id)?.clone();
+        // Consumers go first, so returned messages are not handed straight back to them.
+        for (queue, consumer_id) in session.consumers {
+            self.remove_consumer(queue, consumer_id);
+        }
+        // Waits leave every line before any line moves up, so nothing is granted to this session.
+        let mut lines = BTreeSet::new();
+        for wait_id in session.waits {
+            match self.waits[&wait_id].clone() {
+                WaitTarget::Lock(name) => {
+                    self.remove_lock_waiter(&name, wait_id);
+                    lines.insert(name);
+                }
+                WaitTarget::Pop(queue) => {
+                    self.remove_pop_waiter(queue, wait_id);
+                }
+            }
+        }
+        for token in session.holds {
+            let name = self.holds[&token].clone();
+            self.release(&name, token, fx);
+        }
+        for name in lines {
+            self.wake(&name, fx);
+        }
+        for (queue, receipt) in session.deliveries {
+            self.return_delivery(queue, receipt, fx);
+        }
+        self.sessions.remove(&id);
+        Ok(Reply::Int(1))
+    }
+
+    pub(crate) fn refresh_leases(&mut self) -> Reply {
+        self.refresh_hold_leases();
+        self.refresh_delivery_leases();
+        Reply::Ok
+    }
+
+    pub(crate) fn session(&self, id: SessionId) -> Result<&Session, CoreError> {
+        self.sessions.get(&id).ok_or(CoreError::UnknownSession(id))
+    }
+
+    /// The session of an item that references it; its existence is an invariant.
+    pub(crate) fn session_mut(&mut self, id: SessionId) -> &mut Session {
+        self.sessions.get_mut(&id).expect("items reference only open sessions")
+    }
+
+    /// A timed-out wait (lock or pop): take it out of its line and tell its session.
+    pub(crate) fn wait_timed_out(&mut self, wait_id: u64, fx: &mut Vec<Effect>) {
+        match self.waits[&wait_id].clone() {
+            WaitTarget::Lock(name) => {
+                let waiter = self.remove_lock_waiter(&name, wait_id);
+                fx.push(Effect::WaitTimedOut { session: waiter.session, wait_id, name: name.clone() });
+                self.wake(&name, fx);
+            }
+            WaitTarget::Pop(queue) => {
+                let session = self.remove_pop_waiter(queue, wait_id);
+                let queue = self.queues[&queue].name.clone();
+                fx.push(Effect::PopTimedOut { session, wait_id, queue });
+            }
+        }
+    }
+
+    pub(crate) fn check_sessions(&self) -> Result<(), String> {
+        for (id, s) in &self.sessions {
+            for token in &s.holds {
+                let name = self.holds.get(token);
+                let hold = name.and_then(|n| self.resources.get(n)).and_then(|r| r.holds.get(token));
+                ensure!(
+                    hold.is_some_and(|h| h.session == Some(*id)),
+                    "session {id}: hold {token} not its own"
+                );
+            }
+            for wait_id in &s.waits {
+                ensure!(self.waits.contains_key(wait_id), "session {id}: wait {wait_id} unknown");
+            }
+            for (queue, receipt) in &s.deliveries {
+                let q = self.queues.get(queue);
+                ensure!(
+                    q.is_some_and(|q| q.in_flight.contains_key(receipt)),
+                    "session {id}: delivery {receipt}"
+                );
+            }
+            for (queue, consumer) in &s.consumers {
+                let q = self.queues.get(queue);
+                ensure!(q.is_some_and(|q| q.consumers.contains_key(consumer)), "session {id}: consumer");
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,19 @@
+#![doc = include_str!("../README.md")]
+//!
+//! # Modules
+//!
+//! - `request`: client → server, [`decode_request`] / [`parse_request`] with [`Limits`].
+//! - `frame`: server → client, [`Frame`] and [`Frame::encode`] for a [`Protocol`];
+//!   `frame::parse` reads replies back with [`parse_frame`].
+//! - `wire`: the syntax both directions share (lines, integers, blobs).
+//! - `error`: [`ProtocolError`], whose texts are Redis's.
+
+mod error;
+mod frame;
+mod request;
+mod wire;
+
+pub use error::ProtocolError;
+pub use frame::parse::{MAX_REPLY_DEPTH, parse_frame};
+pub use frame::{Frame, Protocol};
+pub use request::{Limits, Request, decode_request, parse_request};
