@@ -296,6 +296,3 @@ macro_rules! ensure {
     };
 }
 pub(crate) use ensure;
-
-#[cfg(test)]
-mod tests;

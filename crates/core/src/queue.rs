@@ -661,6 +661,8 @@ impl State {
     /// Moves a message to the queue's dead-letter queue, or counts it gone when there is none.
     fn dead_letter(&mut self, qid: QueueId, id: MsgId, reason: DeadReason, fx: &mut Vec<Effect>) {
         let msg = self.remove_message(qid, id);
+        // Its leaving may free a consumer's credit or let its group's next message go.
+        self.serve(qid, fx);
         let q = self.q(qid);
         let from = q.name.clone();
         let Some(dlq) = q.config.dead_letter.clone() else {
@@ -724,6 +726,7 @@ impl State {
             self.q(target).totals.redriven_in += 1;
             self.arrive(target, id, msg, None, fx);
         }
+        self.serve(source, fx);
         Ok(Reply::Int(ids.len() as i64))
     }
 

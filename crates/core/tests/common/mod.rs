@@ -1,0 +1,136 @@
+//! A small harness that reads like a story: a state, a clock the test moves by hand, and the log
+//! index advancing with every command. Every step checks the state's invariants.
+
+#![allow(dead_code)] // each test binary uses a different part of the harness
+
+use turnstile_core::{
+    Acquire, Command, Effect, Millis, Mode, Pop, Push, Query, Reply, SessionId, State, Timestamp,
+};
+
+pub struct World {
+    pub state: State,
+    pub now: Timestamp,
+    index: u64,
+    /// Every command applied, to replay.
+    pub log: Vec<(u64, Timestamp, Command)>,
+}
+
+impl World {
+    pub fn new() -> World {
+        World { state: State::new(), now: 1_000, index: 0, log: Vec::new() }
+    }
+
+    /// Applies a command at the current time; panics if an invariant breaks.
+    pub fn apply(&mut self, cmd: Command) -> (Reply, Vec<Effect>) {
+        self.index += 1;
+        self.log.push((self.index, self.now, cmd.clone()));
+        let out = self.state.apply(self.index, self.now, cmd);
+        if let Err(e) = self.state.check_invariants() {
+            panic!("invariant broken after step {}: {e}\nstate: {:#?}", self.index, self.state);
+        }
+        out
+    }
+
+    /// Applies a command that must produce no effects, and returns its reply.
+    pub fn reply(&mut self, cmd: Command) -> Reply {
+        let (reply, fx) = self.apply(cmd);
+        assert_eq!(fx, vec![], "unexpected effects for reply {reply:?}");
+        reply
+    }
+
+    pub fn query(&self, q: Query) -> Reply {
+        self.state.query(self.now, q)
+    }
+
+    /// Moves the clock to `now` and ticks; returns the effects.
+    pub fn tick_at(&mut self, now: Timestamp) -> Vec<Effect> {
+        self.now = now;
+        let (reply, fx) = self.apply(Command::Tick);
+        assert_eq!(reply, Reply::Ok);
+        fx
+    }
+
+    pub fn advance(&mut self, by: Millis) -> Vec<Effect> {
+        self.tick_at(self.now + by)
+    }
+
+    pub fn session(&mut self) -> SessionId {
+        match self.reply(Command::OpenSession) {
+            Reply::Session(s) => s,
+            other => panic!("open session replied {other:?}"),
+        }
+    }
+
+    pub fn close(&mut self, session: SessionId) -> Vec<Effect> {
+        let (reply, fx) = self.apply(Command::CloseSession { session });
+        assert_eq!(reply, Reply::Int(1));
+        fx
+    }
+
+    /// Replays the log into a fresh state: it must end identical.
+    pub fn replay(&self) -> State {
+        let mut fresh = State::new();
+        for (index, now, cmd) in &self.log {
+            fresh.apply(*index, *now, cmd.clone());
+        }
+        fresh
+    }
+}
+
+/// An acquire with no wait, no KEEP, owned by the session.
+pub fn acquire(session: SessionId, name: &str, mode: Mode, ttl: Millis) -> Acquire {
+    Acquire { name: name.into(), mode, ttl, wait: 0, owner: None, session: Some(session), keep: false }
+}
+
+pub fn lock(session: SessionId, name: &str, ttl: Millis) -> Command {
+    Command::Acquire(acquire(session, name, Mode::Exclusive, ttl))
+}
+
+pub fn lock_wait(session: SessionId, name: &str, ttl: Millis, wait: Millis) -> Command {
+    Command::Acquire(Acquire { wait, ..acquire(session, name, Mode::Exclusive, ttl) })
+}
+
+pub fn push(queue: &str, payload: &str) -> Command {
+    Command::Push(Push::new(queue, payload.to_owned()))
+}
+
+pub fn pop(session: SessionId, queue: &str, count: u32) -> Command {
+    Command::Pop(Pop { queue: queue.into(), session: Some(session), count, wait: 0, lease: None, auto_ack: false })
+}
+
+/// The fencing token of a `Granted` reply.
+pub fn token(reply: &Reply) -> u64 {
+    match reply {
+        Reply::Granted { token, .. } => *token,
+        other => panic!("expected a grant, got {other:?}"),
+    }
+}
+
+/// The deliveries of a reply, as (id, receipt, payload, deliveries).
+pub fn deliveries(reply: &Reply) -> Vec<(u64, u64, String, u32)> {
+    match reply {
+        Reply::Deliveries(ds) => ds
+            .iter()
+            .map(|d| (d.id, d.receipt, String::from_utf8_lossy(&d.payload).into_owned(), d.deliveries))
+            .collect(),
+        Reply::Nil => vec![],
+        other => panic!("expected deliveries, got {other:?}"),
+    }
+}
+
+pub fn pushed_id(reply: &Reply) -> u64 {
+    match reply {
+        Reply::Pushed { id, .. } => *id,
+        other => panic!("expected a pushed id, got {other:?}"),
+    }
+}
+
+impl World {
+    /// The state as it would be if the next command changed nothing: the live state after a
+    /// `Tick` at the same time and index. A refused command must leave exactly this behind.
+    pub fn unchanged(&self) -> State {
+        let mut expected = self.state.clone();
+        expected.apply(self.index + 1, self.now, Command::Tick);
+        expected
+    }
+}

@@ -1,0 +1,273 @@
+//! The state-machine adapter: openraft's [`RaftStateMachine`] over [`turnstile_core::State`].
+//!
+//! openraft hands committed entries to [`RaftStateMachine::apply`] in log order. For each one this
+//! adapter:
+//! 1. applies every command of a Normal entry's [`Batch`] in order, with the entry's log index and
+//!    the batch's leader-stamped `now` (the core never reads a clock);
+//! 2. sends the entry's effects, if any, to the effects channel as `(log index, effects)` — an
+//!    unbounded channel, because the apply path must never wait for a slow consumer;
+//! 3. publishes the state's next timer deadline on a watch (the server's ticker proposes
+//!    `Command::Tick` when it is due);
+//! 4. answers the entry's responder with a [`BatchReply`] — for *every* entry that has one,
+//!    blank and membership entries included (they get an empty reply). A responder that is never
+//!    answered leaves its `client_write` waiting forever.
+//!
+//! Effects and the deadline are published before the responder is answered, so a client that got
+//! its reply can rely on the watch and the channel already reflecting its entry.
+//!
+//! The [`State`] sits in a `std::sync::RwLock` shared with [`crate::Node::read`]; every critical
+//! section is synchronous (no `.await` while holding it). The last applied log id and the
+//! membership sit in the same lock as the state so a snapshot always pairs a state with the log
+//! position it reflects. Snapshots are `State::snapshot()` bytes, kept in memory for now.
+
+use std::io;
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+
+use futures_util::{Stream, StreamExt};
+use openraft::storage::{EntryResponder, RaftStateMachine};
+use openraft::type_config::alias::{LogIdOf, SnapshotMetaOf, SnapshotOf, StoredMembershipOf};
+use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
+use tokio::sync::{mpsc, watch};
+use turnstile_core::{Effect, State, Timestamp};
+
+use crate::{Batch, BatchReply, TypeConfig};
+
+type LogId = LogIdOf<TypeConfig>;
+type StoredMembership = StoredMembershipOf<TypeConfig>;
+type SnapshotMeta = SnapshotMetaOf<TypeConfig>;
+type Snapshot = SnapshotOf<TypeConfig, Vec<u8>>;
+
+/// The effects of one applied log entry: `(log index, effects)`, never with an empty list.
+pub type AppliedEffects = (u64, Vec<Effect>);
+
+/// The state-machine adapter handed to openraft. Cheap to clone: clones share one state (the
+/// snapshot builder is a clone, and so is the handle [`crate::Node`] reads through).
+#[derive(Debug, Clone)]
+pub struct StateMachineStore {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    applied: RwLock<Applied>,
+    /// The latest snapshot built or installed, served to openraft (e.g. to send to a follower).
+    snapshot: Mutex<Option<StoredSnapshot>>,
+    effects: mpsc::UnboundedSender<AppliedEffects>,
+    deadline: watch::Sender<Option<Timestamp>>,
+}
+
+/// The state and the log position it reflects, changed together.
+#[derive(Debug, Default)]
+struct Applied {
+    state: State,
+    last_applied: Option<LogId>,
+    membership: StoredMembership,
+}
+
+/// A snapshot kept in memory: where it was taken, and `State::snapshot()` bytes.
+#[derive(Debug, Clone)]
+pub struct StoredSnapshot {
+    pub meta: SnapshotMeta,
+    pub data: Vec<u8>,
+}
+
+fn poisoned<T>(_: PoisonError<T>) -> io::Error {
+    // A panic inside State::apply leaves the state half-applied: stop rather than go on with it.
+    io::Error::other("state machine lock poisoned by a panic during apply")
+}
+
+impl StateMachineStore {
+    /// An empty state machine, and the receiving end of its effects channel.
+    pub fn new() -> (StateMachineStore, mpsc::UnboundedReceiver<AppliedEffects>) {
+        let (effects, effects_rx) = mpsc::unbounded_channel();
+        let (deadline, _) = watch::channel(None);
+        let shared = Shared {
+            applied: RwLock::new(Applied::default()),
+            snapshot: Mutex::new(None),
+            effects,
+            deadline,
+        };
+        (StateMachineStore { shared: Arc::new(shared) }, effects_rx)
+    }
+
+    /// Runs `f` on the current state (no linearizability check: see [`crate::Node::read`]).
+    pub fn with_state<R>(&self, f: impl FnOnce(&State) -> R) -> Result<R, io::Error> {
+        let applied = self.shared.applied.read().map_err(poisoned)?;
+        Ok(f(&applied.state))
+    }
+
+    /// The state's next timer deadline, updated after every applied entry and snapshot install.
+    pub fn next_deadline(&self) -> watch::Receiver<Option<Timestamp>> {
+        self.shared.deadline.subscribe()
+    }
+
+    /// The log index of the last entry applied (or covered by an installed snapshot).
+    pub fn last_applied_index(&self) -> Option<u64> {
+        self.shared.applied.read().ok().and_then(|a| a.last_applied.map(|id| id.index()))
+    }
+
+    fn publish_deadline(&self, deadline: Option<Timestamp>) {
+        self.shared.deadline.send_if_modified(|current| {
+            let changed = *current != deadline;
+            *current = deadline;
+            changed
+        });
+    }
+
+    /// Applies one entry and returns its reply. Takes the write lock for this entry only.
+    fn apply_entry(&self, log_id: LogId, payload: EntryPayload<Batch, u64, openraft::BasicNode>) -> io::Result<BatchReply> {
+        let index = log_id.index();
+        let mut applied = self.shared.applied.write().map_err(poisoned)?;
+        applied.last_applied = Some(log_id);
+        let reply = match payload {
+            EntryPayload::Blank => BatchReply::default(),
+            EntryPayload::Membership(membership) => {
+                applied.membership = StoredMembership::new(Some(log_id), membership);
+                BatchReply::default()
+            }
+            EntryPayload::Normal(Batch { now, commands }) => {
+                let mut replies = Vec::with_capacity(commands.len());
+                let mut effects = Vec::new();
+                for cmd in commands {
+                    let (reply, fx) = applied.state.apply(index, now, cmd);
+                    replies.push(reply);
+                    effects.extend(fx);
+                }
+                if !effects.is_empty() {
+                    // The receiver may be gone (server shutting down); effects are then moot.
+                    let _ = self.shared.effects.send((index, effects));
+                }
+                BatchReply(replies)
+            }
+        };
+        let deadline = applied.state.next_deadline();
+        drop(applied);
+        self.publish_deadline(deadline);
+        Ok(reply)
+    }
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
+    type SnapshotData = Vec<u8>;
+
+    async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
+        let stored = {
+            // A read lock: apply waits while the state is serialized, so the bytes and the log
+            // position match. (Fine for in-memory sizes; a large state would want a cheaper copy.)
+            let applied = self.shared.applied.read().map_err(poisoned)?;
+            StoredSnapshot {
+                meta: SnapshotMeta {
+                    last_log_id: applied.last_applied,
+                    last_membership: applied.membership.clone(),
+                },
+                data: applied.state.snapshot(),
+            }
+        };
+        *self.shared.snapshot.lock().map_err(poisoned)? = Some(stored.clone());
+        Ok(Snapshot { meta: stored.meta, snapshot: stored.data })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachineStore {
+    type SnapshotData = Vec<u8>;
+    type SnapshotBuilder = StateMachineStore;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
+        let applied = self.shared.applied.read().map_err(poisoned)?;
+        Ok((applied.last_applied, applied.membership.clone()))
+    }
+
+    async fn apply<Strm>(&mut self, mut entries: Strm) -> Result<(), io::Error>
+    where
+        Strm: Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + OptionalSend,
+    {
+        while let Some(item) = entries.next().await {
+            let (entry, responder) = item?;
+            let reply = self.apply_entry(entry.log_id, entry.payload)?;
+            if let Some(responder) = responder {
+                responder.send(reply);
+            }
+        }
+        Ok(())
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: Vec<u8>) -> Result<(), io::Error> {
+        let state = State::restore(&snapshot).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        let deadline = state.next_deadline();
+        {
+            let mut applied = self.shared.applied.write().map_err(poisoned)?;
+            applied.state = state;
+            applied.last_applied = meta.last_log_id;
+            applied.membership = meta.last_membership.clone();
+        }
+        *self.shared.snapshot.lock().map_err(poisoned)? =
+            Some(StoredSnapshot { meta: meta.clone(), data: snapshot });
+        self.publish_deadline(deadline);
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {
+        let stored = self.shared.snapshot.lock().map_err(poisoned)?.clone();
+        Ok(stored.map(|s| Snapshot { meta: s.meta, snapshot: s.data }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use turnstile_core::{Command, Reply};
+
+    use super::*;
+
+    fn log_id(index: u64) -> LogId {
+        LogId::new_term_index(1, index)
+    }
+
+    /// build_snapshot → install_snapshot on a fresh adapter gives an equal state, log position
+    /// and deadline.
+    #[tokio::test]
+    async fn snapshot_round_trip() {
+        let (mut sm, _fx) = StateMachineStore::new();
+        let batch = Batch {
+            now: 1_000,
+            commands: vec![
+                Command::OpenSession,
+                Command::IncrBy { key: "k".into(), delta: 7 },
+                Command::Set(turnstile_core::SetKey {
+                    expiry: turnstile_core::SetExpiry::In(5_000),
+                    ..turnstile_core::SetKey::new("ttl", "v")
+                }),
+            ],
+        };
+        let reply = sm.apply_entry(log_id(3), EntryPayload::Normal(batch)).unwrap();
+        assert_eq!(reply.0[1], Reply::Int(7));
+        let deadline = *sm.next_deadline().borrow();
+        assert_eq!(deadline, Some(6_000));
+
+        let snap = sm.build_snapshot().await.unwrap();
+        assert_eq!(snap.meta.last_log_id, Some(log_id(3)));
+
+        let (mut fresh, _fx2) = StateMachineStore::new();
+        assert_ne!(fresh.with_state(State::clone).unwrap(), sm.with_state(State::clone).unwrap());
+        fresh.install_snapshot(&snap.meta, snap.snapshot.clone()).await.unwrap();
+
+        assert_eq!(fresh.with_state(State::clone).unwrap(), sm.with_state(State::clone).unwrap());
+        assert_eq!(fresh.applied_state().await.unwrap().0, Some(log_id(3)));
+        assert_eq!(*fresh.next_deadline().borrow(), Some(6_000));
+        let current = fresh.get_current_snapshot().await.unwrap().expect("installed snapshot kept");
+        assert_eq!(current.snapshot, snap.snapshot);
+    }
+
+    /// A corrupt snapshot is refused and leaves the state untouched.
+    #[tokio::test]
+    async fn corrupt_snapshot_is_refused() {
+        let (mut sm, _fx) = StateMachineStore::new();
+        let meta = SnapshotMeta { last_log_id: Some(log_id(9)), last_membership: StoredMembership::default() };
+        let err = sm.install_snapshot(&meta, vec![1, 0xff, 0xff]).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+        assert_eq!(sm.applied_state().await.unwrap().0, None);
+    }
+}
