@@ -110,7 +110,7 @@ fn receipt(reply: &Reply) -> u64 {
     }
 }
 
-/// 1. Acquire (no wait) + release of one lock by one session: 2 applies.
+/// Group 1: acquire (no wait) + release of one lock by one session: 2 applies.
 fn lock_cycle_uncontended(c: &mut Criterion) {
     let mut d = Driver::new();
     let s = d.session();
@@ -130,8 +130,8 @@ fn lock_cycle_uncontended(c: &mut Criterion) {
     d.check("lock_cycle_uncontended");
 }
 
-/// 2. Two sessions take turns: the holder releases (granting the waiter, a `Granted` effect),
-/// then re-enqueues itself as a waiter: 2 applies.
+/// Group 2: two sessions take turns. The holder releases (granting the waiter, a `Granted`
+/// effect), then re-enqueues itself as a waiter: 2 applies.
 fn lock_handoff_contended(c: &mut Criterion) {
     let mut d = Driver::new();
     let a = d.session();
@@ -165,7 +165,7 @@ fn lock_handoff_contended(c: &mut Criterion) {
     d.check("lock_handoff_contended");
 }
 
-/// 3. Push a 100-byte payload, pop it, ack it: 3 applies.
+/// Group 3: push a 100-byte payload, pop it, ack it: 3 applies.
 fn queue_push_pop_ack(c: &mut Criterion) {
     let mut d = Driver::new();
     let s = d.session();
@@ -189,7 +189,7 @@ fn queue_push_pop_ack(c: &mut Criterion) {
     d.check("queue_push_pop_ack");
 }
 
-/// 4. A queue holding 1,000,000 small messages: pop 1 + ack it + push 1 (depth stays 1M): 3 applies.
+/// Group 4: a queue holding 1,000,000 small messages: pop 1 + ack it + push 1 (depth stays 1M): 3 applies.
 fn pop_from_1m(c: &mut Criterion) {
     const DEPTH: usize = 1_000_000;
     let mut d = Driver::new();
@@ -222,7 +222,7 @@ fn pop_from_1m(c: &mut Criterion) {
     d.check("pop_from_1m");
 }
 
-/// 5. A state with 100,000 held locks (one lease timer each), then one `Tick` at a time.
+/// Group 5: a state with 100,000 held locks (one lease timer each), then one `Tick` at a time.
 fn tick_100k_timers(c: &mut Criterion) {
     const HOLDS: u64 = 100_000;
     let mut group = c.benchmark_group("tick_100k_timers");
@@ -299,8 +299,8 @@ criterion_group! {
     name = benches;
     // Six benchmarks in well under 3 minutes on a shared 2-core machine, builds included.
     config = Criterion::default()
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(4))
+        .warm_up_time(Duration::from_secs(2))
+        .measurement_time(Duration::from_secs(8))
         .sample_size(50);
     targets = lock_cycle_uncontended, lock_handoff_contended, queue_push_pop_ack, pop_from_1m, tick_100k_timers
 }

@@ -30,11 +30,8 @@ const VALUE: usize = 16;
 fn rss_anon() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status is readable");
     let line = status.lines().find(|l| l.starts_with("RssAnon:")).expect("RssAnon in /proc/self/status");
-    let kib: u64 = line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|v| v.parse().ok())
-        .expect("RssAnon is a number of kB");
+    let kib: u64 =
+        line.split_whitespace().nth(1).and_then(|v| v.parse().ok()).expect("RssAnon is a number of kB");
     kib * 1024
 }
 
@@ -122,13 +119,7 @@ fn locks() -> Measured {
     }
     let after = rss_anon();
     check(&d.state);
-    Measured {
-        what: "held lock (1 session)",
-        before,
-        after,
-        data: names,
-        data_note: "11-byte name",
-    }
+    Measured { what: "held lock (1 session)", before, after, data: names, data_note: "11-byte name" }
 }
 
 fn keys() -> Measured {
@@ -147,13 +138,7 @@ fn keys() -> Measured {
     let after = rss_anon();
     assert_eq!(d.state.payload_bytes(), data);
     check(&d.state);
-    Measured {
-        what: "KV key, 16-byte value",
-        before,
-        after,
-        data,
-        data_note: "10-byte key + 16-byte value",
-    }
+    Measured { what: "KV key, 16-byte value", before, after, data, data_note: "10-byte key + 16-byte value" }
 }
 
 fn check(state: &State) {
@@ -162,7 +147,10 @@ fn check(state: &State) {
     }
 }
 
-const SCENARIOS: [(&str, fn() -> Measured); 3] = [("queue", queue), ("locks", locks), ("keys", keys)];
+/// A scenario: its name on the command line, and the function that runs it.
+type Scenario = (&'static str, fn() -> Measured);
+
+const SCENARIOS: [Scenario; 3] = [("queue", queue), ("locks", locks), ("keys", keys)];
 
 fn main() -> ExitCode {
     if let Some(name) = std::env::args().nth(1) {

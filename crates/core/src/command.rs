@@ -111,6 +111,18 @@ pub enum Command {
     },
 }
 
+impl Command {
+    /// The session slot of a command that may act for a session (acquire, pop), so a front
+    /// end can parse first and bind the connection's session after.
+    pub fn session_mut(&mut self) -> Option<&mut Option<SessionId>> {
+        match self {
+            Command::Acquire(a) => Some(&mut a.session),
+            Command::Pop(p) => Some(&mut p.session),
+            _ => None,
+        }
+    }
+}
+
 /// A lock, read/write lock or semaphore acquire.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Acquire {

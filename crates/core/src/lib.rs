@@ -98,6 +98,23 @@ pub struct State {
     timers: Timers,
 }
 
+/// How much the state holds; see [`State::summary`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Summary {
+    pub sessions: u64,
+    /// Locks and semaphores that are held or waited for.
+    pub locks: u64,
+    pub holds: u64,
+    pub lock_waiters: u64,
+    pub queues: u64,
+    /// Messages stored in all queues (delayed, ready and in flight).
+    pub messages: u64,
+    pub timers: u64,
+    pub keys: u64,
+    pub payload_bytes: u64,
+    pub last_token: u64,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 enum WaitTarget {
     Lock(String),
@@ -201,6 +218,22 @@ impl State {
     /// When the next timer is due: the server proposes a `Tick` then, and not before.
     pub fn next_deadline(&self) -> Option<Timestamp> {
         self.timers.next_due()
+    }
+
+    /// Counts for INFO and metrics.
+    pub fn summary(&self) -> Summary {
+        Summary {
+            sessions: self.sessions.len() as u64,
+            locks: self.resources.len() as u64,
+            holds: self.holds.len() as u64,
+            lock_waiters: self.resources.values().map(|r| r.waiters.len() as u64).sum(),
+            queues: self.queues.len() as u64,
+            messages: self.queues.values().map(|q| q.len() as u64).sum(),
+            timers: self.timers.len() as u64,
+            keys: self.keys.len() as u64,
+            payload_bytes: self.payload_bytes(),
+            last_token: self.last_token,
+        }
     }
 
     /// Sum of the payload and property bytes of every stored message and value, for memory limits.

@@ -199,6 +199,11 @@ impl Queue {
         })
     }
 
+    /// Messages stored, in any state.
+    pub(crate) fn len(&self) -> usize {
+        self.messages.len()
+    }
+
     pub(crate) fn timer_count(&self) -> usize {
         let delays = usize::try_from(self.delayed).unwrap_or(usize::MAX);
         let ttls = self.messages.values().filter(|m| m.ttl_timer_armed()).count();
@@ -841,21 +846,21 @@ impl State {
 
     pub(crate) fn peek(&self, name: &str, count: u32, now: Timestamp) -> Result<Reply, CoreError> {
         let q = &self.queues[&self.queue_id(name)?];
+        // A message whose TTL has run out is gone to a reader, even before the tick that ends it.
         let views = q
             .eligible
             .iter()
+            .map(|(_, id)| (id, &q.messages[id]))
+            .filter(|(_, m)| m.expires_at.is_none_or(|at| at > now))
             .take(count as usize)
-            .map(|(_, id)| {
-                let m = &q.messages[id];
-                MessageView {
-                    id: *id,
-                    payload: m.payload.clone(),
-                    priority: m.priority,
-                    deliveries: m.deliveries,
-                    age: now.saturating_sub(m.pushed_at),
-                    group: m.group.clone(),
-                    dead: m.dead.clone(),
-                }
+            .map(|(id, m)| MessageView {
+                id: *id,
+                payload: m.payload.clone(),
+                priority: m.priority,
+                deliveries: m.deliveries,
+                age: now.saturating_sub(m.pushed_at),
+                group: m.group.clone(),
+                dead: m.dead.clone(),
             })
             .collect();
         Ok(Reply::Messages(views))

@@ -109,7 +109,10 @@ fn set_get_returns_the_old_value() {
     assert_eq!(w.reply(set_with("k", "v2", with_get)), bytes("v1"));
     assert_eq!(get(&w, "k"), bytes("v2"));
     // NX GET on an existing key: the old value, and nothing is set.
-    assert_eq!(w.reply(set_with("k", "v3", |s| (s.get, s.condition) = (true, SetCondition::Nx))), bytes("v2"));
+    assert_eq!(
+        w.reply(set_with("k", "v3", |s| (s.get, s.condition) = (true, SetCondition::Nx))),
+        bytes("v2")
+    );
     assert_eq!(get(&w, "k"), bytes("v2"));
     // XX GET on a missing key: nil, and nothing is set.
     assert_eq!(w.reply(set_with("x", "v", |s| (s.get, s.condition) = (true, SetCondition::Xx))), Reply::Nil);
@@ -285,7 +288,9 @@ fn incr_counts_from_zero_on_a_missing_key() {
     assert_eq!(w.reply(incr_by("m", -3)), Reply::Int(-3));
 
     // Values written by SET count when they are plain integers.
-    for (value, next) in [("0", 1), ("-5", -4), ("41", 42), ("-9223372036854775808", -9_223_372_036_854_775_807)] {
+    for (value, next) in
+        [("0", 1), ("-5", -4), ("41", 42), ("-9223372036854775808", -9_223_372_036_854_775_807)]
+    {
         assert_eq!(w.reply(set("s", value)), Reply::Ok);
         assert_eq!(w.reply(incr_by("s", 1)), Reply::Int(next), "INCR on {value:?}");
         assert_eq!(get(&w, "s"), bytes(&next.to_string()));
@@ -374,7 +379,10 @@ fn fenced_set_and_del_apply_only_with_a_live_lock_token() {
     // The live token applies.
     assert_eq!(w.reply(set_with("k", "v2", |s| s.fence = fence(2))), Reply::Ok);
     assert_eq!(get(&w, "k"), bytes("v2"));
-    assert_eq!(w.reply(Command::Del { keys: vec!["k".into(), "other".into()], fence: fence(2) }), Reply::Int(2));
+    assert_eq!(
+        w.reply(Command::Del { keys: vec!["k".into(), "other".into()], fence: fence(2) }),
+        Reply::Int(2)
+    );
     // After release the token is stale.
     assert_eq!(w.reply(Command::Release { name: "L".into(), token: 2 }), Reply::Int(1));
     assert_eq!(
@@ -387,7 +395,9 @@ fn fenced_set_and_del_apply_only_with_a_live_lock_token() {
 #[test]
 fn the_classic_set_nx_px_lock() {
     let mut w = World::new();
-    let acquire = |who: &str| set_with("lock", who, |s| (s.condition, s.expiry) = (SetCondition::Nx, SetExpiry::In(30_000)));
+    let acquire = |who: &str| {
+        set_with("lock", who, |s| (s.condition, s.expiry) = (SetCondition::Nx, SetExpiry::In(30_000)))
+    };
 
     // A takes the lock.
     assert_eq!(w.reply(acquire("A")), Reply::Ok);

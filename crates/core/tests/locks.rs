@@ -79,16 +79,28 @@ fn a_waiter_is_granted_on_release_and_three_waiters_are_served_in_order() {
     let [a, b, c, d] = [w.session(), w.session(), w.session(), w.session()];
     let t1 = token(&w.reply(lock(a, "L", 10_000)));
     let waits: Vec<Reply> = [b, c, d].iter().map(|s| w.reply(lock_wait(*s, "L", 10_000, 5_000))).collect();
-    assert_eq!(waits, vec![Reply::Waiting { wait_id: 5 }, Reply::Waiting { wait_id: 6 }, Reply::Waiting { wait_id: 7 }]);
+    assert_eq!(
+        waits,
+        vec![Reply::Waiting { wait_id: 5 }, Reply::Waiting { wait_id: 6 }, Reply::Waiting { wait_id: 7 }]
+    );
 
     let (reply, fx) = w.apply(Command::Release { name: "L".into(), token: t1 });
     assert_eq!(reply, Reply::Int(1));
     // Only the first waiter is woken: no thundering herd.
-    assert_eq!(fx, vec![Effect::Granted { session: b, wait_id: 5, name: "L".into(), token: 2, lease: 10_000 }]);
+    assert_eq!(
+        fx,
+        vec![Effect::Granted { session: b, wait_id: 5, name: "L".into(), token: 2, lease: 10_000 }]
+    );
     let (_, fx) = w.apply(Command::Release { name: "L".into(), token: 2 });
-    assert_eq!(fx, vec![Effect::Granted { session: c, wait_id: 6, name: "L".into(), token: 3, lease: 10_000 }]);
+    assert_eq!(
+        fx,
+        vec![Effect::Granted { session: c, wait_id: 6, name: "L".into(), token: 3, lease: 10_000 }]
+    );
     let (_, fx) = w.apply(Command::Release { name: "L".into(), token: 3 });
-    assert_eq!(fx, vec![Effect::Granted { session: d, wait_id: 7, name: "L".into(), token: 4, lease: 10_000 }]);
+    assert_eq!(
+        fx,
+        vec![Effect::Granted { session: d, wait_id: 7, name: "L".into(), token: 4, lease: 10_000 }]
+    );
 }
 
 #[test]
@@ -141,9 +153,15 @@ fn readers_share_and_a_waiting_writer_is_not_starved_by_later_readers() {
 
     assert_eq!(w.apply(Command::Release { name: "RW".into(), token: t1 }).1, vec![]);
     let (_, fx) = w.apply(Command::Release { name: "RW".into(), token: t2 });
-    assert_eq!(fx, vec![Effect::Granted { session: wr, wait_id: 5, name: "RW".into(), token: 3, lease: 10_000 }]);
+    assert_eq!(
+        fx,
+        vec![Effect::Granted { session: wr, wait_id: 5, name: "RW".into(), token: 3, lease: 10_000 }]
+    );
     let (_, fx) = w.apply(Command::Release { name: "RW".into(), token: 3 });
-    assert_eq!(fx, vec![Effect::Granted { session: r3, wait_id: 6, name: "RW".into(), token: 4, lease: 10_000 }]);
+    assert_eq!(
+        fx,
+        vec![Effect::Granted { session: r3, wait_id: 6, name: "RW".into(), token: 4, lease: 10_000 }]
+    );
 }
 
 #[test]
@@ -181,7 +199,10 @@ fn a_semaphore_grants_up_to_its_limit_and_wakes_waiters_that_fit_in_order() {
     // d needs only one permit but stands behind c: strict FIFO, so c is not starved.
     assert_eq!(w.reply(permits(d, 1, 5_000)), Reply::Waiting { wait_id: 6 });
     let (_, fx) = w.apply(Command::Release { name: "S".into(), token: ta });
-    assert_eq!(fx, vec![Effect::Granted { session: c, wait_id: 5, name: "S".into(), token: 3, lease: 10_000 }]);
+    assert_eq!(
+        fx,
+        vec![Effect::Granted { session: c, wait_id: 5, name: "S".into(), token: 3, lease: 10_000 }]
+    );
     assert_eq!(
         w.query(Query::LockInfo { name: "S".into() }),
         Reply::LockInfo(LockInfo {
@@ -210,10 +231,17 @@ fn semaphore_arguments_are_checked_and_names_keep_their_kind() {
     assert!(matches!(w.reply(sem(2, 3)), Reply::Error(CoreError::InvalidArgument(_))));
     assert!(matches!(w.reply(sem(0, 0)), Reply::Error(CoreError::InvalidArgument(_))));
     token(&w.reply(sem(2, 1)));
-    assert_eq!(w.reply(sem(5, 1)), Reply::Error(CoreError::LimitMismatch { name: "S".into(), limit: 2, asked: 5 }));
+    assert_eq!(
+        w.reply(sem(5, 1)),
+        Reply::Error(CoreError::LimitMismatch { name: "S".into(), limit: 2, asked: 5 })
+    );
     assert_eq!(
         w.reply(lock(a, "S", 1_000)),
-        Reply::Error(CoreError::WrongType { name: "S".into(), expected: "lock".into(), found: "semaphore".into() })
+        Reply::Error(CoreError::WrongType {
+            name: "S".into(),
+            expected: "lock".into(),
+            found: "semaphore".into()
+        })
     );
     assert_eq!(w.reply(lock(a, "T", 0)), Reply::Error(CoreError::BadDuration));
 }
@@ -230,7 +258,10 @@ fn closing_a_session_releases_its_holds_drops_its_waits_and_keeps_keep_holds() {
     assert_eq!(w.reply(lock_wait(b, "L", 10_000, 5_000)), Reply::Waiting { wait_id: 5 });
 
     let fx = w.close(a);
-    assert_eq!(fx, vec![Effect::Granted { session: b, wait_id: 5, name: "L".into(), token: 4, lease: 10_000 }]);
+    assert_eq!(
+        fx,
+        vec![Effect::Granted { session: b, wait_id: 5, name: "L".into(), token: 4, lease: 10_000 }]
+    );
     assert_eq!(w.query(Query::FenceCheck { lock: "L".into(), token: tl }), Reply::Int(0));
     // The KEEP hold outlives its session until its lease runs out.
     assert_eq!(w.query(Query::FenceCheck { lock: "K".into(), token: tk }), Reply::Int(1));
@@ -329,7 +360,9 @@ fn a_cycle_through_a_full_semaphore_is_refused() {
     token(&w.reply(sem(a, 0)));
     token(&w.reply(lock(b, "L", 10_000)));
     assert!(matches!(w.reply(lock_wait(a, "L", 10_000, 5_000)), Reply::Waiting { .. }));
-    let Reply::Error(CoreError::Deadlock { cycle }) = w.reply(sem(b, 5_000)) else { panic!("expected a deadlock") };
+    let Reply::Error(CoreError::Deadlock { cycle }) = w.reply(sem(b, 5_000)) else {
+        panic!("expected a deadlock")
+    };
     assert_eq!(cycle.len(), 2);
     assert_eq!(cycle[0].name, "S");
 }
@@ -360,9 +393,8 @@ fn a_chain_without_a_cycle_is_allowed() {
     assert!(matches!(w.reply(lock_wait(c, "L1", 10_000, 5_000)), Reply::Waiting { .. }));
     // Two readers waiting on each other's locks in shared mode would also be a chain only.
     let d = w.session();
-    let shared = |s, name: &str, wait| {
-        Command::Acquire(Acquire { wait, ..acquire(s, name, Mode::Shared, 10_000) })
-    };
+    let shared =
+        |s, name: &str, wait| Command::Acquire(Acquire { wait, ..acquire(s, name, Mode::Shared, 10_000) });
     token(&w.reply(shared(d, "R", 0)));
     assert!(matches!(w.reply(shared(c, "R", 0)), Reply::Granted { .. }));
 }
@@ -379,7 +411,9 @@ fn a_reader_queued_behind_a_writer_can_close_a_cycle() {
     // The writer waits for the reader; the reader waits for X; x now asks to read RW behind the writer.
     assert!(matches!(w.reply(lock_wait(wr, "RW", 10_000, 5_000)), Reply::Waiting { .. }));
     assert!(matches!(w.reply(lock_wait(r, "X", 10_000, 5_000)), Reply::Waiting { .. }));
-    let Reply::Error(CoreError::Deadlock { cycle }) = w.reply(shared(x, 5_000)) else { panic!("expected deadlock") };
+    let Reply::Error(CoreError::Deadlock { cycle }) = w.reply(shared(x, 5_000)) else {
+        panic!("expected deadlock")
+    };
     let hops: Vec<&str> = cycle.iter().map(|e| e.owner.as_str()).collect();
     assert_eq!(hops, vec!["session:3", "session:2", "session:1"]);
 }

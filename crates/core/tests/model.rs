@@ -14,8 +14,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use proptest::prelude::*;
 use turnstile_core::{
-    Acquire, Command, Consume, Effect, Fence, Mode, Overflow, Pop, Push, Query, QueueConfig, Reply, SessionId,
-    SetCondition, SetExpiry, SetKey, State,
+    Acquire, Command, Consume, Effect, Fence, Mode, Overflow, Pop, Push, Query, QueueConfig, Reply,
+    SessionId, SetCondition, SetExpiry, SetKey, State,
 };
 
 const LOCKS: [&str; 3] = ["L0", "L1", "L2"];
@@ -25,22 +25,80 @@ const KEYS: [&str; 2] = ["k0", "k1"];
 #[derive(Debug, Clone)]
 enum Op {
     Open,
-    Close { s: usize },
-    Acquire { s: usize, lock: usize, shared: bool, wait: bool, keep: bool, owner: Option<u8>, ttl: u64 },
-    Sem { s: usize, count: u32, wait: bool },
-    Release { pick: usize },
-    Renew { pick: usize, ttl: u64 },
-    Push { q: usize, priority: u8, delay: u64, group: Option<u8>, dedup: Option<u8>, ttl: Option<u64>, fenced: Option<usize> },
-    Pop { s: usize, q: usize, count: u32, wait: bool, auto_ack: bool },
-    Consume { s: usize, q: usize, credit: u32 },
-    Ack { pick: usize, fenced: Option<usize> },
-    Nack { pick: usize, delay: u64, dead: bool },
-    Extend { pick: usize },
-    Redrive { count: u64 },
-    Purge { q: usize },
-    Set { key: usize, nx: bool, px: Option<u64> },
-    Incr { key: usize },
-    Advance { ms: u64 },
+    Close {
+        s: usize,
+    },
+    Acquire {
+        s: usize,
+        lock: usize,
+        shared: bool,
+        wait: bool,
+        keep: bool,
+        owner: Option<u8>,
+        ttl: u64,
+    },
+    Sem {
+        s: usize,
+        count: u32,
+        wait: bool,
+    },
+    Release {
+        pick: usize,
+    },
+    Renew {
+        pick: usize,
+        ttl: u64,
+    },
+    Push {
+        q: usize,
+        priority: u8,
+        delay: u64,
+        group: Option<u8>,
+        dedup: Option<u8>,
+        ttl: Option<u64>,
+        fenced: Option<usize>,
+    },
+    Pop {
+        s: usize,
+        q: usize,
+        count: u32,
+        wait: bool,
+        auto_ack: bool,
+    },
+    Consume {
+        s: usize,
+        q: usize,
+        credit: u32,
+    },
+    Ack {
+        pick: usize,
+        fenced: Option<usize>,
+    },
+    Nack {
+        pick: usize,
+        delay: u64,
+        dead: bool,
+    },
+    Extend {
+        pick: usize,
+    },
+    Redrive {
+        count: u64,
+    },
+    Purge {
+        q: usize,
+    },
+    Set {
+        key: usize,
+        nx: bool,
+        px: Option<u64>,
+    },
+    Incr {
+        key: usize,
+    },
+    Advance {
+        ms: u64,
+    },
     RefreshLeases,
 }
 
@@ -151,9 +209,15 @@ impl Observer {
     fn check_holds(&mut self, state: &State, now: u64) {
         let mut live = BTreeSet::new();
         for name in LOCKS.iter().chain(["S0"].iter()) {
-            let Reply::LockInfo(info) = state.query(now, Query::LockInfo { name: (*name).into() }) else { panic!() };
+            let Reply::LockInfo(info) = state.query(now, Query::LockInfo { name: (*name).into() }) else {
+                panic!()
+            };
             let exclusive = info.holders.len() == 1 && info.mode == "exclusive";
-            assert!(info.mode != "exclusive" || exclusive, "{name}: exclusive with {} holders", info.holders.len());
+            assert!(
+                info.mode != "exclusive" || exclusive,
+                "{name}: exclusive with {} holders",
+                info.holders.len()
+            );
             let permits: u32 = info.holders.iter().map(|h| h.permits).sum();
             if info.mode == "semaphore" {
                 assert!(permits <= info.limit, "{name}: {permits} permits of {}", info.limit);
@@ -186,7 +250,8 @@ impl Observer {
 }
 
 fn to_command(op: &Op, obs: &Observer) -> Command {
-    let session = |s: usize| obs.sessions.get(s % obs.sessions.len().max(1)).copied().unwrap_or(SessionId(999));
+    let session =
+        |s: usize| obs.sessions.get(s % obs.sessions.len().max(1)).copied().unwrap_or(SessionId(999));
     let hold = |pick: usize| {
         let tokens: Vec<(&u64, &String)> = obs.granted.iter().collect();
         tokens.get(pick % tokens.len().max(1)).map(|(t, n)| (**t, (*n).clone())).unwrap_or((0, "L0".into()))

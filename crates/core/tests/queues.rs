@@ -160,7 +160,10 @@ fn push_then_pop_then_ack_leaves_nothing_but_totals() {
     assert_eq!(w.reply(ack("jobs", &[1])), Reply::Int(1));
     assert_eq!(
         stats(&w, "jobs"),
-        QueueStats { totals: totals(|t| (t.pushed, t.delivered, t.acked) = (1, 1, 1)), ..QueueStats::default() }
+        QueueStats {
+            totals: totals(|t| (t.pushed, t.delivered, t.acked) = (1, 1, 1)),
+            ..QueueStats::default()
+        }
     );
     // Acking twice finds nothing; no lease is left to expire.
     assert_eq!(w.reply(ack("jobs", &[1])), Reply::Int(0));
@@ -275,7 +278,12 @@ fn a_delayed_message_is_invisible_until_its_tick() {
     assert_eq!(peek(&w, "jobs", 10), Reply::Messages(vec![]));
     assert_eq!(
         stats(&w, "jobs"),
-        QueueStats { delayed: 1, payload_bytes: 5, totals: totals(|t| t.pushed = 1), ..QueueStats::default() }
+        QueueStats {
+            delayed: 1,
+            payload_bytes: 5,
+            totals: totals(|t| t.pushed = 1),
+            ..QueueStats::default()
+        }
     );
     assert_eq!(w.state.next_deadline(), Some(1_500));
 
@@ -295,10 +303,7 @@ fn an_expired_lease_redelivers_and_the_old_receipt_is_dead() {
     assert_eq!(w.reply(pop_lease(s, "jobs", 1, 1_000)), Reply::Deliveries(vec![msg(3, 1, "job", 1, 1_000)]));
 
     assert_eq!(w.tick_at(1_999), vec![]);
-    assert_eq!(
-        w.tick_at(2_000),
-        vec![Effect::DeliveryExpired { queue: "jobs".into(), id: 3, receipt: 1 }]
-    );
+    assert_eq!(w.tick_at(2_000), vec![Effect::DeliveryExpired { queue: "jobs".into(), id: 3, receipt: 1 }]);
     assert_eq!(
         stats(&w, "jobs"),
         QueueStats {
@@ -335,10 +340,7 @@ fn extend_moves_the_lease() {
     assert_eq!(w.state.next_deadline(), Some(6_800));
     assert_eq!(w.tick_at(2_000), vec![]);
     assert_eq!(w.tick_at(6_799), vec![]);
-    assert_eq!(
-        w.tick_at(6_800),
-        vec![Effect::DeliveryExpired { queue: "jobs".into(), id: 3, receipt: 1 }]
-    );
+    assert_eq!(w.tick_at(6_800), vec![Effect::DeliveryExpired { queue: "jobs".into(), id: 3, receipt: 1 }]);
 }
 
 #[test]
@@ -374,7 +376,8 @@ fn nack_with_a_delay_returns_the_message_later() {
 fn past_max_deliveries_a_message_goes_to_the_dead_letter_queue() {
     let mut w = World::new();
     let s = w.session(); // 1
-    let config = QueueConfig { max_deliveries: 2, dead_letter: Some("jobs.dlq".into()), ..QueueConfig::default() };
+    let config =
+        QueueConfig { max_deliveries: 2, dead_letter: Some("jobs.dlq".into()), ..QueueConfig::default() };
     assert_eq!(w.reply(create("jobs", config)), Reply::Int(1)); // 2
     assert_eq!(w.reply(push("jobs", "job")), pushed(3));
 
@@ -419,10 +422,7 @@ fn past_max_deliveries_without_a_dead_letter_queue_the_message_is_discarded() {
     assert_eq!(w.reply(create("jobs", config)), Reply::Int(1));
     assert_eq!(w.reply(push("jobs", "job")), pushed(3));
     assert_eq!(w.reply(pop_lease(s, "jobs", 1, 1_000)), Reply::Deliveries(vec![msg(3, 1, "job", 1, 1_000)]));
-    assert_eq!(
-        w.tick_at(2_000),
-        vec![Effect::DeliveryExpired { queue: "jobs".into(), id: 3, receipt: 1 }]
-    );
+    assert_eq!(w.tick_at(2_000), vec![Effect::DeliveryExpired { queue: "jobs".into(), id: 3, receipt: 1 }]);
     assert_eq!(
         stats(&w, "jobs"),
         QueueStats {
@@ -448,10 +448,7 @@ fn a_rejected_message_is_dead_lettered_or_discarded() {
 
     // Rejected with a DLQ (created now, 6): moved there, not counted as returned.
     assert_eq!(w.reply(reject("jobs", 1)), Reply::Int(1));
-    assert_eq!(
-        stats(&w, "jobs").totals,
-        totals(|t| (t.pushed, t.delivered, t.dead_lettered) = (1, 1, 1))
-    );
+    assert_eq!(stats(&w, "jobs").totals, totals(|t| (t.pushed, t.delivered, t.dead_lettered) = (1, 1, 1)));
     assert_eq!(
         w.reply(pop(s, "dlq", 1)),
         Reply::Deliveries(vec![dead(msg(3, 3, "bad", 1, LEASE), DeadReason::Rejected, "jobs")])
@@ -538,14 +535,13 @@ fn an_in_flight_message_is_not_expired_until_it_comes_back() {
     // A nack after the TTL: it comes back expired, so it is dead-lettered instead.
     assert_eq!(w.reply(nack("jobs", 2, 0)), Reply::Int(1));
     // A lease expiry after the TTL: the same.
-    assert_eq!(
-        w.tick_at(6_000),
-        vec![Effect::DeliveryExpired { queue: "jobs".into(), id: 5, receipt: 3 }]
-    );
+    assert_eq!(w.tick_at(6_000), vec![Effect::DeliveryExpired { queue: "jobs".into(), id: 5, receipt: 3 }]);
     assert_eq!(
         stats(&w, "jobs"),
         QueueStats {
-            totals: totals(|t| (t.pushed, t.delivered, t.acked, t.returned, t.dead_lettered) = (3, 3, 1, 2, 2)),
+            totals: totals(
+                |t| (t.pushed, t.delivered, t.acked, t.returned, t.dead_lettered) = (3, 3, 1, 2, 2)
+            ),
             ..QueueStats::default()
         }
     );
@@ -689,10 +685,7 @@ fn drop_head_with_a_dead_letter_queue_dead_letters_the_head() {
     assert_eq!(w.reply(push("bounded", "a")), pushed(3));
     assert_eq!(w.reply(push("bounded", "b")), pushed(4));
     assert_eq!(w.reply(push("bounded", "c")), pushed(6)); // the DLQ took id 5
-    assert_eq!(
-        stats(&w, "bounded").totals,
-        totals(|t| (t.pushed, t.dead_lettered) = (3, 1))
-    );
+    assert_eq!(stats(&w, "bounded").totals, totals(|t| (t.pushed, t.dead_lettered) = (3, 1)));
     assert_eq!(
         w.reply(pop(s, "overflow", 10)),
         Reply::Deliveries(vec![dead(msg(3, 1, "a", 1, LEASE), DeadReason::MaxLen, "bounded")])
@@ -763,7 +756,8 @@ fn auto_ack_finishes_a_message_as_it_is_delivered() {
     let s = w.session(); // 1, queue 2
     assert_eq!(w.reply(push("jobs", "a")), pushed(3));
     assert_eq!(w.reply(push("jobs", "b")), pushed(4));
-    let auto_pop = Pop { queue: "jobs".into(), session: Some(s), count: 1, wait: 0, lease: None, auto_ack: true };
+    let auto_pop =
+        Pop { queue: "jobs".into(), session: Some(s), count: 1, wait: 0, lease: None, auto_ack: true };
     assert_eq!(w.reply(Command::Pop(auto_pop)), Reply::Deliveries(vec![msg(3, 1, "a", 1, LEASE)]));
     assert_eq!(
         stats(&w, "jobs"),
@@ -785,7 +779,11 @@ fn auto_ack_finishes_a_message_as_it_is_delivered() {
     assert_eq!(fx, vec![delivered(s, to_consumer(5), "jobs", vec![msg(6, 3, "c", 1, LEASE)])]);
     assert_eq!(
         stats(&w, "jobs"),
-        QueueStats { consumers: 1, totals: totals(|t| (t.pushed, t.delivered, t.acked) = (3, 3, 3)), ..QueueStats::default() }
+        QueueStats {
+            consumers: 1,
+            totals: totals(|t| (t.pushed, t.delivered, t.acked) = (3, 3, 3)),
+            ..QueueStats::default()
+        }
     );
     assert_eq!(w.state.next_deadline(), None);
 }
@@ -843,7 +841,10 @@ fn deleting_a_queue_cancels_its_consumers_and_waiting_pops() {
         ]
     );
     assert_eq!(queues(&w), names(&[]));
-    assert_eq!(w.query(Query::QueueStats { name: "jobs".into() }), Reply::Error(CoreError::NoSuchQueue("jobs".into())));
+    assert_eq!(
+        w.query(Query::QueueStats { name: "jobs".into() }),
+        Reply::Error(CoreError::NoSuchQueue("jobs".into()))
+    );
     assert_eq!(w.reply(Command::DeleteQueue { name: "jobs".into() }), Reply::Int(0));
     // The in-flight message went with the queue.
     assert_eq!(w.reply(ack("jobs", &[1])), Reply::Int(0));
@@ -958,7 +959,10 @@ fn fenced_push_and_ack_apply_only_with_a_live_lock_token() {
     assert_eq!(w.state, expected);
 
     // The live token works.
-    assert_eq!(w.reply(Command::Ack { queue: "jobs".into(), receipts: vec![2], fence: fence(3) }), Reply::Int(1));
+    assert_eq!(
+        w.reply(Command::Ack { queue: "jobs".into(), receipts: vec![2], fence: fence(3) }),
+        Reply::Int(1)
+    );
     assert_eq!(w.reply(push_with("jobs", "b", |p| p.fence = fence(3))), pushed(5));
     assert_eq!(queues(&w), names(&["jobs"]));
 }
@@ -986,7 +990,9 @@ fn create_queue_is_idempotent_and_validates_its_config() {
     let expected = w.unchanged();
     assert_eq!(
         w.reply(create("zero", QueueConfig { lease: 0, ..QueueConfig::default() })),
-        Reply::Error(CoreError::InvalidArgument("lease must be between 1 ms and the maximum duration".into()))
+        Reply::Error(CoreError::InvalidArgument(
+            "lease must be between 1 ms and the maximum duration".into()
+        ))
     );
     assert_eq!(w.state, expected);
     assert_eq!(

@@ -36,8 +36,8 @@ use turnstile_core::{Command, Reply, Timestamp};
 
 pub use log_store::MemLogStore;
 pub use network::{NoNetwork, NoPeer};
-pub use node::{AppliedEffects, Node, NodeConfig, NodeError, NodeStatus};
-pub use state_machine::{StateMachineStore, StoredSnapshot};
+pub use node::{Node, NodeConfig, NodeError, NodeStatus};
+pub use state_machine::{AppliedEffects, StateMachineStore, StoredSnapshot};
 
 openraft::declare_raft_types!(
     /// openraft's type configuration for Turnstile: a log entry carries a [`Batch`] of commands

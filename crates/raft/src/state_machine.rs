@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use futures_util::{Stream, StreamExt};
 use openraft::storage::{EntryResponder, RaftStateMachine};
-use openraft::type_config::alias::{LogIdOf, SnapshotMetaOf, SnapshotOf, StoredMembershipOf};
+use openraft::type_config::alias::{LogIdOf, PayloadOf, SnapshotMetaOf, SnapshotOf, StoredMembershipOf};
 use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
 use tokio::sync::{mpsc, watch};
 use turnstile_core::{Effect, State, Timestamp};
@@ -115,7 +115,7 @@ impl StateMachineStore {
     }
 
     /// Applies one entry and returns its reply. Takes the write lock for this entry only.
-    fn apply_entry(&self, log_id: LogId, payload: EntryPayload<Batch, u64, openraft::BasicNode>) -> io::Result<BatchReply> {
+    fn apply_entry(&self, log_id: LogId, payload: PayloadOf<TypeConfig>) -> io::Result<BatchReply> {
         let index = log_id.index();
         let mut applied = self.shared.applied.write().map_err(poisoned)?;
         applied.last_applied = Some(log_id);
@@ -223,7 +223,8 @@ mod tests {
     use super::*;
 
     fn log_id(index: u64) -> LogId {
-        LogId::new_term_index(1, index)
+        use openraft::vote::RaftLeaderId;
+        LogId::new(openraft::impls::leader_id_adv::LeaderId::new(1, 1), index)
     }
 
     /// build_snapshot → install_snapshot on a fresh adapter gives an equal state, log position
@@ -265,7 +266,8 @@ mod tests {
     #[tokio::test]
     async fn corrupt_snapshot_is_refused() {
         let (mut sm, _fx) = StateMachineStore::new();
-        let meta = SnapshotMeta { last_log_id: Some(log_id(9)), last_membership: StoredMembership::default() };
+        let meta =
+            SnapshotMeta { last_log_id: Some(log_id(9)), last_membership: StoredMembership::default() };
         let err = sm.install_snapshot(&meta, vec![1, 0xff, 0xff]).await.unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidData);
         assert_eq!(sm.applied_state().await.unwrap().0, None);

@@ -95,7 +95,14 @@ pub fn push(queue: &str, payload: &str) -> Command {
 }
 
 pub fn pop(session: SessionId, queue: &str, count: u32) -> Command {
-    Command::Pop(Pop { queue: queue.into(), session: Some(session), count, wait: 0, lease: None, auto_ack: false })
+    Command::Pop(Pop {
+        queue: queue.into(),
+        session: Some(session),
+        count,
+        wait: 0,
+        lease: None,
+        auto_ack: false,
+    })
 }
 
 /// The fencing token of a `Granted` reply.

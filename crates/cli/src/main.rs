@@ -1,0 +1,137 @@
+//! `turnstile`: the command line. `turnstile server` runs the server.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use tracing_subscriber::filter::{LevelFilter, Targets};
+use tracing_subscriber::fmt;
+use tracing_subscriber::prelude::*;
+use turnstile_server::{Config, Server};
+
+/// Distributed locks and durable queues in one server.
+#[derive(Debug, Parser)]
+#[command(name = "turnstile", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server (in the foreground; stops gracefully on SIGINT or SIGTERM).
+    Server(ServerArgs),
+}
+
+/// Settings come from, in rising order: defaults, the config file, environment variables, flags.
+#[derive(Debug, Args)]
+struct ServerArgs {
+    /// A TOML config file; its keys are the flag names, e.g. `resp-addr = "127.0.0.1:7379"`.
+    #[arg(long, env = "TURNSTILE_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Where data lives [default: ./turnstile-data]. The log is in memory in this version.
+    #[arg(long, env = "TURNSTILE_DATA_DIR", value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Address of the RESP (Redis protocol) listener [default: 127.0.0.1:7379]; port 0 picks one.
+    #[arg(long, env = "TURNSTILE_RESP_ADDR", value_name = "HOST:PORT")]
+    resp_addr: Option<SocketAddr>,
+    /// Most client connections at once [default: 10000].
+    #[arg(long, env = "TURNSTILE_MAX_CLIENTS", value_name = "N")]
+    max_clients: Option<usize>,
+    /// Largest payload, key or value a client may send, in bytes [default: 16777216].
+    #[arg(long, env = "TURNSTILE_MAX_PAYLOAD", value_name = "BYTES")]
+    max_payload: Option<usize>,
+    /// Most commands coalesced into one log entry [default: 512].
+    #[arg(long, env = "TURNSTILE_MAX_BATCH", value_name = "N")]
+    max_batch: Option<usize>,
+    /// Log level: error, warn, info, debug or trace.
+    #[arg(long, env = "TURNSTILE_LOG", value_name = "LEVEL", default_value = "info")]
+    log: LevelFilter,
+}
+
+impl ServerArgs {
+    fn config(&self) -> anyhow::Result<Config> {
+        let mut config = match &self.config {
+            Some(path) => Config::from_file(path)?,
+            None => Config::default(),
+        };
+        if let Some(dir) = &self.data_dir {
+            config.data_dir = dir.clone();
+        }
+        if let Some(addr) = self.resp_addr {
+            config.resp_addr = addr;
+        }
+        if let Some(n) = self.max_clients {
+            config.max_clients = n;
+        }
+        if let Some(n) = self.max_payload {
+            config.max_payload = n;
+        }
+        if let Some(n) = self.max_batch {
+            config.max_batch = n;
+        }
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Server(args) => server(args),
+    }
+}
+
+fn server(args: ServerArgs) -> anyhow::Result<()> {
+    // openraft reports every election and membership step at info; keep that for debug runs.
+    let filter =
+        Targets::new().with_default(args.log).with_target("openraft", args.log.min(LevelFilter::WARN));
+    tracing_subscriber::registry().with(fmt::layer().with_writer(std::io::stderr)).with(filter).init();
+    let config = args.config()?;
+    // Every connection is a file descriptor: take all the process may have.
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) if limit < config.max_clients as u64 + 64 => {
+            tracing::warn!(
+                limit,
+                max_clients = config.max_clients,
+                "file descriptor limit is below max-clients"
+            );
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "could not raise the file descriptor limit"),
+    }
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting tokio")?;
+    runtime.block_on(async {
+        let server = Server::start(config).await?;
+        // Scripts and tests read this line to learn the address (port 0 picks a free one).
+        println!("turnstile {} ready: resp={}", env!("CARGO_PKG_VERSION"), server.resp_addr());
+        tracing::info!(resp = %server.resp_addr(), "ready");
+        server.run(stop_signal()).await?;
+        tracing::info!("stopped");
+        Ok(())
+    })
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn stop_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(term) => term,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

@@ -1,0 +1,252 @@
+//! End-to-end tests of [`Node`] against real openraft (one voter, in-memory log).
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::time::timeout;
+use turnstile_core::{Acquire, Command, Effect, Mode, Query, Reply, SessionId, SetKey, State};
+use turnstile_raft::{AppliedEffects, Node, NodeConfig, NodeError};
+
+const WAIT: Duration = Duration::from_secs(5);
+
+async fn start() -> Node {
+    timeout(WAIT, Node::start(NodeConfig::default())).await.expect("start in time").expect("start")
+}
+
+async fn open_session(node: &Node) -> SessionId {
+    match node.propose(Command::OpenSession).await.unwrap() {
+        Reply::Session(s) => s,
+        other => panic!("expected a session, got {other:?}"),
+    }
+}
+
+fn acquire(name: &str, session: SessionId, ttl: u64, wait: u64) -> Command {
+    Command::Acquire(Acquire {
+        name: name.to_string(),
+        mode: Mode::Exclusive,
+        ttl,
+        wait,
+        owner: None,
+        session: Some(session),
+        keep: false,
+    })
+}
+
+fn now_ms() -> u64 {
+    u64::try_from(SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis()).unwrap()
+}
+
+/// Receives effect batches until one contains an effect matching `pred`.
+async fn wait_for_effect(
+    rx: &mut UnboundedReceiver<AppliedEffects>,
+    pred: impl Fn(&Effect) -> bool,
+) -> (u64, Effect) {
+    timeout(WAIT, async {
+        loop {
+            let (index, effects) = rx.recv().await.expect("effects channel open");
+            assert!(!effects.is_empty(), "empty effect lists are not sent");
+            if let Some(e) = effects.into_iter().find(&pred) {
+                return (index, e);
+            }
+        }
+    })
+    .await
+    .expect("effect arrives in time")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_leads_and_refreshes_leases() {
+    let node = start().await;
+    let status = node.status();
+    assert_eq!(status.leader, Some(1));
+    assert!(status.term >= 1);
+    // The RefreshLeases proposal went through as its own entry and was applied.
+    assert_eq!((status.entries_proposed, status.commands_proposed), (1, 1));
+    // Entries 0 (membership), 1 (the leader's blank entry), 2 (RefreshLeases).
+    assert_eq!(status.applied_index, Some(2));
+    assert_eq!(status.committed_index, Some(2));
+    assert_eq!(node.read(State::applied_index).await.unwrap(), 2);
+    node.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lock_wait_and_grant_effect() {
+    let node = start().await;
+    let mut effects = node.take_effects().expect("effects available once");
+    assert!(node.take_effects().is_none(), "effects can be taken only once");
+
+    let a = open_session(&node).await;
+    let b = open_session(&node).await;
+    assert_ne!(a, b);
+
+    let Reply::Granted { token, lease } = node.propose(acquire("L", a, 10_000, 0)).await.unwrap() else {
+        panic!("first acquire must be granted");
+    };
+    assert_eq!(lease, 10_000);
+    let Reply::Waiting { wait_id } = node.propose(acquire("L", b, 10_000, 5_000)).await.unwrap() else {
+        panic!("second acquire must wait");
+    };
+
+    let released = node.propose(Command::Release { name: "L".into(), token }).await.unwrap();
+    assert_eq!(released, Reply::Int(1));
+
+    let (index, granted) = wait_for_effect(&mut effects, |e| matches!(e, Effect::Granted { .. })).await;
+    let Effect::Granted { session, wait_id: w, name, token: t2, .. } = granted else { unreachable!() };
+    assert_eq!((session, w, name.as_str()), (b, wait_id, "L"));
+    assert!(t2 > token, "fencing tokens increase");
+    assert!(index <= node.status().applied_index.unwrap());
+    node.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_proposals_are_batched_and_answered_in_order() {
+    const TASKS: usize = 50;
+    const PER_TASK: i64 = 200;
+    let node = start().await;
+    let before = node.status();
+
+    let mut handles = Vec::new();
+    for t in 0..TASKS {
+        let node = node.clone();
+        handles.push(tokio::spawn(async move {
+            let key = format!("counter-{t}");
+            for expected in 1..=PER_TASK {
+                let reply = node.propose(Command::IncrBy { key: key.clone(), delta: 1 }).await.unwrap();
+                assert_eq!(reply, Reply::Int(expected), "task {t}");
+            }
+        }));
+    }
+    for h in handles {
+        timeout(Duration::from_secs(20), h).await.expect("tasks finish in time").unwrap();
+    }
+
+    let after = node.status();
+    let commands = after.commands_proposed - before.commands_proposed;
+    let entries = after.entries_proposed - before.entries_proposed;
+    assert_eq!(commands, TASKS as u64 * PER_TASK as u64);
+    assert!(entries < commands, "batching happened: {entries} entries for {commands} commands");
+    assert!(after.largest_batch > 1);
+    assert!(after.largest_batch <= 512);
+
+    // Every counter ended at PER_TASK.
+    let counters = node
+        .read(|s| {
+            (0..TASKS).map(|t| s.query(0, Query::Get { key: format!("counter-{t}") })).collect::<Vec<_>>()
+        })
+        .await
+        .unwrap();
+    for c in counters {
+        assert_eq!(c, Reply::Bytes(PER_TASK.to_string().into()));
+    }
+    node.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_sees_completed_writes() {
+    let node = start().await;
+    // Background load keeps entries in flight while the reads run.
+    let load = {
+        let node = node.clone();
+        tokio::spawn(async move {
+            for i in 0..2_000 {
+                let _ = node.propose(Command::IncrBy { key: "noise".into(), delta: i }).await;
+            }
+        })
+    };
+    for i in 0..100u32 {
+        let value = i.to_string();
+        let reply = node.propose(Command::Set(SetKey::new("k", value.clone()))).await.unwrap();
+        assert_eq!(reply, Reply::Ok);
+        let seen = node.read(|s| s.query(0, Query::Get { key: "k".into() })).await.unwrap();
+        assert_eq!(seen, Reply::Bytes(value.into()), "read {i} after its write");
+    }
+    load.await.unwrap();
+    node.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn next_deadline_follows_a_lease() {
+    let node = start().await;
+    let mut deadline = node.next_deadline();
+    assert_eq!(*deadline.borrow_and_update(), None, "nothing has a deadline yet");
+
+    let s = open_session(&node).await;
+    let before = now_ms();
+    let Reply::Granted { token, .. } = node.propose(acquire("D", s, 60_000, 0)).await.unwrap() else {
+        panic!("granted");
+    };
+    let after = now_ms();
+    // Published before the reply was sent.
+    assert!(deadline.has_changed().unwrap());
+    let due = deadline.borrow_and_update().expect("a lease deadline");
+    assert!((before + 60_000..=after + 60_000).contains(&due), "{before} {due} {after}");
+
+    node.propose(Command::Release { name: "D".into(), token }).await.unwrap();
+    assert_eq!(*deadline.borrow(), None, "releasing the only hold clears the deadline");
+    node.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tick_after_deadline_expires_hold() {
+    let node = start().await;
+    let mut effects = node.take_effects().unwrap();
+    let s = open_session(&node).await;
+    let Reply::Granted { token, .. } = node.propose(acquire("T", s, 50, 0)).await.unwrap() else {
+        panic!("granted");
+    };
+    let due = node.next_deadline().borrow().expect("lease deadline");
+
+    // A tick before the deadline expires nothing.
+    assert_eq!(node.propose(Command::Tick).await.unwrap(), Reply::Ok);
+    assert_eq!(*node.next_deadline().borrow(), Some(due));
+
+    tokio::time::sleep(Duration::from_millis(80)).await;
+    assert!(now_ms() > due);
+    assert_eq!(node.propose(Command::Tick).await.unwrap(), Reply::Ok);
+
+    let (_, expired) = wait_for_effect(&mut effects, |e| matches!(e, Effect::HoldExpired { .. })).await;
+    assert_eq!(
+        expired,
+        Effect::HoldExpired { name: "T".into(), token, owner: turnstile_core::default_owner(s) }
+    );
+    assert_eq!(*node.next_deadline().borrow(), None);
+    let check = node.read(|st| st.query(0, Query::FenceCheck { lock: "T".into(), token })).await.unwrap();
+    assert_eq!(check, Reply::Int(0));
+    node.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn triggered_snapshot_restores_to_the_same_state() {
+    let node = start().await;
+    let s = open_session(&node).await;
+    node.propose(acquire("S", s, 30_000, 0)).await.unwrap();
+    for i in 0..20 {
+        node.propose(Command::IncrBy { key: format!("k{i}"), delta: i }).await.unwrap();
+    }
+    let applied = node.status().applied_index.unwrap();
+    assert_eq!(node.read(State::applied_index).await.unwrap(), applied);
+
+    node.raft().trigger().snapshot().await.unwrap();
+    node.raft()
+        .wait(Some(WAIT))
+        .metrics(|m| m.snapshot.is_some_and(|id| id.index() >= applied), "snapshot built")
+        .await
+        .unwrap();
+    let snap = node.raft().get_snapshot().await.unwrap().expect("a snapshot");
+    assert_eq!(snap.meta.last_log_id.map(|id| id.index()), Some(applied));
+
+    let restored = State::restore(&snap.snapshot).unwrap();
+    let live = node.read(State::clone).await.unwrap();
+    assert_eq!(restored, live);
+    assert_eq!(restored.applied_index(), applied);
+    node.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_refuses_new_requests() {
+    let node = start().await;
+    node.shutdown().await.unwrap();
+    assert!(matches!(node.propose(Command::Tick).await, Err(NodeError::ShuttingDown)));
+    assert!(matches!(node.read(|_| ()).await, Err(NodeError::ShuttingDown)));
+    node.shutdown().await.unwrap();
+}

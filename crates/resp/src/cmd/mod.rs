@@ -1,0 +1,669 @@
+//! Commands: RESP arguments in, a core [`Command`] or [`Query`] out; the core's [`Reply`] back
+//! into a [`Frame`]. One file per command group; this module holds the dispatcher.
+//!
+//! Parsing and rendering are pure: the server decides how to run an [`Action`] (through the log,
+//! as a linearizable read, or on the connection itself) and hands the reply back to [`render`].
+//!
+//! ```text
+//!  args ─► parse ─► COMMANDS table (name, arity) ─► lock.rs / queue.rs / kv.rs / connection.rs
+//!                     │ unknown name, wrong arity        │ options, integers, names
+//!                     └──────────► Err(error Frame) ◄────┘ (Redis's texts, ready to send)
+//!
+//!  Action::Write { cmd, shape } ─► log ─► Reply ─┐
+//!  Action::Read { query, shape } ─► query ─► Reply ─┴─► render(shape, reply, protocol) ─► Frame
+//!  Action::Connection(ConnCmd) ─► answered by the connection task itself
+//! ```
+//!
+//! Every group file reads in the same order: the documented parse function of each command,
+//! then the render functions for the shapes the group promises, then its tests.
+
+mod connection;
+mod kv;
+mod lock;
+mod queue;
+
+use bytes::Bytes;
+use turnstile_core::{Command, Fence, Query, Reply};
+
+use crate::wire::parse_int;
+use crate::{Frame, Protocol};
+
+/// What the server must do for one request.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// A state change, replicated through the log. If the command acts for a session
+    /// ([`Command::session_mut`]), the server binds the connection's session before proposing.
+    Write { cmd: Command, shape: ReplyShape },
+    /// A read of replicated state.
+    Read { query: Query, shape: ReplyShape },
+    /// Answered by the connection itself, without touching the state machine.
+    Connection(ConnCmd),
+}
+
+/// Connection-level commands.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ConnCmd {
+    Ping(Option<Bytes>),
+    Echo(Bytes),
+    /// `HELLO [protover [AUTH user pass] [SETNAME name]]`. `protover` is 2 or 3 when given:
+    /// anything else is refused at parse time with Redis's `NOPROTO` error.
+    Hello {
+        protover: Option<i64>,
+        auth: Option<(Bytes, Bytes)>,
+        setname: Option<Bytes>,
+    },
+    /// `AUTH [user] pass`.
+    Auth {
+        user: Option<Bytes>,
+        pass: Bytes,
+    },
+    Select(i64),
+    /// `CLIENT SETNAME name`; the name is checked as Redis checks it (printable, no spaces),
+    /// and empty clears it.
+    ClientSetName(Bytes),
+    ClientGetName,
+    ClientId,
+    /// `CLIENT SETINFO attr value`: accepted and ignored, as client libraries send it at connect.
+    ClientSetInfo,
+    /// `INFO [section ...]` (lower-cased; empty = default sections).
+    Info(Vec<String>),
+    /// `COMMAND`, `COMMAND COUNT`, `COMMAND DOCS ...`, `COMMAND INFO ...`.
+    Command(Vec<Bytes>),
+    Quit,
+}
+
+/// The form of reply a command promises, so that [`render`] can turn the core's [`Reply`] into
+/// exactly that frame. The shape travels with the [`Action`] because the core's replies are
+/// shared by every front end: `Reply::Int(ms)` is a `PTTL` as it is but a `TTL` in seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplyShape {
+    /// An integer (`Reply::Int`): counts, 1/0 answers, leases in ms, `PTTL`.
+    Integer,
+    /// A Redis value: `+OK`, a bulk string, or nil (`$-1`): `GET`, `SET`.
+    Value,
+    /// `TTL`: the core's milliseconds rounded to seconds as Redis rounds them; -1 and -2 kept.
+    TtlSeconds,
+    /// `[token, lease-ms]`, or a nil array when the hold was not granted:
+    /// `LOCK.ACQUIRE`, `SEM.ACQUIRE`.
+    Grant,
+    /// The `LOCK.INFO` / `SEM.INFO` map.
+    LockInfo,
+    /// `Q.PUSH`: the message id (the first message's when a dedup id matched).
+    PushedId,
+    /// `Q.POP`: `[[id, receipt, payload, deliveries], ...]`, or a nil array when none.
+    Deliveries,
+    /// The `Q.STATS` map.
+    QueueStats,
+    /// `Q.PEEK`: `[[id, payload, deliveries, priority, age-ms], ...]`.
+    Messages,
+    /// `Q.LIST`, `LOCK.LIST`: an array of bulk strings.
+    Names,
+}
+
+/// Parses one request (`args[0]` is the command name, in any case) into what the server must do.
+///
+/// Errors are the frames to send back, with Redis's texts. Nothing has been done when one is
+/// returned, so the connection simply answers it and reads the next request.
+pub fn parse(args: &[Bytes]) -> Result<Action, Frame> {
+    let Some((name, rest)) = args.split_first() else { return Err(unknown_command(args)) };
+    let Some(entry) = COMMANDS.iter().find(|entry| name.eq_ignore_ascii_case(entry.name().as_bytes())) else {
+        return Err(unknown_command(args));
+    };
+    let (spec, skip) = match entry {
+        Entry::Command(spec) => (spec, 1),
+        Entry::Container { name, subcommands } => {
+            let Some(sub) = rest.first() else { return Err(wrong_arity(name)) };
+            let Some(spec) = subcommands.iter().find(|s| sub.eq_ignore_ascii_case(subcommand(s.name))) else {
+                return Err(unknown_subcommand(sub, name));
+            };
+            (spec, 2)
+        }
+    };
+    let arity_ok = match spec.arity {
+        Arity::Exactly(n) => args.len() == n,
+        Arity::AtLeast(n) => args.len() >= n,
+    };
+    if !arity_ok {
+        return Err(wrong_arity(spec.name));
+    }
+    (spec.parse)(Args::new(spec.name, &args[skip..]))
+}
+
+/// Turns the core's reply into the frame `shape` promises.
+///
+/// `Reply::Error` becomes `-{code} {message}` for every shape (`-DEADLOCK`, `-FENCED`, `-LOST`,
+/// `-WRONGTYPE`, `-ERR` ...). A reply that does not fit the shape (`Reply::Waiting`, which the
+/// server resolves before rendering, or a core/front-end mismatch) becomes an internal error
+/// frame rather than a panic: one bad reply must not take the connection down.
+///
+/// `protocol` is taken so that a shape may differ by protocol, as some of Redis's do; today none
+/// needs to, because [`Frame::encode`] already makes the RESP2 fallbacks (maps flattened, nulls).
+pub fn render(shape: ReplyShape, reply: Reply, protocol: Protocol) -> Frame {
+    let _ = protocol;
+    if let Reply::Error(e) = reply {
+        return Frame::error(e.code(), e);
+    }
+    match shape {
+        ReplyShape::Integer => match reply {
+            Reply::Int(n) => Frame::Integer(n),
+            other => unexpected(shape, &other),
+        },
+        ReplyShape::Names => match reply {
+            Reply::Names(names) => Frame::Array(names.into_iter().map(Frame::bulk).collect()),
+            other => unexpected(shape, &other),
+        },
+        ReplyShape::Value => kv::render_value(reply),
+        ReplyShape::TtlSeconds => kv::render_ttl_seconds(reply),
+        ReplyShape::Grant => lock::render_grant(reply),
+        ReplyShape::LockInfo => lock::render_lock_info(reply),
+        ReplyShape::PushedId => queue::render_pushed_id(reply),
+        ReplyShape::Deliveries => queue::render_deliveries(reply),
+        ReplyShape::QueueStats => queue::render_queue_stats(reply),
+        ReplyShape::Messages => queue::render_messages(reply),
+    }
+}
+
+/// One command the dispatcher knows.
+struct Spec {
+    /// Redis's "full name": lower case, `container|sub` for subcommands. Error texts quote it.
+    name: &'static str,
+    arity: Arity,
+    /// Gets the arguments after the command name (after the subcommand for subcommands).
+    parse: fn(Args<'_>) -> Result<Action, Frame>,
+}
+
+/// How many arguments a command takes, counting its name (and a container's name), as Redis
+/// counts them: its `arity` 3 is `Exactly(3)`, its -3 is `AtLeast(3)`.
+#[derive(Debug, Clone, Copy)]
+enum Arity {
+    Exactly(usize),
+    AtLeast(usize),
+}
+
+enum Entry {
+    Command(Spec),
+    /// A command whose first argument names a subcommand (`CLIENT SETNAME`).
+    Container {
+        name: &'static str,
+        subcommands: &'static [Spec],
+    },
+}
+
+impl Entry {
+    fn name(&self) -> &'static str {
+        match self {
+            Entry::Command(spec) => spec.name,
+            Entry::Container { name, .. } => name,
+        }
+    }
+}
+
+/// A command taking exactly `n` arguments, its name included.
+const fn exactly(name: &'static str, n: usize, parse: fn(Args<'_>) -> Result<Action, Frame>) -> Spec {
+    Spec { name, arity: Arity::Exactly(n), parse }
+}
+
+/// A command taking at least `n` arguments, its name included.
+const fn at_least(name: &'static str, n: usize, parse: fn(Args<'_>) -> Result<Action, Frame>) -> Spec {
+    Spec { name, arity: Arity::AtLeast(n), parse }
+}
+
+/// Every command, in the order the README lists them.
+const COMMANDS: &[Entry] = &[
+    Entry::Command(at_least("lock.acquire", 3, lock::lock_acquire)),
+    Entry::Command(exactly("lock.release", 3, lock::lock_release)),
+    Entry::Command(exactly("lock.renew", 4, lock::lock_renew)),
+    Entry::Command(exactly("lock.info", 2, lock::lock_info)),
+    Entry::Command(exactly("lock.list", 1, lock::lock_list)),
+    Entry::Command(at_least("sem.acquire", 4, lock::sem_acquire)),
+    Entry::Command(exactly("sem.release", 3, lock::sem_release)),
+    Entry::Command(exactly("sem.renew", 4, lock::sem_renew)),
+    Entry::Command(exactly("sem.info", 2, lock::sem_info)),
+    Entry::Command(exactly("fence.check", 3, lock::fence_check)),
+    Entry::Command(at_least("q.create", 2, queue::create)),
+    Entry::Command(at_least("q.push", 3, queue::push)),
+    Entry::Command(at_least("q.pop", 2, queue::pop)),
+    Entry::Command(at_least("q.ack", 3, queue::ack)),
+    Entry::Command(at_least("q.nack", 3, queue::nack)),
+    Entry::Command(exactly("q.extend", 4, queue::extend)),
+    Entry::Command(exactly("q.stats", 2, queue::stats)),
+    Entry::Command(at_least("q.peek", 2, queue::peek)),
+    Entry::Command(exactly("q.purge", 2, queue::purge)),
+    Entry::Command(exactly("q.del", 2, queue::del)),
+    Entry::Command(exactly("q.list", 1, queue::list)),
+    Entry::Command(at_least("q.redrive", 3, queue::redrive)),
+    Entry::Command(exactly("get", 2, kv::get)),
+    Entry::Command(at_least("set", 3, kv::set)),
+    Entry::Command(exactly("setex", 4, kv::setex)),
+    Entry::Command(exactly("psetex", 4, kv::psetex)),
+    Entry::Command(at_least("del", 2, kv::del)),
+    Entry::Command(at_least("exists", 2, kv::exists)),
+    Entry::Command(at_least("expire", 3, kv::expire)),
+    Entry::Command(at_least("pexpire", 3, kv::pexpire)),
+    Entry::Command(exactly("ttl", 2, kv::ttl)),
+    Entry::Command(exactly("pttl", 2, kv::pttl)),
+    Entry::Command(exactly("incr", 2, kv::incr)),
+    Entry::Command(exactly("incrby", 3, kv::incrby)),
+    Entry::Command(exactly("decr", 2, kv::decr)),
+    Entry::Command(exactly("decrby", 3, kv::decrby)),
+    Entry::Command(at_least("ping", 1, connection::ping)),
+    Entry::Command(exactly("echo", 2, connection::echo)),
+    Entry::Command(at_least("hello", 1, connection::hello)),
+    Entry::Command(at_least("auth", 2, connection::auth)),
+    Entry::Command(exactly("select", 2, connection::select)),
+    Entry::Container { name: "client", subcommands: connection::CLIENT },
+    Entry::Command(at_least("info", 1, connection::info)),
+    Entry::Command(at_least("command", 1, connection::command)),
+    Entry::Command(exactly("quit", 1, connection::quit)),
+];
+
+/// `client|setname` → `setname`.
+fn subcommand(full_name: &str) -> &[u8] {
+    full_name.split_once('|').map_or(full_name, |(_, sub)| sub).as_bytes()
+}
+
+/// A cursor over a command's arguments (after its name), which knows the command's name for
+/// error texts. Positional arguments use `next`/`name`/...; options are scanned with
+/// [`Args::keyword`] and [`Args::value`], and [`Args::end`] refuses anything left over.
+#[derive(Debug)]
+struct Args<'a> {
+    command: &'static str,
+    rest: std::slice::Iter<'a, Bytes>,
+}
+
+impl<'a> Args<'a> {
+    fn new(command: &'static str, args: &'a [Bytes]) -> Args<'a> {
+        Args { command, rest: args.iter() }
+    }
+
+    /// The next positional argument. Arity checks run first, so a missing one is an arity error.
+    fn next(&mut self) -> Result<&'a Bytes, Frame> {
+        self.rest.next().ok_or_else(|| wrong_arity(self.command))
+    }
+
+    /// The next positional argument as a name (see [`name`]).
+    fn name(&mut self) -> Result<String, Frame> {
+        name(self.next()?)
+    }
+
+    /// The next positional argument as a token, receipt or count (see [`uint`]).
+    fn uint(&mut self) -> Result<u64, Frame> {
+        uint(self.next()?)
+    }
+
+    /// The next positional argument as a duration in ms (see [`millis`]).
+    fn millis(&mut self) -> Result<u64, Frame> {
+        millis(self.next()?)
+    }
+
+    /// The next argument upper-cased, to match against option keywords; `None` at the end.
+    fn keyword(&mut self) -> Option<Vec<u8>> {
+        self.rest.next().map(|arg| arg.to_ascii_uppercase())
+    }
+
+    /// The value of the option just read: a missing one is a syntax error, as in Redis's `SET`.
+    fn value(&mut self) -> Result<&'a Bytes, Frame> {
+        self.rest.next().ok_or_else(syntax_error)
+    }
+
+    /// `FENCE lock token`, the keyword already read.
+    fn fence(&mut self) -> Result<Fence, Frame> {
+        let lock = name(self.value()?)?;
+        let token = uint(self.value()?)?;
+        Ok(Fence { lock, token })
+    }
+
+    /// What is left, for commands that take a list (`DEL k1 k2 ...`).
+    fn remaining(&self) -> &'a [Bytes] {
+        self.rest.as_slice()
+    }
+
+    /// Refuses trailing arguments: whatever a command did not consume is a syntax error.
+    fn end(self) -> Result<(), Frame> {
+        if self.rest.as_slice().is_empty() { Ok(()) } else { Err(syntax_error()) }
+    }
+}
+
+/// A lock, semaphore, queue or key name, or an owner, dedup or group id: the core keeps these as
+/// `String`, so they must be UTF-8. Payloads and values stay bytes.
+fn name(arg: &Bytes) -> Result<String, Frame> {
+    String::from_utf8(arg.to_vec()).map_err(|_| Frame::error("ERR", "invalid name (not UTF-8)"))
+}
+
+/// A signed integer, as strictly as Redis's `string2ll`.
+fn int(arg: &[u8]) -> Result<i64, Frame> {
+    parse_int(arg).ok_or_else(not_integer)
+}
+
+/// A fencing token, receipt, id or count: 0 or more. A negative one is "out of range".
+fn uint(arg: &[u8]) -> Result<u64, Frame> {
+    u64::try_from(int(arg)?).map_err(|_| not_integer())
+}
+
+/// A count that the core keeps as `u32` (semaphore limits and permits, pop and peek counts).
+fn uint32(arg: &[u8]) -> Result<u32, Frame> {
+    u32::try_from(non_negative(arg)?).map_err(|_| not_integer())
+}
+
+/// A duration in milliseconds (TTLs, leases, waits, delays). Negative durations get Redis's
+/// text for a value that must not be negative; 0 is passed on (the core knows when it means
+/// "don't wait" and when it is refused).
+fn millis(arg: &[u8]) -> Result<u64, Frame> {
+    non_negative(arg)
+}
+
+fn non_negative(arg: &[u8]) -> Result<u64, Frame> {
+    u64::try_from(int(arg)?).map_err(|_| Frame::error("ERR", "value is out of range, must be positive"))
+}
+
+/// Saturating `u64` → RESP integer. Tokens, ids and counts never come near `i64::MAX`.
+fn integer(n: u64) -> Frame {
+    Frame::Integer(i64::try_from(n).unwrap_or(i64::MAX))
+}
+
+fn write(cmd: Command, shape: ReplyShape) -> Result<Action, Frame> {
+    Ok(Action::Write { cmd, shape })
+}
+
+fn read(query: Query, shape: ReplyShape) -> Result<Action, Frame> {
+    Ok(Action::Read { query, shape })
+}
+
+fn syntax_error() -> Frame {
+    Frame::error("ERR", "syntax error")
+}
+
+fn not_integer() -> Frame {
+    Frame::error("ERR", "value is not an integer or out of range")
+}
+
+fn wrong_arity(command: &str) -> Frame {
+    Frame::error("ERR", format_args!("wrong number of arguments for '{command}' command"))
+}
+
+/// Redis 7's text: the name cut at 128 bytes, then each argument quoted and followed by a space
+/// until the list reaches 128 bytes (the argument that crosses the line is cut short).
+fn unknown_command(args: &[Bytes]) -> Frame {
+    const LIMIT: usize = 128;
+    let name = args.first().map_or(&[][..], |n| &n[..n.len().min(LIMIT)]);
+    let mut list = Vec::new();
+    for arg in args.iter().skip(1) {
+        if list.len() >= LIMIT {
+            break;
+        }
+        let room = LIMIT - list.len();
+        list.push(b'\'');
+        list.extend_from_slice(&arg[..arg.len().min(room)]);
+        list.extend_from_slice(b"' ");
+    }
+    Frame::error(
+        "ERR",
+        format_args!(
+            "unknown command '{}', with args beginning with: {}",
+            String::from_utf8_lossy(name),
+            String::from_utf8_lossy(&list)
+        ),
+    )
+}
+
+/// Redis 7's text for a container command (`CLIENT`) with an unknown subcommand.
+fn unknown_subcommand(sub: &[u8], container: &str) -> Frame {
+    let sub = &sub[..sub.len().min(128)];
+    Frame::error(
+        "ERR",
+        format_args!(
+            "unknown subcommand '{}'. Try {} HELP.",
+            String::from_utf8_lossy(sub),
+            container.to_ascii_uppercase()
+        ),
+    )
+}
+
+/// A reply that does not fit the promised shape: a bug between the server and the core, sent
+/// as an error so that the client sees it and the connection survives.
+fn unexpected(shape: ReplyShape, reply: &Reply) -> Frame {
+    let kind = match reply {
+        Reply::Ok => "Ok",
+        Reply::Nil => "Nil",
+        Reply::Int(_) => "Int",
+        Reply::Bytes(_) => "Bytes",
+        Reply::Session(_) => "Session",
+        Reply::Granted { .. } => "Granted",
+        Reply::Waiting { .. } => "Waiting",
+        Reply::Pushed { .. } => "Pushed",
+        Reply::Deliveries(_) => "Deliveries",
+        Reply::Consumer { .. } => "Consumer",
+        Reply::LockInfo(_) => "LockInfo",
+        Reply::QueueStats(_) => "QueueStats",
+        Reply::Messages(_) => "Messages",
+        Reply::Names(_) => "Names",
+        Reply::Error(_) => "Error",
+    };
+    Frame::error("ERR", format_args!("internal error: a {kind} reply cannot be rendered as {shape:?}"))
+}
+
+/// Helpers for the group files' tests.
+#[cfg(test)]
+pub(crate) mod testing {
+    use bytes::{Bytes, BytesMut};
+
+    use super::{Action, parse};
+    use crate::{Frame, Protocol};
+
+    /// Splits a command line on spaces into arguments.
+    pub(crate) fn args(line: &str) -> Vec<Bytes> {
+        line.split(' ').map(|a| Bytes::copy_from_slice(a.as_bytes())).collect()
+    }
+
+    /// Parses a command line written with spaces between arguments.
+    pub(crate) fn parse_line(line: &str) -> Result<Action, Frame> {
+        parse(&args(line))
+    }
+
+    /// The error text a command line is refused with; panics if it parses.
+    pub(crate) fn error_of(line: &str) -> String {
+        match parse_line(line) {
+            Err(Frame::Error(text)) => text,
+            other => panic!("{line:?} gave {other:?}, not an error"),
+        }
+    }
+
+    /// The bytes of a frame in a protocol, escaped for readable assertion failures.
+    pub(crate) fn encoded(frame: &Frame, protocol: Protocol) -> String {
+        let mut out = BytesMut::new();
+        frame.encode(protocol, &mut out);
+        out.escape_ascii().to_string()
+    }
+
+    /// A byte string escaped the same way, to compare with [`encoded`].
+    pub(crate) fn bytes(expected: &[u8]) -> String {
+        expected.escape_ascii().to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use turnstile_core::{CoreError, WaitEdge};
+
+    use super::testing::{bytes, encoded, error_of, parse_line};
+    use super::*;
+
+    #[test]
+    fn unknown_command_uses_redis_7_text() {
+        assert_eq!(error_of("foo a b"), "ERR unknown command 'foo', with args beginning with: 'a' 'b' ");
+        assert_eq!(error_of("foo"), "ERR unknown command 'foo', with args beginning with: ");
+        let frame = parse_line("nope x").unwrap_err();
+        assert_eq!(
+            encoded(&frame, Protocol::Resp2),
+            bytes(b"-ERR unknown command 'nope', with args beginning with: 'x' \r\n")
+        );
+        assert_eq!(
+            parse(&[]).unwrap_err(),
+            Frame::Error("ERR unknown command '', with args beginning with: ".into())
+        );
+    }
+
+    #[test]
+    fn unknown_command_args_are_cut_at_128_bytes() {
+        let long = "x".repeat(200);
+        let text = error_of(&format!("foo {long} next"));
+        // The first argument may take 128 bytes; with its quotes the list is then full.
+        let expected = format!("ERR unknown command 'foo', with args beginning with: '{}' ", "x".repeat(128));
+        assert_eq!(text, expected);
+        let name = "n".repeat(130);
+        let text = error_of(&name);
+        assert_eq!(text, format!("ERR unknown command '{}', with args beginning with: ", "n".repeat(128)));
+        // A second argument gets only the room left: 128 - (1 + 120 + 2) = 5 bytes.
+        let text = error_of(&format!("foo {} abcdefgh", "y".repeat(120)));
+        assert_eq!(
+            text,
+            format!("ERR unknown command 'foo', with args beginning with: '{}' 'abcde' ", "y".repeat(120))
+        );
+    }
+
+    #[test]
+    fn names_are_case_insensitive() {
+        assert_eq!(parse_line("gEt k"), parse_line("GET k"));
+        assert_eq!(parse_line("q.LiSt"), parse_line("Q.LIST"));
+        assert!(parse_line("Lock.Info l").is_ok());
+    }
+
+    #[test]
+    fn arity_errors_name_the_command_in_lower_case() {
+        assert_eq!(error_of("GET"), "ERR wrong number of arguments for 'get' command");
+        assert_eq!(error_of("GET a b"), "ERR wrong number of arguments for 'get' command");
+        assert_eq!(error_of("LOCK.ACQUIRE l"), "ERR wrong number of arguments for 'lock.acquire' command");
+        assert_eq!(error_of("CLIENT"), "ERR wrong number of arguments for 'client' command");
+        assert_eq!(error_of("client setname"), "ERR wrong number of arguments for 'client|setname' command");
+    }
+
+    #[test]
+    fn unknown_subcommand_suggests_help() {
+        assert_eq!(error_of("client foo bar"), "ERR unknown subcommand 'foo'. Try CLIENT HELP.");
+    }
+
+    #[test]
+    fn non_utf8_names_are_refused() {
+        let args = [Bytes::from_static(b"LOCK.INFO"), Bytes::from_static(b"\xff\xfe")];
+        assert_eq!(parse(&args).unwrap_err(), Frame::Error("ERR invalid name (not UTF-8)".into()));
+    }
+
+    #[test]
+    fn integers_are_as_strict_as_redis() {
+        assert_eq!(uint(b"12"), Ok(12));
+        for bad in [&b"+1"[..], b"01", b" 1", b"1.0", b"", b"-1", b"99999999999999999999"] {
+            assert_eq!(uint(bad), Err(not_integer()), "{:?}", bad.escape_ascii().to_string());
+        }
+        assert_eq!(millis(b"-5"), Err(Frame::Error("ERR value is out of range, must be positive".into())));
+        assert_eq!(uint32(b"4294967296"), Err(not_integer()));
+        assert_eq!(uint32(b"4294967295"), Ok(u32::MAX));
+    }
+
+    #[test]
+    fn core_errors_render_with_their_code() {
+        let deadlock = CoreError::Deadlock {
+            cycle: vec![
+                WaitEdge { owner: "a".into(), name: "l2".into(), blocked_by: "b".into() },
+                WaitEdge { owner: "b".into(), name: "l1".into(), blocked_by: "a".into() },
+            ],
+        };
+        let frame = render(ReplyShape::Grant, Reply::Error(deadlock), Protocol::Resp2);
+        assert_eq!(
+            encoded(&frame, Protocol::Resp2),
+            bytes(b"-DEADLOCK waiting would deadlock: a waits for 'l2' held by b -> b waits for 'l1' held by a\r\n")
+        );
+        let fenced = CoreError::Fenced { lock: "l".into(), token: 7 };
+        assert_eq!(
+            render(ReplyShape::Value, Reply::Error(fenced), Protocol::Resp3),
+            Frame::Error("FENCED token 7 is not a live hold of lock 'l'".into())
+        );
+        assert_eq!(
+            render(ReplyShape::Integer, Reply::Error(CoreError::LostHold { token: 3 }), Protocol::Resp2),
+            Frame::Error("LOST hold 3 is no longer held".into())
+        );
+        assert_eq!(
+            render(ReplyShape::Integer, Reply::Error(CoreError::NotInteger), Protocol::Resp2),
+            Frame::Error("ERR value is not an integer or out of range".into())
+        );
+    }
+
+    #[test]
+    fn a_reply_that_does_not_fit_is_an_internal_error() {
+        let frame = render(ReplyShape::Grant, Reply::Waiting { wait_id: 9 }, Protocol::Resp2);
+        assert_eq!(
+            frame,
+            Frame::Error("ERR internal error: a Waiting reply cannot be rendered as Grant".into())
+        );
+        let frame = render(ReplyShape::Integer, Reply::Ok, Protocol::Resp2);
+        assert_eq!(
+            frame,
+            Frame::Error("ERR internal error: a Ok reply cannot be rendered as Integer".into())
+        );
+    }
+
+    #[test]
+    fn names_render_as_bulk_strings() {
+        let frame = render(ReplyShape::Names, Reply::Names(vec!["a".into(), "bc".into()]), Protocol::Resp3);
+        assert_eq!(encoded(&frame, Protocol::Resp3), bytes(b"*2\r\n$1\r\na\r\n$2\r\nbc\r\n"));
+        let frame = render(ReplyShape::Names, Reply::Names(vec![]), Protocol::Resp2);
+        assert_eq!(encoded(&frame, Protocol::Resp2), bytes(b"*0\r\n"));
+    }
+
+    #[test]
+    fn every_command_in_the_table_parses_its_minimal_form() {
+        // One well-formed request per table entry, so a table typo (wrong arity, wrong parser)
+        // shows up here even if a group's tests miss it.
+        let lines = [
+            "LOCK.ACQUIRE l 100",
+            "LOCK.RELEASE l 1",
+            "LOCK.RENEW l 1 100",
+            "LOCK.INFO l",
+            "LOCK.LIST",
+            "SEM.ACQUIRE s 2 100",
+            "SEM.RELEASE s 1",
+            "SEM.RENEW s 1 100",
+            "SEM.INFO s",
+            "FENCE.CHECK l 1",
+            "Q.CREATE q",
+            "Q.PUSH q p",
+            "Q.POP q",
+            "Q.ACK q 1",
+            "Q.NACK q 1",
+            "Q.EXTEND q 1 100",
+            "Q.STATS q",
+            "Q.PEEK q",
+            "Q.PURGE q",
+            "Q.DEL q",
+            "Q.LIST",
+            "Q.REDRIVE d q",
+            "GET k",
+            "SET k v",
+            "SETEX k 1 v",
+            "PSETEX k 1 v",
+            "DEL k",
+            "EXISTS k",
+            "EXPIRE k 1",
+            "PEXPIRE k 1",
+            "TTL k",
+            "PTTL k",
+            "INCR k",
+            "INCRBY k 1",
+            "DECR k",
+            "DECRBY k 1",
+            "PING",
+            "ECHO x",
+            "HELLO",
+            "AUTH p",
+            "SELECT 0",
+            "CLIENT ID",
+            "INFO",
+            "COMMAND",
+            "QUIT",
+        ];
+        assert_eq!(lines.len(), COMMANDS.len());
+        for line in lines {
+            assert!(parse_line(line).is_ok(), "{line}: {:?}", parse_line(line));
+        }
+    }
+}

@@ -1,0 +1,103 @@
+//! Server configuration: defaults, then the TOML file, then `TURNSTILE_*` environment variables
+//! and command-line flags (the command line applies those last two, through clap).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Everything the server can be told. Field names are the TOML keys.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Config {
+    /// Where the RESP (Redis protocol) listener binds.
+    pub resp_addr: SocketAddr,
+    /// Where data lives. The log is kept in memory for now; the directory is created so the
+    /// durable log can take it over without a configuration change.
+    pub data_dir: PathBuf,
+    /// Connections beyond this are refused with `-ERR max number of clients reached`.
+    pub max_clients: usize,
+    /// Largest bulk string (payload, key, value) a client may send, in bytes.
+    pub max_payload: usize,
+    /// Most arguments in one command.
+    pub max_args: usize,
+    /// Most commands coalesced into one log entry.
+    pub max_batch: usize,
+}
+
+/// The default RESP port: Redis's 6379 moved up a thousand, so both can run side by side.
+pub const DEFAULT_RESP_PORT: u16 = 7379;
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            resp_addr: SocketAddr::from(([127, 0, 0, 1], DEFAULT_RESP_PORT)),
+            data_dir: PathBuf::from("turnstile-data"),
+            max_clients: 10_000,
+            max_payload: 16 * 1024 * 1024,
+            max_args: 1024 * 1024,
+            max_batch: 512,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("invalid config file {path}: {source}")]
+    Parse { path: PathBuf, source: toml::de::Error },
+    #[error("invalid setting: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Reads a TOML file; keys it leaves out keep their defaults.
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.into(), source })?;
+        Config::from_toml(&text).map_err(|source| ConfigError::Parse { path: path.into(), source })
+    }
+
+    pub fn from_toml(text: &str) -> Result<Config, toml::de::Error> {
+        toml::from_str(text)
+    }
+
+    /// Refuses settings the server cannot run with.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let positive = [
+            ("max-clients", self.max_clients),
+            ("max-payload", self.max_payload),
+            ("max-args", self.max_args),
+            ("max-batch", self.max_batch),
+        ];
+        match positive.iter().find(|(_, v)| *v == 0) {
+            Some((name, _)) => Err(ConfigError::Invalid(format!("{name} must be at least 1"))),
+            None => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_overrides_only_the_keys_it_names() {
+        let c = Config::from_toml("resp-addr = \"127.0.0.1:9999\"\nmax-clients = 5\n").unwrap();
+        assert_eq!(c.resp_addr, "127.0.0.1:9999".parse().unwrap());
+        assert_eq!(c.max_clients, 5);
+        assert_eq!(c.max_payload, Config::default().max_payload);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_refused() {
+        assert!(Config::from_toml("resp-adr = \"127.0.0.1:1\"").is_err());
+        assert!(Config::from_toml("max-clients = -1").is_err());
+        let zero = Config { max_clients: 0, ..Config::default() };
+        assert_eq!(
+            zero.validate().unwrap_err().to_string(),
+            "invalid setting: max-clients must be at least 1"
+        );
+    }
+}

@@ -1,0 +1,20 @@
+//! Turnstile's server: the RESP listener, one session per connection, blocking waits, and the
+//! ticker that makes time pass in the state machine.
+//!
+//! ```text
+//!  TcpListener ─accept─► Connection (one task each) ──propose/read──► turnstile_raft::Node
+//!                              ▲                                           │ applies entries
+//!                              └──── Router ◄──── effects, in log order ───┘
+//!  Ticker ── proposes Tick when State::next_deadline is due
+//! ```
+
+pub mod config;
+mod connection;
+mod info;
+mod router;
+mod server;
+mod shutdown;
+mod ticker;
+
+pub use config::{Config, ConfigError, DEFAULT_RESP_PORT};
+pub use server::{Server, ServerError};

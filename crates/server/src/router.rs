@@ -1,0 +1,77 @@
+//! Routes the state machine's effects to the connections they concern.
+//!
+//! Effects arrive in log order from the node. An effect that names a session goes to the channel
+//! that session's connection registered when it opened the session, so a connection never misses
+//! the wake-up for a wait it started: the channel exists before the wait does. Effects that name
+//! no session (leases running out) only update counters.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tokio::sync::mpsc;
+use turnstile_core::{Effect, SessionId};
+
+use crate::shutdown::Shutdown;
+
+/// Session → the connection that serves it, on this node.
+#[derive(Debug, Default)]
+pub struct Router {
+    sessions: Mutex<HashMap<SessionId, mpsc::UnboundedSender<Effect>>>,
+    pub holds_expired: AtomicU64,
+    pub deliveries_expired: AtomicU64,
+}
+
+impl Router {
+    /// Registers a session's connection; effects for it arrive on the returned receiver.
+    pub fn register(&self, session: SessionId) -> mpsc::UnboundedReceiver<Effect> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.sessions.lock().expect("router lock").insert(session, tx);
+        rx
+    }
+
+    pub fn unregister(&self, session: SessionId) {
+        self.sessions.lock().expect("router lock").remove(&session);
+    }
+
+    fn route(&self, effect: Effect) {
+        let session = match &effect {
+            Effect::Granted { session, .. }
+            | Effect::WaitTimedOut { session, .. }
+            | Effect::Delivered { session, .. }
+            | Effect::PopTimedOut { session, .. }
+            | Effect::ConsumerCancelled { session, .. } => *session,
+            Effect::HoldExpired { .. } => {
+                self.holds_expired.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            Effect::DeliveryExpired { .. } => {
+                self.deliveries_expired.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+        };
+        let sessions = self.sessions.lock().expect("router lock");
+        match sessions.get(&session) {
+            // A send fails only when the connection is gone; closing its session cleans up.
+            Some(tx) => drop(tx.send(effect)),
+            None => tracing::debug!(%session, ?effect, "effect for a session not served here"),
+        }
+    }
+
+    /// Routes effects until the node stops sending them or shutdown begins.
+    pub async fn run(
+        &self,
+        mut effects: mpsc::UnboundedReceiver<(u64, Vec<Effect>)>,
+        mut shutdown: Shutdown,
+    ) {
+        loop {
+            tokio::select! {
+                batch = effects.recv() => match batch {
+                    Some((_, batch)) => batch.into_iter().for_each(|e| self.route(e)),
+                    None => return,
+                },
+                () = shutdown.recv() => return,
+            }
+        }
+    }
+}

@@ -1,0 +1,167 @@
+//! Starting and stopping the server: the node, the listener, the router and the ticker.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, mpsc};
+use turnstile_raft::{Node, NodeConfig, NodeError};
+use turnstile_resp::Limits;
+
+use crate::config::{Config, ConfigError};
+use crate::connection::Connection;
+use crate::router::Router;
+use crate::shutdown::{self, Shutdown, ShutdownTrigger};
+use crate::ticker;
+
+/// What every connection shares.
+#[derive(Debug)]
+pub struct Shared {
+    pub node: Node,
+    pub router: Arc<Router>,
+    pub limits: Limits,
+    pub stats: Stats,
+    pub started: Instant,
+    pub resp_addr: SocketAddr,
+    pub max_clients: usize,
+}
+
+/// Counters for INFO (and, later, metrics).
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub connections: AtomicU64,
+    pub connected_clients: AtomicU64,
+    pub blocked_clients: AtomicU64,
+    pub commands: AtomicU64,
+    pub rejected: AtomicU64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("cannot create data dir {path}: {source}")]
+    DataDir { path: std::path::PathBuf, source: std::io::Error },
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("raft node: {0}")]
+    Node(#[from] NodeError),
+}
+
+/// A started server: listening, with its node leading.
+#[derive(Debug)]
+pub struct Server {
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    trigger: ShutdownTrigger,
+    shutdown: Shutdown,
+}
+
+impl Server {
+    /// Starts the node and binds the listener. Port 0 picks a free port: see [`Server::resp_addr`].
+    pub async fn start(config: Config) -> Result<Server, ServerError> {
+        config.validate()?;
+        std::fs::create_dir_all(&config.data_dir)
+            .map_err(|source| ServerError::DataDir { path: config.data_dir.clone(), source })?;
+        let listener = TcpListener::bind(config.resp_addr)
+            .await
+            .map_err(|source| ServerError::Bind { addr: config.resp_addr, source })?;
+        let resp_addr =
+            listener.local_addr().map_err(|source| ServerError::Bind { addr: config.resp_addr, source })?;
+        let node =
+            Node::start(NodeConfig { node_id: 1, max_batch: config.max_batch, ..NodeConfig::default() })
+                .await?;
+        let limits =
+            Limits { max_bulk_len: config.max_payload, max_args: config.max_args, ..Limits::default() };
+        let shared = Arc::new(Shared {
+            node,
+            router: Arc::new(Router::default()),
+            limits,
+            stats: Stats::default(),
+            started: Instant::now(),
+            resp_addr,
+            max_clients: config.max_clients,
+        });
+        let (trigger, shutdown) = shutdown::channel();
+        Ok(Server { listener, shared, trigger, shutdown })
+    }
+
+    pub fn resp_addr(&self) -> SocketAddr {
+        self.shared.resp_addr
+    }
+
+    /// Serves until `stop` resolves, then shuts down gracefully: stop accepting, let every
+    /// connection close its session, stop the node.
+    pub async fn run(self, stop: impl Future<Output = ()>) -> Result<(), ServerError> {
+        let Server { listener, shared, trigger, shutdown } = self;
+        let effects = shared.node.take_effects().expect("effects are taken once, here");
+        let router = tokio::spawn({
+            let (router, shutdown) = (shared.router.clone(), shutdown.clone());
+            async move { router.run(effects, shutdown).await }
+        });
+        let ticker = tokio::spawn(ticker::run(shared.node.clone(), shutdown.clone()));
+
+        // Each connection holds a clone of `done`; when all are dropped, every connection is over.
+        let (done, mut all_done) = mpsc::channel::<()>(1);
+        let accept = accept_loop(&listener, &shared, &shutdown, &done);
+        tokio::select! {
+            () = accept => {}
+            () = stop => tracing::info!("shutting down"),
+        }
+        trigger.trigger();
+        drop(listener);
+        drop(done);
+        let _ = all_done.recv().await;
+        let _ = ticker.await;
+        shared.node.shutdown().await?;
+        let _ = router.await;
+        Ok(())
+    }
+}
+
+async fn accept_loop(
+    listener: &TcpListener,
+    shared: &Arc<Shared>,
+    shutdown: &Shutdown,
+    done: &mpsc::Sender<()>,
+) {
+    let slots = Arc::new(Semaphore::new(shared.max_clients));
+    let mut next_id = 0u64;
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                // Out of file descriptors and the like: wait a little rather than spin.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        shared.stats.connections.fetch_add(1, Ordering::Relaxed);
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            shared.stats.rejected.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(%peer, "refused: max number of clients reached");
+            tokio::spawn(refuse(stream));
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        next_id += 1;
+        let connection = Connection::new(stream, next_id, shared.clone());
+        let (shared, shutdown, done) = (shared.clone(), shutdown.clone(), done.clone());
+        tokio::spawn(async move {
+            shared.stats.connected_clients.fetch_add(1, Ordering::Relaxed);
+            connection.serve(shutdown).await;
+            shared.stats.connected_clients.fetch_sub(1, Ordering::Relaxed);
+            drop((slot, done));
+        });
+    }
+}
+
+async fn refuse(mut stream: TcpStream) {
+    let _ = stream.write_all(b"-ERR max number of clients reached\r\n").await;
+    let _ = stream.shutdown().await;
+}
