@@ -171,3 +171,16 @@ fn a_closed_connection_returns_its_deliveries() {
     let again = pop(&mut b, "q", &["WAIT", "5000"]);
     assert_eq!((again[0].0, again[0].3), (id, 2));
 }
+
+#[test]
+fn a_waiting_command_in_a_pipeline_holds_back_the_ones_after_it() {
+    let server = TestServer::start();
+    let mut raw = server.raw();
+    // The push comes after the waiting pop in the same pipeline, so it must not satisfy it:
+    // the pop times out empty, then the push runs.
+    let reply = common::exchange(&mut raw, b"Q.POP q WAIT 300\r\nQ.PUSH q x\r\n", 9);
+    let text = String::from_utf8_lossy(&reply);
+    assert!(text.starts_with("*-1\r\n:"), "{text:?}");
+    let mut c = server.client();
+    assert_eq!(pop(&mut c, "q", &[]).len(), 1);
+}

@@ -121,6 +121,15 @@ impl Command {
             _ => None,
         }
     }
+
+    /// Whether the command may wait in line (and so its reply may come much later).
+    pub fn may_wait(&self) -> bool {
+        match self {
+            Command::Acquire(a) => a.wait > 0,
+            Command::Pop(p) => p.wait > 0,
+            _ => false,
+        }
+    }
 }
 
 /// A lock, read/write lock or semaphore acquire.

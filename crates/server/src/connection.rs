@@ -10,8 +10,8 @@
 //!  socket ◄── out buffer ◄── cmd::render ◄─────────────────────────────────┘
 //! ```
 //!
-//! Requests that arrive together (pipelining) are run one after another and their replies are
-//! written in one go. The connection's session is opened in the log the first time a command
+//! Requests that arrive together (pipelining) are run in order and their replies are written in
+//! one go; consecutive writes share log entries and consecutive reads share one read-index check. The connection's session is opened in the log the first time a command
 //! needs one (a lock, a pop), and closed in the log when the connection ends, which releases its
 //! holds and returns its deliveries.
 
@@ -22,9 +22,9 @@ use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
-use turnstile_core::{Command, Effect, Reply, SessionId, Taker};
+use turnstile_core::{Command, Effect, Query, Reply, SessionId, Taker};
 use turnstile_raft::NodeError;
-use turnstile_resp::cmd::{self, Action, ConnCmd};
+use turnstile_resp::cmd::{self, Action, ConnCmd, ReplyShape};
 use turnstile_resp::{Frame, Protocol, ProtocolError, decode_request};
 
 use crate::info;
@@ -34,6 +34,8 @@ use crate::ticker::now_ms;
 
 /// Replies are flushed once this much is buffered, even in the middle of a pipeline.
 const FLUSH_AT: usize = 64 * 1024;
+/// Most requests of one pipeline acted on before replies are flushed.
+const MAX_RUN: usize = 1024;
 
 /// Why a connection ended other than by the client closing it cleanly.
 #[derive(Debug, thiserror::Error)]
@@ -107,24 +109,34 @@ impl Connection {
 
     async fn run(&mut self, shutdown: &mut Shutdown) -> Result<(), ConnError> {
         loop {
-            loop {
-                let request = match decode_request(&mut self.buf, &self.shared.limits) {
-                    Ok(Some(request)) => request,
+            // Take every complete request already buffered (a pipeline), up to a bound.
+            let mut requests = Vec::new();
+            let mut bad = None;
+            while requests.len() < MAX_RUN {
+                match decode_request(&mut self.buf, &self.shared.limits) {
+                    Ok(Some(request)) => requests.push(request.args),
                     Ok(None) => break,
                     Err(e) => {
-                        self.write(&Frame::error("ERR", &e));
-                        self.flush().await?;
-                        return Err(e.into());
+                        bad = Some(e);
+                        break;
                     }
-                };
-                if self.handle(request.args, shutdown).await? == Flow::Quit {
-                    return self.flush().await;
-                }
-                if self.out.len() >= FLUSH_AT {
-                    self.flush().await?;
                 }
             }
+            let more = requests.len() == MAX_RUN;
+            // Requests before a malformed one are answered, as Redis does; then the connection
+            // gets the protocol error and is closed.
+            if self.handle_all(requests, shutdown).await? == Flow::Quit {
+                return self.flush().await;
+            }
+            if let Some(e) = bad {
+                self.write(&Frame::error("ERR", &e));
+                self.flush().await?;
+                return Err(e.into());
+            }
             self.flush().await?;
+            if more {
+                continue;
+            }
             tokio::select! {
                 read = self.stream.read_buf(&mut self.buf) => {
                     if read? == 0 {
@@ -138,50 +150,127 @@ impl Connection {
         }
     }
 
-    async fn handle(&mut self, args: Vec<Bytes>, shutdown: &mut Shutdown) -> Result<Flow, ConnError> {
-        self.shared.stats.commands.fetch_add(1, Ordering::Relaxed);
-        let action = match cmd::parse(&args) {
-            Ok(action) => action,
-            Err(error) => {
-                self.write(&error);
-                return Ok(Flow::Continue);
-            }
-        };
-        match action {
-            Action::Connection(c) => return self.connection_command(c).await,
-            Action::Read { query, shape } => {
-                let reply = self.shared.node.read(|state| state.query(now_ms(), query)).await;
-                let frame = match reply {
-                    Ok(reply) => cmd::render(shape, reply, self.protocol),
-                    Err(e) => node_error(&e),
-                };
-                self.write(&frame);
-            }
-            Action::Write { mut cmd, shape } => {
-                if cmd.session_mut().is_some() {
-                    let session = match self.session().await {
-                        Ok(session) => session,
-                        Err(e) => {
-                            self.write(&node_error(&e));
-                            return Ok(Flow::Continue);
-                        }
-                    };
-                    *cmd.session_mut().expect("checked above") = Some(session);
-                }
-                let frame = match self.shared.node.propose(cmd).await {
-                    Ok(Reply::Waiting { wait_id }) => {
-                        // Replies already computed go out before the client is made to wait.
-                        self.flush().await?;
-                        let reply = self.wait_for(wait_id, shutdown).await?;
-                        cmd::render(shape, reply, self.protocol)
+    /// Runs a pipeline's requests in order. Consecutive writes that cannot wait go to the log
+    /// together ([`Node::propose_many`]); consecutive reads share one read-index check. A command
+    /// that may wait runs alone, so the ones after it run after it, as in Redis.
+    async fn handle_all(
+        &mut self,
+        requests: Vec<Vec<Bytes>>,
+        shutdown: &mut Shutdown,
+    ) -> Result<Flow, ConnError> {
+        self.shared.stats.commands.fetch_add(requests.len() as u64, Ordering::Relaxed);
+        let actions: Vec<_> = requests.iter().map(|args| cmd::parse(args)).collect();
+        let mut actions = actions.into_iter().peekable();
+        while let Some(action) = actions.next() {
+            match action {
+                Err(error) => self.write(&error),
+                Ok(Action::Connection(c)) => {
+                    if self.connection_command(c).await? == Flow::Quit {
+                        return Ok(Flow::Quit);
                     }
-                    Ok(reply) => cmd::render(shape, reply, self.protocol),
-                    Err(e) => node_error(&e),
-                };
-                self.write(&frame);
+                }
+                Ok(Action::Read { query, shape }) => {
+                    let mut reads = vec![(query, shape)];
+                    while let Some(Ok(Action::Read { query, shape })) =
+                        actions.next_if(|a| matches!(a, Ok(Action::Read { .. })))
+                    {
+                        reads.push((query, shape));
+                    }
+                    self.run_reads(reads).await;
+                }
+                Ok(Action::Write { cmd, shape }) if cmd.may_wait() => {
+                    self.run_waiting(cmd, shape, shutdown).await?
+                }
+                Ok(Action::Write { cmd, shape }) => {
+                    let mut writes = vec![(cmd, shape)];
+                    while let Some(Ok(Action::Write { cmd, shape })) =
+                        actions.next_if(|a| matches!(a, Ok(Action::Write { cmd, .. }) if !cmd.may_wait()))
+                    {
+                        writes.push((cmd, shape));
+                    }
+                    self.run_writes(writes).await;
+                }
+            }
+            if self.out.len() >= FLUSH_AT {
+                self.flush().await?;
             }
         }
         Ok(Flow::Continue)
+    }
+
+    async fn run_reads(&mut self, reads: Vec<(Query, ReplyShape)>) {
+        let (queries, shapes): (Vec<Query>, Vec<ReplyShape>) = reads.into_iter().unzip();
+        let replies = self
+            .shared
+            .node
+            .read(move |state| {
+                let now = now_ms();
+                queries.into_iter().map(|q| state.query(now, q)).collect::<Vec<_>>()
+            })
+            .await;
+        match replies {
+            Ok(replies) => {
+                for (reply, shape) in replies.into_iter().zip(shapes) {
+                    self.write(&cmd::render(shape, reply, self.protocol));
+                }
+            }
+            Err(e) => shapes.iter().for_each(|_| self.write(&node_error(&e))),
+        }
+    }
+
+    async fn run_writes(&mut self, mut writes: Vec<(Command, ReplyShape)>) {
+        if writes.iter_mut().any(|(cmd, _)| cmd.session_mut().is_some()) {
+            match self.session().await {
+                Ok(session) => {
+                    for slot in writes.iter_mut().filter_map(|(cmd, _)| cmd.session_mut()) {
+                        *slot = Some(session);
+                    }
+                }
+                Err(e) => {
+                    writes.iter().for_each(|_| self.write(&node_error(&e)));
+                    return;
+                }
+            }
+        }
+        let (cmds, shapes): (Vec<Command>, Vec<ReplyShape>) = writes.into_iter().unzip();
+        let replies = self.shared.node.propose_many(cmds).await;
+        for (reply, shape) in replies.into_iter().zip(shapes) {
+            let frame = match reply {
+                Ok(reply) => cmd::render(shape, reply, self.protocol),
+                Err(e) => node_error(&e),
+            };
+            self.write(&frame);
+        }
+    }
+
+    /// A command that may wait in line: proposed alone, then parked until its wait is settled.
+    async fn run_waiting(
+        &mut self,
+        mut cmd: Command,
+        shape: ReplyShape,
+        shutdown: &mut Shutdown,
+    ) -> Result<(), ConnError> {
+        if let Some(slot) = cmd.session_mut() {
+            match self.session().await {
+                Ok(session) => *slot = Some(session),
+                Err(e) => {
+                    self.write(&node_error(&e));
+                    return Ok(());
+                }
+            }
+        }
+        let frame = match self.shared.node.propose(cmd).await {
+            Ok(Reply::Waiting { wait_id }) => {
+                // Replies already computed go out before the client is made to wait.
+                self.flush().await?;
+                let reply = self.wait_for(wait_id, shutdown).await?;
+                cmd::render(shape, reply, self.protocol)
+            }
+            Ok(reply) => cmd::render(shape, reply, self.protocol),
+            Err(e) => node_error(&e),
+        };
+        self.write(&frame);
+        Ok(())
     }
 
     /// The connection's session, opened in the log the first time it is needed.
