@@ -45,6 +45,12 @@ struct ServerArgs {
     /// Most commands coalesced into one log entry [default: 512].
     #[arg(long, env = "TURNSTILE_MAX_BATCH", value_name = "N")]
     max_batch: Option<usize>,
+    /// Most log entries in flight at once [default: 2].
+    #[arg(long, env = "TURNSTILE_MAX_IN_FLIGHT", value_name = "N")]
+    max_in_flight: Option<usize>,
+    /// Threads for connections and the log; 0 = one per core [default: 0].
+    #[arg(long, env = "TURNSTILE_WORKER_THREADS", value_name = "N")]
+    worker_threads: Option<usize>,
     /// Log level: error, warn, info, debug or trace.
     #[arg(long, env = "TURNSTILE_LOG", value_name = "LEVEL", default_value = "info")]
     log: LevelFilter,
@@ -70,6 +76,12 @@ impl ServerArgs {
         }
         if let Some(n) = self.max_batch {
             config.max_batch = n;
+        }
+        if let Some(n) = self.max_in_flight {
+            config.max_in_flight = n;
+        }
+        if let Some(n) = self.worker_threads {
+            config.worker_threads = n;
         }
         config.validate()?;
         Ok(config)

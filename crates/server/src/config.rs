@@ -23,6 +23,13 @@ pub struct Config {
     pub max_args: usize,
     /// Most commands coalesced into one log entry.
     pub max_batch: usize,
+    /// Threads that run connections and the log; 0 = one per core. The log and the state
+    /// machine apply one entry at a time whatever this is: more threads help only with many busy
+    /// connections (on 2 cores, 1 and 2 measured the same; see docs/benchmarks.md).
+    pub worker_threads: usize,
+    /// Most log entries proposed and not yet applied at once. While they are all in flight,
+    /// new commands queue up and form a bigger next entry.
+    pub max_in_flight: usize,
 }
 
 /// The default RESP port: Redis's 6379 moved up a thousand, so both can run side by side.
@@ -37,6 +44,8 @@ impl Default for Config {
             max_payload: 16 * 1024 * 1024,
             max_args: 1024 * 1024,
             max_batch: 512,
+            max_in_flight: 2,
+            worker_threads: 0,
         }
     }
 }
@@ -70,6 +79,7 @@ impl Config {
             ("max-payload", self.max_payload),
             ("max-args", self.max_args),
             ("max-batch", self.max_batch),
+            ("max-in-flight", self.max_in_flight),
         ];
         match positive.iter().find(|(_, v)| *v == 0) {
             Some((name, _)) => Err(ConfigError::Invalid(format!("{name} must be at least 1"))),
