@@ -49,13 +49,14 @@ fn main() {
         handles.into_iter().flat_map(|h| h.join().expect("client thread")).collect();
     latencies.sort();
     let n = latencies.len();
-    let pct = |p: f64| latencies[((n as f64 * p) as usize).min(n - 1)];
+    // Nearest rank: the latency below which `per_mille`/1000 of the cycles finished.
+    let pct = |per_mille: usize| latencies[(n * per_mille / 1000).min(n - 1)];
     println!(
         "{target:9} {workload:5} clients={clients:3} cycles/s={:>8.0}  p50={:>7.3}ms  p99={:>7.3}ms  p99.9={:>7.3}ms",
         n as f64 / duration.as_secs_f64(),
-        pct(0.50).as_secs_f64() * 1e3,
-        pct(0.99).as_secs_f64() * 1e3,
-        pct(0.999).as_secs_f64() * 1e3,
+        pct(500).as_secs_f64() * 1e3,
+        pct(990).as_secs_f64() * 1e3,
+        pct(999).as_secs_f64() * 1e3,
     );
 }
 
