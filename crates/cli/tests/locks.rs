@@ -213,3 +213,19 @@ fn graceful_shutdown_on_sigterm() {
     assert!(status.success());
     assert_eq!(server.wait_exit(), Some(0));
 }
+
+#[test]
+fn info_reports_every_section_with_live_figures() {
+    let server = TestServer::start();
+    let mut c = server.client();
+    let (token, _) = acquire(&mut c, &["L", "10000"]).unwrap().unwrap();
+    let info: String = redis::cmd("INFO").query(&mut c).unwrap();
+    for section in ["# Server", "# Clients", "# Memory", "# Stats", "# Locks", "# Queues", "# Raft"] {
+        assert!(info.contains(section), "INFO lacks {section}:\n{info}");
+    }
+    assert!(info.contains("holds:1\r\n"), "{info}");
+    assert!(info.contains(&format!("last_fencing_token:{token}\r\n")), "{info}");
+    assert!(info.contains("leader:1\r\n"), "{info}");
+    let only_locks: String = redis::cmd("INFO").arg("locks").query(&mut c).unwrap();
+    assert!(only_locks.starts_with("# Locks") && !only_locks.contains("# Raft"), "{only_locks}");
+}

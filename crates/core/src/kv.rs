@@ -43,7 +43,7 @@ impl State {
         let old_expiry = old.and_then(|e| e.expires_at);
         let expires_at = if expiry == SetExpiry::KeepTtl { old_expiry } else { new_expiry };
         self.set_key_expiry(&key, old_expiry, expires_at);
-        self.keys.insert(key, KvEntry { value, expires_at });
+        self.put_key(key, KvEntry { value, expires_at });
         Ok(reply(true))
     }
 
@@ -51,7 +51,7 @@ impl State {
         self.check_fence(fence)?;
         let mut removed = 0;
         for key in keys {
-            if let Some(entry) = self.keys.remove(key) {
+            if let Some(entry) = self.take_key(key) {
                 self.set_key_expiry(key, entry.expires_at, None);
                 removed += 1;
             }
@@ -82,7 +82,7 @@ impl State {
                 self.keys.get_mut(key).expect("checked above").expires_at = Some(at);
             }
             None => {
-                self.keys.remove(key);
+                self.take_key(key);
                 self.set_key_expiry(key, current, None);
             }
         }
@@ -102,7 +102,7 @@ impl State {
         let value = current.checked_add(delta).ok_or(CoreError::Overflow)?;
         // INCR keeps the key's TTL.
         let expires_at = entry.and_then(|e| e.expires_at);
-        self.keys.insert(key.to_owned(), KvEntry { value: Bytes::from(value.to_string()), expires_at });
+        self.put_key(key.to_owned(), KvEntry { value: Bytes::from(value.to_string()), expires_at });
         Ok(Reply::Int(value))
     }
 
@@ -126,12 +126,27 @@ impl State {
         }
     }
 
+    /// Stores a key, keeping the byte count that memory limits read.
+    fn put_key(&mut self, key: String, entry: KvEntry) {
+        let (key_len, value_len) = (key.len() as u64, entry.value.len() as u64);
+        match self.keys.insert(key, entry) {
+            Some(old) => self.key_bytes = self.key_bytes - old.value.len() as u64 + value_len,
+            None => self.key_bytes += key_len + value_len,
+        }
+    }
+
+    fn take_key(&mut self, key: &str) -> Option<KvEntry> {
+        let entry = self.keys.remove(key)?;
+        self.key_bytes -= (key.len() + entry.value.len()) as u64;
+        Some(entry)
+    }
+
     fn live_key(&self, key: &str, now: Timestamp) -> Option<&KvEntry> {
         self.keys.get(key).filter(|e| e.expires_at.is_none_or(|at| at > now))
     }
 
     pub(crate) fn key_expired(&mut self, key: &str) {
-        if let Some(entry) = self.keys.remove(key) {
+        if let Some(entry) = self.take_key(key) {
             self.set_key_expiry(key, entry.expires_at, None);
         }
     }
@@ -148,6 +163,8 @@ impl State {
     }
 
     pub(crate) fn check_keys(&self) -> Result<(), String> {
+        let bytes: u64 = self.keys.iter().map(|(k, e)| (k.len() + e.value.len()) as u64).sum();
+        ensure!(bytes == self.key_bytes, "key bytes {} counted, {bytes} stored", self.key_bytes);
         for (key, e) in &self.keys {
             if let Some(at) = e.expires_at {
                 ensure!(

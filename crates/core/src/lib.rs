@@ -95,6 +95,8 @@ pub struct State {
     queue_ids: BTreeMap<String, QueueId>,
     queues: BTreeMap<QueueId, Queue>,
     keys: BTreeMap<String, KvEntry>,
+    /// Key and value bytes of every key, kept as keys change.
+    key_bytes: u64,
     timers: Timers,
 }
 
@@ -236,11 +238,11 @@ impl State {
         }
     }
 
-    /// Sum of the payload and property bytes of every stored message and value, for memory limits.
+    /// Payload and property bytes of every stored message, plus key and value bytes of every key:
+    /// what a memory limit counts. O(number of queues).
     pub fn payload_bytes(&self) -> u64 {
         let queues: u64 = self.queues.values().map(|q| q.payload_bytes).sum();
-        let keys: u64 = self.keys.iter().map(|(k, e)| (k.len() + e.value.len()) as u64).sum();
-        queues + keys
+        queues + self.key_bytes
     }
 
     /// The whole state as bytes: a version byte, then postcard.

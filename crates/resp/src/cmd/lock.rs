@@ -40,7 +40,8 @@ pub(super) fn lock_renew(args: Args<'_>) -> Result<Action, Frame> {
     renew(args)
 }
 
-/// `LOCK.INFO name` → a map: `mode`, `limit`, `holders` (`[owner, token, expires-in-ms]` each),
+/// `LOCK.INFO name` → a map: `mode`, `limit`, `holders` (`[owner, token, expires-in-ms, permits]`
+/// each; permits is 1 for locks),
 /// `waiters` (`[owner, mode, permits, deadline-in-ms]` each, in line order).
 pub(super) fn lock_info(args: Args<'_>) -> Result<Action, Frame> {
     info(args)
@@ -141,7 +142,9 @@ pub(super) fn render_lock_info(reply: Reply) -> Frame {
     let holders = info
         .holders
         .into_iter()
-        .map(|h| Frame::Array(vec![Frame::bulk(h.owner), integer(h.token), integer(h.expires_in)]))
+        .map(|h| {
+            Frame::Array(vec![Frame::bulk(h.owner), integer(h.token), integer(h.expires_in), integer(h.permits.into())])
+        })
         .collect();
     let waiters = info
         .waiters
@@ -373,7 +376,7 @@ mod tests {
         };
         let frame = render(ReplyShape::LockInfo, Reply::LockInfo(info), Protocol::Resp3);
         let body = b"$4\r\nmode\r\n$9\r\nsemaphore\r\n$5\r\nlimit\r\n:3\r\n\
-            $7\r\nholders\r\n*1\r\n*3\r\n$1\r\na\r\n:7\r\n:900\r\n\
+            $7\r\nholders\r\n*1\r\n*4\r\n$1\r\na\r\n:7\r\n:900\r\n:2\r\n\
             $7\r\nwaiters\r\n*1\r\n*4\r\n$1\r\nb\r\n$9\r\nsemaphore\r\n:2\r\n:40\r\n";
         assert_eq!(encoded(&frame, Protocol::Resp3), bytes(&[&b"%4\r\n"[..], body].concat()));
         assert_eq!(encoded(&frame, Protocol::Resp2), bytes(&[&b"*8\r\n"[..], body].concat()));
