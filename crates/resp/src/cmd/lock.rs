@@ -143,7 +143,12 @@ pub(super) fn render_lock_info(reply: Reply) -> Frame {
         .holders
         .into_iter()
         .map(|h| {
-            Frame::Array(vec![Frame::bulk(h.owner), integer(h.token), integer(h.expires_in), integer(h.permits.into())])
+            Frame::Array(vec![
+                Frame::bulk(h.owner),
+                integer(h.token),
+                integer(h.expires_in),
+                integer(h.permits.into()),
+            ])
         })
         .collect();
     let waiters = info
