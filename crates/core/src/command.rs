@@ -21,6 +21,10 @@ pub enum Command {
     CloseSession {
         session: SessionId,
     },
+    /// End every session after a restart (no connection survives one): their waits and
+    /// consumers are dropped, their holds and deliveries stay until released, acked or expired.
+    /// Replies the number of sessions ended.
+    DetachSessions,
     /// Extend every hold and in-flight delivery so that none expires before `now + its TTL`.
     /// Proposed by a node that has just become leader (or restarted), so that clock differences
     /// between nodes and downtime never shorten a lease.

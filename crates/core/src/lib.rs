@@ -160,6 +160,7 @@ impl State {
             Command::OpenSession => Ok(Reply::Session(self.open_session())),
             Command::CloseSession { session } => self.close_session(session, fx),
             Command::RefreshLeases => Ok(self.refresh_leases()),
+            Command::DetachSessions => Ok(self.detach_sessions(fx)),
             Command::Acquire(req) => self.acquire(req),
             Command::Release { name, token } => Ok(self.release(&name, token, fx)),
             Command::Renew { name, token, ttl } => self.renew(&name, token, ttl),

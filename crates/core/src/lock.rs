@@ -225,6 +225,15 @@ impl State {
         self.wake(&name, fx);
     }
 
+    /// Keeps a hold but frees it from its session (the session is ending without its holds).
+    pub(crate) fn detach_hold(&mut self, token: u64) {
+        let name = &self.holds[&token];
+        let hold = self.resources.get_mut(name).and_then(|r| r.holds.get_mut(&token)).expect("live hold");
+        if let Some(session) = hold.session.take() {
+            self.session_mut(session).holds.remove(&token);
+        }
+    }
+
     /// Removes a hold from every index, its lease timer included.
     fn remove_hold(&mut self, token: u64) -> Hold {
         let name = self.holds.remove(&token).expect("live hold");

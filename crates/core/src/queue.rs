@@ -618,6 +618,18 @@ impl State {
         }
     }
 
+    /// Keeps a delivery in flight but frees it from its session (the session is ending).
+    pub(crate) fn detach_delivery(&mut self, qid: QueueId, receipt: u64) {
+        let q = self.q(qid);
+        let id = q.in_flight[&receipt];
+        let msg = q.messages.get_mut(&id).expect("in-flight message exists");
+        if let MsgState::InFlight { session: slot, .. } = &mut msg.state {
+            if let Some(session) = slot.take() {
+                self.session_mut(session).deliveries.remove(&(qid, receipt));
+            }
+        }
+    }
+
     /// A delivery that comes back unacked (lease expiry, session close).
     pub(crate) fn return_delivery(&mut self, qid: QueueId, receipt: u64, fx: &mut Vec<Effect>) {
         let id = self.queues[&qid].in_flight[&receipt];

@@ -9,6 +9,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::{CoreError, Effect, QueueId, Reply, SessionId, State, Timestamp, WaitTarget, ensure};
 
+/// How a session ends: closed by its connection, or detached from a connection that is gone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ending {
+    Close,
+    Detach,
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Session {
     pub(crate) opened_at: Timestamp,
@@ -30,7 +37,24 @@ impl State {
 
     /// Releases holds, drops waits and consumers, and returns in-flight deliveries.
     pub(crate) fn close_session(&mut self, id: SessionId, fx: &mut Vec<Effect>) -> Result<Reply, CoreError> {
-        let session = self.session(id)?.clone();
+        self.session(id)?;
+        self.end_session(id, Ending::Close, fx);
+        Ok(Reply::Int(1))
+    }
+
+    /// Ends every session after a restart, when no connection survived: their waits and
+    /// consumers go, but their holds and deliveries stay, owned by no session, until released,
+    /// acked or their leases run out (leases the same restart refreshed). Replies the count.
+    pub(crate) fn detach_sessions(&mut self, fx: &mut Vec<Effect>) -> Reply {
+        let ids: Vec<SessionId> = self.sessions.keys().copied().collect();
+        for &id in &ids {
+            self.end_session(id, Ending::Detach, fx);
+        }
+        Reply::Int(ids.len() as i64)
+    }
+
+    fn end_session(&mut self, id: SessionId, ending: Ending, fx: &mut Vec<Effect>) {
+        let session = self.sessions[&id].clone();
         // Consumers go first, so returned messages are not handed straight back to them.
         for (queue, consumer_id) in session.consumers {
             self.remove_consumer(queue, consumer_id);
@@ -48,18 +72,29 @@ impl State {
                 }
             }
         }
-        for token in session.holds {
-            let name = self.holds[&token].clone();
-            self.release(&name, token, fx);
+        match ending {
+            Ending::Close => {
+                for token in session.holds {
+                    let name = self.holds[&token].clone();
+                    self.release(&name, token, fx);
+                }
+                for (queue, receipt) in session.deliveries {
+                    self.return_delivery(queue, receipt, fx);
+                }
+            }
+            Ending::Detach => {
+                for token in session.holds {
+                    self.detach_hold(token);
+                }
+                for (queue, receipt) in session.deliveries {
+                    self.detach_delivery(queue, receipt);
+                }
+            }
         }
+        self.sessions.remove(&id);
         for name in lines {
             self.wake(&name, fx);
         }
-        for (queue, receipt) in session.deliveries {
-            self.return_delivery(queue, receipt, fx);
-        }
-        self.sessions.remove(&id);
-        Ok(Reply::Int(1))
     }
 
     pub(crate) fn refresh_leases(&mut self) -> Reply {

@@ -485,3 +485,19 @@ fn the_same_log_replayed_gives_the_same_state_and_snapshots_round_trip() {
     assert!(turnstile_core::State::restore(&[]).is_err());
     assert!(turnstile_core::State::restore(&[99, 1, 2]).is_err());
 }
+
+#[test]
+fn detaching_sessions_after_a_restart_keeps_holds_and_drops_waits() {
+    let mut w = World::new();
+    let (a, b) = (w.session(), w.session());
+    let t = token(&w.reply(lock(a, "L", 10_000)));
+    assert_eq!(w.reply(lock_wait(b, "L", 10_000, 5_000)), Reply::Waiting { wait_id: 3 });
+    assert_eq!(w.reply(Command::DetachSessions), Reply::Int(2));
+    // The hold survives with its token; nobody waits any more; the sessions are gone.
+    assert_eq!(w.query(Query::FenceCheck { lock: "L".into(), token: t }), Reply::Int(1));
+    let Reply::LockInfo(info) = w.query(Query::LockInfo { name: "L".into() }) else { panic!() };
+    assert_eq!(info.waiters, vec![]);
+    assert_eq!(w.reply(lock(a, "L", 1_000)), Reply::Error(CoreError::UnknownSession(a)));
+    // Its owner can still release it with the token, or its lease ends it.
+    assert_eq!(w.reply(Command::Release { name: "L".into(), token: t }), Reply::Int(1));
+}

@@ -100,6 +100,7 @@ enum Op {
         ms: u64,
     },
     RefreshLeases,
+    DetachSessions,
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -128,6 +129,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0..KEYS.len()).prop_map(|key| Op::Incr { key }),
         5 => prop_oneof![Just(0u64), 1..500u64, 500..4_000u64].prop_map(|ms| Op::Advance { ms }),
         1 => Just(Op::RefreshLeases),
+        1 => Just(Op::DetachSessions),
     ]
 }
 
@@ -190,6 +192,7 @@ impl Observer {
             }
             (Command::OpenSession, Reply::Session(s)) => self.sessions.push(*s),
             (Command::CloseSession { session }, Reply::Int(1)) => self.sessions.retain(|s| s != session),
+            (Command::DetachSessions, _) => self.sessions.clear(),
             _ => {}
         }
         for effect in fx {
@@ -339,7 +342,7 @@ fn to_command(op: &Op, obs: &Observer) -> Command {
             ..SetKey::new(KEYS[key], "v")
         }),
         Op::Incr { key } => Command::IncrBy { key: KEYS[key].into(), delta: 1 },
-        Op::Advance { .. } | Op::RefreshLeases => Command::Tick,
+        Op::Advance { .. } | Op::RefreshLeases | Op::DetachSessions => Command::Tick,
     }
 }
 
@@ -378,6 +381,7 @@ fn run(ops: Vec<Op>) {
                 Command::Tick
             }
             Some(Op::RefreshLeases) => Command::RefreshLeases,
+            Some(Op::DetachSessions) => Command::DetachSessions,
             Some(op) => to_command(op, &obs),
         };
         let index = i as u64 + 1;
