@@ -30,7 +30,7 @@ struct ServerArgs {
     /// A TOML config file; its keys are the flag names, e.g. `resp-addr = "127.0.0.1:7379"`.
     #[arg(long, env = "TURNSTILE_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
-    /// Where data lives [default: ./turnstile-data]. The log is in memory in this version.
+    /// Where the log and snapshots live [default: ./turnstile-data]. One server per dir.
     #[arg(long, env = "TURNSTILE_DATA_DIR", value_name = "DIR")]
     data_dir: Option<PathBuf>,
     /// Address of the RESP (Redis protocol) listener [default: 127.0.0.1:7379]; port 0 picks one.
@@ -51,6 +51,21 @@ struct ServerArgs {
     /// Threads for connections and the log; 0 = one per core [default: 0].
     #[arg(long, env = "TURNSTILE_WORKER_THREADS", value_name = "N")]
     worker_threads: Option<usize>,
+    /// When a write counts as done: always (on disk before the reply), interval, never [default: always].
+    #[arg(long, env = "TURNSTILE_FSYNC", value_name = "POLICY")]
+    fsync: Option<turnstile_server::Fsync>,
+    /// With --fsync interval: how often written data is forced to disk [default: 1000].
+    #[arg(long, env = "TURNSTILE_FSYNC_INTERVAL_MS", value_name = "MS")]
+    fsync_interval_ms: Option<u64>,
+    /// Refuse pushes with -OOM once stored payloads pass this many bytes; 0 = no limit [default: 0].
+    #[arg(long, env = "TURNSTILE_MAX_MEMORY", value_name = "BYTES")]
+    max_memory: Option<u64>,
+    /// Take a snapshot every this many log entries [default: 20000].
+    #[arg(long, env = "TURNSTILE_SNAPSHOT_EVERY", value_name = "ENTRIES")]
+    snapshot_every: Option<u64>,
+    /// Start even if the log has a corrupt record: cut it there, losing everything after it.
+    #[arg(long)]
+    truncate_corrupt: bool,
     /// Log level: error, warn, info, debug or trace.
     #[arg(long, env = "TURNSTILE_LOG", value_name = "LEVEL", default_value = "info")]
     log: LevelFilter,
@@ -83,6 +98,19 @@ impl ServerArgs {
         if let Some(n) = self.worker_threads {
             config.worker_threads = n;
         }
+        if let Some(fsync) = self.fsync {
+            config.fsync = fsync;
+        }
+        if let Some(ms) = self.fsync_interval_ms {
+            config.fsync_interval_ms = ms;
+        }
+        if let Some(bytes) = self.max_memory {
+            config.max_memory = bytes;
+        }
+        if let Some(n) = self.snapshot_every {
+            config.snapshot_every = n;
+        }
+        config.truncate_corrupt |= self.truncate_corrupt;
         config.validate()?;
         Ok(config)
     }

@@ -1,7 +1,7 @@
 //! Turnstile's replication layer: the [`turnstile_core::State`] machine driven through openraft.
 //!
 //! ```text
-//!  propose(cmd) ─► batcher ─► Raft::client_write_ff(Batch) ─► MemLogStore::append
+//!  propose(cmd) ─► batcher ─► Raft::client_write_ff(Batch) ─► LogStore::append ─► Journal
 //!  (node.rs)       (node.rs)   one log entry per batch         (log_store.rs)
 //!                                                                   │ committed
 //!  reply ◄─ BatchReply[i] ◄─ StateMachineStore::apply ◄────────────┘
@@ -19,8 +19,8 @@
 //!   flight at once (pipelining).
 //! - **Determinism.** The state machine never reads a clock: the time of an entry is the `now`
 //!   the leader put into the [`Batch`], so every replica computes the same replies and effects.
-//! - **Replaceable storage.** The log lives behind [`MemLogStore`] (in memory for now); the
-//!   durable log of `crates/storage` will implement the same openraft traits.
+//! - **Durable by default.** The log lives in [`LogStore`]: in memory for reads, and in the journal
+//!   of `crates/storage` on disk; a reply is sent once its entry is on disk (group commit).
 //!
 //! See `README.md` in this crate for one proposal traced file by file.
 
@@ -34,10 +34,11 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use turnstile_core::{Command, Reply, Timestamp};
 
-pub use log_store::MemLogStore;
+pub use log_store::LogStore;
 pub use network::{NoNetwork, NoPeer};
-pub use node::{Node, NodeConfig, NodeError, NodeStatus};
+pub use node::{Node, NodeConfig, NodeError, NodeStatus, Storage};
 pub use state_machine::{AppliedEffects, StateMachineStore, StoredSnapshot};
+pub use turnstile_storage::{FsyncPolicy, JournalStats, Options as StorageOptions};
 
 openraft::declare_raft_types!(
     /// openraft's type configuration for Turnstile: a log entry carries a [`Batch`] of commands

@@ -1,16 +1,24 @@
-//! The Raft log, in memory.
+//! The Raft log: entries in memory, and — when durable — every change also in the journal of
+//! `crates/storage` (checksummed segments, group commit).
 //!
-//! This is the stand-in for the durable log of `crates/storage`: it implements the same openraft
-//! traits ([`RaftLogStorage`], [`RaftLogReader`]) so the node code does not change when the durable
-//! one replaces it. Nothing here survives a restart, so [`crate::Node::start`] initializes a fresh
-//! one-voter cluster every time.
+//! Reads are served from memory: openraft reads back the entries it just appended in order to
+//! apply them, and the journal is write-ahead only. It is read once, at start, to rebuild this
+//! map ([`LogStore::durable`]).
 //!
-//! openraft's contract, which a durable replacement must keep too:
-//! - `append` returns at once, and the appended entries must be readable from that moment (the
-//!   leader reads them back to apply them); `IOFlushed::io_completed` is called only once they are
-//!   durable. In memory they are "durable" immediately, so it is called inside `append`.
+//! openraft's contract:
+//! - `append` returns at once, and the appended entries must be readable from that moment;
+//!   `IOFlushed::io_completed` is called only once they are durable — for the journal, from its
+//!   writer thread after the fdatasync that covers them (with `fsync = "always"`). This is what
+//!   makes a reply mean "on disk".
+//! - `save_vote` returns only once the vote is on disk.
 //! - `truncate_after` removes entries after a log id (a follower's conflicting tail); `purge`
-//!   removes entries up to one (after a snapshot covers them).
+//!   removes entries up to one (after a snapshot covers them). Both are journaled in order with
+//!   the appends, so replay reaches the same log.
+//!
+//! The purged log id must survive a restart with its term, but the journal's purge record holds
+//! only an index. So a purge to index `p` journals "purge up to `p - 1`" and keeps entry `p`:
+//! after a restart, the lowest entry above the journal's purge point is the purged one, and it is
+//! taken out of the readable log again (see [`LogStore::durable`]).
 //!
 //! A `std::sync::Mutex` guards the map: every critical section is a few map operations and never
 //! spans an `.await`.
@@ -24,6 +32,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use openraft::storage::{IOFlushed, RaftLogStorage};
 use openraft::type_config::alias::{EntryOf, LogIdOf, VoteOf};
 use openraft::{LogState, OptionalSend, RaftLogReader};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use turnstile_storage::{Journal, Record, Recovered, StorageError};
 
 use crate::TypeConfig;
 
@@ -31,11 +42,13 @@ type Entry = EntryOf<TypeConfig>;
 type LogId = LogIdOf<TypeConfig>;
 type Vote = VoteOf<TypeConfig>;
 
-/// The in-memory Raft log. Cheap to clone: clones share the same log (openraft asks for a
-/// separate reader handle, which is a clone).
+/// The Raft log. Cheap to clone: clones share the same log (openraft asks for a separate reader
+/// handle, which is a clone).
 #[derive(Debug, Clone, Default)]
-pub struct MemLogStore {
+pub struct LogStore {
     inner: Arc<Mutex<Inner>>,
+    /// `None`: in memory only (tests, and `fsync`-less experiments).
+    journal: Option<Arc<Journal>>,
 }
 
 #[derive(Debug, Default)]
@@ -48,9 +61,45 @@ struct Inner {
     vote: Option<Vote>,
 }
 
-impl MemLogStore {
-    pub fn new() -> MemLogStore {
-        MemLogStore::default()
+impl LogStore {
+    /// A log kept in memory only: nothing survives a restart.
+    pub fn in_memory() -> LogStore {
+        LogStore::default()
+    }
+
+    /// A log backed by `journal`, starting from what the journal held when it was opened.
+    pub fn durable(journal: Arc<Journal>, recovered: Recovered) -> io::Result<LogStore> {
+        let mut log = BTreeMap::new();
+        for (index, data) in recovered.entries {
+            log.insert(index, decode::<Entry>(&data)?);
+        }
+        // See the module docs: the purged entry itself is kept just above the journal's purge point.
+        let last_purged = match recovered.purged {
+            Some(p) => log.remove(&(p + 1)).map(|e| e.log_id),
+            None => None,
+        };
+        let inner = Inner {
+            last_purged,
+            log,
+            committed: recovered.committed.as_deref().map(decode).transpose()?,
+            vote: recovered.vote.as_deref().map(decode).transpose()?,
+        };
+        Ok(LogStore { inner: Arc::new(Mutex::new(inner)), journal: Some(journal) })
+    }
+
+    /// Journals records whose durability nobody waits for (they ride on the next group commit,
+    /// in order with the appends). A failure poisons the journal, and the next append reports it.
+    fn journal_quietly(&self, records: Vec<Record>) {
+        if let Some(journal) = &self.journal {
+            journal.append(
+                records,
+                Box::new(|result| {
+                    if let Err(e) = result {
+                        tracing::error!(error = %e, "journal write failed");
+                    }
+                }),
+            );
+        }
     }
 
     fn lock(&self) -> io::Result<MutexGuard<'_, Inner>> {
@@ -60,7 +109,7 @@ impl MemLogStore {
     }
 }
 
-impl RaftLogReader<TypeConfig> for MemLogStore {
+impl RaftLogReader<TypeConfig> for LogStore {
     async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
         &mut self,
         range: RB,
@@ -74,8 +123,8 @@ impl RaftLogReader<TypeConfig> for MemLogStore {
     }
 }
 
-impl RaftLogStorage<TypeConfig> for MemLogStore {
-    type LogReader = MemLogStore;
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = LogStore;
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, io::Error> {
         let inner = self.lock()?;
@@ -89,11 +138,18 @@ impl RaftLogStorage<TypeConfig> for MemLogStore {
 
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), io::Error> {
         self.lock()?.vote = Some(*vote);
+        if let Some(journal) = &self.journal {
+            // Votes are rare (start, elections); this one must be on disk before it counts.
+            journal.append(vec![Record::Vote(encode(vote)?)], Box::new(|_| {}));
+            journal.sync().map_err(storage_error)?;
+        }
         Ok(())
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), io::Error> {
         self.lock()?.committed = committed;
+        // Losing the latest committed marker is allowed: it only saves re-applying after a restart.
+        self.journal_quietly(vec![Record::Committed(encode(&committed)?)]);
         Ok(())
     }
 
@@ -106,14 +162,25 @@ impl RaftLogStorage<TypeConfig> for MemLogStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
+        let mut records = Vec::new();
         {
             let mut inner = self.lock()?;
             for entry in entries {
+                if self.journal.is_some() {
+                    records.push(Record::Entry { index: entry.log_id.index(), data: encode(&entry)? });
+                }
                 inner.log.insert(entry.log_id.index(), entry);
             }
         }
-        // In memory, written is flushed. A durable log calls this after its (group) fsync.
-        callback.io_completed(Ok(()));
+        match &self.journal {
+            // The journal's thread reports back once the group this belongs to is on disk.
+            Some(journal) => journal.append(
+                records,
+                Box::new(move |result| callback.io_completed(result.map_err(storage_error))),
+            ),
+            // In memory, written is flushed.
+            None => callback.io_completed(Ok(())),
+        }
         Ok(())
     }
 
@@ -122,6 +189,7 @@ impl RaftLogStorage<TypeConfig> for MemLogStore {
         let mut inner = self.lock()?;
         // split_off keeps [..from) in place and returns the tail, which is dropped.
         drop(inner.log.split_off(&from));
+        self.journal_quietly(vec![Record::TruncateAfter(last_log_id.map(|id| id.index()))]);
         Ok(())
     }
 
@@ -136,6 +204,23 @@ impl RaftLogStorage<TypeConfig> for MemLogStore {
         let keep = inner.log.split_off(&(log_id.index() + 1));
         inner.log = keep;
         inner.last_purged = Some(log_id);
+        drop(inner);
+        // Entry `index` itself stays in the journal: it carries the purged log id's term.
+        if let Some(below) = log_id.index().checked_sub(1) {
+            self.journal_quietly(vec![Record::Purge(below)]);
+        }
         Ok(())
     }
+}
+
+fn encode<T: Serialize>(value: &T) -> io::Result<Vec<u8>> {
+    postcard::to_stdvec(value).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
+fn decode<T: DeserializeOwned>(bytes: &[u8]) -> io::Result<T> {
+    postcard::from_bytes(bytes).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
+fn storage_error(e: StorageError) -> io::Error {
+    io::Error::other(e)
 }

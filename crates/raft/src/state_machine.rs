@@ -18,7 +18,9 @@
 //! The [`State`] sits in a `std::sync::RwLock` shared with [`crate::Node::read`]; every critical
 //! section is synchronous (no `.await` while holding it). The last applied log id and the
 //! membership sit in the same lock as the state so a snapshot always pairs a state with the log
-//! position it reflects. Snapshots are `State::snapshot()` bytes, kept in memory for now.
+//! position it reflects. Snapshots are `State::snapshot()` bytes; with a [`SnapshotStore`] they
+//! are also written to disk (atomically) before openraft is told they exist, because openraft
+//! purges the log entries a snapshot covers.
 
 use std::io;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
@@ -29,6 +31,7 @@ use openraft::type_config::alias::{LogIdOf, PayloadOf, SnapshotMetaOf, SnapshotO
 use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
 use tokio::sync::{mpsc, watch};
 use turnstile_core::{Effect, State, Timestamp};
+use turnstile_storage::SnapshotStore;
 
 use crate::{Batch, BatchReply, TypeConfig};
 
@@ -54,6 +57,10 @@ struct Shared {
     snapshot: Mutex<Option<StoredSnapshot>>,
     effects: mpsc::UnboundedSender<AppliedEffects>,
     deadline: watch::Sender<Option<Timestamp>>,
+    /// Where snapshots are persisted; `None` keeps them in memory only.
+    disk: Option<SnapshotStore>,
+    /// Payload bytes stored in the state after the latest apply, for memory limits.
+    payload_bytes: std::sync::atomic::AtomicU64,
 }
 
 /// The state and the log position it reflects, changed together.
@@ -77,17 +84,60 @@ fn poisoned<T>(_: PoisonError<T>) -> io::Error {
 }
 
 impl StateMachineStore {
-    /// An empty state machine, and the receiving end of its effects channel.
+    /// An empty state machine kept in memory, and the receiving end of its effects channel.
     pub fn new() -> (StateMachineStore, mpsc::UnboundedReceiver<AppliedEffects>) {
+        StateMachineStore::open(None).expect("an in-memory state machine opens")
+    }
+
+    /// A state machine whose snapshots live in `disk`, starting from the newest one there.
+    pub fn open(
+        disk: Option<SnapshotStore>,
+    ) -> Result<(StateMachineStore, mpsc::UnboundedReceiver<AppliedEffects>), io::Error> {
+        let mut applied = Applied::default();
+        let mut snapshot = None;
+        if let Some((_, meta, data)) =
+            disk.as_ref().map(SnapshotStore::load_latest).transpose().map_err(io::Error::other)?.flatten()
+        {
+            let meta: SnapshotMeta =
+                postcard::from_bytes(&meta).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+            applied.state =
+                State::restore(&data).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+            applied.last_applied = meta.last_log_id;
+            applied.membership = meta.last_membership.clone();
+            snapshot = Some(StoredSnapshot { meta, data });
+        }
         let (effects, effects_rx) = mpsc::unbounded_channel();
-        let (deadline, _) = watch::channel(None);
+        let (deadline, _) = watch::channel(applied.state.next_deadline());
+        let payload_bytes = applied.state.payload_bytes().into();
         let shared = Shared {
-            applied: RwLock::new(Applied::default()),
-            snapshot: Mutex::new(None),
+            applied: RwLock::new(applied),
+            snapshot: Mutex::new(snapshot),
             effects,
             deadline,
+            disk,
+            payload_bytes,
         };
-        (StateMachineStore { shared: Arc::new(shared) }, effects_rx)
+        Ok((StateMachineStore { shared: Arc::new(shared) }, effects_rx))
+    }
+
+    /// Payload bytes stored after the latest apply ([`State::payload_bytes`]), read without a lock.
+    pub fn payload_bytes(&self) -> u64 {
+        self.shared.payload_bytes.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The log index the newest snapshot covers, if any.
+    pub fn snapshot_index(&self) -> Option<u64> {
+        let snapshot = self.shared.snapshot.lock().ok()?;
+        snapshot.as_ref().and_then(|s| s.meta.last_log_id.map(|id| id.index()))
+    }
+
+    /// Writes a snapshot to disk (when there is a disk) before anyone may rely on it.
+    fn persist(&self, stored: &StoredSnapshot) -> io::Result<()> {
+        let Some(disk) = &self.shared.disk else { return Ok(()) };
+        let meta =
+            postcard::to_stdvec(&stored.meta).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        let index = stored.meta.last_log_id.map_or(0, |id| id.index());
+        disk.save(index, &meta, &stored.data).map_err(io::Error::other)
     }
 
     /// Runs `f` on the current state (no linearizability check: see [`crate::Node::read`]).
@@ -141,6 +191,7 @@ impl StateMachineStore {
             }
         };
         let deadline = applied.state.next_deadline();
+        self.shared.payload_bytes.store(applied.state.payload_bytes(), std::sync::atomic::Ordering::Relaxed);
         drop(applied);
         self.publish_deadline(deadline);
         Ok(reply)
@@ -163,6 +214,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
                 data: applied.state.snapshot(),
             }
         };
+        self.persist(&stored)?;
         *self.shared.snapshot.lock().map_err(poisoned)? = Some(stored.clone());
         Ok(Snapshot { meta: stored.meta, snapshot: stored.data })
     }
@@ -198,6 +250,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: Vec<u8>) -> Result<(), io::Error> {
         let state = State::restore(&snapshot).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
         let deadline = state.next_deadline();
+        self.persist(&StoredSnapshot { meta: meta.clone(), data: snapshot.clone() })?;
         {
             let mut applied = self.shared.applied.write().map_err(poisoned)?;
             applied.state = state;

@@ -23,6 +23,19 @@ pub struct Config {
     pub max_args: usize,
     /// Most commands coalesced into one log entry.
     pub max_batch: usize,
+    /// When a write counts as done: `always` (on disk before the reply; group commit keeps it
+    /// fast), `interval` (written before the reply, on disk within `fsync-interval-ms`: a power
+    /// loss can lose that much), `never` (the kernel decides when).
+    pub fsync: Fsync,
+    pub fsync_interval_ms: u64,
+    /// Pushes are refused with `-OOM` once stored payloads (messages and values) pass this many
+    /// bytes; 0 = no limit. Other commands keep working, so consumers can drain.
+    pub max_memory: u64,
+    /// A snapshot is taken every this many log entries; the log before it is then deleted.
+    pub snapshot_every: u64,
+    /// Operator's choice at start: cut the log at a corrupt record (losing what follows) instead
+    /// of refusing to start.
+    pub truncate_corrupt: bool,
     /// Threads that run connections and the log; 0 = one per core. The log and the state
     /// machine apply one entry at a time whatever this is: more threads help only with many busy
     /// connections (on 2 cores, 1 and 2 measured the same; see docs/benchmarks.md).
@@ -46,6 +59,33 @@ impl Default for Config {
             max_batch: 512,
             max_in_flight: 2,
             worker_threads: 0,
+            fsync: Fsync::Always,
+            fsync_interval_ms: 1000,
+            max_memory: 0,
+            snapshot_every: 20_000,
+            truncate_corrupt: false,
+        }
+    }
+}
+
+/// The `fsync` setting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Fsync {
+    Always,
+    Interval,
+    Never,
+}
+
+impl std::str::FromStr for Fsync {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Fsync, String> {
+        match s {
+            "always" => Ok(Fsync::Always),
+            "interval" => Ok(Fsync::Interval),
+            "never" => Ok(Fsync::Never),
+            other => Err(format!("fsync must be always, interval or never, not {other:?}")),
         }
     }
 }
@@ -80,6 +120,8 @@ impl Config {
             ("max-args", self.max_args),
             ("max-batch", self.max_batch),
             ("max-in-flight", self.max_in_flight),
+            ("fsync-interval-ms", usize::try_from(self.fsync_interval_ms).unwrap_or(usize::MAX)),
+            ("snapshot-every", usize::try_from(self.snapshot_every).unwrap_or(usize::MAX)),
         ];
         match positive.iter().find(|(_, v)| *v == 0) {
             Some((name, _)) => Err(ConfigError::Invalid(format!("{name} must be at least 1"))),
@@ -98,6 +140,15 @@ mod tests {
         assert_eq!(c.resp_addr, "127.0.0.1:9999".parse().unwrap());
         assert_eq!(c.max_clients, 5);
         assert_eq!(c.max_payload, Config::default().max_payload);
+    }
+
+    #[test]
+    fn fsync_reads_from_the_file_and_from_text() {
+        let c = Config::from_toml("fsync = \"interval\"\nfsync-interval-ms = 50\n").unwrap();
+        assert_eq!((c.fsync, c.fsync_interval_ms), (Fsync::Interval, 50));
+        assert_eq!("never".parse::<Fsync>(), Ok(Fsync::Never));
+        assert!("sometimes".parse::<Fsync>().is_err());
+        assert!(Config::from_toml("fsync = \"sometimes\"").is_err());
     }
 
     #[test]

@@ -232,14 +232,35 @@ impl Connection {
                 }
             }
         }
-        let (cmds, shapes): (Vec<Command>, Vec<ReplyShape>) = writes.into_iter().unzip();
-        let replies = self.shared.node.propose_many(cmds).await;
-        for (reply, shape) in replies.into_iter().zip(shapes) {
+        // Pushes past the memory limit are refused here, before the log; the rest go in order.
+        let refused: Vec<bool> = writes.iter().map(|(cmd, _)| self.over_memory(cmd)).collect();
+        let (cmds, shapes): (Vec<Command>, Vec<ReplyShape>) =
+            writes.into_iter().zip(&refused).filter(|(_, r)| !**r).map(|(w, _)| w).unzip();
+        let mut replies = self.shared.node.propose_many(cmds).await.into_iter().zip(shapes);
+        for refused in refused {
+            if refused {
+                self.shared.stats.rejected_oom.fetch_add(1, Ordering::Relaxed);
+                self.write(&Frame::error("OOM", "command not allowed when used memory > 'max-memory'"));
+                continue;
+            }
+            let (reply, shape) = replies.next().expect("one reply per proposed command");
             let frame = match reply {
                 Ok(reply) => cmd::render(shape, reply, self.protocol),
                 Err(e) => node_error(&e),
             };
             self.write(&frame);
+        }
+    }
+
+    /// Whether `cmd` is a push that would take stored payloads past the memory limit.
+    fn over_memory(&self, cmd: &Command) -> bool {
+        let limit = self.shared.max_memory;
+        match cmd {
+            Command::Push(push) if limit > 0 => {
+                let size = (push.payload.len() + push.properties.len()) as u64;
+                self.shared.node.payload_bytes() + size > limit
+            }
+            _ => false,
         }
     }
 

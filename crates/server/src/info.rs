@@ -40,7 +40,8 @@ pub fn command(args: &[Bytes]) -> Frame {
     }
 }
 
-const SECTIONS: [&str; 7] = ["server", "clients", "memory", "stats", "locks", "queues", "raft"];
+const SECTIONS: [&str; 8] =
+    ["server", "clients", "memory", "persistence", "stats", "locks", "queues", "raft"];
 
 /// The `INFO` text for the named sections (all of them when none or `all`/`everything` is named).
 pub async fn render(shared: &Shared, sections: &[String]) -> Result<String, NodeError> {
@@ -74,11 +75,31 @@ pub async fn render(shared: &Shared, sections: &[String]) -> Result<String, Node
             "memory" => {
                 line("used_memory", &resident_bytes().unwrap_or(0));
                 line("used_memory_payload", &summary.payload_bytes);
+                line("max_memory", &shared.max_memory);
+            }
+            "persistence" => {
+                line("fsync", &format!("{:?}", shared.fsync).to_lowercase());
+                if let Some(j) = shared.node.journal_stats() {
+                    line("fsyncs", &j.fsyncs);
+                    line("journal_appends", &j.appends);
+                    line("journal_batches", &j.batches);
+                    line("journal_bytes", &j.bytes);
+                    line("journal_segments", &j.segments);
+                    line(
+                        "group_commit_avg_appends",
+                        &format!("{:.2}", j.appends as f64 / j.batches.max(1) as f64),
+                    );
+                    line("group_commit_max_appends", &j.max_batch_appends);
+                    line("fsync_avg_us", &(j.fsync_nanos_total / j.fsyncs.max(1) / 1_000));
+                    line("fsync_max_us", &(j.fsync_nanos_max / 1_000));
+                }
+                line("snapshot_index", &opt(status.snapshot_index));
             }
             "stats" => {
                 line("total_connections_received", &stats.connections.load(Ordering::Relaxed));
                 line("total_commands_processed", &stats.commands.load(Ordering::Relaxed));
                 line("rejected_connections", &stats.rejected.load(Ordering::Relaxed));
+                line("rejected_pushes_oom", &stats.rejected_oom.load(Ordering::Relaxed));
                 line("expired_holds", &shared.router.holds_expired.load(Ordering::Relaxed));
                 line("expired_deliveries", &shared.router.deliveries_expired.load(Ordering::Relaxed));
             }

@@ -16,5 +16,5 @@ mod server;
 mod shutdown;
 mod ticker;
 
-pub use config::{Config, ConfigError, DEFAULT_RESP_PORT};
+pub use config::{Config, ConfigError, DEFAULT_RESP_PORT, Fsync};
 pub use server::{Server, ServerError};

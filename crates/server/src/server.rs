@@ -6,13 +6,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
+use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc};
-use turnstile_raft::{Node, NodeConfig, NodeError};
+
+use turnstile_core::Command;
+use turnstile_raft::{FsyncPolicy, Node, NodeConfig, NodeError, Storage, StorageOptions};
 use turnstile_resp::Limits;
 
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, Fsync};
 use crate::connection::Connection;
 use crate::router::Router;
 use crate::shutdown::{self, Shutdown, ShutdownTrigger};
@@ -28,6 +31,9 @@ pub struct Shared {
     pub started: Instant,
     pub resp_addr: SocketAddr,
     pub max_clients: usize,
+    /// See [`Config::max_memory`]; 0 = no limit.
+    pub max_memory: u64,
+    pub fsync: Fsync,
 }
 
 /// Counters for INFO (and, later, metrics).
@@ -38,6 +44,8 @@ pub struct Stats {
     pub blocked_clients: AtomicU64,
     pub commands: AtomicU64,
     pub rejected: AtomicU64,
+    /// Pushes refused by the memory limit.
+    pub rejected_oom: AtomicU64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -72,9 +80,30 @@ impl Server {
             .map_err(|source| ServerError::Bind { addr: config.resp_addr, source })?;
         let resp_addr =
             listener.local_addr().map_err(|source| ServerError::Bind { addr: config.resp_addr, source })?;
-        let node =
-            Node::start(NodeConfig { node_id: 1, max_batch: config.max_batch, ..NodeConfig::default() })
-                .await?;
+        let fsync = match config.fsync {
+            Fsync::Always => FsyncPolicy::Always,
+            Fsync::Interval => FsyncPolicy::Interval(Duration::from_millis(config.fsync_interval_ms)),
+            Fsync::Never => FsyncPolicy::Never,
+        };
+        let storage = Storage {
+            dir: config.data_dir.clone(),
+            options: StorageOptions {
+                fsync,
+                truncate_corrupt: config.truncate_corrupt,
+                ..StorageOptions::default()
+            },
+        };
+        let node_config = NodeConfig {
+            node_id: 1,
+            max_batch: config.max_batch,
+            max_in_flight: config.max_in_flight,
+            storage: Some(storage),
+            snapshot_every: config.snapshot_every,
+        };
+        let node = Node::start(node_config).await?;
+        // No connection outlives a restart: end the sessions of the previous run (their holds and
+        // deliveries stay under their leases, which the node refreshed when it started).
+        node.propose(Command::DetachSessions).await?;
         let limits =
             Limits { max_bulk_len: config.max_payload, max_args: config.max_args, ..Limits::default() };
         let shared = Arc::new(Shared {
@@ -85,6 +114,8 @@ impl Server {
             started: Instant::now(),
             resp_addr,
             max_clients: config.max_clients,
+            max_memory: config.max_memory,
+            fsync: config.fsync,
         });
         let (trigger, shutdown) = shutdown::channel();
         Ok(Server { listener, shared, trigger, shutdown })

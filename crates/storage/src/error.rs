@@ -1,0 +1,74 @@
+//! The one error type of this crate.
+//!
+//! It is `Clone` because one failure is handed to many callbacks (every append of a failed group commit gets the
+//! same error), so the `io::Error` inside is kept behind an `Arc`.
+
+use std::io;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// What went wrong in the journal, the snapshot store or the data-directory lock.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StorageError {
+    /// An operating-system call failed; `context` says which call on which file.
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: Arc<io::Error>,
+    },
+
+    /// A journal record that is not a torn last write failed its checksum or could not be decoded.
+    #[error(
+        "corrupt journal record in {file} at byte offset {offset}: {reason}. Refusing to start so that nothing \
+         is silently lost; to cut the log at this record (dropping it and everything after it, including later \
+         segments), restart with --truncate-corrupt"
+    )]
+    Corrupt { file: PathBuf, offset: u64, reason: String },
+
+    /// The newest snapshot failed its checksum or could not be decoded.
+    #[error(
+        "corrupt snapshot {file}: {reason}. Not falling back to an older snapshot: the log entries it covered may \
+         already be purged, so starting from it could silently lose data"
+    )]
+    CorruptSnapshot { file: PathBuf, reason: String },
+
+    /// An earlier write or fsync failed. After a failed fsync the state of the page cache is unknown, so the
+    /// journal refuses every later write instead of retrying; restart the process to recover from disk.
+    #[error("journal is poisoned: an earlier write or fsync failed, so writes are refused until restart")]
+    Poisoned,
+
+    /// Another process (or another `DirLock` in this one) holds the data directory.
+    #[error("data directory {dir} is locked by another process{}", pid_suffix(.pid))]
+    Locked { dir: PathBuf, pid: Option<u32> },
+
+    /// The journal's writer thread is gone (closed, or it panicked).
+    #[error("journal is closed")]
+    Closed,
+
+    /// One record does not fit the frame's 32-bit length field.
+    #[error("record of {bytes} bytes is too large for the journal (at most {max} bytes)")]
+    RecordTooLarge { bytes: usize, max: usize },
+}
+
+fn pid_suffix(pid: &Option<u32>) -> String {
+    pid.map(|pid| format!(" (pid {pid})")).unwrap_or_default()
+}
+
+impl StorageError {
+    /// Wraps an `io::Error` with the operation and file it came from.
+    pub(crate) fn io(context: impl Into<String>, source: io::Error) -> Self {
+        StorageError::Io { context: context.into(), source: Arc::new(source) }
+    }
+}
+
+/// `result.ctx(|| format!("..."))` turns an `io::Result` into a `StorageError` with context.
+pub(crate) trait IoContext<T> {
+    fn ctx(self, context: impl FnOnce() -> String) -> Result<T, StorageError>;
+}
+
+impl<T> IoContext<T> for io::Result<T> {
+    fn ctx(self, context: impl FnOnce() -> String) -> Result<T, StorageError> {
+        self.map_err(|source| StorageError::io(context(), source))
+    }
+}

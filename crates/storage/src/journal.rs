@@ -1,0 +1,544 @@
+//! The journal: an append-only, checksummed, segmented log with one writer thread and group commit.
+//!
+//! ```text
+//!  append(records, done) ──encode on the caller's thread──► channel ──► writer thread
+//!                                                                        loop {
+//!                                                                          take everything queued
+//!                                                                          write it (one write per segment)
+//!                                                                          Always: ONE fdatasync for the group
+//!                                                                          call every `done` in order
+//!                                                                        }
+//! ```
+//! While one fdatasync runs, new appends queue up and share the next one: that is where durable throughput
+//! comes from (one fdatasync costs milliseconds on some disks).
+
+use std::collections::VecDeque;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::error::{IoContext, StorageError};
+use crate::file::{create_dir_durable, sync_dir};
+use crate::record::{Checkpoint, Record, encode_checkpoint, encode_record};
+use crate::recovery::{Recovered, replay};
+use crate::segment::Segment;
+
+/// When an append is acknowledged, and what a crash can therefore lose.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FsyncPolicy {
+    /// Acknowledge only after fdatasync (shared by everything queued together: group commit). Nothing
+    /// acknowledged is lost, whatever crashes.
+    Always,
+    /// Acknowledge after write(2); a background fdatasync runs at most once per interval while there are
+    /// unsynced writes. A process crash loses nothing acknowledged; a power loss or kernel crash can lose up to
+    /// about one interval of acknowledged writes.
+    Interval(Duration),
+    /// Acknowledge after write(2); fdatasync only on `sync`, segment roll and close. A power loss or kernel crash
+    /// can lose everything the kernel had not yet written back.
+    Never,
+}
+
+/// How the journal is opened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Options {
+    pub fsync: FsyncPolicy,
+    /// A new segment is started once the current one reaches this size (checked between appends, so a segment
+    /// can exceed it by one append).
+    pub segment_bytes: u64,
+    /// Operator flag: cut the log at a corrupt record instead of refusing to start.
+    pub truncate_corrupt: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options { fsync: FsyncPolicy::Always, segment_bytes: 64 * 1024 * 1024, truncate_corrupt: false }
+    }
+}
+
+/// Number of buckets in [`JournalStats::fsync_micros_log2`].
+pub const FSYNC_HISTOGRAM_BUCKETS: usize = 24;
+
+/// Counters since the journal was opened (fsyncs made while opening are not counted).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JournalStats {
+    /// fdatasync calls on segment files (group commits, background syncs, rolls, `sync`, close).
+    pub fsyncs: u64,
+    /// Records written.
+    pub records: u64,
+    /// Bytes written to segment files (frames and checkpoints).
+    pub bytes: u64,
+    /// `append` calls processed.
+    pub appends: u64,
+    /// Groups the writer thread took from the queue (each group is written together and shares one fsync).
+    pub batches: u64,
+    /// Appends in the most recent group.
+    pub last_batch_appends: u64,
+    /// Appends in the largest group so far.
+    pub max_batch_appends: u64,
+    pub fsync_nanos_total: u64,
+    pub fsync_nanos_max: u64,
+    /// fsync latency histogram: bucket `i` counts fsyncs that took less than 2^i µs and at least 2^(i-1) µs
+    /// (bucket 0: under 1 µs); the last bucket also counts everything slower.
+    pub fsync_micros_log2: [u64; FSYNC_HISTOGRAM_BUCKETS],
+    /// Segment files currently on disk.
+    pub segments: u64,
+}
+
+impl JournalStats {
+    /// The exclusive upper bound of histogram bucket `bucket`, in microseconds (for Prometheus' `le`).
+    pub fn fsync_bucket_upper_micros(bucket: usize) -> u64 {
+        1u64 << bucket.min(63)
+    }
+
+    fn record_fsync(&mut self, took: Duration) {
+        let nanos = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+        self.fsyncs += 1;
+        self.fsync_nanos_total = self.fsync_nanos_total.saturating_add(nanos);
+        self.fsync_nanos_max = self.fsync_nanos_max.max(nanos);
+        let micros = nanos / 1_000;
+        let bucket = if micros == 0 { 0 } else { (u64::BITS - micros.leading_zeros()) as usize };
+        self.fsync_micros_log2[bucket.min(FSYNC_HISTOGRAM_BUCKETS - 1)] += 1;
+    }
+}
+
+/// Called once, on the writer thread, when an append is durable under the policy (or failed).
+/// Keep it cheap (send on a channel): the next group commit waits for it.
+pub type Done = Box<dyn FnOnce(Result<(), StorageError>) + Send>;
+
+/// What the caller's thread hands the writer thread.
+enum Command {
+    Append(EncodedAppend),
+    Sync(Sender<Result<(), StorageError>>),
+}
+
+/// One `append` call, encoded on the caller's thread, with what the writer must remember about it.
+struct EncodedAppend {
+    /// The frames, or the error that encoding hit (delivered to `done` by the writer, in order).
+    frames: Result<Vec<u8>, StorageError>,
+    records: u64,
+    changes: StateChanges,
+    done: Done,
+}
+
+/// The parts of an append that a checkpoint or segment deletion depends on.
+#[derive(Default)]
+struct StateChanges {
+    vote: Option<Vec<u8>>,
+    committed: Option<Vec<u8>>,
+    purged: Option<u64>,
+    max_entry: Option<u64>,
+}
+
+/// State shared by the handle and the writer thread.
+#[derive(Debug, Default)]
+struct Shared {
+    poisoned: AtomicBool,
+    fail_next_sync: AtomicBool,
+    stats: Mutex<JournalStats>,
+}
+
+impl Shared {
+    fn stats(&self) -> std::sync::MutexGuard<'_, JournalStats> {
+        self.stats.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The durable log. `Send + Sync`: share it behind an `Arc`.
+#[derive(Debug)]
+pub struct Journal {
+    commands: Option<Sender<Command>>,
+    shared: Arc<Shared>,
+    writer: Option<JoinHandle<Result<(), StorageError>>>,
+}
+
+impl Journal {
+    /// Opens (creating if needed) the journal in `dir`, replays every segment, and returns the state it describes.
+    ///
+    /// Segments live in `dir/log/`. A fresh segment, starting with a checkpoint, is begun on every open, so the
+    /// segments replayed are never written again.
+    pub fn open(dir: &Path, options: Options) -> Result<(Journal, Recovered), StorageError> {
+        let log_dir = dir.join("log");
+        create_dir_durable(&log_dir)?;
+        let (recovered, segments) = replay(&log_dir, options.truncate_corrupt)?;
+        let shared = Arc::new(Shared::default());
+        let mut writer = Writer {
+            log_dir,
+            policy: options.fsync,
+            segment_bytes: options.segment_bytes,
+            segments: segments.into(),
+            file: None,
+            active_len: 0,
+            active_has_records: false,
+            checkpoint: recovered.checkpoint(),
+            dirty: false,
+            last_sync: Instant::now(),
+            pending: Vec::new(),
+            shared: Arc::clone(&shared),
+        };
+        writer.start_segment()?;
+        writer.delete_obsolete_segments();
+        *shared.stats() = JournalStats { segments: writer.segments.len() as u64, ..JournalStats::default() };
+        let (commands, queue) = mpsc::channel();
+        let handle = std::thread::Builder::new()
+            .name("journal-writer".into())
+            .spawn(move || writer.run(queue))
+            .ctx(|| "spawning the journal writer thread".to_string())?;
+        let journal = Journal { commands: Some(commands), shared, writer: Some(handle) };
+        Ok((journal, recovered))
+    }
+
+    /// Queues records to be written in order; `done` is called exactly once, from the journal's thread, when they
+    /// are durable under the policy (or with the error). Never blocks on I/O (the queue is unbounded).
+    ///
+    /// If the writer thread is gone (it panicked), `done` gets `Closed` on the caller's thread.
+    pub fn append(&self, records: Vec<Record>, done: Box<dyn FnOnce(Result<(), StorageError>) + Send>) {
+        let mut frames = Vec::with_capacity(records.iter().map(encoded_size_hint).sum());
+        let mut changes = StateChanges::default();
+        let mut encoded = Ok(());
+        for record in &records {
+            encoded = encoded.and_then(|()| encode_record(record, &mut frames));
+            match record {
+                Record::Entry { index, .. } => {
+                    changes.max_entry = Some(changes.max_entry.map_or(*index, |max| max.max(*index)));
+                }
+                Record::Vote(vote) => changes.vote = Some(vote.clone()),
+                Record::Committed(committed) => changes.committed = Some(committed.clone()),
+                Record::Purge(upto) => changes.purged = Some(changes.purged.map_or(*upto, |p| p.max(*upto))),
+                Record::TruncateAfter(_) => {}
+            }
+        }
+        let append =
+            EncodedAppend { frames: encoded.map(|()| frames), records: records.len() as u64, changes, done };
+        self.send(Command::Append(append));
+    }
+
+    /// Blocks until everything appended so far is durable (fdatasync, whatever the policy). For votes and clean
+    /// shutdown.
+    pub fn sync(&self) -> Result<(), StorageError> {
+        let (reply, answer) = mpsc::channel();
+        self.send(Command::Sync(reply));
+        answer.recv().unwrap_or(Err(StorageError::Closed))
+    }
+
+    /// Counters since open.
+    pub fn stats(&self) -> JournalStats {
+        self.shared.stats().clone()
+    }
+
+    /// Whether an earlier write or fsync failed (every later write is refused).
+    pub fn is_poisoned(&self) -> bool {
+        self.shared.poisoned.load(Ordering::SeqCst)
+    }
+
+    /// Final fdatasync, writer thread joined. Fails if the journal is poisoned or the final fsync fails.
+    pub fn close(mut self) -> Result<(), StorageError> {
+        self.shut_down()
+    }
+
+    /// Makes the next fdatasync fail, as if the disk had reported an error. For tests of poisoning, here and in
+    /// the crates that use the journal.
+    #[doc(hidden)]
+    pub fn fail_next_sync_for_test(&self) {
+        self.shared.fail_next_sync.store(true, Ordering::SeqCst);
+    }
+
+    fn send(&self, command: Command) {
+        let Some(commands) = &self.commands else { return };
+        if let Err(mpsc::SendError(command)) = commands.send(command) {
+            match command {
+                Command::Append(append) => (append.done)(Err(StorageError::Closed)),
+                Command::Sync(reply) => drop(reply.send(Err(StorageError::Closed))),
+            }
+        }
+    }
+
+    fn shut_down(&mut self) -> Result<(), StorageError> {
+        drop(self.commands.take());
+        match self.writer.take() {
+            Some(handle) => handle.join().unwrap_or(Err(StorageError::Closed)),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Journal {
+    fn drop(&mut self) {
+        if let Err(error) = self.shut_down() {
+            tracing::error!(%error, "journal: closing on drop failed");
+        }
+    }
+}
+
+fn encoded_size_hint(record: &Record) -> usize {
+    let body = match record {
+        Record::Entry { data, .. } => 8 + data.len(),
+        Record::Vote(bytes) | Record::Committed(bytes) => bytes.len(),
+        Record::TruncateAfter(_) | Record::Purge(_) => 9,
+    };
+    crate::record::FRAME_HEADER_BYTES + 1 + body
+}
+
+/// The writer thread's state. Only this thread touches the files.
+struct Writer {
+    log_dir: PathBuf,
+    policy: FsyncPolicy,
+    segment_bytes: u64,
+    /// Every segment on disk, oldest first; the last one is being written.
+    segments: VecDeque<Segment>,
+    file: Option<File>,
+    active_len: u64,
+    /// Whether the active segment holds anything besides its checkpoint (a roll would be pointless otherwise).
+    active_has_records: bool,
+    /// The vote, committed marker and purge point as of everything written so far.
+    checkpoint: Checkpoint,
+    /// Bytes written since the last fdatasync.
+    dirty: bool,
+    last_sync: Instant,
+    /// Frames of the current group not yet written, reused between groups.
+    pending: Vec<u8>,
+    shared: Arc<Shared>,
+}
+
+impl Writer {
+    fn run(mut self, queue: Receiver<Command>) -> Result<(), StorageError> {
+        loop {
+            // Checked before taking more work, so that a steady stream of appends cannot postpone it.
+            if self.background_sync_due().is_some_and(|due| due <= Instant::now()) {
+                self.background_sync();
+            }
+            let first = match self.background_sync_due() {
+                Some(due) => match queue.recv_timeout(due.saturating_duration_since(Instant::now())) {
+                    Ok(command) => command,
+                    Err(RecvTimeoutError::Timeout) => continue,
+                    Err(RecvTimeoutError::Disconnected) => break,
+                },
+                None => match queue.recv() {
+                    Ok(command) => command,
+                    Err(_) => break,
+                },
+            };
+            let mut group = vec![first];
+            group.extend(queue.try_iter());
+            self.commit_group(group);
+        }
+        if self.is_poisoned() {
+            return Err(StorageError::Poisoned);
+        }
+        if self.dirty {
+            self.sync_active().inspect_err(|_| self.poison())?;
+        }
+        Ok(())
+    }
+
+    /// Writes one group, fsyncs it if the policy (or a `sync` in it) asks, then answers everyone in order.
+    fn commit_group(&mut self, group: Vec<Command>) {
+        let appends = group.iter().filter(|command| matches!(command, Command::Append(_))).count() as u64;
+        let wants_sync = group.iter().any(|command| matches!(command, Command::Sync(_)))
+            || (self.policy == FsyncPolicy::Always && appends > 0);
+        let outcome = if self.is_poisoned() {
+            Err(StorageError::Poisoned)
+        } else {
+            let written = self.write_group(&group);
+            let synced =
+                written.and_then(|()| if wants_sync && self.dirty { self.sync_active() } else { Ok(()) });
+            if synced.is_err() {
+                self.poison();
+            }
+            synced
+        };
+        {
+            let mut stats = self.shared.stats();
+            stats.appends += appends;
+            stats.batches += 1;
+            stats.last_batch_appends = appends;
+            stats.max_batch_appends = stats.max_batch_appends.max(appends);
+            stats.segments = self.segments.len() as u64;
+        }
+        for command in group {
+            match command {
+                Command::Append(append) => {
+                    let result = match (&outcome, append.frames) {
+                        (Err(error), _) => Err(error.clone()),
+                        (Ok(()), Err(encoding)) => Err(encoding),
+                        (Ok(()), Ok(_)) => Ok(()),
+                    };
+                    // A panicking callback must not take the journal down with it.
+                    if catch_unwind(AssertUnwindSafe(|| (append.done)(result))).is_err() {
+                        tracing::error!("journal: an append callback panicked");
+                    }
+                }
+                Command::Sync(reply) => drop(reply.send(outcome.clone())),
+            }
+        }
+    }
+
+    /// Writes every append of the group to the active segment, rolling to a new segment between appends.
+    fn write_group(&mut self, group: &[Command]) -> Result<(), StorageError> {
+        let mut records = 0;
+        for command in group {
+            let Command::Append(append) = command else { continue };
+            let Ok(frames) = &append.frames else { continue };
+            if frames.is_empty() {
+                continue;
+            }
+            let active_bytes = self.active_len + self.pending.len() as u64;
+            if self.active_has_records && active_bytes >= self.segment_bytes {
+                self.flush_pending()?;
+                self.roll()?;
+            }
+            self.pending.extend_from_slice(frames);
+            self.active_has_records = true;
+            records += append.records;
+            let changes = &append.changes;
+            if let Some(vote) = &changes.vote {
+                self.checkpoint.vote = Some(vote.clone());
+            }
+            if let Some(committed) = &changes.committed {
+                self.checkpoint.committed = Some(committed.clone());
+            }
+            if let Some(upto) = changes.purged {
+                self.checkpoint.purged = Some(self.checkpoint.purged.map_or(upto, |purged| purged.max(upto)));
+            }
+            if let (Some(index), Some(active)) = (changes.max_entry, self.segments.back_mut()) {
+                active.max_entry = Some(active.max_entry.map_or(index, |max| max.max(index)));
+            }
+        }
+        self.flush_pending()?;
+        self.shared.stats().records += records;
+        Ok(())
+    }
+
+    fn flush_pending(&mut self) -> Result<(), StorageError> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let written = self.write_active_raw();
+        let len = self.pending.len() as u64;
+        self.pending.clear();
+        written?;
+        self.active_len += len;
+        self.shared.stats().bytes += len;
+        Ok(())
+    }
+
+    fn write_active_raw(&mut self) -> Result<(), StorageError> {
+        let path = &self.segments.back().ok_or(StorageError::Closed)?.path;
+        let file = self.file.as_mut().ok_or(StorageError::Closed)?;
+        self.dirty = true;
+        file.write_all(&self.pending).ctx(|| format!("writing to segment {}", path.display()))
+    }
+
+    /// Ends the active segment (fsynced) and starts the next one with a checkpoint, then deletes what that
+    /// checkpoint makes obsolete.
+    fn roll(&mut self) -> Result<(), StorageError> {
+        if self.dirty {
+            self.sync_active()?;
+        }
+        self.start_segment()?;
+        self.delete_obsolete_segments();
+        Ok(())
+    }
+
+    /// Creates the next segment, writes the checkpoint into it and makes both the file and its directory entry
+    /// durable before anything else is written.
+    fn start_segment(&mut self) -> Result<(), StorageError> {
+        let seq = self.segments.back().map_or(1, |segment| segment.seq + 1);
+        let segment = Segment::new(&self.log_dir, seq);
+        let mut file = OpenOptions::new()
+            .create_new(true)
+            .append(true)
+            .open(&segment.path)
+            .ctx(|| format!("creating segment {}", segment.path.display()))?;
+        let mut frame = Vec::new();
+        encode_checkpoint(&self.checkpoint, &mut frame)?;
+        file.write_all(&frame).ctx(|| format!("writing checkpoint to {}", segment.path.display()))?;
+        self.segments.push_back(segment);
+        self.file = Some(file);
+        self.active_len = frame.len() as u64;
+        self.active_has_records = false;
+        self.dirty = true;
+        self.sync_active()?;
+        sync_dir(&self.log_dir)
+    }
+
+    /// fdatasync of the active segment; afterwards everything written is durable, so segments made obsolete by
+    /// the purge point are deleted.
+    fn sync_active(&mut self) -> Result<(), StorageError> {
+        let path = &self.segments.back().ok_or(StorageError::Closed)?.path;
+        let file = self.file.as_ref().ok_or(StorageError::Closed)?;
+        let started = Instant::now();
+        let synced = if self.shared.fail_next_sync.swap(false, Ordering::SeqCst) {
+            Err(std::io::Error::other("injected fsync failure (fail_next_sync_for_test)"))
+        } else {
+            file.sync_data()
+        };
+        let took = started.elapsed();
+        synced.ctx(|| format!("fdatasync of segment {}", path.display()))?;
+        self.shared.stats().record_fsync(took);
+        self.dirty = false;
+        self.last_sync = Instant::now();
+        self.delete_obsolete_segments();
+        Ok(())
+    }
+
+    /// Deletes the oldest segments while each holds only purged entries. Only a prefix is ever deleted: a later
+    /// segment's truncation may refer to entries in an earlier one. Called only when everything written is
+    /// durable, so the checkpoint and purge records that make them obsolete are on disk. Failure is not fatal:
+    /// a segment left behind is replayed harmlessly and deleted next time.
+    fn delete_obsolete_segments(&mut self) {
+        let purged = self.checkpoint.purged;
+        let mut deleted = 0;
+        while self.segments.len() > 1
+            && self.segments.front().is_some_and(|oldest| oldest.is_obsolete(purged))
+        {
+            let Some(oldest) = self.segments.pop_front() else { break };
+            if let Err(error) = std::fs::remove_file(&oldest.path) {
+                tracing::warn!(file = %oldest.path.display(), %error, "journal: could not delete an obsolete segment");
+                self.segments.push_front(oldest);
+                break;
+            }
+            deleted += 1;
+        }
+        if deleted > 0 {
+            if let Err(error) = sync_dir(&self.log_dir) {
+                tracing::warn!(%error, "journal: fsync of the log directory after deleting segments failed");
+            }
+            self.shared.stats().segments = self.segments.len() as u64;
+        }
+    }
+
+    /// Under `Interval`, when the next background fdatasync is due (only while there are unsynced writes).
+    fn background_sync_due(&self) -> Option<Instant> {
+        match self.policy {
+            FsyncPolicy::Interval(interval) if self.dirty && !self.is_poisoned() => {
+                Some(self.last_sync + interval)
+            }
+            _ => None,
+        }
+    }
+
+    fn background_sync(&mut self) {
+        if let Err(error) = self.sync_active() {
+            tracing::error!(%error, "journal: background fdatasync failed; the journal is poisoned");
+            self.poison();
+        }
+    }
+
+    fn is_poisoned(&self) -> bool {
+        self.shared.poisoned.load(Ordering::SeqCst)
+    }
+
+    fn poison(&self) {
+        if !self.shared.poisoned.swap(true, Ordering::SeqCst) {
+            tracing::error!(
+                "journal: a write or fsync failed; refusing all further writes (restart to recover)"
+            );
+        }
+    }
+}

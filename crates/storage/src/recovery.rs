@@ -1,0 +1,190 @@
+//! Replaying the segments at startup, and the rules for a bad record.
+//!
+//! ```text
+//!  segment 1 ─► segment 2 ─► … ─► last segment
+//!  every valid record is applied in order; at the first bad record:
+//!    last segment, nothing valid after it (or only zeros) ─► torn tail: cut the file there, warn, go on
+//!    anything else ─► StorageError::Corrupt, or with truncate_corrupt: cut there, drop later segments
+//! ```
+//! Only a torn *last* record is tolerated: it is what a crash in the middle of a write leaves behind, and it was
+//! never acknowledged under `FsyncPolicy::Always`. A bad record followed by good ones is damage to data that may
+//! have been acknowledged, so the operator decides.
+
+use std::collections::BTreeMap;
+use std::fs::{self, OpenOptions};
+use std::path::{Path, PathBuf};
+
+use crate::error::{IoContext, StorageError};
+use crate::file::sync_dir;
+use crate::record::{Checkpoint, Decoded, Frame, Record, read_frame};
+use crate::segment::{Segment, list_segments};
+
+/// The state the journal described when it was opened.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Recovered {
+    /// Every entry still in the log (not truncated away, index above `purged`), by index.
+    pub entries: BTreeMap<u64, Vec<u8>>,
+    /// The last vote written.
+    pub vote: Option<Vec<u8>>,
+    /// The last committed marker written.
+    pub committed: Option<Vec<u8>>,
+    /// The highest purge point written.
+    pub purged: Option<u64>,
+    /// If the last record of the last segment was torn by a crash: the file and the offset it was cut at.
+    pub torn_tail: Option<(PathBuf, u64)>,
+}
+
+impl Recovered {
+    /// Applies one decoded record; returns the entry index if it was an entry.
+    fn apply(&mut self, decoded: Decoded) -> Option<u64> {
+        match decoded {
+            Decoded::Record(Record::Entry { index, data }) => {
+                self.entries.insert(index, data);
+                return Some(index);
+            }
+            Decoded::Record(Record::Vote(vote)) => self.vote = Some(vote),
+            Decoded::Record(Record::Committed(committed)) => self.committed = Some(committed),
+            Decoded::Record(Record::TruncateAfter(None)) => self.entries.clear(),
+            Decoded::Record(Record::TruncateAfter(Some(after))) => drop_above(&mut self.entries, after),
+            Decoded::Record(Record::Purge(upto)) => self.purge(upto),
+            Decoded::Checkpoint(Checkpoint { vote, committed, purged }) => {
+                self.vote = vote;
+                self.committed = committed;
+                if let Some(upto) = purged {
+                    self.purge(upto);
+                }
+            }
+        }
+        None
+    }
+
+    fn purge(&mut self, upto: u64) {
+        self.purged = Some(self.purged.map_or(upto, |purged| purged.max(upto)));
+        self.entries = match upto.checked_add(1) {
+            Some(first_kept) => self.entries.split_off(&first_kept),
+            None => BTreeMap::new(),
+        };
+    }
+
+    /// The checkpoint a new segment starts with.
+    pub(crate) fn checkpoint(&self) -> Checkpoint {
+        Checkpoint { vote: self.vote.clone(), committed: self.committed.clone(), purged: self.purged }
+    }
+}
+
+fn drop_above(entries: &mut BTreeMap<u64, Vec<u8>>, after: u64) {
+    if let Some(first_dropped) = after.checked_add(1) {
+        entries.split_off(&first_dropped);
+    }
+}
+
+/// Replays every segment in `log_dir`; returns the state and the segments that remain.
+pub(crate) fn replay(
+    log_dir: &Path,
+    truncate_corrupt: bool,
+) -> Result<(Recovered, Vec<Segment>), StorageError> {
+    let mut segments = list_segments(log_dir)?;
+    let mut recovered = Recovered::default();
+    let last = segments.len().checked_sub(1);
+    for position in 0..segments.len() {
+        let segment = &mut segments[position];
+        let bytes = fs::read(&segment.path).ctx(|| format!("reading segment {}", segment.path.display()))?;
+        let mut offset = 0;
+        let bad = loop {
+            if offset == bytes.len() {
+                break None;
+            }
+            match read_frame(&bytes[offset..]) {
+                Frame::Valid { decoded, len } => {
+                    if let Some(index) = recovered.apply(decoded) {
+                        segment.max_entry = Some(segment.max_entry.map_or(index, |max| max.max(index)));
+                    }
+                    offset += len;
+                }
+                bad => break Some(bad),
+            }
+        };
+        let Some(bad) = bad else { continue };
+        let cut_at = offset as u64;
+        if Some(position) == last
+            && let Some(why) = torn_reason(&bad, &bytes[offset..])
+        {
+            tracing::warn!(
+                file = %segment.path.display(),
+                offset = cut_at,
+                bytes_dropped = bytes.len() - offset,
+                "journal: torn last record ({why}); cutting the file there (it was never acknowledged as durable)"
+            );
+            cut_file(&segment.path, cut_at)?;
+            recovered.torn_tail = Some((segment.path.clone(), cut_at));
+            break;
+        }
+        let reason = describe(&bad);
+        if !truncate_corrupt {
+            return Err(StorageError::Corrupt { file: segment.path.clone(), offset: cut_at, reason });
+        }
+        let dropped_segments: Vec<Segment> = segments.drain(position + 1..).collect();
+        let segment = &segments[position];
+        tracing::error!(
+            file = %segment.path.display(),
+            offset = cut_at,
+            reason,
+            bytes_dropped = bytes.len() - offset,
+            later_segments_dropped = dropped_segments.len(),
+            "journal: CORRUPT record; --truncate-corrupt is set, so the log is cut here and EVERYTHING AFTER IT \
+             IS DISCARDED, including records that may have been acknowledged"
+        );
+        for dropped in dropped_segments.iter().rev() {
+            fs::remove_file(&dropped.path).ctx(|| format!("deleting segment {}", dropped.path.display()))?;
+        }
+        sync_dir(log_dir)?;
+        cut_file(&segment.path, cut_at)?;
+        break;
+    }
+    Ok((recovered, segments))
+}
+
+/// Why the bad frame at the start of `tail` (in the last segment) is a torn write, or `None` if it is not.
+///
+/// Torn: a frame that runs past the end of the file, an all-zero tail, or a checksum mismatch with no valid
+/// record anywhere in the chain of frames after it.
+fn torn_reason(bad: &Frame, tail: &[u8]) -> Option<&'static str> {
+    if tail.iter().all(|byte| *byte == 0) {
+        return Some("the rest of the file is zeros");
+    }
+    let mut rest = match bad {
+        Frame::Truncated => return Some("the record runs past the end of the file"),
+        Frame::BadChecksum { len } => &tail[*len..],
+        Frame::ZeroLength | Frame::Undecodable { .. } | Frame::Valid { .. } => return None,
+    };
+    // Follow the lengths after the bad record: if any later frame is intact, this is damage, not a torn write.
+    loop {
+        if rest.iter().all(|byte| *byte == 0) {
+            return Some("checksum mismatch, and only zeros after it");
+        }
+        match read_frame(rest) {
+            Frame::Truncated => return Some("checksum mismatch, and only a partial record after it"),
+            Frame::BadChecksum { len } => rest = &rest[len..],
+            Frame::ZeroLength | Frame::Undecodable { .. } | Frame::Valid { .. } => return None,
+        }
+    }
+}
+
+fn describe(bad: &Frame) -> String {
+    match bad {
+        Frame::Truncated => "the record runs past the end of a segment that is not the last".into(),
+        Frame::ZeroLength => "the record's length field is zero".into(),
+        Frame::BadChecksum { .. } => "checksum mismatch with more data after it".into(),
+        Frame::Undecodable { reason } => {
+            format!("the checksum matches but the record does not decode: {reason}")
+        }
+        Frame::Valid { .. } => "valid record".into(),
+    }
+}
+
+/// Cuts `path` to `len` bytes and fsyncs it.
+fn cut_file(path: &Path, len: u64) -> Result<(), StorageError> {
+    let file = OpenOptions::new().write(true).open(path).ctx(|| format!("opening {}", path.display()))?;
+    file.set_len(len).ctx(|| format!("cutting {} to {len} bytes", path.display()))?;
+    file.sync_all().ctx(|| format!("fsync of {}", path.display()))
+}

@@ -1,0 +1,156 @@
+//! Snapshots: one file per snapshot, `snapshot-{index:020}.snap`, written so that a crash leaves either the old
+//! snapshot or the complete new one, never a mix.
+//!
+//! ```text
+//! save:  snapshot-N.snap.tmp ─write─► fsync ─rename─► snapshot-N.snap ─► fsync dir ─► delete older ─► fsync dir
+//! file:  [8 magic "TSSNAP01"][u64 index][u32 meta len][u64 data len][meta][data][u32 crc32c of all before]
+//! ```
+
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use crate::error::{IoContext, StorageError};
+use crate::file::{create_dir_durable, sync_dir};
+
+const MAGIC: &[u8; 8] = b"TSSNAP01";
+const HEADER_BYTES: usize = 8 + 8 + 4 + 8;
+const CRC_BYTES: usize = 4;
+const PREFIX: &str = "snapshot-";
+const SUFFIX: &str = ".snap";
+const TEMP_SUFFIX: &str = ".snap.tmp";
+
+/// A snapshot as loaded: (index, meta, data). A plain tuple so callers can destructure it.
+pub type LoadedSnapshot = (u64, Vec<u8>, Vec<u8>);
+
+/// The directory of snapshot files.
+#[derive(Debug, Clone)]
+pub struct SnapshotStore {
+    dir: PathBuf,
+}
+
+impl SnapshotStore {
+    /// Opens (creating if needed) the snapshot directory and removes temp files a crash left behind.
+    pub fn open(dir: &Path) -> Result<SnapshotStore, StorageError> {
+        create_dir_durable(dir)?;
+        let store = SnapshotStore { dir: dir.to_path_buf() };
+        let mut removed = false;
+        for path in store.files(TEMP_SUFFIX)?.into_iter().map(|(_, path)| path) {
+            tracing::info!(file = %path.display(), "snapshot: removing an unfinished temp file");
+            fs::remove_file(&path).ctx(|| format!("deleting {}", path.display()))?;
+            removed = true;
+        }
+        if removed {
+            sync_dir(dir)?;
+        }
+        Ok(store)
+    }
+
+    /// Writes `snapshot-{index:020}.snap` as temp file → write → fsync → rename → fsync the directory; then
+    /// deletes older snapshots. Contents checksummed.
+    pub fn save(&self, index: u64, meta: &[u8], data: &[u8]) -> Result<(), StorageError> {
+        let meta_len = u32::try_from(meta.len())
+            .map_err(|_| StorageError::RecordTooLarge { bytes: meta.len(), max: u32::MAX as usize })?;
+        let mut header = Vec::with_capacity(HEADER_BYTES);
+        header.extend_from_slice(MAGIC);
+        header.extend_from_slice(&index.to_le_bytes());
+        header.extend_from_slice(&meta_len.to_le_bytes());
+        header.extend_from_slice(&(data.len() as u64).to_le_bytes());
+        let crc = crc32c::crc32c_append(crc32c::crc32c_append(crc32c::crc32c(&header), meta), data);
+
+        let path = self.path(index, SUFFIX);
+        let temp = self.path(index, TEMP_SUFFIX);
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&temp)
+            .ctx(|| format!("creating {}", temp.display()))?;
+        file.write_all(&header)
+            .and_then(|()| file.write_all(meta))
+            .and_then(|()| file.write_all(data))
+            .and_then(|()| file.write_all(&crc.to_le_bytes()))
+            .ctx(|| format!("writing {}", temp.display()))?;
+        file.sync_all().ctx(|| format!("fsync of {}", temp.display()))?;
+        drop(file);
+        fs::rename(&temp, &path).ctx(|| format!("renaming {} to {}", temp.display(), path.display()))?;
+        sync_dir(&self.dir)?;
+
+        let mut deleted = false;
+        for (older, older_path) in self.files(SUFFIX)? {
+            if older < index {
+                fs::remove_file(&older_path).ctx(|| format!("deleting {}", older_path.display()))?;
+                deleted = true;
+            }
+        }
+        if deleted {
+            sync_dir(&self.dir)?;
+        }
+        Ok(())
+    }
+
+    /// The newest snapshot (index, meta, data), or `None` if there is none. A corrupt newest snapshot is an error
+    /// naming the file: older snapshots are never used silently instead.
+    pub fn load_latest(&self) -> Result<Option<LoadedSnapshot>, StorageError> {
+        let Some((index, path)) = self.files(SUFFIX)?.into_iter().max_by_key(|(index, _)| *index) else {
+            return Ok(None);
+        };
+        let bytes = fs::read(&path).ctx(|| format!("reading {}", path.display()))?;
+        let corrupt = |reason: String| StorageError::CorruptSnapshot { file: path.clone(), reason };
+        let (meta, data) = decode(&bytes, index).map_err(corrupt)?;
+        Ok(Some((index, meta.to_vec(), data.to_vec())))
+    }
+
+    fn path(&self, index: u64, suffix: &str) -> PathBuf {
+        self.dir.join(format!("{PREFIX}{index:020}{suffix}"))
+    }
+
+    /// Files named `snapshot-{index}{suffix}`, with their index.
+    fn files(&self, suffix: &str) -> Result<Vec<(u64, PathBuf)>, StorageError> {
+        let mut found = Vec::new();
+        for entry in fs::read_dir(&self.dir).ctx(|| format!("listing {}", self.dir.display()))? {
+            let path = entry.ctx(|| format!("listing {}", self.dir.display()))?.path();
+            let index = path
+                .file_name()
+                .and_then(|name| name.to_str())
+                .and_then(|name| name.strip_prefix(PREFIX)?.strip_suffix(suffix)?.parse().ok());
+            if let Some(index) = index {
+                found.push((index, path));
+            }
+        }
+        Ok(found)
+    }
+}
+
+/// Checks a snapshot file's framing and checksum; returns (meta, data).
+fn decode(bytes: &[u8], expected_index: u64) -> Result<(&[u8], &[u8]), String> {
+    let too_short = || format!("only {} bytes, shorter than a snapshot header", bytes.len());
+    let (header, rest) = bytes.split_first_chunk::<HEADER_BYTES>().ok_or_else(too_short)?;
+    if &header[..8] != MAGIC {
+        return Err("not a Turnstile snapshot (bad magic)".into());
+    }
+    let field = |range: std::ops::Range<usize>| -> u64 {
+        header[range].iter().rev().fold(0, |value, byte| (value << 8) | u64::from(*byte))
+    };
+    let index = field(8..16);
+    let meta_len = field(16..20);
+    let data_len = field(20..28);
+    let body_len = meta_len.checked_add(data_len).and_then(|len| len.checked_add(CRC_BYTES as u64));
+    if body_len != Some(rest.len() as u64) {
+        return Err(format!(
+            "header says {meta_len} meta bytes and {data_len} data bytes, but the file has {} bytes after the header",
+            rest.len()
+        ));
+    }
+    let (body, crc) = rest.split_at(rest.len() - CRC_BYTES);
+    let stored = u32::from_le_bytes([crc[0], crc[1], crc[2], crc[3]]);
+    let actual = crc32c::crc32c_append(crc32c::crc32c(header), body);
+    if stored != actual {
+        return Err(format!("checksum mismatch (stored {stored:#010x}, computed {actual:#010x})"));
+    }
+    if index != expected_index {
+        return Err(format!("file name says index {expected_index} but the contents say {index}"));
+    }
+    let meta_len = usize::try_from(meta_len).map_err(|_| "meta length does not fit in memory".to_string())?;
+    Ok(body.split_at(meta_len))
+}

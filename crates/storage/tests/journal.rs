@@ -1,0 +1,309 @@
+//! The journal through its public API: round trips, replay rules, segments, group commit, policies, poisoning.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Barrier, Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+use common::{append_wait, data_of, entry, segment_files};
+use turnstile_storage::{FsyncPolicy, Journal, Options, Record, StorageError};
+
+fn options(fsync: FsyncPolicy) -> Options {
+    Options { fsync, ..Options::default() }
+}
+
+#[test]
+fn every_record_kind_survives_close_and_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let (journal, recovered) = Journal::open(dir.path(), Options::default()).unwrap();
+    assert_eq!(recovered.entries.len(), 0);
+    assert_eq!(recovered.vote, None);
+    append_wait(&journal, vec![entry(1), entry(2), Record::Vote(b"term 3 for node 1".to_vec())]).unwrap();
+    append_wait(&journal, vec![Record::Committed(b"3-2".to_vec()), entry(3), Record::Purge(1)]).unwrap();
+    append_wait(&journal, vec![Record::Entry { index: 4, data: Vec::new() }, Record::TruncateAfter(Some(3))])
+        .unwrap();
+    journal.close().unwrap();
+
+    let (journal, recovered) = Journal::open(dir.path(), Options::default()).unwrap();
+    assert_eq!(recovered.entries, BTreeMap::from([(2, data_of(2)), (3, data_of(3))]));
+    assert_eq!(recovered.vote.as_deref(), Some(&b"term 3 for node 1"[..]));
+    assert_eq!(recovered.committed.as_deref(), Some(&b"3-2"[..]));
+    assert_eq!(recovered.purged, Some(1));
+    assert_eq!(recovered.torn_tail, None);
+    drop(journal);
+
+    // Dropping (instead of close) also leaves a journal that replays to the same state.
+    let (_journal, again) = Journal::open(dir.path(), Options::default()).unwrap();
+    assert_eq!(again, recovered);
+}
+
+#[test]
+fn truncate_after_and_purge_replay_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let (journal, _) = Journal::open(dir.path(), Options::default()).unwrap();
+    append_wait(&journal, (1..=10).map(entry).collect()).unwrap();
+    append_wait(&journal, vec![Record::TruncateAfter(Some(5))]).unwrap();
+    let rewritten = |index| Record::Entry { index, data: format!("rewritten-{index}").into_bytes() };
+    append_wait(&journal, vec![rewritten(6), rewritten(7)]).unwrap();
+    append_wait(&journal, vec![Record::Purge(3), Record::Purge(2)]).unwrap();
+    journal.close().unwrap();
+
+    let (journal, recovered) = Journal::open(dir.path(), Options::default()).unwrap();
+    let expected = BTreeMap::from([
+        (4, data_of(4)),
+        (5, data_of(5)),
+        (6, b"rewritten-6".to_vec()),
+        (7, b"rewritten-7".to_vec()),
+    ]);
+    assert_eq!(recovered.entries, expected);
+    assert_eq!(recovered.purged, Some(3), "a lower purge never moves the purge point back");
+
+    append_wait(&journal, vec![Record::TruncateAfter(None), entry(100)]).unwrap();
+    journal.close().unwrap();
+    let (_journal, recovered) = Journal::open(dir.path(), Options::default()).unwrap();
+    assert_eq!(recovered.entries, BTreeMap::from([(100, data_of(100))]));
+    assert_eq!(recovered.purged, Some(3));
+}
+
+#[test]
+fn segments_roll_and_purge_deletes_old_ones_while_vote_and_committed_survive() {
+    let dir = tempfile::tempdir().unwrap();
+    let small = Options { segment_bytes: 256, ..Options::default() };
+    let (journal, _) = Journal::open(dir.path(), small.clone()).unwrap();
+    append_wait(&journal, vec![Record::Vote(b"vote-1".to_vec())]).unwrap();
+    for index in 1..=100 {
+        append_wait(&journal, vec![entry(index)]).unwrap();
+    }
+    append_wait(&journal, vec![Record::Committed(b"committed-90".to_vec())]).unwrap();
+    let before = segment_files(dir.path());
+    assert!(before.len() > 10, "256-byte segments should have rolled many times, got {}", before.len());
+    assert_eq!(journal.stats().segments, before.len() as u64);
+
+    append_wait(&journal, vec![Record::Purge(80)]).unwrap();
+    let after = segment_files(dir.path());
+    assert!(
+        after.len() < before.len(),
+        "purge deleted no segment ({} before, {} after)",
+        before.len(),
+        after.len()
+    );
+    assert!(!after.contains(&before[0]), "the oldest segment (holding the vote) should be gone");
+    journal.close().unwrap();
+
+    let (_journal, recovered) = Journal::open(dir.path(), small).unwrap();
+    assert_eq!(recovered.vote.as_deref(), Some(&b"vote-1"[..]), "the vote lives on in checkpoints");
+    assert_eq!(recovered.committed.as_deref(), Some(&b"committed-90"[..]));
+    assert_eq!(recovered.purged, Some(80));
+    assert_eq!(recovered.entries.keys().copied().collect::<Vec<_>>(), (81..=100).collect::<Vec<_>>());
+}
+
+#[test]
+fn group_commit_shares_fsyncs_and_calls_back_in_order() {
+    const THREADS: usize = 8;
+    const PER_THREAD: usize = 200;
+    let dir = tempfile::tempdir().unwrap();
+    let (journal, _) = Journal::open(dir.path(), Options::default()).unwrap();
+    let journal = Arc::new(journal);
+    let acked: Arc<Vec<Mutex<Vec<usize>>>> = Arc::new((0..THREADS).map(|_| Mutex::new(Vec::new())).collect());
+    let (all_done, done_rx) = mpsc::channel();
+    let start = Arc::new(Barrier::new(THREADS));
+    let threads: Vec<_> = (0..THREADS)
+        .map(|thread| {
+            let (journal, acked, all_done, start) =
+                (Arc::clone(&journal), Arc::clone(&acked), all_done.clone(), Arc::clone(&start));
+            std::thread::spawn(move || {
+                start.wait();
+                for seq in 0..PER_THREAD {
+                    let index = (thread * PER_THREAD + seq + 1) as u64;
+                    let (acked, all_done) = (Arc::clone(&acked), all_done.clone());
+                    journal.append(
+                        vec![entry(index)],
+                        Box::new(move |result| {
+                            result.unwrap();
+                            acked[thread].lock().unwrap().push(seq);
+                            all_done.send(()).unwrap();
+                        }),
+                    );
+                }
+            })
+        })
+        .collect();
+    for thread in threads {
+        thread.join().unwrap();
+    }
+    for _ in 0..THREADS * PER_THREAD {
+        done_rx.recv_timeout(Duration::from_secs(60)).expect("a callback never came");
+    }
+    for (thread, acked) in acked.iter().enumerate() {
+        assert_eq!(*acked.lock().unwrap(), (0..PER_THREAD).collect::<Vec<_>>(), "thread {thread}");
+    }
+    let stats = journal.stats();
+    println!("group commit: {stats:?}");
+    assert_eq!(stats.appends, (THREADS * PER_THREAD) as u64);
+    assert_eq!(stats.records, (THREADS * PER_THREAD) as u64);
+    assert!(stats.fsyncs < stats.appends, "{} fsyncs for {} appends", stats.fsyncs, stats.appends);
+    assert!(stats.max_batch_appends > 1);
+    assert_eq!(stats.fsync_micros_log2.iter().sum::<u64>(), stats.fsyncs);
+    assert!(done_rx.try_recv().is_err(), "a callback was called twice");
+
+    Arc::into_inner(journal).unwrap().close().unwrap();
+    let (_journal, recovered) = Journal::open(dir.path(), Options::default()).unwrap();
+    assert_eq!(recovered.entries.len(), THREADS * PER_THREAD);
+}
+
+/// Appends 100 entries one at a time (each waited for) and returns the fsyncs they caused.
+fn fsyncs_for_100_acked_appends(journal: &Journal) -> u64 {
+    let before = journal.stats().fsyncs;
+    for index in 1..=100 {
+        append_wait(journal, vec![entry(index)]).unwrap();
+    }
+    journal.stats().fsyncs - before
+}
+
+#[test]
+fn always_fsyncs_before_every_ack() {
+    let dir = tempfile::tempdir().unwrap();
+    let (journal, _) = Journal::open(dir.path(), Options::default()).unwrap();
+    assert_eq!(fsyncs_for_100_acked_appends(&journal), 100, "waited-for appends cannot share an fsync");
+}
+
+#[test]
+fn never_acks_without_fsync_and_syncs_on_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let (journal, _) = Journal::open(dir.path(), options(FsyncPolicy::Never)).unwrap();
+    assert_eq!(fsyncs_for_100_acked_appends(&journal), 0);
+    journal.sync().unwrap();
+    assert_eq!(journal.stats().fsyncs, 1);
+    journal.sync().unwrap();
+    assert_eq!(journal.stats().fsyncs, 1, "nothing new to sync");
+    append_wait(&journal, vec![entry(101)]).unwrap();
+    journal.close().unwrap();
+    let (_journal, recovered) = Journal::open(dir.path(), Options::default()).unwrap();
+    assert_eq!(recovered.entries.len(), 101);
+}
+
+#[test]
+fn interval_acks_without_fsync_and_syncs_in_the_background() {
+    let dir = tempfile::tempdir().unwrap();
+    let (journal, _) =
+        Journal::open(dir.path(), options(FsyncPolicy::Interval(Duration::from_secs(3600)))).unwrap();
+    assert_eq!(fsyncs_for_100_acked_appends(&journal), 0);
+    journal.close().unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let (journal, _) =
+        Journal::open(dir.path(), options(FsyncPolicy::Interval(Duration::from_millis(50)))).unwrap();
+    let fsyncs = fsyncs_for_100_acked_appends(&journal);
+    assert!(fsyncs < 100, "interval should not fsync per append ({fsyncs})");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while journal.stats().fsyncs == fsyncs && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(journal.stats().fsyncs > fsyncs, "no background fsync within 10 s");
+    let settled = journal.stats().fsyncs;
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(journal.stats().fsyncs, settled, "no fsync while nothing is unsynced");
+}
+
+#[test]
+fn a_failed_fsync_poisons_the_journal() {
+    let dir = tempfile::tempdir().unwrap();
+    let (journal, _) = Journal::open(dir.path(), Options::default()).unwrap();
+    append_wait(&journal, vec![entry(1)]).unwrap();
+    assert!(!journal.is_poisoned());
+
+    journal.fail_next_sync_for_test();
+    let first = append_wait(&journal, vec![entry(2)]).unwrap_err();
+    assert!(
+        matches!(&first, StorageError::Io { source, .. } if source.to_string().contains("injected")),
+        "the first failure carries the real error, got {first:?}"
+    );
+    assert!(journal.is_poisoned());
+    assert!(matches!(append_wait(&journal, vec![entry(3)]), Err(StorageError::Poisoned)));
+    assert!(matches!(journal.sync(), Err(StorageError::Poisoned)));
+    assert!(matches!(journal.close(), Err(StorageError::Poisoned)));
+
+    // What was acknowledged is still there after a restart.
+    let (_journal, recovered) = Journal::open(dir.path(), Options::default()).unwrap();
+    assert_eq!(recovered.entries.get(&1), Some(&data_of(1)));
+    assert!(!recovered.entries.contains_key(&3), "a refused append must not be written");
+}
+
+#[test]
+fn a_failed_fsync_fails_every_append_of_its_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let (journal, _) = Journal::open(dir.path(), Options::default()).unwrap();
+    journal.fail_next_sync_for_test();
+    let (tx, rx) = mpsc::channel();
+    for index in 1..=50 {
+        let tx = tx.clone();
+        journal.append(vec![entry(index)], Box::new(move |result| tx.send((index, result)).unwrap()));
+    }
+    let results: Vec<_> = (0..50).map(|_| rx.recv_timeout(Duration::from_secs(30)).unwrap()).collect();
+    assert_eq!(results.iter().map(|(index, _)| *index).collect::<Vec<_>>(), (1..=50).collect::<Vec<_>>());
+    assert!(results.iter().all(|(_, result)| result.is_err()), "no append may be acked after a failed fsync");
+    assert!(matches!(results[0].1, Err(StorageError::Io { .. })));
+    assert!(matches!(results[49].1, Err(StorageError::Io { .. }) | Err(StorageError::Poisoned)));
+}
+
+#[test]
+fn a_failed_background_fsync_poisons_the_journal() {
+    let dir = tempfile::tempdir().unwrap();
+    let (journal, _) =
+        Journal::open(dir.path(), options(FsyncPolicy::Interval(Duration::from_millis(20)))).unwrap();
+    journal.fail_next_sync_for_test();
+    append_wait(&journal, vec![entry(1)]).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !journal.is_poisoned() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(journal.is_poisoned());
+    assert!(matches!(append_wait(&journal, vec![entry(2)]), Err(StorageError::Poisoned)));
+}
+
+#[test]
+fn an_empty_append_is_acked_without_writing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (journal, _) = Journal::open(dir.path(), Options::default()).unwrap();
+    append_wait(&journal, vec![]).unwrap();
+    let stats = journal.stats();
+    assert_eq!((stats.fsyncs, stats.bytes, stats.appends), (0, 0, 1));
+}
+
+#[test]
+fn journal_is_send_and_sync() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Journal>();
+    assert_send_sync::<StorageError>();
+}
+
+#[test]
+fn interval_syncs_even_under_a_steady_stream_of_appends() {
+    let dir = tempfile::tempdir().unwrap();
+    let (journal, _) =
+        Journal::open(dir.path(), options(FsyncPolicy::Interval(Duration::from_millis(20)))).unwrap();
+    let journal = Arc::new(journal);
+    let until = Instant::now() + Duration::from_millis(400);
+    let writers: Vec<_> = (0..4u64)
+        .map(|thread| {
+            let journal = Arc::clone(&journal);
+            std::thread::spawn(move || {
+                let mut index = thread << 32;
+                while Instant::now() < until {
+                    // Open loop: keep the queue non-empty so the writer never waits for work.
+                    for _ in 0..64 {
+                        index += 1;
+                        journal.append(vec![entry(index)], Box::new(|result| result.unwrap()));
+                    }
+                    std::thread::yield_now();
+                }
+            })
+        })
+        .collect();
+    for writer in writers {
+        writer.join().unwrap();
+    }
+    let stats = journal.stats();
+    assert!(stats.fsyncs >= 3, "only {} background fsyncs in 400 ms at a 20 ms interval", stats.fsyncs);
+}
