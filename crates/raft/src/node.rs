@@ -269,7 +269,14 @@ impl Node {
     /// runs `f` on the state. A write whose reply arrived before this call is visible to `f`.
     pub async fn read<R>(&self, f: impl FnOnce(&State) -> R) -> Result<R, NodeError> {
         self.check_open()?;
-        self.inner.raft.ensure_linearizable(ReadPolicy::ReadIndex).await.map_err(read_error)?;
+        match self.inner.raft.ensure_linearizable(ReadPolicy::ReadIndex).await {
+            Ok(_) => {}
+            // A poisoned journal stops Raft (no write can be made durable), but what was applied
+            // stays true: this node is the only voter, so nobody else can have moved on. Reads
+            // keep working; writes are refused.
+            Err(RaftError::Fatal(_)) if self.journal_poisoned() => {}
+            Err(e) => return Err(read_error(e)),
+        }
         self.inner.state_machine.with_state(f).map_err(|e| NodeError::Fatal(e.to_string()))
     }
 
@@ -336,6 +343,19 @@ impl Node {
             journal.sync().map_err(|e| NodeError::Fatal(format!("final sync: {e}")))?;
         }
         Ok(())
+    }
+
+    /// Makes the journal's next fsync fail, to test poisoning.
+    #[doc(hidden)]
+    pub fn fail_next_sync_for_test(&self) {
+        if let Some(journal) = &self.inner.journal {
+            journal.fail_next_sync_for_test();
+        }
+    }
+
+    /// Whether a failed write or fsync has stopped the durable log.
+    pub fn journal_poisoned(&self) -> bool {
+        self.inner.journal.as_ref().is_some_and(|j| j.is_poisoned())
     }
 
     /// Payload bytes stored after the latest apply, read without a lock (for memory limits).

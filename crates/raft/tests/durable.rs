@@ -1,0 +1,116 @@
+//! [`Node`] on a data dir: what was acknowledged is there after a restart, snapshots and log
+//! purges keep it so, and a failed fsync stops writes but not reads.
+
+use std::path::Path;
+use std::time::Duration;
+
+use tokio::time::timeout;
+use turnstile_core::{Acquire, Command, Mode, Query, Reply, SetKey, State};
+use turnstile_raft::{FsyncPolicy, Node, NodeConfig, NodeError, Storage, StorageOptions};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+async fn start_in(dir: &Path, snapshot_every: u64) -> Result<Node, NodeError> {
+    let storage = Storage {
+        dir: dir.to_path_buf(),
+        options: StorageOptions { fsync: FsyncPolicy::Always, ..StorageOptions::default() },
+    };
+    let config = NodeConfig { storage: Some(storage), snapshot_every, ..NodeConfig::default() };
+    timeout(WAIT, Node::start(config)).await.expect("start in time")
+}
+
+fn kept_lock(name: &str) -> Command {
+    Command::Acquire(Acquire {
+        name: name.into(),
+        mode: Mode::Exclusive,
+        ttl: 600_000,
+        wait: 0,
+        owner: Some("worker".into()),
+        session: None,
+        keep: true,
+    })
+}
+
+fn token(reply: Reply) -> u64 {
+    match reply {
+        Reply::Granted { token, .. } => token,
+        other => panic!("expected a grant, got {other:?}"),
+    }
+}
+
+async fn state(node: &Node) -> State {
+    node.read(|s| s.clone()).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_keeps_every_acknowledged_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start_in(dir.path(), 20_000).await.unwrap();
+    let t = token(node.propose(kept_lock("L")).await.unwrap());
+    for i in 0..10 {
+        node.propose(Command::IncrBy { key: "n".into(), delta: i }).await.unwrap();
+    }
+    node.shutdown().await.unwrap();
+    drop(node);
+
+    let node = start_in(dir.path(), 20_000).await.unwrap();
+    let read = |q| node.read(move |s| s.query(0, q));
+    assert_eq!(read(Query::Get { key: "n".into() }).await.unwrap(), Reply::Bytes("45".into()));
+    assert_eq!(read(Query::FenceCheck { lock: "L".into(), token: t }).await.unwrap(), Reply::Int(1));
+    let t2 = token(node.propose(kept_lock("M")).await.unwrap());
+    assert!(t2 > t, "token {t2} after {t} across a restart");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshots_and_purges_restart_to_the_same_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start_in(dir.path(), 3).await.unwrap();
+    for i in 0..40 {
+        node.propose(Command::Set(SetKey::new(format!("k{i}"), format!("v{i}")))).await.unwrap();
+    }
+    // Let openraft build the snapshots its policy asks for.
+    let snapshotted = timeout(WAIT, async {
+        while node.status().snapshot_index.is_none_or(|i| i < 30) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(snapshotted.is_ok(), "a snapshot covers most of the log: {:?}", node.status());
+    let before = state(&node).await;
+    node.shutdown().await.unwrap();
+    drop(node);
+    let snaps = std::fs::read_dir(dir.path().join("snapshots")).unwrap().count();
+    assert!(snaps >= 1, "a snapshot file on disk");
+
+    let node = start_in(dir.path(), 3).await.unwrap();
+    let after = state(&node).await;
+    for i in 0..40 {
+        let key = format!("k{i}");
+        assert_eq!(after.query(0, Query::Get { key: key.clone() }), before.query(0, Query::Get { key }));
+    }
+    assert_eq!(after.summary().keys, 40);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_node_on_the_same_dir_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let _first = start_in(dir.path(), 20_000).await.unwrap();
+    let second = start_in(dir.path(), 20_000).await.unwrap_err();
+    assert!(second.to_string().contains("locked"), "{second}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_fsync_refuses_writes_and_keeps_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start_in(dir.path(), 20_000).await.unwrap();
+    node.propose(Command::Set(SetKey::new("k", "before"))).await.unwrap();
+    node.fail_next_sync_for_test();
+    let failed = timeout(WAIT, node.propose(Command::Set(SetKey::new("k", "lost")))).await.expect("answered");
+    assert!(failed.is_err(), "a write whose fsync failed is not acknowledged: {failed:?}");
+    assert!(node.journal_poisoned());
+    let later = timeout(WAIT, node.propose(Command::Set(SetKey::new("x", "y")))).await.expect("answered");
+    assert!(later.is_err(), "the poisoned log refuses later writes: {later:?}");
+    let read =
+        timeout(WAIT, node.read(|s| s.query(0, Query::Get { key: "k".into() }))).await.expect("answered");
+    assert_eq!(read.unwrap(), Reply::Bytes("before".into()));
+}
