@@ -11,7 +11,9 @@ TS_PORT=7399
 REDIS_PORT=6399
 cargo build --release -q -p turnstile-cli --bin turnstile --example loadgen
 data=$(mktemp -d)
-./target/release/turnstile server --data-dir "$data" --resp-addr 127.0.0.1:$TS_PORT --log warn >"$data/ts.out" &
+# --fsync never: the log goes to the page cache only, the closest to Redis without persistence.
+./target/release/turnstile server --data-dir "$data/ts" --resp-addr 127.0.0.1:$TS_PORT --fsync never --log warn \
+  >"$data/ts.out" &
 ts_pid=$!
 redis-server --bind 127.0.0.1 --port $REDIS_PORT --save "" --appendonly no --dir "$data" >"$data/redis.out" &
 redis_pid=$!
