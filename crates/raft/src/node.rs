@@ -172,6 +172,10 @@ impl Node {
         let raft_config = Config {
             cluster_name: "turnstile".to_string(),
             snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_every.max(1)),
+            // Purge everything a snapshot covers: the entries are held in memory until purged,
+            // and a single voter has no follower that could still need them. (Clusters will want
+            // a margin here so a briefly lagging follower gets entries rather than a snapshot.)
+            max_in_snapshot_log_to_keep: 0,
             ..Config::default()
         }
         .validate()

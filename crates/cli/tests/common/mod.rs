@@ -5,14 +5,23 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
 pub struct TestServer {
     child: Child,
     pub addr: String,
-    _dir: tempfile::TempDir,
+    /// The data dir and the extra flags it was started with, for `restart`.
+    data_dir: PathBuf,
+    args: Vec<String>,
+    /// The temporary data dir (deleted on drop), or `None` for a dir the caller owns (`start_in`).
+    _dir: Option<tempfile::TempDir>,
 }
+
+/// How long a server may take to print its ready line.
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl TestServer {
     pub fn start() -> TestServer {
@@ -22,25 +31,43 @@ impl TestServer {
     /// Starts the server with extra flags and waits until it is ready.
     pub fn start_with(args: &[&str]) -> TestServer {
         let dir = tempfile::tempdir().expect("temp dir");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_turnstile"))
-            .args(["server", "--resp-addr", "127.0.0.1:0", "--log", "warn", "--data-dir"])
-            .arg(dir.path())
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("turnstile binary starts");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout piped"))
-            .read_line(&mut line)
-            .expect("read ready line");
-        let addr = line
-            .trim()
-            .split("resp=")
-            .nth(1)
-            .unwrap_or_else(|| panic!("server did not become ready; it printed {line:?}"))
-            .to_owned();
-        TestServer { child, addr, _dir: dir }
+        let mut server = TestServer::start_in(dir.path(), args);
+        server._dir = Some(dir);
+        server
+    }
+
+    /// Starts the server on `dir` (created if needed) with extra flags and waits until it is
+    /// ready. The dir is the caller's: it is not deleted when the server is dropped.
+    pub fn start_in(dir: &Path, args: &[&str]) -> TestServer {
+        let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+        let (child, addr) = spawn_ready(dir, &args);
+        TestServer { child, addr, data_dir: dir.to_path_buf(), args, _dir: None }
+    }
+
+    /// The data dir this server runs on.
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// Crashes the server: SIGKILL, then reaps it.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Kills the server (SIGKILL) if it still runs and starts it again on the same data dir
+    /// with the same flags; `addr` changes (a new free port).
+    pub fn restart(&mut self) {
+        self.kill9();
+        let (child, addr) = spawn_ready(&self.data_dir, &self.args);
+        self.child = child;
+        self.addr = addr;
+    }
+
+    /// Like `restart`, with other extra flags (kept for later restarts).
+    pub fn restart_with(&mut self, args: &[&str]) {
+        self.args = args.iter().map(|a| (*a).to_owned()).collect();
+        self.restart();
     }
 
     pub fn url(&self) -> String {
@@ -73,6 +100,87 @@ impl TestServer {
     pub fn wait_exit(&mut self) -> Option<i32> {
         self.child.wait().expect("wait").code()
     }
+}
+
+/// Spawns `turnstile server` on `dir` and waits (bounded) for its ready line.
+fn spawn_ready(dir: &Path, args: &[String]) -> (Child, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_turnstile"))
+        .args(["server", "--resp-addr", "127.0.0.1:0", "--log", "warn", "--data-dir"])
+        .arg(dir)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("turnstile binary starts");
+    let stdout = child.stdout.take().expect("stdout piped");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let line = match rx.recv_timeout(READY_TIMEOUT) {
+        Ok(line) => line,
+        Err(_) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("server on {} did not print its ready line within {READY_TIMEOUT:?}", dir.display());
+        }
+    };
+    let addr = match line.trim().split("resp=").nth(1) {
+        Some(addr) => addr.to_owned(),
+        None => {
+            let _ = child.kill();
+            let status = child.wait();
+            panic!("server did not become ready; it printed {line:?} and exited with {status:?}");
+        }
+    };
+    (child, addr)
+}
+
+/// Runs `turnstile server` on `dir` with extra flags, expecting it to stop by itself (a refused
+/// start). Returns its exit status and everything it wrote to stdout and stderr; `None` as the
+/// status if it was still running after `timeout` (it is killed then).
+pub fn run_to_exit(dir: &Path, args: &[&str], timeout: Duration) -> (Option<ExitStatus>, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_turnstile"))
+        .args(["server", "--resp-addr", "127.0.0.1:0", "--log", "warn", "--data-dir"])
+        .arg(dir)
+        .args(args)
+        .env_remove("RUST_BACKTRACE")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("turnstile binary starts");
+    let readers: Vec<_> = [
+        Box::new(child.stdout.take().expect("stdout piped")) as Box<dyn Read + Send>,
+        Box::new(child.stderr.take().expect("stderr piped")),
+    ]
+    .into_iter()
+    .map(|mut pipe| {
+        std::thread::spawn(move || {
+            let mut out = Vec::new();
+            let _ = pipe.read_to_end(&mut out);
+            out
+        })
+    })
+    .collect();
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        match child.try_wait().expect("try_wait") {
+            Some(status) => break Some(status),
+            None if Instant::now() >= deadline => {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            None => std::thread::sleep(Duration::from_millis(20)),
+        }
+    };
+    let mut output = String::new();
+    for reader in readers {
+        output.push_str(&String::from_utf8_lossy(&reader.join().unwrap_or_default()));
+    }
+    (status, output)
 }
 
 impl Drop for TestServer {
