@@ -124,9 +124,10 @@ fn main() -> anyhow::Result<()> {
 }
 
 fn server(args: ServerArgs) -> anyhow::Result<()> {
-    // openraft reports every election and membership step at info; keep that for debug runs.
-    let filter =
-        Targets::new().with_default(args.log).with_target("openraft", args.log.min(LevelFilter::WARN));
+    // openraft reports every election step at info and some routine races (a message from the
+    // term a single node just left) at warn; keep those for debug runs.
+    let openraft = if args.log >= LevelFilter::DEBUG { args.log } else { LevelFilter::ERROR };
+    let filter = Targets::new().with_default(args.log).with_target("openraft", openraft);
     tracing_subscriber::registry().with(fmt::layer().with_writer(std::io::stderr)).with(filter).init();
     let config = args.config()?;
     // Every connection is a file descriptor: take all the process may have.
