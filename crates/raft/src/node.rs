@@ -505,9 +505,12 @@ fn open_storage(storage: Option<&Storage>) -> Result<Opened, NodeError> {
     };
     let fatal = |e: &dyn std::fmt::Display| NodeError::Fatal(e.to_string());
     let dir_lock = lock_dir(&storage.dir).map_err(|e| fatal(&e))?;
+    let started = std::time::Instant::now();
     let snapshots = SnapshotStore::open(&storage.dir.join("snapshots")).map_err(|e| fatal(&e))?;
     let (state_machine, effects) = StateMachineStore::open(Some(snapshots)).map_err(|e| fatal(&e))?;
+    let snapshot_loaded = started.elapsed();
     let (journal, recovered) = Journal::open(&storage.dir, storage.options.clone()).map_err(|e| fatal(&e))?;
+    let journal_read = started.elapsed() - snapshot_loaded;
     if let Some((file, offset)) = &recovered.torn_tail {
         tracing::warn!(file = %file.display(), offset, "cut off a torn last log record (a crash mid-write)");
     }
@@ -524,6 +527,15 @@ fn open_storage(storage: Option<&Storage>) -> Result<Opened, NodeError> {
         }
     }
     let journal = Arc::new(journal);
+    let entries = recovered.entries.len();
     let log = LogStore::durable(journal.clone(), recovered).map_err(|e| fatal(&e))?;
+    tracing::info!(
+        snapshot_index = ?state_machine.snapshot_index(),
+        log_entries = entries,
+        snapshot_ms = snapshot_loaded.as_millis(),
+        journal_ms = journal_read.as_millis(),
+        total_ms = started.elapsed().as_millis(),
+        "opened the data dir"
+    );
     Ok(Opened { log, state_machine, effects, journal: Some(journal), dir_lock: Some(dir_lock) })
 }
