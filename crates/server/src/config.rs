@@ -12,8 +12,7 @@ use serde::Deserialize;
 pub struct Config {
     /// Where the RESP (Redis protocol) listener binds.
     pub resp_addr: SocketAddr,
-    /// Where data lives. The log is kept in memory for now; the directory is created so the
-    /// durable log can take it over without a configuration change.
+    /// Where the Raft log (`log/`), snapshots (`snapshots/`) and the `LOCK` file live.
     pub data_dir: PathBuf,
     /// Connections beyond this are refused with `-ERR max number of clients reached`.
     pub max_clients: usize,
