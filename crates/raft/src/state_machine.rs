@@ -71,11 +71,13 @@ struct Applied {
     membership: StoredMembership,
 }
 
-/// A snapshot kept in memory: where it was taken, and `State::snapshot()` bytes.
+/// The newest snapshot: where it was taken, and its `State::snapshot()` bytes. Without a disk the
+/// bytes stay in memory; with one they are on disk, and in memory only from a start until openraft
+/// first asks for them (it does once, at start), so a large state is not held twice.
 #[derive(Debug, Clone)]
 pub struct StoredSnapshot {
     pub meta: SnapshotMeta,
-    pub data: Vec<u8>,
+    pub data: Option<Vec<u8>>,
 }
 
 fn poisoned<T>(_: PoisonError<T>) -> io::Error {
@@ -104,7 +106,7 @@ impl StateMachineStore {
                 State::restore(&data).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
             applied.last_applied = meta.last_log_id;
             applied.membership = meta.last_membership.clone();
-            snapshot = Some(StoredSnapshot { meta, data });
+            snapshot = Some(StoredSnapshot { meta, data: Some(data) });
         }
         let (effects, effects_rx) = mpsc::unbounded_channel();
         let (deadline, _) = watch::channel(applied.state.next_deadline());
@@ -131,13 +133,21 @@ impl StateMachineStore {
         snapshot.as_ref().and_then(|s| s.meta.last_log_id.map(|id| id.index()))
     }
 
-    /// Writes a snapshot to disk (when there is a disk) before anyone may rely on it.
-    fn persist(&self, stored: &StoredSnapshot) -> io::Result<()> {
-        let Some(disk) = &self.shared.disk else { return Ok(()) };
-        let meta =
-            postcard::to_stdvec(&stored.meta).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-        let index = stored.meta.last_log_id.map_or(0, |id| id.index());
-        disk.save(index, &meta, &stored.data).map_err(io::Error::other)
+    /// Records a new snapshot: on disk first (when there is a disk), before anyone may rely on it.
+    fn keep_snapshot(&self, meta: &SnapshotMeta, data: &[u8]) -> io::Result<()> {
+        let in_memory = match &self.shared.disk {
+            Some(disk) => {
+                let encoded =
+                    postcard::to_stdvec(meta).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+                let index = meta.last_log_id.map_or(0, |id| id.index());
+                disk.save(index, &encoded, data).map_err(io::Error::other)?;
+                None
+            }
+            None => Some(data.to_vec()),
+        };
+        *self.shared.snapshot.lock().map_err(poisoned)? =
+            Some(StoredSnapshot { meta: meta.clone(), data: in_memory });
+        Ok(())
     }
 
     /// Runs `f` on the current state (no linearizability check: see [`crate::Node::read`]).
@@ -206,17 +216,14 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
             // A read lock: apply waits while the state is serialized, so the bytes and the log
             // position match. (Fine for in-memory sizes; a large state would want a cheaper copy.)
             let applied = self.shared.applied.read().map_err(poisoned)?;
-            StoredSnapshot {
-                meta: SnapshotMeta {
-                    last_log_id: applied.last_applied,
-                    last_membership: applied.membership.clone(),
-                },
-                data: applied.state.snapshot(),
-            }
+            let meta = SnapshotMeta {
+                last_log_id: applied.last_applied,
+                last_membership: applied.membership.clone(),
+            };
+            (meta, applied.state.snapshot())
         };
-        self.persist(&stored)?;
-        *self.shared.snapshot.lock().map_err(poisoned)? = Some(stored.clone());
-        Ok(Snapshot { meta: stored.meta, snapshot: stored.data })
+        self.keep_snapshot(&stored.0, &stored.1)?;
+        Ok(Snapshot { meta: stored.0, snapshot: stored.1 })
     }
 }
 
@@ -250,22 +257,37 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: Vec<u8>) -> Result<(), io::Error> {
         let state = State::restore(&snapshot).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
         let deadline = state.next_deadline();
-        self.persist(&StoredSnapshot { meta: meta.clone(), data: snapshot.clone() })?;
+        self.keep_snapshot(meta, &snapshot)?;
         {
             let mut applied = self.shared.applied.write().map_err(poisoned)?;
             applied.state = state;
             applied.last_applied = meta.last_log_id;
             applied.membership = meta.last_membership.clone();
         }
-        *self.shared.snapshot.lock().map_err(poisoned)? =
-            Some(StoredSnapshot { meta: meta.clone(), data: snapshot });
         self.publish_deadline(deadline);
         Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {
-        let stored = self.shared.snapshot.lock().map_err(poisoned)?.clone();
-        Ok(stored.map(|s| Snapshot { meta: s.meta, snapshot: s.data }))
+        let mut slot = self.shared.snapshot.lock().map_err(poisoned)?;
+        let Some(stored) = slot.as_mut() else { return Ok(None) };
+        let data = match (&self.shared.disk, stored.data.take()) {
+            // The bytes loaded at start are handed over, not copied (they can be large).
+            (Some(_), Some(data)) => data,
+            (Some(disk), None) => {
+                let wanted = stored.meta.last_log_id.map_or(0, |id| id.index());
+                match disk.load_latest().map_err(io::Error::other)? {
+                    Some((index, _, data)) if index == wanted => data,
+                    _ => return Err(io::Error::other(format!("snapshot {wanted} is no longer on disk"))),
+                }
+            }
+            (None, Some(data)) => {
+                stored.data = Some(data.clone());
+                data
+            }
+            (None, None) => return Ok(None),
+        };
+        Ok(Some(Snapshot { meta: stored.meta.clone(), snapshot: data }))
     }
 }
 

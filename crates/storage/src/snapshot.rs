@@ -95,10 +95,17 @@ impl SnapshotStore {
         let Some((index, path)) = self.files(SUFFIX)?.into_iter().max_by_key(|(index, _)| *index) else {
             return Ok(None);
         };
-        let bytes = fs::read(&path).ctx(|| format!("reading {}", path.display()))?;
+        let mut bytes = fs::read(&path).ctx(|| format!("reading {}", path.display()))?;
         let corrupt = |reason: String| StorageError::CorruptSnapshot { file: path.clone(), reason };
         let (meta, data) = decode(&bytes, index).map_err(corrupt)?;
-        Ok(Some((index, meta.to_vec(), data.to_vec())))
+        let meta = meta.to_vec();
+        // The data is the file's tail but for the checksum: keep it in the buffer that was read
+        // rather than copy it (a snapshot can be as large as the whole state).
+        let data_len = data.len();
+        let data_start = HEADER_BYTES + meta.len();
+        bytes.truncate(data_start + data_len);
+        bytes.drain(..data_start);
+        Ok(Some((index, meta, bytes)))
     }
 
     fn path(&self, index: u64, suffix: &str) -> PathBuf {
