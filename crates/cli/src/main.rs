@@ -77,39 +77,23 @@ impl ServerArgs {
             Some(path) => Config::from_file(path)?,
             None => Config::default(),
         };
-        if let Some(dir) = &self.data_dir {
-            config.data_dir = dir.clone();
+        // A flag (or its environment variable) wins over the file.
+        fn set<T: Clone>(setting: &mut T, flag: &Option<T>) {
+            if let Some(value) = flag {
+                *setting = value.clone();
+            }
         }
-        if let Some(addr) = self.resp_addr {
-            config.resp_addr = addr;
-        }
-        if let Some(n) = self.max_clients {
-            config.max_clients = n;
-        }
-        if let Some(n) = self.max_payload {
-            config.max_payload = n;
-        }
-        if let Some(n) = self.max_batch {
-            config.max_batch = n;
-        }
-        if let Some(n) = self.max_in_flight {
-            config.max_in_flight = n;
-        }
-        if let Some(n) = self.worker_threads {
-            config.worker_threads = n;
-        }
-        if let Some(fsync) = self.fsync {
-            config.fsync = fsync;
-        }
-        if let Some(ms) = self.fsync_interval_ms {
-            config.fsync_interval_ms = ms;
-        }
-        if let Some(bytes) = self.max_memory {
-            config.max_memory = bytes;
-        }
-        if let Some(n) = self.snapshot_every {
-            config.snapshot_every = n;
-        }
+        set(&mut config.data_dir, &self.data_dir);
+        set(&mut config.resp_addr, &self.resp_addr);
+        set(&mut config.max_clients, &self.max_clients);
+        set(&mut config.max_payload, &self.max_payload);
+        set(&mut config.max_batch, &self.max_batch);
+        set(&mut config.max_in_flight, &self.max_in_flight);
+        set(&mut config.worker_threads, &self.worker_threads);
+        set(&mut config.fsync, &self.fsync);
+        set(&mut config.fsync_interval_ms, &self.fsync_interval_ms);
+        set(&mut config.max_memory, &self.max_memory);
+        set(&mut config.snapshot_every, &self.snapshot_every);
         config.truncate_corrupt |= self.truncate_corrupt;
         config.validate()?;
         Ok(config)
