@@ -89,6 +89,7 @@ fn pop_cmd(session: SessionId, queue: &str) -> Command {
         wait: 0,
         lease: None,
         auto_ack: false,
+        keep: false,
     })
 }
 

@@ -220,6 +220,9 @@ pub struct Pop {
     pub lease: Option<Millis>,
     /// Finish each message as it is delivered (AMQP `no-ack`): at-most-once.
     pub auto_ack: bool,
+    /// Leave the deliveries in flight when the session closes (only their lease returns them),
+    /// so another connection — a later `turnstile queue ack` — can finish them.
+    pub keep: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

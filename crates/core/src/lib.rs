@@ -134,7 +134,7 @@ pub enum SnapshotError {
     Decode(#[from] postcard::Error),
 }
 
-const SNAPSHOT_VERSION: u8 = 1;
+const SNAPSHOT_VERSION: u8 = 2;
 
 impl State {
     pub fn new() -> State {

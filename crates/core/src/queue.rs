@@ -134,6 +134,7 @@ struct PopWaiter {
     count: u32,
     lease: Millis,
     auto_ack: bool,
+    keep: bool,
     deadline: Timestamp,
 }
 
@@ -388,7 +389,8 @@ impl State {
         };
         let lease = p.lease.unwrap_or(self.queues[&qid].config.lease);
         if !self.queues[&qid].eligible.is_empty() {
-            let deliveries = self.deliver(qid, p.count, p.session, None, lease, p.auto_ack);
+            let owner = if p.keep { None } else { p.session };
+            let deliveries = self.deliver(qid, p.count, owner, None, lease, p.auto_ack);
             self.serve(qid, fx);
             return Ok(Reply::Deliveries(deliveries));
         }
@@ -411,7 +413,8 @@ impl State {
         deadline: Timestamp,
     ) -> u64 {
         let wait_id = self.next_id();
-        let waiter = PopWaiter { session, count: p.count, lease, auto_ack: p.auto_ack, deadline };
+        let waiter =
+            PopWaiter { session, count: p.count, lease, auto_ack: p.auto_ack, keep: p.keep, deadline };
         let q = self.q(qid);
         q.pop_waiters.insert(wait_id, waiter);
         q.takers.push_back(Taker::Pop { wait_id });
@@ -481,7 +484,8 @@ impl State {
                 Taker::Pop { wait_id } => {
                     let w = q.pop_waiters[&wait_id].clone();
                     self.remove_pop_waiter(qid, wait_id);
-                    let deliveries = self.deliver(qid, w.count, Some(w.session), None, w.lease, w.auto_ack);
+                    let owner = if w.keep { None } else { Some(w.session) };
+                    let deliveries = self.deliver(qid, w.count, owner, None, w.lease, w.auto_ack);
                     fx.push(Effect::Delivered {
                         session: w.session,
                         to: Taker::Pop { wait_id },

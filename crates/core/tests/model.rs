@@ -314,6 +314,7 @@ fn to_command(op: &Op, obs: &Observer) -> Command {
             wait: if wait { 1_000 } else { 0 },
             lease: None,
             auto_ack,
+            keep: false,
         }),
         Op::Consume { s, q, credit } => Command::Consume(Consume {
             queue: QUEUES[q].into(),

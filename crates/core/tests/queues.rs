@@ -47,7 +47,15 @@ fn view(id: u64, payload: &str, priority: u8, age: Millis, group: Option<&str>) 
 }
 
 fn pop_with(session: SessionId, queue: &str, count: u32, wait: Millis, lease: Option<Millis>) -> Command {
-    Command::Pop(Pop { queue: queue.into(), session: Some(session), count, wait, lease, auto_ack: false })
+    Command::Pop(Pop {
+        queue: queue.into(),
+        session: Some(session),
+        count,
+        wait,
+        lease,
+        auto_ack: false,
+        keep: false,
+    })
 }
 
 fn pop_wait(session: SessionId, queue: &str, wait: Millis) -> Command {
@@ -756,8 +764,15 @@ fn auto_ack_finishes_a_message_as_it_is_delivered() {
     let s = w.session(); // 1, queue 2
     assert_eq!(w.reply(push("jobs", "a")), pushed(3));
     assert_eq!(w.reply(push("jobs", "b")), pushed(4));
-    let auto_pop =
-        Pop { queue: "jobs".into(), session: Some(s), count: 1, wait: 0, lease: None, auto_ack: true };
+    let auto_pop = Pop {
+        queue: "jobs".into(),
+        session: Some(s),
+        count: 1,
+        wait: 0,
+        lease: None,
+        auto_ack: true,
+        keep: false,
+    };
     assert_eq!(w.reply(Command::Pop(auto_pop)), Reply::Deliveries(vec![msg(3, 1, "a", 1, LEASE)]));
     assert_eq!(
         stats(&w, "jobs"),
@@ -820,6 +835,42 @@ fn closing_a_session_returns_its_messages_and_removes_its_takers() {
     assert_eq!(w.close(s2), vec![]);
     let s3 = w.session();
     assert_eq!(w.reply(pop(s3, "jobs", 1)), Reply::Deliveries(vec![msg(7, 3, "a", 3, LEASE)]));
+}
+
+#[test]
+fn kept_deliveries_outlive_their_session_until_the_lease_ends() {
+    let mut w = World::new();
+    let (s1, s2) = (w.session(), w.session()); // 1, 2
+    assert_eq!(w.reply(push("jobs", "a")), pushed(4)); // queue 3
+    let kept = |session, wait| {
+        Command::Pop(Pop {
+            queue: "jobs".into(),
+            session: Some(session),
+            count: 1,
+            wait,
+            lease: None,
+            auto_ack: false,
+            keep: true,
+        })
+    };
+    assert_eq!(w.reply(kept(s1, 0)), Reply::Deliveries(vec![msg(4, 1, "a", 1, LEASE)]));
+    // A waiting kept pop is served later, still free of its session.
+    assert_eq!(w.reply(kept(s2, 10_000)), Reply::Waiting { wait_id: 5 });
+    let (_, fx) = w.apply(push("jobs", "b"));
+    assert_eq!(fx, vec![delivered(s2, Taker::Pop { wait_id: 5 }, "jobs", vec![msg(6, 2, "b", 1, LEASE)])]);
+
+    // Both sessions go: nothing comes back, and another session can ack what they popped.
+    assert_eq!(w.close(s1), vec![]);
+    assert_eq!(w.close(s2), vec![]);
+    assert_eq!(stats(&w, "jobs").in_flight, 2);
+    assert_eq!(w.reply(ack("jobs", &[1])), Reply::Int(1));
+    // The lease still ends the other one.
+    assert_eq!(
+        w.advance(LEASE + 1),
+        vec![Effect::DeliveryExpired { queue: "jobs".into(), id: 6, receipt: 2 }]
+    );
+    let s3 = w.session();
+    assert_eq!(w.reply(pop(s3, "jobs", 1)), Reply::Deliveries(vec![msg(6, 3, "b", 2, LEASE)]));
 }
 
 #[test]

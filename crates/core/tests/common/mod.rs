@@ -102,6 +102,7 @@ pub fn pop(session: SessionId, queue: &str, count: u32) -> Command {
         wait: 0,
         lease: None,
         auto_ack: false,
+        keep: false,
     })
 }
 

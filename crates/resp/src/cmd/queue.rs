@@ -70,17 +70,20 @@ pub(super) fn push(mut args: Args<'_>) -> Result<Action, Frame> {
     write(Command::Push(push), ReplyShape::PushedId)
 }
 
-/// `Q.POP name [COUNT n] [WAIT ms] [LEASE ms]` → `[[id, receipt, payload, deliveries], ...]`,
+/// `Q.POP name [COUNT n] [WAIT ms] [LEASE ms] [KEEP]` → `[[id, receipt, payload, deliveries], ...]`,
 /// or nil when nothing is ready (within `WAIT`). Always the array-of-arrays form, whatever the
 /// count, so a client reads one shape. `COUNT` defaults to 1; `LEASE` to the queue's lease.
+/// With `KEEP` the deliveries outlive the connection (only their lease returns them), so
+/// another connection can ack them, as `LOCK.ACQUIRE ... KEEP` does for holds.
 pub(super) fn pop(mut args: Args<'_>) -> Result<Action, Frame> {
     let queue = args.name()?;
-    let mut pop = Pop { queue, session: None, count: 1, wait: 0, lease: None, auto_ack: false };
+    let mut pop = Pop { queue, session: None, count: 1, wait: 0, lease: None, auto_ack: false, keep: false };
     while let Some(keyword) = args.keyword() {
         match keyword.as_slice() {
             b"COUNT" => pop.count = uint32(args.value()?)?,
             b"WAIT" => pop.wait = millis(args.value()?)?,
             b"LEASE" => pop.lease = Some(millis(args.value()?)?),
+            b"KEEP" => pop.keep = true,
             _ => return Err(syntax_error()),
         }
     }
