@@ -395,20 +395,22 @@ mod tests {
                     count: 1,
                     wait: 0,
                     lease: None,
-                    auto_ack: false
+                    auto_ack: false,
+                    keep: false
                 }),
                 shape: ReplyShape::Deliveries
             })
         );
         assert_eq!(
-            write_of("Q.POP jobs COUNT 10 WAIT 2000 LEASE 60000"),
+            write_of("Q.POP jobs COUNT 10 WAIT 2000 LEASE 60000 KEEP"),
             Command::Pop(Pop {
                 queue: "jobs".into(),
                 session: None,
                 count: 10,
                 wait: 2000,
                 lease: Some(60_000),
-                auto_ack: false
+                auto_ack: false,
+                keep: true
             })
         );
     }
