@@ -1,0 +1,263 @@
+//! [`Client`]: the addresses of a cluster, the leader last seen, and a pool of idle connections.
+//!
+//! ```text
+//!  client.call(cmd) ─► pool (idle connection, or connect: leader hint, then each address,
+//!                      │                          with backoff until `retry_for` runs out)
+//!                      ├─► reply                  ─► connection back to the pool
+//!                      └─► -NOTLEADER host:port   ─► remember the leader, retry there
+//! ```
+//!
+//! A command is retried only when it cannot have been applied: the connect failed, or the node
+//! answered `-NOTLEADER`. A connection that breaks mid-request is an [`Error::Io`]: the write
+//! may or may not have happened, and only the caller knows whether repeating it is safe.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::time::Instant;
+use turnstile_resp::Frame;
+
+use crate::conn::{Cmd, Connection};
+use crate::error::{Error, Result};
+
+/// The default server address, as `turnstile server` binds it.
+pub const DEFAULT_ADDR: &str = "127.0.0.1:7379";
+
+/// How many `-NOTLEADER` redirects one command follows before giving up.
+const MAX_REDIRECTS: usize = 5;
+
+/// How a [`Client`] connects.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Most idle connections kept for reuse.
+    pub pool_size: usize,
+    /// How long one connection attempt may take.
+    pub connect_timeout: Duration,
+    /// How long to keep trying (with backoff) before a connect fails for good.
+    pub retry_for: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options { pool_size: 16, connect_timeout: Duration::from_secs(2), retry_for: Duration::from_secs(5) }
+    }
+}
+
+/// A handle to a Turnstile server or cluster. Cheap to clone; clones share the pool.
+///
+/// ```no_run
+/// # async fn demo() -> turnstile_client::Result<()> {
+/// let client = turnstile_client::Client::connect("turnstile://127.0.0.1:7379").await?;
+/// let id = client.push("emails", "hello").send().await?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Client {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    addrs: Vec<String>,
+    options: Options,
+    /// The node that last answered as leader (or told us who is).
+    leader: Mutex<Option<String>>,
+    idle: Mutex<Vec<Connection>>,
+}
+
+impl Client {
+    /// Connects to `url`: `HOST:PORT`, `turnstile://HOST:PORT`, or several comma-separated
+    /// addresses of one cluster. Fails if no address answers within [`Options::retry_for`].
+    pub async fn connect(url: &str) -> Result<Client> {
+        Client::with_options(url, Options::default()).await
+    }
+
+    pub async fn with_options(url: &str, options: Options) -> Result<Client> {
+        let client = Client {
+            shared: Arc::new(Shared {
+                addrs: parse_addrs(url)?,
+                options,
+                leader: Mutex::new(None),
+                idle: Mutex::new(Vec::new()),
+            }),
+        };
+        // Prove the address now: a wrong port is best reported by `connect`, not later.
+        let mut conn = client.connection().await?;
+        conn.call(&Cmd::new("PING")).await?;
+        Ok(client)
+    }
+
+    /// The addresses this client was given.
+    pub fn addrs(&self) -> &[String] {
+        &self.shared.addrs
+    }
+
+    /// Sends one command on a pooled connection, following `-NOTLEADER` redirects.
+    pub async fn call(&self, cmd: Cmd) -> Result<Frame> {
+        let mut redirects = 0;
+        loop {
+            let mut conn = self.connection().await?;
+            match conn.call(&cmd).await {
+                Err(Error::Server { code, message }) if code == "NOTLEADER" && redirects < MAX_REDIRECTS => {
+                    redirects += 1;
+                    conn.retire();
+                    self.redirect(&message);
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Sends `cmds` in one round trip on one connection; one result per command, in order.
+    pub async fn pipeline(&self, cmds: &[Cmd]) -> Result<Vec<Result<Frame>>> {
+        let mut conn = self.connection().await?;
+        conn.pipeline(cmds).await
+    }
+
+    /// A connection from the pool (or a new one); it goes back to the pool when dropped.
+    pub async fn connection(&self) -> Result<Pooled> {
+        // An idle connection the server closed meanwhile would fail the command after it was
+        // sent; skip those, so only a connection that breaks mid-request is an error.
+        let idle = loop {
+            let conn = lock(&self.shared.idle).pop();
+            match conn {
+                Some(conn) if conn.is_stale() => drop(conn),
+                other => break other,
+            }
+        };
+        let conn = match idle {
+            Some(conn) => conn,
+            None => self.open().await?,
+        };
+        Ok(Pooled { conn: Some(conn), client: self.clone() })
+    }
+
+    /// A new connection that is not returned to the pool: a session of its own, for holds and
+    /// deliveries that must end when it closes.
+    pub async fn dedicated(&self) -> Result<Connection> {
+        self.open().await
+    }
+
+    /// Sends `cmd` on a new dedicated connection (following `-NOTLEADER`), and hands back the
+    /// connection with the reply: the session the command opened lives as long as it does.
+    pub(crate) async fn call_dedicated(&self, cmd: &Cmd) -> Result<(Connection, Frame)> {
+        let mut redirects = 0;
+        loop {
+            let mut conn = self.open().await?;
+            match conn.call(cmd).await {
+                Err(Error::Server { code, message }) if code == "NOTLEADER" && redirects < MAX_REDIRECTS => {
+                    redirects += 1;
+                    self.redirect(&message);
+                }
+                Err(e) => return Err(e),
+                Ok(frame) => return Ok((conn, frame)),
+            }
+        }
+    }
+
+    /// Connects to the leader hint, else to each address in turn, with backoff between rounds.
+    async fn open(&self) -> Result<Connection> {
+        let options = &self.shared.options;
+        let give_up = Instant::now() + options.retry_for;
+        let mut backoff = Duration::from_millis(25);
+        loop {
+            let hint = lock(&self.shared.leader).clone();
+            let mut last_error = None;
+            for addr in hint.iter().chain(self.shared.addrs.iter()) {
+                match Connection::connect(addr, options.connect_timeout).await {
+                    Ok(conn) => return Ok(conn),
+                    Err(e) => last_error = Some(e),
+                }
+            }
+            let now = Instant::now();
+            if now >= give_up {
+                let source = last_error.unwrap_or_else(|| std::io::Error::other("no address"));
+                return Err(Error::Connect { addrs: self.shared.addrs.join(","), source });
+            }
+            tokio::time::sleep(backoff.min(give_up - now)).await;
+            backoff = (backoff * 2).min(Duration::from_secs(1));
+        }
+    }
+
+    /// `-NOTLEADER host:port`: go there next. Idle connections point at the old node: drop them.
+    fn redirect(&self, leader: &str) {
+        let leader = leader.trim();
+        tracing::debug!(leader, "redirected to the leader");
+        *lock(&self.shared.leader) = (!leader.is_empty()).then(|| leader.to_owned());
+        lock(&self.shared.idle).clear();
+    }
+
+    fn put_back(&self, conn: Connection) {
+        let mut idle = lock(&self.shared.idle);
+        if !conn.is_broken() && idle.len() < self.shared.options.pool_size {
+            idle.push(conn);
+        }
+    }
+}
+
+/// A pooled connection; derefs to [`Connection`] and returns to the pool on drop unless broken.
+#[derive(Debug)]
+pub struct Pooled {
+    conn: Option<Connection>,
+    client: Client,
+}
+
+impl std::ops::Deref for Pooled {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        self.conn.as_ref().expect("present until drop")
+    }
+}
+
+impl std::ops::DerefMut for Pooled {
+    fn deref_mut(&mut self) -> &mut Connection {
+        self.conn.as_mut().expect("present until drop")
+    }
+}
+
+impl Drop for Pooled {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            self.client.put_back(conn);
+        }
+    }
+}
+
+/// Reads `HOST:PORT`, `turnstile://HOST:PORT` or a comma-separated list of either.
+pub fn parse_addrs(url: &str) -> Result<Vec<String>> {
+    let list = url.trim();
+    let list = list.strip_prefix("turnstile://").unwrap_or(list);
+    let addrs: Vec<String> = list
+        .split(',')
+        .map(|a| a.trim().strip_prefix("turnstile://").unwrap_or(a.trim()).trim_end_matches('/').to_owned())
+        .collect();
+    let valid = |a: &String| {
+        a.rsplit_once(':').is_some_and(|(host, port)| {
+            !host.is_empty() && !host.contains('/') && port.parse::<u16>().is_ok()
+        })
+    };
+    if addrs.is_empty() || !addrs.iter().all(valid) {
+        return Err(Error::InvalidAddress(url.to_owned()));
+    }
+    Ok(addrs)
+}
+
+/// A poisoned pool lock only means another task panicked mid-push: the list is still sound.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses() {
+        assert_eq!(parse_addrs("127.0.0.1:7379").unwrap(), ["127.0.0.1:7379"]);
+        assert_eq!(parse_addrs("turnstile://a:1,b:2").unwrap(), ["a:1", "b:2"]);
+        assert_eq!(parse_addrs("turnstile://a:1, turnstile://b:2/").unwrap(), ["a:1", "b:2"]);
+        for bad in ["", "a", "a:", ":1", "a:99999", "redis://a:1", "a:1,"] {
+            assert!(matches!(parse_addrs(bad), Err(Error::InvalidAddress(_))), "{bad}");
+        }
+    }
+}
