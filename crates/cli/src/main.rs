@@ -1,7 +1,17 @@
-//! `turnstile`: the command line. `turnstile server` runs the server.
+//! `turnstile`: the command line. `turnstile server` runs the server; `lock`, `sem`, `queue` and
+//! `bench` talk to one.
+
+mod bench;
+mod exit;
+mod lock;
+mod output;
+mod queue;
+mod run;
+mod work;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
@@ -12,7 +22,7 @@ use turnstile_server::{Config, Server};
 
 /// Distributed locks and durable queues in one server.
 #[derive(Debug, Parser)]
-#[command(name = "turnstile", version, about)]
+#[command(name = "turnstile", version, about, after_help = exit::HELP)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -22,6 +32,45 @@ struct Cli {
 enum Command {
     /// Run the server (in the foreground; stops gracefully on SIGINT or SIGTERM).
     Server(ServerArgs),
+    /// Locks: run a command under one, acquire, release, renew, inspect.
+    Lock {
+        #[command(flatten)]
+        target: Target,
+        #[command(subcommand)]
+        command: lock::LockCommand,
+    },
+    /// Semaphores: acquire permits, release, renew, inspect.
+    Sem {
+        #[command(flatten)]
+        target: Target,
+        #[command(subcommand)]
+        command: lock::SemCommand,
+    },
+    /// Queues: push, pop, ack, inspect, and `work` to run a command per message.
+    Queue {
+        #[command(flatten)]
+        target: Target,
+        #[command(subcommand)]
+        command: queue::QueueCommand,
+    },
+    /// Load-test a server (or a Redis server, for comparison) and print a table.
+    Bench {
+        #[command(flatten)]
+        target: Target,
+        #[command(flatten)]
+        args: bench::BenchArgs,
+    },
+}
+
+/// Which server a client command talks to, and how it prints.
+#[derive(Debug, Args)]
+struct Target {
+    /// HOST:PORT or turnstile://HOST:PORT; several comma-separated for a cluster.
+    #[arg(long, global = true, env = "TURNSTILE_SERVER", default_value = turnstile_client::DEFAULT_ADDR)]
+    server: String,
+    /// Print data as JSON.
+    #[arg(long, global = true)]
+    json: bool,
 }
 
 /// Settings come from, in rising order: defaults, the config file, environment variables, flags.
@@ -100,11 +149,42 @@ impl ServerArgs {
     }
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {
-        Command::Server(args) => server(args),
-    }
+    let result = match cli.command {
+        Command::Server(args) => server(args).map(|()| ExitCode::SUCCESS),
+        Command::Lock { target, command } => {
+            client_command(&target, async |client| lock::lock(client, command, target.json).await)
+        }
+        Command::Sem { target, command } => {
+            client_command(&target, async |client| lock::sem(client, command, target.json).await)
+        }
+        Command::Queue { target, command } => {
+            client_command(&target, async |client| queue::queue(client, command, target.json).await)
+        }
+        Command::Bench { target, args } => tokio_runtime()
+            .and_then(|rt| rt.block_on(bench::run(args, &target.server)))
+            .map(|()| ExitCode::SUCCESS),
+    };
+    result.unwrap_or_else(|e| exit::report(&e))
+}
+
+/// Connects to the target server and runs one client command.
+fn client_command(
+    target: &Target,
+    command: impl AsyncFnOnce(&turnstile_client::Client) -> anyhow::Result<ExitCode>,
+) -> anyhow::Result<ExitCode> {
+    let level =
+        if std::env::var_os("TURNSTILE_LOG").is_some() { LevelFilter::DEBUG } else { LevelFilter::ERROR };
+    tracing_subscriber::registry().with(fmt::layer().with_writer(std::io::stderr)).with(level).init();
+    tokio_runtime()?.block_on(async {
+        let client = turnstile_client::Client::connect(&target.server).await?;
+        command(&client).await
+    })
+}
+
+fn tokio_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting tokio")
 }
 
 fn server(args: ServerArgs) -> anyhow::Result<()> {
@@ -126,9 +206,7 @@ fn server(args: ServerArgs) -> anyhow::Result<()> {
         Ok(_) => {}
         Err(e) => tracing::warn!(error = %e, "could not raise the file descriptor limit"),
     }
-    let runtime =
-        tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting tokio")?;
-    runtime.block_on(async {
+    tokio_runtime()?.block_on(async {
         let server = Server::start(config).await?;
         // Scripts and tests read this line to learn the address (port 0 picks a free one).
         println!("turnstile {} ready: resp={}", env!("CARGO_PKG_VERSION"), server.resp_addr());

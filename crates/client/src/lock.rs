@@ -224,8 +224,8 @@ pub struct LockGuard {
     token: u64,
     lost: watch::Receiver<Option<Lost>>,
     valid_until: Arc<Mutex<Instant>>,
-    /// Sending on it asks the keeper to release; dropping it does too.
-    release: Option<oneshot::Sender<oneshot::Sender<Result<bool>>>>,
+    /// Tells the keeper how to end; dropping it means [`End::Release`] without waiting.
+    end: Option<oneshot::Sender<End>>,
     keeper: Option<JoinHandle<()>>,
 }
 
@@ -246,7 +246,7 @@ impl LockGuard {
             valid_until = sent + lease;
         }
         let (lost_tx, lost) = watch::channel(None);
-        let (release, release_rx) = oneshot::channel();
+        let (end, end_rx) = oneshot::channel();
         let shared_valid_until = Arc::new(Mutex::new(valid_until));
         let keeper = Keeper {
             hold: hold.clone(),
@@ -256,13 +256,13 @@ impl LockGuard {
             shared_valid_until: shared_valid_until.clone(),
             lost: lost_tx,
         };
-        let keeper = tokio::spawn(keeper.run(release_rx));
+        let keeper = tokio::spawn(keeper.run(end_rx));
         Ok(LockGuard {
             name: hold.name,
             token: hold.token,
             lost,
             valid_until: shared_valid_until,
-            release: Some(release),
+            end: Some(end),
             keeper: Some(keeper),
         })
     }
@@ -303,11 +303,21 @@ impl LockGuard {
         }
     }
 
+    /// Stops renewing and watching without releasing, and gives back the fencing token: for a
+    /// [`LockBuilder::keep`] hold handed to someone else (renewed or released by token later).
+    /// A hold taken without `keep` ends when its connection closes, which this does.
+    pub fn detach(mut self) -> u64 {
+        if let Some(end) = self.end.take() {
+            let _ = end.send(End::Detach);
+        }
+        self.token
+    }
+
     /// Releases the hold: `true` if it was still held, `false` if it had already ended.
     pub async fn release(mut self) -> Result<bool> {
         let (reply_tx, reply_rx) = oneshot::channel();
-        let Some(release) = self.release.take() else { return Ok(false) };
-        if release.send(reply_tx).is_err() {
+        let Some(end) = self.end.take() else { return Ok(false) };
+        if end.send(End::Release(reply_tx)).is_err() {
             return Ok(false);
         }
         let released = reply_rx.await.unwrap_or(Ok(false));
@@ -320,9 +330,18 @@ impl LockGuard {
 
 impl Drop for LockGuard {
     fn drop(&mut self) {
-        // Dropping `release` tells the keeper to release and stop; it finishes on its own.
-        self.release.take();
+        // Dropping `end` tells the keeper to release and stop; it finishes on its own.
+        self.end.take();
     }
+}
+
+/// How a guard ends.
+#[derive(Debug)]
+enum End {
+    /// Release, and say whether it was still held.
+    Release(oneshot::Sender<Result<bool>>),
+    /// Stop without releasing.
+    Detach,
 }
 
 /// The task that renews a hold and watches its connection.
@@ -337,15 +356,19 @@ struct Keeper {
 }
 
 impl Keeper {
-    async fn run(mut self, mut release: oneshot::Receiver<oneshot::Sender<Result<bool>>>) {
+    async fn run(mut self, mut end: oneshot::Receiver<End>) {
         loop {
             // Renew once a third of the lease has gone by (two thirds remain).
             let renew_at = self.valid_until.checked_sub(self.lease * 2 / 3).unwrap_or(self.valid_until);
             let outcome = tokio::select! {
-                asked = &mut release => {
-                    let released = self.release().await;
-                    if let Ok(reply) = asked {
-                        let _ = reply.send(released);
+                asked = &mut end => {
+                    match asked {
+                        Ok(End::Detach) => {}
+                        Ok(End::Release(reply)) => {
+                            let _ = reply.send(self.release().await);
+                        }
+                        // The guard was dropped.
+                        Err(_) => drop(self.release().await),
                     }
                     return;
                 }
@@ -360,7 +383,7 @@ impl Keeper {
                 let _ = self.lost.send(Some(why));
                 self.conn = None;
                 // Nothing left to keep; answer a release with "no longer held".
-                if let Ok(reply) = release.await {
+                if let Ok(End::Release(reply)) = end.await {
                     let _ = reply.send(Ok(false));
                 }
                 return;

@@ -126,8 +126,8 @@ async fn kept_holds_survive_their_connection_and_are_released_by_token() {
     let client = server.client().await;
     let guard = client.lock("kept").ttl(Duration::from_secs(30)).keep().acquire().await.unwrap();
     let token = guard.fencing_token();
-    // Forget the guard without releasing (as a CLI process that exits does).
-    std::mem::forget(guard);
+    // Let go of the guard without releasing (as `turnstile lock acquire` does before it exits).
+    assert_eq!(guard.detach(), token);
     let other = server.client().await;
     assert!(other.fence_check("kept", token).await.unwrap());
     assert_eq!(
