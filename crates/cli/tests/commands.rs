@@ -130,7 +130,7 @@ fn lock_run_passes_the_exit_status_and_releases() {
 /// Starts a `lock run` whose CMD records its pid and a SIGTERM in `dir`; waits until it runs.
 fn watched_run(server: &TestServer, dir: &Path, ttl: &str) -> Child {
     let script = format!(
-        "trap 'echo terminated > {d}/term; exit 0' TERM; echo $TURNSTILE_FENCING_TOKEN > {d}/token; sleep 60 & wait",
+        "trap 'kill $!; echo terminated > {d}/term; exit 0' TERM; echo $TURNSTILE_FENCING_TOKEN > {d}/token; sleep 60 & wait",
         d = dir.display()
     );
     let child = turnstile(
