@@ -12,7 +12,7 @@ SECS=${2:-10}
 MESSAGES=${3:-1000000}
 TS_PORT=7398
 REDIS_PORT=6398
-cargo build --release -q -p turnstile-cli --bin turnstile --example loadgen
+cargo build --release -q -p turnstile-cli --bin turnstile
 work=$(mktemp -d)
 pids=()
 trap 'kill "${pids[@]}" 2>/dev/null; wait "${pids[@]}" 2>/dev/null; rm -rf "$work"' EXIT
@@ -43,9 +43,9 @@ for pair in always:always interval:everysec; do
         printf '%-10s %-6s %10s %7s %7s %7s\n' "$name" "$test" "$rps" "$p50" "$p99" "$max"
       done
   done
-  for w in lock queue; do
-    ./target/release/examples/loadgen redis 127.0.0.1:$REDIS_PORT $w 50 "$SECS"
-    ./target/release/examples/loadgen turnstile 127.0.0.1:$TS_PORT $w 50 "$SECS"
+  for w in locks queues; do
+    ./target/release/turnstile bench $w --clients 50 --duration "${SECS}s" --size 16 \
+      --target redis://127.0.0.1:$REDIS_PORT --target turnstile://127.0.0.1:$TS_PORT
   done
   stop "$ts_pid"; stop "$redis_pid"
   echo

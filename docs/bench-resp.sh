@@ -9,7 +9,7 @@ N=${1:-200000}
 SECS=${2:-10}
 TS_PORT=7399
 REDIS_PORT=6399
-cargo build --release -q -p turnstile-cli --bin turnstile --example loadgen
+cargo build --release -q -p turnstile-cli --bin turnstile
 data=$(mktemp -d)
 # --fsync never: the log goes to the page cache only, the closest to Redis without persistence.
 ./target/release/turnstile server --data-dir "$data/ts" --resp-addr 127.0.0.1:$TS_PORT --fsync never --log warn \
@@ -32,8 +32,8 @@ for P in 1 16; do
   done
 done
 echo
-echo "lock and queue cycles, 50 clients, ${SECS}s each (crates/cli/examples/loadgen.rs)"
-for w in lock queue; do
-  ./target/release/examples/loadgen redis 127.0.0.1:$REDIS_PORT $w 50 "$SECS"
-  ./target/release/examples/loadgen turnstile 127.0.0.1:$TS_PORT $w 50 "$SECS"
+echo "lock and queue cycles, 50 clients, ${SECS}s each (turnstile bench)"
+for w in locks queues; do
+  ./target/release/turnstile bench $w --clients 50 --duration "${SECS}s" --size 16 \
+    --target redis://127.0.0.1:$REDIS_PORT --target turnstile://127.0.0.1:$TS_PORT
 done

@@ -55,8 +55,9 @@ enum Command {
     },
     /// Load-test a server (or a Redis server, for comparison) and print a table.
     Bench {
-        #[command(flatten)]
-        target: Target,
+        /// The default target, HOST:PORT (`--target` picks others, Redis included).
+        #[arg(long, env = "TURNSTILE_SERVER", default_value = turnstile_client::DEFAULT_ADDR)]
+        server: String,
         #[command(flatten)]
         args: bench::BenchArgs,
     },
@@ -162,9 +163,9 @@ fn main() -> ExitCode {
         Command::Queue { target, command } => {
             client_command(&target, async |client| queue::queue(client, command, target.json).await)
         }
-        Command::Bench { target, args } => tokio_runtime()
-            .and_then(|rt| rt.block_on(bench::run(args, &target.server)))
-            .map(|()| ExitCode::SUCCESS),
+        Command::Bench { server, args } => {
+            tokio_runtime().and_then(|rt| rt.block_on(bench::run(args, &server))).map(|()| ExitCode::SUCCESS)
+        }
     };
     result.unwrap_or_else(|e| exit::report(&e))
 }
@@ -237,4 +238,17 @@ async fn stop_signal() {
     }
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::Cli;
+
+    /// clap's own consistency checks over every subcommand (unique names, valid defaults).
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
 }

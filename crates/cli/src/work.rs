@@ -151,7 +151,7 @@ impl Job {
 
     /// `backoff × 2^(deliveries-1)`, at most `max_backoff`.
     fn delay(&self, deliveries: u32) -> Duration {
-        let doublings = deliveries.saturating_sub(1).min(32);
+        let doublings = deliveries.saturating_sub(1).min(31);
         self.backoff.saturating_mul(1 << doublings).min(self.max_backoff)
     }
 }

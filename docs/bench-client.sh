@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# Turnstile vs Redis with `turnstile bench`: the lock, queue and kv workloads, both servers durable
+# (Turnstile's default --fsync always; Redis with appendfsync always), one table per workload.
+#
+# Starts its own `turnstile server` and `redis-server` on free loopback ports with temp data dirs,
+# and stops only those two when it exits. Needs target/release/turnstile and redis-server.
+#   usage: docs/bench-client.sh [turnstile bench options...]
+#   e.g.   docs/bench-client.sh --duration 3s --clients 20
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bin=target/release/turnstile
+if [[ ! -x $bin ]]; then
+  echo "$bin is missing: build it with cargo build --release -p turnstile-cli" >&2
+  exit 1
+fi
+if ! command -v redis-server >/dev/null; then
+  echo "redis-server is not installed, and this script compares against it." >&2
+  echo "Install it (Debian/Ubuntu: sudo apt-get install redis-server), or run one server alone:" >&2
+  echo "  $bin bench locks --target turnstile://HOST:PORT" >&2
+  exit 1
+fi
+
+tmp=$(mktemp -d)
+ts_pid=
+redis_pid=
+cleanup() {
+  for pid in $ts_pid $redis_pid; do
+    kill "$pid" 2>/dev/null || true
+  done
+  for pid in $ts_pid $redis_pid; do
+    wait "$pid" 2>/dev/null || true
+  done
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
+
+# Whether something accepts connections on 127.0.0.1:$1.
+listening() {
+  (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
+# Fails the script, with the server's log, when the server exited instead of listening.
+check_alive() { # pid name log
+  if ! kill -0 "$1" 2>/dev/null; then
+    echo "$2 exited before it was ready:" >&2
+    cat "$3" >&2
+    exit 1
+  fi
+}
+
+# Turnstile picks its own port (0) and says which in its ready line.
+"$bin" server --data-dir "$tmp/turnstile" --resp-addr 127.0.0.1:0 --log warn \
+  >"$tmp/turnstile.out" 2>"$tmp/turnstile.log" &
+ts_pid=$!
+ts_addr=
+for _ in $(seq 100); do
+  ts_addr=$(sed -n 's/^turnstile .* ready: resp=\([^ ]*\)$/\1/p' "$tmp/turnstile.out")
+  [[ -n $ts_addr ]] && break
+  check_alive "$ts_pid" "turnstile server" "$tmp/turnstile.log"
+  sleep 0.1
+done
+if [[ -z $ts_addr ]]; then
+  echo "turnstile server did not get ready within 10s" >&2
+  exit 1
+fi
+
+# Redis cannot pick its own port: take the first closed one from a random start.
+redis_port=$((20000 + RANDOM % 20000))
+while listening "$redis_port"; do
+  redis_port=$((redis_port + 1))
+done
+mkdir "$tmp/redis"
+redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly yes --appendfsync always \
+  --dir "$tmp/redis" >"$tmp/redis.log" 2>&1 &
+redis_pid=$!
+for _ in $(seq 100); do
+  listening "$redis_port" && break
+  check_alive "$redis_pid" "redis-server" "$tmp/redis.log"
+  sleep 0.1
+done
+if ! listening "$redis_port"; then
+  echo "redis-server did not listen on $redis_port within 10s" >&2
+  exit 1
+fi
+
+echo "turnstile $("$bin" --version | cut -d' ' -f2) at $ts_addr (fsync always);" \
+  "redis $(redis-server --version | sed 's/.* v=\([^ ]*\).*/\1/') at 127.0.0.1:$redis_port (appendfsync always)" >&2
+for workload in locks queues kv; do
+  [[ $workload == locks ]] || echo
+  "$bin" bench "$workload" --target "turnstile://$ts_addr" --target "redis://127.0.0.1:$redis_port" "$@"
+done
