@@ -81,7 +81,8 @@ impl LogStore {
         let inner = Inner {
             last_purged,
             log,
-            committed: recovered.committed.as_deref().map(decode).transpose()?,
+            // `save_committed` journals the whole `Option<LogId>`; it must be read back as one.
+            committed: recovered.committed.as_deref().map(decode::<Option<LogId>>).transpose()?.flatten(),
             vote: recovered.vote.as_deref().map(decode).transpose()?,
         };
         Ok(LogStore { inner: Arc::new(Mutex::new(inner)), journal: Some(journal) })
@@ -217,10 +218,61 @@ fn encode<T: Serialize>(value: &T) -> io::Result<Vec<u8>> {
     postcard::to_stdvec(value).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }
 
+/// Decodes exactly one `T` from `bytes`: bytes left over mean they were written as another type
+/// (postcard alone would quietly ignore them).
 fn decode<T: DeserializeOwned>(bytes: &[u8]) -> io::Result<T> {
-    postcard::from_bytes(bytes).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+    let invalid = |e: postcard::Error| io::Error::new(io::ErrorKind::InvalidData, e);
+    match postcard::take_from_bytes(bytes).map_err(invalid)? {
+        (value, []) => Ok(value),
+        (_, rest) => Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{} bytes left over after decoding a {}", rest.len(), std::any::type_name::<T>()),
+        )),
+    }
 }
 
 fn storage_error(e: StorageError) -> io::Error {
     io::Error::other(e)
+}
+
+#[cfg(test)]
+mod tests {
+    use openraft::vote::RaftLeaderId;
+    use turnstile_storage::Options;
+
+    use super::*;
+
+    fn log_id(term: u64, index: u64) -> LogId {
+        LogId::new(openraft::impls::leader_id_adv::LeaderId::new(term, 1), index)
+    }
+
+    fn open(dir: &std::path::Path) -> LogStore {
+        let (journal, recovered) = Journal::open(dir, Options::default()).unwrap();
+        LogStore::durable(Arc::new(journal), recovered).unwrap()
+    }
+
+    /// The committed marker comes back as saved, not as the first bytes of the `Option` read as
+    /// a bare log id (which once read back as `T1-N1.1` whatever was saved).
+    #[tokio::test]
+    async fn the_committed_marker_survives_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = open(dir.path());
+        store.save_committed(Some(log_id(3, 4_242))).await.unwrap();
+        store.journal.as_ref().unwrap().sync().unwrap();
+        drop(store);
+
+        let mut store = open(dir.path());
+        assert_eq!(store.read_committed().await.unwrap(), Some(log_id(3, 4_242)));
+        store.save_committed(None).await.unwrap();
+        store.journal.as_ref().unwrap().sync().unwrap();
+        drop(store);
+        assert_eq!(open(dir.path()).read_committed().await.unwrap(), None);
+    }
+
+    #[test]
+    fn decode_refuses_bytes_left_over() {
+        let bytes = encode(&Some(log_id(1, 7))).unwrap();
+        assert!(decode::<LogId>(&bytes).is_err());
+        assert_eq!(decode::<Option<LogId>>(&bytes).unwrap(), Some(log_id(1, 7)));
+    }
 }
