@@ -4,6 +4,7 @@
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
+use crate::snapshot::TimerList;
 use crate::timer::Timer;
 use crate::{
     CoreError, ExpireCondition, Fence, MAX_DURATION, Reply, SetCondition, SetExpiry, SetKey, State,
@@ -159,6 +160,17 @@ impl State {
             (Some(old), None) => self.timers.remove(old, timer()),
             (None, Some(new)) => self.timers.add(new, timer()),
             (None, None) => {}
+        }
+    }
+
+    /// Rebuilds what a snapshot leaves out about keys (see `snapshot.rs`): the byte count and
+    /// the expiry timers.
+    pub(crate) fn rebuild_key_indexes(&mut self, timers: &mut TimerList) {
+        for (key, entry) in &self.keys {
+            self.key_bytes += (key.len() + entry.value.len()) as u64;
+            if let Some(at) = entry.expires_at {
+                timers.push((at, Timer::KeyExpiry { key: key.clone() }));
+            }
         }
     }
 

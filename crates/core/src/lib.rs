@@ -24,6 +24,7 @@ mod lock;
 mod queue;
 mod reply;
 mod session;
+mod snapshot;
 mod timer;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -41,6 +42,7 @@ pub use reply::{
     DeadLetter, DeadReason, Delivery, Effect, HolderView, LockInfo, MessageView, QueueStats, QueueTotals,
     Reply, Taker, WaiterView,
 };
+pub use snapshot::SnapshotError;
 
 use kv::KvEntry;
 use lock::Resource;
@@ -72,8 +74,9 @@ pub fn default_owner(session: SessionId) -> String {
     format!("session:{}", session.0)
 }
 
-/// The whole replicated state. See the crate docs for how it is driven.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// The whole replicated state. See the crate docs for how it is driven, and `snapshot.rs` for
+/// which fields a snapshot holds (the others are indexes, rebuilt on restore).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct State {
     /// Never goes backwards: the max of every stamp applied.
     clock: Timestamp,
@@ -117,24 +120,11 @@ pub struct Summary {
     pub last_token: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum WaitTarget {
     Lock(String),
     Pop(QueueId),
 }
-
-/// A snapshot that could not be read back.
-#[derive(Debug, thiserror::Error)]
-pub enum SnapshotError {
-    #[error("snapshot format version {0} is not supported")]
-    Version(u8),
-    #[error("snapshot is empty")]
-    Empty,
-    #[error("snapshot is corrupt: {0}")]
-    Decode(#[from] postcard::Error),
-}
-
-const SNAPSHOT_VERSION: u8 = 2;
 
 impl State {
     pub fn new() -> State {
@@ -244,22 +234,6 @@ impl State {
     pub fn payload_bytes(&self) -> u64 {
         let queues: u64 = self.queues.values().map(|q| q.payload_bytes).sum();
         queues + self.key_bytes
-    }
-
-    /// The whole state as bytes: a version byte, then postcard.
-    pub fn snapshot(&self) -> Vec<u8> {
-        let mut out = vec![SNAPSHOT_VERSION];
-        // Serializing plain data into a Vec cannot fail.
-        out.extend(postcard::to_stdvec(self).expect("state serializes"));
-        out
-    }
-
-    pub fn restore(bytes: &[u8]) -> Result<State, SnapshotError> {
-        match bytes.split_first() {
-            None => Err(SnapshotError::Empty),
-            Some((&SNAPSHOT_VERSION, body)) => Ok(postcard::from_bytes(body)?),
-            Some((&v, _)) => Err(SnapshotError::Version(v)),
-        }
     }
 
     /// Fires every timer due at the current clock, in time order. Each handler ends its item

@@ -24,6 +24,8 @@ use std::collections::{BTreeMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
+use crate::session::Session;
+use crate::snapshot::TimerList;
 use crate::timer::Timer;
 use crate::{
     Acquire, CoreError, Effect, HolderView, LockInfo, Millis, Mode, Reply, SessionId, State, Timestamp,
@@ -36,7 +38,9 @@ pub(crate) struct Resource {
     /// Permits of a semaphore; `None` for a lock.
     pub(crate) limit: Option<u32>,
     pub(crate) holds: BTreeMap<u64, Hold>,
-    /// Owner → its hold's token (an owner has at most one hold per resource).
+    /// Owner → its hold's token (an owner has at most one hold per resource). An index: not in
+    /// snapshots.
+    #[serde(skip)]
     pub(crate) owners: BTreeMap<String, u64>,
     pub(crate) waiters: VecDeque<Waiter>,
 }
@@ -378,6 +382,28 @@ impl State {
             let (ttl, expires_at) = (hold.ttl, hold.expires_at.max(self.clock + hold.ttl));
             self.set_hold_expiry(&name, token, ttl, expires_at);
         }
+    }
+
+    /// Rebuilds what a snapshot leaves out about locks (see `snapshot.rs`): owners, holds by
+    /// token, waits, owners' waits, each session's holds and waits, and their timers.
+    pub(crate) fn rebuild_lock_indexes(&mut self, timers: &mut TimerList) -> Result<(), String> {
+        for (name, resource) in &mut self.resources {
+            for (&token, hold) in &resource.holds {
+                resource.owners.insert(hold.owner.clone(), token);
+                self.holds.insert(token, name.clone());
+                if let Some(session) = hold.session {
+                    Session::restored(&mut self.sessions, session)?.holds.insert(token);
+                }
+                timers.push((hold.expires_at, Timer::HoldLease { token }));
+            }
+            for w in &resource.waiters {
+                self.waits.insert(w.wait_id, WaitTarget::Lock(name.clone()));
+                self.owner_waits.entry(w.owner.clone()).or_default().insert(w.wait_id);
+                Session::restored(&mut self.sessions, w.session)?.waits.insert(w.wait_id);
+                timers.push((w.deadline, Timer::WaitDeadline { wait_id: w.wait_id }));
+            }
+        }
+        Ok(())
     }
 
     pub(crate) fn check_locks(&self) -> Result<(), String> {

@@ -27,6 +27,8 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
+use crate::session::Session;
+use crate::snapshot::TimerList;
 use crate::timer::Timer;
 use crate::{
     Consume, CoreError, DeadLetter, DeadReason, Delivery, Effect, Fence, MessageView, Millis, MsgId, Pop,
@@ -74,19 +76,27 @@ pub enum Overflow {
     DropHead,
 }
 
+/// A queue. In a snapshot, the fields marked `skip` are left out: `messages` travel on their own
+/// (see `snapshot.rs`), and the others are indexes and counts rebuilt from the messages.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Queue {
     pub(crate) name: String,
     pub(crate) config: QueueConfig,
-    messages: BTreeMap<MsgId, Message>,
+    #[serde(skip)]
+    pub(crate) messages: BTreeMap<MsgId, Message>,
     /// Every message in state Ready, oldest first.
+    #[serde(skip)]
     ready: BTreeSet<MsgId>,
     /// Ready messages that may be delivered now, in delivery order.
+    #[serde(skip)]
     eligible: BTreeSet<(Reverse<u8>, MsgId)>,
+    #[serde(skip)]
     delayed: u64,
     /// Receipt → message.
+    #[serde(skip)]
     pub(crate) in_flight: BTreeMap<u64, MsgId>,
     /// Group key → its stored messages; the first is the only one that may be delivered.
+    #[serde(skip)]
     groups: BTreeMap<String, BTreeSet<MsgId>>,
     /// Dedup id → (first message, end of its window).
     dedup: BTreeMap<String, (MsgId, Timestamp)>,
@@ -94,15 +104,19 @@ pub(crate) struct Queue {
     pop_waiters: BTreeMap<u64, PopWaiter>,
     pub(crate) consumers: BTreeMap<u64, Consumer>,
     /// Messages here that are dead letters from another queue.
+    #[serde(skip)]
     dead: u64,
+    #[serde(skip)]
     pub(crate) payload_bytes: u64,
     totals: QueueTotals,
 }
 
+/// A stored message. `P` is how its bytes are held: `Bytes` in a queue; while a snapshot is read,
+/// a slice of the snapshot buffer (see `snapshot.rs`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-struct Message {
-    payload: Bytes,
-    properties: Bytes,
+pub(crate) struct Message<P = Bytes> {
+    payload: P,
+    properties: P,
     priority: u8,
     pushed_at: Timestamp,
     /// Deliveries so far.
@@ -144,13 +158,31 @@ pub(crate) struct Consumer {
     credit: u32,
     lease: Millis,
     auto_ack: bool,
-    /// Deliveries not yet acked, nacked or expired.
+    /// Deliveries not yet acked, nacked or expired. Counted again on restore: not in snapshots.
+    #[serde(skip)]
     unacked: u32,
 }
 
 impl Consumer {
     fn has_credit(&self) -> bool {
         self.credit == 0 || self.unacked < self.credit
+    }
+}
+
+impl<P> Message<P> {
+    /// The same message with its bytes held another way.
+    pub(crate) fn map_payload<Q>(self, f: impl Fn(P) -> Q) -> Message<Q> {
+        Message {
+            payload: f(self.payload),
+            properties: f(self.properties),
+            priority: self.priority,
+            pushed_at: self.pushed_at,
+            deliveries: self.deliveries,
+            group: self.group,
+            expires_at: self.expires_at,
+            dead: self.dead,
+            state: self.state,
+        }
     }
 }
 
@@ -880,6 +912,73 @@ impl State {
             })
             .collect();
         Ok(Reply::Messages(views))
+    }
+
+    /// Puts back a queue read from a snapshot, with its messages, and rebuilds what the snapshot
+    /// leaves out (see `snapshot.rs`): groups first (a ready message is eligible only as its
+    /// group's oldest), then each message's place, counts and timers, then its takers' waits and
+    /// sessions. Sets built from id-ordered lists are built in bulk.
+    pub(crate) fn restore_queue(
+        &mut self,
+        qid: QueueId,
+        mut q: Queue,
+        messages: BTreeMap<MsgId, Message>,
+        timers: &mut TimerList,
+    ) -> Result<(), String> {
+        q.messages = messages;
+        for (&id, m) in &q.messages {
+            if let Some(group) = &m.group {
+                q.groups.entry(group.clone()).or_default().insert(id);
+            }
+        }
+        let (mut ready, mut eligible) = (Vec::new(), Vec::new());
+        for (&id, m) in &q.messages {
+            q.payload_bytes += m.size();
+            q.dead += u64::from(m.dead.is_some());
+            if let Some(at) = m.expires_at.filter(|_| m.ttl_timer_armed()) {
+                timers.push((at, Timer::MessageExpiry { queue: qid, id }));
+            }
+            match m.state {
+                MsgState::Ready => {
+                    ready.push(id);
+                    if q.may_deliver(id, m) {
+                        eligible.push((Reverse(m.priority), id));
+                    }
+                }
+                MsgState::Delayed { until } => {
+                    q.delayed += 1;
+                    timers.push((until, Timer::MessageDue { queue: qid, id }));
+                }
+                MsgState::InFlight { receipt, lease_until, session, consumer, .. } => {
+                    q.in_flight.insert(receipt, id);
+                    if let Some(c) = consumer.and_then(|c| q.consumers.get_mut(&c)) {
+                        c.unacked += 1;
+                    }
+                    timers.push((lease_until, Timer::DeliveryLease { queue: qid, receipt }));
+                    if let Some(session) = session {
+                        Session::restored(&mut self.sessions, session)?.deliveries.insert((qid, receipt));
+                    }
+                }
+            }
+        }
+        q.ready = ready.into_iter().collect();
+        q.eligible = eligible.into_iter().collect();
+        for (&wait_id, w) in &q.pop_waiters {
+            self.waits.insert(wait_id, WaitTarget::Pop(qid));
+            Session::restored(&mut self.sessions, w.session)?.waits.insert(wait_id);
+            timers.push((w.deadline, Timer::WaitDeadline { wait_id }));
+        }
+        for (&consumer_id, c) in &q.consumers {
+            Session::restored(&mut self.sessions, c.session)?.consumers.insert((qid, consumer_id));
+        }
+        for (dedup, &(_, until)) in &q.dedup {
+            timers.push((until, Timer::DedupExpiry { queue: qid, dedup: dedup.clone() }));
+        }
+        if self.queue_ids.insert(q.name.clone(), qid).is_some() {
+            return Err(format!("two queues are named {}", q.name));
+        }
+        self.queues.insert(qid, q);
+        Ok(())
     }
 
     pub(crate) fn check_queues(&self) -> Result<(), String> {

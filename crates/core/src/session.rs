@@ -3,7 +3,7 @@
 //! Sessions live in the replicated state, not on the node that serves the connection, so a
 //! failover orphans nothing: any node can close a session and every node agrees on what it freed.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -16,16 +16,32 @@ enum Ending {
     Detach,
 }
 
+/// What a session owns. A snapshot holds only `opened_at`: the rest are indexes of holds, waiters,
+/// deliveries and consumers that name the session, rebuilt from them on restore.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Session {
     pub(crate) opened_at: Timestamp,
     /// Hold tokens taken without KEEP.
+    #[serde(skip)]
     pub(crate) holds: BTreeSet<u64>,
     /// Waiting acquires and pops.
+    #[serde(skip)]
     pub(crate) waits: BTreeSet<u64>,
     /// In-flight deliveries: (queue, receipt).
+    #[serde(skip)]
     pub(crate) deliveries: BTreeSet<(QueueId, u64)>,
+    #[serde(skip)]
     pub(crate) consumers: BTreeSet<(QueueId, u64)>,
+}
+
+impl Session {
+    /// The session an item read from a snapshot names, for rebuilding what it owns.
+    pub(crate) fn restored(
+        sessions: &mut BTreeMap<SessionId, Session>,
+        id: SessionId,
+    ) -> Result<&mut Session, String> {
+        sessions.get_mut(&id).ok_or_else(|| format!("an item names session {id}, which is not open"))
+    }
 }
 
 impl State {

@@ -7,13 +7,11 @@
 
 use std::collections::BTreeSet;
 
-use serde::{Deserialize, Serialize};
-
 use crate::{MsgId, QueueId, Timestamp};
 
 /// What a timer entry fires. Ordered by variant, then fields: at equal times, holds expire before
 /// waits time out, so a waiter due at the same instant as a lease is granted rather than refused.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum Timer {
     HoldLease { token: u64 },
     DeliveryLease { queue: QueueId, receipt: u64 },
@@ -24,12 +22,18 @@ pub(crate) enum Timer {
     KeyExpiry { key: String },
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// Never stored in a snapshot: every entry is derived from an item's deadline.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct Timers {
     due: BTreeSet<(Timestamp, Timer)>,
 }
 
 impl Timers {
+    /// Every timer at once (a state rebuilt from a snapshot): one sort and a bulk build.
+    pub(crate) fn from_list(list: Vec<(Timestamp, Timer)>) -> Timers {
+        Timers { due: list.into_iter().collect() }
+    }
+
     pub(crate) fn add(&mut self, at: Timestamp, timer: Timer) {
         let fresh = self.due.insert((at, timer));
         debug_assert!(fresh, "timer added twice");

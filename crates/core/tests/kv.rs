@@ -441,7 +441,7 @@ fn replay_and_snapshot_reproduce_the_state() {
 
     let replayed: State = w.replay();
     assert_eq!(replayed, w.state);
-    let restored = State::restore(&w.state.snapshot()).expect("snapshot restores");
+    let restored = State::restore(w.state.snapshot().into()).expect("snapshot restores");
     assert_eq!(restored, w.state);
     assert_eq!(get(&w, "n"), Reply::Nil);
     assert_eq!(get(&w, "c"), bytes("4"));

@@ -480,10 +480,10 @@ fn the_same_log_replayed_gives_the_same_state_and_snapshots_round_trip() {
     w.advance(500);
     w.close(c);
     assert_eq!(w.replay(), w.state);
-    let restored = turnstile_core::State::restore(&w.state.snapshot()).expect("snapshot reads back");
+    let restored = turnstile_core::State::restore(w.state.snapshot().into()).expect("snapshot reads back");
     assert_eq!(restored, w.state);
-    assert!(turnstile_core::State::restore(&[]).is_err());
-    assert!(turnstile_core::State::restore(&[99, 1, 2]).is_err());
+    assert!(turnstile_core::State::restore(bytes::Bytes::new()).is_err());
+    assert!(turnstile_core::State::restore(bytes::Bytes::from_static(&[99, 1, 2])).is_err());
 }
 
 #[test]

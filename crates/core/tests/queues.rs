@@ -1153,7 +1153,7 @@ fn replay_and_snapshot_reproduce_the_state() {
 
     let replayed: State = w.replay();
     assert_eq!(replayed, w.state);
-    let restored = State::restore(&w.state.snapshot()).expect("snapshot restores");
+    let restored = State::restore(w.state.snapshot().into()).expect("snapshot restores");
     assert_eq!(restored, w.state);
     // And they go on identically.
     let mut live = w.state.clone();

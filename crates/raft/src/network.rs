@@ -3,10 +3,11 @@
 //! openraft needs a [`RaftNetworkFactory`] even for a one-voter cluster, but a single node never
 //! calls it: there is nobody to replicate to or ask for votes. Every method of [`NoPeer`] therefore
 //! fails with "unreachable". The real transport (for 3- and 5-node clusters) will replace this
-//! module; it must use the same snapshot data type as [`crate::StateMachineStore`] (`Vec<u8>`).
+//! module; it must use the same snapshot data type as [`crate::StateMachineStore`] (`Bytes`).
 
 use std::future::Future;
 
+use bytes::Bytes;
 use openraft::errors::{RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::RPCOption;
 use openraft::raft::{
@@ -45,7 +46,7 @@ impl NoPeer {
 }
 
 impl RaftNetworkV2<TypeConfig> for NoPeer {
-    type SnapshotData = Vec<u8>;
+    type SnapshotData = Bytes;
 
     async fn append_entries(
         &mut self,
@@ -75,7 +76,7 @@ impl RaftNetworkV2<TypeConfig> for NoPeer {
     async fn full_snapshot(
         &mut self,
         _vote: VoteOf<TypeConfig>,
-        _snapshot: SnapshotOf<TypeConfig, Vec<u8>>,
+        _snapshot: SnapshotOf<TypeConfig, Bytes>,
         _cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
         _option: RPCOption,
     ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {

@@ -18,13 +18,16 @@
 //! The [`State`] sits in a `std::sync::RwLock` shared with [`crate::Node::read`]; every critical
 //! section is synchronous (no `.await` while holding it). The last applied log id and the
 //! membership sit in the same lock as the state so a snapshot always pairs a state with the log
-//! position it reflects. Snapshots are `State::snapshot()` bytes; with a [`SnapshotStore`] they
-//! are also written to disk (atomically) before openraft is told they exist, because openraft
-//! purges the log entries a snapshot covers.
+//! position it reflects. Snapshots are `State::snapshot()` bytes, held as [`Bytes`]: a state
+//! restored from one keeps its message payloads as slices of that buffer, so handing the same
+//! bytes to openraft again costs nothing. With a [`SnapshotStore`] they are also written to disk
+//! (atomically) before openraft is told they exist, because openraft purges the log entries a
+//! snapshot covers.
 
 use std::io;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
+use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use openraft::storage::{EntryResponder, RaftStateMachine};
 use openraft::type_config::alias::{LogIdOf, PayloadOf, SnapshotMetaOf, SnapshotOf, StoredMembershipOf};
@@ -38,7 +41,7 @@ use crate::{Batch, BatchReply, TypeConfig};
 type LogId = LogIdOf<TypeConfig>;
 type StoredMembership = StoredMembershipOf<TypeConfig>;
 type SnapshotMeta = SnapshotMetaOf<TypeConfig>;
-type Snapshot = SnapshotOf<TypeConfig, Vec<u8>>;
+type Snapshot = SnapshotOf<TypeConfig, Bytes>;
 
 /// The effects of one applied log entry: `(log index, effects)`, never with an empty list.
 pub type AppliedEffects = (u64, Vec<Effect>);
@@ -72,12 +75,14 @@ struct Applied {
 }
 
 /// The newest snapshot: where it was taken, and its `State::snapshot()` bytes. Without a disk the
-/// bytes stay in memory; with one they are on disk, and in memory only from a start until openraft
-/// first asks for them (it does once, at start), so a large state is not held twice.
+/// bytes stay in memory. With one they are on disk, and in memory only when the state was restored
+/// from them at start: the state's payloads share that buffer anyway, and openraft asks for the
+/// current snapshot (twice) while it starts. A snapshot built later is not kept in memory, so a
+/// large state is not held twice.
 #[derive(Debug, Clone)]
 pub struct StoredSnapshot {
     pub meta: SnapshotMeta,
-    pub data: Option<Vec<u8>>,
+    pub data: Option<Bytes>,
 }
 
 fn poisoned<T>(_: PoisonError<T>) -> io::Error {
@@ -102,8 +107,10 @@ impl StateMachineStore {
         {
             let meta: SnapshotMeta =
                 postcard::from_bytes(&meta).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+            // One buffer, owned by `Bytes`: the restored payloads are slices of it.
+            let data = Bytes::from(data);
             applied.state =
-                State::restore(&data).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+                State::restore(data.clone()).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
             applied.last_applied = meta.last_log_id;
             applied.membership = meta.last_membership.clone();
             snapshot = Some(StoredSnapshot { meta, data: Some(data) });
@@ -134,7 +141,7 @@ impl StateMachineStore {
     }
 
     /// Records a new snapshot: on disk first (when there is a disk), before anyone may rely on it.
-    fn keep_snapshot(&self, meta: &SnapshotMeta, data: &[u8]) -> io::Result<()> {
+    fn keep_snapshot(&self, meta: &SnapshotMeta, data: &Bytes) -> io::Result<()> {
         let in_memory = match &self.shared.disk {
             Some(disk) => {
                 let encoded =
@@ -143,7 +150,7 @@ impl StateMachineStore {
                 disk.save(index, &encoded, data).map_err(io::Error::other)?;
                 None
             }
-            None => Some(data.to_vec()),
+            None => Some(data.clone()),
         };
         *self.shared.snapshot.lock().map_err(poisoned)? =
             Some(StoredSnapshot { meta: meta.clone(), data: in_memory });
@@ -209,9 +216,10 @@ impl StateMachineStore {
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
-    type SnapshotData = Vec<u8>;
+    type SnapshotData = Bytes;
 
     async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
+        let started = std::time::Instant::now();
         let stored = {
             // A read lock: apply waits while the state is serialized, so the bytes and the log
             // position match. (Fine for in-memory sizes; a large state would want a cheaper copy.)
@@ -220,15 +228,23 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
                 last_log_id: applied.last_applied,
                 last_membership: applied.membership.clone(),
             };
-            (meta, applied.state.snapshot())
+            (meta, Bytes::from(applied.state.snapshot()))
         };
+        let serialized = started.elapsed();
         self.keep_snapshot(&stored.0, &stored.1)?;
+        tracing::info!(
+            index = ?stored.0.last_log_id.map(|id| id.index()),
+            bytes = stored.1.len(),
+            serialize_ms = serialized.as_millis(),
+            total_ms = started.elapsed().as_millis(),
+            "built a snapshot"
+        );
         Ok(Snapshot { meta: stored.0, snapshot: stored.1 })
     }
 }
 
 impl RaftStateMachine<TypeConfig> for StateMachineStore {
-    type SnapshotData = Vec<u8>;
+    type SnapshotData = Bytes;
     type SnapshotBuilder = StateMachineStore;
 
     async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
@@ -254,8 +270,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         self.clone()
     }
 
-    async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: Vec<u8>) -> Result<(), io::Error> {
-        let state = State::restore(&snapshot).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+    async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: Bytes) -> Result<(), io::Error> {
+        let state =
+            State::restore(snapshot.clone()).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
         let deadline = state.next_deadline();
         self.keep_snapshot(meta, &snapshot)?;
         {
@@ -269,21 +286,17 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {
-        let mut slot = self.shared.snapshot.lock().map_err(poisoned)?;
-        let Some(stored) = slot.as_mut() else { return Ok(None) };
-        let data = match (&self.shared.disk, stored.data.take()) {
-            // The bytes loaded at start are handed over, not copied (they can be large).
-            (Some(_), Some(data)) => data,
+        let slot = self.shared.snapshot.lock().map_err(poisoned)?;
+        let Some(stored) = slot.as_ref() else { return Ok(None) };
+        let data = match (&self.shared.disk, &stored.data) {
+            // In memory (and shared with the state, when restored from it): a clone is a reference.
+            (_, Some(data)) => data.clone(),
             (Some(disk), None) => {
                 let wanted = stored.meta.last_log_id.map_or(0, |id| id.index());
                 match disk.load_latest().map_err(io::Error::other)? {
-                    Some((index, _, data)) if index == wanted => data,
+                    Some((index, _, data)) if index == wanted => Bytes::from(data),
                     _ => return Err(io::Error::other(format!("snapshot {wanted} is no longer on disk"))),
                 }
-            }
-            (None, Some(data)) => {
-                stored.data = Some(data.clone());
-                data
             }
             (None, None) => return Ok(None),
         };
@@ -343,7 +356,7 @@ mod tests {
         let (mut sm, _fx) = StateMachineStore::new();
         let meta =
             SnapshotMeta { last_log_id: Some(log_id(9)), last_membership: StoredMembership::default() };
-        let err = sm.install_snapshot(&meta, vec![1, 0xff, 0xff]).await.unwrap_err();
+        let err = sm.install_snapshot(&meta, Bytes::from_static(&[1, 0xff, 0xff])).await.unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidData);
         assert_eq!(sm.applied_state().await.unwrap().0, None);
     }

@@ -235,7 +235,7 @@ async fn triggered_snapshot_restores_to_the_same_state() {
     let snap = node.raft().get_snapshot().await.unwrap().expect("a snapshot");
     assert_eq!(snap.meta.last_log_id.map(|id| id.index()), Some(applied));
 
-    let restored = State::restore(&snap.snapshot).unwrap();
+    let restored = State::restore(snap.snapshot.clone()).unwrap();
     let live = node.read(State::clone).await.unwrap();
     assert_eq!(restored, live);
     assert_eq!(restored.applied_index(), applied);
