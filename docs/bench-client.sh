@@ -50,12 +50,12 @@ check_alive() { # pid name log
 }
 
 # Turnstile picks its own port (0) and says which in its ready line.
-"$bin" server --data-dir "$tmp/turnstile" --resp-addr 127.0.0.1:0 --log warn \
+"$bin" server --data-dir "$tmp/turnstile" --resp-addr 127.0.0.1:0 --http-addr 127.0.0.1:0 --log warn \
   >"$tmp/turnstile.out" 2>"$tmp/turnstile.log" &
 ts_pid=$!
 ts_addr=
 for _ in $(seq 100); do
-  ts_addr=$(sed -n 's/^turnstile .* ready: resp=\([^ ]*\)$/\1/p' "$tmp/turnstile.out")
+  ts_addr=$(sed -n 's/^turnstile .* ready: resp=\([^ ]*\).*$/\1/p' "$tmp/turnstile.out")
   [[ -n $ts_addr ]] && break
   check_alive "$ts_pid" "turnstile server" "$tmp/turnstile.log"
   sleep 0.1

@@ -86,6 +86,10 @@ struct ServerArgs {
     /// Address of the RESP (Redis protocol) listener [default: 127.0.0.1:7379]; port 0 picks one.
     #[arg(long, env = "TURNSTILE_RESP_ADDR", value_name = "HOST:PORT")]
     resp_addr: Option<SocketAddr>,
+    /// Address of the HTTP listener: JSON API, /metrics, /healthz, the dashboard at /
+    /// [default: 127.0.0.1:7380]; port 0 picks one.
+    #[arg(long, env = "TURNSTILE_HTTP_ADDR", value_name = "HOST:PORT")]
+    http_addr: Option<SocketAddr>,
     /// Most client connections at once [default: 10000].
     #[arg(long, env = "TURNSTILE_MAX_CLIENTS", value_name = "N")]
     max_clients: Option<usize>,
@@ -135,6 +139,7 @@ impl ServerArgs {
         }
         set(&mut config.data_dir, &self.data_dir);
         set(&mut config.resp_addr, &self.resp_addr);
+        set(&mut config.http_addr, &self.http_addr);
         set(&mut config.max_clients, &self.max_clients);
         set(&mut config.max_payload, &self.max_payload);
         set(&mut config.max_batch, &self.max_batch);
@@ -210,8 +215,13 @@ fn server(args: ServerArgs) -> anyhow::Result<()> {
     tokio_runtime()?.block_on(async {
         let server = Server::start(config).await?;
         // Scripts and tests read this line to learn the address (port 0 picks a free one).
-        println!("turnstile {} ready: resp={}", env!("CARGO_PKG_VERSION"), server.resp_addr());
-        tracing::info!(resp = %server.resp_addr(), "ready");
+        println!(
+            "turnstile {} ready: resp={} http={}",
+            env!("CARGO_PKG_VERSION"),
+            server.resp_addr(),
+            server.http_addr()
+        );
+        tracing::info!(resp = %server.resp_addr(), http = %server.http_addr(), "ready");
         server.run(stop_signal()).await?;
         tracing::info!("stopped");
         Ok(())

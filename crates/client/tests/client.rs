@@ -25,6 +25,7 @@ impl TestServer {
     async fn start_in(dir: TempDir, addr: &str) -> TestServer {
         let config = Config {
             resp_addr: addr.parse().unwrap(),
+            http_addr: "127.0.0.1:0".parse().unwrap(),
             data_dir: dir.path().to_owned(),
             fsync: Fsync::Never,
             ..Config::default()

@@ -42,6 +42,7 @@ pub use reply::{
     DeadLetter, DeadReason, Delivery, Effect, HolderView, LockInfo, MessageView, QueueStats, QueueTotals,
     Reply, Taker, WaiterView,
 };
+pub use session::SessionView;
 pub use snapshot::SnapshotError;
 
 use kv::KvEntry;

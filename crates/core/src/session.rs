@@ -172,3 +172,36 @@ impl State {
         Ok(())
     }
 }
+
+/// A session as operators see it (the admin API, the dashboard).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionView {
+    pub id: SessionId,
+    /// The owner name holds and waits of this session go by unless they name another.
+    pub default_owner: String,
+    /// Time since the session was opened.
+    pub age: crate::Millis,
+    /// Holds that end with the session (taken without KEEP).
+    pub holds: usize,
+    pub waits: usize,
+    pub deliveries: usize,
+    pub consumers: usize,
+}
+
+impl State {
+    /// Every open session, oldest first.
+    pub fn sessions(&self) -> Vec<SessionView> {
+        self.sessions
+            .iter()
+            .map(|(id, s)| SessionView {
+                id: *id,
+                default_owner: crate::default_owner(*id),
+                age: self.clock.saturating_sub(s.opened_at),
+                holds: s.holds.len(),
+                waits: s.waits.len(),
+                deliveries: s.deliveries.len(),
+                consumers: s.consumers.len(),
+            })
+            .collect()
+    }
+}

@@ -12,6 +12,9 @@ use serde::Deserialize;
 pub struct Config {
     /// Where the RESP (Redis protocol) listener binds.
     pub resp_addr: SocketAddr,
+    /// Where the HTTP listener binds: JSON API, `/metrics`, health checks and the dashboard.
+    /// Admin actions on the dashboard are offered only to loopback clients.
+    pub http_addr: SocketAddr,
     /// Where the Raft log (`log/`), snapshots (`snapshots/`) and the `LOCK` file live.
     pub data_dir: PathBuf,
     /// Connections beyond this are refused with `-ERR max number of clients reached`.
@@ -46,11 +49,14 @@ pub struct Config {
 
 /// The default RESP port: Redis's 6379 moved up a thousand, so both can run side by side.
 pub const DEFAULT_RESP_PORT: u16 = 7379;
+/// The default HTTP port, next to the RESP one.
+pub const DEFAULT_HTTP_PORT: u16 = 7380;
 
 impl Default for Config {
     fn default() -> Config {
         Config {
             resp_addr: SocketAddr::from(([127, 0, 0, 1], DEFAULT_RESP_PORT)),
+            http_addr: SocketAddr::from(([127, 0, 0, 1], DEFAULT_HTTP_PORT)),
             data_dir: PathBuf::from("turnstile-data"),
             max_clients: 10_000,
             max_payload: 16 * 1024 * 1024,

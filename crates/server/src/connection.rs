@@ -17,17 +17,20 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
-use turnstile_core::{Command, Effect, Query, Reply, SessionId, Taker};
+use turnstile_core::{Command, CoreError, Effect, Query, Reply, SessionId};
 use turnstile_raft::NodeError;
 use turnstile_resp::cmd::{self, Action, ConnCmd, ReplyShape};
 use turnstile_resp::{Frame, Protocol, ProtocolError, decode_request};
 
 use crate::info;
+use crate::metrics;
+use crate::router::settled;
 use crate::server::Shared;
 use crate::shutdown::Shutdown;
 use crate::ticker::now_ms;
@@ -158,6 +161,10 @@ impl Connection {
         requests: Vec<Vec<Bytes>>,
         shutdown: &mut Shutdown,
     ) -> Result<Flow, ConnError> {
+        // For the metrics, each request takes from the start of its pipeline to its reply being
+        // ready: what a pipelining client waits for it. Requests run together share an end time.
+        let started = Instant::now();
+        let mut timed = 0;
         self.shared.stats.commands.fetch_add(requests.len() as u64, Ordering::Relaxed);
         let actions: Vec<_> = requests.iter().map(|args| cmd::parse(args)).collect();
         let mut actions = actions.into_iter().peekable();
@@ -166,6 +173,8 @@ impl Connection {
                 Err(error) => self.write(&error),
                 Ok(Action::Connection(c)) => {
                     if self.connection_command(c).await? == Flow::Quit {
+                        let handled = requests.len() - actions.len();
+                        metrics::record_resp_commands(&requests[timed..handled], started.elapsed());
                         return Ok(Flow::Quit);
                     }
                 }
@@ -191,6 +200,9 @@ impl Connection {
                     self.run_writes(writes).await;
                 }
             }
+            let handled = requests.len() - actions.len();
+            metrics::record_resp_commands(&requests[timed..handled], started.elapsed());
+            timed = handled;
             if self.out.len() >= FLUSH_AT {
                 self.flush().await?;
             }
@@ -233,7 +245,7 @@ impl Connection {
             }
         }
         // Pushes past the memory limit are refused here, before the log; the rest go in order.
-        let refused: Vec<bool> = writes.iter().map(|(cmd, _)| self.over_memory(cmd)).collect();
+        let refused: Vec<bool> = writes.iter().map(|(cmd, _)| self.shared.over_memory(cmd)).collect();
         let (cmds, shapes): (Vec<Command>, Vec<ReplyShape>) =
             writes.into_iter().zip(&refused).filter(|(_, r)| !**r).map(|(w, _)| w).unzip();
         let mut replies = self.shared.node.propose_many(cmds).await.into_iter().zip(shapes);
@@ -245,22 +257,13 @@ impl Connection {
             }
             let (reply, shape) = replies.next().expect("one reply per proposed command");
             let frame = match reply {
-                Ok(reply) => cmd::render(shape, reply, self.protocol),
+                Ok(reply) => {
+                    metrics::observe_reply(&self.shared.stats, &reply);
+                    cmd::render(shape, reply, self.protocol)
+                }
                 Err(e) => node_error(&e),
             };
             self.write(&frame);
-        }
-    }
-
-    /// Whether `cmd` is a push that would take stored payloads past the memory limit.
-    fn over_memory(&self, cmd: &Command) -> bool {
-        let limit = self.shared.max_memory;
-        match cmd {
-            Command::Push(push) if limit > 0 => {
-                let size = (push.payload.len() + push.properties.len()) as u64;
-                self.shared.node.payload_bytes() + size > limit
-            }
-            _ => false,
         }
     }
 
@@ -287,7 +290,13 @@ impl Connection {
                 let reply = self.wait_for(wait_id, shutdown).await?;
                 cmd::render(shape, reply, self.protocol)
             }
-            Ok(reply) => cmd::render(shape, reply, self.protocol),
+            Ok(reply) => {
+                if let Reply::Error(CoreError::Deadlock { cycle }) = &reply {
+                    self.shared.stats.deadlocks.record(cycle);
+                }
+                metrics::observe_reply(&self.shared.stats, &reply);
+                cmd::render(shape, reply, self.protocol)
+            }
             Err(e) => node_error(&e),
         };
         self.write(&frame);
@@ -326,19 +335,8 @@ impl Connection {
             tokio::select! {
                 effect = effects.recv() => {
                     let Some(effect) = effect else { return Err(ConnError::Shutdown) };
-                    match effect {
-                        Effect::Granted { wait_id: w, token, lease, .. } if w == wait_id => {
-                            return Ok(Reply::Granted { token, lease });
-                        }
-                        Effect::WaitTimedOut { wait_id: w, .. } | Effect::PopTimedOut { wait_id: w, .. }
-                            if w == wait_id =>
-                        {
-                            return Ok(Reply::Nil);
-                        }
-                        Effect::Delivered { to: Taker::Pop { wait_id: w }, deliveries, .. } if w == wait_id => {
-                            return Ok(Reply::Deliveries(deliveries));
-                        }
-                        other => tracing::debug!(?other, wait_id, "effect for another wait"),
+                    if let Some(reply) = settled(effect, wait_id) {
+                        return Ok(reply);
                     }
                 }
                 // Keep reading while blocked, so a client that goes away is noticed at once

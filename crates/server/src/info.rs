@@ -138,7 +138,7 @@ fn opt(v: Option<u64>) -> String {
 }
 
 /// The process's resident memory, from `/proc` (Linux); `None` elsewhere.
-fn resident_bytes() -> Option<u64> {
+pub fn resident_bytes() -> Option<u64> {
     let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
     let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
     Some(pages * 4096)

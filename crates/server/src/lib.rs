@@ -10,11 +10,13 @@
 
 pub mod config;
 mod connection;
+mod http;
 mod info;
+mod metrics;
 mod router;
 mod server;
 mod shutdown;
 mod ticker;
 
-pub use config::{Config, ConfigError, DEFAULT_RESP_PORT, Fsync};
+pub use config::{Config, ConfigError, DEFAULT_HTTP_PORT, DEFAULT_RESP_PORT, Fsync};
 pub use server::{Server, ServerError};

@@ -10,9 +10,25 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::sync::mpsc;
-use turnstile_core::{Effect, SessionId};
+use turnstile_core::{Effect, Reply, SessionId, Taker};
 
 use crate::shutdown::Shutdown;
+
+/// The reply a wait gets when `effect` settles it; `None` when the effect is about another wait.
+pub fn settled(effect: Effect, wait_id: u64) -> Option<Reply> {
+    match effect {
+        Effect::Granted { wait_id: w, token, lease, .. } if w == wait_id => {
+            Some(Reply::Granted { token, lease })
+        }
+        Effect::WaitTimedOut { wait_id: w, .. } | Effect::PopTimedOut { wait_id: w, .. } if w == wait_id => {
+            Some(Reply::Nil)
+        }
+        Effect::Delivered { to: Taker::Pop { wait_id: w }, deliveries, .. } if w == wait_id => {
+            Some(Reply::Deliveries(deliveries))
+        }
+        _ => None,
+    }
+}
 
 /// Session → the connection that serves it, on this node.
 #[derive(Debug, Default)]
@@ -20,6 +36,10 @@ pub struct Router {
     sessions: Mutex<HashMap<SessionId, mpsc::UnboundedSender<Effect>>>,
     pub holds_expired: AtomicU64,
     pub deliveries_expired: AtomicU64,
+    /// Lock and semaphore waiters granted.
+    pub waits_granted: AtomicU64,
+    /// Lock and semaphore waits that ran out.
+    pub waits_timed_out: AtomicU64,
 }
 
 impl Router {
@@ -36,9 +56,15 @@ impl Router {
 
     fn route(&self, effect: Effect) {
         let session = match &effect {
-            Effect::Granted { session, .. }
-            | Effect::WaitTimedOut { session, .. }
-            | Effect::Delivered { session, .. }
+            Effect::Granted { session, .. } => {
+                self.waits_granted.fetch_add(1, Ordering::Relaxed);
+                *session
+            }
+            Effect::WaitTimedOut { session, .. } => {
+                self.waits_timed_out.fetch_add(1, Ordering::Relaxed);
+                *session
+            }
+            Effect::Delivered { session, .. }
             | Effect::PopTimedOut { session, .. }
             | Effect::ConsumerCancelled { session, .. } => *session,
             Effect::HoldExpired { .. } => {

@@ -30,22 +30,43 @@ pub struct Shared {
     pub stats: Stats,
     pub started: Instant,
     pub resp_addr: SocketAddr,
+    pub http_addr: SocketAddr,
     pub max_clients: usize,
     /// See [`Config::max_memory`]; 0 = no limit.
     pub max_memory: u64,
     pub fsync: Fsync,
 }
 
-/// Counters for INFO (and, later, metrics).
+impl Shared {
+    /// Whether `cmd` is a push that would take stored payloads past the memory limit.
+    pub fn over_memory(&self, cmd: &Command) -> bool {
+        match cmd {
+            Command::Push(push) if self.max_memory > 0 => {
+                let size = (push.payload.len() + push.properties.len()) as u64;
+                self.node.payload_bytes() + size > self.max_memory
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Counters for INFO and the metrics.
 #[derive(Debug, Default)]
 pub struct Stats {
     pub connections: AtomicU64,
+    /// Connections served (`connections` less `rejected`, counted on its own so that the metric
+    /// never appears to go down while a refusal is under way).
+    pub accepted: AtomicU64,
     pub connected_clients: AtomicU64,
     pub blocked_clients: AtomicU64,
     pub commands: AtomicU64,
     pub rejected: AtomicU64,
     /// Pushes refused by the memory limit.
     pub rejected_oom: AtomicU64,
+    /// Acquires granted at once (grants after a wait are counted by the router).
+    pub immediate_grants: AtomicU64,
+    /// Waits refused because they would deadlock: the latest few, for the dashboard.
+    pub deadlocks: crate::http::RecentDeadlocks,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +85,7 @@ pub enum ServerError {
 #[derive(Debug)]
 pub struct Server {
     listener: TcpListener,
+    http_listener: TcpListener,
     shared: Arc<Shared>,
     trigger: ShutdownTrigger,
     shutdown: Shutdown,
@@ -80,6 +102,12 @@ impl Server {
             .map_err(|source| ServerError::Bind { addr: config.resp_addr, source })?;
         let resp_addr =
             listener.local_addr().map_err(|source| ServerError::Bind { addr: config.resp_addr, source })?;
+        let http_listener = TcpListener::bind(config.http_addr)
+            .await
+            .map_err(|source| ServerError::Bind { addr: config.http_addr, source })?;
+        let http_addr = http_listener
+            .local_addr()
+            .map_err(|source| ServerError::Bind { addr: config.http_addr, source })?;
         let fsync = match config.fsync {
             Fsync::Always => FsyncPolicy::Always,
             Fsync::Interval => FsyncPolicy::Interval(Duration::from_millis(config.fsync_interval_ms)),
@@ -113,28 +141,35 @@ impl Server {
             stats: Stats::default(),
             started: Instant::now(),
             resp_addr,
+            http_addr,
             max_clients: config.max_clients,
             max_memory: config.max_memory,
             fsync: config.fsync,
         });
         let (trigger, shutdown) = shutdown::channel();
-        Ok(Server { listener, shared, trigger, shutdown })
+        Ok(Server { listener, http_listener, shared, trigger, shutdown })
     }
 
     pub fn resp_addr(&self) -> SocketAddr {
         self.shared.resp_addr
     }
 
+    /// Where the HTTP API, `/metrics` and the dashboard are served.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.shared.http_addr
+    }
+
     /// Serves until `stop` resolves, then shuts down gracefully: stop accepting, let every
     /// connection close its session, stop the node.
     pub async fn run(self, stop: impl Future<Output = ()>) -> Result<(), ServerError> {
-        let Server { listener, shared, trigger, shutdown } = self;
+        let Server { listener, http_listener, shared, trigger, shutdown } = self;
         let effects = shared.node.take_effects().expect("effects are taken once, here");
         let router = tokio::spawn({
             let (router, shutdown) = (shared.router.clone(), shutdown.clone());
             async move { router.run(effects, shutdown).await }
         });
         let ticker = tokio::spawn(ticker::run(shared.node.clone(), shutdown.clone()));
+        let http = tokio::spawn(crate::http::serve(http_listener, shared.clone(), shutdown.clone()));
 
         // Each connection holds a clone of `done`; when all are dropped, every connection is over.
         let (done, mut all_done) = mpsc::channel::<()>(1);
@@ -148,6 +183,7 @@ impl Server {
         drop(done);
         let _ = all_done.recv().await;
         let _ = ticker.await;
+        let _ = http.await;
         shared.node.shutdown().await?;
         let _ = router.await;
         Ok(())
@@ -179,6 +215,7 @@ async fn accept_loop(
             tokio::spawn(refuse(stream));
             continue;
         };
+        shared.stats.accepted.fetch_add(1, Ordering::Relaxed);
         let _ = stream.set_nodelay(true);
         next_id += 1;
         let connection = Connection::new(stream, next_id, shared.clone());

@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 pub struct TestServer {
     child: Child,
     pub addr: String,
+    /// The HTTP listener (API, metrics, dashboard).
+    pub http_addr: String,
     /// The data dir and the extra flags it was started with, for `restart`.
     data_dir: PathBuf,
     args: Vec<String>,
@@ -40,8 +42,8 @@ impl TestServer {
     /// ready. The dir is the caller's: it is not deleted when the server is dropped.
     pub fn start_in(dir: &Path, args: &[&str]) -> TestServer {
         let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
-        let (child, addr) = spawn_ready(dir, &args);
-        TestServer { child, addr, data_dir: dir.to_path_buf(), args, _dir: None }
+        let (child, addr, http_addr) = spawn_ready(dir, &args);
+        TestServer { child, addr, http_addr, data_dir: dir.to_path_buf(), args, _dir: None }
     }
 
     /// The data dir this server runs on.
@@ -59,9 +61,10 @@ impl TestServer {
     /// with the same flags; `addr` changes (a new free port).
     pub fn restart(&mut self) {
         self.kill9();
-        let (child, addr) = spawn_ready(&self.data_dir, &self.args);
+        let (child, addr, http_addr) = spawn_ready(&self.data_dir, &self.args);
         self.child = child;
         self.addr = addr;
+        self.http_addr = http_addr;
     }
 
     /// Like `restart`, with other extra flags (kept for later restarts).
@@ -103,9 +106,18 @@ impl TestServer {
 }
 
 /// Spawns `turnstile server` on `dir` and waits (bounded) for its ready line.
-fn spawn_ready(dir: &Path, args: &[String]) -> (Child, String) {
+fn spawn_ready(dir: &Path, args: &[String]) -> (Child, String, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_turnstile"))
-        .args(["server", "--resp-addr", "127.0.0.1:0", "--log", "warn", "--data-dir"])
+        .args([
+            "server",
+            "--resp-addr",
+            "127.0.0.1:0",
+            "--http-addr",
+            "127.0.0.1:0",
+            "--log",
+            "warn",
+            "--data-dir",
+        ])
         .arg(dir)
         .args(args)
         .stdout(Stdio::piped())
@@ -127,15 +139,15 @@ fn spawn_ready(dir: &Path, args: &[String]) -> (Child, String) {
             panic!("server on {} did not print its ready line within {READY_TIMEOUT:?}", dir.display());
         }
     };
-    let addr = match line.trim().split("resp=").nth(1) {
-        Some(addr) => addr.to_owned(),
-        None => {
-            let _ = child.kill();
-            let status = child.wait();
-            panic!("server did not become ready; it printed {line:?} and exited with {status:?}");
-        }
+    // `turnstile VERSION ready: resp=ADDR http=ADDR`
+    let field =
+        |name: &str| line.split_whitespace().find_map(|word| word.strip_prefix(name)).map(str::to_owned);
+    let (Some(addr), Some(http_addr)) = (field("resp="), field("http=")) else {
+        let _ = child.kill();
+        let status = child.wait();
+        panic!("server did not become ready; it printed {line:?} and exited with {status:?}");
     };
-    (child, addr)
+    (child, addr, http_addr)
 }
 
 /// Runs `turnstile server` on `dir` with extra flags, expecting it to stop by itself (a refused
@@ -143,7 +155,16 @@ fn spawn_ready(dir: &Path, args: &[String]) -> (Child, String) {
 /// status if it was still running after `timeout` (it is killed then).
 pub fn run_to_exit(dir: &Path, args: &[&str], timeout: Duration) -> (Option<ExitStatus>, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_turnstile"))
-        .args(["server", "--resp-addr", "127.0.0.1:0", "--log", "warn", "--data-dir"])
+        .args([
+            "server",
+            "--resp-addr",
+            "127.0.0.1:0",
+            "--http-addr",
+            "127.0.0.1:0",
+            "--log",
+            "warn",
+            "--data-dir",
+        ])
         .arg(dir)
         .args(args)
         .env_remove("RUST_BACKTRACE")

@@ -1,0 +1,109 @@
+//! API errors: JSON `{"code", "message"}` with a stable `code` (the RESP error prefixes:
+//! `ERR`, `WRONGTYPE`, `DEADLOCK`, `FENCED`, `LOST`, `FULL`, `OOM`, `NOTLEADER`, ...) and the HTTP
+//! status that fits it.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use turnstile_core::CoreError;
+use turnstile_raft::NodeError;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+    /// With `NOTLEADER`: where the leader is, for the client to go there.
+    pub leader: Option<String>,
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    code: &'a str,
+    message: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    leader: Option<&'a str>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError { status, code, message: message.into(), leader: None }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, "ERR", message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = Body { code: self.code, message: &self.message, leader: self.leader.as_deref() };
+        (self.status, Json(body)).into_response()
+    }
+}
+
+impl From<CoreError> for ApiError {
+    fn from(e: CoreError) -> ApiError {
+        let status = match &e {
+            CoreError::Deadlock { .. } | CoreError::Fenced { .. } => StatusCode::CONFLICT,
+            CoreError::LostHold { .. } | CoreError::LostDelivery { .. } => StatusCode::LOCKED,
+            CoreError::NoSuchQueue(_) => StatusCode::NOT_FOUND,
+            CoreError::QueueFull { .. } => StatusCode::TOO_MANY_REQUESTS,
+            CoreError::WrongType { .. }
+            | CoreError::QueueConfigMismatch(_)
+            | CoreError::LimitMismatch { .. }
+            | CoreError::ModeConflict { .. } => StatusCode::CONFLICT,
+            _ => StatusCode::BAD_REQUEST,
+        };
+        ApiError::new(status, e.code(), e.to_string())
+    }
+}
+
+impl From<NodeError> for ApiError {
+    fn from(e: NodeError) -> ApiError {
+        match e {
+            NodeError::NotLeader { leader } => ApiError {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                code: "NOTLEADER",
+                message: match &leader {
+                    Some(addr) => format!("not the leader; the leader is {addr}"),
+                    None => "no leader elected".into(),
+                },
+                leader: leader.map(|l| l.to_string()),
+            },
+            NodeError::Unavailable(why) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "TRYAGAIN", why),
+            other => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "ERR", other.to_string()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_core_error_has_its_status_and_code() {
+        let cases = [
+            (CoreError::Deadlock { cycle: vec![] }, StatusCode::CONFLICT, "DEADLOCK"),
+            (CoreError::Fenced { lock: "l".into(), token: 1 }, StatusCode::CONFLICT, "FENCED"),
+            (CoreError::LostHold { token: 1 }, StatusCode::LOCKED, "LOST"),
+            (CoreError::NoSuchQueue("q".into()), StatusCode::NOT_FOUND, "ERR"),
+            (CoreError::QueueFull { name: "q".into(), max_len: 1 }, StatusCode::TOO_MANY_REQUESTS, "FULL"),
+            (CoreError::BadDuration, StatusCode::BAD_REQUEST, "ERR"),
+        ];
+        for (error, status, code) in cases {
+            let api = ApiError::from(error);
+            assert_eq!((api.status, api.code), (status, code));
+        }
+    }
+
+    #[test]
+    fn a_follower_names_the_leader() {
+        let api = ApiError::from(NodeError::NotLeader { leader: Some("10.0.0.2:7379".into()) });
+        assert_eq!((api.status, api.code), (StatusCode::SERVICE_UNAVAILABLE, "NOTLEADER"));
+        assert_eq!(api.leader.as_deref(), Some("10.0.0.2:7379"));
+        let api = ApiError::from(NodeError::NotLeader { leader: None });
+        assert_eq!((api.code, api.leader), ("NOTLEADER", None));
+    }
+}

@@ -1,0 +1,1141 @@
+//! Prometheus metrics, served as `GET /metrics` in the text exposition format (version 0.0.4).
+//!
+//! ```text
+//!  per command (hot path)                          per scrape (render)
+//!  RESP connection ─┐                              recorder.render() ──► turnstile_commands_total,
+//!  HTTP handler  ───┴► record_command ─► cached                          turnstile_command_duration_seconds
+//!                      Counter + Histogram ─────►  node.read: Summary, every queue's QueueStats ──┐
+//!                      (metrics facade,            node.status(), journal_stats(),               ├► written here
+//!                       PrometheusRecorder)        Stats and Router counters ────────────────────┘
+//! ```
+//!
+//! Only what is measured per command goes through the `metrics` facade. Everything else already
+//! has a home (the state, the node, the journal, the counters in `Stats` and the `Router`), so it
+//! is read at scrape time and written here: nothing is counted twice, and a deleted queue simply
+//! stops appearing. Per-queue series are capped at [`MAX_QUEUES`]; the rest are summed under
+//! `queue="_other"`.
+//!
+//! The recorder is process-wide (tests run several servers in one process; they share it), so
+//! the command families count every server in the process, while everything written here is the
+//! scraped server's own.
+
+use std::collections::HashMap;
+use std::fmt::{Display, Write};
+use std::sync::atomic::Ordering;
+use std::sync::{Once, OnceLock, PoisonError, RwLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use metrics::{Counter, Histogram, Key, KeyName, Label, Level, Metadata, Recorder, SharedString};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusRecorder};
+use turnstile_core::{Query, QueueStats, Reply, State, Summary};
+use turnstile_raft::JournalStats;
+
+use crate::info;
+use crate::server::{Shared, Stats};
+use crate::ticker::now_ms;
+
+/// Queues shown by name; the others are summed under [`OTHER`].
+const MAX_QUEUES: usize = 100;
+/// The `queue` label of the queues beyond [`MAX_QUEUES`].
+const OTHER: &str = "_other";
+/// The `command` label of a RESP command the table does not know.
+const UNKNOWN: &str = "unknown";
+/// Most distinct command names kept per protocol; later ones count as [`UNKNOWN`]. The names
+/// come from fixed tables, so this only guards against a caller passing free text.
+const MAX_COMMAND_NAMES: usize = 128;
+
+const COMMANDS_TOTAL: &str = "turnstile_commands_total";
+const COMMAND_DURATION: &str = "turnstile_command_duration_seconds";
+/// Buckets of [`COMMAND_DURATION`]: 100 µs to 10 s.
+const LATENCY_BUCKETS: [f64; 16] =
+    [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+/// How often histogram samples are folded into their buckets between scrapes, so that a server
+/// nobody scrapes does not keep every sample.
+const UPKEEP_EVERY: Duration = Duration::from_secs(5);
+
+/// The names in `turnstile_resp`'s command table (its `COMMANDS`, top-level names; `CLIENT`'s
+/// subcommands count as `client`). The table is private to that crate, so it is repeated here;
+/// `every_resp_command_name_is_in_the_table` checks that each one parses as a known command.
+#[rustfmt::skip]
+const RESP_COMMANDS: &[&str] = &[
+    "lock.acquire", "lock.release", "lock.renew", "lock.info", "lock.list",
+    "sem.acquire", "sem.release", "sem.renew", "sem.info", "fence.check",
+    "q.create", "q.push", "q.pop", "q.ack", "q.nack", "q.extend", "q.stats", "q.peek", "q.purge", "q.del",
+    "q.list", "q.redrive",
+    "get", "set", "setex", "psetex", "del", "exists", "expire", "pexpire", "ttl", "pttl",
+    "incr", "incrby", "decr", "decrby",
+    "ping", "echo", "hello", "auth", "select", "client", "info", "command", "quit",
+];
+
+/// The `command` label of a RESP request: its name as the command table spells it, or
+/// `unknown`, so the label set stays bounded whatever clients send.
+pub fn resp_command_name(args: &[Bytes]) -> &'static str {
+    let Some(name) = args.first() else { return UNKNOWN };
+    RESP_COMMANDS.iter().find(|known| name.eq_ignore_ascii_case(known.as_bytes())).copied().unwrap_or(UNKNOWN)
+}
+
+/// Counts one command and its latency. `command` must come from a fixed table (RESP's command
+/// names, HTTP's operation names).
+pub fn record_command(protocol: &'static str, command: &str, elapsed: Duration) {
+    let exporter = exporter();
+    {
+        let handles = exporter.commands.read().unwrap_or_else(PoisonError::into_inner);
+        if let Some(handles) = handles.get(protocol).and_then(|by_name| by_name.get(command)) {
+            handles.record(elapsed);
+            return;
+        }
+    }
+    exporter.register(protocol, command).record(elapsed);
+}
+
+/// Counts RESP requests that took `elapsed` each.
+pub fn record_resp_commands(requests: &[Vec<Bytes>], elapsed: Duration) {
+    for args in requests {
+        record_command("resp", resp_command_name(args), elapsed);
+    }
+}
+
+/// Counts what a reply tells the metrics: a lock or semaphore granted at once. (Grants after a
+/// wait arrive as effects and are counted by the router.)
+pub fn observe_reply(stats: &Stats, reply: &Reply) {
+    if matches!(reply, Reply::Granted { .. }) {
+        stats.immediate_grants.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// The Prometheus text exposition of every metric.
+pub async fn render(shared: &Shared) -> String {
+    let mut out = Exposition { out: exporter().recorder.handle().render() };
+    let now = now_ms();
+    match shared.node.read(move |state| StateGauges::read(state, now)).await {
+        Ok(state) => out.state(state),
+        // Not readable (shutting down, no leader): the process-level families still help.
+        Err(e) => tracing::debug!(error = %e, "metrics without the state's gauges"),
+    }
+    out.server(shared);
+    out.out
+}
+
+/// The recorder and the handles of the command families, made once per process.
+struct Exporter {
+    recorder: PrometheusRecorder,
+    /// protocol → command → handles: registering a key allocates, so it is done once per name.
+    commands: RwLock<HashMap<&'static str, HashMap<Box<str>, CommandHandles>>>,
+}
+
+#[derive(Clone)]
+struct CommandHandles {
+    count: Counter,
+    duration: Histogram,
+}
+
+impl CommandHandles {
+    fn record(&self, elapsed: Duration) {
+        self.count.increment(1);
+        self.duration.record(elapsed.as_secs_f64());
+    }
+}
+
+fn exporter() -> &'static Exporter {
+    static EXPORTER: OnceLock<Exporter> = OnceLock::new();
+    static INSTALL: Once = Once::new();
+    let exporter = EXPORTER.get_or_init(Exporter::new);
+    // Also the global recorder, so the facade's macros land here too. Our own handles are
+    // registered on `recorder` directly and work even if another recorder was installed first.
+    INSTALL.call_once(|| {
+        if metrics::set_global_recorder(&exporter.recorder).is_err() {
+            tracing::debug!("a metrics recorder was already installed; /metrics keeps its own");
+        }
+    });
+    exporter
+}
+
+impl Exporter {
+    fn new() -> Exporter {
+        let recorder = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Full(COMMAND_DURATION.to_owned()), &LATENCY_BUCKETS)
+            .expect("the latency buckets are not empty")
+            .build_recorder();
+        recorder.describe_counter(
+            KeyName::from_const_str(COMMANDS_TOTAL),
+            None,
+            SharedString::const_str("Commands run, by command and protocol."),
+        );
+        recorder.describe_histogram(
+            KeyName::from_const_str(COMMAND_DURATION),
+            None,
+            SharedString::const_str(
+                "Command latency, by command and protocol: from the request (for RESP, its pipeline) \
+                 being read to its reply being ready, waits included.",
+            ),
+        );
+        let handle = recorder.handle();
+        let upkeep = std::thread::Builder::new().name("metrics-upkeep".to_owned()).spawn(move || {
+            loop {
+                std::thread::sleep(UPKEEP_EVERY);
+                handle.run_upkeep();
+            }
+        });
+        if let Err(e) = upkeep {
+            tracing::warn!(error = %e, "no metrics upkeep thread: latency samples wait for a scrape");
+        }
+        Exporter { recorder, commands: RwLock::default() }
+    }
+
+    fn register(&self, protocol: &'static str, command: &str) -> CommandHandles {
+        let mut handles = self.commands.write().unwrap_or_else(PoisonError::into_inner);
+        let by_name = handles.entry(protocol).or_default();
+        let command = if by_name.contains_key(command) || by_name.len() < MAX_COMMAND_NAMES {
+            command
+        } else {
+            UNKNOWN
+        };
+        if let Some(existing) = by_name.get(command) {
+            return existing.clone();
+        }
+        let labels = || vec![Label::new("command", command.to_owned()), Label::new("protocol", protocol)];
+        let metadata = Metadata::new(module_path!(), Level::INFO, Some(module_path!()));
+        let registered = CommandHandles {
+            count: self.recorder.register_counter(&Key::from_parts(COMMANDS_TOTAL, labels()), &metadata),
+            duration: self
+                .recorder
+                .register_histogram(&Key::from_parts(COMMAND_DURATION, labels()), &metadata),
+        };
+        by_name.insert(command.into(), registered.clone());
+        registered
+    }
+}
+
+/// What one scrape reads from the state, under one read.
+#[derive(Debug)]
+struct StateGauges {
+    summary: Summary,
+    /// Every queue, by name.
+    queues: Vec<(String, QueueRow)>,
+}
+
+impl StateGauges {
+    /// O(number of queues), under the state's read lock.
+    fn read(state: &State, now: u64) -> StateGauges {
+        let names = match state.query(now, Query::ListQueues) {
+            Reply::Names(names) => names,
+            _ => Vec::new(),
+        };
+        let queues = names
+            .into_iter()
+            .filter_map(|name| match state.query(now, Query::QueueStats { name: name.clone() }) {
+                Reply::QueueStats(stats) => Some((name, QueueRow::from(&stats))),
+                _ => None,
+            })
+            .collect();
+        StateGauges { summary: state.summary(), queues }
+    }
+}
+
+/// One queue's series (or the sum of several, for `_other`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct QueueRow {
+    ready: u64,
+    delayed: u64,
+    in_flight: u64,
+    /// Dead letters stored here; also counted in `ready`, `delayed` or `in_flight`.
+    dead_letters: u64,
+    consumers: u64,
+    waiting_pops: u64,
+    /// For a sum of queues, the oldest of them.
+    oldest_ready_age_ms: u64,
+    payload_bytes: u64,
+    pushed: u64,
+    delivered: u64,
+    acked: u64,
+    returned: u64,
+    dead_lettered: u64,
+    expired: u64,
+}
+
+impl From<&QueueStats> for QueueRow {
+    fn from(s: &QueueStats) -> QueueRow {
+        QueueRow {
+            ready: s.ready,
+            delayed: s.delayed,
+            in_flight: s.in_flight,
+            dead_letters: s.dead,
+            consumers: s.consumers,
+            waiting_pops: s.waiting_pops,
+            oldest_ready_age_ms: s.oldest_ready_age,
+            payload_bytes: s.payload_bytes,
+            pushed: s.totals.pushed,
+            delivered: s.totals.delivered,
+            acked: s.totals.acked,
+            returned: s.totals.returned,
+            dead_lettered: s.totals.dead_lettered,
+            expired: s.totals.expired,
+        }
+    }
+}
+
+impl QueueRow {
+    /// Messages stored: what the queues are ranked by.
+    fn messages(&self) -> u64 {
+        self.ready + self.delayed + self.in_flight
+    }
+
+    fn add(&mut self, other: &QueueRow) {
+        self.ready += other.ready;
+        self.delayed += other.delayed;
+        self.in_flight += other.in_flight;
+        self.dead_letters += other.dead_letters;
+        self.consumers += other.consumers;
+        self.waiting_pops += other.waiting_pops;
+        self.oldest_ready_age_ms = self.oldest_ready_age_ms.max(other.oldest_ready_age_ms);
+        self.payload_bytes += other.payload_bytes;
+        self.pushed += other.pushed;
+        self.delivered += other.delivered;
+        self.acked += other.acked;
+        self.returned += other.returned;
+        self.dead_lettered += other.dead_lettered;
+        self.expired += other.expired;
+    }
+}
+
+/// The `cap` queues with the most messages (ties by name), then the rest summed as `_other`.
+///
+/// A queue really named `_other` is always part of the sum, so no two series share a label set.
+/// The `_other` totals are sums over a changing set of queues, so they can go down when a queue
+/// enters the top `cap` or is deleted; Prometheus reads that as a counter reset.
+fn cap_queues(mut queues: Vec<(String, QueueRow)>, cap: usize) -> Vec<(String, QueueRow)> {
+    let mut other: Option<QueueRow> = None;
+    queues.retain(|(name, row)| {
+        if name == OTHER {
+            other.get_or_insert_default().add(row);
+        }
+        name != OTHER
+    });
+    queues.sort_unstable_by(|(a_name, a), (b_name, b)| {
+        b.messages().cmp(&a.messages()).then(a_name.cmp(b_name))
+    });
+    for (_, row) in queues.drain(cap.min(queues.len())..) {
+        other.get_or_insert_default().add(&row);
+    }
+    if let Some(other) = other {
+        queues.push((OTHER.to_owned(), other));
+    }
+    queues
+}
+
+/// A per-queue family besides `turnstile_queue_messages`, read from a [`QueueRow`].
+struct QueueFamily {
+    name: &'static str,
+    kind: &'static str,
+    help: &'static str,
+    value: fn(&QueueRow) -> u64,
+}
+
+const fn gauge(name: &'static str, help: &'static str, value: fn(&QueueRow) -> u64) -> QueueFamily {
+    QueueFamily { name, kind: "gauge", help, value }
+}
+
+const fn counter(name: &'static str, help: &'static str, value: fn(&QueueRow) -> u64) -> QueueFamily {
+    QueueFamily { name, kind: "counter", help, value }
+}
+
+const QUEUE_FAMILIES: &[QueueFamily] = &[
+    gauge(
+        "turnstile_queue_dead_letters",
+        "Dead letters stored in the queue (also counted in turnstile_queue_messages).",
+        |q| q.dead_letters,
+    ),
+    gauge("turnstile_queue_consumers", "Consumers subscribed to the queue.", |q| q.consumers),
+    gauge("turnstile_queue_waiting_pops", "Q.POP calls waiting for a message.", |q| q.waiting_pops),
+    gauge("turnstile_queue_payload_bytes", "Payload and property bytes stored.", |q| q.payload_bytes),
+    counter("turnstile_queue_pushed_total", "Messages pushed.", |q| q.pushed),
+    counter("turnstile_queue_delivered_total", "Deliveries made.", |q| q.delivered),
+    counter("turnstile_queue_acked_total", "Deliveries acked.", |q| q.acked),
+    counter(
+        "turnstile_queue_returned_total",
+        "Deliveries that came back to be delivered again (nack, lease expiry, session close).",
+        |q| q.returned,
+    ),
+    counter("turnstile_queue_dead_lettered_total", "Messages moved to the dead-letter queue.", |q| {
+        q.dead_lettered
+    }),
+    counter(
+        "turnstile_queue_expired_total",
+        "Messages whose TTL ran out with no dead-letter queue to go to.",
+        |q| q.expired,
+    ),
+];
+
+/// Prometheus text, written one whole family at a time: `# HELP`, `# TYPE`, then its samples.
+#[derive(Debug, Default)]
+struct Exposition {
+    out: String,
+}
+
+impl Exposition {
+    fn family(&mut self, name: &str, kind: &str, help: &str) {
+        if !self.out.is_empty() && !self.out.ends_with('\n') {
+            self.out.push('\n');
+        }
+        let _ = write!(self.out, "# HELP {name} {help}\n# TYPE {name} {kind}\n");
+    }
+
+    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: impl Display) {
+        self.out.push_str(name);
+        if !labels.is_empty() {
+            self.out.push('{');
+            for (i, (label, value)) in labels.iter().enumerate() {
+                if i > 0 {
+                    self.out.push(',');
+                }
+                self.out.push_str(label);
+                self.out.push_str("=\"");
+                escape_label_value(value, &mut self.out);
+                self.out.push('"');
+            }
+            self.out.push('}');
+        }
+        let _ = writeln!(self.out, " {value}");
+    }
+
+    /// A family of one sample.
+    fn single(&mut self, name: &str, kind: &str, help: &str, labels: &[(&str, &str)], value: impl Display) {
+        self.family(name, kind, help);
+        self.sample(name, labels, value);
+    }
+
+    fn gauge(&mut self, name: &str, help: &str, value: impl Display) {
+        self.single(name, "gauge", help, &[], value);
+    }
+
+    fn counter(&mut self, name: &str, help: &str, value: u64) {
+        self.single(name, "counter", help, &[], value);
+    }
+
+    /// What the state holds: sessions, locks, queues.
+    fn state(&mut self, state: StateGauges) {
+        let s = &state.summary;
+        self.gauge("turnstile_sessions", "Sessions open (RESP connections and HTTP waits).", s.sessions);
+        self.gauge("turnstile_locks", "Locks and semaphores held or waited for.", s.locks);
+        self.gauge("turnstile_lock_holds", "Holds of locks and semaphores.", s.holds);
+        self.gauge("turnstile_lock_waiters", "Acquires waiting in line.", s.lock_waiters);
+        self.gauge("turnstile_keys", "Keys stored.", s.keys);
+        self.queues(state.queues.len(), &cap_queues(state.queues, MAX_QUEUES));
+    }
+
+    fn queues(&mut self, count: usize, shown: &[(String, QueueRow)]) {
+        self.gauge("turnstile_queues", "Queues.", count);
+        let name = "turnstile_queue_messages";
+        self.family(name, "gauge", "Messages stored, by state.");
+        for (queue, row) in shown {
+            for (state, value) in
+                [("ready", row.ready), ("delayed", row.delayed), ("in_flight", row.in_flight)]
+            {
+                self.sample(name, &[("queue", queue), ("state", state)], value);
+            }
+        }
+        let name = "turnstile_queue_oldest_ready_age_seconds";
+        self.family(name, "gauge", "Age of the oldest ready message; 0 when none is ready.");
+        for (queue, row) in shown {
+            self.sample(name, &[("queue", queue)], seconds_from_millis(row.oldest_ready_age_ms));
+        }
+        for family in QUEUE_FAMILIES {
+            self.family(family.name, family.kind, family.help);
+            for (queue, row) in shown {
+                self.sample(family.name, &[("queue", queue)], (family.value)(row));
+            }
+        }
+    }
+
+    /// What the server, the node and the journal count, and the process.
+    fn server(&mut self, shared: &Shared) {
+        let stats = &shared.stats;
+        let router = &shared.router;
+        let load = |counter: &std::sync::atomic::AtomicU64| counter.load(Ordering::Relaxed);
+        let resp = [("protocol", "resp")];
+
+        self.single(
+            "turnstile_build_info",
+            "gauge",
+            "Always 1; the version is a label.",
+            &[("version", info::VERSION)],
+            1,
+        );
+        self.gauge(
+            "turnstile_uptime_seconds",
+            "Seconds since the server started.",
+            shared.started.elapsed().as_secs_f64(),
+        );
+
+        self.single(
+            "turnstile_connections",
+            "gauge",
+            "Connections open.",
+            &resp,
+            load(&stats.connected_clients),
+        );
+        self.single(
+            "turnstile_connections_blocked",
+            "gauge",
+            "Connections parked in a wait (lock acquire, pop).",
+            &resp,
+            load(&stats.blocked_clients),
+        );
+        self.single(
+            "turnstile_connections_accepted_total",
+            "counter",
+            "Connections accepted and served.",
+            &resp,
+            load(&stats.accepted),
+        );
+        self.single(
+            "turnstile_connections_rejected_total",
+            "counter",
+            "Connections refused because max-clients were connected.",
+            &resp,
+            load(&stats.rejected),
+        );
+
+        self.counter(
+            "turnstile_lock_grants_total",
+            "Holds granted: at once (seen in RESP replies) and after a wait (seen as effects).",
+            load(&stats.immediate_grants) + load(&router.waits_granted),
+        );
+        self.counter(
+            "turnstile_lock_wait_timeouts_total",
+            "Acquires whose wait ran out.",
+            load(&router.waits_timed_out),
+        );
+        self.counter(
+            "turnstile_deadlocks_refused_total",
+            "Waits refused because they would have closed a cycle.",
+            stats.deadlocks.total(),
+        );
+        self.counter(
+            "turnstile_lock_leases_expired_total",
+            "Holds ended by their lease running out.",
+            load(&router.holds_expired),
+        );
+        self.counter(
+            "turnstile_delivery_leases_expired_total",
+            "Deliveries returned to their queue by their lease running out.",
+            load(&router.deliveries_expired),
+        );
+
+        let status = shared.node.status();
+        self.gauge("turnstile_raft_term", "Current Raft term.", status.term);
+        self.gauge(
+            "turnstile_raft_leader",
+            "The leader's node id; 0 when there is none.",
+            status.leader.unwrap_or(0),
+        );
+        self.gauge(
+            "turnstile_raft_is_leader",
+            "1 if this node leads.",
+            u8::from(status.leader == Some(status.node_id)),
+        );
+        self.gauge(
+            "turnstile_raft_last_log_index",
+            "Index of the last log entry; 0 when the log is empty.",
+            status.last_log_index.unwrap_or(0),
+        );
+        self.gauge(
+            "turnstile_raft_committed_index",
+            "Index of the last committed entry.",
+            status.committed_index.unwrap_or(0),
+        );
+        self.gauge(
+            "turnstile_raft_applied_index",
+            "Index of the last applied entry.",
+            status.applied_index.unwrap_or(0),
+        );
+        self.gauge(
+            "turnstile_raft_snapshot_index",
+            "Index the latest snapshot covers; 0 when none.",
+            status.snapshot_index.unwrap_or(0),
+        );
+        self.counter(
+            "turnstile_raft_entries_proposed_total",
+            "Log entries (batches of commands) proposed.",
+            status.entries_proposed,
+        );
+        self.counter(
+            "turnstile_raft_commands_proposed_total",
+            "Commands proposed.",
+            status.commands_proposed,
+        );
+
+        if let Some(journal) = shared.node.journal_stats() {
+            self.journal(&journal);
+        }
+        self.gauge(
+            "turnstile_journal_poisoned",
+            "1 once a failed write or fsync has stopped the durable log.",
+            u8::from(shared.node.journal_poisoned()),
+        );
+
+        self.gauge(
+            "turnstile_payload_bytes",
+            "Payload bytes stored (messages, keys and values).",
+            shared.node.payload_bytes(),
+        );
+        self.gauge("turnstile_max_memory_bytes", "Limit on payload bytes; 0 = no limit.", shared.max_memory);
+        self.counter(
+            "turnstile_pushes_refused_oom_total",
+            "Pushes refused by the memory limit.",
+            load(&stats.rejected_oom),
+        );
+        if let Some(bytes) = info::resident_bytes() {
+            self.gauge("turnstile_process_resident_memory_bytes", "Resident memory of the process.", bytes);
+        }
+    }
+
+    fn journal(&mut self, j: &JournalStats) {
+        self.counter("turnstile_fsync_total", "fdatasync calls on journal segments.", j.fsyncs);
+        self.fsync_histogram(j);
+        self.gauge(
+            "turnstile_fsync_max_duration_seconds",
+            "The slowest fsync so far.",
+            seconds_from_nanos(j.fsync_nanos_max),
+        );
+        self.counter("turnstile_journal_records_total", "Records written to the journal.", j.records);
+        self.counter("turnstile_journal_bytes_written_total", "Bytes written to journal segments.", j.bytes);
+        self.counter("turnstile_journal_appends_total", "Appends to the journal.", j.appends);
+        self.counter("turnstile_journal_batches_total", "Groups of appends written together.", j.batches);
+        self.gauge(
+            "turnstile_fsync_batch_size_last",
+            "Appends in the latest group written together (one fsync under fsync=always).",
+            j.last_batch_appends,
+        );
+        self.gauge(
+            "turnstile_fsync_batch_size_max",
+            "Appends in the largest group so far.",
+            j.max_batch_appends,
+        );
+        self.gauge("turnstile_journal_segments", "Journal segment files on disk.", j.segments);
+    }
+
+    /// The journal's fsync latency histogram: bucket `i` counts fsyncs under 2^i µs and not
+    /// under 2^(i-1) µs, so it is cumulative up to `le` = 2^i µs. Its last bucket also holds
+    /// everything slower, so it only counts towards `+Inf`.
+    fn fsync_histogram(&mut self, j: &JournalStats) {
+        let name = "turnstile_fsync_duration_seconds";
+        self.family(name, "histogram", "fsync latency.");
+        let bucket = format!("{name}_bucket");
+        let (last, bounded) = j.fsync_micros_log2.split_last().expect("the histogram has buckets");
+        let mut cumulative = 0u64;
+        for (i, count) in bounded.iter().enumerate() {
+            cumulative += count;
+            let le = JournalStats::fsync_bucket_upper_micros(i) as f64 / 1e6;
+            self.sample(&bucket, &[("le", &le.to_string())], cumulative);
+        }
+        cumulative += last;
+        self.sample(&bucket, &[("le", "+Inf")], cumulative);
+        self.sample(&format!("{name}_sum"), &[], seconds_from_nanos(j.fsync_nanos_total));
+        self.sample(&format!("{name}_count"), &[], cumulative);
+    }
+}
+
+/// Escapes a label value as the text format requires: `\` `"` and newline.
+fn escape_label_value(value: &str, out: &mut String) {
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+}
+
+fn seconds_from_millis(ms: u64) -> f64 {
+    Duration::from_millis(ms).as_secs_f64()
+}
+
+fn seconds_from_nanos(nanos: u64) -> f64 {
+    Duration::from_nanos(nanos).as_secs_f64()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, HashMap};
+    use std::path::PathBuf;
+    use std::time::Duration;
+
+    use bytes::Bytes;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+    use turnstile_raft::JournalStats;
+    use turnstile_resp::Frame;
+    use turnstile_resp::cmd;
+
+    use super::{Exposition, MAX_QUEUES, OTHER, QueueRow, RESP_COMMANDS, cap_queues, resp_command_name};
+    use crate::{Config, Fsync, Server};
+
+    /// A series: its name and its labels, sorted.
+    type Series = (String, BTreeMap<String, String>);
+
+    /// A strict reader of the text exposition format: every family has one `# TYPE` before its
+    /// samples, a family's samples are together, no series appears twice, names and label names
+    /// are valid, label values are properly escaped, values are numbers.
+    #[derive(Debug, Default)]
+    struct Scrape {
+        types: HashMap<String, String>,
+        samples: HashMap<Series, f64>,
+    }
+
+    impl Scrape {
+        fn parse(text: &str) -> Scrape {
+            let mut scrape = Scrape::default();
+            let mut current: Option<String> = None;
+            let mut finished: Vec<String> = Vec::new();
+            for line in text.lines() {
+                if line.is_empty() {
+                    continue;
+                }
+                if let Some(comment) = line.strip_prefix("# ") {
+                    let mut words = comment.splitn(3, ' ');
+                    let (keyword, name) = (words.next().unwrap(), words.next().expect("a name"));
+                    assert!(valid_name(name), "bad family name in {line:?}");
+                    match keyword {
+                        "HELP" => {}
+                        "TYPE" => {
+                            let kind = words.next().expect("a type");
+                            assert!(["counter", "gauge", "histogram", "summary", "untyped"].contains(&kind));
+                            assert!(
+                                scrape.types.insert(name.to_owned(), kind.to_owned()).is_none(),
+                                "two TYPEs: {name}"
+                            );
+                        }
+                        _ => panic!("unexpected comment {line:?}"),
+                    }
+                    continue;
+                }
+                assert!(!line.starts_with('#'), "unexpected comment {line:?}");
+                let (series, value) = parse_sample(line);
+                let family = scrape.family_of(&series.0);
+                if current.as_deref() != Some(family.as_str()) {
+                    assert!(!finished.contains(&family), "family {family} is split");
+                    finished.extend(current.replace(family));
+                }
+                assert!(scrape.samples.insert(series, value).is_none(), "duplicate series {line:?}");
+            }
+            scrape
+        }
+
+        /// The family a sample belongs to, which must have a `# TYPE`.
+        fn family_of(&self, name: &str) -> String {
+            if self.types.contains_key(name) {
+                return name.to_owned();
+            }
+            for suffix in ["_bucket", "_sum", "_count"] {
+                if let Some(base) = name.strip_suffix(suffix) {
+                    if self.types.get(base).is_some_and(|kind| kind == "histogram" || kind == "summary") {
+                        return base.to_owned();
+                    }
+                }
+            }
+            panic!("sample {name} has no # TYPE before it");
+        }
+
+        fn kind(&self, family: &str) -> &str {
+            self.types.get(family).unwrap_or_else(|| panic!("no family {family}"))
+        }
+
+        fn value(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+            let series =
+                (name.to_owned(), labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect());
+            *self.samples.get(&series).unwrap_or_else(|| panic!("no series {series:?}"))
+        }
+
+        /// Every value of the `label` label among `name`'s series.
+        fn label_values(&self, name: &str, label: &str) -> Vec<String> {
+            let mut values: Vec<String> = self
+                .samples
+                .keys()
+                .filter(|(n, _)| n == name)
+                .filter_map(|(_, l)| l.get(label).cloned())
+                .collect();
+            values.sort();
+            values.dedup();
+            values
+        }
+    }
+
+    fn valid_name(name: &str) -> bool {
+        let mut chars = name.chars();
+        chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == ':')
+            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+    }
+
+    fn parse_sample(line: &str) -> (Series, f64) {
+        let name_end = line.find(['{', ' ']).unwrap_or_else(|| panic!("no value in {line:?}"));
+        let name = &line[..name_end];
+        assert!(valid_name(name), "bad metric name in {line:?}");
+        let mut labels = BTreeMap::new();
+        let mut rest = &line[name_end..];
+        if let Some(inner) = rest.strip_prefix('{') {
+            rest = inner;
+            while !rest.starts_with('}') {
+                let eq = rest.find("=\"").unwrap_or_else(|| panic!("bad label in {line:?}"));
+                let label = &rest[..eq];
+                assert!(valid_name(label) && !label.starts_with("__"), "bad label name in {line:?}");
+                let mut value = String::new();
+                let mut chars = rest[eq + 2..].char_indices();
+                let end = loop {
+                    match chars.next().unwrap_or_else(|| panic!("unterminated label in {line:?}")) {
+                        (i, '"') => break eq + 2 + i,
+                        (_, '\\') => match chars.next().map(|(_, c)| c) {
+                            Some('\\') => value.push('\\'),
+                            Some('"') => value.push('"'),
+                            Some('n') => value.push('\n'),
+                            other => panic!("bad escape {other:?} in {line:?}"),
+                        },
+                        (_, '\n') => panic!("raw newline in {line:?}"),
+                        (_, c) => value.push(c),
+                    }
+                };
+                assert!(labels.insert(label.to_owned(), value).is_none(), "label twice in {line:?}");
+                rest = &rest[end + 1..];
+                rest = rest.strip_prefix(',').unwrap_or(rest);
+            }
+            rest = &rest[1..];
+        }
+        let value = rest.strip_prefix(' ').unwrap_or_else(|| panic!("no space before the value in {line:?}"));
+        let value = match value {
+            "+Inf" => f64::INFINITY,
+            "-Inf" => f64::NEG_INFINITY,
+            v => v.parse().unwrap_or_else(|_| panic!("bad value in {line:?}")),
+        };
+        ((name.to_owned(), labels), value)
+    }
+
+    fn row(ready: u64, age_ms: u64) -> QueueRow {
+        QueueRow { ready, oldest_ready_age_ms: age_ms, pushed: ready, ..QueueRow::default() }
+    }
+
+    #[test]
+    fn the_fullest_queues_are_shown_and_the_rest_summed_as_other() {
+        // q000 has 0 messages, q001 has 1 ... q104 has 104; x and y tie with 50 with q050.
+        let mut queues: Vec<(String, QueueRow)> = (0..105).map(|i| (format!("q{i:03}"), row(i, i))).collect();
+        queues.push(("y".to_owned(), row(50, 1)));
+        queues.push(("x".to_owned(), row(50, 1)));
+        let shown = cap_queues(queues, MAX_QUEUES);
+
+        assert_eq!(shown.len(), MAX_QUEUES + 1);
+        assert_eq!(shown[0].0, "q104");
+        // 104..=50 is 55 queues, then the ties with 50 by name: q050, x, y; then 49 down to 7.
+        let names: Vec<&str> = shown.iter().map(|(name, _)| name.as_str()).collect();
+        assert_eq!(&names[54..58], &["q050", "x", "y", "q049"]);
+        assert_eq!(names[99], "q007");
+        let (name, other) = &shown[100];
+        assert_eq!(name, OTHER);
+        assert_eq!(other.ready, (0..7).sum::<u64>());
+        assert_eq!(other.pushed, (0..7).sum::<u64>());
+        assert_eq!(other.oldest_ready_age_ms, 6, "the oldest of the summed queues");
+    }
+
+    #[test]
+    fn few_queues_are_all_shown_and_a_queue_named_other_is_always_summed() {
+        let shown = cap_queues(vec![("b".to_owned(), row(1, 0)), ("a".to_owned(), row(1, 0))], MAX_QUEUES);
+        assert_eq!(shown, vec![("a".to_owned(), row(1, 0)), ("b".to_owned(), row(1, 0))]);
+
+        let mut queues: Vec<(String, QueueRow)> = (0..3).map(|i| (format!("q{i}"), row(i, 0))).collect();
+        queues.push((OTHER.to_owned(), row(100, 9)));
+        let shown = cap_queues(queues, 2);
+        let names: Vec<&str> = shown.iter().map(|(name, _)| name.as_str()).collect();
+        assert_eq!(names, ["q2", "q1", OTHER]);
+        assert_eq!(shown[2].1.ready, 100, "the queue named _other plus q0");
+        assert_eq!(shown[2].1.oldest_ready_age_ms, 9);
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        let mut out = Exposition::default();
+        out.family("turnstile_test", "gauge", "A test.");
+        out.sample("turnstile_test", &[("queue", "a\"b\\c\nd"), ("state", "ready")], 3);
+        assert_eq!(
+            out.out,
+            "# HELP turnstile_test A test.\n# TYPE turnstile_test gauge\n\
+             turnstile_test{queue=\"a\\\"b\\\\c\\nd\",state=\"ready\"} 3\n"
+        );
+        let scrape = Scrape::parse(&out.out);
+        assert_eq!(scrape.value("turnstile_test", &[("queue", "a\"b\\c\nd"), ("state", "ready")]), 3.0);
+    }
+
+    #[test]
+    fn queue_families_are_written_whole() {
+        let mut out = Exposition::default();
+        let shown = cap_queues(vec![("a".to_owned(), row(2, 1500)), ("b".to_owned(), row(1, 0))], MAX_QUEUES);
+        out.queues(2, &shown);
+        let scrape = Scrape::parse(&out.out);
+        assert_eq!(scrape.value("turnstile_queues", &[]), 2.0);
+        assert_eq!(scrape.value("turnstile_queue_messages", &[("queue", "a"), ("state", "ready")]), 2.0);
+        assert_eq!(scrape.value("turnstile_queue_messages", &[("queue", "b"), ("state", "in_flight")]), 0.0);
+        assert_eq!(scrape.value("turnstile_queue_oldest_ready_age_seconds", &[("queue", "a")]), 1.5);
+        assert_eq!(scrape.value("turnstile_queue_pushed_total", &[("queue", "b")]), 1.0);
+        assert_eq!(scrape.kind("turnstile_queue_pushed_total"), "counter");
+    }
+
+    #[test]
+    fn the_fsync_histogram_is_cumulative() {
+        let mut journal =
+            JournalStats { fsyncs: 4, fsync_nanos_total: 3_000_500_000, ..JournalStats::default() };
+        journal.fsync_micros_log2[0] = 1; // under 1 µs
+        journal.fsync_micros_log2[3] = 2; // 4 µs up to 8 µs
+        *journal.fsync_micros_log2.last_mut().unwrap() = 1; // slower than the last bound
+        let mut out = Exposition::default();
+        out.fsync_histogram(&journal);
+        let scrape = Scrape::parse(&out.out);
+        let bucket = |le: &str| scrape.value("turnstile_fsync_duration_seconds_bucket", &[("le", le)]);
+        assert_eq!(scrape.kind("turnstile_fsync_duration_seconds"), "histogram");
+        assert_eq!(bucket("0.000001"), 1.0);
+        assert_eq!(bucket("0.000004"), 1.0);
+        assert_eq!(bucket("0.000008"), 3.0);
+        assert_eq!(bucket("4.194304"), 3.0);
+        assert_eq!(bucket("+Inf"), 4.0);
+        assert_eq!(scrape.value("turnstile_fsync_duration_seconds_count", &[]), 4.0);
+        assert_eq!(scrape.value("turnstile_fsync_duration_seconds_sum", &[]), 3.0005);
+    }
+
+    #[test]
+    fn every_resp_command_name_is_in_the_table() {
+        for name in RESP_COMMANDS {
+            let unknown = match cmd::parse(&[Bytes::from_static(name.as_bytes())]) {
+                Err(Frame::Error(text)) => text.starts_with("ERR unknown command"),
+                _ => false,
+            };
+            assert!(!unknown, "{name} is not in turnstile_resp's command table");
+        }
+        let args = |name: &'static str| vec![Bytes::from_static(name.as_bytes()), Bytes::from_static(b"x")];
+        assert_eq!(resp_command_name(&args("Q.PUSH")), "q.push");
+        assert_eq!(resp_command_name(&args("client")), "client");
+        assert_eq!(resp_command_name(&args("FLUSHALL")), "unknown");
+        assert_eq!(resp_command_name(&[]), "unknown");
+    }
+
+    /// One RESP connection, replies read whole.
+    struct Resp {
+        stream: TcpStream,
+        buf: Vec<u8>,
+    }
+
+    impl Resp {
+        async fn connect(server: &std::net::SocketAddr) -> Resp {
+            Resp { stream: TcpStream::connect(server).await.unwrap(), buf: Vec::new() }
+        }
+
+        async fn send(&mut self, args: &[&str]) {
+            let mut out = format!("*{}\r\n", args.len());
+            for arg in args {
+                out.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
+            }
+            self.stream.write_all(out.as_bytes()).await.unwrap();
+        }
+
+        async fn reply(&mut self) -> String {
+            loop {
+                if let Some(len) = reply_len(&self.buf) {
+                    let reply = self.buf.drain(..len).collect::<Vec<u8>>();
+                    return String::from_utf8(reply).unwrap();
+                }
+                let mut chunk = [0u8; 4096];
+                let n = tokio::time::timeout(Duration::from_secs(10), self.stream.read(&mut chunk))
+                    .await
+                    .expect("a reply within 10 s")
+                    .unwrap();
+                assert!(n > 0, "the server closed the connection");
+                self.buf.extend_from_slice(&chunk[..n]);
+            }
+        }
+
+        async fn call(&mut self, args: &[&str]) -> String {
+            self.send(args).await;
+            self.reply().await
+        }
+    }
+
+    /// The length of the first complete RESP2 reply in `buf`.
+    fn reply_len(buf: &[u8]) -> Option<usize> {
+        let line_end = buf.windows(2).position(|w| w == b"\r\n")?;
+        let line = std::str::from_utf8(&buf[1..line_end]).unwrap();
+        let after = line_end + 2;
+        match buf.first()? {
+            b'+' | b'-' | b':' => Some(after),
+            b'$' if line == "-1" => Some(after),
+            b'$' => {
+                let end = after + line.parse::<usize>().unwrap() + 2;
+                (buf.len() >= end).then_some(end)
+            }
+            b'*' => {
+                let mut at = after;
+                for _ in 0..line.parse::<i64>().unwrap().max(0) {
+                    at += reply_len(&buf[at..])?;
+                }
+                Some(at)
+            }
+            other => panic!("unexpected reply type {other}"),
+        }
+    }
+
+    /// The integers of a reply, in order (`:n` lines).
+    fn ints(reply: &str) -> Vec<u64> {
+        reply.split("\r\n").filter_map(|line| line.strip_prefix(':')).map(|n| n.parse().unwrap()).collect()
+    }
+
+    async fn scrape(http: std::net::SocketAddr) -> (String, Scrape) {
+        let mut stream = TcpStream::connect(http).await.unwrap();
+        stream
+            .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).await.unwrap();
+        let response = String::from_utf8(response).unwrap();
+        let (head, body) = response.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        assert!(head.to_ascii_lowercase().contains("content-type: text/plain; version=0.0.4"), "{head}");
+        assert!(!head.to_ascii_lowercase().contains("chunked"), "{head}");
+        (body.to_owned(), Scrape::parse(body))
+    }
+
+    fn temp_dir() -> PathBuf {
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+        std::env::temp_dir().join(format!("turnstile-metrics-{}-{nanos}", std::process::id()))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_scrape_after_resp_commands_shows_them() {
+        let data_dir = temp_dir();
+        let config = Config {
+            resp_addr: "127.0.0.1:0".parse().unwrap(),
+            http_addr: "127.0.0.1:0".parse().unwrap(),
+            data_dir: data_dir.clone(),
+            fsync: Fsync::Always,
+            ..Config::default()
+        };
+        let server = Server::start(config).await.unwrap();
+        let (resp, http) = (server.resp_addr(), server.http_addr());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let running = tokio::spawn(server.run(async move {
+            let _ = stopped.await;
+        }));
+
+        let weird = "we\"ird\\q\nname";
+        let mut a = Resp::connect(&resp).await;
+        for i in 0..5 {
+            assert!(a.call(&["Q.PUSH", "jobs", &format!("j{i}")]).await.starts_with(':'));
+        }
+        a.call(&["q.push", weird, "x"]).await;
+        a.call(&["Q.PUSH", "gone", "x"]).await;
+        assert_eq!(a.call(&["Q.DEL", "gone"]).await, ":1\r\n");
+        let popped = ints(&a.call(&["Q.POP", "jobs"]).await);
+        assert_eq!(a.call(&["Q.ACK", "jobs", &popped[1].to_string()]).await, ":1\r\n");
+        assert!(a.call(&["NO.SUCH.COMMAND"]).await.starts_with("-ERR unknown command"));
+
+        // Two immediate grants, a refused deadlock, a grant after a wait, a wait that times out.
+        let mut b = Resp::connect(&resp).await;
+        let l = ints(&a.call(&["LOCK.ACQUIRE", "l", "30000"]).await)[0];
+        let m = ints(&b.call(&["LOCK.ACQUIRE", "m", "30000"]).await)[0];
+        a.send(&["LOCK.ACQUIRE", "m", "30000", "WAIT", "10000"]).await;
+        // Wait until a is in line for m (the lock_waiters gauge says so), then close the cycle.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while scrape(http).await.1.value("turnstile_lock_waiters", &[]) < 1.0 {
+            assert!(tokio::time::Instant::now() < deadline, "a never waited for m");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(b.call(&["LOCK.ACQUIRE", "l", "30000", "WAIT", "10000"]).await.starts_with("-DEADLOCK"));
+        assert_eq!(b.call(&["LOCK.RELEASE", "m", &m.to_string()]).await, ":1\r\n");
+        assert_eq!(ints(&a.reply().await).len(), 2, "granted after the wait");
+        assert_eq!(b.call(&["LOCK.ACQUIRE", "l", "30000", "WAIT", "100"]).await, "*-1\r\n");
+        assert!(l > 0);
+
+        let (text, scrape) = scrape(http).await;
+        assert!(text.contains(r#"queue="we\"ird\\q\nname""#), "label values escaped:\n{text}");
+
+        // Commands, by protocol (the recorder is shared with other tests: at least ours).
+        assert_eq!(scrape.kind("turnstile_commands_total"), "counter");
+        assert_eq!(scrape.kind("turnstile_command_duration_seconds"), "histogram");
+        let push = [("command", "q.push"), ("protocol", "resp")];
+        assert!(scrape.value("turnstile_commands_total", &push) >= 7.0);
+        assert!(scrape.value("turnstile_command_duration_seconds_count", &push) >= 7.0);
+        assert!(
+            scrape.value("turnstile_command_duration_seconds_bucket", &[("le", "10"), push[0], push[1]])
+                >= 7.0
+        );
+        assert!(
+            scrape.value("turnstile_commands_total", &[("command", "unknown"), ("protocol", "resp")]) >= 1.0
+        );
+        let commands = scrape.label_values("turnstile_commands_total", "command");
+        assert!(
+            commands
+                .iter()
+                .all(|c| c == "unknown" || RESP_COMMANDS.contains(&c.as_str()) || !c.contains('.'))
+        );
+        assert!(!commands.contains(&"no.such.command".to_owned()));
+
+        // Connections, sessions, locks.
+        let resp_label = [("protocol", "resp")];
+        assert_eq!(scrape.value("turnstile_connections", &resp_label), 2.0);
+        assert_eq!(scrape.value("turnstile_connections_accepted_total", &resp_label), 2.0);
+        assert_eq!(scrape.value("turnstile_connections_rejected_total", &resp_label), 0.0);
+        assert!(scrape.value("turnstile_sessions", &[]) >= 2.0);
+        assert_eq!(scrape.value("turnstile_locks", &[]), 2.0);
+        assert_eq!(scrape.value("turnstile_lock_holds", &[]), 2.0);
+        assert_eq!(scrape.value("turnstile_lock_waiters", &[]), 0.0);
+        assert_eq!(scrape.value("turnstile_lock_grants_total", &[]), 3.0);
+        assert_eq!(scrape.value("turnstile_lock_wait_timeouts_total", &[]), 1.0);
+        assert_eq!(scrape.value("turnstile_deadlocks_refused_total", &[]), 1.0);
+        assert_eq!(scrape.value("turnstile_lock_leases_expired_total", &[]), 0.0);
+
+        // Queues: "gone" was deleted, so it has no series.
+        assert_eq!(scrape.value("turnstile_queues", &[]), 2.0);
+        assert_eq!(
+            scrape.label_values("turnstile_queue_messages", "queue"),
+            vec!["jobs".to_owned(), weird.to_owned()]
+        );
+        let jobs = [("queue", "jobs")];
+        assert_eq!(scrape.value("turnstile_queue_messages", &[jobs[0], ("state", "ready")]), 4.0);
+        assert_eq!(scrape.value("turnstile_queue_messages", &[jobs[0], ("state", "in_flight")]), 0.0);
+        assert_eq!(scrape.value("turnstile_queue_messages", &[("queue", weird), ("state", "ready")]), 1.0);
+        assert_eq!(scrape.value("turnstile_queue_pushed_total", &jobs), 5.0);
+        assert_eq!(scrape.value("turnstile_queue_acked_total", &jobs), 1.0);
+        assert_eq!(scrape.value("turnstile_queue_returned_total", &jobs), 0.0);
+        assert_eq!(scrape.value("turnstile_queue_consumers", &jobs), 0.0);
+        assert!(scrape.value("turnstile_queue_oldest_ready_age_seconds", &jobs) >= 0.0);
+        assert_eq!(scrape.kind("turnstile_queue_dead_lettered_total"), "counter");
+        assert_eq!(scrape.kind("turnstile_queue_expired_total"), "counter");
+
+        // Raft and storage.
+        assert_eq!(scrape.value("turnstile_raft_is_leader", &[]), 1.0);
+        assert_eq!(scrape.value("turnstile_raft_leader", &[]), 1.0);
+        assert!(scrape.value("turnstile_raft_term", &[]) >= 1.0);
+        let applied = scrape.value("turnstile_raft_applied_index", &[]);
+        assert!(applied >= 10.0);
+        assert!(scrape.value("turnstile_raft_committed_index", &[]) >= applied);
+        assert!(scrape.value("turnstile_raft_last_log_index", &[]) >= applied);
+        assert!(scrape.value("turnstile_raft_commands_proposed_total", &[]) >= 15.0);
+        assert!(scrape.value("turnstile_raft_entries_proposed_total", &[]) >= 1.0);
+        assert_eq!(scrape.kind("turnstile_raft_snapshot_index"), "gauge");
+        assert!(scrape.value("turnstile_fsync_total", &[]) >= 1.0);
+        assert!(scrape.value("turnstile_fsync_duration_seconds_count", &[]) >= 1.0);
+        assert!(scrape.value("turnstile_journal_bytes_written_total", &[]) > 0.0);
+        assert!(scrape.value("turnstile_journal_records_total", &[]) >= 1.0);
+        assert!(scrape.value("turnstile_fsync_batch_size_max", &[]) >= 1.0);
+        assert_eq!(scrape.value("turnstile_journal_poisoned", &[]), 0.0);
+
+        // Memory and the process.
+        assert!(scrape.value("turnstile_payload_bytes", &[]) > 0.0);
+        assert_eq!(scrape.value("turnstile_max_memory_bytes", &[]), 0.0);
+        assert_eq!(scrape.value("turnstile_pushes_refused_oom_total", &[]), 0.0);
+        assert!(scrape.value("turnstile_process_resident_memory_bytes", &[]) > 0.0);
+        assert!(scrape.value("turnstile_uptime_seconds", &[]) > 0.0);
+        assert_eq!(scrape.value("turnstile_build_info", &[("version", crate::info::VERSION)]), 1.0);
+
+        drop((a, b));
+        stop.send(()).unwrap();
+        running.await.unwrap().unwrap();
+        let _ = std::fs::remove_dir_all(data_dir);
+    }
+}
