@@ -100,6 +100,13 @@ pub enum ReplyShape {
     Names,
 }
 
+/// The command table's name for a request's command (`"lock.acquire"`, `"client"`), whatever
+/// case it was sent in; `None` for a command that does not exist. For bounded metric labels.
+pub fn command_name(args: &[Bytes]) -> Option<&'static str> {
+    let name = args.first()?;
+    COMMANDS.iter().map(Entry::name).find(|known| name.eq_ignore_ascii_case(known.as_bytes()))
+}
+
 /// Parses one request (`args[0]` is the command name, in any case) into what the server must do.
 ///
 /// Errors are the frames to send back, with Redis's texts. Nothing has been done when one is
