@@ -168,7 +168,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             let mut inner = self.lock()?;
             for entry in entries {
                 if self.journal.is_some() {
-                    records.push(Record::Entry { index: entry.log_id.index(), data: encode(&entry)? });
+                    records.push(Record::Entry { index: entry.log_id.index(), data: encode(&entry)?.into() });
                 }
                 inner.log.insert(entry.log_id.index(), entry);
             }

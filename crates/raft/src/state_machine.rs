@@ -107,8 +107,7 @@ impl StateMachineStore {
         {
             let meta: SnapshotMeta =
                 postcard::from_bytes(&meta).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-            // One buffer, owned by `Bytes`: the restored payloads are slices of it.
-            let data = Bytes::from(data);
+            // The restored payloads are slices of the buffer the file was read into.
             applied.state =
                 State::restore(data.clone()).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
             applied.last_applied = meta.last_log_id;
@@ -294,7 +293,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             (Some(disk), None) => {
                 let wanted = stored.meta.last_log_id.map_or(0, |id| id.index());
                 match disk.load_latest().map_err(io::Error::other)? {
-                    Some((index, _, data)) if index == wanted => Bytes::from(data),
+                    Some((index, _, data)) if index == wanted => data,
                     _ => return Err(io::Error::other(format!("snapshot {wanted} is no longer on disk"))),
                 }
             }

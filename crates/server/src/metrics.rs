@@ -453,13 +453,10 @@ impl Exposition {
             shared.started.elapsed().as_secs_f64(),
         );
 
-        self.single(
-            "turnstile_connections",
-            "gauge",
-            "Connections open.",
-            &resp,
-            load(&stats.connected_clients),
-        );
+        let http = [("protocol", "http")];
+        self.family("turnstile_connections", "gauge", "Connections open.");
+        self.sample("turnstile_connections", &resp, load(&stats.connected_clients));
+        self.sample("turnstile_connections", &http, load(&stats.http_connections));
         self.single(
             "turnstile_connections_blocked",
             "gauge",
@@ -467,13 +464,9 @@ impl Exposition {
             &resp,
             load(&stats.blocked_clients),
         );
-        self.single(
-            "turnstile_connections_accepted_total",
-            "counter",
-            "Connections accepted and served.",
-            &resp,
-            load(&stats.accepted),
-        );
+        self.family("turnstile_connections_accepted_total", "counter", "Connections accepted and served.");
+        self.sample("turnstile_connections_accepted_total", &resp, load(&stats.accepted));
+        self.sample("turnstile_connections_accepted_total", &http, load(&stats.http_accepted));
         self.single(
             "turnstile_connections_rejected_total",
             "counter",
@@ -1055,6 +1048,10 @@ mod tests {
         assert_eq!(scrape.value("turnstile_connections", &resp_label), 2.0);
         assert_eq!(scrape.value("turnstile_connections_accepted_total", &resp_label), 2.0);
         assert_eq!(scrape.value("turnstile_connections_rejected_total", &resp_label), 0.0);
+        // The scrape itself came over an HTTP connection, open while it is answered.
+        let http_label = [("protocol", "http")];
+        assert!(scrape.value("turnstile_connections_accepted_total", &http_label) >= 1.0);
+        assert!(scrape.value("turnstile_connections", &http_label) >= 1.0);
         assert!(scrape.value("turnstile_sessions", &[]) >= 2.0);
         assert_eq!(scrape.value("turnstile_locks", &[]), 2.0);
         assert_eq!(scrape.value("turnstile_lock_holds", &[]), 2.0);

@@ -54,6 +54,9 @@ impl Shared {
 #[derive(Debug, Default)]
 pub struct Stats {
     pub connections: AtomicU64,
+    /// HTTP connections open now, and accepted in all.
+    pub http_connections: AtomicU64,
+    pub http_accepted: AtomicU64,
     /// Connections served (`connections` less `rejected`, counted on its own so that the metric
     /// never appears to go down while a refusal is under way).
     pub accepted: AtomicU64,

@@ -42,7 +42,7 @@ fn main() {
                         let index = next_index.fetch_add(1, Ordering::Relaxed);
                         let tx = tx.clone();
                         journal.append(
-                            vec![Record::Entry { index, data: vec![0x5A; 100] }],
+                            vec![Record::Entry { index, data: vec![0x5A; 100].into() }],
                             Box::new(move |result| tx.send(result).expect("bench thread gone")),
                         );
                         rx.recv().expect("journal gone").expect("append failed");

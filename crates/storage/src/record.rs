@@ -6,6 +6,8 @@
 //! ```
 //! The byte-by-byte layout of every tag is in the crate README.
 
+use bytes::Bytes;
+
 /// Bytes before the payload: length and checksum.
 pub(crate) const FRAME_HEADER_BYTES: usize = 8;
 
@@ -28,8 +30,9 @@ const CHECKPOINT_HAS_PURGED: u8 = 4;
 /// One change to the log, as the caller sees it. The journal stores the byte strings opaquely.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Record {
-    /// A log entry. Writing an index that already exists replaces it.
-    Entry { index: u64, data: Vec<u8> },
+    /// A log entry. Writing an index that already exists replaces it. Read back, `data` is a slice
+    /// of the segment buffer (entries are most of the log: they are not copied out one by one).
+    Entry { index: u64, data: Bytes },
     /// The latest vote (replaces the previous one).
     Vote(Vec<u8>),
     /// The latest committed marker (replaces the previous one).
@@ -152,8 +155,9 @@ pub(crate) enum Frame {
     Undecodable { reason: String },
 }
 
-/// Reads the frame at the start of `buf`. Never allocates more than the payload that is actually present.
-pub(crate) fn read_frame(buf: &[u8]) -> Frame {
+/// Reads the frame at the start of `buf`. Never allocates more than the payload that is actually present;
+/// an entry's data is a slice of `buf`.
+pub(crate) fn read_frame(buf: &Bytes) -> Frame {
     let Some((header, rest)) = buf.split_first_chunk::<FRAME_HEADER_BYTES>() else {
         return Frame::Truncated;
     };
@@ -168,18 +172,19 @@ pub(crate) fn read_frame(buf: &[u8]) -> Frame {
     if crc32c::crc32c(payload) != crc {
         return Frame::BadChecksum { len: FRAME_HEADER_BYTES + len };
     }
-    match decode_payload(payload) {
+    match decode_payload(buf, payload) {
         Ok(decoded) => Frame::Valid { decoded, len: FRAME_HEADER_BYTES + len },
         Err(reason) => Frame::Undecodable { reason },
     }
 }
 
-fn decode_payload(payload: &[u8]) -> Result<Decoded, String> {
+/// Decodes `payload`, a part of `buf`.
+fn decode_payload(buf: &Bytes, payload: &[u8]) -> Result<Decoded, String> {
     let (&tag, body) = payload.split_first().ok_or("empty payload")?;
     let record = match tag {
         TAG_ENTRY => {
             let (index, data) = take_u64(body).ok_or("entry shorter than its index")?;
-            Record::Entry { index, data: data.to_vec() }
+            Record::Entry { index, data: buf.slice_ref(data) }
         }
         TAG_VOTE => Record::Vote(body.to_vec()),
         TAG_COMMITTED => Record::Committed(body.to_vec()),
@@ -235,17 +240,17 @@ fn take_bytes(buf: &[u8]) -> Option<(&[u8], &[u8])> {
 mod tests {
     use super::*;
 
-    fn frame_of(record: &Record) -> Vec<u8> {
+    fn frame_of(record: &Record) -> Bytes {
         let mut out = Vec::new();
         encode_record(record, &mut out).unwrap();
-        out
+        out.into()
     }
 
     #[test]
     fn every_record_kind_round_trips() {
         let records = [
-            Record::Entry { index: 7, data: b"hello".to_vec() },
-            Record::Entry { index: u64::MAX, data: Vec::new() },
+            Record::Entry { index: 7, data: Bytes::from_static(b"hello") },
+            Record::Entry { index: u64::MAX, data: Bytes::new() },
             Record::Vote(b"v".to_vec()),
             Record::Vote(Vec::new()),
             Record::Committed(b"c".to_vec()),
@@ -269,6 +274,7 @@ mod tests {
         ] {
             let mut frame = Vec::new();
             encode_checkpoint(&checkpoint, &mut frame).unwrap();
+            let frame = Bytes::from(frame);
             assert_eq!(
                 read_frame(&frame),
                 Frame::Valid { decoded: Decoded::Checkpoint(checkpoint), len: frame.len() }
@@ -278,7 +284,7 @@ mod tests {
 
     #[test]
     fn entry_frame_layout_is_exact() {
-        let frame = frame_of(&Record::Entry { index: 0x0102, data: vec![0xAA, 0xBB] });
+        let frame = frame_of(&Record::Entry { index: 0x0102, data: Bytes::from_static(&[0xAA, 0xBB]) });
         let payload = [1, 0x02, 0x01, 0, 0, 0, 0, 0, 0, 0xAA, 0xBB];
         let mut expected = u32::try_from(payload.len()).unwrap().to_le_bytes().to_vec();
         expected.extend_from_slice(&crc32c::crc32c(&payload).to_le_bytes());
@@ -301,27 +307,27 @@ mod tests {
 
     #[test]
     fn every_truncation_of_a_frame_is_truncated() {
-        let frame = frame_of(&Record::Entry { index: 1, data: b"abcdef".to_vec() });
+        let frame = frame_of(&Record::Entry { index: 1, data: Bytes::from_static(b"abcdef") });
         for cut in 0..frame.len() {
-            assert_eq!(read_frame(&frame[..cut]), Frame::Truncated, "cut at {cut}");
+            assert_eq!(read_frame(&frame.slice(..cut)), Frame::Truncated, "cut at {cut}");
         }
     }
 
     #[test]
     fn every_flipped_payload_byte_fails_the_checksum() {
-        let frame = frame_of(&Record::Entry { index: 1, data: b"abcdef".to_vec() });
+        let frame = frame_of(&Record::Entry { index: 1, data: Bytes::from_static(b"abcdef") });
         for at in FRAME_HEADER_BYTES..frame.len() {
-            let mut bad = frame.clone();
+            let mut bad = frame.to_vec();
             bad[at] ^= 0x40;
-            assert_eq!(read_frame(&bad), Frame::BadChecksum { len: frame.len() }, "flip at {at}");
+            assert_eq!(read_frame(&bad.into()), Frame::BadChecksum { len: frame.len() }, "flip at {at}");
         }
     }
 
     #[test]
     fn huge_length_is_truncated_not_allocated() {
-        let mut frame = frame_of(&Record::Vote(b"x".to_vec()));
+        let mut frame = frame_of(&Record::Vote(b"x".to_vec())).to_vec();
         frame[..4].copy_from_slice(&u32::MAX.to_le_bytes());
-        assert_eq!(read_frame(&frame), Frame::Truncated);
+        assert_eq!(read_frame(&frame.into()), Frame::Truncated);
     }
 
     #[test]
@@ -330,7 +336,7 @@ mod tests {
         let mut frame = u32::try_from(payload.len()).unwrap().to_le_bytes().to_vec();
         frame.extend_from_slice(&crc32c::crc32c(&payload).to_le_bytes());
         frame.extend_from_slice(&payload);
-        assert!(matches!(read_frame(&frame), Frame::Undecodable { .. }));
-        assert_eq!(read_frame(&[0; 16]), Frame::ZeroLength);
+        assert!(matches!(read_frame(&frame.into()), Frame::Undecodable { .. }));
+        assert_eq!(read_frame(&Bytes::from_static(&[0; 16])), Frame::ZeroLength);
     }
 }

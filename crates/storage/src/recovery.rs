@@ -14,6 +14,8 @@ use std::collections::BTreeMap;
 use std::fs::{self, OpenOptions};
 use std::path::{Path, PathBuf};
 
+use bytes::Bytes;
+
 use crate::error::{IoContext, StorageError};
 use crate::file::sync_dir;
 use crate::record::{Checkpoint, Decoded, Frame, Record, read_frame};
@@ -22,8 +24,9 @@ use crate::segment::{Segment, list_segments};
 /// The state the journal described when it was opened.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Recovered {
-    /// Every entry still in the log (not truncated away, index above `purged`), by index.
-    pub entries: BTreeMap<u64, Vec<u8>>,
+    /// Every entry still in the log (not truncated away, index above `purged`), by index. Each is a
+    /// slice of the buffer its segment was read into.
+    pub entries: BTreeMap<u64, Bytes>,
     /// The last vote written.
     pub vote: Option<Vec<u8>>,
     /// The last committed marker written.
@@ -72,7 +75,7 @@ impl Recovered {
     }
 }
 
-fn drop_above(entries: &mut BTreeMap<u64, Vec<u8>>, after: u64) {
+fn drop_above(entries: &mut BTreeMap<u64, Bytes>, after: u64) {
     if let Some(first_dropped) = after.checked_add(1) {
         entries.split_off(&first_dropped);
     }
@@ -88,13 +91,15 @@ pub(crate) fn replay(
     let last = segments.len().checked_sub(1);
     for position in 0..segments.len() {
         let segment = &mut segments[position];
-        let bytes = fs::read(&segment.path).ctx(|| format!("reading segment {}", segment.path.display()))?;
+        let bytes = Bytes::from(
+            fs::read(&segment.path).ctx(|| format!("reading segment {}", segment.path.display()))?,
+        );
         let mut offset = 0;
         let bad = loop {
             if offset == bytes.len() {
                 break None;
             }
-            match read_frame(&bytes[offset..]) {
+            match read_frame(&bytes.slice(offset..)) {
                 Frame::Valid { decoded, len } => {
                     if let Some(index) = recovered.apply(decoded) {
                         segment.max_entry = Some(segment.max_entry.map_or(index, |max| max.max(index)));
@@ -107,7 +112,7 @@ pub(crate) fn replay(
         let Some(bad) = bad else { continue };
         let cut_at = offset as u64;
         if Some(position) == last
-            && let Some(why) = torn_reason(&bad, &bytes[offset..])
+            && let Some(why) = torn_reason(&bad, &bytes.slice(offset..))
         {
             tracing::warn!(
                 file = %segment.path.display(),
@@ -148,13 +153,13 @@ pub(crate) fn replay(
 ///
 /// Torn: a frame that runs past the end of the file, an all-zero tail, or a checksum mismatch with no valid
 /// record anywhere in the chain of frames after it.
-fn torn_reason(bad: &Frame, tail: &[u8]) -> Option<&'static str> {
+fn torn_reason(bad: &Frame, tail: &Bytes) -> Option<&'static str> {
     if tail.iter().all(|byte| *byte == 0) {
         return Some("the rest of the file is zeros");
     }
     let mut rest = match bad {
         Frame::Truncated => return Some("the record runs past the end of the file"),
-        Frame::BadChecksum { len } => &tail[*len..],
+        Frame::BadChecksum { len } => tail.slice(*len..),
         Frame::ZeroLength | Frame::Undecodable { .. } | Frame::Valid { .. } => return None,
     };
     // Follow the lengths after the bad record: if any later frame is intact, this is damage, not a torn write.
@@ -162,9 +167,9 @@ fn torn_reason(bad: &Frame, tail: &[u8]) -> Option<&'static str> {
         if rest.iter().all(|byte| *byte == 0) {
             return Some("checksum mismatch, and only zeros after it");
         }
-        match read_frame(rest) {
+        match read_frame(&rest) {
             Frame::Truncated => return Some("checksum mismatch, and only a partial record after it"),
-            Frame::BadChecksum { len } => rest = &rest[len..],
+            Frame::BadChecksum { len } => rest = rest.slice(len..),
             Frame::ZeroLength | Frame::Undecodable { .. } | Frame::Valid { .. } => return None,
         }
     }

@@ -10,6 +10,8 @@ use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use bytes::Bytes;
+
 use crate::error::{IoContext, StorageError};
 use crate::file::{create_dir_durable, sync_dir};
 
@@ -20,8 +22,9 @@ const PREFIX: &str = "snapshot-";
 const SUFFIX: &str = ".snap";
 const TEMP_SUFFIX: &str = ".snap.tmp";
 
-/// A snapshot as loaded: (index, meta, data). A plain tuple so callers can destructure it.
-pub type LoadedSnapshot = (u64, Vec<u8>, Vec<u8>);
+/// A snapshot as loaded: (index, meta, data). A plain tuple so callers can destructure it. The data
+/// is a slice of the buffer the file was read into: no copy, whatever its size.
+pub type LoadedSnapshot = (u64, Vec<u8>, Bytes);
 
 /// The directory of snapshot files.
 #[derive(Debug, Clone)]
@@ -95,17 +98,13 @@ impl SnapshotStore {
         let Some((index, path)) = self.files(SUFFIX)?.into_iter().max_by_key(|(index, _)| *index) else {
             return Ok(None);
         };
-        let mut bytes = fs::read(&path).ctx(|| format!("reading {}", path.display()))?;
+        let bytes = Bytes::from(fs::read(&path).ctx(|| format!("reading {}", path.display()))?);
         let corrupt = |reason: String| StorageError::CorruptSnapshot { file: path.clone(), reason };
         let (meta, data) = decode(&bytes, index).map_err(corrupt)?;
-        let meta = meta.to_vec();
-        // The data is the file's tail but for the checksum: keep it in the buffer that was read
-        // rather than copy it (a snapshot can be as large as the whole state).
-        let data_len = data.len();
-        let data_start = HEADER_BYTES + meta.len();
-        bytes.truncate(data_start + data_len);
-        bytes.drain(..data_start);
-        Ok(Some((index, meta, bytes)))
+        // The data is the file's tail but for the checksum: a slice of the buffer that was read,
+        // not a copy (a snapshot can be as large as the whole state).
+        let data = bytes.slice_ref(data);
+        Ok(Some((index, meta.to_vec(), data)))
     }
 
     fn path(&self, index: u64, suffix: &str) -> PathBuf {

@@ -21,8 +21,11 @@ fn every_record_kind_survives_close_and_reopen() {
     assert_eq!(recovered.vote, None);
     append_wait(&journal, vec![entry(1), entry(2), Record::Vote(b"term 3 for node 1".to_vec())]).unwrap();
     append_wait(&journal, vec![Record::Committed(b"3-2".to_vec()), entry(3), Record::Purge(1)]).unwrap();
-    append_wait(&journal, vec![Record::Entry { index: 4, data: Vec::new() }, Record::TruncateAfter(Some(3))])
-        .unwrap();
+    append_wait(
+        &journal,
+        vec![Record::Entry { index: 4, data: bytes::Bytes::new() }, Record::TruncateAfter(Some(3))],
+    )
+    .unwrap();
     journal.close().unwrap();
 
     let (journal, recovered) = Journal::open(dir.path(), Options::default()).unwrap();
@@ -44,7 +47,7 @@ fn truncate_after_and_purge_replay_in_order() {
     let (journal, _) = Journal::open(dir.path(), Options::default()).unwrap();
     append_wait(&journal, (1..=10).map(entry).collect()).unwrap();
     append_wait(&journal, vec![Record::TruncateAfter(Some(5))]).unwrap();
-    let rewritten = |index| Record::Entry { index, data: format!("rewritten-{index}").into_bytes() };
+    let rewritten = |index| Record::Entry { index, data: format!("rewritten-{index}").into() };
     append_wait(&journal, vec![rewritten(6), rewritten(7)]).unwrap();
     append_wait(&journal, vec![Record::Purge(3), Record::Purge(2)]).unwrap();
     journal.close().unwrap();
@@ -53,8 +56,8 @@ fn truncate_after_and_purge_replay_in_order() {
     let expected = BTreeMap::from([
         (4, data_of(4)),
         (5, data_of(5)),
-        (6, b"rewritten-6".to_vec()),
-        (7, b"rewritten-7".to_vec()),
+        (6, bytes::Bytes::from_static(b"rewritten-6")),
+        (7, bytes::Bytes::from_static(b"rewritten-7")),
     ]);
     assert_eq!(recovered.entries, expected);
     assert_eq!(recovered.purged, Some(3), "a lower purge never moves the purge point back");

@@ -27,7 +27,7 @@ fn save_then_load_latest_returns_the_newest_and_deletes_older() {
     assert_eq!(data, vec![7u8; 100_000]);
 
     store.save(13, b"", b"").unwrap();
-    assert_eq!(store.load_latest().unwrap(), Some((13, Vec::new(), Vec::new())));
+    assert_eq!(store.load_latest().unwrap(), Some((13, Vec::new(), bytes::Bytes::new())));
 }
 
 #[test]

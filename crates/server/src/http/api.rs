@@ -4,7 +4,6 @@
 //! Bodies and replies are JSON with `snake_case` fields; durations are milliseconds (`_ms`).
 //! Payloads are JSON strings (UTF-8; bytes that are not UTF-8 are shown lossily).
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::UNIX_EPOCH;
@@ -23,8 +22,8 @@ use turnstile_core::{
     QueueStats, Reply,
 };
 
-use super::ApiError;
 use super::exec::{read, write, write_in_session};
+use super::{ApiError, Peer};
 use crate::server::Shared;
 
 type App = Arc<Shared>;
@@ -526,7 +525,7 @@ async fn dashboard() -> Html<&'static str> {
     Html(include_str!("dashboard.html"))
 }
 
-async fn overview(State(app): State<App>, ConnectInfo(peer): ConnectInfo<SocketAddr>) -> ApiResult {
+async fn overview(State(app): State<App>, ConnectInfo(Peer(peer)): ConnectInfo<Peer>) -> ApiResult {
     let status = app.node.status();
     let summary = app.node.read(|state| state.summary()).await?;
     ok(json!({

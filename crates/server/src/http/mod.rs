@@ -23,13 +23,16 @@ use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use std::collections::HashMap;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Instant;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
 use turnstile_core::WaitEdge;
 
 use crate::server::Shared;
@@ -42,8 +45,9 @@ const RECENT_DEADLOCKS: usize = 20;
 
 /// Serves HTTP until shutdown begins; requests in progress are finished.
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>, mut shutdown: Shutdown) {
+    let listener = CountingListener { inner: listener, shared: shared.clone() };
     let app = router(shared);
-    let service = app.into_make_service_with_connect_info::<SocketAddr>();
+    let service = app.into_make_service_with_connect_info::<Peer>();
     let served = axum::serve(listener, service).with_graceful_shutdown(async move { shutdown.recv().await });
     if let Err(e) = served.await {
         tracing::warn!(error = %e, "the HTTP listener stopped");
@@ -82,6 +86,80 @@ async fn measure(operations: Arc<Operations>, request: Request, next: Next) -> R
     let response = next.run(request).await;
     crate::metrics::record_command("http", operation, started.elapsed());
     response
+}
+
+/// The HTTP listener, counting connections for the metrics (`protocol="http"`) as the RESP
+/// accept loop does.
+struct CountingListener {
+    inner: TcpListener,
+    shared: Arc<Shared>,
+}
+
+impl axum::serve::Listener for CountingListener {
+    type Io = CountedStream;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (CountedStream, SocketAddr) {
+        let (stream, addr) = axum::serve::Listener::accept(&mut self.inner).await;
+        let _ = stream.set_nodelay(true);
+        self.shared.stats.http_accepted.fetch_add(1, Ordering::Relaxed);
+        self.shared.stats.http_connections.fetch_add(1, Ordering::Relaxed);
+        (CountedStream { inner: stream, shared: self.shared.clone() }, addr)
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.inner.local_addr()
+    }
+}
+
+/// An HTTP connection; dropping it takes it off the open-connections gauge.
+struct CountedStream {
+    inner: TcpStream,
+    shared: Arc<Shared>,
+}
+
+impl Drop for CountedStream {
+    fn drop(&mut self) {
+        self.shared.stats.http_connections.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl AsyncRead for CountedStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for CountedStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// The client's address, for handlers (`ConnectInfo<Peer>`): admin actions are for loopback.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer(pub SocketAddr);
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, CountingListener>> for Peer {
+    fn connect_info(stream: axum::serve::IncomingStream<'_, CountingListener>) -> Peer {
+        Peer(*stream.remote_addr())
+    }
 }
 
 /// The latest waits refused because they would have closed a cycle, newest last.

@@ -11,8 +11,8 @@ pub fn entry(index: u64) -> Record {
     Record::Entry { index, data: data_of(index) }
 }
 
-pub fn data_of(index: u64) -> Vec<u8> {
-    format!("entry-{index}").into_bytes()
+pub fn data_of(index: u64) -> bytes::Bytes {
+    format!("entry-{index}").into()
 }
 
 /// Appends and waits for the callback.
