@@ -140,10 +140,14 @@ impl State {
                 .collect(),
             keys: Cow::Borrowed(&self.keys),
         };
-        let mut out = vec![SNAPSHOT_VERSION];
+        // Sized up front for what dominates (payloads, keys, a few dozen bytes per message), and
+        // written in place after the version byte: no reallocations, no second copy.
+        let messages: usize = self.queues.values().map(Queue::len).sum();
+        let estimate = usize::try_from(self.payload_bytes()).unwrap_or(0) + 64 * messages + 4096;
+        let mut out = Vec::with_capacity(estimate);
+        out.push(SNAPSHOT_VERSION);
         // Serializing plain data into a Vec cannot fail.
-        out.extend(postcard::to_stdvec(&image).expect("state serializes"));
-        out
+        postcard::to_io(&image, out).expect("state serializes")
     }
 
     /// The state a [`State::snapshot`] describes, indexes rebuilt. Message payloads are slices of
