@@ -1,14 +1,16 @@
 //! Snapshots: the state's primary data as bytes, and a state rebuilt from them.
 //!
 //! ```text
-//!  snapshot ─► [u8 version = 3][postcard(Image)]
+//!  snapshot ─► [u8 version = 3][postcard(Image)][messages of queue 1]…[messages of queue n]
 //!              Image: clock, applied index, last token, last id,
 //!                     sessions (when opened), locks (holds, lines of waiters),
-//!                     queues (config, totals, takers, waiting pops, consumers, dedup ids,
-//!                             then every message in id order), keys
+//!                     queues (id, config, totals, takers, waiting pops, consumers, dedup ids),
+//!                     keys
+//!              messages: postcard sequence of (id, message), in id order, in the order of the
+//!                     Image's queues
 //!
-//!  restore  ─► decode the Image, message payloads borrowed from the buffer
-//!           ─► messages keep them as `Bytes` slices of that one buffer (no copy, no allocation each)
+//!  restore  ─► decode the Image, then each queue's messages straight into their final form:
+//!              payloads are `Bytes` slices of the one snapshot buffer (no copy, no allocation each)
 //!           ─► rebuild every index from the data: holds by token, waits, owners' waits, what each
 //!              session owns, each queue's ready / eligible / in-flight sets, groups and counts,
 //!              and the timers — sorted, built in bulk
@@ -25,6 +27,9 @@ use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
+use std::fmt;
+
+use serde::de::{DeserializeSeed, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::kv::KvEntry;
@@ -67,48 +72,59 @@ struct Image<'a> {
     keys: Cow<'a, BTreeMap<String, KvEntry>>,
 }
 
-/// One queue: its own fields (those that are not indexes), then its messages.
+/// One queue's own fields (those that are not indexes). Its messages follow the Image.
 #[derive(Serialize, Deserialize)]
 struct QueueImage<'a> {
     id: QueueId,
     queue: Cow<'a, Queue>,
-    #[serde(borrow)]
-    messages: Messages<'a>,
 }
 
-/// A queue's messages in id order, as a sequence of `(id, message)`.
-enum Messages<'a> {
-    /// Being written: the queue's own map.
-    Stored(&'a BTreeMap<MsgId, Message>),
-    /// Read back: payloads still in the snapshot buffer.
-    Read(Vec<(MsgId, Message<Borrowed<'a>>)>),
-}
+/// A queue's messages, written as a sequence of `(id, message)` in id order.
+struct Messages<'a>(&'a BTreeMap<MsgId, Message>);
 
 impl Serialize for Messages<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        match self {
-            Messages::Stored(map) => serializer.collect_seq(map.iter()),
-            Messages::Read(list) => serializer.collect_seq(list.iter().map(|(id, m)| (id, m))),
+        serializer.collect_seq(self.0.iter())
+    }
+}
+
+/// Reads a queue's messages back, each payload a slice of `source` (the buffer being decoded).
+struct MessagesSeed<'s> {
+    source: &'s Bytes,
+}
+
+/// The fewest bytes one encoded message takes: bounds what a length field can make us allocate.
+const MIN_MESSAGE_BYTES: usize = 10;
+
+impl<'de> DeserializeSeed<'de> for MessagesSeed<'_> {
+    type Value = Vec<(MsgId, Message)>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for MessagesSeed<'_> {
+    type Value = Vec<(MsgId, Message)>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a sequence of (id, message)")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let most = self.source.len() / MIN_MESSAGE_BYTES;
+        let mut messages = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(most));
+        while let Some((id, message)) = seq.next_element::<(MsgId, Message<Borrowed<'de>>)>()? {
+            messages.push((id, message.map_payload(|p| self.source.slice_ref(p.0))));
         }
+        Ok(messages)
     }
 }
 
-impl<'de: 'a, 'a> Deserialize<'de> for Messages<'a> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        Vec::deserialize(deserializer).map(Messages::Read)
-    }
-}
-
-/// Bytes read in place from the snapshot buffer. Written like `Bytes` (a length, then the
-/// bytes), so a payload is laid out the same whichever way it goes.
+/// Bytes read in place from the snapshot buffer (written as `Bytes` writes itself: a length, then
+/// the bytes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Borrowed<'a>(&'a [u8]);
-
-impl Serialize for Borrowed<'_> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_bytes(self.0)
-    }
-}
 
 impl<'de: 'a, 'a> Deserialize<'de> for Borrowed<'a> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
@@ -129,15 +145,7 @@ impl State {
             last_id: self.last_id,
             sessions: Cow::Borrowed(&self.sessions),
             resources: Cow::Borrowed(&self.resources),
-            queues: self
-                .queues
-                .iter()
-                .map(|(&id, q)| QueueImage {
-                    id,
-                    queue: Cow::Borrowed(q),
-                    messages: Messages::Stored(&q.messages),
-                })
-                .collect(),
+            queues: self.queues.iter().map(|(&id, q)| QueueImage { id, queue: Cow::Borrowed(q) }).collect(),
             keys: Cow::Borrowed(&self.keys),
         };
         // Sized up front for what dominates (payloads, keys, a few dozen bytes per message), and
@@ -147,7 +155,11 @@ impl State {
         let mut out = Vec::with_capacity(estimate);
         out.push(SNAPSHOT_VERSION);
         // Serializing plain data into a Vec cannot fail.
-        postcard::to_io(&image, out).expect("state serializes")
+        let mut out = postcard::to_io(&image, out).expect("state serializes");
+        for q in self.queues.values() {
+            out = postcard::to_io(&Messages(&q.messages), out).expect("messages serialize");
+        }
+        out
     }
 
     /// The state a [`State::snapshot`] describes, indexes rebuilt. Message payloads are slices of
@@ -158,7 +170,7 @@ impl State {
             Some((&SNAPSHOT_VERSION, body)) => body,
             Some((&v, _)) => return Err(SnapshotError::Version(v)),
         };
-        let image: Image<'_> = postcard::from_bytes(body)?;
+        let (image, mut rest): (Image<'_>, _) = postcard::take_from_bytes(body)?;
         let mut state = State {
             clock: image.clock,
             applied_index: image.applied_index,
@@ -171,12 +183,17 @@ impl State {
         };
         let mut timers = TimerList::new();
         state.rebuild_lock_indexes(&mut timers).map_err(SnapshotError::Inconsistent)?;
-        for QueueImage { id, queue, messages } in image.queues {
-            let Messages::Read(messages) = messages else { unreachable!("decoding gives Read") };
-            let messages = messages.into_iter().map(|(id, m)| (id, m.map_payload(|p| bytes.slice_ref(p.0))));
+        for QueueImage { id, queue } in image.queues {
+            let mut decoder = postcard::Deserializer::from_bytes(rest);
+            // In id order already: building the map finds one sorted run and builds it in bulk.
+            let messages = MessagesSeed { source: &bytes }.deserialize(&mut decoder)?;
+            rest = decoder.finalize()?;
             state
-                .restore_queue(id, queue.into_owned(), messages.collect(), &mut timers)
+                .restore_queue(id, queue.into_owned(), messages.into_iter().collect(), &mut timers)
                 .map_err(SnapshotError::Inconsistent)?;
+        }
+        if !rest.is_empty() {
+            return Err(SnapshotError::Inconsistent(format!("{} bytes after the last queue", rest.len())));
         }
         state.rebuild_key_indexes(&mut timers);
         state.timers = Timers::from_list(timers);

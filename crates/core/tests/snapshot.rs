@@ -126,10 +126,13 @@ fn another_format_version_is_refused_by_name() {
 }
 
 #[test]
-fn a_truncated_snapshot_is_refused() {
+fn a_truncated_or_extended_snapshot_is_refused() {
     let bytes = busy_world().state.snapshot();
     for len in [1, 2, bytes.len() / 2, bytes.len() - 1] {
         let cut = Bytes::copy_from_slice(&bytes[..len]);
         assert!(matches!(State::restore(cut), Err(SnapshotError::Decode(_))), "cut at {len}");
     }
+    let mut longer = bytes;
+    longer.push(0);
+    assert!(matches!(State::restore(longer.into()), Err(SnapshotError::Inconsistent(_))));
 }
