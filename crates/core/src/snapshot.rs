@@ -1,7 +1,7 @@
 //! Snapshots: the state's primary data as bytes, and a state rebuilt from them.
 //!
 //! ```text
-//!  snapshot ─► [u8 version = 3][postcard(Image)][messages of queue 1]…[messages of queue n]
+//!  snapshot ─► [u8 version = 4][postcard(Image)][messages of queue 1]…[messages of queue n]
 //!              Image: clock, applied index, last token, last id,
 //!                     sessions (when opened), locks (holds, lines of waiters),
 //!                     queues (id, config, totals, takers, waiting pops, consumers, dedup ids),
@@ -40,8 +40,9 @@ use crate::timer::{Timer, Timers};
 use crate::{MsgId, QueueId, SessionId, State, Timestamp};
 
 /// The format written by [`State::snapshot`]; [`State::restore`] reads only this one.
-/// 2: the whole state, indexes included. 3: primary data only, indexes rebuilt on restore.
-pub(crate) const SNAPSHOT_VERSION: u8 = 3;
+/// 2: the whole state, indexes included. 3: primary data only, indexes rebuilt on restore, each
+/// queue's messages inside its image. 4: the same, messages in their own sections after the image.
+pub(crate) const SNAPSHOT_VERSION: u8 = 4;
 
 /// A snapshot that could not be read back.
 #[derive(Debug, thiserror::Error)]

@@ -121,7 +121,7 @@ fn another_format_version_is_refused_by_name() {
     bytes[0] = 2;
     let err = State::restore(bytes.into()).unwrap_err();
     assert!(matches!(err, SnapshotError::Version(2)), "{err:?}");
-    assert_eq!(err.to_string(), "snapshot format version 2 is not supported (this build reads version 3)");
+    assert_eq!(err.to_string(), "snapshot format version 2 is not supported (this build reads version 4)");
     assert!(matches!(State::restore(Bytes::new()), Err(SnapshotError::Empty)));
 }
 
