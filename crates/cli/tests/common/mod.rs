@@ -105,9 +105,10 @@ impl TestServer {
     }
 }
 
-/// Spawns `turnstile server` on `dir` and waits (bounded) for its ready line.
-fn spawn_ready(dir: &Path, args: &[String]) -> (Child, String, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_turnstile"))
+/// `turnstile server` on `dir` with free loopback ports for every listener, plus `args`.
+fn server_command(dir: &Path, args: &[impl AsRef<std::ffi::OsStr>]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_turnstile"));
+    command
         .args([
             "server",
             "--resp-addr",
@@ -119,7 +120,13 @@ fn spawn_ready(dir: &Path, args: &[String]) -> (Child, String, String) {
             "--data-dir",
         ])
         .arg(dir)
-        .args(args)
+        .args(args);
+    command
+}
+
+/// Spawns `turnstile server` on `dir` and waits (bounded) for its ready line.
+fn spawn_ready(dir: &Path, args: &[String]) -> (Child, String, String) {
+    let mut child = server_command(dir, args)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -154,19 +161,7 @@ fn spawn_ready(dir: &Path, args: &[String]) -> (Child, String, String) {
 /// start). Returns its exit status and everything it wrote to stdout and stderr; `None` as the
 /// status if it was still running after `timeout` (it is killed then).
 pub fn run_to_exit(dir: &Path, args: &[&str], timeout: Duration) -> (Option<ExitStatus>, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_turnstile"))
-        .args([
-            "server",
-            "--resp-addr",
-            "127.0.0.1:0",
-            "--http-addr",
-            "127.0.0.1:0",
-            "--log",
-            "warn",
-            "--data-dir",
-        ])
-        .arg(dir)
-        .args(args)
+    let mut child = server_command(dir, args)
         .env_remove("RUST_BACKTRACE")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
