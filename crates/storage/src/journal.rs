@@ -123,6 +123,12 @@ struct EncodedAppend {
     frames: Result<Vec<u8>, StorageError>,
     records: u64,
     changes: StateChanges,
+    /// Whether it holds a log entry or a vote, which `Always` must make durable before `done`.
+    /// Markers alone (committed index, purge, truncate) ride along with the next fdatasync: the
+    /// file is synced as a whole and written in order, so they are durable before any entry that
+    /// follows them, and losing the newest of them in a crash is harmless (the committed index is
+    /// found again, purged entries are purged again, truncated entries were never acknowledged).
+    needs_sync: bool,
     done: Done,
 }
 
@@ -213,8 +219,14 @@ impl Journal {
                 Record::TruncateAfter(_) => {}
             }
         }
-        let append =
-            EncodedAppend { frames: encoded.map(|()| frames), records: records.len() as u64, changes, done };
+        let needs_sync = records.iter().any(|r| matches!(r, Record::Entry { .. } | Record::Vote(_)));
+        let append = EncodedAppend {
+            frames: encoded.map(|()| frames),
+            records: records.len() as u64,
+            changes,
+            needs_sync,
+            done,
+        };
         self.send(Command::Append(append));
     }
 
@@ -339,8 +351,12 @@ impl Writer {
     /// Writes one group, fsyncs it if the policy (or a `sync` in it) asks, then answers everyone in order.
     fn commit_group(&mut self, group: Vec<Command>) {
         let appends = group.iter().filter(|command| matches!(command, Command::Append(_))).count() as u64;
+        let must_be_durable = group.iter().any(|command| match command {
+            Command::Append(append) => append.needs_sync,
+            Command::Sync(_) => false,
+        });
         let wants_sync = group.iter().any(|command| matches!(command, Command::Sync(_)))
-            || (self.policy == FsyncPolicy::Always && appends > 0);
+            || (self.policy == FsyncPolicy::Always && must_be_durable);
         let outcome = if self.is_poisoned() {
             Err(StorageError::Poisoned)
         } else {

@@ -84,6 +84,10 @@ fn segments_roll_and_purge_deletes_old_ones_while_vote_and_committed_survive() {
     assert_eq!(journal.stats().segments, before.len() as u64);
 
     append_wait(&journal, vec![Record::Purge(80)]).unwrap();
+    // A purge alone is not fsynced (it rides along with the next entry), and segments are deleted
+    // only once what makes them obsolete is durable.
+    assert_eq!(segment_files(dir.path()), before, "nothing deleted before the purge is durable");
+    append_wait(&journal, vec![entry(101)]).unwrap();
     let after = segment_files(dir.path());
     assert!(
         after.len() < before.len(),
@@ -98,7 +102,7 @@ fn segments_roll_and_purge_deletes_old_ones_while_vote_and_committed_survive() {
     assert_eq!(recovered.vote.as_deref(), Some(&b"vote-1"[..]), "the vote lives on in checkpoints");
     assert_eq!(recovered.committed.as_deref(), Some(&b"committed-90"[..]));
     assert_eq!(recovered.purged, Some(80));
-    assert_eq!(recovered.entries.keys().copied().collect::<Vec<_>>(), (81..=100).collect::<Vec<_>>());
+    assert_eq!(recovered.entries.keys().copied().collect::<Vec<_>>(), (81..=101).collect::<Vec<_>>());
 }
 
 #[test]
@@ -169,6 +173,30 @@ fn always_fsyncs_before_every_ack() {
     let dir = tempfile::tempdir().unwrap();
     let (journal, _) = Journal::open(dir.path(), Options::default()).unwrap();
     assert_eq!(fsyncs_for_100_acked_appends(&journal), 100, "waited-for appends cannot share an fsync");
+}
+
+#[test]
+fn always_lets_markers_ride_along_with_the_next_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let (journal, _) = Journal::open(dir.path(), Options::default()).unwrap();
+    let before = journal.stats().fsyncs;
+    // A committed marker, a truncate and a purge on their own: written, not fsynced.
+    append_wait(&journal, vec![entry(1), entry(2), entry(3)]).unwrap();
+    append_wait(&journal, vec![Record::Committed(b"committed-3".to_vec())]).unwrap();
+    append_wait(&journal, vec![Record::TruncateAfter(Some(2))]).unwrap();
+    append_wait(&journal, vec![Record::Purge(1)]).unwrap();
+    assert_eq!(journal.stats().fsyncs - before, 1, "only the entries' append fsyncs");
+    // The next entry's fsync makes them durable too: after a crash-free reopen all are there.
+    append_wait(&journal, vec![entry(3)]).unwrap();
+    assert_eq!(journal.stats().fsyncs - before, 2);
+    // A vote is fsynced on its own.
+    append_wait(&journal, vec![Record::Vote(b"vote".to_vec())]).unwrap();
+    assert_eq!(journal.stats().fsyncs - before, 3);
+    drop(journal);
+    let (_, recovered) = Journal::open(dir.path(), Options::default()).unwrap();
+    assert_eq!(recovered.committed.as_deref(), Some(&b"committed-3"[..]));
+    assert_eq!(recovered.vote.as_deref(), Some(&b"vote"[..]));
+    assert_eq!(recovered.entries.keys().copied().collect::<Vec<_>>(), [2, 3]);
 }
 
 #[test]
