@@ -347,3 +347,29 @@ fn the_openapi_document_lists_every_route_served() {
     // And a route that is not documented is not served.
     assert_error(get(&server, "/api/undocumented"), 404, "ERR");
 }
+
+#[test]
+fn a_request_waiting_for_a_lock_ends_when_the_server_stops() {
+    let mut server = TestServer::start();
+    let server_ref = &server;
+    let acquire = move |owner: &str, wait: u64| {
+        post(server_ref, "/api/locks/L/acquire", json!({"ttl_ms": 60_000, "owner": owner, "wait_ms": wait}))
+    };
+    assert_eq!(acquire("a", 0).1["granted"], true);
+    let waited = std::thread::scope(|scope| {
+        let waiter = scope.spawn(|| acquire("b", 60_000));
+        for _ in 0..500 {
+            if get(server_ref, "/api/locks/L").1["waiters"].as_array().is_some_and(|w| !w.is_empty()) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(server_ref.pid()).unwrap());
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+        waiter.join().unwrap()
+    });
+    let code = server.wait_exit();
+    // Well before the 60 s wait: the request is answered and the server stops cleanly.
+    assert_error(waited, 503, "TRYAGAIN");
+    assert_eq!(code, Some(0));
+}

@@ -35,6 +35,9 @@ pub struct Shared {
     /// See [`Config::max_memory`]; 0 = no limit.
     pub max_memory: u64,
     pub fsync: Fsync,
+    /// Resolves when shutdown begins: HTTP requests parked in a wait end then (RESP connections
+    /// get their own copy).
+    pub shutdown: Shutdown,
 }
 
 impl Shared {
@@ -137,6 +140,7 @@ impl Server {
         node.propose(Command::DetachSessions).await?;
         let limits =
             Limits { max_bulk_len: config.max_payload, max_args: config.max_args, ..Limits::default() };
+        let (trigger, shutdown) = shutdown::channel();
         let shared = Arc::new(Shared {
             node,
             router: Arc::new(Router::default()),
@@ -148,8 +152,8 @@ impl Server {
             max_clients: config.max_clients,
             max_memory: config.max_memory,
             fsync: config.fsync,
+            shutdown: shutdown.clone(),
         });
-        let (trigger, shutdown) = shutdown::channel();
         Ok(Server { listener, http_listener, shared, trigger, shutdown })
     }
 

@@ -12,6 +12,7 @@
 use std::sync::Arc;
 
 use turnstile_core::{Command, CoreError, Query, Reply, SessionId};
+use turnstile_raft::NodeError;
 
 use super::ApiError;
 use crate::router::settled;
@@ -53,18 +54,26 @@ pub async fn write_in_session(shared: &Arc<Shared>, mut cmd: Command) -> Result<
         *slot = Some(session);
     }
     match shared.node.propose(cmd).await? {
-        Reply::Waiting { wait_id } => loop {
-            let Some(effect) = effects.recv().await else {
-                return Err(ApiError::new(
-                    axum::http::StatusCode::SERVICE_UNAVAILABLE,
-                    "TRYAGAIN",
-                    "server is shutting down",
-                ));
-            };
-            if let Some(reply) = settled(effect, wait_id) {
-                return ok(shared, reply);
+        Reply::Waiting { wait_id } => {
+            let mut shutdown = shared.shutdown.clone();
+            loop {
+                let effect = tokio::select! {
+                    effect = effects.recv() => effect,
+                    // The ticker stops at shutdown, so this wait would never time out: end it.
+                    () = shutdown.recv() => None,
+                };
+                let Some(effect) = effect else {
+                    return Err(ApiError::new(
+                        axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                        "TRYAGAIN",
+                        "server is shutting down",
+                    ));
+                };
+                if let Some(reply) = settled(effect, wait_id) {
+                    return ok(shared, reply);
+                }
             }
-        },
+        }
         reply => {
             // A grant after a wait is counted from its effect; this one came at once.
             crate::metrics::observe_reply(&shared.stats, &reply);
@@ -85,8 +94,11 @@ impl Drop for SessionCloser {
         self.shared.router.unregister(self.session);
         let (shared, session) = (self.shared.clone(), self.session);
         tokio::spawn(async move {
-            if let Err(e) = shared.node.propose(Command::CloseSession { session }).await {
-                tracing::warn!(%session, error = %e, "session not closed; its leases will end it");
+            match shared.node.propose(Command::CloseSession { session }).await {
+                Ok(_) => {}
+                // Stopping: the next start detaches every session of this run anyway.
+                Err(NodeError::ShuttingDown) => tracing::debug!(%session, "session left to the next start"),
+                Err(e) => tracing::warn!(%session, error = %e, "session not closed; its leases will end it"),
             }
         });
     }
