@@ -45,7 +45,8 @@ pub struct WorkArgs {
 enum Outcome {
     Acked,
     Retried,
-    /// The ack or nack found the delivery gone (lease ran out): it will come again.
+    /// The ack or nack found the delivery gone (lease ran out) or could not reach the server:
+    /// it will come again.
     Lost,
 }
 
@@ -88,10 +89,23 @@ pub async fn work(client: &Client, args: WorkArgs) -> anyhow::Result<ExitCode> {
     }
     consumer.finish().await;
     eprintln!(
-        "turnstile: worked on {}: {acked} acked, {retried} to retry, {lost} lost their lease",
+        "turnstile: worked on {}: {acked} acked, {retried} to retry, {lost} to be delivered again (lease lost or server unreachable)",
         acked + retried + lost
     );
     Ok(ExitCode::from(exit::OK))
+}
+
+/// What an ack or nack came to. One that fails (the server is away) is not fatal to the worker:
+/// the message comes back when its lease ends, and the consumer reconnects.
+fn finished(id: u64, what: &str, result: turnstile_client::Result<bool>, done: Outcome) -> Outcome {
+    match result {
+        Ok(true) => done,
+        Ok(false) => Outcome::Lost,
+        Err(e) => {
+            eprintln!("turnstile: message {id}: {what} failed ({e}); it will be delivered again");
+            Outcome::Lost
+        }
+    }
 }
 
 /// The first signal stops taking messages; the second quits at once.
@@ -139,14 +153,14 @@ impl Job {
         feed.abort();
         let (id, deliveries) = (delivery.id, delivery.deliveries);
         if status.success() {
-            return Ok(if delivery.ack().await? { Outcome::Acked } else { Outcome::Lost });
+            return Ok(finished(id, "ack", delivery.ack().await, Outcome::Acked));
         }
         let delay = self.delay(deliveries);
         eprintln!(
             "turnstile: message {id} (delivery {deliveries}): {program} failed ({status}); again in {}",
             humantime::format_duration(delay)
         );
-        Ok(if delivery.nack(delay).await? { Outcome::Retried } else { Outcome::Lost })
+        Ok(finished(id, "nack", delivery.nack(delay).await, Outcome::Retried))
     }
 
     /// `backoff × 2^(deliveries-1)`, at most `max_backoff`.
