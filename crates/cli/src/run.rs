@@ -65,8 +65,12 @@ pub async fn run(client: &Client, args: RunArgs) -> anyhow::Result<ExitCode> {
             _ = hangup.recv() => send(&child, Signal::SIGHUP),
         }
     };
-    if !guard.release().await? {
-        eprintln!("turnstile: the lock {} was no longer held when {program} exited", args.name);
+    match guard.release().await {
+        Ok(true) => {}
+        Ok(false) => eprintln!("turnstile: the lock {} was no longer held when {program} exited", args.name),
+        // CMD ran to its end under the lock; its status is what the caller needs. The hold ends
+        // with its lease (or already ended with the connection).
+        Err(e) => eprintln!("turnstile: could not release the lock {}: {e}", args.name),
     }
     Ok(ExitCode::from(status_code(status)))
 }
