@@ -53,6 +53,10 @@ pub enum Command {
     /// Delete a queue and every message in it. Replies `Int(1)` or `Int(0)` if it did not exist.
     DeleteQueue {
         name: String,
+        /// Refuse (`Precondition`) while the queue has consumers.
+        if_unused: bool,
+        /// Refuse (`Precondition`) while the queue stores messages (ready, delayed or in flight).
+        if_empty: bool,
     },
     /// Remove every ready and delayed message (in-flight ones stay). Replies the count removed.
     PurgeQueue {
@@ -93,6 +97,36 @@ pub enum Command {
         from: String,
         to: String,
         count: u64,
+    },
+
+    /// Declare an exchange. Replies `Int(1)` created, `Int(0)` when it exists with the same
+    /// kind and flags, `Precondition` error when it differs. Names starting with `amq.` may only be
+    /// redeclared equivalently (the four built-ins); declaring a new `amq.*` name is `AccessRefused`.
+    DeclareExchange(ExchangeDecl),
+    /// Replies `Int(1)` or `Int(0)` if it did not exist. `if_unused` with bindings → `Precondition`.
+    /// The built-ins ("" and amq.*) cannot be deleted: `AccessRefused`.
+    DeleteExchange {
+        name: String,
+        if_unused: bool,
+    },
+    /// Bind a queue to an exchange. Replies `Ok` (binding twice is a no-op). Errors: `NoSuchExchange`,
+    /// `NoSuchQueue`, `AccessRefused` for the default exchange "".
+    Bind(Binding),
+    /// Replies `Ok` also when there was no such binding; errors as `Bind`.
+    Unbind(Binding),
+    /// Route a message through an exchange to every matching queue (one copy per queue, a queue
+    /// matched by several bindings gets one copy). Replies `Reply::Published`. Errors: `NoSuchExchange`,
+    /// `AccessRefused` for an internal exchange.
+    Publish(Publish),
+
+    /// Apply `command` on behalf of `session` (an AMQP channel's connection): `Bind`, `Unbind`,
+    /// `PurgeQueue` and `DeleteQueue` of a queue exclusive to another session are then
+    /// `ResourceLocked`. Those commands carry no session of their own, so without this wrapper
+    /// they are not checked (as a `Pop` without a session is not). Replies what `command` replies;
+    /// `UnknownSession` if the session is not open; a nested wrapper is `InvalidArgument`.
+    InSession {
+        session: SessionId,
+        command: Box<Command>,
     },
 
     /// Redis `SET`.
@@ -233,6 +267,79 @@ pub struct Consume {
     pub credit: u32,
     pub lease: Option<Millis>,
     pub auto_ack: bool,
+    /// AMQP exclusive consumer: refused while the queue has another consumer, and while it
+    /// lasts every other consumer of the queue is refused.
+    pub exclusive: bool,
+    /// A prefetch shared with the session's other consumers in the same pool.
+    pub pool: Option<CreditPool>,
+}
+
+/// Channel-wide prefetch (AMQP `basic.qos global=true`): consumers of one session sharing a pool
+/// id are together given at most `limit` unacked deliveries (0 = unlimited).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreditPool {
+    pub id: u64,
+    pub limit: u32,
+}
+
+/// An AMQP `exchange.declare`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExchangeDecl {
+    pub name: String,
+    pub kind: ExchangeKind,
+    pub durable: bool,
+    /// Deleted when its last binding goes.
+    pub auto_delete: bool,
+    /// Only other exchanges (dead-lettering, here) may publish to it, not clients.
+    pub internal: bool,
+}
+
+/// How an exchange picks the queues a message goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum ExchangeKind {
+    /// Bindings whose key equals the routing key.
+    Direct,
+    /// Every bound queue.
+    Fanout,
+    /// Bindings whose pattern (`*` one word, `#` any number of words) matches the routing key.
+    Topic,
+}
+
+impl ExchangeKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExchangeKind::Direct => "direct",
+            ExchangeKind::Fanout => "fanout",
+            ExchangeKind::Topic => "topic",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<ExchangeKind> {
+        match s {
+            "direct" => Some(ExchangeKind::Direct),
+            "fanout" => Some(ExchangeKind::Fanout),
+            "topic" => Some(ExchangeKind::Topic),
+            _ => None,
+        }
+    }
+}
+
+/// A queue bound to an exchange with a routing key (a pattern for topic exchanges).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Binding {
+    pub exchange: String,
+    pub queue: String,
+    pub routing_key: String,
+}
+
+/// An AMQP `basic.publish`: a push routed by an exchange.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Publish {
+    pub exchange: String,
+    pub routing_key: String,
+    /// The message and its options. `push.queue` is ignored; `push.priority` is clamped to each
+    /// target queue's `max_priority` rather than refused above 9.
+    pub push: Push,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -328,5 +435,13 @@ pub enum Query {
     /// Remaining TTL in ms; -1 without a TTL, -2 when the key does not exist.
     Pttl {
         key: String,
+    },
+    /// `Ok` if the exchange exists (the built-ins always do), else `NoSuchExchange`.
+    Exchange {
+        name: String,
+    },
+    /// The queue's stored configuration: [`crate::Reply::QueueConfig`], or `NoSuchQueue`.
+    QueueConfig {
+        name: String,
     },
 }

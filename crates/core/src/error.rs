@@ -44,6 +44,17 @@ pub enum CoreError {
     WaitWithoutSession,
     #[error("lease or TTL must be between 1 and {max} ms", max = crate::MAX_DURATION)]
     BadDuration,
+    #[error("no exchange '{0}' in vhost '/'")]
+    NoSuchExchange(String),
+    /// A declaration that does not match what exists, or a delete whose condition fails (AMQP 406).
+    #[error("{0}")]
+    Precondition(String),
+    /// Reserved names, internal exchanges, exclusive consumers (AMQP 403).
+    #[error("{0}")]
+    AccessRefused(String),
+    /// Another session's exclusive queue (AMQP 405).
+    #[error("{0}")]
+    ResourceLocked(String),
 }
 
 impl CoreError {

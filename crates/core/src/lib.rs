@@ -19,6 +19,7 @@
 mod command;
 mod deadlock;
 mod error;
+mod exchange;
 mod kv;
 mod lock;
 mod queue;
@@ -33,11 +34,11 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 pub use command::{
-    Acquire, Command, Consume, ExpireCondition, Fence, Mode, Pop, Push, Query, SetCondition, SetExpiry,
-    SetKey,
+    Acquire, Binding, Command, Consume, CreditPool, ExchangeDecl, ExchangeKind, ExpireCondition, Fence, Mode,
+    Pop, Publish, Push, Query, SetCondition, SetExpiry, SetKey,
 };
 pub use error::{CoreError, MAX_DURATION, WaitEdge};
-pub use queue::{Overflow, QueueConfig};
+pub use queue::{DeadLetterExchange, Overflow, QueueConfig};
 pub use reply::{
     DeadLetter, DeadReason, Delivery, Effect, HolderView, LockInfo, MessageView, QueueStats, QueueTotals,
     Reply, Taker, WaiterView,
@@ -45,9 +46,10 @@ pub use reply::{
 pub use session::SessionView;
 pub use snapshot::SnapshotError;
 
+use exchange::Exchanges;
 use kv::KvEntry;
 use lock::Resource;
-use queue::Queue;
+use queue::{CreditPoolState, Queue};
 use session::Session;
 use timer::{Timer, Timers};
 
@@ -102,6 +104,12 @@ pub struct State {
     /// Key and value bytes of every key, kept as keys change.
     key_bytes: u64,
     timers: Timers,
+    exchanges: Exchanges,
+    /// Shared prefetch of a session's consumers: (session, pool id) → pool.
+    pools: BTreeMap<(SessionId, u64), CreditPoolState>,
+    /// Queues whose takers may have gained credit in this step (a pool freed, the single active
+    /// consumer changed): served at the end of the step. Always empty between steps.
+    to_serve: BTreeSet<QueueId>,
 }
 
 /// How much the state holds; see [`State::summary`].
@@ -138,15 +146,29 @@ impl State {
         self.clock = self.clock.max(now);
         let mut fx = Vec::new();
         self.fire_due(&mut fx);
-        let reply = match self.dispatch(cmd, &mut fx) {
+        let reply = match self.dispatch(cmd, None, &mut fx) {
             Ok(reply) => reply,
             Err(e) => Reply::Error(e),
         };
+        self.serve_pending(&mut fx);
         (reply, fx)
     }
 
-    fn dispatch(&mut self, cmd: Command, fx: &mut Vec<Effect>) -> Result<Reply, CoreError> {
+    /// Applies one command; `actor` is the session it acts for (see [`Command::InSession`]).
+    fn dispatch(
+        &mut self,
+        cmd: Command,
+        actor: Option<SessionId>,
+        fx: &mut Vec<Effect>,
+    ) -> Result<Reply, CoreError> {
         match cmd {
+            Command::InSession { session, command } => {
+                if actor.is_some() || matches!(*command, Command::InSession { .. }) {
+                    return Err(CoreError::InvalidArgument("InSession cannot be nested".into()));
+                }
+                self.session(session)?;
+                self.dispatch(*command, Some(session), fx)
+            }
             Command::Tick => Ok(Reply::Ok),
             Command::OpenSession => Ok(Reply::Session(self.open_session())),
             Command::CloseSession { session } => self.close_session(session, fx),
@@ -156,8 +178,10 @@ impl State {
             Command::Release { name, token } => Ok(self.release(&name, token, fx)),
             Command::Renew { name, token, ttl } => self.renew(&name, token, ttl),
             Command::CreateQueue { name, config } => self.create_queue(name, config),
-            Command::DeleteQueue { name } => Ok(self.delete_queue(&name, fx)),
-            Command::PurgeQueue { name } => Ok(self.purge_queue(&name)),
+            Command::DeleteQueue { name, if_unused, if_empty } => {
+                self.delete_queue_checked(&name, if_unused, if_empty, actor, fx)
+            }
+            Command::PurgeQueue { name } => self.purge_queue(&name, actor),
             Command::Push(push) => self.push(push, fx),
             Command::Pop(pop) => self.pop(pop, fx),
             Command::Ack { queue, receipts, fence } => self.ack(&queue, &receipts, fence.as_ref(), fx),
@@ -166,8 +190,13 @@ impl State {
             }
             Command::Extend { queue, receipt, lease } => self.extend(&queue, receipt, lease),
             Command::Consume(consume) => self.consume(consume, fx),
-            Command::Cancel { queue, consumer_id } => Ok(self.cancel(&queue, consumer_id)),
+            Command::Cancel { queue, consumer_id } => Ok(self.cancel(&queue, consumer_id, fx)),
             Command::Redrive { from, to, count } => self.redrive(&from, to, count, fx),
+            Command::DeclareExchange(decl) => self.declare_exchange(decl),
+            Command::DeleteExchange { name, if_unused } => self.delete_exchange(&name, if_unused),
+            Command::Bind(binding) => self.bind(binding, actor),
+            Command::Unbind(binding) => self.unbind(binding, actor),
+            Command::Publish(publish) => self.publish(publish, fx),
             Command::Set(set) => self.set(set),
             Command::Del { keys, fence } => self.del(&keys, fence.as_ref()),
             Command::Expire { key, ttl, condition } => Ok(self.expire(&key, ttl, condition)),
@@ -191,6 +220,10 @@ impl State {
             Query::Get { key } => Ok(self.get(&key, now)),
             Query::Exists { keys } => Ok(self.exists(&keys, now)),
             Query::Pttl { key } => Ok(Reply::Int(self.pttl(&key, now))),
+            Query::Exchange { name } => self.exchange_exists(&name),
+            Query::QueueConfig { name } => {
+                self.queue_id(&name).map(|qid| Reply::QueueConfig(Box::new(self.queues[&qid].config.clone())))
+            }
         };
         result.unwrap_or_else(Reply::Error)
     }
@@ -282,6 +315,11 @@ impl State {
         self.check_queues()?;
         self.check_sessions()?;
         self.check_keys()?;
+        self.check_exchanges()?;
+        self.check_pools()?;
+        if !self.to_serve.is_empty() {
+            return Err("queues left to serve between steps".into());
+        }
         let timers = self.expected_timers();
         if timers != self.timers.len() {
             return Err(format!("{} timers set, {} items have deadlines", self.timers.len(), timers));

@@ -51,6 +51,27 @@ pub struct QueueConfig {
     pub ttl: Option<Millis>,
     /// How long a dedup id is remembered.
     pub dedup_window: Millis,
+    /// Pushed priorities above this are stored as this (AMQP `x-max-priority`; 0 = FIFO). Default 9.
+    pub max_priority: u8,
+    /// Dead letters are routed through this exchange (AMQP `x-dead-letter-exchange`) when
+    /// `dead_letter` (a queue) is not set.
+    pub dead_letter_exchange: Option<DeadLetterExchange>,
+    /// An AMQP exclusive queue: deleted when this session closes (and at restart, by DetachSessions);
+    /// other sessions' Consume / Pop / Bind / Purge / Delete on it are `ResourceLocked`.
+    pub exclusive_owner: Option<SessionId>,
+    /// Deleted when its last consumer goes (cancel or session close), once it has had one.
+    pub auto_delete: bool,
+    /// Only one consumer receives at a time: the longest-registered one still present.
+    pub single_active_consumer: bool,
+}
+
+/// Where a queue's dead letters are published (AMQP `x-dead-letter-exchange` and
+/// `x-dead-letter-routing-key`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeadLetterExchange {
+    pub exchange: String,
+    /// `None` keeps the queue's name as the routing key.
+    pub routing_key: Option<String>,
 }
 
 impl Default for QueueConfig {
@@ -63,6 +84,11 @@ impl Default for QueueConfig {
             lease: 30_000,
             ttl: None,
             dedup_window: 300_000,
+            max_priority: 9,
+            dead_letter_exchange: None,
+            exclusive_owner: None,
+            auto_delete: false,
+            single_active_consumer: false,
         }
     }
 }
@@ -103,6 +129,9 @@ pub(crate) struct Queue {
     takers: VecDeque<Taker>,
     pop_waiters: BTreeMap<u64, PopWaiter>,
     pub(crate) consumers: BTreeMap<u64, Consumer>,
+    /// Whether a consumer ever registered: an `auto_delete` queue goes with its last consumer
+    /// only once it has had one.
+    had_consumer: bool,
     /// Messages here that are dead letters from another queue.
     #[serde(skip)]
     dead: u64,
@@ -158,14 +187,45 @@ pub(crate) struct Consumer {
     credit: u32,
     lease: Millis,
     auto_ack: bool,
+    /// An AMQP exclusive consumer: no other consumer may join the queue while it is there.
+    exclusive: bool,
+    /// The id of the session's credit pool it shares (see [`CreditPoolState`]).
+    pool: Option<u64>,
     /// Deliveries not yet acked, nacked or expired. Counted again on restore: not in snapshots.
     #[serde(skip)]
     unacked: u32,
 }
 
-impl Consumer {
+/// A session's shared prefetch (AMQP `basic.qos global=true`): its consumers, on any queues,
+/// together hold at most `limit` unacked deliveries. It lives while it has consumers. A
+/// consumer's deliveries count in the pool while the consumer is there (as in its own `unacked`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct CreditPoolState {
+    /// 0 = unlimited. Set by the latest `Consume` naming the pool.
+    limit: u32,
+    /// The sum of its consumers' `unacked`. Rebuilt on restore.
+    #[serde(skip)]
+    unacked: u32,
+    /// (queue, consumer id). Rebuilt on restore.
+    #[serde(skip)]
+    consumers: BTreeSet<(QueueId, u64)>,
+}
+
+impl CreditPoolState {
     fn has_credit(&self) -> bool {
-        self.credit == 0 || self.unacked < self.credit
+        self.limit == 0 || self.unacked < self.limit
+    }
+}
+
+/// Credit pools by (session, pool id), as [`State`] holds them.
+type Pools = BTreeMap<(SessionId, u64), CreditPoolState>;
+
+impl Consumer {
+    fn has_credit(&self, pools: &Pools) -> bool {
+        let own = self.credit == 0 || self.unacked < self.credit;
+        own && self
+            .pool
+            .is_none_or(|p| pools.get(&(self.session, p)).is_some_and(CreditPoolState::has_credit))
     }
 }
 
@@ -213,6 +273,7 @@ impl Queue {
             takers: VecDeque::new(),
             pop_waiters: BTreeMap::new(),
             consumers: BTreeMap::new(),
+            had_consumer: false,
             dead: 0,
             payload_bytes: 0,
             totals: QueueTotals::default(),
@@ -224,12 +285,29 @@ impl Queue {
         msg.group.as_ref().is_none_or(|g| self.groups[g].first() == Some(&id))
     }
 
-    /// The taker at the front of the line that can take a message now.
-    fn next_taker(&self) -> Option<usize> {
+    /// The taker at the front of the line that can take a message now. With a single active
+    /// consumer, only the oldest consumer (lowest id) is served; waiting pops still are.
+    fn next_taker(&self, pools: &Pools) -> Option<usize> {
+        let active = self.active_consumer();
         self.takers.iter().position(|t| match t {
             Taker::Pop { .. } => true,
-            Taker::Consumer { consumer_id } => self.consumers[consumer_id].has_credit(),
+            Taker::Consumer { consumer_id } => {
+                active.is_none_or(|a| a == *consumer_id) && self.consumers[consumer_id].has_credit(pools)
+            }
         })
+    }
+
+    /// The one consumer served when the queue has `single_active_consumer`.
+    fn active_consumer(&self) -> Option<u64> {
+        if self.config.single_active_consumer { self.consumers.keys().next().copied() } else { None }
+    }
+
+    /// The error for a session that is not the owner of an exclusive queue.
+    fn locked(&self) -> CoreError {
+        CoreError::ResourceLocked(format!(
+            "cannot obtain exclusive access to locked queue '{}' in vhost '/'",
+            self.name
+        ))
     }
 
     /// Messages stored, in any state.
@@ -248,11 +326,15 @@ impl State {
     pub(crate) fn create_queue(&mut self, name: String, config: QueueConfig) -> Result<Reply, CoreError> {
         validate_config(&name, &config)?;
         if let Some(qid) = self.queue_ids.get(&name) {
-            return if self.queues[qid].config == config {
-                Ok(Reply::Int(0))
-            } else {
-                Err(CoreError::QueueConfigMismatch(name))
+            let q = &self.queues[qid];
+            return match q.config.exclusive_owner {
+                Some(owner) if config.exclusive_owner != Some(owner) => Err(q.locked()),
+                _ if q.config == config => Ok(Reply::Int(0)),
+                _ => Err(CoreError::QueueConfigMismatch(name)),
             };
+        }
+        if let Some(owner) = config.exclusive_owner {
+            self.session(owner)?;
         }
         self.insert_queue(name, config);
         Ok(Reply::Int(1))
@@ -260,9 +342,22 @@ impl State {
 
     fn insert_queue(&mut self, name: String, config: QueueConfig) -> QueueId {
         let qid = self.next_id();
+        if let Some(owner) = config.exclusive_owner {
+            self.session_mut(owner).exclusive_queues.insert(qid);
+        }
         self.queue_ids.insert(name.clone(), qid);
         self.queues.insert(qid, Queue::new(name, config));
         qid
+    }
+
+    /// Refuses a session other than the owner of an exclusive queue. Without a session (a
+    /// command not sent for one) there is nothing to check.
+    pub(crate) fn check_exclusive(&self, qid: QueueId, actor: Option<SessionId>) -> Result<(), CoreError> {
+        let q = &self.queues[&qid];
+        match (q.config.exclusive_owner, actor) {
+            (Some(owner), Some(actor)) if owner != actor => Err(q.locked()),
+            _ => Ok(()),
+        }
     }
 
     fn queue_or_create(&mut self, name: &str) -> QueueId {
@@ -272,7 +367,7 @@ impl State {
         }
     }
 
-    fn queue_id(&self, name: &str) -> Result<QueueId, CoreError> {
+    pub(crate) fn queue_id(&self, name: &str) -> Result<QueueId, CoreError> {
         self.queue_ids.get(name).copied().ok_or_else(|| CoreError::NoSuchQueue(name.to_owned()))
     }
 
@@ -280,6 +375,29 @@ impl State {
         self.queues.get_mut(&qid).expect("queue id is live")
     }
 
+    /// `DeleteQueue`: the exclusivity, `if_unused` and `if_empty` checks, then the delete.
+    pub(crate) fn delete_queue_checked(
+        &mut self,
+        name: &str,
+        if_unused: bool,
+        if_empty: bool,
+        actor: Option<SessionId>,
+        fx: &mut Vec<Effect>,
+    ) -> Result<Reply, CoreError> {
+        let Some(&qid) = self.queue_ids.get(name) else { return Ok(Reply::Int(0)) };
+        self.check_exclusive(qid, actor)?;
+        let q = &self.queues[&qid];
+        if if_unused && !q.consumers.is_empty() {
+            return Err(CoreError::Precondition(format!("queue '{name}' in vhost '/' in use")));
+        }
+        if if_empty && !q.messages.is_empty() {
+            return Err(CoreError::Precondition(format!("queue '{name}' in vhost '/' not empty")));
+        }
+        Ok(self.delete_queue(name, fx))
+    }
+
+    /// Deletes a queue: its waiting pops time out, its consumers are cancelled, its messages
+    /// and bindings go.
     pub(crate) fn delete_queue(&mut self, name: &str, fx: &mut Vec<Effect>) -> Reply {
         let Some(&qid) = self.queue_ids.get(name) else { return Reply::Int(0) };
         let q = &self.queues[&qid];
@@ -301,13 +419,18 @@ impl State {
         for (dedup, at) in dedups {
             self.timers.remove(at, Timer::DedupExpiry { queue: qid, dedup });
         }
-        self.queues.remove(&qid);
+        let q = self.queues.remove(&qid).expect("queue id is live");
+        if let Some(owner) = q.config.exclusive_owner {
+            self.session_mut(owner).exclusive_queues.remove(&qid);
+        }
         self.queue_ids.remove(name);
+        self.exchanges.unbind_queue(name);
         Reply::Int(1)
     }
 
-    pub(crate) fn purge_queue(&mut self, name: &str) -> Reply {
-        let Some(&qid) = self.queue_ids.get(name) else { return Reply::Int(0) };
+    pub(crate) fn purge_queue(&mut self, name: &str, actor: Option<SessionId>) -> Result<Reply, CoreError> {
+        let Some(&qid) = self.queue_ids.get(name) else { return Ok(Reply::Int(0)) };
+        self.check_exclusive(qid, actor)?;
         let waiting: Vec<MsgId> = self.queues[&qid]
             .messages
             .iter()
@@ -318,25 +441,67 @@ impl State {
             self.remove_message(qid, id);
         }
         self.q(qid).totals.purged += waiting.len() as u64;
-        Reply::Int(waiting.len() as i64)
+        Ok(Reply::Int(waiting.len() as i64))
     }
 
     pub(crate) fn push(&mut self, p: Push, fx: &mut Vec<Effect>) -> Result<Reply, CoreError> {
         if p.priority > 9 {
             return Err(CoreError::InvalidArgument("priority must be between 0 and 9".into()));
         }
+        let due = self.check_push(&p)?;
+        let qid = self.queue_or_create(&p.queue);
+        let (id, duplicate) = self.store_push(qid, p, due, fx)?;
+        Ok(Reply::Pushed { id, duplicate })
+    }
+
+    /// The checks a push makes before any queue is touched; returns when it is due.
+    fn check_push(&self, p: &Push) -> Result<Option<Timestamp>, CoreError> {
         let due = if p.delay > 0 { Some(self.deadline(p.delay)?) } else { None };
         if let Some(ttl) = p.ttl {
             self.deadline(ttl)?;
         }
         self.check_fence(p.fence.as_ref())?;
-        let qid = self.queue_or_create(&p.queue);
+        Ok(due)
+    }
+
+    /// Routes a message through an exchange and stores a copy in every queue it reaches, each
+    /// as a push to that queue (its own id, the queue's TTL, bounds and dedup window).
+    pub(crate) fn publish(&mut self, p: crate::Publish, fx: &mut Vec<Effect>) -> Result<Reply, CoreError> {
+        let exchange = self.exchanges.get(&p.exchange);
+        if exchange.is_some_and(|x| x.internal) {
+            return Err(CoreError::AccessRefused(format!(
+                "cannot publish to internal exchange '{}' in vhost '/'",
+                p.exchange
+            )));
+        }
+        let targets = self.route(&p.exchange, &p.routing_key)?;
+        let due = self.check_push(&p.push)?;
+        let (mut routed, mut refused) = (0, 0);
+        for qid in targets {
+            let push = Push { queue: self.queues[&qid].name.clone(), ..p.push.clone() };
+            match self.store_push(qid, push, due, fx) {
+                Ok(_) => routed += 1,
+                Err(_) => refused += 1,
+            }
+        }
+        Ok(Reply::Published { routed, refused })
+    }
+
+    /// Stores a checked push in queue `qid`: returns its id and whether it was a duplicate, or
+    /// `QueueFull` (and nothing changed) when the queue is full and refuses.
+    fn store_push(
+        &mut self,
+        qid: QueueId,
+        p: Push,
+        due: Option<Timestamp>,
+        fx: &mut Vec<Effect>,
+    ) -> Result<(MsgId, bool), CoreError> {
         let now = self.clock;
         let q = &self.queues[&qid];
         if let Some(&(id, until)) = p.dedup.as_ref().and_then(|d| q.dedup.get(d)) {
             if until > now {
                 self.q(qid).totals.deduplicated += 1;
-                return Ok(Reply::Pushed { id, duplicate: true });
+                return Ok((id, true));
             }
         }
         let max_len = q.config.max_len;
@@ -344,12 +509,13 @@ impl State {
             let head = q.eligible.first().map(|(_, id)| *id).or_else(|| q.ready.first().copied());
             match (q.config.overflow, head) {
                 (Overflow::DropHead, Some(head)) => self.dead_letter(qid, head, DeadReason::MaxLen, fx),
-                _ => return Err(CoreError::QueueFull { name: p.queue, max_len }),
+                _ => return Err(CoreError::QueueFull { name: q.name.clone(), max_len }),
             }
         }
         let id = self.next_id();
         let q = self.q(qid);
         let ttl = p.ttl.or(q.config.ttl);
+        let priority = p.priority.min(q.config.max_priority);
         if let Some(dedup) = p.dedup {
             let until = now + q.config.dedup_window;
             if let Some((_, old)) = q.dedup.insert(dedup.clone(), (id, until)) {
@@ -360,7 +526,7 @@ impl State {
         let msg = Message {
             payload: p.payload,
             properties: p.properties,
-            priority: p.priority,
+            priority,
             pushed_at: now,
             deliveries: 0,
             group: p.group,
@@ -370,7 +536,7 @@ impl State {
         };
         self.q(qid).totals.pushed += 1;
         self.insert_message(qid, id, msg, due, fx);
-        Ok(Reply::Pushed { id, duplicate: false })
+        Ok((id, false))
     }
 
     /// Stores a message arriving in a queue (pushed, dead-lettered or redriven) and serves it.
@@ -419,6 +585,7 @@ impl State {
             let wait_id = self.add_pop_waiter(qid, session, &p, lease, deadline.expect("waiting"));
             return Ok(Reply::Waiting { wait_id });
         };
+        self.check_exclusive(qid, p.session)?;
         let lease = p.lease.unwrap_or(self.queues[&qid].config.lease);
         if !self.queues[&qid].eligible.is_empty() {
             let owner = if p.keep { None } else { p.session };
@@ -472,35 +639,96 @@ impl State {
             self.deadline(lease)?;
         }
         self.session(c.session)?;
+        if let Some(&qid) = self.queue_ids.get(&c.queue) {
+            self.check_exclusive(qid, Some(c.session))?;
+            let q = &self.queues[&qid];
+            if q.consumers.values().any(|x| x.exclusive) || (c.exclusive && !q.consumers.is_empty()) {
+                return Err(CoreError::AccessRefused(format!(
+                    "queue '{}' in vhost '/' in exclusive use",
+                    c.queue
+                )));
+            }
+        }
         let qid = self.queue_or_create(&c.queue);
         let consumer_id = self.next_id();
         let lease = c.lease.unwrap_or(self.queues[&qid].config.lease);
-        let consumer =
-            Consumer { session: c.session, credit: c.credit, lease, auto_ack: c.auto_ack, unacked: 0 };
+        let consumer = Consumer {
+            session: c.session,
+            credit: c.credit,
+            lease,
+            auto_ack: c.auto_ack,
+            exclusive: c.exclusive,
+            pool: c.pool.map(|p| p.id),
+            unacked: 0,
+        };
         let q = self.q(qid);
         q.consumers.insert(consumer_id, consumer);
+        q.had_consumer = true;
         q.takers.push_back(Taker::Consumer { consumer_id });
         self.session_mut(c.session).consumers.insert((qid, consumer_id));
+        if let Some(p) = c.pool {
+            let pool = self.pools.entry((c.session, p.id)).or_default();
+            pool.consumers.insert((qid, consumer_id));
+            // The latest limit wins; a raised one may let the pool's other consumers go on.
+            if pool.limit != p.limit {
+                pool.limit = p.limit;
+                self.to_serve.extend(pool.consumers.iter().map(|(q, _)| *q));
+            }
+        }
         self.serve(qid, fx);
         Ok(Reply::Consumer { consumer_id })
     }
 
-    pub(crate) fn cancel(&mut self, queue: &str, consumer_id: u64) -> Reply {
+    pub(crate) fn cancel(&mut self, queue: &str, consumer_id: u64, fx: &mut Vec<Effect>) -> Reply {
         match self.queue_ids.get(queue) {
             Some(&qid) if self.queues[&qid].consumers.contains_key(&consumer_id) => {
                 self.remove_consumer(qid, consumer_id);
+                self.auto_delete_queue(qid, fx);
                 Reply::Int(1)
             }
             _ => Reply::Int(0),
         }
     }
 
-    /// Removes a consumer; its in-flight deliveries stay until acked, nacked or expired.
+    /// Deletes an `auto_delete` queue that has had a consumer and has none left.
+    pub(crate) fn auto_delete_queue(&mut self, qid: QueueId, fx: &mut Vec<Effect>) {
+        let Some(q) = self.queues.get(&qid) else { return };
+        if q.config.auto_delete && q.had_consumer && q.consumers.is_empty() {
+            let name = q.name.clone();
+            self.delete_queue(&name, fx);
+        }
+    }
+
+    /// Removes a consumer; its in-flight deliveries stay until acked, nacked or expired, but no
+    /// longer count against its pool. With a single active consumer, the next one takes over.
     pub(crate) fn remove_consumer(&mut self, qid: QueueId, consumer_id: u64) {
         let q = self.q(qid);
         let consumer = q.consumers.remove(&consumer_id).expect("consumer exists");
         q.takers.retain(|t| *t != Taker::Consumer { consumer_id });
+        if q.config.single_active_consumer {
+            self.to_serve.insert(qid);
+        }
         self.session_mut(consumer.session).consumers.remove(&(qid, consumer_id));
+        if let Some(id) = consumer.pool {
+            let key = (consumer.session, id);
+            let pool = self.pools.get_mut(&key).expect("pool of a consumer");
+            pool.consumers.remove(&(qid, consumer_id));
+            pool.unacked -= consumer.unacked;
+            if pool.consumers.is_empty() {
+                self.pools.remove(&key);
+            } else if consumer.unacked > 0 {
+                self.to_serve.extend(pool.consumers.iter().map(|(q, _)| *q));
+            }
+        }
+    }
+
+    /// Serves the queues whose takers gained credit during this step (see `State::to_serve`).
+    pub(crate) fn serve_pending(&mut self, fx: &mut Vec<Effect>) {
+        while let Some(qid) = self.to_serve.pop_first() {
+            if self.queues.contains_key(&qid) {
+                self.serve(qid, fx);
+            }
+        }
     }
 
     /// Hands ready messages to the takers in line while both last.
@@ -510,7 +738,7 @@ impl State {
             if q.eligible.is_empty() {
                 return;
             }
-            let Some(at) = q.next_taker() else { return };
+            let Some(at) = q.next_taker(&self.pools) else { return };
             let queue = q.name.clone();
             match q.takers[at] {
                 Taker::Pop { wait_id } => {
@@ -716,21 +944,42 @@ impl State {
         let msg = self.remove_message(qid, id);
         // Its leaving may free a consumer's credit or let its group's next message go.
         self.serve(qid, fx);
-        let q = self.q(qid);
+        let q = &self.queues[&qid];
         let from = q.name.clone();
-        let Some(dlq) = q.config.dead_letter.clone() else {
+        let targets = match (&q.config.dead_letter, &q.config.dead_letter_exchange) {
+            (Some(dlq), _) => {
+                let dlq = dlq.clone();
+                vec![self.queue_or_create(&dlq)]
+            }
+            // Through an exchange: a copy per queue reached, but never back into this queue.
+            (None, Some(dlx)) => {
+                let key = dlx.routing_key.as_deref().unwrap_or(&from);
+                let routed = self.route(&dlx.exchange, key).unwrap_or_default();
+                routed.into_iter().filter(|&t| t != qid).collect()
+            }
+            (None, None) => Vec::new(),
+        };
+        let q = self.q(qid);
+        if targets.is_empty() {
             match reason {
                 DeadReason::Expired => q.totals.expired += 1,
                 DeadReason::MaxLen => q.totals.dropped += 1,
                 DeadReason::MaxDeliveries | DeadReason::Rejected => q.totals.discarded += 1,
             }
             return;
-        };
+        }
         q.totals.dead_lettered += 1;
-        let target = self.queue_or_create(&dlq);
-        self.q(target).totals.dead_letters_in += 1;
         let dead = Some(DeadLetter { reason, from });
-        self.arrive(target, id, msg, dead, fx);
+        let mut msg = Some(msg);
+        let last = targets.len() - 1;
+        for (i, target) in targets.into_iter().enumerate() {
+            // The first copy keeps the message's id; ids are unique across queues, so each other
+            // copy takes a new one.
+            let copy_id = if i == 0 { id } else { self.next_id() };
+            self.q(target).totals.dead_letters_in += 1;
+            let copy = if i == last { msg.take() } else { msg.clone() }.expect("a copy is left");
+            self.arrive(target, copy_id, copy, dead.clone(), fx);
+        }
     }
 
     /// A message moved in from another queue (dead-lettered or redriven) starts afresh there:
@@ -828,6 +1077,13 @@ impl State {
                 q.in_flight.remove(&receipt);
                 if let Some(c) = consumer.and_then(|c| q.consumers.get_mut(&c)) {
                     c.unacked -= 1;
+                    if let Some(pool) = c.pool.and_then(|p| self.pools.get_mut(&(c.session, p))) {
+                        // Freed credit may let the pool's consumers on other queues go on.
+                        if !pool.has_credit() {
+                            self.to_serve.extend(pool.consumers.iter().map(|(q, _)| *q));
+                        }
+                        pool.unacked -= 1;
+                    }
                 }
                 self.timers.remove(lease_until, Timer::DeliveryLease { queue: qid, receipt });
                 if let Some(session) = session {
@@ -864,6 +1120,9 @@ impl State {
                 q.in_flight.insert(receipt, id);
                 if let Some(c) = consumer.and_then(|c| q.consumers.get_mut(&c)) {
                     c.unacked += 1;
+                    if let Some(pool) = c.pool.and_then(|p| self.pools.get_mut(&(c.session, p))) {
+                        pool.unacked += 1;
+                    }
                 }
                 self.timers.add(lease_until, Timer::DeliveryLease { queue: qid, receipt });
                 if let Some(session) = session {
@@ -953,6 +1212,10 @@ impl State {
                     q.in_flight.insert(receipt, id);
                     if let Some(c) = consumer.and_then(|c| q.consumers.get_mut(&c)) {
                         c.unacked += 1;
+                        if let Some(p) = c.pool {
+                            let pool = self.pools.get_mut(&(c.session, p));
+                            pool.ok_or_else(|| format!("consumer of a missing pool {p}"))?.unacked += 1;
+                        }
                     }
                     timers.push((lease_until, Timer::DeliveryLease { queue: qid, receipt }));
                     if let Some(session) = session {
@@ -970,6 +1233,15 @@ impl State {
         }
         for (&consumer_id, c) in &q.consumers {
             Session::restored(&mut self.sessions, c.session)?.consumers.insert((qid, consumer_id));
+            if let Some(p) = c.pool {
+                let pool = self.pools.get_mut(&(c.session, p));
+                pool.ok_or_else(|| format!("consumer of a missing pool {p}"))?
+                    .consumers
+                    .insert((qid, consumer_id));
+            }
+        }
+        if let Some(owner) = q.config.exclusive_owner {
+            Session::restored(&mut self.sessions, owner)?.exclusive_queues.insert(qid);
         }
         for (dedup, &(_, until)) in &q.dedup {
             timers.push((until, Timer::DedupExpiry { queue: qid, dedup: dedup.clone() }));
@@ -1051,7 +1323,21 @@ impl State {
             }
             ensure!(q.takers.len() == q.pop_waiters.len() + q.consumers.len(), "{name}: taker line");
             if !q.eligible.is_empty() {
-                ensure!(q.next_taker().is_none(), "{name}: a taker could be served");
+                ensure!(q.next_taker(&self.pools).is_none(), "{name}: a taker could be served");
+            }
+            if let Some(owner) = q.config.exclusive_owner {
+                let s = self.sessions.get(&owner);
+                ensure!(
+                    s.is_some_and(|s| s.exclusive_queues.contains(&qid)),
+                    "{name}: owner does not list it"
+                );
+            }
+            if q.config.auto_delete && q.had_consumer {
+                ensure!(!q.consumers.is_empty(), "{name}: auto-delete queue left without consumers");
+            }
+            ensure!(q.consumers.is_empty() || q.had_consumer, "{name}: consumers but never had one");
+            if q.consumers.values().any(|c| c.exclusive) {
+                ensure!(q.consumers.len() == 1, "{name}: an exclusive consumer shares the queue");
             }
             for (cid, c) in &q.consumers {
                 let unacked = q
@@ -1060,6 +1346,15 @@ impl State {
                     .filter(|m| matches!(m.state, MsgState::InFlight { consumer: Some(x), .. } if x == *cid))
                     .count();
                 ensure!(unacked == c.unacked as usize, "{name}: consumer {cid} unacked count");
+            }
+            for (cid, c) in &q.consumers {
+                if let Some(p) = c.pool {
+                    let pool = self.pools.get(&(c.session, p));
+                    ensure!(
+                        pool.is_some_and(|p| p.consumers.contains(&(qid, *cid))),
+                        "{name}: consumer {cid} pool"
+                    );
+                }
             }
             for wait_id in q.pop_waiters.keys() {
                 ensure!(self.waits.get(wait_id) == Some(&WaitTarget::Pop(qid)), "{name}: pop wait {wait_id}");
@@ -1081,4 +1376,28 @@ fn validate_config(name: &str, c: &QueueConfig) -> Result<(), CoreError> {
         return bad("ttl must be at least 1 ms");
     }
     Ok(())
+}
+
+impl State {
+    /// Each pool: its consumers exist and name it, and its count is the sum of theirs.
+    pub(crate) fn check_pools(&self) -> Result<(), String> {
+        for ((session, id), pool) in &self.pools {
+            ensure!(!pool.consumers.is_empty(), "pool {session}/{id} without consumers");
+            let mut unacked = 0;
+            for (qid, cid) in &pool.consumers {
+                let c = self.queues.get(qid).and_then(|q| q.consumers.get(cid));
+                ensure!(
+                    c.is_some_and(|c| c.session == *session && c.pool == Some(*id)),
+                    "pool {session}/{id}: consumer {cid} is not its own"
+                );
+                unacked += c.map_or(0, |c| c.unacked);
+            }
+            ensure!(
+                unacked == pool.unacked,
+                "pool {session}/{id}: {} unacked counted, {unacked} found",
+                pool.unacked
+            );
+        }
+        Ok(())
+    }
 }

@@ -36,6 +36,13 @@ pub enum Reply {
     QueueStats(QueueStats),
     Messages(Vec<MessageView>),
     Names(Vec<String>),
+    /// A publish was stored in `routed` queues; `refused` full queues (overflow reject) did not
+    /// take it. A message that matched no queue has both 0.
+    Published {
+        routed: u32,
+        refused: u32,
+    },
+    QueueConfig(Box<crate::QueueConfig>),
     Error(CoreError),
 }
 

@@ -32,6 +32,9 @@ pub(crate) struct Session {
     pub(crate) deliveries: BTreeSet<(QueueId, u64)>,
     #[serde(skip)]
     pub(crate) consumers: BTreeSet<(QueueId, u64)>,
+    /// Queues exclusive to this session (`QueueConfig::exclusive_owner`): they end with it.
+    #[serde(skip)]
+    pub(crate) exclusive_queues: BTreeSet<QueueId>,
 }
 
 impl Session {
@@ -70,9 +73,15 @@ impl State {
     }
 
     fn end_session(&mut self, id: SessionId, ending: Ending, fx: &mut Vec<Effect>) {
+        // Its exclusive queues go first, as a `DeleteQueue` of each would (consumers cancelled,
+        // messages gone), whether the session is closed or detached.
+        for qid in self.sessions[&id].exclusive_queues.clone() {
+            let name = self.queues[&qid].name.clone();
+            self.delete_queue(&name, fx);
+        }
         let session = self.sessions[&id].clone();
         // Consumers go first, so returned messages are not handed straight back to them.
-        for (queue, consumer_id) in session.consumers {
+        for &(queue, consumer_id) in &session.consumers {
             self.remove_consumer(queue, consumer_id);
         }
         // Waits leave every line before any line moves up, so nothing is granted to this session.
@@ -110,6 +119,10 @@ impl State {
         self.sessions.remove(&id);
         for name in lines {
             self.wake(&name, fx);
+        }
+        // Auto-delete queues that just lost their last consumer go too.
+        for (queue, _) in session.consumers {
+            self.auto_delete_queue(queue, fx);
         }
     }
 
@@ -167,6 +180,13 @@ impl State {
             for (queue, consumer) in &s.consumers {
                 let q = self.queues.get(queue);
                 ensure!(q.is_some_and(|q| q.consumers.contains_key(consumer)), "session {id}: consumer");
+            }
+            for queue in &s.exclusive_queues {
+                let q = self.queues.get(queue);
+                ensure!(
+                    q.is_some_and(|q| q.config.exclusive_owner == Some(*id)),
+                    "session {id}: exclusive queue {queue} not its own"
+                );
             }
         }
         Ok(())

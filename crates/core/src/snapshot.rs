@@ -1,11 +1,11 @@
 //! Snapshots: the state's primary data as bytes, and a state rebuilt from them.
 //!
 //! ```text
-//!  snapshot ─► [u8 version = 4][postcard(Image)][messages of queue 1]…[messages of queue n]
+//!  snapshot ─► [u8 version = 5][postcard(Image)][messages of queue 1]…[messages of queue n]
 //!              Image: clock, applied index, last token, last id,
 //!                     sessions (when opened), locks (holds, lines of waiters),
 //!                     queues (id, config, totals, takers, waiting pops, consumers, dedup ids),
-//!                     keys
+//!                     keys, exchanges and bindings, credit pools (limits)
 //!              messages: postcard sequence of (id, message), in id order, in the order of the
 //!                     Image's queues
 //!
@@ -32,9 +32,10 @@ use std::fmt;
 use serde::de::{DeserializeSeed, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::exchange::Exchanges;
 use crate::kv::KvEntry;
 use crate::lock::Resource;
-use crate::queue::{Message, Queue};
+use crate::queue::{CreditPoolState, Message, Queue};
 use crate::session::Session;
 use crate::timer::{Timer, Timers};
 use crate::{MsgId, QueueId, SessionId, State, Timestamp};
@@ -42,7 +43,8 @@ use crate::{MsgId, QueueId, SessionId, State, Timestamp};
 /// The format written by [`State::snapshot`]; [`State::restore`] reads only this one.
 /// 2: the whole state, indexes included. 3: primary data only, indexes rebuilt on restore, each
 /// queue's messages inside its image. 4: the same, messages in their own sections after the image.
-pub(crate) const SNAPSHOT_VERSION: u8 = 4;
+/// 5: exchanges and bindings, credit pools, and the queue and consumer fields AMQP added.
+pub(crate) const SNAPSHOT_VERSION: u8 = 5;
 
 /// A snapshot that could not be read back.
 #[derive(Debug, thiserror::Error)]
@@ -71,6 +73,9 @@ struct Image<'a> {
     #[serde(borrow)]
     queues: Vec<QueueImage<'a>>,
     keys: Cow<'a, BTreeMap<String, KvEntry>>,
+    exchanges: Cow<'a, Exchanges>,
+    /// Each pool's limit; its consumers and count are rebuilt from the queues.
+    pools: Cow<'a, BTreeMap<(SessionId, u64), CreditPoolState>>,
 }
 
 /// One queue's own fields (those that are not indexes). Its messages follow the Image.
@@ -148,6 +153,8 @@ impl State {
             resources: Cow::Borrowed(&self.resources),
             queues: self.queues.iter().map(|(&id, q)| QueueImage { id, queue: Cow::Borrowed(q) }).collect(),
             keys: Cow::Borrowed(&self.keys),
+            exchanges: Cow::Borrowed(&self.exchanges),
+            pools: Cow::Borrowed(&self.pools),
         };
         // Sized up front for what dominates (payloads, keys, a few dozen bytes per message), and
         // written in place after the version byte: no reallocations, no second copy.
@@ -180,8 +187,11 @@ impl State {
             sessions: image.sessions.into_owned(),
             resources: image.resources.into_owned(),
             keys: image.keys.into_owned(),
+            exchanges: image.exchanges.into_owned(),
+            pools: image.pools.into_owned(),
             ..State::default()
         };
+        state.exchanges.rebuild_index();
         let mut timers = TimerList::new();
         state.rebuild_lock_indexes(&mut timers).map_err(SnapshotError::Inconsistent)?;
         for QueueImage { id, queue } in image.queues {

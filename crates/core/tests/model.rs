@@ -323,6 +323,8 @@ fn to_command(op: &Op, obs: &Observer) -> Command {
             credit,
             lease: Some(700),
             auto_ack: false,
+            exclusive: false,
+            pool: None,
         }),
         Op::Ack { pick, fenced } => {
             let (r, queue) = receipt(pick);
@@ -364,6 +366,7 @@ fn run(ops: Vec<Op>) {
                 lease: 800,
                 ttl: None,
                 dedup_window: 2_000,
+                ..QueueConfig::default()
             },
         },
         Command::CreateQueue {

@@ -97,7 +97,15 @@ fn extend(queue: &str, receipt: u64, lease: Millis) -> Command {
 }
 
 fn consume(session: SessionId, queue: &str, credit: u32) -> Command {
-    Command::Consume(Consume { queue: queue.into(), session, credit, lease: None, auto_ack: false })
+    Command::Consume(Consume {
+        queue: queue.into(),
+        session,
+        credit,
+        lease: None,
+        auto_ack: false,
+        exclusive: false,
+        pool: None,
+    })
 }
 
 fn delivered(session: SessionId, to: Taker, queue: &str, deliveries: Vec<Delivery>) -> Effect {
@@ -786,7 +794,15 @@ fn auto_ack_finishes_a_message_as_it_is_delivered() {
     assert_eq!(w.reply(ack("jobs", &[1])), Reply::Int(0));
 
     // An auto-ack consumer's credit is never used up.
-    let c = Consume { queue: "jobs".into(), session: s, credit: 1, lease: None, auto_ack: true };
+    let c = Consume {
+        queue: "jobs".into(),
+        session: s,
+        credit: 1,
+        lease: None,
+        auto_ack: true,
+        exclusive: false,
+        pool: None,
+    };
     let (reply, fx) = w.apply(Command::Consume(c));
     assert_eq!(reply, Reply::Consumer { consumer_id: 5 });
     assert_eq!(fx, vec![delivered(s, to_consumer(5), "jobs", vec![msg(4, 2, "b", 1, LEASE)])]);
@@ -882,7 +898,8 @@ fn deleting_a_queue_cancels_its_consumers_and_waiting_pops() {
     assert_eq!(w.reply(pop_wait(s1, "jobs", 10_000)), Reply::Waiting { wait_id: 6 });
     assert_eq!(w.reply(consume(s2, "jobs", 0)), Reply::Consumer { consumer_id: 7 });
 
-    let (reply, fx) = w.apply(Command::DeleteQueue { name: "jobs".into() });
+    let (reply, fx) =
+        w.apply(Command::DeleteQueue { name: "jobs".into(), if_unused: false, if_empty: false });
     assert_eq!(reply, Reply::Int(1));
     assert_eq!(
         fx,
@@ -896,7 +913,10 @@ fn deleting_a_queue_cancels_its_consumers_and_waiting_pops() {
         w.query(Query::QueueStats { name: "jobs".into() }),
         Reply::Error(CoreError::NoSuchQueue("jobs".into()))
     );
-    assert_eq!(w.reply(Command::DeleteQueue { name: "jobs".into() }), Reply::Int(0));
+    assert_eq!(
+        w.reply(Command::DeleteQueue { name: "jobs".into(), if_unused: false, if_empty: false }),
+        Reply::Int(0)
+    );
     // The in-flight message went with the queue.
     assert_eq!(w.reply(ack("jobs", &[1])), Reply::Int(0));
     assert_eq!(w.state.next_deadline(), None);

@@ -40,6 +40,8 @@ fn busy_world() -> World {
         credit: 2,
         lease: None,
         auto_ack: false,
+        exclusive: false,
+        pool: None,
     }));
     w.apply(Command::Pop(Pop { wait: 5_000, ..pop_one(b, "empty") }));
     w.apply(push("dlq", "old"));
@@ -121,7 +123,7 @@ fn another_format_version_is_refused_by_name() {
     bytes[0] = 2;
     let err = State::restore(bytes.into()).unwrap_err();
     assert!(matches!(err, SnapshotError::Version(2)), "{err:?}");
-    assert_eq!(err.to_string(), "snapshot format version 2 is not supported (this build reads version 4)");
+    assert_eq!(err.to_string(), "snapshot format version 2 is not supported (this build reads version 5)");
     assert!(matches!(State::restore(Bytes::new()), Err(SnapshotError::Empty)));
 }
 

@@ -444,6 +444,8 @@ fn unexpected(shape: ReplyShape, reply: &Reply) -> Frame {
         Reply::QueueStats(_) => "QueueStats",
         Reply::Messages(_) => "Messages",
         Reply::Names(_) => "Names",
+        Reply::Published { .. } => "Published",
+        Reply::QueueConfig(_) => "QueueConfig",
         Reply::Error(_) => "Error",
     };
     Frame::error("ERR", format_args!("internal error: a {kind} reply cannot be rendered as {shape:?}"))

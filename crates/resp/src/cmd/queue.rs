@@ -170,7 +170,7 @@ pub(super) fn purge(mut args: Args<'_>) -> Result<Action, Frame> {
 pub(super) fn del(mut args: Args<'_>) -> Result<Action, Frame> {
     let name = args.name()?;
     args.end()?;
-    write(Command::DeleteQueue { name }, ReplyShape::Integer)
+    write(Command::DeleteQueue { name, if_unused: false, if_empty: false }, ReplyShape::Integer)
 }
 
 /// `Q.LIST` → every queue name, sorted.
@@ -315,6 +315,7 @@ mod tests {
             lease: 10_000,
             ttl: Some(60_000),
             dedup_window: 1_000,
+            ..QueueConfig::default()
         };
         assert_eq!(
             write_of(
@@ -516,7 +517,10 @@ mod tests {
     #[test]
     fn purge_del_redrive() {
         assert_eq!(write_of("Q.PURGE jobs"), Command::PurgeQueue { name: "jobs".into() });
-        assert_eq!(write_of("Q.DEL jobs"), Command::DeleteQueue { name: "jobs".into() });
+        assert_eq!(
+            write_of("Q.DEL jobs"),
+            Command::DeleteQueue { name: "jobs".into(), if_unused: false, if_empty: false }
+        );
         assert_eq!(
             parse_line("Q.REDRIVE dlq jobs"),
             Ok(Action::Write {

@@ -790,6 +790,7 @@ async fn queue_create(
         lease: body.lease_ms.unwrap_or(defaults.lease),
         ttl: body.ttl_ms,
         dedup_window: body.dedup_window_ms.unwrap_or(defaults.dedup_window),
+        ..defaults
     };
     match write(&app, Command::CreateQueue { name, config }).await? {
         Reply::Int(n) => ok(json!({"created": n == 1})),
@@ -798,7 +799,7 @@ async fn queue_create(
 }
 
 async fn queue_delete(State(app): State<App>, Path(name): Path<String>) -> ApiResult {
-    match write(&app, Command::DeleteQueue { name }).await? {
+    match write(&app, Command::DeleteQueue { name, if_unused: false, if_empty: false }).await? {
         Reply::Int(n) => ok(json!({"deleted": n == 1})),
         other => Err(unexpected(other)),
     }
