@@ -90,6 +90,10 @@ struct ServerArgs {
     /// [default: 127.0.0.1:7380]; port 0 picks one.
     #[arg(long, env = "TURNSTILE_HTTP_ADDR", value_name = "HOST:PORT")]
     http_addr: Option<SocketAddr>,
+    /// Address of the AMQP 0-9-1 (RabbitMQ protocol) listener [default: 127.0.0.1:6672]; port 0
+    /// picks one. Users come from `amqp-users` in the config file [default: guest/guest, loopback only].
+    #[arg(long, env = "TURNSTILE_AMQP_ADDR", value_name = "HOST:PORT")]
+    amqp_addr: Option<SocketAddr>,
     /// Most client connections at once [default: 10000].
     #[arg(long, env = "TURNSTILE_MAX_CLIENTS", value_name = "N")]
     max_clients: Option<usize>,
@@ -140,6 +144,7 @@ impl ServerArgs {
         set(&mut config.data_dir, &self.data_dir);
         set(&mut config.resp_addr, &self.resp_addr);
         set(&mut config.http_addr, &self.http_addr);
+        set(&mut config.amqp_addr, &self.amqp_addr);
         set(&mut config.max_clients, &self.max_clients);
         set(&mut config.max_payload, &self.max_payload);
         set(&mut config.max_batch, &self.max_batch);
@@ -216,12 +221,13 @@ fn server(args: ServerArgs) -> anyhow::Result<()> {
         let server = Server::start(config).await?;
         // Scripts and tests read this line to learn the address (port 0 picks a free one).
         println!(
-            "turnstile {} ready: resp={} http={}",
+            "turnstile {} ready: resp={} http={} amqp={}",
             env!("CARGO_PKG_VERSION"),
             server.resp_addr(),
-            server.http_addr()
+            server.http_addr(),
+            server.amqp_addr()
         );
-        tracing::info!(resp = %server.resp_addr(), http = %server.http_addr(), "ready");
+        tracing::info!(resp = %server.resp_addr(), http = %server.http_addr(), amqp = %server.amqp_addr(), "ready");
         server.run(stop_signal()).await?;
         tracing::info!("stopped");
         Ok(())

@@ -239,6 +239,14 @@ impl Node {
         pending.await.map_err(|_| NodeError::ShuttingDown)?
     }
 
+    /// Queues a proposal and returns at once with the receiver of its reply. Proposals submitted
+    /// one after another from one task are applied in that order, so a front end can pipeline
+    /// (AMQP publishes with confirms) without waiting for each reply.
+    pub async fn submit(&self, cmd: Command) -> Result<oneshot::Receiver<Result<Reply, NodeError>>, NodeError> {
+        self.check_open()?;
+        self.enqueue(cmd).await
+    }
+
     /// Proposes several commands in order and returns their replies in the same order. All are
     /// queued before the first reply is awaited, so a pipelined run of commands from one
     /// connection shares log entries instead of paying one round trip each.

@@ -1,6 +1,7 @@
 //! Server configuration: defaults, then the TOML file, then `TURNSTILE_*` environment variables
 //! and command-line flags (the command line applies those last two, through clap).
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -15,6 +16,11 @@ pub struct Config {
     /// Where the HTTP listener binds: JSON API, `/metrics`, health checks and the dashboard.
     /// Admin actions on the dashboard are offered only to loopback clients.
     pub http_addr: SocketAddr,
+    /// Where the AMQP 0-9-1 (RabbitMQ protocol) listener binds.
+    pub amqp_addr: SocketAddr,
+    /// AMQP users and their passwords (PLAIN and AMQPLAIN). As in RabbitMQ, `guest` may log in
+    /// only from a loopback address.
+    pub amqp_users: BTreeMap<String, String>,
     /// Where the Raft log (`log/`), snapshots (`snapshots/`) and the `LOCK` file live.
     pub data_dir: PathBuf,
     /// Connections beyond this are refused with `-ERR max number of clients reached`.
@@ -51,12 +57,16 @@ pub struct Config {
 pub const DEFAULT_RESP_PORT: u16 = 7379;
 /// The default HTTP port, next to the RESP one.
 pub const DEFAULT_HTTP_PORT: u16 = 7380;
+/// The default AMQP port: RabbitMQ's 5672 moved up a thousand, like the RESP port.
+pub const DEFAULT_AMQP_PORT: u16 = 6672;
 
 impl Default for Config {
     fn default() -> Config {
         Config {
             resp_addr: SocketAddr::from(([127, 0, 0, 1], DEFAULT_RESP_PORT)),
             http_addr: SocketAddr::from(([127, 0, 0, 1], DEFAULT_HTTP_PORT)),
+            amqp_addr: SocketAddr::from(([127, 0, 0, 1], DEFAULT_AMQP_PORT)),
+            amqp_users: BTreeMap::from([("guest".to_owned(), "guest".to_owned())]),
             data_dir: PathBuf::from("turnstile-data"),
             max_clients: 10_000,
             max_payload: 16 * 1024 * 1024,
@@ -145,6 +155,11 @@ mod tests {
         assert_eq!(c.resp_addr, "127.0.0.1:9999".parse().unwrap());
         assert_eq!(c.max_clients, 5);
         assert_eq!(c.max_payload, Config::default().max_payload);
+        let c =
+            Config::from_toml("amqp-addr = \"127.0.0.1:5673\"\n[amqp-users]\nalice = \"s3cret\"\n").unwrap();
+        assert_eq!(c.amqp_addr, "127.0.0.1:5673".parse().unwrap());
+        assert_eq!(c.amqp_users.get("alice").map(String::as_str), Some("s3cret"));
+        assert!(!c.amqp_users.contains_key("guest"), "a users table replaces the default guest");
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! Turnstile's server: the RESP listener, one session per connection, blocking waits, and the
+//! Turnstile's server: the RESP and AMQP listeners, one session per connection, blocking waits, and the
 //! ticker that makes time pass in the state machine.
 //!
 //! ```text
@@ -8,6 +8,7 @@
 //!  Ticker ── proposes Tick when State::next_deadline is due
 //! ```
 
+mod amqp;
 pub mod config;
 mod connection;
 mod http;
@@ -18,5 +19,5 @@ mod server;
 mod shutdown;
 mod ticker;
 
-pub use config::{Config, ConfigError, DEFAULT_HTTP_PORT, DEFAULT_RESP_PORT, Fsync};
+pub use config::{Config, ConfigError, DEFAULT_AMQP_PORT, DEFAULT_HTTP_PORT, DEFAULT_RESP_PORT, Fsync};
 pub use server::{Server, ServerError};

@@ -31,6 +31,9 @@ pub struct Shared {
     pub started: Instant,
     pub resp_addr: SocketAddr,
     pub http_addr: SocketAddr,
+    pub amqp_addr: SocketAddr,
+    /// AMQP users and passwords.
+    pub amqp_users: std::collections::BTreeMap<String, String>,
     pub max_clients: usize,
     /// See [`Config::max_memory`]; 0 = no limit.
     pub max_memory: u64,
@@ -44,7 +47,9 @@ impl Shared {
     /// Whether `cmd` is a push that would take stored payloads past the memory limit.
     pub fn over_memory(&self, cmd: &Command) -> bool {
         match cmd {
-            Command::Push(push) if self.max_memory > 0 => {
+            Command::Push(push) | Command::Publish(turnstile_core::Publish { push, .. })
+                if self.max_memory > 0 =>
+            {
                 let size = (push.payload.len() + push.properties.len()) as u64;
                 self.node.payload_bytes() + size > self.max_memory
             }
@@ -60,6 +65,8 @@ pub struct Stats {
     /// HTTP connections open now, and accepted in all.
     pub http_connections: AtomicU64,
     pub http_accepted: AtomicU64,
+    /// AMQP connections open now.
+    pub amqp_connections: AtomicU64,
     /// Connections served (`connections` less `rejected`, counted on its own so that the metric
     /// never appears to go down while a refusal is under way).
     pub accepted: AtomicU64,
@@ -92,6 +99,7 @@ pub enum ServerError {
 pub struct Server {
     listener: TcpListener,
     http_listener: TcpListener,
+    amqp_listener: TcpListener,
     shared: Arc<Shared>,
     trigger: ShutdownTrigger,
     shutdown: Shutdown,
@@ -114,6 +122,12 @@ impl Server {
         let http_addr = http_listener
             .local_addr()
             .map_err(|source| ServerError::Bind { addr: config.http_addr, source })?;
+        let amqp_listener = TcpListener::bind(config.amqp_addr)
+            .await
+            .map_err(|source| ServerError::Bind { addr: config.amqp_addr, source })?;
+        let amqp_addr = amqp_listener
+            .local_addr()
+            .map_err(|source| ServerError::Bind { addr: config.amqp_addr, source })?;
         let fsync = match config.fsync {
             Fsync::Always => FsyncPolicy::Always,
             Fsync::Interval => FsyncPolicy::Interval(Duration::from_millis(config.fsync_interval_ms)),
@@ -149,12 +163,14 @@ impl Server {
             started: Instant::now(),
             resp_addr,
             http_addr,
+            amqp_addr,
+            amqp_users: config.amqp_users.clone(),
             max_clients: config.max_clients,
             max_memory: config.max_memory,
             fsync: config.fsync,
             shutdown: shutdown.clone(),
         });
-        Ok(Server { listener, http_listener, shared, trigger, shutdown })
+        Ok(Server { listener, http_listener, amqp_listener, shared, trigger, shutdown })
     }
 
     pub fn resp_addr(&self) -> SocketAddr {
@@ -166,10 +182,15 @@ impl Server {
         self.shared.http_addr
     }
 
+    /// Where the AMQP 0-9-1 listener is.
+    pub fn amqp_addr(&self) -> SocketAddr {
+        self.shared.amqp_addr
+    }
+
     /// Serves until `stop` resolves, then shuts down gracefully: stop accepting, let every
     /// connection close its session, stop the node.
     pub async fn run(self, stop: impl Future<Output = ()>) -> Result<(), ServerError> {
-        let Server { listener, http_listener, shared, trigger, shutdown } = self;
+        let Server { listener, http_listener, amqp_listener, shared, trigger, shutdown } = self;
         let effects = shared.node.take_effects().expect("effects are taken once, here");
         let router = tokio::spawn({
             let (router, shutdown) = (shared.router.clone(), shutdown.clone());
@@ -181,12 +202,14 @@ impl Server {
         // Each connection holds a clone of `done`; when all are dropped, every connection is over.
         let (done, mut all_done) = mpsc::channel::<()>(1);
         let accept = accept_loop(&listener, &shared, &shutdown, &done);
+        let amqp_accept = crate::amqp::accept_loop(&amqp_listener, &shared, &shutdown, &done);
         tokio::select! {
-            () = accept => {}
+            _ = async { tokio::join!(accept, amqp_accept) } => {}
             () = stop => tracing::info!("shutting down"),
         }
         trigger.trigger();
         drop(listener);
+        drop(amqp_listener);
         drop(done);
         let _ = all_done.recv().await;
         let _ = ticker.await;

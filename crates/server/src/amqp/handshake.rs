@@ -1,0 +1,265 @@
+//! Opening a connection: protocol header, `Start`/`StartOk` (PLAIN or AMQPLAIN against the
+//! configured users), `Tune`/`TuneOk`, `Open` of vhost `/`.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use turnstile_amqp::frame::{FRAME_MIN_SIZE, write_method};
+use turnstile_amqp::{
+    AMQPClass, AMQPValue, AmqpError, FieldTable, Frame, PROTOCOL_HEADER, code, connection, decode,
+};
+
+use super::{CHANNEL_MAX, FRAME_MAX, HEARTBEAT};
+
+/// RabbitMQ's `handshake_timeout`: a client that has not opened its connection by then is dropped.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What the client and server agreed on.
+#[derive(Debug)]
+pub struct Tuned {
+    pub frame_max: u32,
+    pub channel_max: u16,
+    /// Seconds; 0 = no heartbeats.
+    pub heartbeat: u16,
+    pub user: String,
+    /// The client shows `Connection.Blocked` / `Unblocked` (capability `connection.blocked`).
+    pub blocked_notify: bool,
+    /// The client handles a server-sent `Basic.Cancel` (capability `consumer_cancel_notify`).
+    pub cancel_notify: bool,
+}
+
+/// Why a handshake did not complete.
+#[derive(Debug, thiserror::Error)]
+pub enum HandshakeError {
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("client sent {0:?} instead of the AMQP 0-9-1 protocol header")]
+    BadHeader(Vec<u8>),
+    #[error("{0}")]
+    Refused(AmqpError),
+    #[error("client closed the connection during the handshake")]
+    Closed,
+}
+
+/// Runs the handshake on `stream`; frames that arrive after `Open` stay in `buf`.
+pub async fn handshake(
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+    peer: SocketAddr,
+    users: &std::collections::BTreeMap<String, String>,
+) -> Result<Tuned, HandshakeError> {
+    while buf.len() < PROTOCOL_HEADER.len() {
+        if stream.read_buf(buf).await? == 0 {
+            return Err(HandshakeError::Closed);
+        }
+        if !PROTOCOL_HEADER.starts_with(&buf[..buf.len().min(PROTOCOL_HEADER.len())]) {
+            break;
+        }
+    }
+    if &buf[..PROTOCOL_HEADER.len().min(buf.len())] != PROTOCOL_HEADER {
+        // The spec's answer to a header it does not speak: its own header, then close.
+        stream.write_all(PROTOCOL_HEADER).await?;
+        return Err(HandshakeError::BadHeader(buf[..buf.len().min(8)].to_vec()));
+    }
+    let _ = buf.split_to(PROTOCOL_HEADER.len());
+
+    let mut out = BytesMut::new();
+    write_method(&mut out, 0, &AMQPClass::Connection(connection::AMQPMethod::Start(start())));
+    stream.write_all(&out).await?;
+
+    let start_ok = match next_method(stream, buf).await? {
+        AMQPClass::Connection(connection::AMQPMethod::StartOk(ok)) => ok,
+        _ => return refuse(stream, AmqpError::command_invalid("expected 'connection.start_ok'")).await,
+    };
+    let capabilities = client_capabilities(&start_ok.client_properties);
+    let user = match authenticate(&start_ok, peer, users) {
+        Ok(user) => user,
+        Err(e) => return refuse(stream, e).await,
+    };
+    out.clear();
+    let tune = connection::Tune { channel_max: CHANNEL_MAX, frame_max: FRAME_MAX, heartbeat: HEARTBEAT };
+    write_method(&mut out, 0, &AMQPClass::Connection(connection::AMQPMethod::Tune(tune)));
+    stream.write_all(&out).await?;
+
+    let tune_ok = match next_method(stream, buf).await? {
+        AMQPClass::Connection(connection::AMQPMethod::TuneOk(ok)) => ok,
+        _ => return refuse(stream, AmqpError::command_invalid("expected 'connection.tune_ok'")).await,
+    };
+    let frame_max = match tune_ok.frame_max {
+        0 => FRAME_MAX,
+        n if n < FRAME_MIN_SIZE => {
+            let e = AmqpError::new(code::NOT_ALLOWED, format!("frame_max={n} < {FRAME_MIN_SIZE} min size"));
+            return refuse(stream, e).await;
+        }
+        n => n.min(FRAME_MAX),
+    };
+    let channel_max = match tune_ok.channel_max {
+        0 => CHANNEL_MAX,
+        n => n.min(CHANNEL_MAX),
+    };
+
+    let open = match next_method(stream, buf).await? {
+        AMQPClass::Connection(connection::AMQPMethod::Open(open)) => open,
+        _ => return refuse(stream, AmqpError::command_invalid("expected 'connection.open'")).await,
+    };
+    if open.virtual_host.as_str() != "/" {
+        let e = AmqpError::new(code::NOT_ALLOWED, format!("vhost '{}' not found", open.virtual_host));
+        return refuse(stream, e.on(10, 40)).await;
+    }
+    out.clear();
+    write_method(&mut out, 0, &AMQPClass::Connection(connection::AMQPMethod::OpenOk(connection::OpenOk {})));
+    stream.write_all(&out).await?;
+    Ok(Tuned {
+        frame_max,
+        channel_max,
+        heartbeat: tune_ok.heartbeat,
+        user,
+        blocked_notify: capabilities.contains(&"connection.blocked"),
+        cancel_notify: capabilities.contains(&"consumer_cancel_notify"),
+    })
+}
+
+/// The server's `Connection.Start`: the capabilities clients check before using an extension.
+fn start() -> connection::Start {
+    let mut capabilities = FieldTable::default();
+    for (name, on) in [
+        ("publisher_confirms", true),
+        ("exchange_exchange_bindings", false),
+        ("basic.nack", true),
+        ("consumer_cancel_notify", true),
+        ("connection.blocked", true),
+        ("consumer_priorities", false),
+        ("authentication_failure_close", true),
+        ("per_consumer_qos", true),
+        ("direct_reply_to", false),
+    ] {
+        capabilities.insert(name.into(), AMQPValue::Boolean(on));
+    }
+    let mut props = FieldTable::default();
+    props.insert("capabilities".into(), AMQPValue::FieldTable(capabilities));
+    props.insert("product".into(), AMQPValue::LongString("Turnstile".into()));
+    props.insert("version".into(), AMQPValue::LongString(env!("CARGO_PKG_VERSION").into()));
+    props.insert("platform".into(), AMQPValue::LongString("Rust".into()));
+    props.insert("cluster_name".into(), AMQPValue::LongString("turnstile".into()));
+    props.insert(
+        "information".into(),
+        AMQPValue::LongString("Turnstile: locks and queues in one replicated state machine".into()),
+    );
+    connection::Start {
+        version_major: 0,
+        version_minor: 9,
+        server_properties: props,
+        mechanisms: "PLAIN AMQPLAIN".into(),
+        locales: "en_US".into(),
+    }
+}
+
+fn client_capabilities(props: &FieldTable) -> Vec<&'static str> {
+    let Some(AMQPValue::FieldTable(caps)) = props.inner().get("capabilities") else {
+        return Vec::new();
+    };
+    ["connection.blocked", "consumer_cancel_notify"]
+        .into_iter()
+        .filter(|name| matches!(caps.inner().get(*name), Some(AMQPValue::Boolean(true))))
+        .collect()
+}
+
+/// Checks the credentials in `StartOk`; the user name on success.
+fn authenticate(
+    ok: &connection::StartOk,
+    peer: SocketAddr,
+    users: &std::collections::BTreeMap<String, String>,
+) -> Result<String, AmqpError> {
+    let mechanism = ok.mechanism.as_str();
+    let refused = || {
+        AmqpError::access_refused(format!(
+            "Login was refused using authentication mechanism {mechanism}. For details see the broker logfile."
+        ))
+        .on(10, 11)
+    };
+    let (user, password) = match mechanism {
+        "PLAIN" => {
+            // authzid \0 authcid \0 password
+            let mut parts = ok.response.as_bytes().splitn(3, |b| *b == 0);
+            let (_, user, password) = (parts.next(), parts.next(), parts.next());
+            match (user, password) {
+                (Some(u), Some(p)) => {
+                    (String::from_utf8_lossy(u).into_owned(), String::from_utf8_lossy(p).into_owned())
+                }
+                _ => return Err(refused()),
+            }
+        }
+        "AMQPLAIN" => {
+            // A field table without its length prefix.
+            let raw = ok.response.as_bytes();
+            let mut with_len = u32::try_from(raw.len()).map_err(|_| refused())?.to_be_bytes().to_vec();
+            with_len.extend_from_slice(raw);
+            let table = match turnstile_amqp::frame::field_table(&with_len) {
+                Some(t) => t,
+                None => return Err(refused()),
+            };
+            let text = |key: &str| match table.inner().get(key) {
+                Some(AMQPValue::LongString(s)) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+                Some(AMQPValue::ShortString(s)) => Some(s.as_str().to_owned()),
+                _ => None,
+            };
+            match (text("LOGIN"), text("PASSWORD")) {
+                (Some(u), Some(p)) => (u, p),
+                _ => return Err(refused()),
+            }
+        }
+        other => {
+            return Err(AmqpError::access_refused(format!(
+                "unsupported authentication mechanism '{other}'; this server offers PLAIN and AMQPLAIN"
+            ))
+            .on(10, 11));
+        }
+    };
+    if users.get(&user) != Some(&password) {
+        tracing::info!(%peer, %user, "amqp login refused: bad credentials");
+        return Err(refused());
+    }
+    if user == "guest" && !peer.ip().is_loopback() {
+        tracing::info!(%peer, "amqp login refused: user 'guest' may only connect from localhost");
+        return Err(refused());
+    }
+    Ok(user)
+}
+
+/// Reads the next method on channel 0 (heartbeats skipped).
+async fn next_method(stream: &mut TcpStream, buf: &mut BytesMut) -> Result<AMQPClass, HandshakeError> {
+    loop {
+        match decode(buf, FRAME_MAX) {
+            Ok(Some(Frame::Method { channel: 0, method })) => return Ok(method),
+            Ok(Some(Frame::Heartbeat { .. })) => continue,
+            Ok(Some(_)) => {
+                return Err(HandshakeError::Refused(AmqpError::unexpected_frame(
+                    "expected a method on channel 0",
+                )));
+            }
+            Err(e) => return Err(HandshakeError::Refused(AmqpError::from(&e))),
+            Ok(None) => {
+                if stream.read_buf(buf).await? == 0 {
+                    return Err(HandshakeError::Closed);
+                }
+            }
+        }
+    }
+}
+
+/// Sends `Connection.Close` with the error and gives up on the connection.
+async fn refuse<T>(stream: &mut TcpStream, e: AmqpError) -> Result<T, HandshakeError> {
+    let mut out = BytesMut::new();
+    let close = connection::Close {
+        reply_code: e.code,
+        reply_text: e.reply_text().into(),
+        class_id: e.class_id,
+        method_id: e.method_id,
+    };
+    write_method(&mut out, 0, &AMQPClass::Connection(connection::AMQPMethod::Close(close)));
+    stream.write_all(&out).await?;
+    Err(HandshakeError::Refused(e))
+}
