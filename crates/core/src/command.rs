@@ -156,6 +156,7 @@ impl Command {
         match self {
             Command::Acquire(a) => Some(&mut a.session),
             Command::Pop(p) => Some(&mut p.session),
+            Command::InSession { command, .. } => command.session_mut(),
             _ => None,
         }
     }
@@ -165,6 +166,7 @@ impl Command {
         match self {
             Command::Acquire(a) => a.wait > 0,
             Command::Pop(p) => p.wait > 0,
+            Command::InSession { command, .. } => command.may_wait(),
             _ => false,
         }
     }
