@@ -166,6 +166,48 @@ pub fn known_method(class_id: u16, method_id: u16) -> bool {
     }
 }
 
+/// The method's name as RabbitMQ writes it (`basic.publish`), for logs and metrics.
+pub fn method_name(class_id: u16, method_id: u16) -> &'static str {
+    match (class_id, method_id) {
+        (10, 10) => "connection.start",
+        (10, 11) => "connection.start-ok",
+        (10, 30) => "connection.tune",
+        (10, 31) => "connection.tune-ok",
+        (10, 40) => "connection.open",
+        (10, 50) => "connection.close",
+        (10, 51) => "connection.close-ok",
+        (10, _) => "connection.other",
+        (20, 10) => "channel.open",
+        (20, 20) => "channel.flow",
+        (20, 21) => "channel.flow-ok",
+        (20, 40) => "channel.close",
+        (20, 41) => "channel.close-ok",
+        (30, _) => "access.request",
+        (40, 10) => "exchange.declare",
+        (40, 20) => "exchange.delete",
+        (40, 30) => "exchange.bind",
+        (40, 40) => "exchange.unbind",
+        (50, 10) => "queue.declare",
+        (50, 20) => "queue.bind",
+        (50, 30) => "queue.purge",
+        (50, 40) => "queue.delete",
+        (50, 50) => "queue.unbind",
+        (60, 10) => "basic.qos",
+        (60, 20) => "basic.consume",
+        (60, 30) => "basic.cancel",
+        (60, 40) => "basic.publish",
+        (60, 70) => "basic.get",
+        (60, 80) => "basic.ack",
+        (60, 90) => "basic.reject",
+        (60, 100) => "basic.recover-async",
+        (60, 110) => "basic.recover",
+        (60, 120) => "basic.nack",
+        (85, 10) => "confirm.select",
+        (90, _) => "tx",
+        _ => "unknown",
+    }
+}
+
 /// Appends a method frame.
 pub fn write_method(out: &mut BytesMut, channel: u16, method: &AMQPClass) {
     let payload = gen_class(method)(WriteContext::from(Vec::with_capacity(64)))

@@ -457,6 +457,7 @@ impl Exposition {
         self.family("turnstile_connections", "gauge", "Connections open.");
         self.sample("turnstile_connections", &resp, load(&stats.connected_clients));
         self.sample("turnstile_connections", &http, load(&stats.http_connections));
+        self.sample("turnstile_connections", &[("protocol", "amqp")], load(&stats.amqp_connections));
         self.single(
             "turnstile_connections_blocked",
             "gauge",

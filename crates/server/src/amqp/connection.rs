@@ -444,7 +444,14 @@ impl Connection {
                     )));
                 }
                 let (class_id, method_id) = (method.get_amqp_class_id(), method.get_amqp_method_id());
-                match self.on_method(n, method).await {
+                let started = Instant::now();
+                let result = self.on_method(n, method).await;
+                crate::metrics::record_command(
+                    "amqp",
+                    turnstile_amqp::frame::method_name(class_id, method_id),
+                    started.elapsed(),
+                );
+                match result {
                     Ok(()) => Ok(()),
                     Err(e) => {
                         let e = if e.class_id == 0 { e.on(class_id, method_id) } else { e };
