@@ -19,6 +19,10 @@ impl Connection {
     pub(super) async fn on_method(&mut self, n: u16, method: AMQPClass) -> Result<(), AmqpError> {
         match method {
             AMQPClass::Basic(basic::AMQPMethod::Publish(publish)) => {
+                if publish.immediate {
+                    // As RabbitMQ since 3.0: the flag is refused outright.
+                    return Err(AmqpError::not_implemented("immediate=true"));
+                }
                 let ch = self.channels.get_mut(&n).expect("open channel");
                 ch.incoming = Some(turnstile_amqp::content::Incoming::new(publish));
                 Ok(())
