@@ -220,7 +220,7 @@ impl Connection {
                     queue,
                     routing_key: b.routing_key.to_string(),
                 };
-                self.call(Command::Bind(binding)).await?;
+                self.call_as_owner(Command::Bind(binding)).await?;
                 if !b.nowait {
                     self.write(n, &AMQPClass::Queue(queue::AMQPMethod::BindOk(queue::BindOk {})));
                 }
@@ -233,13 +233,13 @@ impl Connection {
                     queue,
                     routing_key: b.routing_key.to_string(),
                 };
-                self.call(Command::Unbind(binding)).await?;
+                self.call_as_owner(Command::Unbind(binding)).await?;
                 self.write(n, &AMQPClass::Queue(queue::AMQPMethod::UnbindOk(queue::UnbindOk {})));
                 Ok(())
             }
             queue::AMQPMethod::Purge(p) => {
                 let name = self.queue_name(n, p.queue.as_str())?;
-                let purged = match self.call(Command::PurgeQueue { name }).await? {
+                let purged = match self.call_as_owner(Command::PurgeQueue { name }).await? {
                     Reply::Int(n) => n,
                     _ => 0,
                 };
@@ -258,7 +258,7 @@ impl Connection {
                     _ => 0,
                 };
                 let cmd = Command::DeleteQueue { name, if_unused: d.if_unused, if_empty: d.if_empty };
-                self.call(cmd).await?;
+                self.call_as_owner(cmd).await?;
                 if !d.nowait {
                     self.write(
                         n,
@@ -412,6 +412,12 @@ impl Connection {
             }
         }
         Ok(())
+    }
+
+    /// Runs a queue command as this connection, so another connection's exclusive queue is
+    /// refused (`RESOURCE_LOCKED`).
+    async fn call_as_owner(&self, command: Command) -> Result<Reply, AmqpError> {
+        self.call(Command::InSession { session: self.session, command: Box::new(command) }).await
     }
 
     /// `(ready messages, consumers)` of a queue, for the `-Ok` replies that report them.
