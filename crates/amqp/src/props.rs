@@ -65,9 +65,71 @@ fn take_short(b: &[u8]) -> Option<(&str, &[u8])> {
     Some((std::str::from_utf8(&rest[..len]).ok()?, &rest[len..]))
 }
 
+/// The properties of a dead letter as RabbitMQ delivers one: its headers gain `x-death` (one
+/// entry: `count`, `reason`, `queue`, `exchange`, `routing-keys`) and the `x-first-death-*`
+/// fields, unless they are already there. `reason` is RabbitMQ's word (`rejected`, `expired`,
+/// `maxlen`, `delivery_limit`). `None` when the stored properties do not parse.
+pub fn with_death(stored: &Stored<'_>, reason: &str, queue: &str) -> Option<Vec<u8>> {
+    use amq_protocol::protocol::basic::{AMQPProperties, parse_properties};
+    use amq_protocol::types::{AMQPValue, FieldArray, FieldTable, LongString};
+
+    let properties = if stored.raw_properties.is_empty() {
+        AMQPProperties::default()
+    } else {
+        match parse_properties(stored.raw_properties) {
+            Ok((rest, p)) if rest.is_empty() => p,
+            _ => return None,
+        }
+    };
+    let mut headers = properties.headers().clone().unwrap_or_default();
+    let text = |s: &str| AMQPValue::LongString(LongString::from(s));
+    if !headers.inner().contains_key("x-death") {
+        let mut death = FieldTable::default();
+        death.insert("count".into(), AMQPValue::LongLongInt(1));
+        death.insert("reason".into(), text(reason));
+        death.insert("queue".into(), text(queue));
+        death.insert("exchange".into(), text(stored.exchange));
+        death.insert(
+            "routing-keys".into(),
+            AMQPValue::FieldArray(FieldArray::from(vec![text(stored.routing_key)])),
+        );
+        headers.insert(
+            "x-death".into(),
+            AMQPValue::FieldArray(FieldArray::from(vec![AMQPValue::FieldTable(death)])),
+        );
+        headers.insert("x-first-death-reason".into(), text(reason));
+        headers.insert("x-first-death-queue".into(), text(queue));
+        headers.insert("x-first-death-exchange".into(), text(stored.exchange));
+    }
+    Some(crate::frame::properties_bytes(&properties.with_headers(headers)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_dead_letter_gains_x_death_and_keeps_its_properties() {
+        use amq_protocol::protocol::basic::{AMQPProperties, parse_properties};
+        use amq_protocol::types::AMQPValue;
+        let raw =
+            crate::frame::properties_bytes(&AMQPProperties::default().with_content_type("text/plain".into()));
+        let stored = encode("", "work", &raw);
+        let with = with_death(&Stored::of(&stored, "work"), "rejected", "work").unwrap();
+        let (_, props) = parse_properties(&with[..]).unwrap();
+        assert_eq!(props.content_type().as_ref().map(|c| c.as_str()), Some("text/plain"));
+        let headers = props.headers().clone().unwrap();
+        assert_eq!(
+            headers.inner().get("x-first-death-reason"),
+            Some(&AMQPValue::LongString("rejected".into()))
+        );
+        assert!(
+            matches!(headers.inner().get("x-death"), Some(AMQPValue::FieldArray(a)) if a.as_slice().len() == 1)
+        );
+        // A RESP push (no properties) dead-lettered gets headers too.
+        let bare = with_death(&Stored::of(b"", "jobs"), "expired", "jobs").unwrap();
+        assert!(parse_properties(&bare[..]).unwrap().1.headers().is_some());
+    }
 
     #[test]
     fn published_properties_round_trip() {

@@ -18,7 +18,7 @@ use turnstile_amqp::props::Stored;
 use turnstile_amqp::{
     AMQPClass, AmqpError, Frame, Scope, basic, channel, code, connection, decode, write_method,
 };
-use turnstile_core::{Command, CoreError, Delivery, Effect, Reply, SessionId, Taker};
+use turnstile_core::{Command, CoreError, DeadReason, Delivery, Effect, Reply, SessionId, Taker};
 use turnstile_raft::NodeError;
 
 use super::handshake::{HANDSHAKE_TIMEOUT, Tuned, handshake};
@@ -750,6 +750,7 @@ impl Connection {
             ch.unacked.insert(delivery_tag, (queue.to_owned(), d.receipt));
         }
         let stored = Stored::of(&d.properties, queue);
+        let death = dead_letter_properties(&stored, &d);
         let deliver = basic::Deliver {
             consumer_tag: tag.into(),
             delivery_tag,
@@ -761,7 +762,7 @@ impl Connection {
             &mut self.out,
             n,
             &AMQPClass::Basic(basic::AMQPMethod::Deliver(deliver)),
-            stored.raw_properties,
+            death.as_deref().unwrap_or(stored.raw_properties),
             &d.payload,
             self.tuned.frame_max,
         );
@@ -779,6 +780,7 @@ impl Connection {
             ch.unacked.insert(delivery_tag, (queue.to_owned(), d.receipt));
         }
         let stored = Stored::of(&d.properties, queue);
+        let death = dead_letter_properties(&stored, d);
         let get_ok = basic::GetOk {
             delivery_tag,
             redelivered: d.deliveries > 1,
@@ -790,7 +792,7 @@ impl Connection {
             &mut self.out,
             n,
             &AMQPClass::Basic(basic::AMQPMethod::GetOk(get_ok)),
-            stored.raw_properties,
+            death.as_deref().unwrap_or(stored.raw_properties),
             &d.payload,
             self.tuned.frame_max,
         );
@@ -802,6 +804,18 @@ enum ChannelFrame {
     Method(AMQPClass),
     Header { class_id: u16, body_size: u64, raw_properties: Bytes },
     Body(Bytes),
+}
+
+/// A dead letter's properties with RabbitMQ's `x-death` headers; `None` for other messages.
+fn dead_letter_properties(stored: &Stored<'_>, d: &Delivery) -> Option<Vec<u8>> {
+    let dead = d.dead.as_ref()?;
+    let reason = match dead.reason {
+        DeadReason::MaxDeliveries => "delivery_limit",
+        DeadReason::Expired => "expired",
+        DeadReason::Rejected => "rejected",
+        DeadReason::MaxLen => "maxlen",
+    };
+    turnstile_amqp::props::with_death(stored, reason, &dead.from)
 }
 
 fn write_ack(out: &mut BytesMut, n: u16, (first, last): (u64, u64)) {
