@@ -1,4 +1,5 @@
-//! Turnstile's state machine: locks, semaphores, queues, sessions and KV, pure and deterministic.
+//! Turnstile's state machine: locks, semaphores, queues (with AMQP exchanges), sessions and KV, pure
+//! and deterministic.
 //!
 //! ```text
 //!   log entry (index, leader's stamp, Command) ──► State::apply ──► (Reply, Vec<Effect>)

@@ -19,7 +19,14 @@
 //! at most one message in flight and is delivered in push order.
 //!
 //! Takers — waiting pops and consumers — stand in one FIFO line; a consumer goes to the back after
-//! each message (round robin), a waiting pop leaves once served.
+//! each message (round robin), a waiting pop leaves once served. A consumer takes a message only
+//! while it has credit: its own (`credit`), and its pool's when it shares one with its session's
+//! other consumers (AMQP global prefetch). With `single_active_consumer`, only the oldest consumer
+//! is served. Anything that frees credit on another queue (a pool's delivery acked, the active
+//! consumer gone) marks that queue in `State::to_serve`, served at the end of the step.
+//!
+//! Pushes and publishes (through an exchange, see `exchange.rs`) store a message the same way;
+//! dead letters go to the `dead_letter` queue, else through the `dead_letter_exchange`.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -57,7 +64,9 @@ pub struct QueueConfig {
     /// `dead_letter` (a queue) is not set.
     pub dead_letter_exchange: Option<DeadLetterExchange>,
     /// An AMQP exclusive queue: deleted when this session closes (and at restart, by DetachSessions);
-    /// other sessions' Consume / Pop / Bind / Purge / Delete on it are `ResourceLocked`.
+    /// other sessions' Consume / Pop / Bind / Purge / Delete on it are `ResourceLocked` (the last
+    /// three when sent in [`crate::Command::InSession`], since they carry no session of their own),
+    /// and so is a `CreateQueue` naming another owner or none.
     pub exclusive_owner: Option<SessionId>,
     /// Deleted when its last consumer goes (cancel or session close), once it has had one.
     pub auto_delete: bool,
@@ -326,9 +335,12 @@ impl State {
     pub(crate) fn create_queue(&mut self, name: String, config: QueueConfig) -> Result<Reply, CoreError> {
         validate_config(&name, &config)?;
         if let Some(qid) = self.queue_ids.get(&name) {
+            // Another session's exclusive queue is locked to it; and, as in RabbitMQ, a shared
+            // queue cannot be redeclared as exclusive.
             let q = &self.queues[qid];
-            return match q.config.exclusive_owner {
-                Some(owner) if config.exclusive_owner != Some(owner) => Err(q.locked()),
+            return match (q.config.exclusive_owner, config.exclusive_owner) {
+                (Some(owner), new) if new != Some(owner) => Err(q.locked()),
+                (None, Some(_)) => Err(q.locked()),
                 _ if q.config == config => Ok(Reply::Int(0)),
                 _ => Err(CoreError::QueueConfigMismatch(name)),
             };

@@ -503,6 +503,11 @@ fn an_exclusive_queue_is_locked_to_other_sessions() {
     assert_eq!(deliveries(&w.apply(pop(owner, "mine", 1)).0).len(), 1);
     assert_eq!(w.reply(as_session(owner, Command::PurgeQueue { name: "mine".into() })), Reply::Int(1));
     assert_eq!(w.reply(as_session(owner, delete)), Reply::Int(1));
+    // A shared queue cannot be redeclared as exclusive.
+    w.reply(create("shared", QueueConfig::default()));
+    let exclusive = QueueConfig { exclusive_owner: Some(owner), ..QueueConfig::default() };
+    let refused = w.reply(create("shared", exclusive));
+    assert!(matches!(refused, Reply::Error(CoreError::ResourceLocked(_))), "{refused:?}");
     // The wrapper needs an open session and does not nest.
     let ghost = SessionId(999);
     assert_eq!(w.reply(as_session(ghost, Command::Tick)), err(CoreError::UnknownSession(ghost)));
