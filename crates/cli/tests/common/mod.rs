@@ -15,6 +15,8 @@ pub struct TestServer {
     pub addr: String,
     /// The HTTP listener (API, metrics, dashboard).
     pub http_addr: String,
+    /// The AMQP 0-9-1 listener.
+    pub amqp_addr: String,
     /// The data dir and the extra flags it was started with, for `restart`.
     data_dir: PathBuf,
     args: Vec<String>,
@@ -42,8 +44,8 @@ impl TestServer {
     /// ready. The dir is the caller's: it is not deleted when the server is dropped.
     pub fn start_in(dir: &Path, args: &[&str]) -> TestServer {
         let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
-        let (child, addr, http_addr) = spawn_ready(dir, &args);
-        TestServer { child, addr, http_addr, data_dir: dir.to_path_buf(), args, _dir: None }
+        let Ready { child, addr, http_addr, amqp_addr } = spawn_ready(dir, &args);
+        TestServer { child, addr, http_addr, amqp_addr, data_dir: dir.to_path_buf(), args, _dir: None }
     }
 
     /// The data dir this server runs on.
@@ -61,10 +63,11 @@ impl TestServer {
     /// with the same flags; `addr` changes (a new free port).
     pub fn restart(&mut self) {
         self.kill9();
-        let (child, addr, http_addr) = spawn_ready(&self.data_dir, &self.args);
-        self.child = child;
-        self.addr = addr;
-        self.http_addr = http_addr;
+        let ready = spawn_ready(&self.data_dir, &self.args);
+        self.child = ready.child;
+        self.addr = ready.addr;
+        self.http_addr = ready.http_addr;
+        self.amqp_addr = ready.amqp_addr;
     }
 
     /// Like `restart`, with other extra flags (kept for later restarts).
@@ -115,6 +118,8 @@ fn server_command(dir: &Path, args: &[impl AsRef<std::ffi::OsStr>]) -> Command {
             "127.0.0.1:0",
             "--http-addr",
             "127.0.0.1:0",
+            "--amqp-addr",
+            "127.0.0.1:0",
             "--log",
             "warn",
             "--data-dir",
@@ -124,8 +129,16 @@ fn server_command(dir: &Path, args: &[impl AsRef<std::ffi::OsStr>]) -> Command {
     command
 }
 
+/// A started server and the addresses its ready line gave.
+struct Ready {
+    child: Child,
+    addr: String,
+    http_addr: String,
+    amqp_addr: String,
+}
+
 /// Spawns `turnstile server` on `dir` and waits (bounded) for its ready line.
-fn spawn_ready(dir: &Path, args: &[String]) -> (Child, String, String) {
+fn spawn_ready(dir: &Path, args: &[String]) -> Ready {
     let mut child = server_command(dir, args)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -146,15 +159,16 @@ fn spawn_ready(dir: &Path, args: &[String]) -> (Child, String, String) {
             panic!("server on {} did not print its ready line within {READY_TIMEOUT:?}", dir.display());
         }
     };
-    // `turnstile VERSION ready: resp=ADDR http=ADDR`
+    // `turnstile VERSION ready: resp=ADDR http=ADDR amqp=ADDR`
     let field =
         |name: &str| line.split_whitespace().find_map(|word| word.strip_prefix(name)).map(str::to_owned);
-    let (Some(addr), Some(http_addr)) = (field("resp="), field("http=")) else {
+    let (Some(addr), Some(http_addr), Some(amqp_addr)) = (field("resp="), field("http="), field("amqp="))
+    else {
         let _ = child.kill();
         let status = child.wait();
         panic!("server did not become ready; it printed {line:?} and exited with {status:?}");
     };
-    (child, addr, http_addr)
+    Ready { child, addr, http_addr, amqp_addr }
 }
 
 /// Runs `turnstile server` on `dir` with extra flags, expecting it to stop by itself (a refused
