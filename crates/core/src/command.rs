@@ -99,6 +99,27 @@ pub enum Command {
         count: u64,
     },
 
+    /// Redis `SET`.
+    Set(SetKey),
+    /// Redis `DEL`. Replies the number of keys removed.
+    Del {
+        keys: Vec<String>,
+        fence: Option<Fence>,
+    },
+    /// Redis `PEXPIRE` (and `EXPIRE`, converted by the front end). `ttl <= 0` deletes the key.
+    Expire {
+        key: String,
+        ttl: i64,
+        condition: ExpireCondition,
+    },
+    /// Redis `INCRBY` (and `INCR`). Replies the new value.
+    IncrBy {
+        key: String,
+        delta: i64,
+    },
+
+    // AMQP 0-9-1. Last, so that the variant numbers of the commands above (their encoding in
+    // the log) stay as they were.
     /// Declare an exchange. Replies `Int(1)` created, `Int(0)` when it exists with the same
     /// kind and flags, `Precondition` error when it differs. Names starting with `amq.` may only be
     /// redeclared equivalently (the four built-ins); declaring a new `amq.*` name is `AccessRefused`.
@@ -127,25 +148,6 @@ pub enum Command {
     InSession {
         session: SessionId,
         command: Box<Command>,
-    },
-
-    /// Redis `SET`.
-    Set(SetKey),
-    /// Redis `DEL`. Replies the number of keys removed.
-    Del {
-        keys: Vec<String>,
-        fence: Option<Fence>,
-    },
-    /// Redis `PEXPIRE` (and `EXPIRE`, converted by the front end). `ttl <= 0` deletes the key.
-    Expire {
-        key: String,
-        ttl: i64,
-        condition: ExpireCondition,
-    },
-    /// Redis `INCRBY` (and `INCR`). Replies the new value.
-    IncrBy {
-        key: String,
-        delta: i64,
     },
 }
 
