@@ -995,7 +995,7 @@ impl State {
     }
 
     /// A message moved in from another queue (dead-lettered or redriven) starts afresh there:
-    /// no deliveries, no group, the target queue's TTL.
+    /// no deliveries, no group, the target queue's TTL and priority bound.
     fn arrive(
         &mut self,
         qid: QueueId,
@@ -1004,8 +1004,10 @@ impl State {
         dead: Option<DeadLetter>,
         fx: &mut Vec<Effect>,
     ) {
-        let ttl = self.queues[&qid].config.ttl;
+        let config = &self.queues[&qid].config;
+        let (ttl, priority) = (config.ttl, msg.priority.min(config.max_priority));
         let msg = Message {
+            priority,
             deliveries: 0,
             group: None,
             expires_at: ttl.map(|t| self.clock + t),
@@ -1274,6 +1276,7 @@ impl State {
             for (&id, m) in &q.messages {
                 ensure!(seen.insert(id), "message {id} stored twice");
                 ensure!(id <= self.last_id, "message {id} from the future");
+                ensure!(m.priority <= q.config.max_priority, "{name}: {id} above the max priority");
                 bytes += m.size();
                 dead += u64::from(m.dead.is_some());
                 if let Some(g) = &m.group {

@@ -441,6 +441,20 @@ fn a_dead_letter_routing_key_overrides_and_no_match_counts_as_no_dlq() {
 }
 
 #[test]
+fn a_dead_letter_takes_the_priority_bound_of_the_queue_it_arrives_in() {
+    let mut w = World::new();
+    w.reply(create("fifo-dl", QueueConfig { max_priority: 0, ..QueueConfig::default() }));
+    w.reply(create("src", QueueConfig { dead_letter: Some("fifo-dl".into()), ..QueueConfig::default() }));
+    let s = w.session();
+    w.apply(Command::Push(Push { priority: 7, ..Push::new("src", "m") }));
+    let receipt = deliveries(&w.apply(pop(s, "src", 1)).0)[0].1;
+    w.apply(Command::Nack { queue: "src".into(), receipt, delay: 0, dead_letter: true });
+    let (reply, _) = w.apply(pop(s, "fifo-dl", 1));
+    let Reply::Deliveries(ds) = reply else { panic!("{reply:?}") };
+    assert_eq!(ds[0].priority, 0);
+}
+
+#[test]
 fn a_dead_letter_queue_wins_over_a_dead_letter_exchange() {
     let mut w = world_with_queues(&["viaq", "viax"]);
     w.reply(bind("amq.fanout", "viax", ""));
