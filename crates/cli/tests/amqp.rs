@@ -411,6 +411,7 @@ async fn nack_requeue_redelivers_and_the_delivery_limit_dead_letters() {
     let d = dead.next().await;
     assert_eq!(text(&d), "poison");
     assert_eq!(d.routing_key.as_str(), dlq, "dead-lettered with x-dead-letter-routing-key");
+    assert_eq!(first_death(&d), Some(("delivery_limit".to_owned(), q.clone())));
     ack(&d).await;
     assert_eq!(ready_count(&ch, &q).await, 0);
 }
@@ -452,11 +453,33 @@ async fn expired_messages_are_dead_lettered() {
     assert!(confirmation.is_ack(), "{confirmation:?}");
 
     let mut dead = consume(&ch, &dlq, "dead").await;
-    let mut bodies = vec![text(&dead.next().await), text(&dead.next().await)];
-    bodies.sort();
-    assert_eq!(bodies, ["message-ttl", "queue-ttl"]);
+    let mut got = Vec::new();
+    for _ in 0..2 {
+        let d = dead.next().await;
+        assert_eq!(d.exchange.as_str(), dlx, "delivered from the dead-letter exchange");
+        got.push((text(&d), first_death(&d)));
+    }
+    got.sort();
+    let expired = |q: &str| Some(("expired".to_owned(), q.to_owned()));
+    assert_eq!(
+        got,
+        [("message-ttl".to_owned(), expired(&plain_q)), ("queue-ttl".to_owned(), expired(&ttl_q))]
+    );
     assert_eq!(get(&ch, &ttl_q, true).await.map(|d| text(&d)), None, "expired, not delivered");
     assert_eq!(get(&ch, &plain_q, true).await.map(|d| text(&d)), None, "expired, not delivered");
+}
+
+/// Reason and queue of the first `x-death` entry RabbitMQ adds to a dead letter.
+fn first_death(d: &Delivery) -> Option<(String, String)> {
+    let headers = d.properties.headers().as_ref()?;
+    let Some(AMQPValue::FieldArray(deaths)) = headers.inner().get("x-death") else { return None };
+    let Some(AMQPValue::FieldTable(first)) = deaths.as_slice().first() else { return None };
+    let field = |key: &str| match first.inner().get(key) {
+        Some(AMQPValue::LongString(s)) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+        Some(AMQPValue::ShortString(s)) => Some(s.as_str().to_owned()),
+        _ => None,
+    };
+    Some((field("reason")?, field("queue")?))
 }
 
 fn durable_exchange() -> ExchangeDeclareOptions {
@@ -998,7 +1021,12 @@ async fn basic_reject_requeues_or_dead_letters() {
     assert_eq!((text(&d).as_str(), d.redelivered), ("r1", true));
     assert!(within(d.reject(BasicRejectOptions { requeue: false })).await.unwrap());
     assert!(get(&ch, &q, false).await.is_none(), "rejected without requeue: gone from the queue");
-    assert_eq!(drain(&ch, &dlq).await, ["r1"], "dead-lettered");
+    let dead = get(&ch, &dlq, true).await.expect("dead-lettered");
+    assert_eq!(
+        (text(&dead).as_str(), dead.exchange.as_str(), dead.routing_key.as_str()),
+        ("r1", "", dlq.as_str())
+    );
+    assert_eq!(first_death(&dead), Some(("rejected".to_owned(), q.clone())));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
