@@ -120,7 +120,7 @@ fn parse_method(channel: u16, payload: &[u8]) -> Result<Frame, FrameError> {
     let class_id = u16::from_be_bytes([payload[0], payload[1]]);
     let method_id = u16::from_be_bytes([payload[2], payload[3]]);
     match parse_class(payload) {
-        Ok((rest, method)) if rest.is_empty() => Ok(Frame::Method { channel, method }),
+        Ok(([], method)) => Ok(Frame::Method { channel, method }),
         _ if !known_method(class_id, method_id) => {
             Err(FrameError::UnknownMethod { channel, class_id, method_id })
         }
@@ -137,7 +137,7 @@ fn parse_header(channel: u16, payload: Bytes) -> Result<Frame, FrameError> {
     let body_size = u64::from_be_bytes(payload[4..12].try_into().expect("8 bytes"));
     let raw_properties = payload.slice(12..);
     match parse_properties(&raw_properties[..]) {
-        Ok((rest, properties)) if rest.is_empty() => Ok(Frame::Header {
+        Ok(([], properties)) => Ok(Frame::Header {
             channel,
             class_id,
             body_size,
@@ -256,7 +256,7 @@ fn put_frame(out: &mut BytesMut, kind: u8, channel: u16, payload: &[u8]) {
 /// Parses a whole field table (4-byte length first); `None` if malformed or followed by more bytes.
 pub fn field_table(bytes: &[u8]) -> Option<amq_protocol::types::FieldTable> {
     match amq_protocol::types::parsing::parse_field_table(bytes) {
-        Ok((rest, table)) if rest.is_empty() => Some(table),
+        Ok(([], table)) => Some(table),
         _ => None,
     }
 }

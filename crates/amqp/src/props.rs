@@ -25,7 +25,7 @@ pub fn encode(exchange: &str, routing_key: &str, raw_properties: &[u8]) -> Bytes
 fn put_short(out: &mut BytesMut, s: &str) {
     // AMQP short strings are at most 255 bytes; the codec has already refused longer ones.
     let s = &s.as_bytes()[..s.len().min(255)];
-    out.put_u8(s.len() as u8);
+    out.put_u8(u8::try_from(s.len()).expect("cut to 255 above"));
     out.put_slice(s);
 }
 
@@ -77,7 +77,7 @@ pub fn with_death(stored: &Stored<'_>, reason: &str, queue: &str) -> Option<Vec<
         AMQPProperties::default()
     } else {
         match parse_properties(stored.raw_properties) {
-            Ok((rest, p)) if rest.is_empty() => p,
+            Ok(([], p)) => p,
             _ => return None,
         }
     };

@@ -634,7 +634,7 @@ impl Connection {
     /// A publish's reply: `Basic.Return` if it was mandatory and went nowhere, then its confirm.
     async fn on_published(&mut self, p: Pending, reply: Result<Reply, NodeError>) {
         let n = p.channel;
-        if !self.channels.get(&n).is_some_and(|ch| !ch.closing) {
+        if self.channels.get(&n).is_none_or(|ch| ch.closing) {
             return;
         }
         let stored = match reply {
