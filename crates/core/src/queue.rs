@@ -161,7 +161,9 @@ pub(crate) struct Message<P = Bytes> {
     deliveries: u32,
     group: Option<String>,
     expires_at: Option<Timestamp>,
-    dead: Option<DeadLetter>,
+    /// Boxed: most messages are not dead letters, and this keeps every message one pointer wide
+    /// here, whatever a dead letter records.
+    dead: Option<Box<DeadLetter>>,
     state: MsgState,
 }
 
@@ -805,7 +807,7 @@ impl State {
                 deliveries: msg.deliveries,
                 priority: msg.priority,
                 lease,
-                dead: msg.dead.clone(),
+                dead: msg.dead.as_deref().cloned(),
             };
             if auto_ack {
                 self.remove_message(qid, id);
@@ -958,6 +960,7 @@ impl State {
         self.serve(qid, fx);
         let q = &self.queues[&qid];
         let from = q.name.clone();
+        let mut via = None;
         let targets = match (&q.config.dead_letter, &q.config.dead_letter_exchange) {
             (Some(dlq), _) => {
                 let dlq = dlq.clone();
@@ -965,8 +968,9 @@ impl State {
             }
             // Through an exchange: a copy per queue reached, but never back into this queue.
             (None, Some(dlx)) => {
-                let key = dlx.routing_key.as_deref().unwrap_or(&from);
-                let routed = self.route(&dlx.exchange, key).unwrap_or_default();
+                let key = dlx.routing_key.clone().unwrap_or_else(|| from.clone());
+                let routed = self.route(&dlx.exchange, &key).unwrap_or_default();
+                via = Some(DeadLetterExchange { exchange: dlx.exchange.clone(), routing_key: Some(key) });
                 routed.into_iter().filter(|&t| t != qid).collect()
             }
             (None, None) => Vec::new(),
@@ -981,7 +985,7 @@ impl State {
             return;
         }
         q.totals.dead_lettered += 1;
-        let dead = Some(DeadLetter { reason, from });
+        let dead = Some(DeadLetter { reason, from, via });
         let mut msg = Some(msg);
         let last = targets.len() - 1;
         for (i, target) in targets.into_iter().enumerate() {
@@ -1011,7 +1015,7 @@ impl State {
             deliveries: 0,
             group: None,
             expires_at: ttl.map(|t| self.clock + t),
-            dead,
+            dead: dead.map(Box::new),
             state: MsgState::Ready,
             ..msg
         };
@@ -1181,7 +1185,7 @@ impl State {
                 deliveries: m.deliveries,
                 age: now.saturating_sub(m.pushed_at),
                 group: m.group.clone(),
-                dead: m.dead.clone(),
+                dead: m.dead.as_deref().cloned(),
             })
             .collect();
         Ok(Reply::Messages(views))
@@ -1414,5 +1418,17 @@ impl State {
             );
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Message;
+
+    /// What a stored message costs besides its bytes. AMQP added nothing per message (a dead
+    /// letter's record is boxed); 208 bytes was the size before it.
+    #[test]
+    fn a_message_is_no_larger_than_before_amqp() {
+        assert!(size_of::<Message>() <= 208, "Message is {} bytes", size_of::<Message>());
     }
 }

@@ -100,6 +100,9 @@ pub struct Delivery {
 pub struct DeadLetter {
     pub reason: DeadReason,
     pub from: String,
+    /// The dead-letter exchange it was routed through and the routing key it was routed with
+    /// (always `Some` here); `None` when it went to the `dead_letter` queue.
+    pub via: Option<crate::DeadLetterExchange>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -403,7 +403,9 @@ fn dead_letters_are_routed_through_the_dead_letter_exchange() {
     for q in ["dl.a", "dl.b"] {
         let (reply, _) = w.apply(pop(s, q, 1));
         let Reply::Deliveries(ds) = reply else { panic!("{reply:?}") };
-        assert_eq!(ds[0].dead, Some(DeadLetter { reason: DeadReason::Rejected, from: "work".into() }));
+        let via = DeadLetterExchange { exchange: "amq.topic".into(), routing_key: Some("work".into()) };
+        let dead = DeadLetter { reason: DeadReason::Rejected, from: "work".into(), via: Some(via) };
+        assert_eq!(ds[0].dead, Some(dead));
         assert_eq!(ds[0].payload, Bytes::from_static(b"m"));
     }
 }
@@ -434,6 +436,10 @@ fn a_dead_letter_routing_key_overrides_and_no_match_counts_as_no_dlq() {
     w.advance(100);
     assert_eq!(ready(&w, "dl"), 1);
     assert_eq!(stats(&w, "keyed").totals.dead_lettered, 1);
+    let Reply::Messages(views) = w.query(Query::Peek { queue: "dl".into(), count: 1 }) else { panic!() };
+    let via = DeadLetterExchange { exchange: "amq.direct".into(), routing_key: Some("dead".into()) };
+    let dead = DeadLetter { reason: DeadReason::Expired, from: "keyed".into(), via: Some(via) };
+    assert_eq!(views[0].dead, Some(dead));
     assert_eq!(ready(&w, "looped"), 0);
     assert_eq!(stats(&w, "looped").totals.expired, 1);
     assert_eq!(stats(&w, "gone").totals.expired, 1);

@@ -27,7 +27,7 @@ fn msg(id: u64, receipt: u64, payload: &str, deliveries: u32, lease: Millis) -> 
 }
 
 fn dead(d: Delivery, reason: DeadReason, from: &str) -> Delivery {
-    Delivery { dead: Some(DeadLetter { reason, from: from.into() }), ..d }
+    Delivery { dead: Some(DeadLetter { reason, from: from.into(), via: None }), ..d }
 }
 
 fn prio(d: Delivery, priority: u8) -> Delivery {
