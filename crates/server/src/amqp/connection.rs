@@ -749,20 +749,19 @@ impl Connection {
         if !no_ack {
             ch.unacked.insert(delivery_tag, (queue.to_owned(), d.receipt));
         }
-        let stored = Stored::of(&d.properties, queue);
-        let death = dead_letter_properties(&stored, &d);
+        let out = Outgoing::of(&d, queue);
         let deliver = basic::Deliver {
             consumer_tag: tag.into(),
             delivery_tag,
             redelivered: d.deliveries > 1,
-            exchange: stored.exchange.into(),
-            routing_key: stored.routing_key.into(),
+            exchange: out.exchange.into(),
+            routing_key: out.routing_key.into(),
         };
         write_content(
             &mut self.out,
             n,
             &AMQPClass::Basic(basic::AMQPMethod::Deliver(deliver)),
-            death.as_deref().unwrap_or(stored.raw_properties),
+            &out.properties,
             &d.payload,
             self.tuned.frame_max,
         );
@@ -779,20 +778,19 @@ impl Connection {
         if !no_ack {
             ch.unacked.insert(delivery_tag, (queue.to_owned(), d.receipt));
         }
-        let stored = Stored::of(&d.properties, queue);
-        let death = dead_letter_properties(&stored, d);
+        let out = Outgoing::of(d, queue);
         let get_ok = basic::GetOk {
             delivery_tag,
             redelivered: d.deliveries > 1,
-            exchange: stored.exchange.into(),
-            routing_key: stored.routing_key.into(),
+            exchange: out.exchange.into(),
+            routing_key: out.routing_key.into(),
             message_count,
         };
         write_content(
             &mut self.out,
             n,
             &AMQPClass::Basic(basic::AMQPMethod::GetOk(get_ok)),
-            death.as_deref().unwrap_or(stored.raw_properties),
+            &out.properties,
             &d.payload,
             self.tuned.frame_max,
         );
@@ -806,16 +804,43 @@ enum ChannelFrame {
     Body(Bytes),
 }
 
-/// A dead letter's properties with RabbitMQ's `x-death` headers; `None` for other messages.
-fn dead_letter_properties(stored: &Stored<'_>, d: &Delivery) -> Option<Vec<u8>> {
-    let dead = d.dead.as_ref()?;
-    let reason = match dead.reason {
-        DeadReason::MaxDeliveries => "delivery_limit",
-        DeadReason::Expired => "expired",
-        DeadReason::Rejected => "rejected",
-        DeadReason::MaxLen => "maxlen",
-    };
-    turnstile_amqp::props::with_death(stored, reason, &dead.from)
+/// How a stored message goes out: the exchange and routing key it was published with (a dead
+/// letter: the dead-letter exchange and key it was routed with) and its properties as sent (a dead
+/// letter's gain RabbitMQ's `x-death` headers).
+struct Outgoing<'a> {
+    exchange: &'a str,
+    routing_key: &'a str,
+    properties: std::borrow::Cow<'a, [u8]>,
+}
+
+impl<'a> Outgoing<'a> {
+    fn of(d: &'a Delivery, queue: &'a str) -> Outgoing<'a> {
+        let stored = Stored::of(&d.properties, queue);
+        let Some(dead) = &d.dead else {
+            return Outgoing {
+                exchange: stored.exchange,
+                routing_key: stored.routing_key,
+                properties: stored.raw_properties.into(),
+            };
+        };
+        let reason = match dead.reason {
+            DeadReason::MaxDeliveries => "delivery_limit",
+            DeadReason::Expired => "expired",
+            DeadReason::Rejected => "rejected",
+            DeadReason::MaxLen => "maxlen",
+        };
+        let properties = match turnstile_amqp::props::with_death(&stored, reason, &dead.from) {
+            Some(with) => with.into(),
+            None => stored.raw_properties.into(),
+        };
+        // To a dead-letter queue (`x-dead-letter-exchange ""` + a key): the default exchange,
+        // routed by the name of the queue it now sits in.
+        let (exchange, routing_key) = match &dead.via {
+            Some(via) => (via.exchange.as_str(), via.routing_key.as_deref().unwrap_or(dead.from.as_str())),
+            None => ("", queue),
+        };
+        Outgoing { exchange, routing_key, properties }
+    }
 }
 
 fn write_ack(out: &mut BytesMut, n: u16, (first, last): (u64, u64)) {
