@@ -12,6 +12,10 @@
 //! Both kinds of target are driven by the same [`Connection`] over RESP2, so the client side
 //! costs the same and only the servers differ. One op is one whole cycle (acquire + release,
 //! push + pop + ack, SET + GET): what an application waits for, not a single command.
+//!
+//! `bench amqp` is another kind of load (publishers and consumers over AMQP 0-9-1, Turnstile
+//! against RabbitMQ): it lives in `bench_amqp.rs` and shares this file's table, progress bar and
+//! argument parsing.
 
 use std::hash::{BuildHasher, RandomState};
 use std::io::IsTerminal;
@@ -30,7 +34,8 @@ use turnstile_client::{Cmd, Connection, Frame};
 /// `turnstile bench WORKLOAD`: measure one workload against one or more servers, side by side.
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
-    /// What one op is: locks (acquire + release), queues (push + pop + ack) or kv (SET + GET).
+    /// What one op is: locks (acquire + release), queues (push + pop + ack) or kv (SET + GET);
+    /// or amqp: publishers with confirms and consumers with acks on one queue.
     #[arg(value_enum)]
     workload: Workload,
     /// Concurrent clients, each on its own connection, each sending its next op once the last
@@ -39,34 +44,43 @@ pub struct BenchArgs {
     clients: u32,
     /// How long each target is measured: "10s", "250ms", "5m".
     #[arg(long, default_value = "10s", value_name = "DURATION", value_parser = humantime::parse_duration)]
-    duration: Duration,
+    pub(crate) duration: Duration,
     /// Load run before measuring and left out of the figures, so connections, allocators and
     /// the log are warm.
     #[arg(long, default_value = "1s", value_name = "DURATION", value_parser = humantime::parse_duration)]
-    warmup: Duration,
+    pub(crate) warmup: Duration,
     /// Lock, queue or key names the clients share (client i uses name i % N); fewer names than
     /// clients means contention [default: one per client].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     keys: Option<u32>,
     /// Payload (queues) or value (kv) size: bytes, or with a unit (KB = 1000, KiB = 1024, MB, MiB).
     #[arg(long, default_value = "1KiB", value_name = "SIZE", value_parser = parse_size)]
-    size: usize,
-    /// A server to measure, turnstile://HOST:PORT or redis://HOST:PORT; repeat it to compare
-    /// [default: turnstile://<server>].
+    pub(crate) size: usize,
+    /// A server to measure, turnstile://HOST:PORT or redis://HOST:PORT (amqp: an
+    /// amqp://USER:PASS@HOST:PORT/VHOST URI); repeat it to compare [default: turnstile://<server>;
+    /// amqp: amqp://guest:guest@127.0.0.1:6672/%2f].
     #[arg(long = "target", value_name = "URL")]
-    targets: Vec<Target>,
+    pub(crate) targets: Vec<String>,
     /// Print the results as JSON, and nothing else, on stdout.
     #[arg(long)]
-    json: bool,
+    pub(crate) json: bool,
+    #[command(flatten)]
+    pub(crate) amqp: crate::bench_amqp::AmqpArgs,
 }
 
 /// Runs the workload against every target in turn and prints one row per target.
 /// `server` ("HOST:PORT", or a cluster's list: the first is taken) is the target when no
 /// `--target` is given.
 pub async fn run(args: BenchArgs, server: &str) -> anyhow::Result<()> {
+    if args.workload == Workload::Amqp {
+        return crate::bench_amqp::run(&args).await;
+    }
     let settings = Settings::new(&args)?;
-    let targets = match args.targets {
-        targets if !targets.is_empty() => targets,
+    let targets = match &args.targets {
+        targets if !targets.is_empty() => targets
+            .iter()
+            .map(|url| url.parse().map_err(anyhow::Error::msg))
+            .collect::<anyhow::Result<_>>()?,
         _ => vec![default_target(server)?],
     };
     // A target that is down fails the command now, not after the ones before it took their time.
@@ -103,6 +117,9 @@ enum Workload {
     Queues,
     /// `SET` + `GET` of one key, the same commands on both.
     Kv,
+    /// AMQP 0-9-1 publishers (with confirms) and consumers (with acks) on one durable queue, so
+    /// Turnstile can be compared with RabbitMQ; see `bench_amqp.rs`.
+    Amqp,
 }
 
 impl Workload {
@@ -111,6 +128,7 @@ impl Workload {
             Workload::Locks => "locks",
             Workload::Queues => "queues",
             Workload::Kv => "kv",
+            Workload::Amqp => "amqp",
         }
     }
 
@@ -120,6 +138,7 @@ impl Workload {
             Workload::Locks => "lock",
             Workload::Queues => "queue",
             Workload::Kv => "kv",
+            Workload::Amqp => "amqp",
         };
         format!("bench:{noun}:{n}")
     }
@@ -195,7 +214,7 @@ fn default_target(server: &str) -> anyhow::Result<Target> {
 
 /// Reads a size: plain bytes ("100") or with a unit ("4KiB", "1 MB"). KB and MB are powers of
 /// ten, KiB and MiB powers of two; units are not case-sensitive.
-fn parse_size(text: &str) -> Result<usize, String> {
+pub(crate) fn parse_size(text: &str) -> Result<usize, String> {
     let invalid = || format!("invalid size {text:?}: expected bytes, optionally with KB, KiB, MB or MiB");
     let text = text.trim();
     let digits = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
@@ -253,6 +272,8 @@ impl Settings {
             Workload::Locks => ("locks", String::new()),
             Workload::Queues => ("queues", format!(", {}-byte payloads", self.size)),
             Workload::Kv => ("keys", format!(", {}-byte values", self.size)),
+            // `run` hands amqp to bench_amqp before any RESP settings are made.
+            Workload::Amqp => ("queues", String::new()),
         };
         format!(
             "{}: {} clients on {} {nouns}{size}; {} per target after {} of warmup",
@@ -266,7 +287,7 @@ impl Settings {
 }
 
 /// How long a client waits to connect.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// An op not answered within this counts as an error and its connection is replaced: a server
 /// that stops answering must not hang the bench.
 const OP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -299,6 +320,7 @@ async fn clean(conn: &mut Connection, peer: Peer, settings: &Settings) -> anyhow
             names.iter().flat_map(|q| [del(q), Cmd::new("DEL").arg(format!("{q}:processing"))]).collect()
         }
         (_, Workload::Locks | Workload::Kv) => names.iter().map(del).collect(),
+        (_, Workload::Amqp) => Vec::new(),
     };
     if !cmds.is_empty() {
         conn.pipeline(&cmds).await.context("cleaning up before the run")?;
@@ -337,7 +359,6 @@ struct Row {
 #[derive(Debug)]
 struct Run {
     target: Target,
-    start: Instant,
     /// Ops started from here on are measured; before it is warmup.
     measure_from: Instant,
     /// No op starts after this.
@@ -370,7 +391,6 @@ async fn measure(target: &Target, settings: &Settings, show_progress: bool) -> a
     let start = Instant::now();
     let run = Arc::new(Run {
         target: target.clone(),
-        start,
         measure_from: start + settings.warmup,
         end: start + settings.warmup + settings.duration,
         done: AtomicU64::new(0),
@@ -397,9 +417,9 @@ async fn measure(target: &Target, settings: &Settings, show_progress: bool) -> a
         .collect();
 
     let bar = if show_progress {
-        let bar = ProgressBar::with_draw_target(Some(millis(run.end - start)), ProgressDrawTarget::stderr());
-        bar.set_style(ProgressStyle::with_template("{bar:30} {msg}")?.progress_chars("=> "));
-        watch(&run, &bar, &format!("{target} {}", settings.workload.name())).await;
+        let bar = progress_bar(run.end - start)?;
+        let label = format!("{target} {}", settings.workload.name());
+        watch(Phases { start, measure_from: run.measure_from, end: run.end }, &run.done, &bar, &label).await;
         Some(bar)
     } else {
         None
@@ -436,31 +456,46 @@ async fn measure(target: &Target, settings: &Settings, show_progress: bool) -> a
     Ok(Report { row, first_error })
 }
 
-/// Redraws the progress bar until the run ends.
-async fn watch(run: &Run, bar: &ProgressBar, label: &str) {
-    let total = run.end - run.start;
+/// When a target's run starts, when its warmup ends and measuring starts, and when it ends.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Phases {
+    pub(crate) start: Instant,
+    pub(crate) measure_from: Instant,
+    pub(crate) end: Instant,
+}
+
+/// A progress bar on stderr for a run of `total`, drawn by [`watch`].
+pub(crate) fn progress_bar(total: Duration) -> anyhow::Result<ProgressBar> {
+    let bar = ProgressBar::with_draw_target(Some(millis(total)), ProgressDrawTarget::stderr());
+    bar.set_style(ProgressStyle::with_template("{bar:30} {msg}")?.progress_chars("=> "));
+    Ok(bar)
+}
+
+/// Redraws the progress bar until the run ends, with the rate at which `done` grows.
+pub(crate) async fn watch(phases: Phases, done: &AtomicU64, bar: &ProgressBar, label: &str) {
+    let total = phases.end - phases.start;
     let (mut last_at, mut last_done) = (Instant::now(), 0);
     loop {
         tokio::time::sleep(PROGRESS_TICK).await;
         let now = Instant::now();
-        let done = run.done.load(Ordering::Relaxed);
+        let done = done.load(Ordering::Relaxed);
         let rate = (done - last_done) as f64 / (now - last_at).as_secs_f64();
         (last_at, last_done) = (now, done);
-        let elapsed = (now - run.start).min(total);
-        let phase = if now < run.measure_from { " (warmup)" } else { "" };
+        let elapsed = (now - phases.start).min(total);
+        let phase = if now < phases.measure_from { " (warmup)" } else { "" };
         bar.set_position(millis(elapsed));
         bar.set_message(format!(
             "{label}  {:.1}s / {:.1}s{phase}  {rate:.0} ops/s",
             elapsed.as_secs_f64(),
             total.as_secs_f64()
         ));
-        if now >= run.end {
+        if now >= phases.end {
             return;
         }
     }
 }
 
-fn millis(duration: Duration) -> u64 {
+pub(crate) fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
@@ -564,6 +599,7 @@ impl Op {
             (Workload::Queues, Peer::Turnstile) => self.turnstile_queue(conn).await,
             (Workload::Queues, Peer::Redis) => self.redis_queue(conn).await,
             (Workload::Kv, _) => self.kv(conn).await,
+            (Workload::Amqp, _) => Err(anyhow!("the amqp workload does not run over RESP")),
         }
     }
 
@@ -703,7 +739,7 @@ fn unexpected(command: &str, reply: &Frame) -> anyhow::Error {
 
 /// An error and its causes on one line, each cause once (an I/O error's text is often already in
 /// the message that wraps it), cut short.
-fn describe(error: &anyhow::Error) -> String {
+pub(crate) fn describe(error: &anyhow::Error) -> String {
     let mut text = String::new();
     for cause in error.chain().map(ToString::to_string) {
         if !text.contains(&cause) {
@@ -727,7 +763,7 @@ fn shorten(text: &str) -> String {
 
 /// The rows as a plain-text table: names left-aligned, figures right-aligned.
 fn table(rows: &[Row]) -> String {
-    const HEADER: [&str; 11] = [
+    let header = [
         "target",
         "workload",
         "clients",
@@ -740,9 +776,10 @@ fn table(rows: &[Row]) -> String {
         "busy/empty",
         "errors",
     ];
-    let lines: Vec<[String; 11]> = std::iter::once(HEADER.map(String::from))
-        .chain(rows.iter().map(|row| {
-            [
+    let lines = rows
+        .iter()
+        .map(|row| {
+            vec![
                 row.target.clone(),
                 row.workload.name().to_owned(),
                 row.clients.to_string(),
@@ -755,9 +792,17 @@ fn table(rows: &[Row]) -> String {
                 row.busy_or_empty.to_string(),
                 row.errors.to_string(),
             ]
-        }))
+        })
         .collect();
-    let mut widths = [0; 11];
+    render_table(&header, lines, 2)
+}
+
+/// A plain-text table: the first `names` columns left-aligned, the figures after them
+/// right-aligned, every column as wide as its widest cell.
+pub(crate) fn render_table(header: &[&str], rows: Vec<Vec<String>>, names: usize) -> String {
+    let lines: Vec<Vec<String>> =
+        std::iter::once(header.iter().map(|cell| (*cell).to_owned()).collect()).chain(rows).collect();
+    let mut widths = vec![0; header.len()];
     for line in &lines {
         for (width, cell) in widths.iter_mut().zip(line) {
             *width = (*width).max(cell.chars().count());
@@ -767,11 +812,11 @@ fn table(rows: &[Row]) -> String {
     for line in &lines {
         let cells: Vec<String> = line
             .iter()
-            .zip(widths)
+            .zip(&widths)
             .enumerate()
             .map(
-                |(column, (cell, width))| {
-                    if column < 2 { format!("{cell:<width$}") } else { format!("{cell:>width$}") }
+                |(column, (cell, &width))| {
+                    if column < names { format!("{cell:<width$}") } else { format!("{cell:>width$}") }
                 },
             )
             .collect();

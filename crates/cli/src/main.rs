@@ -2,6 +2,7 @@
 //! `bench` talk to one.
 
 mod bench;
+mod bench_amqp;
 mod exit;
 mod lock;
 mod output;
@@ -53,7 +54,7 @@ enum Command {
         #[command(subcommand)]
         command: queue::QueueCommand,
     },
-    /// Load-test a server (or a Redis server, for comparison) and print a table.
+    /// Load-test a server (or Redis or RabbitMQ, for comparison) and print a table.
     Bench {
         /// The default target, HOST:PORT (`--target` picks others, Redis included).
         #[arg(long, env = "TURNSTILE_SERVER", default_value = turnstile_client::DEFAULT_ADDR)]
