@@ -25,6 +25,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow};
+use futures_util::stream::{FuturesUnordered, StreamExt};
 use hdrhistogram::Histogram;
 use lapin::message::DeliveryResult;
 use lapin::options::{
@@ -34,7 +35,6 @@ use lapin::options::{
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
 use serde::Serialize;
-use tokio::sync::Semaphore;
 
 use crate::bench::{self, BenchArgs, Phases};
 
@@ -573,48 +573,57 @@ fn record(histogram: &mut Histogram<u64>, latency: Duration) {
 
 /// One publisher: publishes while fewer than `window` of its messages are unconfirmed, until
 /// the run ends; then waits for its confirms. A failed publish ends it (its connection is gone).
+///
+/// A lapin publish resolves once its frames are on the socket; the publishes in the window are
+/// polled together (one task, so each takes its delivery tag and queues its frames in one step,
+/// in order) so that several go out in one write instead of one write per message.
 async fn publish(run: Arc<Run>, publisher: usize, channel: Channel, queue: ShortString, settings: Settings) {
-    let window = Arc::new(Semaphore::new(settings.window));
     let properties = BasicProperties::default().with_delivery_mode(PERSISTENT);
     let publisher_id = u32::try_from(publisher).unwrap_or(u32::MAX);
+    let mut in_flight = FuturesUnordered::new();
+    let mut failed = false;
     loop {
-        let Ok(permit) = window.clone().acquire_owned().await else { break };
-        let sent = Instant::now();
-        if sent >= run.phases.end {
-            break;
+        while !failed && in_flight.len() < settings.window {
+            let sent = Instant::now();
+            if sent >= run.phases.end {
+                break;
+            }
+            let seq = run.state().ledger.sent(publisher);
+            let sent_us = u64::try_from((sent - run.phases.start).as_micros()).unwrap_or(u64::MAX);
+            let body = Stamp { run: run.id, publisher: publisher_id, seq, sent_us }.body(settings.size);
+            let (run, channel, queue, properties) =
+                (run.clone(), channel.clone(), queue.clone(), properties.clone());
+            in_flight.push(async move {
+                let publishing = channel.basic_publish(
+                    ShortString::from(""),
+                    queue,
+                    BasicPublishOptions::default(),
+                    &body,
+                    properties,
+                );
+                let failure = match tokio::time::timeout(CONFIRM_TIMEOUT, publishing).await {
+                    Ok(Ok(confirm)) => {
+                        let outcome = tokio::time::timeout(CONFIRM_TIMEOUT, confirm).await;
+                        run.settle(publisher, seq, sent, outcome);
+                        return true;
+                    }
+                    Ok(Err(e)) => anyhow::Error::new(e).context("basic.publish"),
+                    Err(_) => anyhow!(
+                        "basic.publish not sent within {}",
+                        humantime::format_duration(CONFIRM_TIMEOUT)
+                    ),
+                };
+                run.state().ledger.confirmed(publisher, seq, Confirm::Failed);
+                run.note_error(&failure);
+                false
+            });
         }
-        let seq = run.state().ledger.sent(publisher);
-        let sent_us = u64::try_from((sent - run.phases.start).as_micros()).unwrap_or(u64::MAX);
-        let body = Stamp { run: run.id, publisher: publisher_id, seq, sent_us }.body(settings.size);
-        let publishing = channel.basic_publish(
-            ShortString::from(""),
-            queue.clone(),
-            BasicPublishOptions::default(),
-            &body,
-            properties.clone(),
-        );
-        let failure = match tokio::time::timeout(CONFIRM_TIMEOUT, publishing).await {
-            Ok(Ok(confirm)) => {
-                let run = run.clone();
-                tokio::spawn(async move {
-                    let outcome = tokio::time::timeout(CONFIRM_TIMEOUT, confirm).await;
-                    run.settle(publisher, seq, sent, outcome);
-                    drop(permit);
-                });
-                continue;
-            }
-            Ok(Err(e)) => anyhow::Error::new(e).context("basic.publish"),
-            Err(_) => {
-                anyhow!("basic.publish not sent within {}", humantime::format_duration(CONFIRM_TIMEOUT))
-            }
-        };
-        run.state().ledger.confirmed(publisher, seq, Confirm::Failed);
-        run.note_error(&failure);
-        break;
+        match in_flight.next().await {
+            Some(published) => failed |= !published,
+            // Nothing in flight: the run is over (or publishing failed) and every confirm is in.
+            None => break,
+        }
     }
-    // Every confirm task gives its permit back once its confirm came or timed out.
-    let all = u32::try_from(settings.window).unwrap_or(u32::MAX);
-    let _ = window.acquire_many(all).await;
 }
 
 /// Opens a consumer on its own channel; its deliveries go to [`Run::on_delivery`].

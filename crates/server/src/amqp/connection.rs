@@ -28,6 +28,9 @@ use crate::shutdown::Shutdown;
 /// How long the server waits for `Connection.CloseOk` after closing a connection.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// Most effects (deliveries) handled before the connection writes and reads again.
+const MAX_EFFECTS_PER_WRITE: usize = 256;
+
 type ReplyRx = oneshot::Receiver<Result<Reply, NodeError>>;
 
 pub async fn serve(mut stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>, mut shutdown: Shutdown) {
@@ -237,7 +240,16 @@ impl Connection {
                     }
                     self.last_read = Instant::now();
                 }
-                Some(effect) = self.effects.recv() => self.on_effect(effect).await,
+                Some(effect) = self.effects.recv() => {
+                    self.on_effect(effect).await;
+                    // Deliveries that are already in go out in the same write.
+                    for _ in 0..MAX_EFFECTS_PER_WRITE {
+                        match self.effects.try_recv() {
+                            Ok(effect) => self.on_effect(effect).await,
+                            Err(_) => break,
+                        }
+                    }
+                }
                 reply = front(&mut self.pending) => {
                     let p = self.pending.pop_front().expect("a pending publish answered");
                     self.on_published(p, reply).await;
