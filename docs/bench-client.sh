@@ -50,7 +50,7 @@ check_alive() { # pid name log
 }
 
 # Turnstile picks its own port (0) and says which in its ready line.
-"$bin" server --data-dir "$tmp/turnstile" --resp-addr 127.0.0.1:0 --http-addr 127.0.0.1:0 --log warn \
+"$bin" server --data-dir "$tmp/turnstile" --resp-addr 127.0.0.1:0 --http-addr 127.0.0.1:0 --amqp-addr 127.0.0.1:0 --log warn \
   >"$tmp/turnstile.out" 2>"$tmp/turnstile.log" &
 ts_pid=$!
 ts_addr=

@@ -18,7 +18,7 @@ pids=()
 trap 'kill "${pids[@]}" 2>/dev/null; wait "${pids[@]}" 2>/dev/null; rm -rf "$work"' EXIT
 
 start_turnstile() { # data-dir fsync
-  ./target/release/turnstile server --data-dir "$1" --resp-addr 127.0.0.1:$TS_PORT --http-addr 127.0.0.1:0 --fsync "$2" --log warn \
+  ./target/release/turnstile server --data-dir "$1" --resp-addr 127.0.0.1:$TS_PORT --http-addr 127.0.0.1:0 --amqp-addr 127.0.0.1:0 --fsync "$2" --log warn \
     >"$work/ts.out" 2>&1 &
   ts_pid=$!; pids+=("$ts_pid")
   for _ in $(seq 100); do grep -q ready "$work/ts.out" 2>/dev/null && return; sleep 0.1; done

@@ -12,7 +12,7 @@ REDIS_PORT=6399
 cargo build --release -q -p turnstile-cli --bin turnstile
 data=$(mktemp -d)
 # --fsync never: the log goes to the page cache only, the closest to Redis without persistence.
-./target/release/turnstile server --data-dir "$data/ts" --resp-addr 127.0.0.1:$TS_PORT --http-addr 127.0.0.1:0 --fsync never --log warn \
+./target/release/turnstile server --data-dir "$data/ts" --resp-addr 127.0.0.1:$TS_PORT --http-addr 127.0.0.1:0 --amqp-addr 127.0.0.1:0 --fsync never --log warn \
   >"$data/ts.out" &
 ts_pid=$!
 redis-server --bind 127.0.0.1 --port $REDIS_PORT --save "" --appendonly no --dir "$data" >"$data/redis.out" &

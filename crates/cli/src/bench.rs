@@ -1013,6 +1013,7 @@ mod tests {
         let config = Config {
             resp_addr: "127.0.0.1:0".parse()?,
             http_addr: "127.0.0.1:0".parse()?,
+            amqp_addr: "127.0.0.1:0".parse()?,
             data_dir: dir.path().to_owned(),
             fsync: Fsync::Never,
             ..Config::default()

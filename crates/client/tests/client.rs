@@ -26,6 +26,7 @@ impl TestServer {
         let config = Config {
             resp_addr: addr.parse().unwrap(),
             http_addr: "127.0.0.1:0".parse().unwrap(),
+            amqp_addr: "127.0.0.1:0".parse().unwrap(),
             data_dir: dir.path().to_owned(),
             fsync: Fsync::Never,
             ..Config::default()

@@ -982,6 +982,7 @@ mod tests {
         let config = Config {
             resp_addr: "127.0.0.1:0".parse().unwrap(),
             http_addr: "127.0.0.1:0".parse().unwrap(),
+            amqp_addr: "127.0.0.1:0".parse().unwrap(),
             data_dir: data_dir.clone(),
             fsync: Fsync::Always,
             ..Config::default()
