@@ -89,7 +89,7 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
         if !report.row.drained {
             eprintln!(
                 "{target}: {} confirmed messages had not arrived {} after publishing stopped",
-                report.row.lost,
+                report.row.tally.lost,
                 humantime::format_duration(settings.drain_timeout)
             );
         }
@@ -337,20 +337,24 @@ struct Ledger {
     foreign: u64,
 }
 
-/// The ledger's account at the end of a run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The ledger's account at the end of a run (also the counting columns of a [`Row`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 struct Tally {
+    /// Messages published, warmup included.
     sent: u64,
     acked: u64,
     nacked: u64,
-    /// Sent and never confirmed either way.
+    /// Published and never confirmed either way (a broken connection, a timeout).
     unconfirmed: u64,
     /// Messages delivered at least once.
     delivered: u64,
-    /// Acked and never delivered.
+    /// Acked and never delivered, even after the drain.
     lost: u64,
+    /// Further deliveries of a message without the redelivered flag.
     duplicates: u64,
+    /// Deliveries with the redelivered flag.
     redelivered: u64,
+    /// Deliveries that no publisher of this run sent.
     foreign: u64,
 }
 
@@ -677,20 +681,8 @@ struct Row {
     e2e_max_ms: f64,
     confirm_p50_ms: f64,
     confirm_p99_ms: f64,
-    /// Messages published, warmup included.
-    sent: u64,
-    acked: u64,
-    nacked: u64,
-    /// Published and never confirmed either way (a broken connection, a timeout).
-    unconfirmed: u64,
-    /// Messages delivered at least once.
-    delivered: u64,
-    /// Acked and never delivered, even after the drain.
-    lost: u64,
-    /// Further deliveries of a message without the redelivered flag.
-    duplicates: u64,
-    /// Deliveries with the redelivered flag.
-    redelivered: u64,
+    #[serde(flatten)]
+    tally: Tally,
     /// Whether every acked message arrived before --drain-timeout.
     drained: bool,
     /// Failed publishes, confirms and acks, broken consumers, foreign deliveries.
@@ -815,14 +807,7 @@ async fn measure(target: &AmqpTarget, settings: &Settings, show_progress: bool) 
         e2e_max_ms: state.e2e_latency.max() as f64 / 1000.0,
         confirm_p50_ms: ms(&state.confirm_latency, 0.5),
         confirm_p99_ms: ms(&state.confirm_latency, 0.99),
-        sent: tally.sent,
-        acked: tally.acked,
-        nacked: tally.nacked,
-        unconfirmed: tally.unconfirmed,
-        delivered: tally.delivered,
-        lost: tally.lost,
-        duplicates: tally.duplicates,
-        redelivered: tally.redelivered,
+        tally,
         drained,
         errors: run.errors.load(Ordering::Relaxed),
     };
@@ -864,10 +849,10 @@ fn table(rows: &[Row]) -> String {
                 format!("{:.3}", row.e2e_max_ms),
                 format!("{:.3}", row.confirm_p50_ms),
                 format!("{:.3}", row.confirm_p99_ms),
-                row.lost.to_string(),
-                row.duplicates.to_string(),
-                row.redelivered.to_string(),
-                row.nacked.to_string(),
+                row.tally.lost.to_string(),
+                row.tally.duplicates.to_string(),
+                row.tally.redelivered.to_string(),
+                row.tally.nacked.to_string(),
                 row.errors.to_string(),
             ]
         })
@@ -1056,14 +1041,17 @@ mod tests {
             e2e_max_ms: 31.0,
             confirm_p50_ms: 3.0,
             confirm_p99_ms: 9.5,
-            sent: 130_000,
-            acked: 130_000,
-            nacked: 0,
-            unconfirmed: 0,
-            delivered: 130_000,
-            lost,
-            duplicates: 0,
-            redelivered: 0,
+            tally: Tally {
+                sent: 130_000,
+                acked: 130_000,
+                nacked: 0,
+                unconfirmed: 0,
+                delivered: 130_000,
+                lost,
+                duplicates: 0,
+                redelivered: 0,
+                foreign: 0,
+            },
             drained: true,
             errors: 0,
         };
@@ -1117,9 +1105,9 @@ mod tests {
         let report = measure(&target, &settings, false).await?;
         let row = &report.row;
         assert_eq!(row.errors, 0, "{row:?}: {:?}", report.first_error);
-        assert!(row.acked > 0 && row.drained, "{row:?}");
-        assert_eq!((row.sent, row.delivered), (row.acked, row.acked), "{row:?}");
-        assert_eq!((row.lost, row.duplicates, row.nacked), (0, 0, 0), "{row:?}");
+        assert!(row.tally.acked > 0 && row.drained, "{row:?}");
+        assert_eq!((row.tally.sent, row.tally.delivered), (row.tally.acked, row.tally.acked), "{row:?}");
+        assert_eq!((row.tally.lost, row.tally.duplicates, row.tally.nacked), (0, 0, 0), "{row:?}");
         assert!(row.e2e_p50_ms > 0.0 && row.e2e_p50_ms <= row.e2e_max_ms, "{row:?}");
 
         let _ = stop.send(());
