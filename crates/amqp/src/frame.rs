@@ -344,6 +344,53 @@ mod tests {
         assert!(matches!(decode(&mut empty, 4096), Ok(Some(Frame::Header { body_size: 0, .. }))));
     }
 
+    proptest::proptest! {
+        /// Whatever a client sends, decoding ends in a frame, a wait for more, or an error: it never
+        /// panics, and it never takes bytes without giving a frame for them.
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512)) {
+            let mut buf = BytesMut::from(&bytes[..]);
+            loop {
+                let before = buf.len();
+                match decode(&mut buf, 4096) {
+                    Ok(Some(_)) => proptest::prop_assert!(buf.len() < before),
+                    Ok(None) => {
+                        proptest::prop_assert_eq!(buf.len(), before);
+                        break;
+                    }
+                    Err(_) => break,
+                }
+            }
+        }
+
+        /// Well-framed method, header and body frames with random payloads: amq-protocol's parsers
+        /// see arbitrary argument bytes and must refuse them cleanly.
+        #[test]
+        fn random_payloads_in_valid_frames_fail_cleanly(
+            kind in 1u8..4,
+            class in 0u16..100,
+            payload in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200),
+        ) {
+            let mut bytes = BytesMut::new();
+            let mut body = class.to_be_bytes().to_vec();
+            body.extend_from_slice(&payload);
+            put_frame(&mut bytes, kind, 1, &body);
+            let _ = decode(&mut bytes, 4096);
+        }
+
+        /// A well-formed frame whose payload bytes were changed decodes or fails cleanly.
+        #[test]
+        fn corrupted_method_payloads_fail_cleanly(flip in 7usize..40, with in proptest::prelude::any::<u8>()) {
+            let declare = AMQPClass::Queue(amq_protocol::protocol::queue::AMQPMethod::Declare(
+                amq_protocol::protocol::queue::Declare { queue: "jobs".into(), durable: true, ..Default::default() },
+            ));
+            let mut bytes = method_bytes(1, &declare);
+            let at = flip.min(bytes.len() - 2);
+            bytes[at] = with;
+            let _ = decode(&mut bytes, 4096);
+        }
+    }
+
     #[test]
     fn every_generated_method_is_known() {
         let methods = [
