@@ -196,7 +196,16 @@ fn client_command(
 }
 
 fn tokio_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting tokio")
+    tokio_runtime_with(0)
+}
+
+/// A multi-threaded runtime with `workers` threads; 0 = one per core.
+fn tokio_runtime_with(workers: usize) -> anyhow::Result<tokio::runtime::Runtime> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if workers > 0 {
+        builder.worker_threads(workers);
+    }
+    builder.enable_all().build().context("starting tokio")
 }
 
 fn server(args: ServerArgs) -> anyhow::Result<()> {
@@ -218,7 +227,7 @@ fn server(args: ServerArgs) -> anyhow::Result<()> {
         Ok(_) => {}
         Err(e) => tracing::warn!(error = %e, "could not raise the file descriptor limit"),
     }
-    tokio_runtime()?.block_on(async {
+    tokio_runtime_with(config.worker_threads)?.block_on(async {
         let server = Server::start(config).await?;
         // Scripts and tests read this line to learn the address (port 0 picks a free one).
         println!(

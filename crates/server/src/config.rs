@@ -44,9 +44,8 @@ pub struct Config {
     /// Operator's choice at start: cut the log at a corrupt record (losing what follows) instead
     /// of refusing to start.
     pub truncate_corrupt: bool,
-    /// Threads that run connections and the log; 0 = one per core. The log and the state
-    /// machine apply one entry at a time whatever this is: more threads help only with many busy
-    /// connections (on 2 cores, 1 and 2 measured the same; see docs/benchmarks.md).
+    /// Threads that run connections; 0 = one per core. The log (openraft, the batcher, the state
+    /// machine) runs on a thread of its own besides these, and the journal on another.
     pub worker_threads: usize,
     /// Most log entries proposed and not yet applied at once. While they are all in flight,
     /// new commands queue up and form a bigger next entry.

@@ -103,6 +103,37 @@ pub struct Server {
     shared: Arc<Shared>,
     trigger: ShutdownTrigger,
     shutdown: Shutdown,
+    log_runtime: LogRuntime,
+}
+
+/// The log's own runtime, one thread: openraft, the batcher and the state machine run there, so
+/// their turn on the path of every write never waits in a run queue behind the connections' tasks
+/// (with many busy connections that wait, not the fsync, was most of a write's latency).
+#[derive(Debug)]
+struct LogRuntime(Option<tokio::runtime::Runtime>);
+
+impl LogRuntime {
+    fn start() -> std::io::Result<LogRuntime> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("turnstile-log")
+            .enable_all()
+            .build()?;
+        Ok(LogRuntime(Some(runtime)))
+    }
+
+    fn handle(&self) -> &tokio::runtime::Handle {
+        self.0.as_ref().expect("the log runtime lives as long as the server").handle()
+    }
+}
+
+impl Drop for LogRuntime {
+    fn drop(&mut self) {
+        // Dropped from async code (the end of `Server::run`): it must not block.
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
 }
 
 impl Server {
@@ -148,7 +179,13 @@ impl Server {
             storage: Some(storage),
             snapshot_every: config.snapshot_every,
         };
-        let node = Node::start(node_config).await?;
+        let log_runtime =
+            LogRuntime::start().map_err(|e| ServerError::Node(NodeError::Fatal(e.to_string())))?;
+        let node = log_runtime
+            .handle()
+            .spawn(Node::start(node_config))
+            .await
+            .map_err(|e| ServerError::Node(NodeError::Fatal(e.to_string())))??;
         // No connection outlives a restart: end the sessions of the previous run (their holds and
         // deliveries stay under their leases, which the node refreshed when it started).
         node.propose(Command::DetachSessions).await?;
@@ -170,7 +207,7 @@ impl Server {
             fsync: config.fsync,
             shutdown: shutdown.clone(),
         });
-        Ok(Server { listener, http_listener, amqp_listener, shared, trigger, shutdown })
+        Ok(Server { listener, http_listener, amqp_listener, shared, trigger, shutdown, log_runtime })
     }
 
     pub fn resp_addr(&self) -> SocketAddr {
@@ -190,7 +227,7 @@ impl Server {
     /// Serves until `stop` resolves, then shuts down gracefully: stop accepting, let every
     /// connection close its session, stop the node.
     pub async fn run(self, stop: impl Future<Output = ()>) -> Result<(), ServerError> {
-        let Server { listener, http_listener, amqp_listener, shared, trigger, shutdown } = self;
+        let Server { listener, http_listener, amqp_listener, shared, trigger, shutdown, log_runtime } = self;
         let effects = shared.node.take_effects().expect("effects are taken once, here");
         let router = tokio::spawn({
             let (router, shutdown) = (shared.router.clone(), shutdown.clone());
@@ -216,6 +253,7 @@ impl Server {
         let _ = http.await;
         shared.node.shutdown().await?;
         let _ = router.await;
+        drop(log_runtime);
         Ok(())
     }
 }
