@@ -1242,10 +1242,27 @@ impl Raw {
     /// Connects and runs the handshake up to Connection.Open-Ok with `frame_max` and `heartbeat`
     /// (seconds) in Tune-Ok.
     fn open(addr: &str, frame_max: u32, heartbeat: u16) -> Raw {
+        Raw::open_as(addr, frame_max, heartbeat, &[])
+    }
+
+    /// As [`Raw::open`], announcing these client capabilities (each `true`) in Start-Ok.
+    fn open_as(addr: &str, frame_max: u32, heartbeat: u16, capabilities: &[&str]) -> Raw {
         let mut raw = Raw::connect(addr);
         raw.send(PROTOCOL_HEADER);
         raw.expect_method(0, (10, 10), "connection.start");
-        let mut start_ok = vec![0, 0, 0, 0]; // client-properties: empty table
+        let mut caps = Vec::new();
+        for name in capabilities {
+            short_str(&mut caps, name);
+            caps.extend_from_slice(&[b't', 1]);
+        }
+        let mut props = Vec::new();
+        if !capabilities.is_empty() {
+            short_str(&mut props, "capabilities");
+            props.push(b'F');
+            long_str(&mut props, &caps);
+        }
+        let mut start_ok = Vec::new();
+        long_str(&mut start_ok, &props); // client-properties
         short_str(&mut start_ok, "PLAIN");
         long_str(&mut start_ok, b"\0guest\0guest");
         short_str(&mut start_ok, "en_US");
@@ -1340,6 +1357,34 @@ impl Raw {
         }
         assert!(rest.iter().all(|f| f.kind == FRAME_HEARTBEAT), "after connection.close: {rest:?}");
         (code, text)
+    }
+
+    /// Publishes `body` to the default exchange, routed to `queue`, on `channel` (no properties).
+    fn publish(&mut self, channel: u16, queue: &str, body: &[u8]) {
+        let mut args = vec![0, 0];
+        short_str(&mut args, "");
+        short_str(&mut args, queue);
+        args.push(0);
+        self.send_method(channel, 60, 40, &args);
+        let mut header = Vec::new();
+        header.extend_from_slice(&60u16.to_be_bytes());
+        header.extend_from_slice(&0u16.to_be_bytes());
+        header.extend_from_slice(&(body.len() as u64).to_be_bytes());
+        header.extend_from_slice(&0u16.to_be_bytes());
+        self.send(&frame(2, channel, &header));
+        self.send(&frame(3, channel, body));
+    }
+
+    /// The next method frames (heartbeats skipped) until `done` says enough; every one is kept.
+    fn methods_until(&mut self, mut done: impl FnMut(&[RawFrame]) -> bool) -> Vec<RawFrame> {
+        let mut seen = Vec::new();
+        while !done(&seen) {
+            let f = self.read_frame().expect("connection open");
+            if f.kind != FRAME_HEARTBEAT {
+                seen.push(f);
+            }
+        }
+        seen
     }
 }
 
@@ -1523,4 +1568,46 @@ async fn pika_as_a_newcomer_would_use_it() {
     let conn = b.connect().await;
     let ch = channel(&conn).await;
     assert_eq!(drain(&ch, &b.name("pika-left")).await, ["left by pika"]);
+}
+
+/// Past `--max-memory`, a publish is nacked and the connection told `Connection.Blocked` (it said
+/// it understands `connection.blocked`); once memory is freed (a purge over RESP) it is told
+/// `Unblocked` and publishes are acked again. Turnstile only: RabbitMQ blocks on its memory alarm.
+#[test]
+fn publishes_past_max_memory_are_nacked_and_the_connection_blocked_until_memory_frees() {
+    let server = TestServer::start_with(&["--max-memory", "2500"]);
+    let mut raw = Raw::open_as(&server.amqp_addr, 131_072, 0, &["connection.blocked"]);
+    raw.open_channel(1);
+    raw.send_method(1, 85, 10, &[0]);
+    raw.expect_method(1, (85, 11), "confirm.select-ok");
+    raw.send_method(1, 50, 10, &queue_declare_args("big"));
+    raw.expect_method(1, (50, 11), "queue.declare-ok");
+    let body = [b'x'; 1000];
+    // One at a time, each confirmed before the next, so each sees the memory of those before it.
+    let mut confirms = Vec::new();
+    let mut blocked = 0;
+    for tag in 1..=3u64 {
+        raw.publish(1, "big", &body);
+        let frames =
+            raw.methods_until(|seen| seen.iter().any(|f| matches!(f.method(), Some((60, 80 | 120)))));
+        for f in frames {
+            match f.method() {
+                Some((60, m @ (80 | 120))) => {
+                    let got = u64::from_be_bytes(f.payload[4..12].try_into().unwrap());
+                    assert_eq!(got, tag, "confirms in order");
+                    confirms.push(if m == 80 { "ack" } else { "nack" });
+                }
+                Some((10, 60)) => blocked += 1,
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+    assert_eq!(confirms, ["ack", "ack", "nack"], "the third would pass 2500 bytes");
+    assert_eq!(blocked, 1, "Connection.Blocked once, with the refusal");
+    let purged: i64 = redis::cmd("Q.PURGE").arg("big").query(&mut server.client()).expect("Q.PURGE");
+    assert_eq!(purged, 2);
+    raw.expect_method(0, (10, 61), "connection.unblocked");
+    raw.publish(1, "big", &body);
+    let ack = raw.expect_method(1, (60, 80), "basic.ack after unblocked");
+    assert_eq!(u64::from_be_bytes(ack[..8].try_into().unwrap()), 4);
 }
