@@ -16,7 +16,7 @@ use turnstile_amqp::content::{Incoming, write_content};
 use turnstile_amqp::frame::write_heartbeat;
 use turnstile_amqp::props::Stored;
 use turnstile_amqp::{
-    AMQPClass, AmqpError, Frame, Scope, basic, channel, code, connection, decode, write_method,
+    AMQPClass, AmqpError, Frame, Scope, ShortString, basic, channel, code, connection, decode, write_method,
 };
 use turnstile_core::{Command, CoreError, DeadReason, Delivery, Effect, Reply, SessionId, Taker};
 use turnstile_raft::NodeError;
@@ -756,27 +756,15 @@ impl Connection {
             ch.held.push((consumer_id, queue.to_owned(), d));
             return;
         }
-        let delivery_tag = ch.next_tag;
-        ch.next_tag += 1;
-        if !no_ack {
-            ch.unacked.insert(delivery_tag, (queue.to_owned(), d.receipt));
-        }
-        let out = Outgoing::of(&d, queue);
-        let deliver = basic::Deliver {
-            consumer_tag: tag.into(),
-            delivery_tag,
-            redelivered: d.deliveries > 1,
-            exchange: out.exchange.into(),
-            routing_key: out.routing_key.into(),
-        };
-        write_content(
-            &mut self.out,
-            n,
-            &AMQPClass::Basic(basic::AMQPMethod::Deliver(deliver)),
-            &out.properties,
-            &d.payload,
-            self.tuned.frame_max,
-        );
+        self.write_message(n, queue, &d, no_ack, |delivery_tag, redelivered, exchange, routing_key| {
+            AMQPClass::Basic(basic::AMQPMethod::Deliver(basic::Deliver {
+                consumer_tag: tag.into(),
+                delivery_tag,
+                redelivered,
+                exchange,
+                routing_key,
+            }))
+        });
         if self.out.len() >= 64 * 1024 {
             self.flush();
         }
@@ -784,6 +772,27 @@ impl Connection {
 
     /// Writes a `Basic.GetOk` with its message.
     pub fn write_get_ok(&mut self, n: u16, queue: &str, d: &Delivery, no_ack: bool, message_count: u32) {
+        self.write_message(n, queue, d, no_ack, |delivery_tag, redelivered, exchange, routing_key| {
+            AMQPClass::Basic(basic::AMQPMethod::GetOk(basic::GetOk {
+                delivery_tag,
+                redelivered,
+                exchange,
+                routing_key,
+                message_count,
+            }))
+        });
+    }
+
+    /// Gives `d` channel `n`'s next delivery tag (kept for the ack unless `no_ack`) and writes it
+    /// with the method `method(tag, redelivered, exchange, routing key)` makes.
+    fn write_message(
+        &mut self,
+        n: u16,
+        queue: &str,
+        d: &Delivery,
+        no_ack: bool,
+        method: impl FnOnce(u64, bool, ShortString, ShortString) -> AMQPClass,
+    ) {
         let ch = self.channels.get_mut(&n).expect("channel exists");
         let delivery_tag = ch.next_tag;
         ch.next_tag += 1;
@@ -791,21 +800,8 @@ impl Connection {
             ch.unacked.insert(delivery_tag, (queue.to_owned(), d.receipt));
         }
         let out = Outgoing::of(d, queue);
-        let get_ok = basic::GetOk {
-            delivery_tag,
-            redelivered: d.deliveries > 1,
-            exchange: out.exchange.into(),
-            routing_key: out.routing_key.into(),
-            message_count,
-        };
-        write_content(
-            &mut self.out,
-            n,
-            &AMQPClass::Basic(basic::AMQPMethod::GetOk(get_ok)),
-            &out.properties,
-            &d.payload,
-            self.tuned.frame_max,
-        );
+        let method = method(delivery_tag, d.deliveries > 1, out.exchange.into(), out.routing_key.into());
+        write_content(&mut self.out, n, &method, &out.properties, &d.payload, self.tuned.frame_max);
     }
 }
 
