@@ -328,12 +328,12 @@ async fn clean(conn: &mut Connection, peer: Peer, settings: &Settings) -> anyhow
     Ok(())
 }
 
-/// What measuring one target gave.
+/// What measuring one target gave: its row (each workload family has its own) and the text of
+/// the first error, if there was one (the count alone does not say what broke).
 #[derive(Debug)]
-struct Report {
-    row: Row,
-    /// The text of the first error, if there was one: the count alone does not say what broke.
-    first_error: Option<String>,
+pub(crate) struct Report<R> {
+    pub(crate) row: R,
+    pub(crate) first_error: Option<String>,
 }
 
 /// One row of the final table (and one object of the JSON array).
@@ -377,7 +377,7 @@ impl Run {
 
 /// Connects the clients, cleans up, runs them for the warmup and the duration, and merges what
 /// they measured.
-async fn measure(target: &Target, settings: &Settings, show_progress: bool) -> anyhow::Result<Report> {
+async fn measure(target: &Target, settings: &Settings, show_progress: bool) -> anyhow::Result<Report<Row>> {
     let mut conns = Vec::with_capacity(settings.clients);
     for _ in 0..settings.clients {
         conns.push(connect(target).await?);
@@ -975,7 +975,7 @@ mod tests {
         }
     }
 
-    fn assert_clean_run(report: &Report) {
+    fn assert_clean_run(report: &Report<Row>) {
         let row = &report.row;
         assert!(row.ops > 0, "{row:?}");
         assert_eq!(row.errors, 0, "{row:?}: {:?}", report.first_error);

@@ -36,7 +36,7 @@ use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
 use serde::Serialize;
 
-use crate::bench::{self, BenchArgs, Phases};
+use crate::bench::{self, BenchArgs, Phases, Report};
 
 /// The flags only `bench amqp` reads (it also takes --duration, --warmup, --size, --target and
 /// --json; --clients and --keys are for the RESP workloads).
@@ -656,13 +656,6 @@ async fn consume(
     Ok(())
 }
 
-/// What measuring one target gave.
-#[derive(Debug)]
-struct Report {
-    row: Row,
-    first_error: Option<String>,
-}
-
 /// One row of the final table (and one object of the JSON array).
 #[derive(Debug, Clone, Serialize)]
 struct Row {
@@ -691,7 +684,11 @@ struct Row {
 
 /// Declares a new queue, starts the consumers and then the publishers, runs them for the warmup
 /// and the duration, drains, deletes the queue and sums up.
-async fn measure(target: &AmqpTarget, settings: &Settings, show_progress: bool) -> anyhow::Result<Report> {
+async fn measure(
+    target: &AmqpTarget,
+    settings: &Settings,
+    show_progress: bool,
+) -> anyhow::Result<Report<Row>> {
     let id = RandomState::new().hash_one(std::process::id());
     let queue = ShortString::from(format!("bench.amqp.{id:016x}"));
     let admin = connect(target).await?;
