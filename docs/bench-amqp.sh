@@ -57,44 +57,10 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# Whether something accepts connections on 127.0.0.1:$1.
-listening() {
-  (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
-}
+# shellcheck source=docs/bench-common.sh
+. docs/bench-common.sh
 
-# A port nothing listens on, from a random start in 20000-39999.
-free_port() {
-  local port=$((20000 + RANDOM % 20000))
-  while listening "$port"; do
-    port=$((port + 1))
-  done
-  echo "$port"
-}
-
-# Fails the script, with the server's log, when the server exited instead of listening.
-check_alive() { # pid name log
-  if ! kill -0 "$1" 2>/dev/null; then
-    echo "$2 exited before it was ready:" >&2
-    cat "$3" >&2
-    exit 1
-  fi
-}
-
-# Turnstile picks its own ports (0) and says which in its ready line.
-"$bin" server --data-dir "$tmp/turnstile" --resp-addr 127.0.0.1:0 --http-addr 127.0.0.1:0 \
-  --amqp-addr 127.0.0.1:0 --log warn >"$tmp/turnstile.out" 2>"$tmp/turnstile.log" &
-ts_pid=$!
-ts_amqp=
-for _ in $(seq 100); do
-  ts_amqp=$(sed -n 's/^turnstile .* ready: .*amqp=\([^ ]*\).*$/\1/p' "$tmp/turnstile.out")
-  [[ -n $ts_amqp ]] && break
-  check_alive "$ts_pid" "turnstile server" "$tmp/turnstile.log"
-  sleep 0.1
-done
-if [[ -z $ts_amqp ]]; then
-  echo "turnstile server did not get ready (with an amqp= address) within 10s" >&2
-  exit 1
-fi
+start_turnstile
 
 # RabbitMQ: its own epmd, node name, ports, config, data and logs, all on loopback.
 mkdir -p "$tmp/rabbit/home" "$tmp/rabbit/mnesia" "$tmp/rabbit/log"

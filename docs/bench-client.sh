@@ -35,41 +35,14 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# Whether something accepts connections on 127.0.0.1:$1.
-listening() {
-  (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
-}
+# shellcheck source=docs/bench-common.sh
+. docs/bench-common.sh
 
-# Fails the script, with the server's log, when the server exited instead of listening.
-check_alive() { # pid name log
-  if ! kill -0 "$1" 2>/dev/null; then
-    echo "$2 exited before it was ready:" >&2
-    cat "$3" >&2
-    exit 1
-  fi
-}
+start_turnstile
+ts_addr=$ts_resp
 
-# Turnstile picks its own port (0) and says which in its ready line.
-"$bin" server --data-dir "$tmp/turnstile" --resp-addr 127.0.0.1:0 --http-addr 127.0.0.1:0 --amqp-addr 127.0.0.1:0 --log warn \
-  >"$tmp/turnstile.out" 2>"$tmp/turnstile.log" &
-ts_pid=$!
-ts_addr=
-for _ in $(seq 100); do
-  ts_addr=$(sed -n 's/^turnstile .* ready: resp=\([^ ]*\).*$/\1/p' "$tmp/turnstile.out")
-  [[ -n $ts_addr ]] && break
-  check_alive "$ts_pid" "turnstile server" "$tmp/turnstile.log"
-  sleep 0.1
-done
-if [[ -z $ts_addr ]]; then
-  echo "turnstile server did not get ready within 10s" >&2
-  exit 1
-fi
-
-# Redis cannot pick its own port: take the first closed one from a random start.
-redis_port=$((20000 + RANDOM % 20000))
-while listening "$redis_port"; do
-  redis_port=$((redis_port + 1))
-done
+# Redis cannot pick its own port.
+redis_port=$(free_port)
 mkdir "$tmp/redis"
 redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly yes --appendfsync always \
   --dir "$tmp/redis" >"$tmp/redis.log" 2>&1 &
