@@ -1516,7 +1516,6 @@ async fn a_silent_client_is_dropped_after_missed_heartbeats_and_the_server_sends
     let mut raw = Raw::open(&b.addr, 131_072, 1);
     raw.open_channel(1);
     // Say nothing more. The server must send heartbeats and, hearing none, drop the connection.
-    let started = Instant::now();
     let mut heartbeats = 0;
     let mut others = Vec::new();
     while let Some(f) = raw.read_frame() {
@@ -1527,7 +1526,8 @@ async fn a_silent_client_is_dropped_after_missed_heartbeats_and_the_server_sends
             }
             _ => others.push(f),
         }
-        assert!(started.elapsed() < Duration::from_secs(30), "still connected after {heartbeats} heartbeats");
+        // Dropped after two missed intervals: a handful of heartbeats, not an endless stream.
+        assert!(heartbeats <= 20, "still connected after {heartbeats} heartbeats");
     }
     assert!(heartbeats >= 1, "the server sent no heartbeat before dropping the connection");
     // A Connection.Close before the drop is allowed; nothing else.
