@@ -6,10 +6,11 @@
 //! map ([`LogStore::durable`]).
 //!
 //! openraft's contract:
-//! - `append` returns at once, and the appended entries must be readable from that moment;
-//!   `IOFlushed::io_completed` is called only once they are durable — for the journal, from its
-//!   writer thread after the fdatasync that covers them (with `fsync = "always"`). This is what
-//!   makes a reply mean "on disk".
+//! - The appended entries must be readable once `append` returns; `IOFlushed::io_completed` is
+//!   called only once they are durable — for the journal, after the fdatasync that covers them
+//!   (with `fsync = "always"`). This is what makes a reply mean "on disk". The journal writes and
+//!   syncs on the calling thread (the log runtime's), so `append` returns after the fdatasync:
+//!   while it runs, proposals gather in the batcher's queue and become the next entry.
 //! - `save_vote` returns only once the vote is on disk.
 //! - `truncate_after` removes entries after a log id (a follower's conflicting tail); `purge`
 //!   removes entries up to one (after a snapshot covers them). Both are journaled in order with
@@ -174,7 +175,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             }
         }
         match &self.journal {
-            // The journal's thread reports back once the group this belongs to is on disk.
+            // Called back once the group this belongs to is on disk (here, before `append` returns).
             Some(journal) => journal.append(
                 records,
                 Box::new(move |result| callback.io_completed(result.map_err(storage_error))),

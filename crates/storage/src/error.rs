@@ -42,7 +42,7 @@ pub enum StorageError {
     #[error("data directory {dir} is locked by another process{}", pid_suffix(.pid))]
     Locked { dir: PathBuf, pid: Option<u32> },
 
-    /// The journal's writer thread is gone (closed, or it panicked).
+    /// The journal was closed.
     #[error("journal is closed")]
     Closed,
 

@@ -1,16 +1,22 @@
-//! The journal: an append-only, checksummed, segmented log with one writer thread and group commit.
+//! The journal: an append-only, checksummed, segmented log with group commit.
 //!
 //! ```text
-//!  append(records, done) ──encode on the caller's thread──► channel ──► writer thread
-//!                                                                        loop {
-//!                                                                          take everything queued
-//!                                                                          write it (one write per segment)
-//!                                                                          Always: ONE fdatasync for the group
-//!                                                                          call every `done` in order
-//!                                                                        }
+//!  append(records, done) ── encode ──► queue ──► is a thread writing already?
+//!                                                  yes: return; that thread takes this append too
+//!                                                  no:  this thread becomes the writer:
+//!                                                       loop {
+//!                                                         take everything queued
+//!                                                         write it (one write per segment)
+//!                                                         Always: ONE fdatasync for the group
+//!                                                         call every `done` in order
+//!                                                       } until the queue is empty
 //! ```
 //! While one fdatasync runs, new appends queue up and share the next one: that is where durable throughput
-//! comes from (one fdatasync costs milliseconds on some disks).
+//! comes from (one fdatasync costs milliseconds on some disks). The writing is done by a caller, not by a
+//! thread of the journal's own: with one caller (the Raft log, whose batcher already gathers everything that
+//! arrived during the last fdatasync into the next entry) an append costs no hand-off to another thread and
+//! back, two wake-ups on the path of every durable write. Under `Interval` a background thread makes the
+//! periodic fdatasync.
 
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
@@ -18,8 +24,8 @@ use std::io::Write;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::mpsc::{self, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -75,7 +81,7 @@ pub struct JournalStats {
     pub bytes: u64,
     /// `append` calls processed.
     pub appends: u64,
-    /// Groups the writer thread took from the queue (each group is written together and shares one fsync).
+    /// Groups a writer took from the queue (each group is written together and shares one fsync).
     pub batches: u64,
     /// Appends in the most recent group.
     pub last_batch_appends: u64,
@@ -107,11 +113,12 @@ impl JournalStats {
     }
 }
 
-/// Called once, on the writer thread, when an append is durable under the policy (or failed).
-/// Keep it cheap (send on a channel): the next group commit waits for it.
+/// Called once, on the thread that wrote the group (the appender's own, or another appender's), when an
+/// append is durable under the policy (or failed). Keep it cheap (send on a channel): the next group commit
+/// waits for it.
 pub type Done = Box<dyn FnOnce(Result<(), StorageError>) + Send>;
 
-/// What the caller's thread hands the writer thread.
+/// What waits in the queue for a writer.
 enum Command {
     Append(EncodedAppend),
     Sync(Sender<Result<(), StorageError>>),
@@ -141,12 +148,69 @@ struct StateChanges {
     max_entry: Option<u64>,
 }
 
-/// State shared by the handle and the writer thread.
+/// State shared by the handle, the writing caller and the background sync thread.
 #[derive(Debug, Default)]
 struct Shared {
     poisoned: AtomicBool,
     fail_next_sync: AtomicBool,
     stats: Mutex<JournalStats>,
+}
+
+/// The queue and the files, shared with the background sync thread.
+struct Inner {
+    /// Appends and syncs not yet taken by a writer, in arrival order.
+    queue: Mutex<Vec<Command>>,
+    /// Held by whichever thread is writing; only it touches the files.
+    writer: Mutex<Writer>,
+    /// Set by `close`: later appends and syncs get `Closed`.
+    closed: AtomicBool,
+    shared: Arc<Shared>,
+}
+
+impl Inner {
+    fn queue(&self) -> MutexGuard<'_, Vec<Command>> {
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Waits for the files. A panic while writing poisons the journal (what it wrote is unknown).
+    fn lock_writer(&self) -> MutexGuard<'_, Writer> {
+        self.writer.lock().unwrap_or_else(|poisoned| {
+            self.shared.poisoned.store(true, Ordering::SeqCst);
+            poisoned.into_inner()
+        })
+    }
+
+    /// Queues `command`, then writes everything queued unless another thread is writing already (it will
+    /// take `command` too: a writer only stops once it has found the queue empty after letting go).
+    fn submit(&self, command: Command) {
+        self.queue().push(command);
+        loop {
+            let mut writer = match self.writer.try_lock() {
+                Ok(writer) => writer,
+                Err(TryLockError::WouldBlock) => return,
+                Err(TryLockError::Poisoned(poisoned)) => {
+                    self.shared.poisoned.store(true, Ordering::SeqCst);
+                    poisoned.into_inner()
+                }
+            };
+            loop {
+                // Checked before taking more work, so that a steady stream of appends cannot postpone it.
+                if writer.background_sync_due().is_some_and(|due| due <= Instant::now()) {
+                    writer.background_sync();
+                }
+                let group = std::mem::take(&mut *self.queue());
+                if group.is_empty() {
+                    break;
+                }
+                writer.commit_group(group);
+            }
+            drop(writer);
+            // Something queued after the last look but before the writer was let go would be stranded.
+            if self.queue().is_empty() {
+                return;
+            }
+        }
+    }
 }
 
 impl Shared {
@@ -156,11 +220,16 @@ impl Shared {
 }
 
 /// The durable log. `Send + Sync`: share it behind an `Arc`.
-#[derive(Debug)]
 pub struct Journal {
-    commands: Option<Sender<Command>>,
-    shared: Arc<Shared>,
-    writer: Option<JoinHandle<Result<(), StorageError>>>,
+    inner: Arc<Inner>,
+    /// `Interval` only: the thread that makes the periodic fdatasync, and what stops it.
+    syncer: Option<(Sender<()>, JoinHandle<()>)>,
+}
+
+impl std::fmt::Debug for Journal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Journal").field("shared", &self.inner.shared).finish_non_exhaustive()
+    }
 }
 
 impl Journal {
@@ -190,19 +259,33 @@ impl Journal {
         writer.start_segment()?;
         writer.delete_obsolete_segments();
         *shared.stats() = JournalStats { segments: writer.segments.len() as u64, ..JournalStats::default() };
-        let (commands, queue) = mpsc::channel();
-        let handle = std::thread::Builder::new()
-            .name("journal-writer".into())
-            .spawn(move || writer.run(queue))
-            .ctx(|| "spawning the journal writer thread".to_string())?;
-        let journal = Journal { commands: Some(commands), shared, writer: Some(handle) };
-        Ok((journal, recovered))
+        let inner = Arc::new(Inner {
+            queue: Mutex::new(Vec::new()),
+            writer: Mutex::new(writer),
+            closed: AtomicBool::new(false),
+            shared,
+        });
+        let syncer = match options.fsync {
+            FsyncPolicy::Interval(interval) => {
+                let (stop, stopped) = mpsc::channel();
+                let inner = Arc::clone(&inner);
+                let handle = std::thread::Builder::new()
+                    .name("journal-sync".into())
+                    .spawn(move || background_syncs(&inner, interval, &stopped))
+                    .ctx(|| "spawning the journal's background sync thread".to_string())?;
+                Some((stop, handle))
+            }
+            FsyncPolicy::Always | FsyncPolicy::Never => None,
+        };
+        Ok((Journal { inner, syncer }, recovered))
     }
 
-    /// Queues records to be written in order; `done` is called exactly once, from the journal's thread, when they
-    /// are durable under the policy (or with the error). Never blocks on I/O (the queue is unbounded).
+    /// Writes records in order; `done` is called exactly once when they are durable under the policy (or with
+    /// the error). Unless another thread is writing already (which then writes these too, and calls `done`),
+    /// the write and fdatasync happen on the caller's thread before this returns: call it where blocking on
+    /// the disk is fine.
     ///
-    /// If the writer thread is gone (it panicked), `done` gets `Closed` on the caller's thread.
+    /// After `close`, `done` gets `Closed`.
     pub fn append(&self, records: Vec<Record>, done: Box<dyn FnOnce(Result<(), StorageError>) + Send>) {
         let mut frames = Vec::with_capacity(records.iter().map(encoded_size_hint).sum());
         let mut changes = StateChanges::default();
@@ -240,15 +323,15 @@ impl Journal {
 
     /// Counters since open.
     pub fn stats(&self) -> JournalStats {
-        self.shared.stats().clone()
+        self.inner.shared.stats().clone()
     }
 
     /// Whether an earlier write or fsync failed (every later write is refused).
     pub fn is_poisoned(&self) -> bool {
-        self.shared.poisoned.load(Ordering::SeqCst)
+        self.inner.shared.poisoned.load(Ordering::SeqCst)
     }
 
-    /// Final fdatasync, writer thread joined. Fails if the journal is poisoned or the final fsync fails.
+    /// Final fdatasync, background thread joined. Fails if the journal is poisoned or the final fsync fails.
     pub fn close(mut self) -> Result<(), StorageError> {
         self.shut_down()
     }
@@ -257,24 +340,59 @@ impl Journal {
     /// the crates that use the journal.
     #[doc(hidden)]
     pub fn fail_next_sync_for_test(&self) {
-        self.shared.fail_next_sync.store(true, Ordering::SeqCst);
+        self.inner.shared.fail_next_sync.store(true, Ordering::SeqCst);
     }
 
     fn send(&self, command: Command) {
-        let Some(commands) = &self.commands else { return };
-        if let Err(mpsc::SendError(command)) = commands.send(command) {
+        if self.inner.closed.load(Ordering::SeqCst) {
             match command {
                 Command::Append(append) => (append.done)(Err(StorageError::Closed)),
                 Command::Sync(reply) => drop(reply.send(Err(StorageError::Closed))),
             }
+            return;
         }
+        self.inner.submit(command);
     }
 
+    /// Once: stops the background thread, writes what is still queued, makes it all durable.
     fn shut_down(&mut self) -> Result<(), StorageError> {
-        drop(self.commands.take());
-        match self.writer.take() {
-            Some(handle) => handle.join().unwrap_or(Err(StorageError::Closed)),
-            None => Ok(()),
+        if self.inner.closed.swap(true, Ordering::SeqCst) {
+            return Ok(());
+        }
+        if let Some((stop, handle)) = self.syncer.take() {
+            drop(stop);
+            let _ = handle.join();
+        }
+        let mut writer = self.inner.lock_writer();
+        let group = std::mem::take(&mut *self.inner.queue());
+        if !group.is_empty() {
+            writer.commit_group(group);
+        }
+        if writer.is_poisoned() {
+            return Err(StorageError::Poisoned);
+        }
+        if writer.dirty {
+            writer.sync_active().inspect_err(|_| writer.poison())?;
+        }
+        Ok(())
+    }
+}
+
+/// `Interval`'s background thread: an fdatasync once `interval` has passed since the last one while there
+/// are unsynced writes, until `stopped` closes. Appenders make it too when it is due (see `Inner::submit`),
+/// so a steady stream of appends cannot keep this thread from the files for long.
+fn background_syncs(inner: &Inner, interval: Duration, stopped: &mpsc::Receiver<()>) {
+    loop {
+        let due = inner.lock_writer().background_sync_due();
+        let wait = due.map_or(interval, |due| due.saturating_duration_since(Instant::now()));
+        match stopped.recv_timeout(wait) {
+            Err(RecvTimeoutError::Timeout) => {
+                let mut writer = inner.lock_writer();
+                if writer.background_sync_due().is_some_and(|due| due <= Instant::now()) {
+                    writer.background_sync();
+                }
+            }
+            Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
         }
     }
 }
@@ -296,7 +414,7 @@ fn encoded_size_hint(record: &Record) -> usize {
     crate::record::FRAME_HEADER_BYTES + 1 + body
 }
 
-/// The writer thread's state. Only this thread touches the files.
+/// The files and what is known about them; behind `Inner::writer`.
 struct Writer {
     log_dir: PathBuf,
     policy: FsyncPolicy,
@@ -318,36 +436,6 @@ struct Writer {
 }
 
 impl Writer {
-    fn run(mut self, queue: Receiver<Command>) -> Result<(), StorageError> {
-        loop {
-            // Checked before taking more work, so that a steady stream of appends cannot postpone it.
-            if self.background_sync_due().is_some_and(|due| due <= Instant::now()) {
-                self.background_sync();
-            }
-            let first = match self.background_sync_due() {
-                Some(due) => match queue.recv_timeout(due.saturating_duration_since(Instant::now())) {
-                    Ok(command) => command,
-                    Err(RecvTimeoutError::Timeout) => continue,
-                    Err(RecvTimeoutError::Disconnected) => break,
-                },
-                None => match queue.recv() {
-                    Ok(command) => command,
-                    Err(_) => break,
-                },
-            };
-            let mut group = vec![first];
-            group.extend(queue.try_iter());
-            self.commit_group(group);
-        }
-        if self.is_poisoned() {
-            return Err(StorageError::Poisoned);
-        }
-        if self.dirty {
-            self.sync_active().inspect_err(|_| self.poison())?;
-        }
-        Ok(())
-    }
-
     /// Writes one group, fsyncs it if the policy (or a `sync` in it) asks, then answers everyone in order.
     fn commit_group(&mut self, group: Vec<Command>) {
         let appends = group.iter().filter(|command| matches!(command, Command::Append(_))).count() as u64;

@@ -2,7 +2,7 @@
 //! snapshots written atomically. It stores opaque bytes; `crates/raft` gives them meaning.
 //!
 //! ```text
-//!  crates/raft ── append(records, done) ──► Journal ── writer thread ──► log/{seq:020}.seg  (fdatasync per group)
+//!  crates/raft ── append(records, done) ──► Journal ── queue, writer ──► log/{seq:020}.seg  (fdatasync per group)
 //!             ── save / load_latest ─────► SnapshotStore ──────────────► snapshot-{index:020}.snap
 //!  process    ── lock_dir ───────────────► DirLock ────────────────────► LOCK (flock + pid)
 //! ```

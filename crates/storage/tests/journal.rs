@@ -338,3 +338,24 @@ fn interval_syncs_even_under_a_steady_stream_of_appends() {
     let stats = journal.stats();
     assert!(stats.fsyncs >= 3, "only {} background fsyncs in 400 ms at a 20 ms interval", stats.fsyncs);
 }
+
+#[test]
+fn an_uncontended_append_is_written_on_the_callers_thread_before_it_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    let (journal, _) = Journal::open(dir.path(), Options::default()).unwrap();
+    let called_on = Arc::new(Mutex::new(None));
+    let fsyncs_before = journal.stats().fsyncs;
+    journal.append(
+        vec![entry(1)],
+        Box::new({
+            let called_on = Arc::clone(&called_on);
+            move |result| {
+                result.unwrap();
+                *called_on.lock().unwrap() = Some(std::thread::current().id());
+            }
+        }),
+    );
+    // No hand-off: the write, the fdatasync and the callback all happened inside `append`.
+    assert_eq!(*called_on.lock().unwrap(), Some(std::thread::current().id()));
+    assert_eq!(journal.stats().fsyncs, fsyncs_before + 1);
+}
