@@ -180,10 +180,15 @@ impl Inner {
         })
     }
 
-    /// Queues `command`, then writes everything queued unless another thread is writing already (it will
-    /// take `command` too: a writer only stops once it has found the queue empty after letting go).
+    /// Queues `command`, then writes everything queued unless another thread is writing already.
     fn submit(&self, command: Command) {
         self.queue().push(command);
+        self.drain();
+    }
+
+    /// Writes everything queued, unless another thread holds the files: that one drains the queue when it
+    /// lets go (whoever holds the writer calls this after letting go), so nothing is left queued.
+    fn drain(&self) {
         loop {
             let mut writer = match self.writer.try_lock() {
                 Ok(writer) => writer,
@@ -384,6 +389,8 @@ impl Journal {
 fn background_syncs(inner: &Inner, interval: Duration, stopped: &mpsc::Receiver<()>) {
     loop {
         let due = inner.lock_writer().background_sync_due();
+        // An appender that found the files taken just now left its append queued.
+        inner.drain();
         let wait = due.map_or(interval, |due| due.saturating_duration_since(Instant::now()));
         match stopped.recv_timeout(wait) {
             Err(RecvTimeoutError::Timeout) => {
@@ -391,6 +398,8 @@ fn background_syncs(inner: &Inner, interval: Duration, stopped: &mpsc::Receiver<
                 if writer.background_sync_due().is_some_and(|due| due <= Instant::now()) {
                     writer.background_sync();
                 }
+                drop(writer);
+                inner.drain();
             }
             Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
         }

@@ -359,3 +359,26 @@ fn an_uncontended_append_is_written_on_the_callers_thread_before_it_returns() {
     assert_eq!(*called_on.lock().unwrap(), Some(std::thread::current().id()));
     assert_eq!(journal.stats().fsyncs, fsyncs_before + 1);
 }
+
+#[test]
+fn an_append_made_while_the_background_sync_holds_the_files_is_still_written() {
+    // One appender at a time, each waiting for its callback, against a background fdatasync every
+    // millisecond: many appends arrive while that thread holds the files and must not be left queued.
+    let dir = tempfile::tempdir().unwrap();
+    let (journal, _) =
+        Journal::open(dir.path(), options(FsyncPolicy::Interval(Duration::from_millis(1)))).unwrap();
+    let mut index = 0;
+    // Until the background thread has taken the files 100 times (~100 ms), bounded by a count.
+    while journal.stats().fsyncs < 100 {
+        index += 1;
+        assert!(
+            index <= 1_000_000,
+            "only {} background fsyncs after {index} appends",
+            journal.stats().fsyncs
+        );
+        let (tx, rx) = mpsc::channel();
+        journal.append(vec![entry(index)], Box::new(move |result| tx.send(result).unwrap()));
+        let result = rx.recv_timeout(Duration::from_secs(10));
+        assert!(matches!(result, Ok(Ok(()))), "append {index} was never written: {result:?}");
+    }
+}
