@@ -1,5 +1,7 @@
 //! End-to-end tests of [`Node`] against real openraft (one voter, in-memory log).
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::mpsc::UnboundedReceiver;
@@ -161,6 +163,36 @@ async fn read_sees_completed_writes() {
         assert_eq!(seen, Reply::Bytes(value.into()), "read {i} after its write");
     }
     load.await.unwrap();
+    node.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_from_another_task_sees_every_write_acknowledged_before_it_began() {
+    let node = start().await;
+    let acked = Arc::new(AtomicU64::new(0));
+    let writer = {
+        let (node, acked) = (node.clone(), Arc::clone(&acked));
+        tokio::spawn(async move {
+            for i in 1..=500u64 {
+                let reply = node.propose(Command::IncrBy { key: "n".into(), delta: 1 }).await.unwrap();
+                assert_eq!(reply, Reply::Int(i as i64));
+                acked.store(i, Ordering::SeqCst);
+            }
+        })
+    };
+    let mut reads = 0;
+    while !writer.is_finished() {
+        let before = acked.load(Ordering::SeqCst);
+        let seen = match node.read(|s| s.query(0, Query::Get { key: "n".into() })).await.unwrap() {
+            Reply::Bytes(b) => std::str::from_utf8(&b).unwrap().parse::<u64>().unwrap(),
+            Reply::Nil => 0,
+            other => panic!("unexpected {other:?}"),
+        };
+        assert!(seen >= before, "read {seen} after write {before} was acknowledged");
+        reads += 1;
+    }
+    writer.await.unwrap();
+    assert!(reads > 0);
     node.shutdown().await.unwrap();
 }
 
