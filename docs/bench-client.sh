@@ -1,12 +1,19 @@
 #!/usr/bin/env bash
 # Turnstile vs Redis with `turnstile bench`: the lock, queue and kv workloads, both servers durable
 # (Turnstile's default --fsync always; Redis with appendfsync always), one table per workload.
+# FSYNC=interval compares Turnstile's --fsync interval (1 s) with Redis's appendfsync everysec.
 #
 # Starts its own `turnstile server` and `redis-server` on free loopback ports with temp data dirs,
 # and stops only those two when it exits. Needs target/release/turnstile and redis-server.
 #   usage: docs/bench-client.sh [turnstile bench options...]
 #   e.g.   docs/bench-client.sh --duration 3s --clients 20
+#          FSYNC=interval docs/bench-client.sh
 set -euo pipefail
+case ${FSYNC:-always} in
+  always) ts_fsync=always redis_fsync=always ;;
+  interval) ts_fsync=interval redis_fsync=everysec ;;
+  *) echo "FSYNC must be always or interval, not ${FSYNC}" >&2; exit 2 ;;
+esac
 cd "$(dirname "$0")/.."
 
 bin=target/release/turnstile
@@ -38,13 +45,13 @@ trap cleanup EXIT
 # shellcheck source=docs/bench-common.sh
 . docs/bench-common.sh
 
-start_turnstile
+start_turnstile --fsync "$ts_fsync"
 ts_addr=$ts_resp
 
 # Redis cannot pick its own port.
 redis_port=$(free_port)
 mkdir "$tmp/redis"
-redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly yes --appendfsync always \
+redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly yes --appendfsync "$redis_fsync" \
   --dir "$tmp/redis" >"$tmp/redis.log" 2>&1 &
 redis_pid=$!
 for _ in $(seq 100); do
@@ -57,8 +64,8 @@ if ! listening "$redis_port"; then
   exit 1
 fi
 
-echo "turnstile $("$bin" --version | cut -d' ' -f2) at $ts_addr (fsync always);" \
-  "redis $(redis-server --version | sed 's/.* v=\([^ ]*\).*/\1/') at 127.0.0.1:$redis_port (appendfsync always)" >&2
+echo "turnstile $("$bin" --version | cut -d' ' -f2) at $ts_addr (fsync $ts_fsync);" \
+  "redis $(redis-server --version | sed 's/.* v=\([^ ]*\).*/\1/') at 127.0.0.1:$redis_port (appendfsync $redis_fsync)" >&2
 for workload in locks queues kv; do
   [[ $workload == locks ]] || echo
   "$bin" bench "$workload" --target "turnstile://$ts_addr" --target "redis://127.0.0.1:$redis_port" "$@"
