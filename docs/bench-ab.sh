@@ -22,23 +22,20 @@ for b in "$old" "$new"; do
   [[ -x $b ]] || { echo "$b is not an executable" >&2; exit 1; }
 done
 command -v redis-server >/dev/null || { echo "redis-server is not installed (apt-get install redis-server)" >&2; exit 1; }
-case ${FSYNC:-always} in
-  always) ts_fsync=always redis_fsync=always ;;
-  interval) ts_fsync=interval redis_fsync=everysec ;;
-  *) echo "FSYNC must be always or interval, not ${FSYNC}" >&2; exit 2 ;;
-esac
 
 root=$(mktemp -d)
 pids=()
+redis_pid=
 cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}" ${ts_pid:-} $redis_pid; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}" ${ts_pid:-} $redis_pid; do wait "$pid" 2>/dev/null || true; done
   rm -rf "$root"
 }
 trap cleanup EXIT
 
 # shellcheck source=docs/bench-common.sh
 . docs/bench-common.sh
+pick_fsync
 
 declare -A url pid
 # start_turnstile uses $bin and $tmp: point them at each build in turn.
@@ -52,17 +49,8 @@ for side in A B; do
   url[$side]=turnstile://$ts_resp pid[$side]=$ts_pid
 done
 
-redis_port=$(free_port)
-mkdir "$root/redis"
-redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly yes --appendfsync "$redis_fsync" \
-  --dir "$root/redis" >"$root/redis.log" 2>&1 &
-pids+=("$!")
-url[R]=redis://127.0.0.1:$redis_port pid[R]=$!
-for _ in $(seq 100); do
-  listening "$redis_port" && break
-  check_alive "${pid[R]}" "redis-server" "$root/redis.log"
-  sleep 0.1
-done
+start_redis "$root/redis"
+url[R]=redis://127.0.0.1:$redis_port pid[R]=$redis_pid
 
 # Clock ticks (1/100 s) of user + system CPU over all of a process's threads.
 ticks() {

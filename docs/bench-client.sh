@@ -9,11 +9,6 @@
 #   e.g.   docs/bench-client.sh --duration 3s --clients 20
 #          FSYNC=interval docs/bench-client.sh
 set -euo pipefail
-case ${FSYNC:-always} in
-  always) ts_fsync=always redis_fsync=always ;;
-  interval) ts_fsync=interval redis_fsync=everysec ;;
-  *) echo "FSYNC must be always or interval, not ${FSYNC}" >&2; exit 2 ;;
-esac
 cd "$(dirname "$0")/.."
 
 bin=target/release/turnstile
@@ -44,25 +39,11 @@ trap cleanup EXIT
 
 # shellcheck source=docs/bench-common.sh
 . docs/bench-common.sh
+pick_fsync
 
 start_turnstile --fsync "$ts_fsync"
 ts_addr=$ts_resp
-
-# Redis cannot pick its own port.
-redis_port=$(free_port)
-mkdir "$tmp/redis"
-redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly yes --appendfsync "$redis_fsync" \
-  --dir "$tmp/redis" >"$tmp/redis.log" 2>&1 &
-redis_pid=$!
-for _ in $(seq 100); do
-  listening "$redis_port" && break
-  check_alive "$redis_pid" "redis-server" "$tmp/redis.log"
-  sleep 0.1
-done
-if ! listening "$redis_port"; then
-  echo "redis-server did not listen on $redis_port within 10s" >&2
-  exit 1
-fi
+start_redis "$tmp/redis"
 
 echo "turnstile $("$bin" --version | cut -d' ' -f2) at $ts_addr (fsync $ts_fsync);" \
   "redis $(redis-server --version | sed 's/.* v=\([^ ]*\).*/\1/') at 127.0.0.1:$redis_port (appendfsync $redis_fsync)" >&2

@@ -43,3 +43,31 @@ start_turnstile() {
   echo "turnstile server did not get ready within 10s" >&2
   exit 1
 }
+
+# Sets ts_fsync and redis_fsync from FSYNC: `always` (the default) pairs Turnstile's --fsync always
+# with appendfsync always, `interval` its --fsync interval (1 s) with appendfsync everysec.
+pick_fsync() {
+  case ${FSYNC:-always} in
+    always) ts_fsync=always redis_fsync=always ;;
+    interval) ts_fsync=interval redis_fsync=everysec ;;
+    *) echo "FSYNC must be always or interval, not ${FSYNC}" >&2; exit 2 ;;
+  esac
+}
+
+# Starts redis-server with an append-only file (appendfsync $redis_fsync) on a free loopback port,
+# data in "$1" (created), and waits (10 s at most) for it to listen. Sets redis_pid and redis_port.
+start_redis() {
+  # Redis cannot pick its own port.
+  redis_port=$(free_port)
+  mkdir "$1"
+  redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly yes --appendfsync "$redis_fsync" \
+    --dir "$1" >"$1.log" 2>&1 &
+  redis_pid=$!
+  for _ in $(seq 100); do
+    listening "$redis_port" && return 0
+    check_alive "$redis_pid" "redis-server" "$1.log"
+    sleep 0.1
+  done
+  echo "redis-server did not listen on $redis_port within 10s" >&2
+  exit 1
+}
