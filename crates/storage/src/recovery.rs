@@ -3,7 +3,9 @@
 //! ```text
 //!  segment 1 ─► segment 2 ─► … ─► last segment
 //!  every valid record is applied in order; at the first bad record:
-//!    last segment, nothing valid after it (or only zeros) ─► torn tail: cut the file there, warn, go on
+//!    last segment, only zeros from a record boundary on ─► the zero-filled space ahead of the records
+//!                                                          (the journal fills segments in steps): cut it there
+//!    last segment, nothing valid after it ─► torn tail: cut the file there, warn, go on
 //!    anything else ─► StorageError::Corrupt, or with truncate_corrupt: cut there, drop later segments
 //! ```
 //! Only a torn *last* record is tolerated: it is what a crash in the middle of a write leaves behind, and it was
@@ -111,6 +113,21 @@ pub(crate) fn replay(
         };
         let Some(bad) = bad else { continue };
         let cut_at = offset as u64;
+        if Some(position) == last
+            && matches!(bad, Frame::ZeroLength)
+            && bytes[offset..].iter().all(|b| *b == 0)
+        {
+            // The zero-filled space ahead of the records (see the journal's ZERO_STEP), left by a crash
+            // or a kill: nothing was written there. Cut so the segment ends with its records.
+            tracing::debug!(
+                file = %segment.path.display(),
+                offset = cut_at,
+                bytes_dropped = bytes.len() - offset,
+                "journal: cutting the zero-filled end of the last segment"
+            );
+            cut_file(&segment.path, cut_at)?;
+            break;
+        }
         if Some(position) == last
             && let Some(why) = torn_reason(&bad, &bytes.slice(offset..))
         {

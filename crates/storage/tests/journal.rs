@@ -382,3 +382,34 @@ fn an_append_made_while_the_background_sync_holds_the_files_is_still_written() {
         assert!(matches!(result, Ok(Ok(()))), "append {index} was never written: {result:?}");
     }
 }
+
+#[test]
+fn a_segment_is_zero_filled_ahead_and_a_crash_leaves_nothing_torn() {
+    let dir = tempfile::tempdir().unwrap();
+    let (journal, _) = Journal::open(dir.path(), Options::default()).unwrap();
+    let segment = segment_files(dir.path()).pop().unwrap();
+    let start = std::fs::metadata(&segment).unwrap().len();
+    for index in 1..=50 {
+        append_wait(&journal, vec![entry(index)]).unwrap();
+    }
+    let end = start + journal.stats().bytes;
+    let zero_filled = std::fs::metadata(&segment).unwrap().len();
+    assert!(zero_filled > end, "the file ({zero_filled} bytes) runs ahead of its records ({end})");
+    let bytes = std::fs::read(&segment).unwrap();
+    assert!(bytes[usize::try_from(end).unwrap()..].iter().all(|b| *b == 0));
+    // A crash: no close, so the zeros stay.
+    std::mem::forget(journal);
+
+    let (journal, recovered) = Journal::open(dir.path(), Options::default()).unwrap();
+    assert_eq!(recovered.torn_tail, None, "zeros ahead of the records are not a torn record");
+    assert_eq!(recovered.entries.keys().copied().collect::<Vec<_>>(), (1..=50).collect::<Vec<_>>());
+    assert_eq!(std::fs::metadata(&segment).unwrap().len(), end, "the old segment now ends with its records");
+    // A clean close cuts the active segment to its records too.
+    append_wait(&journal, vec![entry(51)]).unwrap();
+    let active = segment_files(dir.path()).pop().unwrap();
+    let active_end = std::fs::metadata(&active).unwrap().len();
+    journal.close().unwrap();
+    assert!(std::fs::metadata(&active).unwrap().len() < active_end);
+    let (_journal, recovered) = Journal::open(dir.path(), Options::default()).unwrap();
+    assert_eq!(recovered.entries.len(), 51);
+}

@@ -15,10 +15,13 @@ use turnstile_storage::{Journal, Options, Record, StorageError};
 fn journal_with_entries(dir: &Path, count: u64) -> (PathBuf, Vec<u64>) {
     let (journal, _) = Journal::open(dir, Options::default()).unwrap();
     let segment = segment_files(dir).pop().unwrap();
-    let mut offsets = vec![file_len(&segment)];
+    // The file is zero-filled ahead of its records while open: the records end where the bytes
+    // written so far end.
+    let start = file_len(&segment);
+    let mut offsets = vec![start];
     for index in 1..=count {
         append_wait(&journal, vec![entry(index)]).unwrap();
-        offsets.push(file_len(&segment));
+        offsets.push(start + journal.stats().bytes);
     }
     journal.close().unwrap();
     (segment, offsets)
@@ -69,10 +72,25 @@ fn a_torn_last_record_is_cut_at_every_byte_offset() {
 }
 
 #[test]
-fn an_all_zero_tail_is_torn() {
+fn an_all_zero_tail_is_the_zero_filled_space_and_is_cut_without_a_torn_record() {
     let dir = tempfile::tempdir().unwrap();
     let (segment, offsets) = journal_with_entries(dir.path(), 3);
     OpenOptions::new().append(true).open(&segment).unwrap().write_all(&[0; 4096]).unwrap();
+    let (_journal, recovered) = Journal::open(dir.path(), Options::default()).unwrap();
+    assert_eq!(recovered.torn_tail, None);
+    assert_eq!(recovered.entries.len(), 3);
+    assert_eq!(file_len(&segment), offsets[3]);
+}
+
+#[test]
+fn a_partial_record_followed_by_zeros_is_still_torn() {
+    let dir = tempfile::tempdir().unwrap();
+    let (segment, offsets) = journal_with_entries(dir.path(), 3);
+    // A record's first bytes reached the disk, the rest of its page did not.
+    let mut file = OpenOptions::new().append(true).open(&segment).unwrap();
+    file.write_all(&[7, 0, 0, 0, 1, 2, 3, 4, 9]).unwrap();
+    file.write_all(&[0; 4096]).unwrap();
+    drop(file);
     let (_journal, recovered) = Journal::open(dir.path(), Options::default()).unwrap();
     assert_eq!(recovered.torn_tail, Some((segment.clone(), offsets[3])));
     assert_eq!(recovered.entries.len(), 3);
