@@ -827,7 +827,7 @@ pub(crate) fn render_table(header: &[&str], rows: Vec<Vec<String>>, names: usize
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     use std::collections::HashMap;
@@ -884,21 +884,26 @@ mod tests {
         assert!(default_target("nowhere").is_err());
     }
 
+    /// A command line whose only arguments are `A`'s: for the `bench` and `bench amqp` argument tests.
     #[derive(Debug, clap::Parser)]
-    struct BenchCli {
+    pub(crate) struct ArgsCli<A: clap::Args> {
         #[command(flatten)]
-        args: BenchArgs,
+        pub(crate) args: A,
+    }
+
+    pub(crate) fn parse_args<A: clap::Args>(line: &str) -> Result<A, clap::Error> {
+        use clap::Parser;
+        ArgsCli::<A>::try_parse_from(line.split_whitespace()).map(|cli| cli.args)
     }
 
     fn parse(line: &str) -> Result<BenchArgs, clap::Error> {
-        use clap::Parser;
-        BenchCli::try_parse_from(line.split_whitespace()).map(|cli| cli.args)
+        parse_args(line)
     }
 
     #[test]
     fn arguments_have_their_defaults_and_parse() {
         use clap::CommandFactory;
-        BenchCli::command().debug_assert();
+        ArgsCli::<BenchArgs>::command().debug_assert();
         let args = parse("bench locks").unwrap();
         assert_eq!((args.workload, args.clients, args.keys), (Workload::Locks, 50, None));
         assert_eq!((args.duration, args.warmup), (Duration::from_secs(10), Duration::from_secs(1)));

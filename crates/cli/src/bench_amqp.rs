@@ -861,15 +861,8 @@ fn table(rows: &[Row]) -> String {
 mod tests {
     use super::*;
 
-    #[derive(Debug, clap::Parser)]
-    struct BenchCli {
-        #[command(flatten)]
-        args: BenchArgs,
-    }
-
     fn parse(line: &str) -> Result<BenchArgs, clap::Error> {
-        use clap::Parser;
-        BenchCli::try_parse_from(line.split_whitespace()).map(|cli| cli.args)
+        bench::tests::parse_args(line)
     }
 
     #[test]
