@@ -5,7 +5,7 @@
 mod common;
 
 use bytes::Bytes;
-use common::{World, deliveries, pop, push};
+use common::{World, consumer, deliveries, pop, push};
 use turnstile_core::{
     Binding, Command, Consume, CoreError, CreditPool, DeadLetter, DeadLetterExchange, DeadReason, Effect,
     ExchangeDecl, ExchangeKind, Publish, Push, Query, QueueConfig, QueueStats, Reply, SessionId, State,
@@ -38,18 +38,6 @@ fn published(routed: u32) -> Reply {
 
 fn create(name: &str, config: QueueConfig) -> Command {
     Command::CreateQueue { name: name.into(), config }
-}
-
-fn consumer(session: SessionId, queue: &str, credit: u32) -> Consume {
-    Consume {
-        queue: queue.into(),
-        session,
-        credit,
-        lease: None,
-        auto_ack: false,
-        exclusive: false,
-        pool: None,
-    }
 }
 
 fn consumer_id(reply: &Reply) -> u64 {
@@ -999,19 +987,10 @@ mod model {
             };
             let index = i as u64 + 1;
             log.push((index, now, cmd.clone()));
-            let (reply, fx) = state.apply(index, now, cmd.clone());
-            if let Err(e) = state.check_invariants() {
-                panic!("invariant broken after {cmd:?} -> {reply:?}: {e}");
-            }
-            let restored = State::restore(state.snapshot().into()).expect("snapshot reads back");
-            assert_eq!(restored, state, "restore(snapshot) differs after {cmd:?}");
+            let (reply, fx) = common::apply_checked(&mut state, index, now, &cmd);
             seen.observe(&cmd, &reply, &fx);
         }
-        let mut replayed = State::new();
-        for (index, now, cmd) in log {
-            replayed.apply(index, now, cmd);
-        }
-        assert_eq!(replayed, state, "replaying the log gave a different state");
+        assert_eq!(common::replay(&log), state, "replaying the log gave a different state");
     }
 
     proptest! {

@@ -391,22 +391,12 @@ fn run(ops: Vec<Op>) {
         };
         let index = i as u64 + 1;
         log.push((index, now, cmd.clone()));
-        let (reply, fx) = state.apply(index, now, cmd.clone());
-        if let Err(e) = state.check_invariants() {
-            panic!("invariant broken after {cmd:?} -> {reply:?}: {e}");
-        }
-        // A snapshot holds no indexes: the restored state rebuilds them, equal to the live ones.
-        let restored = State::restore(state.snapshot().into()).expect("snapshot reads back");
-        assert_eq!(restored, state, "restore(snapshot) differs after {cmd:?}");
+        let (reply, fx) = common::apply_checked(&mut state, index, now, &cmd);
         obs.observe(&cmd, &reply, &fx);
         obs.check_holds(&state, now);
         obs.check_queues(&state, now);
     }
-    let mut replayed = State::new();
-    for (index, now, cmd) in log {
-        replayed.apply(index, now, cmd);
-    }
-    assert_eq!(replayed, state, "replaying the log gave a different state");
+    assert_eq!(common::replay(&log), state, "replaying the log gave a different state");
 }
 
 proptest! {

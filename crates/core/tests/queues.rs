@@ -97,15 +97,7 @@ fn extend(queue: &str, receipt: u64, lease: Millis) -> Command {
 }
 
 fn consume(session: SessionId, queue: &str, credit: u32) -> Command {
-    Command::Consume(Consume {
-        queue: queue.into(),
-        session,
-        credit,
-        lease: None,
-        auto_ack: false,
-        exclusive: false,
-        pool: None,
-    })
+    Command::Consume(common::consumer(session, queue, credit))
 }
 
 fn delivered(session: SessionId, to: Taker, queue: &str, deliveries: Vec<Delivery>) -> Effect {

@@ -4,7 +4,7 @@
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
 use turnstile_core::{
-    Acquire, Command, Effect, Millis, Mode, Pop, Push, Query, Reply, SessionId, State, Timestamp,
+    Acquire, Command, Consume, Effect, Millis, Mode, Pop, Push, Query, Reply, SessionId, State, Timestamp,
 };
 
 pub struct World {
@@ -69,12 +69,29 @@ impl World {
 
     /// Replays the log into a fresh state: it must end identical.
     pub fn replay(&self) -> State {
-        let mut fresh = State::new();
-        for (index, now, cmd) in &self.log {
-            fresh.apply(*index, *now, cmd.clone());
-        }
-        fresh
+        replay(&self.log)
     }
+}
+
+/// A log of `(index, time, command)` applied to a fresh state.
+pub fn replay(log: &[(u64, Timestamp, Command)]) -> State {
+    let mut fresh = State::new();
+    for (index, now, cmd) in log {
+        fresh.apply(*index, *now, cmd.clone());
+    }
+    fresh
+}
+
+/// One step of a random-history test: applies `cmd`, then checks the invariants and that a snapshot
+/// restores to an equal state (a snapshot holds no indexes: the restored state rebuilds them).
+pub fn apply_checked(state: &mut State, index: u64, now: Timestamp, cmd: &Command) -> (Reply, Vec<Effect>) {
+    let (reply, fx) = state.apply(index, now, cmd.clone());
+    if let Err(e) = state.check_invariants() {
+        panic!("invariant broken after {cmd:?} -> {reply:?}: {e}");
+    }
+    let restored = State::restore(state.snapshot().into()).expect("snapshot reads back");
+    assert_eq!(restored, *state, "restore(snapshot) differs after {cmd:?}");
+    (reply, fx)
 }
 
 /// An acquire with no wait, no KEEP, owned by the session.
@@ -140,5 +157,18 @@ impl World {
         let mut expected = self.state.clone();
         expected.apply(self.index + 1, self.now, Command::Tick);
         expected
+    }
+}
+
+/// A consumer with `credit`, manual acks and the queue's lease: what a test varies from.
+pub fn consumer(session: SessionId, queue: &str, credit: u32) -> Consume {
+    Consume {
+        queue: queue.into(),
+        session,
+        credit,
+        lease: None,
+        auto_ack: false,
+        exclusive: false,
+        pool: None,
     }
 }
