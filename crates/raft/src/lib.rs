@@ -38,7 +38,7 @@ pub use log_store::LogStore;
 pub use network::{NoNetwork, NoPeer};
 pub use node::{Node, NodeConfig, NodeError, NodeStatus, Storage};
 pub use state_machine::{AppliedEffects, StateMachineStore, StoredSnapshot};
-pub use turnstile_storage::{FsyncPolicy, JournalStats, Options as StorageOptions};
+pub use turnstile_storage::{FsyncPolicy, HeldSaves, JournalStats, Options as StorageOptions};
 
 openraft::declare_raft_types!(
     /// openraft's type configuration for Turnstile: a log entry carries a [`Batch`] of commands

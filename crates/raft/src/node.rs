@@ -388,6 +388,12 @@ impl Node {
         }
     }
 
+    /// Makes snapshot writes wait until the returned hold is dropped; `None` without a data dir.
+    #[doc(hidden)]
+    pub fn hold_snapshot_saves_for_test(&self) -> Option<turnstile_storage::HeldSaves> {
+        self.inner.state_machine.hold_snapshot_saves_for_test()
+    }
+
     /// Whether a failed write or fsync has stopped the durable log.
     pub fn journal_poisoned(&self) -> bool {
         self.inner.journal.as_ref().is_some_and(|j| j.is_poisoned())

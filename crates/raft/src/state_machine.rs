@@ -18,7 +18,9 @@
 //! The [`State`] sits in a `std::sync::RwLock` shared with [`crate::Node::read`]; every critical
 //! section is synchronous (no `.await` while holding it). The last applied log id and the
 //! membership sit in the same lock as the state so a snapshot always pairs a state with the log
-//! position it reflects. Snapshots are `State::snapshot()` bytes, held as [`Bytes`]: a state
+//! position it reflects. A snapshot copies the state and its position under the read lock (applies
+//! wait for the copy only) and serializes and writes the copy on a blocking thread, off the log
+//! runtime. Snapshots are `State::snapshot()` bytes, held as [`Bytes`]: a state
 //! restored from one keeps its message payloads as slices of that buffer, so handing the same
 //! bytes to openraft again costs nothing. With a [`SnapshotStore`] they are also written to disk
 //! (atomically) before openraft is told they exist, because openraft purges the log entries a
@@ -156,6 +158,12 @@ impl StateMachineStore {
         Ok(())
     }
 
+    /// Holds snapshot writes (see [`SnapshotStore::hold_saves_for_test`]); `None` without a disk.
+    #[doc(hidden)]
+    pub fn hold_snapshot_saves_for_test(&self) -> Option<turnstile_storage::HeldSaves> {
+        self.shared.disk.as_ref().map(SnapshotStore::hold_saves_for_test)
+    }
+
     /// Runs `f` on the current state (no linearizability check: see [`crate::Node::read`]).
     pub fn with_state<R>(&self, f: impl FnOnce(&State) -> R) -> Result<R, io::Error> {
         let applied = self.shared.applied.read().map_err(poisoned)?;
@@ -217,28 +225,44 @@ impl StateMachineStore {
 impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
     type SnapshotData = Bytes;
 
+    /// Copies the state under the read lock — applies wait only for the copy, whose message
+    /// payloads are shared, not copied — then serializes the copy and writes it to disk on a
+    /// blocking thread. openraft runs this in a task on the log runtime's one thread, which also
+    /// appends, fsyncs and applies: serializing and writing a large state there (measured with
+    /// 300,000 queued 1 KiB messages: 0.3–0.4 s to serialize, 1.4–1.6 s with the write and
+    /// fsync) stopped every write for that long.
     async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
         let started = std::time::Instant::now();
-        let stored = {
-            // A read lock: apply waits while the state is serialized, so the bytes and the log
-            // position match. (Fine for in-memory sizes; a large state would want a cheaper copy.)
+        let (meta, state) = {
             let applied = self.shared.applied.read().map_err(poisoned)?;
             let meta = SnapshotMeta {
                 last_log_id: applied.last_applied,
                 last_membership: applied.membership.clone(),
             };
-            (meta, Bytes::from(applied.state.snapshot()))
+            (meta, applied.state.clone())
         };
-        let serialized = started.elapsed();
-        self.keep_snapshot(&stored.0, &stored.1)?;
+        let copied = started.elapsed();
+        let store = self.clone();
+        let written = tokio::task::spawn_blocking(move || {
+            let data = Bytes::from(state.snapshot());
+            let serialized = started.elapsed();
+            // The copy is dropped here, off the log thread, too.
+            drop(state);
+            store.keep_snapshot(&meta, &data)?;
+            Ok::<_, io::Error>((meta, data, serialized))
+        })
+        .await
+        .map_err(|e| io::Error::other(format!("building the snapshot panicked or was cancelled: {e}")))?;
+        let (meta, data, serialized) = written?;
         tracing::info!(
-            index = ?stored.0.last_log_id.map(|id| id.index()),
-            bytes = stored.1.len(),
-            serialize_ms = serialized.as_millis(),
+            index = ?meta.last_log_id.map(|id| id.index()),
+            bytes = data.len(),
+            copy_ms = copied.as_millis(),
+            serialize_ms = (serialized - copied).as_millis(),
             total_ms = started.elapsed().as_millis(),
             "built a snapshot"
         );
-        Ok(Snapshot { meta: stored.0, snapshot: stored.1 })
+        Ok(Snapshot { meta, snapshot: data })
     }
 }
 

@@ -22,4 +22,4 @@ pub use journal::{Done, FSYNC_HISTOGRAM_BUCKETS, FsyncPolicy, Journal, JournalSt
 pub use lock::{DirLock, lock_dir};
 pub use record::Record;
 pub use recovery::Recovered;
-pub use snapshot::{LoadedSnapshot, SnapshotStore};
+pub use snapshot::{HeldSaves, LoadedSnapshot, SnapshotStore};
