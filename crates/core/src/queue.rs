@@ -291,6 +291,22 @@ impl Queue {
         }
     }
 
+    /// What a snapshot writes of this queue — its own fields and its messages (payloads shared, not
+    /// copied) — without the indexes it leaves out; see [`State::snapshot_copy`].
+    pub(crate) fn snapshot_copy(&self) -> Queue {
+        Queue {
+            messages: self.messages.clone(),
+            dedup: self.dedup.clone(),
+            takers: self.takers.clone(),
+            pop_waiters: self.pop_waiters.clone(),
+            consumers: self.consumers.clone(),
+            had_consumer: self.had_consumer,
+            payload_bytes: self.payload_bytes,
+            totals: self.totals,
+            ..Queue::new(self.name.clone(), self.config.clone())
+        }
+    }
+
     /// A ready message may be delivered if it has no group or is its group's oldest.
     fn may_deliver(&self, id: MsgId, msg: &Message) -> bool {
         msg.group.as_ref().is_none_or(|g| self.groups[g].first() == Some(&id))

@@ -142,6 +142,28 @@ impl<'de: 'a, 'a> Deserialize<'de> for Borrowed<'a> {
 pub(crate) type TimerList = Vec<(Timestamp, Timer)>;
 
 impl State {
+    /// A copy holding what [`State::snapshot`] writes and nothing else: the indexes a snapshot
+    /// leaves out (rebuilt on restore) stay empty, and message payloads are shared, not copied.
+    /// Its `snapshot()` bytes equal this state's; it is for that alone (not a working state).
+    /// Taking it is what a snapshot costs the writes that wait for it; serializing the copy can
+    /// then happen elsewhere.
+    pub fn snapshot_copy(&self) -> State {
+        State {
+            clock: self.clock,
+            applied_index: self.applied_index,
+            last_token: self.last_token,
+            last_id: self.last_id,
+            sessions: self.sessions.clone(),
+            resources: self.resources.clone(),
+            queues: self.queues.iter().map(|(&id, q)| (id, q.snapshot_copy())).collect(),
+            keys: self.keys.clone(),
+            key_bytes: self.key_bytes,
+            exchanges: self.exchanges.clone(),
+            pools: self.pools.clone(),
+            ..State::default()
+        }
+    }
+
     /// The state's primary data as bytes: a version byte, then postcard (see the module docs).
     pub fn snapshot(&self) -> Vec<u8> {
         let image = Image {

@@ -239,7 +239,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
                 last_log_id: applied.last_applied,
                 last_membership: applied.membership.clone(),
             };
-            (meta, applied.state.clone())
+            (meta, applied.state.snapshot_copy())
         };
         let copied = started.elapsed();
         let store = self.clone();

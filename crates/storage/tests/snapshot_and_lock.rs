@@ -36,7 +36,7 @@ fn a_snapshot_written_in_pieces_reads_back_whole() {
     let dir = tempfile::tempdir().unwrap();
     let store = SnapshotStore::open(dir.path()).unwrap();
     // 2.5 pieces of 1 MiB, each byte telling its position: a piece written twice or out of place shows.
-    let data: Vec<u8> = (0..(5usize << 19)).map(|i| (i % 251) as u8).collect();
+    let data: Vec<u8> = (0..(5usize << 19)).map(|i| u8::try_from(i % 251).unwrap()).collect();
     store.save(7, b"meta", &data).unwrap();
     let (index, meta, loaded) = SnapshotStore::open(dir.path()).unwrap().load_latest().unwrap().unwrap();
     assert_eq!((index, meta.as_slice()), (7, &b"meta"[..]));

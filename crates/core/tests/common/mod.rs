@@ -89,7 +89,9 @@ pub fn apply_checked(state: &mut State, index: u64, now: Timestamp, cmd: &Comman
     if let Err(e) = state.check_invariants() {
         panic!("invariant broken after {cmd:?} -> {reply:?}: {e}");
     }
-    let restored = State::restore(state.snapshot().into()).expect("snapshot reads back");
+    let snapshot = state.snapshot();
+    assert!(state.snapshot_copy().snapshot() == snapshot, "snapshot_copy writes other bytes after {cmd:?}");
+    let restored = State::restore(snapshot.into()).expect("snapshot reads back");
     assert_eq!(restored, *state, "restore(snapshot) differs after {cmd:?}");
     (reply, fx)
 }
