@@ -16,7 +16,8 @@
 //! thread of the journal's own: with one caller (the Raft log, whose batcher already gathers everything that
 //! arrived during the last fdatasync into the next entry) an append costs no hand-off to another thread and
 //! back, two wake-ups on the path of every durable write. Under `Interval` a background thread makes the
-//! periodic fdatasync.
+//! periodic fdatasync. Segments a purge made obsolete are deleted by a thread of their own (`journal-delete`):
+//! an unlink of a 64 MiB segment and the directory fsync after it took ~47 ms here, on the path of every write.
 
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
@@ -235,6 +236,16 @@ pub struct Journal {
     inner: Arc<Inner>,
     /// `Interval` only: the thread that makes the periodic fdatasync, and what stops it.
     syncer: Option<(Sender<()>, JoinHandle<()>)>,
+    /// The thread that deletes obsolete segments; it ends when the writer drops its sender.
+    deleter: Option<JoinHandle<()>>,
+}
+
+/// Work for the `journal-delete` thread.
+enum Deletion {
+    /// Delete these obsolete segments, oldest first, then fsync the log directory.
+    Segments(Vec<PathBuf>),
+    /// Answered once everything sent before it is done.
+    Flush(Sender<()>),
 }
 
 impl std::fmt::Debug for Journal {
@@ -267,9 +278,13 @@ impl Journal {
             last_sync: Instant::now(),
             pending: Vec::new(),
             shared: Arc::clone(&shared),
+            deleter: None,
         };
         writer.start_segment()?;
+        // At open, on this thread: the journal is not serving writes yet.
         writer.delete_obsolete_segments();
+        let (deletions, deleter) = spawn_deleter(writer.log_dir.clone())?;
+        writer.deleter = Some(deletions);
         *shared.stats() = JournalStats { segments: writer.segments.len() as u64, ..JournalStats::default() };
         let inner = Arc::new(Inner {
             queue: Mutex::new(Vec::new()),
@@ -289,7 +304,7 @@ impl Journal {
             }
             FsyncPolicy::Always | FsyncPolicy::Never => None,
         };
-        Ok((Journal { inner, syncer }, recovered))
+        Ok((Journal { inner, syncer, deleter: Some(deleter) }, recovered))
     }
 
     /// Writes records in order; `done` is called exactly once when they are durable under the policy (or with
@@ -343,7 +358,20 @@ impl Journal {
         self.inner.shared.poisoned.load(Ordering::SeqCst)
     }
 
-    /// Final fdatasync, background thread joined. Fails if the journal is poisoned or the final fsync fails.
+    /// Returns once every segment deletion asked for so far is done (deletions happen on a thread of their own,
+    /// after the fdatasync that made the segments obsolete). For tests that look at the files.
+    #[doc(hidden)]
+    pub fn wait_for_deletions(&self) {
+        let deletions = self.inner.lock_writer().deleter.clone();
+        if let Some(deletions) = deletions {
+            let (done, finished) = mpsc::channel();
+            if deletions.send(Deletion::Flush(done)).is_ok() {
+                let _ = finished.recv();
+            }
+        }
+    }
+
+    /// Final fdatasync, background threads joined. Fails if the journal is poisoned or the final fsync fails.
     pub fn close(mut self) -> Result<(), StorageError> {
         self.shut_down()
     }
@@ -380,10 +408,18 @@ impl Journal {
         if !group.is_empty() {
             writer.commit_group(group);
         }
-        if writer.is_poisoned() {
-            return Err(StorageError::Poisoned);
+        let ended = if writer.is_poisoned() {
+            Err(StorageError::Poisoned)
+        } else {
+            writer.end_active().inspect_err(|_| writer.poison())
+        };
+        // Its sender gone, the deleter finishes what it was given and ends.
+        writer.deleter = None;
+        drop(writer);
+        if let Some(deleter) = self.deleter.take() {
+            let _ = deleter.join();
         }
-        writer.end_active().inspect_err(|_| writer.poison())
+        ended
     }
 }
 
@@ -427,6 +463,41 @@ fn encoded_size_hint(record: &Record) -> usize {
     crate::record::FRAME_HEADER_BYTES + 1 + body
 }
 
+/// Starts the `journal-delete` thread: it deletes what it is sent, in order, until its sender is dropped.
+fn spawn_deleter(log_dir: PathBuf) -> Result<(Sender<Deletion>, JoinHandle<()>), StorageError> {
+    let (deletions, received) = mpsc::channel();
+    let handle = std::thread::Builder::new()
+        .name("journal-delete".into())
+        .spawn(move || {
+            for deletion in received {
+                match deletion {
+                    Deletion::Segments(paths) => delete_segments(&log_dir, &paths),
+                    Deletion::Flush(done) => drop(done.send(())),
+                }
+            }
+        })
+        .ctx(|| "spawning the journal's segment-deleting thread".to_string())?;
+    Ok((deletions, handle))
+}
+
+/// Deletes obsolete segments, oldest first, then fsyncs the directory. Stops at the first failure, so what is
+/// left is still a prefix of the log: a segment left behind is replayed harmlessly and deleted on the next open.
+fn delete_segments(log_dir: &Path, paths: &[PathBuf]) {
+    let mut deleted = 0;
+    for path in paths {
+        if let Err(error) = std::fs::remove_file(path) {
+            tracing::warn!(file = %path.display(), %error, "journal: could not delete an obsolete segment");
+            break;
+        }
+        deleted += 1;
+    }
+    if deleted > 0
+        && let Err(error) = sync_dir(log_dir)
+    {
+        tracing::warn!(%error, "journal: fsync of the log directory after deleting segments failed");
+    }
+}
+
 /// Writes zeros to `file` over `[from, to)`.
 fn write_zeros(file: &File, from: u64, to: u64) -> std::io::Result<()> {
     static CHUNK: [u8; 64 * 1024] = [0; 64 * 1024];
@@ -461,6 +532,8 @@ struct Writer {
     /// Frames of the current group not yet written, reused between groups.
     pending: Vec<u8>,
     shared: Arc<Shared>,
+    /// Where obsolete segments go to be deleted; `None` while opening and after close (deleted here then).
+    deleter: Option<Sender<Deletion>>,
 }
 
 impl Writer {
@@ -645,30 +718,33 @@ impl Writer {
         Ok(())
     }
 
-    /// Deletes the oldest segments while each holds only purged entries. Only a prefix is ever deleted: a later
+    /// Takes the oldest segments off the list while each holds only purged entries and has them deleted (by the
+    /// `journal-delete` thread, or here while opening or closed). Only a prefix is ever deleted: a later
     /// segment's truncation may refer to entries in an earlier one. Called only when everything written is
     /// durable, so the checkpoint and purge records that make them obsolete are on disk. Failure is not fatal:
-    /// a segment left behind is replayed harmlessly and deleted next time.
+    /// a segment left behind is replayed harmlessly and deleted on the next open.
     fn delete_obsolete_segments(&mut self) {
         let purged = self.checkpoint.purged;
-        let mut deleted = 0;
+        let mut obsolete = Vec::new();
         while self.segments.len() > 1
             && self.segments.front().is_some_and(|oldest| oldest.is_obsolete(purged))
         {
             let Some(oldest) = self.segments.pop_front() else { break };
-            if let Err(error) = std::fs::remove_file(&oldest.path) {
-                tracing::warn!(file = %oldest.path.display(), %error, "journal: could not delete an obsolete segment");
-                self.segments.push_front(oldest);
-                break;
-            }
-            deleted += 1;
+            obsolete.push(oldest.path);
         }
-        if deleted > 0 {
-            if let Err(error) = sync_dir(&self.log_dir) {
-                tracing::warn!(%error, "journal: fsync of the log directory after deleting segments failed");
-            }
-            self.shared.stats().segments = self.segments.len() as u64;
+        if obsolete.is_empty() {
+            return;
         }
+        self.shared.stats().segments = self.segments.len() as u64;
+        let unsent = match &self.deleter {
+            Some(deleter) => match deleter.send(Deletion::Segments(obsolete)) {
+                Ok(()) => return,
+                Err(mpsc::SendError(Deletion::Segments(paths))) => paths,
+                Err(mpsc::SendError(Deletion::Flush(_))) => return,
+            },
+            None => obsolete,
+        };
+        delete_segments(&self.log_dir, &unsent);
     }
 
     /// Under `Interval`, when the next background fdatasync is due (only while there are unsynced writes).

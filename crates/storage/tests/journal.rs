@@ -85,10 +85,14 @@ fn segments_roll_and_purge_deletes_old_ones_while_vote_and_committed_survive() {
 
     append_wait(&journal, vec![Record::Purge(80)]).unwrap();
     // A purge alone is not fsynced (it rides along with the next entry), and segments are deleted
-    // only once what makes them obsolete is durable.
+    // only once what makes them obsolete is durable. (Deletion happens on a thread of its own.)
+    journal.wait_for_deletions();
     assert_eq!(segment_files(dir.path()), before, "nothing deleted before the purge is durable");
     append_wait(&journal, vec![entry(101)]).unwrap();
+    let counted = journal.stats().segments;
+    journal.wait_for_deletions();
     let after = segment_files(dir.path());
+    assert_eq!(counted, after.len() as u64, "the segment count is the files left once deleted");
     assert!(
         after.len() < before.len(),
         "purge deleted no segment ({} before, {} after)",
