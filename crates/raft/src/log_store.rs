@@ -93,14 +93,16 @@ impl LogStore {
     /// in order with the appends). A failure poisons the journal, and the next append reports it.
     fn journal_quietly(&self, records: Vec<Record>) {
         if let Some(journal) = &self.journal {
-            journal.append(
-                records,
-                Box::new(|result| {
-                    if let Err(e) = result {
-                        tracing::error!(error = %e, "journal write failed");
-                    }
-                }),
-            );
+            journal.append(records, log_failure());
+        }
+    }
+
+    /// Like [`LogStore::journal_quietly`], but the records wait for the next append's group instead
+    /// of being written now: for the committed marker, saved after every commit, which would
+    /// otherwise cost a write of its own per entry.
+    fn journal_deferred(&self, records: Vec<Record>) {
+        if let Some(journal) = &self.journal {
+            journal.append_deferred(records, log_failure());
         }
     }
 
@@ -151,7 +153,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), io::Error> {
         self.lock()?.committed = committed;
         // Losing the latest committed marker is allowed: it only saves re-applying after a restart.
-        self.journal_quietly(vec![Record::Committed(encode(&committed)?)]);
+        self.journal_deferred(vec![Record::Committed(encode(&committed)?)]);
         Ok(())
     }
 
@@ -230,6 +232,15 @@ fn decode<T: DeserializeOwned>(bytes: &[u8]) -> io::Result<T> {
             format!("{} bytes left over after decoding a {}", rest.len(), std::any::type_name::<T>()),
         )),
     }
+}
+
+/// The `done` of a write nobody waits for: a failure is logged (and has poisoned the journal).
+fn log_failure() -> turnstile_storage::Done {
+    Box::new(|result| {
+        if let Err(e) = result {
+            tracing::error!(error = %e, "journal write failed");
+        }
+    })
 }
 
 fn storage_error(e: StorageError) -> io::Error {

@@ -10,6 +10,7 @@
 //!                                                         Always: ONE fdatasync for the group
 //!                                                         call every `done` in order
 //!                                                       } until the queue is empty
+//!  append_deferred(records, done) ── encode ──► queue (written with the next group, or at close)
 //! ```
 //! While one fdatasync runs, new appends queue up and share the next one: that is where durable throughput
 //! comes from (one fdatasync costs milliseconds on some disks). The writing is done by a caller, not by a
@@ -313,31 +314,20 @@ impl Journal {
     /// the disk is fine.
     ///
     /// After `close`, `done` gets `Closed`.
-    pub fn append(&self, records: Vec<Record>, done: Box<dyn FnOnce(Result<(), StorageError>) + Send>) {
-        let mut frames = Vec::with_capacity(records.iter().map(encoded_size_hint).sum());
-        let mut changes = StateChanges::default();
-        let mut encoded = Ok(());
-        for record in &records {
-            encoded = encoded.and_then(|()| encode_record(record, &mut frames));
-            match record {
-                Record::Entry { index, .. } => {
-                    changes.max_entry = Some(changes.max_entry.map_or(*index, |max| max.max(*index)));
-                }
-                Record::Vote(vote) => changes.vote = Some(vote.clone()),
-                Record::Committed(committed) => changes.committed = Some(committed.clone()),
-                Record::Purge(upto) => changes.purged = Some(changes.purged.map_or(*upto, |p| p.max(*upto))),
-                Record::TruncateAfter(_) => {}
-            }
+    pub fn append(&self, records: Vec<Record>, done: Done) {
+        self.send(Command::Append(encode_append(&records, done)));
+    }
+
+    /// Like [`Journal::append`], but never writes on the caller's thread: the records wait in the queue and go
+    /// out with the next append's group (or the background sync's, or at close). For records nobody waits
+    /// for and whose loss in a crash is harmless (the committed marker): they then cost no write of their own.
+    /// Until something else is appended they are not even in the kernel.
+    pub fn append_deferred(&self, records: Vec<Record>, done: Done) {
+        let append = Command::Append(encode_append(&records, done));
+        if self.inner.closed.load(Ordering::SeqCst) {
+            return self.send(append);
         }
-        let needs_sync = records.iter().any(|r| matches!(r, Record::Entry { .. } | Record::Vote(_)));
-        let append = EncodedAppend {
-            frames: encoded.map(|()| frames),
-            records: records.len() as u64,
-            changes,
-            needs_sync,
-            done,
-        };
-        self.send(Command::Append(append));
+        self.inner.queue().push(append);
     }
 
     /// Blocks until everything appended so far is durable (fdatasync, whatever the policy). For votes and clean
@@ -451,6 +441,33 @@ impl Drop for Journal {
         if let Err(error) = self.shut_down() {
             tracing::error!(%error, "journal: closing on drop failed");
         }
+    }
+}
+
+/// Encodes one append's records on the caller's thread, noting what the writer must know about them.
+fn encode_append(records: &[Record], done: Done) -> EncodedAppend {
+    let mut frames = Vec::with_capacity(records.iter().map(encoded_size_hint).sum());
+    let mut changes = StateChanges::default();
+    let mut encoded = Ok(());
+    for record in records {
+        encoded = encoded.and_then(|()| encode_record(record, &mut frames));
+        match record {
+            Record::Entry { index, .. } => {
+                changes.max_entry = Some(changes.max_entry.map_or(*index, |max| max.max(*index)));
+            }
+            Record::Vote(vote) => changes.vote = Some(vote.clone()),
+            Record::Committed(committed) => changes.committed = Some(committed.clone()),
+            Record::Purge(upto) => changes.purged = Some(changes.purged.map_or(*upto, |p| p.max(*upto))),
+            Record::TruncateAfter(_) => {}
+        }
+    }
+    let needs_sync = records.iter().any(|r| matches!(r, Record::Entry { .. } | Record::Vote(_)));
+    EncodedAppend {
+        frames: encoded.map(|()| frames),
+        records: records.len() as u64,
+        changes,
+        needs_sync,
+        done,
     }
 }
 

@@ -364,6 +364,35 @@ fn an_uncontended_append_is_written_on_the_callers_thread_before_it_returns() {
     assert_eq!(journal.stats().fsyncs, fsyncs_before + 1);
 }
 
+/// A deferred append (the committed marker) waits in the queue: it is written with the next append's group,
+/// before that append's records, or at close, and costs no write of its own.
+#[test]
+fn a_deferred_append_goes_out_with_the_next_group_or_at_close() {
+    let dir = tempfile::tempdir().unwrap();
+    let (journal, _) = Journal::open(dir.path(), Options::default()).unwrap();
+    append_wait(&journal, vec![entry(1)]).unwrap();
+    let before = journal.stats();
+    let (tx, called) = mpsc::channel();
+    journal.append_deferred(
+        vec![Record::Committed(b"committed-1".to_vec())],
+        Box::new(move |result| tx.send(result).unwrap()),
+    );
+    assert!(called.try_recv().is_err(), "a deferred append is not written on its own");
+    assert_eq!((journal.stats().batches, journal.stats().bytes), (before.batches, before.bytes));
+
+    append_wait(&journal, vec![entry(2)]).unwrap();
+    called.try_recv().expect("written with the next group").unwrap();
+    let after = journal.stats();
+    assert_eq!((after.batches, after.fsyncs), (before.batches + 1, before.fsyncs + 1), "one group, one fsync");
+    assert_eq!(after.records, before.records + 2);
+
+    journal.append_deferred(vec![Record::Committed(b"committed-2".to_vec())], Box::new(|r| r.unwrap()));
+    journal.close().unwrap();
+    let (_journal, recovered) = Journal::open(dir.path(), Options::default()).unwrap();
+    assert_eq!(recovered.committed.as_deref(), Some(&b"committed-2"[..]), "written at close");
+    assert_eq!(recovered.entries.keys().copied().collect::<Vec<_>>(), vec![1, 2]);
+}
+
 #[test]
 fn an_append_made_while_the_background_sync_holds_the_files_is_still_written() {
     // One appender at a time, each waiting for its callback, against a background fdatasync every
