@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 
 use crate::error::{IoContext, StorageError};
 use crate::file::{create_dir_durable, sync_dir};
-use crate::record::{Checkpoint, Record, encode_checkpoint, encode_record};
+use crate::record::{Checkpoint, GROUP_FRAME_BYTES, Record, encode_checkpoint, encode_record, group_frame};
 use crate::recovery::{Recovered, replay};
 use crate::segment::Segment;
 
@@ -614,6 +614,10 @@ impl Writer {
                 self.flush_pending()?;
                 self.roll()?;
             }
+            if self.pending.is_empty() {
+                // Room for the group's frame, filled in when the group is written (flush_pending).
+                self.pending.extend_from_slice(&[0; GROUP_FRAME_BYTES]);
+            }
             self.pending.extend_from_slice(frames);
             self.active_has_records = true;
             records += append.records;
@@ -640,7 +644,10 @@ impl Writer {
         if self.pending.is_empty() {
             return Ok(());
         }
-        let written = self.write_active_raw();
+        let written = group_frame(&self.pending[GROUP_FRAME_BYTES..]).and_then(|header| {
+            self.pending[..GROUP_FRAME_BYTES].copy_from_slice(&header);
+            self.write_active_raw()
+        });
         let len = self.pending.len() as u64;
         self.pending.clear();
         written?;

@@ -3,7 +3,11 @@
 //! ```text
 //! frame   = [u32 LE payload length][u32 LE crc32c(payload)][payload]
 //! payload = [u8 tag][fields, little-endian]
+//! group   = [group frame: tag 7, u32 LE length, u32 LE crc32c of the frames that follow][frames]
 //! ```
+//! Every write after a segment's checkpoint is one group: the frames of one `write(2)`, preceded by their
+//! length and checksum, so that recovery can tell a write that was cut short — in whatever order its pages
+//! reached the disk — from damage to data written before it.
 //! The byte-by-byte layout of every tag is in the crate README.
 
 use bytes::Bytes;
@@ -20,9 +24,17 @@ const TAG_COMMITTED: u8 = 3;
 const TAG_TRUNCATE_AFTER: u8 = 4;
 const TAG_PURGE: u8 = 5;
 const TAG_CHECKPOINT: u8 = 6;
+const TAG_GROUP: u8 = 7;
 
-/// The only checkpoint format this version writes and reads.
-const CHECKPOINT_VERSION: u8 = 1;
+/// The checkpoint format this version writes: 2 = the writes after it are groups. Version 1 (same layout,
+/// frames not grouped) is still read.
+const CHECKPOINT_VERSION: u8 = 2;
+const CHECKPOINT_VERSION_UNGROUPED: u8 = 1;
+
+/// A group frame's payload: tag, length, checksum.
+const GROUP_PAYLOAD_BYTES: u32 = 1 + 4 + 4;
+/// The size of a group's frame (see the module docs).
+pub(crate) const GROUP_FRAME_BYTES: usize = FRAME_HEADER_BYTES + GROUP_PAYLOAD_BYTES as usize;
 const CHECKPOINT_HAS_VOTE: u8 = 1;
 const CHECKPOINT_HAS_COMMITTED: u8 = 2;
 const CHECKPOINT_HAS_PURGED: u8 = 4;
@@ -56,7 +68,16 @@ pub(crate) struct Checkpoint {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Decoded {
     Record(Record),
-    Checkpoint(Checkpoint),
+    /// `grouped`: the writes after it in its segment are groups (checkpoint version 2).
+    Checkpoint {
+        state: Checkpoint,
+        grouped: bool,
+    },
+    /// The start of a group: `len` bytes of frames follow, whose crc32c is `crc`.
+    Group {
+        len: usize,
+        crc: u32,
+    },
 }
 
 /// Appends the frame for `record` to `out`.
@@ -119,6 +140,37 @@ pub(crate) fn encode_checkpoint(
         out.extend_from_slice(bytes);
     }
     finish_frame(out, start)
+}
+
+/// The frame that starts a group of `frames` (written in front of them).
+pub(crate) fn group_frame(frames: &[u8]) -> Result<[u8; GROUP_FRAME_BYTES], crate::StorageError> {
+    let len = u32::try_from(frames.len())
+        .map_err(|_| crate::StorageError::RecordTooLarge { bytes: frames.len(), max: MAX_PAYLOAD_BYTES })?;
+    let mut out = Vec::with_capacity(GROUP_FRAME_BYTES);
+    let start = begin_frame(&mut out);
+    out.push(TAG_GROUP);
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(&crc32c::crc32c(frames).to_le_bytes());
+    finish_frame(&mut out, start)?;
+    Ok(out.try_into().expect("a group frame has a fixed size"))
+}
+
+/// If `buf` starts with an intact group — its frame, and the frames it covers with a matching checksum — the
+/// group's whole size. (A write that was cut short fails this, whichever of its pages are missing.)
+pub(crate) fn intact_group(buf: &[u8]) -> Option<usize> {
+    let frame = buf.get(..GROUP_FRAME_BYTES)?;
+    let (header, payload) = frame.split_at(FRAME_HEADER_BYTES);
+    // Most offsets fail this first test, which matters when recovery searches a file for a group.
+    if header[..4] != GROUP_PAYLOAD_BYTES.to_le_bytes()
+        || payload[0] != TAG_GROUP
+        || header[4..] != crc32c::crc32c(payload).to_le_bytes()
+    {
+        return None;
+    }
+    let len = u32::from_le_bytes([payload[1], payload[2], payload[3], payload[4]]) as usize;
+    let crc = u32::from_le_bytes([payload[5], payload[6], payload[7], payload[8]]);
+    let frames = buf.get(GROUP_FRAME_BYTES..GROUP_FRAME_BYTES.checked_add(len)?)?;
+    (crc32c::crc32c(frames) == crc).then_some(GROUP_FRAME_BYTES + len)
 }
 
 fn begin_frame(out: &mut Vec<u8>) -> usize {
@@ -197,32 +249,45 @@ fn decode_payload(buf: &Bytes, payload: &[u8]) -> Result<Decoded, String> {
             Some((upto, [])) => Record::Purge(upto),
             _ => return Err(format!("purge record has {} bytes instead of 8", body.len())),
         },
-        TAG_CHECKPOINT => return decode_checkpoint(body).map(Decoded::Checkpoint),
+        TAG_CHECKPOINT => return decode_checkpoint(body),
+        TAG_GROUP => {
+            let [l0, l1, l2, l3, c0, c1, c2, c3] = body else {
+                return Err(format!("group record has {} bytes instead of 8", body.len()));
+            };
+            let len = u32::from_le_bytes([*l0, *l1, *l2, *l3]) as usize;
+            return Ok(Decoded::Group { len, crc: u32::from_le_bytes([*c0, *c1, *c2, *c3]) });
+        }
         other => return Err(format!("unknown record tag {other}")),
     };
     Ok(Decoded::Record(record))
 }
 
-fn decode_checkpoint(body: &[u8]) -> Result<Checkpoint, String> {
+fn decode_checkpoint(body: &[u8]) -> Result<Decoded, String> {
     let [version, flags, rest @ ..] = body else {
         return Err("checkpoint shorter than its header".into());
     };
-    if *version != CHECKPOINT_VERSION {
-        return Err(format!(
-            "unsupported checkpoint version {version} (this build reads {CHECKPOINT_VERSION})"
-        ));
-    }
+    let grouped = match *version {
+        CHECKPOINT_VERSION => true,
+        CHECKPOINT_VERSION_UNGROUPED => false,
+        other => {
+            return Err(format!(
+                "unsupported checkpoint version {other} (this build reads {CHECKPOINT_VERSION_UNGROUPED} and \
+                 {CHECKPOINT_VERSION})"
+            ));
+        }
+    };
     let (purged, rest) = take_u64(rest).ok_or("checkpoint shorter than its header")?;
     let (vote, rest) = take_bytes(rest).ok_or("checkpoint vote runs past the record")?;
     let (committed, rest) = take_bytes(rest).ok_or("checkpoint committed runs past the record")?;
     if !rest.is_empty() {
         return Err(format!("checkpoint has {} trailing bytes", rest.len()));
     }
-    Ok(Checkpoint {
+    let state = Checkpoint {
         vote: (flags & CHECKPOINT_HAS_VOTE != 0).then(|| vote.to_vec()),
         committed: (flags & CHECKPOINT_HAS_COMMITTED != 0).then(|| committed.to_vec()),
         purged: (flags & CHECKPOINT_HAS_PURGED != 0).then_some(purged),
-    })
+    };
+    Ok(Decoded::Checkpoint { state, grouped })
 }
 
 fn take_u64(buf: &[u8]) -> Option<(u64, &[u8])> {
@@ -277,7 +342,10 @@ mod tests {
             let frame = Bytes::from(frame);
             assert_eq!(
                 read_frame(&frame),
-                Frame::Valid { decoded: Decoded::Checkpoint(checkpoint), len: frame.len() }
+                Frame::Valid {
+                    decoded: Decoded::Checkpoint { state: checkpoint, grouped: true },
+                    len: frame.len()
+                }
             );
         }
     }
@@ -302,7 +370,24 @@ mod tests {
         let mut checkpoint = Vec::new();
         let state = Checkpoint { vote: Some(vec![7]), committed: None, purged: Some(2) };
         encode_checkpoint(&state, &mut checkpoint).unwrap();
-        assert_eq!(&checkpoint[8..], &[6, 1, 5, 2, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 7, 0, 0, 0, 0]);
+        assert_eq!(&checkpoint[8..], &[6, 2, 5, 2, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 7, 0, 0, 0, 0]);
+        // A version-1 checkpoint (written before groups) is still read, as ungrouped.
+        checkpoint[9] = 1;
+        let crc = crc32c::crc32c(&checkpoint[8..]);
+        checkpoint[4..8].copy_from_slice(&crc.to_le_bytes());
+        let len = checkpoint.len();
+        assert_eq!(
+            read_frame(&checkpoint.into()),
+            Frame::Valid { decoded: Decoded::Checkpoint { state, grouped: false }, len }
+        );
+        let crc = crc32c::crc32c(b"frames");
+        let group = group_frame(b"frames").unwrap();
+        let [c0, c1, c2, c3] = crc.to_le_bytes();
+        assert_eq!(&group[8..], &[7, 6, 0, 0, 0, c0, c1, c2, c3]);
+        assert_eq!(
+            read_frame(&Bytes::copy_from_slice(&group)),
+            Frame::Valid { decoded: Decoded::Group { len: 6, crc }, len: GROUP_FRAME_BYTES }
+        );
     }
 
     #[test]

@@ -2,15 +2,22 @@
 //!
 //! ```text
 //!  segment 1 ─► segment 2 ─► … ─► last segment
-//!  every valid record is applied in order; at the first bad record:
+//!  every valid record is applied in order (a group's records once the group's checksum matches);
+//!  at the first bad group or record:
 //!    last segment, only zeros from a record boundary on ─► the zero-filled space ahead of the records
 //!                                                          (the journal fills segments in steps): cut it there
-//!    last segment, nothing valid after it ─► torn tail: cut the file there, warn, go on
+//!    last segment, no intact write after it ─► torn tail: cut the file there, warn, go on
 //!    anything else ─► StorageError::Corrupt, or with truncate_corrupt: cut there, drop later segments
 //! ```
-//! Only a torn *last* record is tolerated: it is what a crash in the middle of a write leaves behind, and it was
-//! never acknowledged under `FsyncPolicy::Always`. A bad record followed by good ones is damage to data that may
+//! Only a torn *last* write is tolerated: it is what a crash in the middle of a write leaves behind, and it was
+//! never acknowledged under `FsyncPolicy::Always`. A bad write followed by good ones is damage to data that may
 //! have been acknowledged, so the operator decides.
+//!
+//! In a segment whose checkpoint says its writes are groups (all written since groups exist), a write is a
+//! group and "no intact write after it" means no intact group starts anywhere later in the file. A power loss
+//! can leave a write's pages on disk in any order — a hole of zeros followed by intact records of the same
+//! write — and that is still a torn last write. In older segments a write is a record, and the rule follows
+//! the chain of record lengths after the bad one (see `torn_reason`).
 
 use std::collections::BTreeMap;
 use std::fs::{self, OpenOptions};
@@ -20,7 +27,7 @@ use bytes::Bytes;
 
 use crate::error::{IoContext, StorageError};
 use crate::file::sync_dir;
-use crate::record::{Checkpoint, Decoded, Frame, Record, read_frame};
+use crate::record::{Checkpoint, Decoded, Frame, GROUP_FRAME_BYTES, Record, intact_group, read_frame};
 use crate::segment::{Segment, list_segments};
 
 /// The state the journal described when it was opened.
@@ -52,13 +59,15 @@ impl Recovered {
             Decoded::Record(Record::TruncateAfter(None)) => self.entries.clear(),
             Decoded::Record(Record::TruncateAfter(Some(after))) => drop_above(&mut self.entries, after),
             Decoded::Record(Record::Purge(upto)) => self.purge(upto),
-            Decoded::Checkpoint(Checkpoint { vote, committed, purged }) => {
+            Decoded::Checkpoint { state: Checkpoint { vote, committed, purged }, .. } => {
                 self.vote = vote;
                 self.committed = committed;
                 if let Some(upto) = purged {
                     self.purge(upto);
                 }
             }
+            // Checked by `replay` before the records it covers are read.
+            Decoded::Group { .. } => {}
         }
         None
     }
@@ -97,24 +106,38 @@ pub(crate) fn replay(
             fs::read(&segment.path).ctx(|| format!("reading segment {}", segment.path.display()))?,
         );
         let mut offset = 0;
+        // Whether the writes after the checkpoint are groups.
+        let mut grouped = false;
         let bad = loop {
             if offset == bytes.len() {
                 break None;
             }
             match read_frame(&bytes.slice(offset..)) {
+                Frame::Valid { decoded: Decoded::Group { len, .. }, .. } => {
+                    if intact_group(&bytes.slice(offset..)).is_none() {
+                        let truncated = GROUP_FRAME_BYTES.saturating_add(len) > bytes.len() - offset;
+                        break Some(Bad::Group { truncated });
+                    }
+                    // Its records follow, each with a checksum of its own.
+                    grouped = true;
+                    offset += GROUP_FRAME_BYTES;
+                }
                 Frame::Valid { decoded, len } => {
+                    if let Decoded::Checkpoint { grouped: writes_are_groups, .. } = &decoded {
+                        grouped = *writes_are_groups;
+                    }
                     if let Some(index) = recovered.apply(decoded) {
                         segment.max_entry = Some(segment.max_entry.map_or(index, |max| max.max(index)));
                     }
                     offset += len;
                 }
-                bad => break Some(bad),
+                bad => break Some(Bad::Frame(bad)),
             }
         };
         let Some(bad) = bad else { continue };
         let cut_at = offset as u64;
         if Some(position) == last
-            && matches!(bad, Frame::ZeroLength)
+            && matches!(bad, Bad::Frame(Frame::ZeroLength))
             && bytes[offset..].iter().all(|b| *b == 0)
         {
             // The zero-filled space ahead of the records (see the journal's ZERO_STEP), left by a crash
@@ -128,14 +151,21 @@ pub(crate) fn replay(
             cut_file(&segment.path, cut_at)?;
             break;
         }
+        let tail = bytes.slice(offset..);
+        let torn = match &bad {
+            Bad::Group { truncated } => torn_write(*truncated, &tail),
+            Bad::Frame(frame @ Frame::Undecodable { .. }) => torn_reason(frame, &tail),
+            Bad::Frame(frame) if grouped => torn_write(matches!(frame, Frame::Truncated), &tail),
+            Bad::Frame(frame) => torn_reason(frame, &tail),
+        };
         if Some(position) == last
-            && let Some(why) = torn_reason(&bad, &bytes.slice(offset..))
+            && let Some(why) = torn
         {
             tracing::warn!(
                 file = %segment.path.display(),
                 offset = cut_at,
                 bytes_dropped = bytes.len() - offset,
-                "journal: torn last record ({why}); cutting the file there (it was never acknowledged as durable)"
+                "journal: torn last write ({why}); cutting the file there (it was never acknowledged as durable)"
             );
             cut_file(&segment.path, cut_at)?;
             recovered.torn_tail = Some((segment.path.clone(), cut_at));
@@ -166,6 +196,29 @@ pub(crate) fn replay(
     Ok((recovered, segments))
 }
 
+/// What stopped the replay of a segment.
+#[derive(Debug)]
+enum Bad {
+    /// A group whose frame is intact but whose records' checksum does not match (`truncated`: they run past
+    /// the end of the file).
+    Group { truncated: bool },
+    /// A frame that is not valid: a group's or, in older segments, a record's.
+    Frame(Frame),
+}
+
+/// Why the write that starts at `tail` (a bad group, or a bad frame where a group should start) in a grouped
+/// segment is torn, or `None` if an intact group follows it somewhere in the file.
+fn torn_write(truncated: bool, tail: &[u8]) -> Option<&'static str> {
+    if (1..tail.len()).any(|at| intact_group(&tail[at..]).is_some()) {
+        return None;
+    }
+    Some(if truncated {
+        "the last write runs past the end of the file"
+    } else {
+        "the last write does not match its checksum, and no intact write follows it"
+    })
+}
+
 /// Why the bad frame at the start of `tail` (in the last segment) is a torn write, or `None` if it is not.
 ///
 /// Torn: a frame that runs past the end of the file, an all-zero tail, or a checksum mismatch with no valid
@@ -192,7 +245,16 @@ fn torn_reason(bad: &Frame, tail: &Bytes) -> Option<&'static str> {
     }
 }
 
-fn describe(bad: &Frame) -> String {
+fn describe(bad: &Bad) -> String {
+    let bad = match bad {
+        Bad::Group { truncated: true } => {
+            return "a write runs past the end of a segment that is not the last".into();
+        }
+        Bad::Group { truncated: false } => {
+            return "a write's checksum does not match, with more data after it".into();
+        }
+        Bad::Frame(frame) => frame,
+    };
     match bad {
         Frame::Truncated => "the record runs past the end of a segment that is not the last".into(),
         Frame::ZeroLength => "the record's length field is zero".into(),
@@ -209,4 +271,52 @@ fn cut_file(path: &Path, len: u64) -> Result<(), StorageError> {
     let file = OpenOptions::new().write(true).open(path).ctx(|| format!("opening {}", path.display()))?;
     file.set_len(len).ctx(|| format!("cutting {} to {len} bytes", path.display()))?;
     file.sync_all().ctx(|| format!("fsync of {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::{encode_checkpoint, encode_record};
+
+    /// A segment as versions before groups wrote it: a version-1 checkpoint, then record frames, no groups.
+    fn ungrouped_segment(entries: u64) -> (Vec<u8>, Vec<usize>) {
+        let mut out = Vec::new();
+        encode_checkpoint(&Checkpoint::default(), &mut out).unwrap();
+        // The checkpoint's version byte (after the frame header and the tag), back to 1, and its checksum.
+        out[9] = 1;
+        let crc = crc32c::crc32c(&out[8..]);
+        out[4..8].copy_from_slice(&crc.to_le_bytes());
+        let mut starts = Vec::new();
+        for index in 1..=entries {
+            starts.push(out.len());
+            encode_record(&Record::Entry { index, data: format!("entry-{index}").into() }, &mut out).unwrap();
+        }
+        (out, starts)
+    }
+
+    #[test]
+    fn segments_written_before_groups_still_replay_with_their_rules() {
+        let dir = tempfile::tempdir().unwrap();
+        let (bytes, starts) = ungrouped_segment(5);
+        let path = Segment::new(dir.path(), 1).path;
+        std::fs::write(&path, &bytes).unwrap();
+        let (recovered, _) = replay(dir.path(), false).unwrap();
+        assert_eq!(recovered.entries.keys().copied().collect::<Vec<_>>(), vec![1, 2, 3, 4, 5]);
+        assert_eq!(recovered.torn_tail, None);
+
+        // A torn last record is cut as before...
+        std::fs::write(&path, &bytes[..bytes.len() - 3]).unwrap();
+        let (recovered, _) = replay(dir.path(), false).unwrap();
+        assert_eq!(recovered.torn_tail, Some((path.clone(), starts[4] as u64)));
+        assert_eq!(recovered.entries.len(), 4);
+
+        // ...and a bad record followed by intact ones is still corrupt.
+        let mut damaged = bytes.clone();
+        damaged[starts[1] + 10] ^= 1;
+        std::fs::write(&path, &damaged).unwrap();
+        match replay(dir.path(), false) {
+            Err(StorageError::Corrupt { offset, .. }) => assert_eq!(offset, starts[1] as u64),
+            other => panic!("expected Corrupt, got {other:?}"),
+        }
+    }
 }

@@ -87,7 +87,11 @@ fn segments_roll_and_purge_deletes_old_ones_while_vote_and_committed_survive() {
     // A purge alone is not fsynced (it rides along with the next entry), and segments are deleted
     // only once what makes them obsolete is durable. (Deletion happens on a thread of its own.)
     journal.wait_for_deletions();
-    assert_eq!(segment_files(dir.path()), before, "nothing deleted before the purge is durable");
+    let now = segment_files(dir.path());
+    assert!(
+        before.iter().all(|file| now.contains(file)),
+        "nothing deleted before the purge is durable: {now:?}"
+    );
     append_wait(&journal, vec![entry(101)]).unwrap();
     let counted = journal.stats().segments;
     journal.wait_for_deletions();
@@ -383,7 +387,11 @@ fn a_deferred_append_goes_out_with_the_next_group_or_at_close() {
     append_wait(&journal, vec![entry(2)]).unwrap();
     called.try_recv().expect("written with the next group").unwrap();
     let after = journal.stats();
-    assert_eq!((after.batches, after.fsyncs), (before.batches + 1, before.fsyncs + 1), "one group, one fsync");
+    assert_eq!(
+        (after.batches, after.fsyncs),
+        (before.batches + 1, before.fsyncs + 1),
+        "one group, one fsync"
+    );
     assert_eq!(after.records, before.records + 2);
 
     journal.append_deferred(vec![Record::Committed(b"committed-2".to_vec())], Box::new(|r| r.unwrap()));

@@ -181,3 +181,74 @@ fn a_bad_record_in_an_earlier_segment_is_corrupt_and_truncate_corrupt_drops_late
         .any(|file| std::fs::read(file).unwrap().windows(10).any(|window| window == b"later vote"));
     assert!(!later_vote_on_disk, "the later segments are deleted");
 }
+
+/// A journal with entries 1..=3 (one write each), then entries 4..=40 of 500 bytes in ONE write (a group over
+/// several pages), then, if `then_more`, entry 41 in a write of its own. Returns the segment, where the big
+/// write starts and where it ends.
+fn journal_with_a_big_write(dir: &Path, then_more: bool) -> (PathBuf, u64, u64) {
+    let (journal, _) = Journal::open(dir, Options::default()).unwrap();
+    let segment = segment_files(dir).pop().unwrap();
+    let start = file_len(&segment);
+    for index in 1..=3 {
+        append_wait(&journal, vec![entry(index)]).unwrap();
+    }
+    let big_start = start + journal.stats().bytes;
+    let big: Vec<Record> =
+        (4..=40).map(|index| Record::Entry { index, data: vec![b'x'; 500].into() }).collect();
+    append_wait(&journal, big).unwrap();
+    let big_end = start + journal.stats().bytes;
+    if then_more {
+        append_wait(&journal, vec![entry(41)]).unwrap();
+    }
+    journal.close().unwrap();
+    (segment, big_start, big_end)
+}
+
+/// Zeroes `[from, to)` of `path`: a page that never reached the disk.
+fn zero_range(path: &Path, from: u64, to: u64) {
+    let mut bytes = std::fs::read(path).unwrap();
+    bytes[usize::try_from(from).unwrap()..usize::try_from(to).unwrap()].fill(0);
+    std::fs::write(path, bytes).unwrap();
+}
+
+/// A power loss can leave a write's pages on disk in any order: here a page in the middle of the last write
+/// is zeros while the records after it are intact. Nothing in that write was acknowledged, so it is a torn
+/// last write, cut without the operator — whether the hole is in its middle or covers its start.
+#[test]
+fn a_last_write_with_a_hole_and_intact_records_after_the_hole_is_torn() {
+    let dir = tempfile::tempdir().unwrap();
+    let (segment, big_start, big_end) = journal_with_a_big_write(dir.path(), false);
+    assert!(big_end - big_start > 3 * 4096, "the big write should span several pages");
+    let page_after = |at: u64| at.next_multiple_of(4096);
+    for (from, to) in
+        [(page_after(big_start) + 4096, page_after(big_start) + 8192), (big_start, page_after(big_start + 1))]
+    {
+        let copy = copy_journal(dir.path());
+        let torn = in_copy(copy.path(), &segment);
+        zero_range(&torn, from, to);
+        let (_journal, recovered) = Journal::open(copy.path(), Options::default())
+            .unwrap_or_else(|e| panic!("zeros over [{from}, {to}): {e}"));
+        assert_eq!(recovered.torn_tail, Some((torn.clone(), big_start)), "zeros over [{from}, {to})");
+        assert_eq!(recovered.entries.keys().copied().collect::<Vec<_>>(), vec![1, 2, 3]);
+        assert_eq!(file_len(&torn), big_start, "the torn write is cut off");
+    }
+}
+
+/// The same hole in a write that is followed by an intact one is damage to data that may have been
+/// acknowledged: `Corrupt` at the start of the damaged write, and `truncate_corrupt` cuts there.
+#[test]
+fn a_write_with_a_hole_followed_by_an_intact_write_is_corrupt() {
+    let dir = tempfile::tempdir().unwrap();
+    let (segment, big_start, _) = journal_with_a_big_write(dir.path(), true);
+    let hole = big_start.next_multiple_of(4096) + 4096;
+    zero_range(&segment, hole, hole + 4096);
+    match Journal::open(dir.path(), Options::default()) {
+        Err(StorageError::Corrupt { file, offset, .. }) => {
+            assert_eq!((file, offset), (segment.clone(), big_start))
+        }
+        other => panic!("expected Corrupt at {big_start}, got {:?}", other.map(|(_, r)| r.entries.len())),
+    }
+    let (_journal, recovered) = Journal::open(dir.path(), truncate_corrupt()).unwrap();
+    assert_eq!(recovered.entries.keys().copied().collect::<Vec<_>>(), vec![1, 2, 3]);
+    assert_eq!(file_len(&segment), big_start);
+}
