@@ -27,7 +27,10 @@ use bytes::Bytes;
 
 use crate::error::{IoContext, StorageError};
 use crate::file::sync_dir;
-use crate::record::{Checkpoint, Decoded, Frame, GROUP_FRAME_BYTES, Record, intact_group, read_frame};
+use crate::record::{
+    Checkpoint, Decoded, Frame, GROUP_FRAME_BYTES, Record, intact_group, read_frame,
+    read_frame_in_checked_group,
+};
 use crate::segment::{Segment, list_segments};
 
 /// The state the journal described when it was opened.
@@ -108,18 +111,28 @@ pub(crate) fn replay(
         let mut offset = 0;
         // Whether the writes after the checkpoint are groups.
         let mut grouped = false;
+        // Where the group being read ends: its records' checksums were covered by the group's.
+        let mut checked_until = 0;
         let bad = loop {
             if offset == bytes.len() {
                 break None;
             }
-            match read_frame(&bytes.slice(offset..)) {
+            let rest = bytes.slice(offset..);
+            // Inside a checked group a frame is read within the group's bounds: one that claimed to run past
+            // them would read as truncated, not be trusted.
+            let frame = if offset < checked_until {
+                read_frame_in_checked_group(&bytes.slice(offset..checked_until))
+            } else {
+                read_frame(&rest)
+            };
+            match frame {
                 Frame::Valid { decoded: Decoded::Group { len, .. }, .. } => {
-                    if intact_group(&bytes.slice(offset..)).is_none() {
-                        let truncated = GROUP_FRAME_BYTES.saturating_add(len) > bytes.len() - offset;
+                    let Some(size) = intact_group(&rest) else {
+                        let truncated = GROUP_FRAME_BYTES.saturating_add(len) > rest.len();
                         break Some(Bad::Group { truncated });
-                    }
-                    // Its records follow, each with a checksum of its own.
+                    };
                     grouped = true;
+                    checked_until = offset + size;
                     offset += GROUP_FRAME_BYTES;
                 }
                 Frame::Valid { decoded, len } => {
