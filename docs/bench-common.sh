@@ -25,11 +25,11 @@ check_alive() { # pid name log
 }
 
 # Starts `$bin server` on "$tmp/turnstile" with every listener on a port of its choosing, plus any
-# further flags, and waits (10 s at most) for its ready line. Sets ts_pid, and ts_resp / ts_amqp to
+# further flags (its log level from TS_LOG, default warn), and waits (10 s at most) for its ready line. Sets ts_pid, and ts_resp / ts_amqp to
 # the addresses it printed.
 start_turnstile() {
   "$bin" server --data-dir "$tmp/turnstile" --resp-addr 127.0.0.1:0 --http-addr 127.0.0.1:0 \
-    --amqp-addr 127.0.0.1:0 --log warn "$@" >"$tmp/turnstile.out" 2>"$tmp/turnstile.log" &
+    --amqp-addr 127.0.0.1:0 --log "${TS_LOG:-warn}" "$@" >"$tmp/turnstile.out" 2>"$tmp/turnstile.log" &
   ts_pid=$!
   ts_resp=
   ts_amqp=
