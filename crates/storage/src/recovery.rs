@@ -165,15 +165,14 @@ pub(crate) fn replay(
             break;
         }
         let tail = bytes.slice(offset..);
-        let torn = match &bad {
+        // Only the last segment can end in a torn write.
+        let torn = (Some(position) == last).then(|| match &bad {
             Bad::Group { truncated } => torn_write(*truncated, &tail),
             Bad::Frame(frame @ Frame::Undecodable { .. }) => torn_reason(frame, &tail),
             Bad::Frame(frame) if grouped => torn_write(matches!(frame, Frame::Truncated), &tail),
             Bad::Frame(frame) => torn_reason(frame, &tail),
-        };
-        if Some(position) == last
-            && let Some(why) = torn
-        {
+        });
+        if let Some(Some(why)) = torn {
             tracing::warn!(
                 file = %segment.path.display(),
                 offset = cut_at,
