@@ -153,7 +153,12 @@ impl State {
             applied_index: self.applied_index,
             last_token: self.last_token,
             last_id: self.last_id,
-            sessions: self.sessions.clone(),
+            // A snapshot holds only when each session opened; what it owns is rebuilt on restore.
+            sessions: self
+                .sessions
+                .iter()
+                .map(|(&id, s)| (id, Session { opened_at: s.opened_at, ..Session::default() }))
+                .collect(),
             resources: self.resources.clone(),
             queues: self.queues.iter().map(|(&id, q)| (id, q.snapshot_copy())).collect(),
             keys: self.keys.clone(),
