@@ -117,17 +117,17 @@ pub(crate) fn replay(
             if offset == bytes.len() {
                 break None;
             }
-            let rest = bytes.slice(offset..);
             // Inside a checked group a frame is read within the group's bounds: one that claimed to run past
             // them would read as truncated, not be trusted.
             let frame = if offset < checked_until {
                 read_frame_in_checked_group(&bytes.slice(offset..checked_until))
             } else {
-                read_frame(&rest)
+                read_frame(&bytes.slice(offset..))
             };
             match frame {
                 Frame::Valid { decoded: Decoded::Group { len, .. }, .. } => {
-                    let Some(size) = intact_group(&rest) else {
+                    let rest = &bytes[offset..];
+                    let Some(size) = intact_group(rest) else {
                         let truncated = GROUP_FRAME_BYTES.saturating_add(len) > rest.len();
                         break Some(Bad::Group { truncated });
                     };
