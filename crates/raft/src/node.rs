@@ -30,6 +30,7 @@ use openraft::errors::{ClientWriteError, Fatal, ForwardToLeader, LinearizableRea
 use openraft::impls::ProgressResponder;
 use openraft::raft::ClientWriteResult;
 use openraft::{BasicNode, Config, ReadPolicy, ServerState, SnapshotPolicy};
+use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use turnstile_core::{Command, Reply, State, Timestamp};
@@ -250,32 +251,19 @@ impl Node {
         self.enqueue(cmd).await
     }
 
-    /// Proposes several commands in order and returns their replies in the same order. All are
-    /// queued before the first reply is awaited, so a pipelined run of commands from one
-    /// connection shares log entries instead of paying one round trip each.
-    pub async fn propose_many(&self, cmds: Vec<Command>) -> Vec<Result<Reply, NodeError>> {
-        let mut pending = Vec::with_capacity(cmds.len());
-        for cmd in cmds {
-            let queued = match self.check_open() {
-                Ok(()) => self.enqueue(cmd).await,
-                Err(e) => Err(e),
-            };
-            pending.push(queued);
-        }
-        let mut replies = Vec::with_capacity(pending.len());
-        for queued in pending {
-            replies.push(match queued {
-                Ok(rx) => rx.await.unwrap_or(Err(NodeError::ShuttingDown)),
-                Err(e) => Err(e),
-            });
-        }
-        replies
-    }
-
     /// Puts one proposal in the batcher's queue; the receiver gets its reply.
+    ///
+    /// Tries the queue without waiting first: the waiting send's future is large, and a caller
+    /// that awaits it inline copies it into place on every call.
     async fn enqueue(&self, cmd: Command) -> Result<oneshot::Receiver<Result<Reply, NodeError>>, NodeError> {
         let (reply, rx) = oneshot::channel();
-        self.inner.proposals.send(Proposal { cmd, reply }).await.map_err(|_| NodeError::ShuttingDown)?;
+        match self.inner.proposals.try_send(Proposal { cmd, reply }) {
+            Ok(()) => {}
+            Err(TrySendError::Full(proposal)) => {
+                Box::pin(self.inner.proposals.send(proposal)).await.map_err(|_| NodeError::ShuttingDown)?
+            }
+            Err(TrySendError::Closed(_)) => return Err(NodeError::ShuttingDown),
+        }
         Ok(rx)
     }
 

@@ -68,7 +68,14 @@ pub struct Connection {
     id: u64,
     name: Option<Bytes>,
     shared: Arc<Shared>,
+    /// Buffers reused from one pipeline to the next, so a request costs no allocation for them.
+    requests: Vec<Vec<Bytes>>,
+    writes: Vec<(Command, ReplyShape)>,
+    pending: Vec<(Option<Result<Answer, NodeError>>, ReplyShape)>,
 }
+
+/// Where a proposed command's reply arrives.
+type Answer = tokio::sync::oneshot::Receiver<Result<Reply, NodeError>>;
 
 /// Whether to keep reading after a request.
 #[derive(Debug, PartialEq, Eq)]
@@ -89,6 +96,9 @@ impl Connection {
             id,
             name: None,
             shared,
+            requests: Vec::new(),
+            writes: Vec::new(),
+            pending: Vec::new(),
         }
     }
 
@@ -111,9 +121,14 @@ impl Connection {
     }
 
     async fn run(&mut self, shutdown: &mut Shutdown) -> Result<(), ConnError> {
+        // One wait for shutdown for the connection's whole life: a new one per read would register
+        // and unregister a waiter every time.
+        let mut watched = shutdown.clone();
+        let stopped = watched.recv();
+        tokio::pin!(stopped);
         loop {
             // Take every complete request already buffered (a pipeline), up to a bound.
-            let mut requests = Vec::new();
+            let mut requests = std::mem::take(&mut self.requests);
             let mut bad = None;
             while requests.len() < MAX_RUN {
                 match decode_request(&mut self.buf, &self.shared.limits) {
@@ -128,9 +143,11 @@ impl Connection {
             let more = requests.len() == MAX_RUN;
             // Requests before a malformed one are answered, as Redis does; then the connection
             // gets the protocol error and is closed.
-            if self.handle_all(requests, shutdown).await? == Flow::Quit {
+            if self.handle_all(&requests, shutdown).await? == Flow::Quit {
                 return self.flush().await;
             }
+            requests.clear();
+            self.requests = requests;
             if let Some(e) = bad {
                 self.write(&Frame::error("ERR", &e));
                 self.flush().await?;
@@ -148,17 +165,17 @@ impl Connection {
                         return Ok(());
                     }
                 }
-                () = shutdown.recv() => return Ok(()),
+                () = &mut stopped => return Ok(()),
             }
         }
     }
 
     /// Runs a pipeline's requests in order. Consecutive writes that cannot wait go to the log
-    /// together ([`Node::propose_many`]); consecutive reads share one read-index check. A command
+    /// together ([`Node::submit`] for each, then the replies); consecutive reads share one read-index check. A command
     /// that may wait runs alone, so the ones after it run after it, as in Redis.
     async fn handle_all(
         &mut self,
-        requests: Vec<Vec<Bytes>>,
+        requests: &[Vec<Bytes>],
         shutdown: &mut Shutdown,
     ) -> Result<Flow, ConnError> {
         // For the metrics, each request takes from the start of its pipeline to its reply being
@@ -166,13 +183,14 @@ impl Connection {
         let started = Instant::now();
         let mut timed = 0;
         self.shared.stats.commands.fetch_add(requests.len() as u64, Ordering::Relaxed);
-        let actions: Vec<_> = requests.iter().map(|args| cmd::parse(args)).collect();
-        let mut actions = actions.into_iter().peekable();
+        let mut actions = requests.iter().map(Vec::as_slice).map(cmd::parse).peekable();
         while let Some(action) = actions.next() {
             match action {
                 Err(error) => self.write(&error),
+                // The rare kinds run boxed: their futures are large (INFO, a blocking wait), and
+                // inline they would be copied into place on every call of this one.
                 Ok(Action::Connection(c)) => {
-                    if self.connection_command(c).await? == Flow::Quit {
+                    if Box::pin(self.connection_command(c)).await? == Flow::Quit {
                         let handled = requests.len() - actions.len();
                         metrics::record_resp_commands(&requests[timed..handled], started.elapsed());
                         return Ok(Flow::Quit);
@@ -188,16 +206,18 @@ impl Connection {
                     self.run_reads(reads).await;
                 }
                 Ok(Action::Write { cmd, shape }) if cmd.may_wait() => {
-                    self.run_waiting(cmd, shape, shutdown).await?
+                    Box::pin(self.run_waiting(cmd, shape, shutdown)).await?
                 }
                 Ok(Action::Write { cmd, shape }) => {
-                    let mut writes = vec![(cmd, shape)];
+                    let mut writes = std::mem::take(&mut self.writes);
+                    writes.push((cmd, shape));
                     while let Some(Ok(Action::Write { cmd, shape })) =
                         actions.next_if(|a| matches!(a, Ok(Action::Write { cmd, .. }) if !cmd.may_wait()))
                     {
                         writes.push((cmd, shape));
                     }
-                    self.run_writes(writes).await;
+                    self.run_writes(&mut writes).await;
+                    self.writes = writes;
                 }
             }
             let handled = requests.len() - actions.len();
@@ -230,7 +250,8 @@ impl Connection {
         }
     }
 
-    async fn run_writes(&mut self, mut writes: Vec<(Command, ReplyShape)>) {
+    /// Runs consecutive writes; `writes` is left empty.
+    async fn run_writes(&mut self, writes: &mut Vec<(Command, ReplyShape)>) {
         if writes.iter_mut().any(|(cmd, _)| cmd.session_mut().is_some()) {
             match self.session().await {
                 Ok(session) => {
@@ -239,23 +260,31 @@ impl Connection {
                     }
                 }
                 Err(e) => {
-                    writes.iter().for_each(|_| self.write(&node_error(&e)));
+                    writes.drain(..).for_each(|_| self.write(&node_error(&e)));
                     return;
                 }
             }
         }
-        // Pushes past the memory limit are refused here, before the log; the rest go in order.
-        let refused: Vec<bool> = writes.iter().map(|(cmd, _)| self.shared.over_memory(cmd)).collect();
-        let (cmds, shapes): (Vec<Command>, Vec<ReplyShape>) =
-            writes.into_iter().zip(&refused).filter(|(_, r)| !**r).map(|(w, _)| w).unzip();
-        let mut replies = self.shared.node.propose_many(cmds).await.into_iter().zip(shapes);
-        for refused in refused {
-            if refused {
-                self.shared.stats.rejected_oom.fetch_add(1, Ordering::Relaxed);
-                self.write(&Frame::error("OOM", "command not allowed when used memory > 'max-memory'"));
-                continue;
-            }
-            let (reply, shape) = replies.next().expect("one reply per proposed command");
+        // Every command is queued before the first reply is awaited, so the run shares log entries
+        // and is applied in order. Pushes past the memory limit are refused here, before the log.
+        let mut pending = std::mem::take(&mut self.pending);
+        for (cmd, shape) in writes.drain(..) {
+            let queued = match self.shared.over_memory(&cmd) {
+                true => None,
+                false => Some(self.shared.node.submit(cmd).await),
+            };
+            pending.push((queued, shape));
+        }
+        for (queued, shape) in pending.drain(..) {
+            let reply = match queued {
+                None => {
+                    self.shared.stats.rejected_oom.fetch_add(1, Ordering::Relaxed);
+                    self.write(&Frame::error("OOM", "command not allowed when used memory > 'max-memory'"));
+                    continue;
+                }
+                Some(Ok(answer)) => answer.await.unwrap_or(Err(NodeError::ShuttingDown)),
+                Some(Err(e)) => Err(e),
+            };
             let frame = match reply {
                 Ok(reply) => {
                     metrics::observe_reply(&self.shared.stats, &reply);
@@ -265,6 +294,7 @@ impl Connection {
             };
             self.write(&frame);
         }
+        self.pending = pending;
     }
 
     /// A command that may wait in line: proposed alone, then parked until its wait is settled.
