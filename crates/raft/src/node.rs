@@ -242,7 +242,7 @@ impl Node {
 
     /// Queues a proposal and returns at once with the receiver of its reply. Proposals submitted
     /// one after another from one task are applied in that order, so a front end can pipeline
-    /// (AMQP publishes with confirms) without waiting for each reply.
+    /// (a RESP pipeline's writes, AMQP publishes with confirms) without waiting for each reply.
     pub async fn submit(
         &self,
         cmd: Command,
