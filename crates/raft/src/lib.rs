@@ -36,7 +36,7 @@ use turnstile_core::{Command, Reply, Timestamp};
 
 pub use log_store::LogStore;
 pub use network::{NoNetwork, NoPeer};
-pub use node::{Node, NodeConfig, NodeError, NodeStatus, Storage};
+pub use node::{Answer, Node, NodeConfig, NodeError, NodeStatus, Storage};
 pub use state_machine::{AppliedEffects, StateMachineStore, StoredSnapshot};
 pub use turnstile_storage::{FsyncPolicy, HeldSaves, JournalStats, Options as StorageOptions};
 

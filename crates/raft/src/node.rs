@@ -21,6 +21,8 @@
 //! result still happens off the batcher task.
 
 use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -142,6 +144,17 @@ struct Inner {
     batcher: Mutex<Option<JoinHandle<()>>>,
 }
 
+/// A proposed command's reply, once its log entry is applied.
+pub type Answer = oneshot::Receiver<Result<Reply, NodeError>>;
+
+/// What [`Node::enqueue`] did.
+enum Enqueued<'a> {
+    /// Queued (the answer's receiver) or refused.
+    Done(Result<Answer, NodeError>),
+    /// The queue was full: this waits for room, then queues.
+    Full(Pin<Box<dyn Future<Output = Result<Answer, NodeError>> + Send + 'a>>),
+}
+
 #[derive(Debug)]
 struct Proposal {
     cmd: Command,
@@ -234,37 +247,42 @@ impl Node {
     /// Proposes one command and returns its reply, once its log entry is committed and applied.
     /// Concurrent proposals share log entries (see the module docs).
     pub async fn propose(&self, cmd: Command) -> Result<Reply, NodeError> {
-        self.check_open()?;
-        let pending = self.enqueue(cmd).await?;
+        let answer = self.submit(cmd).await?;
         // A dropped sender means the batcher or Raft stopped before answering.
-        pending.await.map_err(|_| NodeError::ShuttingDown)?
+        answer.await.map_err(|_| NodeError::ShuttingDown)?
     }
 
-    /// Queues a proposal and returns at once with the receiver of its reply. Proposals submitted
-    /// one after another from one task are applied in that order, so a front end can pipeline
-    /// (a RESP pipeline's writes, AMQP publishes with confirms) without waiting for each reply.
-    pub async fn submit(
-        &self,
-        cmd: Command,
-    ) -> Result<oneshot::Receiver<Result<Reply, NodeError>>, NodeError> {
-        self.check_open()?;
-        self.enqueue(cmd).await
-    }
-
-    /// Puts one proposal in the batcher's queue; the receiver gets its reply.
+    /// Queues a proposal and returns the receiver of its reply. Proposals submitted one after
+    /// another from one task are applied in that order, so a front end can pipeline (a RESP
+    /// pipeline's writes, AMQP publishes with confirms) without waiting for each reply.
     ///
-    /// Tries the queue without waiting first: the waiting send's future is large, and a caller
-    /// that awaits it inline copies it into place on every call.
-    async fn enqueue(&self, cmd: Command) -> Result<oneshot::Receiver<Result<Reply, NodeError>>, NodeError> {
-        let (reply, rx) = oneshot::channel();
-        match self.inner.proposals.try_send(Proposal { cmd, reply }) {
-            Ok(()) => {}
-            Err(TrySendError::Full(proposal)) => {
-                Box::pin(self.inner.proposals.send(proposal)).await.map_err(|_| NodeError::ShuttingDown)?
+    /// The proposal is queued when this is called, not when the future is first polled; the
+    /// future waits only while the queue is full. So the future holds no command, and one
+    /// awaited inline costs its caller little to create (futures are copied into place).
+    pub fn submit(&self, cmd: Command) -> impl Future<Output = Result<Answer, NodeError>> + Send + '_ {
+        let queued = self.enqueue(cmd);
+        async move {
+            match queued {
+                Enqueued::Done(result) => result,
+                Enqueued::Full(wait) => wait.await,
             }
-            Err(TrySendError::Closed(_)) => return Err(NodeError::ShuttingDown),
         }
-        Ok(rx)
+    }
+
+    /// Puts one proposal in the batcher's queue, or makes the wait for room in it.
+    fn enqueue(&self, cmd: Command) -> Enqueued<'_> {
+        if let Err(e) = self.check_open() {
+            return Enqueued::Done(Err(e));
+        }
+        let (reply, answer) = oneshot::channel();
+        match self.inner.proposals.try_send(Proposal { cmd, reply }) {
+            Ok(()) => Enqueued::Done(Ok(answer)),
+            Err(TrySendError::Full(proposal)) => Enqueued::Full(Box::pin(async move {
+                self.inner.proposals.send(proposal).await.map_err(|_| NodeError::ShuttingDown)?;
+                Ok(answer)
+            })),
+            Err(TrySendError::Closed(_)) => Enqueued::Done(Err(NodeError::ShuttingDown)),
+        }
     }
 
     /// Linearizable read: confirms leadership with openraft's read-index protocol and waits until
@@ -280,7 +298,9 @@ impl Node {
         if self.leads_alone() {
             return self.inner.state_machine.with_state(f).map_err(|e| NodeError::Fatal(e.to_string()));
         }
-        match self.inner.raft.ensure_linearizable(ReadPolicy::ReadIndex).await {
+        // Boxed: openraft's read-index future is large, and inline it would make every read's
+        // future (and its callers') that large, to be copied into place on each call.
+        match Box::pin(self.inner.raft.ensure_linearizable(ReadPolicy::ReadIndex)).await {
             Ok(_) => {}
             // A poisoned journal stops Raft (no write can be made durable), but what was applied
             // stays true: this node is the only voter, so nobody else can have moved on. Reads

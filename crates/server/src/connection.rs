@@ -24,7 +24,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use turnstile_core::{Command, CoreError, Effect, Query, Reply, SessionId};
-use turnstile_raft::NodeError;
+use turnstile_raft::{Answer, NodeError};
 use turnstile_resp::cmd::{self, Action, ConnCmd, ReplyShape};
 use turnstile_resp::{Frame, Protocol, ProtocolError, decode_request};
 
@@ -73,9 +73,6 @@ pub struct Connection {
     writes: Vec<(Command, ReplyShape)>,
     pending: Vec<(Option<Result<Answer, NodeError>>, ReplyShape)>,
 }
-
-/// Where a proposed command's reply arrives.
-type Answer = tokio::sync::oneshot::Receiver<Result<Reply, NodeError>>;
 
 /// Whether to keep reading after a request.
 #[derive(Debug, PartialEq, Eq)]
@@ -338,7 +335,8 @@ impl Connection {
         if let Some(session) = self.session {
             return Ok(session);
         }
-        match self.shared.node.propose(Command::OpenSession).await? {
+        // Once per connection: boxed, so the callers' futures do not carry its state.
+        match Box::pin(self.shared.node.propose(Command::OpenSession)).await? {
             Reply::Session(session) => {
                 // Registered before any wait of this session exists, so no wake-up is missed.
                 self.effects = Some(self.shared.router.register(session));
