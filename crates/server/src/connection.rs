@@ -72,6 +72,7 @@ pub struct Connection {
     requests: Vec<Vec<Bytes>>,
     writes: Vec<(Command, ReplyShape)>,
     pending: Vec<(Option<Result<Answer, NodeError>>, ReplyShape)>,
+    command_metrics: metrics::RespCommands,
 }
 
 /// Whether to keep reading after a request.
@@ -96,6 +97,7 @@ impl Connection {
             requests: Vec::new(),
             writes: Vec::new(),
             pending: Vec::new(),
+            command_metrics: metrics::RespCommands::default(),
         }
     }
 
@@ -189,7 +191,7 @@ impl Connection {
                 Ok(Action::Connection(c)) => {
                     if Box::pin(self.connection_command(c)).await? == Flow::Quit {
                         let handled = requests.len() - actions.len();
-                        metrics::record_resp_commands(&requests[timed..handled], started.elapsed());
+                        self.command_metrics.record(&requests[timed..handled], started.elapsed());
                         return Ok(Flow::Quit);
                     }
                 }
@@ -218,7 +220,7 @@ impl Connection {
                 }
             }
             let handled = requests.len() - actions.len();
-            metrics::record_resp_commands(&requests[timed..handled], started.elapsed());
+            self.command_metrics.record(&requests[timed..handled], started.elapsed());
             timed = handled;
             if self.out.len() >= FLUSH_AT {
                 self.flush().await?;

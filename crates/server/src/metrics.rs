@@ -63,21 +63,36 @@ pub fn resp_command_name(args: &[Bytes]) -> &'static str {
 /// Counts one command and its latency. `command` must come from a fixed table (RESP's command
 /// names, HTTP's operation names).
 pub fn record_command(protocol: &'static str, command: &str, elapsed: Duration) {
-    let exporter = exporter();
-    {
-        let handles = exporter.commands.read().unwrap_or_else(PoisonError::into_inner);
-        if let Some(handles) = handles.get(protocol).and_then(|by_name| by_name.get(command)) {
-            handles.record(elapsed);
-            return;
-        }
-    }
-    exporter.register(protocol, command).record(elapsed);
+    exporter().handles(protocol, command).record(elapsed);
 }
 
-/// Counts RESP requests that took `elapsed` each.
-pub fn record_resp_commands(requests: &[Vec<Bytes>], elapsed: Duration) {
-    for args in requests {
-        record_command("resp", resp_command_name(args), elapsed);
+/// One RESP connection's way to count its requests: it keeps the handles of the last few command
+/// names it was sent (as sent, in their case), so a repeated command skips the command table and
+/// the registry's lock.
+#[derive(Default)]
+pub struct RespCommands {
+    recent: Vec<(Box<[u8]>, CommandHandles)>,
+}
+
+impl RespCommands {
+    /// How many names a connection keeps; a client sending more kinds takes the longer way for
+    /// the rest.
+    const KEEP: usize = 8;
+
+    /// Counts requests that took `elapsed` each.
+    pub fn record(&mut self, requests: &[Vec<Bytes>], elapsed: Duration) {
+        for args in requests {
+            let sent = args.first().map_or(&[][..], |name| &name[..]);
+            if let Some((_, handles)) = self.recent.iter().find(|(name, _)| **name == *sent) {
+                handles.record(elapsed);
+                continue;
+            }
+            let handles = exporter().handles("resp", resp_command_name(args));
+            handles.record(elapsed);
+            if self.recent.len() < Self::KEEP {
+                self.recent.push((sent.into(), handles));
+            }
+        }
     }
 }
 
@@ -166,6 +181,17 @@ impl Exporter {
             tracing::warn!(error = %e, "no metrics upkeep thread: latency samples wait for a scrape");
         }
         Exporter { recorder, commands: RwLock::default() }
+    }
+
+    /// The handles of one command family, registered on first use.
+    fn handles(&self, protocol: &'static str, command: &str) -> CommandHandles {
+        {
+            let handles = self.commands.read().unwrap_or_else(PoisonError::into_inner);
+            if let Some(handles) = handles.get(protocol).and_then(|by_name| by_name.get(command)) {
+                return handles.clone();
+            }
+        }
+        self.register(protocol, command)
     }
 
     fn register(&self, protocol: &'static str, command: &str) -> CommandHandles {
@@ -648,7 +674,9 @@ mod tests {
     use turnstile_raft::JournalStats;
     use turnstile_resp::cmd;
 
-    use super::{Exposition, MAX_QUEUES, OTHER, QueueRow, cap_queues, resp_command_name};
+    use super::{
+        Exposition, MAX_QUEUES, OTHER, QueueRow, RespCommands, cap_queues, exporter, resp_command_name,
+    };
     use crate::{Config, Fsync, Server};
 
     /// A series: its name and its labels, sorted.
@@ -722,9 +750,13 @@ mod tests {
         }
 
         fn value(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+            self.value_if_any(name, labels).unwrap_or_else(|| panic!("no series {name} {labels:?}"))
+        }
+
+        fn value_if_any(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
             let series =
                 (name.to_owned(), labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect());
-            *self.samples.get(&series).unwrap_or_else(|| panic!("no series {series:?}"))
+            self.samples.get(&series).copied()
         }
 
         /// Every value of the `label` label among `name`'s series.
@@ -875,6 +907,31 @@ mod tests {
         assert_eq!(bucket("+Inf"), 4.0);
         assert_eq!(scrape.value("turnstile_fsync_duration_seconds_count", &[]), 4.0);
         assert_eq!(scrape.value("turnstile_fsync_duration_seconds_sum", &[]), 3.0005);
+    }
+
+    #[test]
+    fn a_connection_counts_repeated_commands_through_its_own_handles() {
+        let count = |command: &str| {
+            let scrape = Scrape::parse(&exporter().recorder.handle().render());
+            let labels = [("command", command), ("protocol", "resp")];
+            scrape.value_if_any("turnstile_commands_total", &labels).unwrap_or(0.0)
+        };
+        let args = |name: &str| vec![Bytes::copy_from_slice(name.as_bytes()), Bytes::from_static(b"x")];
+        // Other tests count commands in this process too: only increases are compared, and
+        // `sem.info` is sent by no other test.
+        let (before, unknown_before) = (count("sem.info"), count("unknown"));
+        let mut commands = RespCommands::default();
+        let sent: Vec<_> = ["SEM.INFO", "sem.info", "Sem.Info", "SEM.INFO", "NOSUCH"].map(args).into();
+        commands.record(&sent, Duration::from_millis(1));
+        commands.record(&sent[..2], Duration::from_millis(1));
+        assert_eq!(count("sem.info") - before, 6.0);
+        assert!(count("unknown") - unknown_before >= 1.0);
+        // Each spelling is kept once, and no more than KEEP of them.
+        assert_eq!(commands.recent.len(), 4);
+        let many: Vec<_> = (0..20).map(|i| args(&format!("nosuch{i}"))).collect();
+        commands.record(&many, Duration::from_millis(1));
+        assert_eq!(commands.recent.len(), RespCommands::KEEP);
+        assert!(count("unknown") - unknown_before >= 21.0);
     }
 
     #[test]
