@@ -218,7 +218,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 }
 
 fn encode<T: Serialize>(value: &T) -> io::Result<Vec<u8>> {
-    postcard::to_stdvec(value).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+    let invalid = |e: postcard::Error| io::Error::new(io::ErrorKind::InvalidData, e);
+    // Sized first, so the buffer is allocated once: grown by doubling, a batch's payloads were
+    // copied several times over.
+    let size = postcard::experimental::serialized_size(value).map_err(invalid)?;
+    let encoded = postcard::to_extend(value, Vec::with_capacity(size)).map_err(invalid)?;
+    debug_assert_eq!(encoded.len(), size);
+    Ok(encoded)
 }
 
 /// Decodes exactly one `T` from `bytes`: bytes left over mean they were written as another type

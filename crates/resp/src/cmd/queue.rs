@@ -206,19 +206,20 @@ pub(super) fn render_pushed_id(reply: Reply) -> Frame {
 /// is a nil array (`*-1` in RESP2), as Redis answers a blocking pop that timed out.
 pub(super) fn render_deliveries(reply: Reply) -> Frame {
     match reply {
-        Reply::Deliveries(deliveries) if !deliveries.is_empty() => Frame::Array(
-            deliveries
-                .into_iter()
-                .map(|d| {
-                    Frame::Array(vec![
-                        integer(d.id),
-                        integer(d.receipt),
-                        Frame::Bulk(d.payload),
-                        integer(d.deliveries.into()),
-                    ])
-                })
-                .collect(),
-        ),
+        Reply::Deliveries(deliveries) if !deliveries.is_empty() => {
+            // Into a fresh vector: collected in place, the deliveries' buffer would be reused and
+            // then reallocated to the frames' size.
+            let mut frames = Vec::with_capacity(deliveries.len());
+            frames.extend(deliveries.into_iter().map(|d| {
+                Frame::Array(vec![
+                    integer(d.id),
+                    integer(d.receipt),
+                    Frame::Bulk(d.payload),
+                    integer(d.deliveries.into()),
+                ])
+            }));
+            Frame::Array(frames)
+        }
         Reply::Deliveries(_) | Reply::Nil => Frame::NullArray,
         other => unexpected(ReplyShape::Deliveries, &other),
     }
