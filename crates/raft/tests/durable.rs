@@ -121,7 +121,9 @@ async fn a_failed_fsync_refuses_writes_and_keeps_reads() {
 /// Here the snapshot's write is held, and writes must still be acknowledged meanwhile.
 #[test]
 fn writes_go_on_while_a_snapshot_is_written() {
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    // The server's log runtime: one worker, timers only.
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_time().build().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let node = runtime.block_on(start_in(dir.path(), 5)).unwrap();
     let held = node.hold_snapshot_saves_for_test().expect("a node on a data dir writes snapshots");
