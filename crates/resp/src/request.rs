@@ -8,8 +8,10 @@
 //!                    a Request and how many bytes it used
 //! ```
 //!
-//! The scan first finds where every argument lies and only then builds the arguments, so
-//! [`decode_request`] can cut them out of the read buffer without copying. Nothing is ever
+//! The scan first checks that a whole request is there and only then builds the arguments
+//! (walking a multibulk request's headers a second time, which costs less than keeping every
+//! argument's place in a vector of its own), so [`decode_request`] can cut them out of the read
+//! buffer without copying. Nothing is ever
 //! allocated according to a length the client announced: a `*1000000000` header costs as
 //! much as the bytes that actually arrived.
 
@@ -51,24 +53,17 @@ impl Default for Limits {
 
 /// Cap on the argument vector's initial capacity: past it, the vector grows only as fast as
 /// arguments really arrive.
-const PREALLOCATED_ARGS: usize = 64;
-
-/// Where an argument is, before the bytes are turned into `Bytes`.
-#[derive(Debug)]
-enum Arg {
-    /// A range of the scanned buffer: multibulk arguments, never copied.
-    Span(Range<usize>),
-    /// Inline arguments, which quote unescaping may have rewritten.
-    Owned(Vec<u8>),
-}
-
 /// The outcome of scanning one complete request.
 #[derive(Debug)]
 enum Scanned {
     /// `*0`, `*-1` or a blank inline line of this many bytes: Redis drops those silently.
     Skip(usize),
-    /// A request using this many bytes.
-    Request(Vec<Arg>, usize),
+    /// A multibulk request of `count` arguments using `used` bytes, the first argument's header
+    /// at `first`; [`bulk_args`] finds the arguments.
+    Multibulk { count: usize, first: usize, used: usize },
+    /// An inline request's arguments (quote unescaping may have rewritten them) and the bytes it
+    /// used.
+    Inline(Vec<Vec<u8>>, usize),
 }
 
 /// Parses the first request in `buf`, copying its arguments. Returns the request and the
@@ -83,14 +78,13 @@ pub fn parse_request(buf: &[u8], limits: &Limits) -> Result<Option<(Request, usi
         match scan(rest, limits)? {
             None => return Ok(None),
             Some(Scanned::Skip(used)) => skipped += used,
-            Some(Scanned::Request(args, used)) => {
-                let args = args
-                    .into_iter()
-                    .map(|arg| match arg {
-                        Arg::Span(range) => Bytes::copy_from_slice(&rest[range]),
-                        Arg::Owned(bytes) => Bytes::from(bytes),
-                    })
-                    .collect();
+            Some(Scanned::Multibulk { count, first, used }) => {
+                let args =
+                    bulk_args(rest, first, count, limits).map(|range| Bytes::copy_from_slice(&rest[range]));
+                return Ok(Some((Request { args: args.collect() }, skipped + used)));
+            }
+            Some(Scanned::Inline(args, used)) => {
+                let args = args.into_iter().map(Bytes::from).collect();
                 return Ok(Some((Request { args }, skipped + used)));
             }
         }
@@ -116,16 +110,14 @@ pub fn decode_request(buf: &mut BytesMut, limits: &Limits) -> Result<Option<Requ
         match scan(buf, limits)? {
             None => return Ok(None),
             Some(Scanned::Skip(used)) => buf.advance(used),
-            Some(Scanned::Request(args, used)) => {
+            Some(Scanned::Multibulk { count, first, used }) => {
                 let frame = buf.split_to(used).freeze();
-                let args = args
-                    .into_iter()
-                    .map(|arg| match arg {
-                        Arg::Span(range) => frame.slice(range),
-                        Arg::Owned(bytes) => Bytes::from(bytes),
-                    })
-                    .collect();
+                let args = bulk_args(&frame, first, count, limits).map(|range| frame.slice(range)).collect();
                 return Ok(Some(Request { args }));
+            }
+            Some(Scanned::Inline(args, used)) => {
+                buf.advance(used);
+                return Ok(Some(Request { args: args.into_iter().map(Bytes::from).collect() }));
             }
         }
     }
@@ -152,27 +144,52 @@ fn scan_multibulk(buf: &[u8], limits: &Limits) -> Result<Option<Scanned>, Protoc
     if count > limits.max_args {
         return Err(ProtocolError::InvalidMultibulkLength);
     }
-    let mut args = Vec::with_capacity(count.min(PREALLOCATED_ARGS));
+    let first = pos;
     for _ in 0..count {
-        match buf.get(pos) {
-            None => return Ok(None),
-            Some(b'$') => {}
-            Some(&got) => return Err(ProtocolError::ExpectedBulk { got }),
-        }
-        let Some(cr) = line_end(buf, pos + 1, ProtocolError::InvalidBulkLength)? else {
-            return too_long(buf.len() - pos, limits, ProtocolError::TooBigBulkCount);
-        };
-        let len = parse_len(&buf[pos + 1..cr])
-            .filter(|len| *len <= limits.max_bulk_len)
-            .ok_or(ProtocolError::InvalidBulkLength)?;
-        let start = cr + 2;
-        let Some(next) = blob_end(buf, start, len, ProtocolError::MissingBulkTerminator)? else {
-            return Ok(None);
-        };
-        args.push(Arg::Span(start..start + len));
+        let Some((_, next)) = bulk_at(buf, pos, limits)? else { return Ok(None) };
         pos = next;
     }
-    Ok(Some(Scanned::Request(args, pos)))
+    Ok(Some(Scanned::Multibulk { count, first, used: pos }))
+}
+
+/// The bulk argument whose `$` header starts at `pos`: where its bytes are and where the next
+/// header starts. `Ok(None)` while it has not all arrived.
+fn bulk_at(buf: &[u8], pos: usize, limits: &Limits) -> Result<Option<(Range<usize>, usize)>, ProtocolError> {
+    match buf.get(pos) {
+        None => return Ok(None),
+        Some(b'$') => {}
+        Some(&got) => return Err(ProtocolError::ExpectedBulk { got }),
+    }
+    let Some(cr) = line_end(buf, pos + 1, ProtocolError::InvalidBulkLength)? else {
+        return too_long(buf.len() - pos, limits, ProtocolError::TooBigBulkCount);
+    };
+    let len = parse_len(&buf[pos + 1..cr])
+        .filter(|len| *len <= limits.max_bulk_len)
+        .ok_or(ProtocolError::InvalidBulkLength)?;
+    let start = cr + 2;
+    let Some(next) = blob_end(buf, start, len, ProtocolError::MissingBulkTerminator)? else {
+        return Ok(None);
+    };
+    Ok(Some((start..start + len, next)))
+}
+
+/// The arguments of a multibulk request [`scan_multibulk`] accepted in `frame`: its headers are
+/// walked again with the same rules, so each is found.
+fn bulk_args<'a>(
+    frame: &'a [u8],
+    first: usize,
+    count: usize,
+    limits: &'a Limits,
+) -> impl Iterator<Item = Range<usize>> + 'a {
+    let mut pos = first;
+    (0..count).map(move |_| {
+        let (range, next) = bulk_at(frame, pos, limits)
+            .ok()
+            .flatten()
+            .expect("scan_multibulk accepted every argument of this request");
+        pos = next;
+        range
+    })
 }
 
 fn scan_inline(buf: &[u8], limits: &Limits) -> Result<Option<Scanned>, ProtocolError> {
@@ -191,15 +208,11 @@ fn scan_inline(buf: &[u8], limits: &Limits) -> Result<Option<Scanned>, ProtocolE
     if args.len() > limits.max_args {
         return Err(ProtocolError::InvalidMultibulkLength);
     }
-    Ok(Some(Scanned::Request(args.into_iter().map(Arg::Owned).collect(), newline + 1)))
+    Ok(Some(Scanned::Inline(args, newline + 1)))
 }
 
 /// An unfinished line: wait for more bytes unless it is already longer than any valid one.
-fn too_long(
-    unfinished: usize,
-    limits: &Limits,
-    err: ProtocolError,
-) -> Result<Option<Scanned>, ProtocolError> {
+fn too_long<T>(unfinished: usize, limits: &Limits, err: ProtocolError) -> Result<Option<T>, ProtocolError> {
     if unfinished > limits.max_inline_len { Err(err) } else { Ok(None) }
 }
 
