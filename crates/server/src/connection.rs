@@ -170,8 +170,8 @@ impl Connection {
     }
 
     /// Runs a pipeline's requests in order. Consecutive writes that cannot wait go to the log
-    /// together ([`Node::submit`] for each, then the replies); consecutive reads share one read-index check. A command
-    /// that may wait runs alone, so the ones after it run after it, as in Redis.
+    /// together (each submitted, then the replies awaited); consecutive reads share one read-index
+    /// check. A command that may wait runs alone, so the ones after it run after it, as in Redis.
     async fn handle_all(
         &mut self,
         requests: &[Vec<Bytes>],
