@@ -110,10 +110,11 @@ pub struct Server {
 /// their turn on the path of every write never waits in a run queue behind the connections' tasks
 /// (with many busy connections that wait, not the fsync, was most of a write's latency).
 ///
-/// Timers only, no I/O driver: the log does no network I/O, and without the driver an idle log
-/// thread sleeps on a condition variable instead of in `epoll_wait`, so waking it for a proposal
-/// costs fewer syscalls (measured: a third fewer `epoll_wait`s; a current-thread runtime on a
-/// thread of its own measured slower than this one-worker runtime; docs/benchmarks.md).
+/// Timers only, no I/O driver: the log does no network I/O (a cluster's Raft network will need
+/// `enable_io` back, or a runtime of its own), and without the driver an idle log thread sleeps on
+/// a condition variable instead of in `epoll_wait`, so waking it for a proposal costs fewer
+/// syscalls (measured: a third fewer `epoll_wait`s; a current-thread runtime on a thread of its
+/// own measured slower than this one-worker runtime; docs/benchmarks.md).
 #[derive(Debug)]
 struct LogRuntime(Option<tokio::runtime::Runtime>);
 
