@@ -11,9 +11,8 @@
 //! The scan first checks that a whole request is there and only then builds the arguments
 //! (walking a multibulk request's headers a second time, which costs less than keeping every
 //! argument's place in a vector of its own), so [`decode_request`] can cut them out of the read
-//! buffer without copying. Nothing is ever
-//! allocated according to a length the client announced: a `*1000000000` header costs as
-//! much as the bytes that actually arrived.
+//! buffer without copying. Nothing is ever allocated according to a length the client
+//! announced: a `*1000000000` header costs as much as the bytes that actually arrived.
 
 mod inline;
 
