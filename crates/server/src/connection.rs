@@ -39,6 +39,11 @@ use crate::ticker::now_ms;
 const FLUSH_AT: usize = 64 * 1024;
 /// Most requests of one pipeline acted on before replies are flushed.
 const MAX_RUN: usize = 1024;
+/// A read is made with at least this much room in the buffer (it grows by [`READ_CHUNK`] when
+/// less is left): a read into a nearly full buffer returns the front of a request, and the rest
+/// then costs a second read and a copy into a new buffer.
+const READ_ROOM: usize = 2 * 1024;
+const READ_CHUNK: usize = 4 * 1024;
 
 /// Why a connection ended other than by the client closing it cleanly.
 #[derive(Debug, thiserror::Error)]
@@ -86,7 +91,7 @@ impl Connection {
     pub fn new(stream: TcpStream, id: u64, shared: Arc<Shared>) -> Connection {
         Connection {
             stream,
-            buf: BytesMut::with_capacity(4 * 1024),
+            buf: BytesMut::with_capacity(READ_CHUNK),
             out: BytesMut::with_capacity(4 * 1024),
             protocol: Protocol::Resp2,
             session: None,
@@ -156,6 +161,7 @@ impl Connection {
             if more {
                 continue;
             }
+            self.make_read_room();
             tokio::select! {
                 read = self.stream.read_buf(&mut self.buf) => {
                     if read? == 0 {
@@ -445,6 +451,14 @@ impl Connection {
         };
         self.write(&frame);
         Ok(Flow::Continue)
+    }
+
+    /// See [`READ_ROOM`]. Payloads taken from the buffer share its allocation, so growing it
+    /// usually starts a new one rather than moving the unread bytes to the front.
+    fn make_read_room(&mut self) {
+        if self.buf.capacity() - self.buf.len() < READ_ROOM {
+            self.buf.reserve(READ_CHUNK);
+        }
     }
 
     fn write(&mut self, frame: &Frame) {
