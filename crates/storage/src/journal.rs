@@ -33,8 +33,14 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::error::{IoContext, StorageError};
+use bytes::Bytes;
+
 use crate::file::{create_dir_durable, sync_dir};
-use crate::record::{Checkpoint, GROUP_FRAME_BYTES, Record, encode_checkpoint, encode_record, group_frame};
+use crate::index::{Entries, EntryAt, drop_above, drop_upto};
+use crate::record::{
+    Checkpoint, Decoded, Frame, GROUP_FRAME_BYTES, Record, encode_checkpoint, encode_record, group_frame,
+    read_frame,
+};
 use crate::recovery::{Recovered, replay};
 use crate::segment::Segment;
 
@@ -144,7 +150,18 @@ struct EncodedAppend {
     /// follows them, and losing the newest of them in a crash is harmless (the committed index is
     /// found again, purged entries are purged again, truncated entries were never acknowledged).
     needs_sync: bool,
+    /// How the records change the index of entry places, in order; an entry's place is its frame's
+    /// offset within `frames` until the writer knows where `frames` goes.
+    index_changes: Vec<IndexChange>,
     done: Done,
+}
+
+/// One record's effect on the index (see `crate::index`).
+#[derive(Debug, Clone, Copy)]
+enum IndexChange {
+    Entry { index: u64, at: EntryAt },
+    TruncateAfter(Option<u64>),
+    Purge(u64),
 }
 
 /// The parts of an append that a checkpoint or segment deletion depends on.
@@ -162,10 +179,13 @@ struct Shared {
     poisoned: AtomicBool,
     fail_next_sync: AtomicBool,
     stats: Mutex<JournalStats>,
+    /// Where every entry in the log is, as of what is in the files.
+    index: Mutex<Entries<EntryAt>>,
 }
 
 /// The queue and the files, shared with the background sync thread.
 struct Inner {
+    log_dir: PathBuf,
     /// Appends and syncs not yet taken by a writer, in arrival order.
     queue: Mutex<Vec<Command>>,
     /// Held by whichever thread is writing; only it touches the files.
@@ -230,6 +250,10 @@ impl Shared {
     fn stats(&self) -> std::sync::MutexGuard<'_, JournalStats> {
         self.stats.lock().unwrap_or_else(PoisonError::into_inner)
     }
+
+    fn index(&self) -> std::sync::MutexGuard<'_, Entries<EntryAt>> {
+        self.index.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 /// The durable log. `Send + Sync`: share it behind an `Arc`.
@@ -263,10 +287,13 @@ impl Journal {
     pub fn open(dir: &Path, options: Options) -> Result<(Journal, Recovered), StorageError> {
         let log_dir = dir.join("log");
         create_dir_durable(&log_dir)?;
-        let (recovered, segments) = replay(&log_dir, options.truncate_corrupt)?;
-        let shared = Arc::new(Shared::default());
+        let (mut recovered, segments) = replay(&log_dir, options.truncate_corrupt)?;
+        let shared = Arc::new(Shared {
+            index: Mutex::new(std::mem::take(&mut recovered.places)),
+            ..Shared::default()
+        });
         let mut writer = Writer {
-            log_dir,
+            log_dir: log_dir.clone(),
             policy: options.fsync,
             segment_bytes: options.segment_bytes,
             segments: segments.into(),
@@ -288,6 +315,7 @@ impl Journal {
         writer.deleter = Some(deletions);
         *shared.stats() = JournalStats { segments: writer.segments.len() as u64, ..JournalStats::default() };
         let inner = Arc::new(Inner {
+            log_dir,
             queue: Mutex::new(Vec::new()),
             writer: Mutex::new(writer),
             closed: AtomicBool::new(false),
@@ -336,6 +364,48 @@ impl Journal {
         let (reply, answer) = mpsc::channel();
         self.send(Command::Sync(reply));
         answer.recv().unwrap_or(Err(StorageError::Closed))
+    }
+
+    /// Reads back the entries with indexes in `from..=to` that are in the files, in index order, each
+    /// checked against its checksum: for entries their user no longer keeps in memory. An entry still
+    /// queued (appended while another thread was writing) is not in the files yet and is left out, as
+    /// are purged and truncated ones. Reads from the page cache or the disk; never waits for a writer.
+    pub fn read_entries(&self, from: u64, to: u64) -> Result<Vec<(u64, Bytes)>, StorageError> {
+        if from > to {
+            return Ok(Vec::new());
+        }
+        let places: Vec<(u64, EntryAt)> =
+            self.inner.shared.index().range(from..=to).map(|(index, at)| (*index, *at)).collect();
+        let mut entries = Vec::with_capacity(places.len());
+        // One read per run of entries in the same segment.
+        for run in places.chunk_by(|(_, a), (_, b)| a.seq == b.seq) {
+            let path = Segment::new(&self.inner.log_dir, run[0].1.seq).path;
+            let start = run.iter().map(|(_, at)| at.offset).min().unwrap_or(0);
+            let end = run.iter().map(|(_, at)| at.offset + at.len as u64).max().unwrap_or(0);
+            let mut buf = vec![0; (end - start) as usize];
+            File::open(&path)
+                .and_then(|file| file.read_exact_at(&mut buf, start))
+                .ctx(|| format!("reading entries back from segment {}", path.display()))?;
+            let buf = Bytes::from(buf);
+            for (index, at) in run {
+                let from = (at.offset - start) as usize;
+                match read_frame(&buf.slice(from..from + at.len)) {
+                    Frame::Valid {
+                        decoded: Decoded::Record(Record::Entry { index: found, data }), ..
+                    } if found == *index => {
+                        entries.push((*index, data));
+                    }
+                    other => {
+                        return Err(StorageError::Corrupt {
+                            file: path,
+                            offset: at.offset,
+                            reason: format!("entry {index} does not read back: {other:?}"),
+                        });
+                    }
+                }
+            }
+        }
+        Ok(entries)
     }
 
     /// Counters since open.
@@ -448,17 +518,24 @@ impl Drop for Journal {
 fn encode_append(records: &[Record], done: Done) -> EncodedAppend {
     let mut frames = Vec::with_capacity(records.iter().map(encoded_size_hint).sum());
     let mut changes = StateChanges::default();
+    let mut index_changes = Vec::new();
     let mut encoded = Ok(());
     for record in records {
+        let offset = frames.len() as u64;
         encoded = encoded.and_then(|()| encode_record(record, &mut frames));
         match record {
             Record::Entry { index, .. } => {
                 changes.max_entry = Some(changes.max_entry.map_or(*index, |max| max.max(*index)));
+                let at = EntryAt { seq: 0, offset, len: frames.len() - offset as usize };
+                index_changes.push(IndexChange::Entry { index: *index, at });
             }
             Record::Vote(vote) => changes.vote = Some(vote.clone()),
             Record::Committed(committed) => changes.committed = Some(committed.clone()),
-            Record::Purge(upto) => changes.purged = Some(changes.purged.map_or(*upto, |p| p.max(*upto))),
-            Record::TruncateAfter(_) => {}
+            Record::Purge(upto) => {
+                changes.purged = Some(changes.purged.map_or(*upto, |p| p.max(*upto)));
+                index_changes.push(IndexChange::Purge(*upto));
+            }
+            Record::TruncateAfter(after) => index_changes.push(IndexChange::TruncateAfter(*after)),
         }
     }
     let needs_sync = records.iter().any(|r| matches!(r, Record::Entry { .. } | Record::Vote(_)));
@@ -467,6 +544,7 @@ fn encode_append(records: &[Record], done: Done) -> EncodedAppend {
         records: records.len() as u64,
         changes,
         needs_sync,
+        index_changes,
         done,
     }
 }
@@ -603,6 +681,7 @@ impl Writer {
     /// Writes every append of the group to the active segment, rolling to a new segment between appends.
     fn write_group(&mut self, group: &[Command]) -> Result<(), StorageError> {
         let mut records = 0;
+        let mut index_changes = Vec::new();
         for command in group {
             let Command::Append(append) = command else { continue };
             let Ok(frames) = &append.frames else { continue };
@@ -618,6 +697,14 @@ impl Writer {
                 // Room for the group's frame, filled in when the group is written (flush_pending).
                 self.pending.extend_from_slice(&[0; GROUP_FRAME_BYTES]);
             }
+            let seq = self.segments.back().ok_or(StorageError::Closed)?.seq;
+            let base = self.active_len + self.pending.len() as u64;
+            index_changes.extend(append.index_changes.iter().map(|change| match *change {
+                IndexChange::Entry { index, at } => {
+                    IndexChange::Entry { index, at: EntryAt { seq, offset: base + at.offset, len: at.len } }
+                }
+                other => other,
+            }));
             self.pending.extend_from_slice(frames);
             self.active_has_records = true;
             records += append.records;
@@ -637,6 +724,15 @@ impl Writer {
         }
         self.flush_pending()?;
         self.shared.stats().records += records;
+        // Only now is all of it in the file, where a read would look.
+        let mut index = self.shared.index();
+        for change in index_changes {
+            match change {
+                IndexChange::Entry { index: entry, at } => drop(index.insert(entry, at)),
+                IndexChange::TruncateAfter(after) => drop_above(&mut index, after),
+                IndexChange::Purge(upto) => drop_upto(&mut index, upto),
+            }
+        }
         Ok(())
     }
 

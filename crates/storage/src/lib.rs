@@ -10,6 +10,7 @@
 
 mod error;
 mod file;
+mod index;
 mod journal;
 mod lock;
 mod record;

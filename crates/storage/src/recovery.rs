@@ -27,6 +27,7 @@ use bytes::Bytes;
 
 use crate::error::{IoContext, StorageError};
 use crate::file::sync_dir;
+use crate::index::{Entries, EntryAt, drop_above, drop_upto};
 use crate::record::{
     Checkpoint, Decoded, Frame, GROUP_FRAME_BYTES, Record, intact_group, read_frame,
     read_frame_in_checked_group,
@@ -39,6 +40,8 @@ pub struct Recovered {
     /// Every entry still in the log (not truncated away, index above `purged`), by index. Each is a
     /// slice of the buffer its segment was read into.
     pub entries: BTreeMap<u64, Bytes>,
+    /// Where each of `entries` is on disk: the journal's index to start from.
+    pub(crate) places: Entries<EntryAt>,
     /// The last vote written.
     pub vote: Option<Vec<u8>>,
     /// The last committed marker written.
@@ -50,17 +53,20 @@ pub struct Recovered {
 }
 
 impl Recovered {
-    /// Applies one decoded record; returns the entry index if it was an entry.
-    fn apply(&mut self, decoded: Decoded) -> Option<u64> {
+    /// Applies one decoded record, found at `at`; returns the entry index if it was an entry.
+    fn apply(&mut self, decoded: Decoded, at: EntryAt) -> Option<u64> {
         match decoded {
             Decoded::Record(Record::Entry { index, data }) => {
                 self.entries.insert(index, data);
+                self.places.insert(index, at);
                 return Some(index);
             }
             Decoded::Record(Record::Vote(vote)) => self.vote = Some(vote),
             Decoded::Record(Record::Committed(committed)) => self.committed = Some(committed),
-            Decoded::Record(Record::TruncateAfter(None)) => self.entries.clear(),
-            Decoded::Record(Record::TruncateAfter(Some(after))) => drop_above(&mut self.entries, after),
+            Decoded::Record(Record::TruncateAfter(after)) => {
+                drop_above(&mut self.entries, after);
+                drop_above(&mut self.places, after);
+            }
             Decoded::Record(Record::Purge(upto)) => self.purge(upto),
             Decoded::Checkpoint { state: Checkpoint { vote, committed, purged }, .. } => {
                 self.vote = vote;
@@ -77,21 +83,13 @@ impl Recovered {
 
     fn purge(&mut self, upto: u64) {
         self.purged = Some(self.purged.map_or(upto, |purged| purged.max(upto)));
-        self.entries = match upto.checked_add(1) {
-            Some(first_kept) => self.entries.split_off(&first_kept),
-            None => BTreeMap::new(),
-        };
+        drop_upto(&mut self.entries, upto);
+        drop_upto(&mut self.places, upto);
     }
 
     /// The checkpoint a new segment starts with.
     pub(crate) fn checkpoint(&self) -> Checkpoint {
         Checkpoint { vote: self.vote.clone(), committed: self.committed.clone(), purged: self.purged }
-    }
-}
-
-fn drop_above(entries: &mut BTreeMap<u64, Bytes>, after: u64) {
-    if let Some(first_dropped) = after.checked_add(1) {
-        entries.split_off(&first_dropped);
     }
 }
 
@@ -139,7 +137,8 @@ pub(crate) fn replay(
                     if let Decoded::Checkpoint { grouped: writes_are_groups, .. } = &decoded {
                         grouped = *writes_are_groups;
                     }
-                    if let Some(index) = recovered.apply(decoded) {
+                    let at = EntryAt { seq: segment.seq, offset: offset as u64, len };
+                    if let Some(index) = recovered.apply(decoded, at) {
                         segment.max_entry = Some(segment.max_entry.map_or(index, |max| max.max(index)));
                     }
                     offset += len;

@@ -113,6 +113,74 @@ fn segments_roll_and_purge_deletes_old_ones_while_vote_and_committed_survive() {
     assert_eq!(recovered.entries.keys().copied().collect::<Vec<_>>(), (81..=101).collect::<Vec<_>>());
 }
 
+/// What `read_entries` returns, as (index, data) pairs.
+fn read_back(journal: &Journal, from: u64, to: u64) -> Vec<(u64, bytes::Bytes)> {
+    journal.read_entries(from, to).unwrap()
+}
+
+fn expected(indexes: impl IntoIterator<Item = u64>) -> Vec<(u64, bytes::Bytes)> {
+    indexes.into_iter().map(|index| (index, data_of(index))).collect()
+}
+
+#[test]
+fn entries_read_back_across_segments_truncation_purge_and_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let small = Options { segment_bytes: 256, ..Options::default() };
+    let (journal, _) = Journal::open(dir.path(), small.clone()).unwrap();
+    for index in 1..=60 {
+        append_wait(&journal, vec![entry(index), Record::Committed(format!("c{index}").into_bytes())])
+            .unwrap();
+    }
+    assert!(segment_files(dir.path()).len() > 5, "the entries should span several segments");
+    assert_eq!(read_back(&journal, 1, 60), expected(1..=60));
+    assert_eq!(read_back(&journal, 17, 23), expected(17..=23));
+    assert_eq!(read_back(&journal, 59, 1_000), expected(59..=60), "only what is in the log");
+    assert_eq!(read_back(&journal, 9, 8), expected([]));
+
+    // A rewritten tail reads back as rewritten; a purge takes entries out of reach.
+    append_wait(&journal, vec![Record::TruncateAfter(Some(50))]).unwrap();
+    let rewritten = |index| Record::Entry { index, data: format!("rewritten-{index}").into() };
+    append_wait(&journal, vec![rewritten(51), rewritten(52)]).unwrap();
+    append_wait(&journal, vec![Record::Purge(10)]).unwrap();
+    let mut now = expected(11..=50);
+    now.push((51, bytes::Bytes::from_static(b"rewritten-51")));
+    now.push((52, bytes::Bytes::from_static(b"rewritten-52")));
+    assert_eq!(read_back(&journal, 1, 100), now);
+    journal.close().unwrap();
+
+    // After a restart the places come from the replay.
+    let (journal, recovered) = Journal::open(dir.path(), small.clone()).unwrap();
+    assert_eq!(read_back(&journal, 1, 100), now);
+    assert_eq!(recovered.entries.into_iter().collect::<Vec<_>>(), now);
+    append_wait(&journal, vec![entry(53)]).unwrap();
+    assert_eq!(read_back(&journal, 52, 53), [now[now.len() - 1].clone(), (53, data_of(53))]);
+    journal.close().unwrap();
+}
+
+#[test]
+fn an_entry_damaged_after_it_was_written_does_not_read_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let (journal, _) = Journal::open(dir.path(), Options::default()).unwrap();
+    append_wait(&journal, (1..=3).map(entry).collect()).unwrap();
+    let segment = segment_files(dir.path()).pop().unwrap();
+    let contents = std::fs::read(&segment).unwrap();
+    let at = contents.windows(7).position(|w| w == b"entry-2").unwrap();
+    let mut damaged = contents.clone();
+    damaged[at] ^= 0xff;
+    std::fs::write(&segment, &damaged).unwrap();
+    match journal.read_entries(1, 3) {
+        Err(StorageError::Corrupt { file, offset, reason }) => {
+            assert_eq!(file, segment);
+            assert!(offset < at as u64, "the frame starts before its data: {offset} vs {at}");
+            assert!(reason.contains("entry 2"), "{reason}");
+        }
+        other => panic!("expected a corrupt entry, got {other:?}"),
+    }
+    assert_eq!(read_back(&journal, 3, 3), expected([3]), "the entries around it still read");
+    std::fs::write(&segment, &contents).unwrap();
+    journal.close().unwrap();
+}
+
 #[test]
 fn group_commit_shares_fsyncs_and_calls_back_in_order() {
     const THREADS: usize = 8;
