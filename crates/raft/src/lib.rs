@@ -19,8 +19,9 @@
 //!   flight at once (pipelining).
 //! - **Determinism.** The state machine never reads a clock: the time of an entry is the `now`
 //!   the leader put into the [`Batch`], so every replica computes the same replies and effects.
-//! - **Durable by default.** The log lives in [`LogStore`]: in memory for reads, and in the journal
-//!   of `crates/storage` on disk; a reply is sent once its entry is on disk (group commit).
+//! - **Durable by default.** The log lives in [`LogStore`]: in the journal of `crates/storage` on
+//!   disk, its newest entries also in memory for reads; a reply is sent once its entry is on disk
+//!   (group commit).
 //!
 //! See `README.md` in this crate for one proposal traced file by file.
 

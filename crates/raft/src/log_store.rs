@@ -173,20 +173,26 @@ impl RaftLogReader<TypeConfig> for LogStore {
                 Bound::Excluded(i) => i.saturating_add(1),
                 Bound::Unbounded => 0,
             };
-            let to = match range.end_bound() {
-                Bound::Included(i) => *i,
-                Bound::Excluded(i) => i.saturating_sub(1),
+            // Exclusive: below the window, and not past the newest entry.
+            let end = match range.end_bound() {
+                Bound::Included(i) => i.saturating_add(1),
+                Bound::Excluded(i) => *i,
                 Bound::Unbounded => u64::MAX,
             }
-            .min(first_in_memory.saturating_sub(1))
-            .min(inner.last.map_or(0, |id| id.index()));
-            let above_purge = inner.last_purged.map_or(0, |id| id.index() + 1);
-            let from_disk = (self.journal.is_some() && from.max(above_purge) <= to && to < first_in_memory)
-                .then_some((from.max(above_purge), to));
+            .min(first_in_memory)
+            .min(inner.last.map_or(0, |id| id.index() + 1));
+            let from = from.max(inner.last_purged.map_or(0, |id| id.index() + 1));
+            let from_disk = (self.journal.is_some() && from < end).then(|| (from, end - 1));
             (in_memory, from_disk)
         };
         if let (Some((from, to)), Some(journal)) = (from_disk, &self.journal) {
             let read = journal.read_entries(from, to).map_err(storage_error)?;
+            if read.len() as u64 != to - from + 1 {
+                return Err(io::Error::other(format!(
+                    "log entries {from}..={to} left memory but only {} of them are in the journal",
+                    read.len()
+                )));
+            }
             let mut older = Vec::with_capacity(read.len() + entries.len());
             for (index, data) in read {
                 let entry = decode::<Entry>(&data)?;
@@ -425,11 +431,13 @@ mod tests {
             store.append(chunk.iter().map(|i| entry(*i)), IOFlushed::noop()).await.unwrap();
         }
         let in_memory = |store: &LogStore| store.inner.lock().unwrap().log.len();
-        assert_eq!(in_memory(&store), total as usize, "nothing leaves memory before it is committed");
+        assert_eq!(in_memory(&store) as u64, total, "nothing leaves memory before it is committed");
         store.save_committed(Some(log_id(1, total - 10))).await.unwrap();
         assert_eq!(in_memory(&store), WINDOW_ENTRIES);
         assert_eq!(ids(&store.try_get_log_entries(1..=total).await.unwrap()), expected(1..=total));
         assert_eq!(ids(&store.try_get_log_entries(5..8).await.unwrap()), expected(5..=7));
+        assert!(store.try_get_log_entries(5..5).await.unwrap().is_empty());
+        assert!(store.try_get_log_entries(0..0).await.unwrap().is_empty());
         assert_eq!(ids(&store.try_get_log_entries(total - 1..).await.unwrap()), expected(total - 1..=total));
         let state = store.get_log_state().await.unwrap();
         assert_eq!(state.last_log_id, Some(log_id(1, total)));

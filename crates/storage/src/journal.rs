@@ -382,13 +382,19 @@ impl Journal {
             let path = Segment::new(&self.inner.log_dir, run[0].1.seq).path;
             let start = run.iter().map(|(_, at)| at.offset).min().unwrap_or(0);
             let end = run.iter().map(|(_, at)| at.offset + at.len as u64).max().unwrap_or(0);
-            let mut buf = vec![0; (end - start) as usize];
-            File::open(&path)
-                .and_then(|file| file.read_exact_at(&mut buf, start))
+            let within = |offset: u64| {
+                usize::try_from(offset - start)
+                    .map_err(|_| std::io::Error::other("more than this machine can address"))
+            };
+            let buf = within(end)
+                .and_then(|len| {
+                    let mut buf = vec![0; len];
+                    File::open(&path)?.read_exact_at(&mut buf, start)?;
+                    Ok(Bytes::from(buf))
+                })
                 .ctx(|| format!("reading entries back from segment {}", path.display()))?;
-            let buf = Bytes::from(buf);
             for (index, at) in run {
-                let from = (at.offset - start) as usize;
+                let from = within(at.offset).ctx(|| format!("reading entry {index} back"))?;
                 match read_frame(&buf.slice(from..from + at.len)) {
                     Frame::Valid {
                         decoded: Decoded::Record(Record::Entry { index: found, data }), ..
@@ -521,12 +527,12 @@ fn encode_append(records: &[Record], done: Done) -> EncodedAppend {
     let mut index_changes = Vec::new();
     let mut encoded = Ok(());
     for record in records {
-        let offset = frames.len() as u64;
+        let offset = frames.len();
         encoded = encoded.and_then(|()| encode_record(record, &mut frames));
         match record {
             Record::Entry { index, .. } => {
                 changes.max_entry = Some(changes.max_entry.map_or(*index, |max| max.max(*index)));
-                let at = EntryAt { seq: 0, offset, len: frames.len() - offset as usize };
+                let at = EntryAt { seq: 0, offset: offset as u64, len: frames.len() - offset };
                 index_changes.push(IndexChange::Entry { index: *index, at });
             }
             Record::Vote(vote) => changes.vote = Some(vote.clone()),
