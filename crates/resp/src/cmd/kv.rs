@@ -26,7 +26,7 @@ pub(super) fn get(mut args: Args<'_>) -> Result<Action, Frame> {
 /// overflow as ms) is `invalid expire time in 'set' command`.
 pub(super) fn set(mut args: Args<'_>) -> Result<Action, Frame> {
     let key = args.name()?;
-    let value = args.next()?.clone();
+    let value = args.stored()?;
     let mut set = SetKey::new(key, value);
     let mut expire: Option<(Unit, &Bytes)> = None;
     let mut keep_ttl = false;

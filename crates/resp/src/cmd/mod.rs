@@ -288,6 +288,13 @@ impl<'a> Args<'a> {
         self.rest.next().ok_or_else(|| wrong_arity(self.command))
     }
 
+    /// The next positional argument as data to keep (a payload, a value): copied out of the read
+    /// buffer, which a slice of it would keep allocated for as long as the item is stored (a 4 KiB
+    /// buffer held by each of the few payloads read into it).
+    fn stored(&mut self) -> Result<Bytes, Frame> {
+        Ok(Bytes::copy_from_slice(self.next()?))
+    }
+
     /// The next positional argument as a name (see [`name`]).
     fn name(&mut self) -> Result<String, Frame> {
         name(self.next()?)

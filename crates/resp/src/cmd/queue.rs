@@ -48,7 +48,7 @@ pub(super) fn create(mut args: Args<'_>) -> Result<Action, Frame> {
 /// message's id and stores nothing. The payload is binary-safe.
 pub(super) fn push(mut args: Args<'_>) -> Result<Action, Frame> {
     let queue = args.name()?;
-    let payload = args.next()?.clone();
+    let payload = args.stored()?;
     let mut push = Push::new(queue, payload);
     while let Some(keyword) = args.keyword() {
         match keyword.as_slice() {
@@ -353,6 +353,17 @@ mod tests {
             [Bytes::from_static(b"Q.PUSH"), Bytes::from_static(b"jobs"), Bytes::from_static(b"\x00\xff\r\n")];
         let Ok(Action::Write { cmd: Command::Push(push), .. }) = parse(&args) else { panic!() };
         assert_eq!(push.payload, Bytes::from_static(b"\x00\xff\r\n"));
+    }
+
+    /// A stored payload must not keep the read buffer it came in alive (see `Args::stored`).
+    #[test]
+    fn a_pushed_payload_is_copied_out_of_the_read_buffer() {
+        let request = Bytes::from_static(b"Q.PUSHjobspayload-bytes");
+        let args = [request.slice(0..6), request.slice(6..10), request.slice(10..)];
+        let Ok(Action::Write { cmd: Command::Push(push), .. }) = parse(&args) else { panic!() };
+        assert_eq!(push.payload, args[2]);
+        let buffer = request.as_ptr_range();
+        assert!(!buffer.contains(&push.payload.as_ptr()), "the payload is a slice of the request");
     }
 
     #[test]
