@@ -32,9 +32,9 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::error::{IoContext, StorageError};
 use bytes::Bytes;
 
+use crate::error::{IoContext, StorageError};
 use crate::file::{create_dir_durable, sync_dir};
 use crate::index::{Entries, EntryAt, drop_above, drop_upto};
 use crate::record::{
@@ -402,10 +402,17 @@ impl Journal {
                         entries.push((*index, data));
                     }
                     other => {
+                        let what = match other {
+                            Frame::Valid { .. } => "another record is there".to_string(),
+                            Frame::Truncated => "the file ends inside it".to_string(),
+                            Frame::ZeroLength => "its length is zero".to_string(),
+                            Frame::BadChecksum { .. } => "its checksum does not match".to_string(),
+                            Frame::Undecodable { reason } => reason,
+                        };
                         return Err(StorageError::Corrupt {
                             file: path,
                             offset: at.offset,
-                            reason: format!("entry {index} does not read back: {other:?}"),
+                            reason: format!("entry {index} does not read back: {what}"),
                         });
                     }
                 }
