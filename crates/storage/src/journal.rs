@@ -178,6 +178,8 @@ struct StateChanges {
 struct Shared {
     poisoned: AtomicBool,
     fail_next_sync: AtomicBool,
+    /// Test hook: milliseconds the next fdatasync sleeps before it starts (0: none).
+    delay_next_sync_ms: std::sync::atomic::AtomicU64,
     stats: Mutex<JournalStats>,
     /// Where every entry in the log is, as of what is in the files.
     index: Mutex<Entries<EntryAt>>,
@@ -186,6 +188,10 @@ struct Shared {
 /// The queue and the files, shared with the background sync thread.
 struct Inner {
     log_dir: PathBuf,
+    /// Where a writer hands a due background fdatasync (only `Interval` has a thread reading it).
+    syncer: Sender<ToSyncer>,
+    /// A background fdatasync that ended, until whoever holds the files next takes note of it.
+    finished_sync: Mutex<Option<FinishedSync>>,
     /// Appends and syncs not yet taken by a writer, in arrival order.
     queue: Mutex<Vec<Command>>,
     /// Held by whichever thread is writing; only it touches the files.
@@ -208,6 +214,51 @@ impl Inner {
         })
     }
 
+    /// With the files held: takes note of a background fdatasync that ended, then starts the next one if
+    /// it is due (to be run by [`Inner::run_background_sync`], without the files).
+    fn start_background_sync(&self, writer: &mut Writer) -> Option<BackgroundSync> {
+        self.note_finished_sync(writer);
+        writer.start_background_sync()
+    }
+
+    /// The fdatasync itself; a failure poisons the journal at once. Its outcome waits for whoever holds the
+    /// files next ([`Inner::note_finished_sync`]).
+    fn run_background_sync(&self, sync: BackgroundSync) {
+        let began = Instant::now();
+        let result = fdatasync(&self.shared, &sync.file);
+        if let Err(error) = &result {
+            tracing::error!(file = %sync.path.display(), %error, "journal: background fdatasync failed");
+            self.shared.poison();
+        }
+        let finished = FinishedSync { sync, result, took: began.elapsed() };
+        *self.finished_sync.lock().unwrap_or_else(PoisonError::into_inner) = Some(finished);
+    }
+
+    fn note_finished_sync(&self, writer: &mut Writer) {
+        let finished = self.finished_sync.lock().unwrap_or_else(PoisonError::into_inner).take();
+        if let Some(FinishedSync { sync, result, took }) = finished {
+            writer.finish_background_sync(&sync, result, took);
+        }
+    }
+
+    /// Runs `f` with the files if nobody is writing (then writes what was queued meanwhile); `None` if
+    /// somebody is.
+    fn with_idle_writer<T>(&self, f: impl FnOnce(&mut Writer) -> T) -> Option<T> {
+        let mut writer = match self.writer.try_lock() {
+            Ok(writer) => writer,
+            Err(TryLockError::WouldBlock) => return None,
+            Err(TryLockError::Poisoned(poisoned)) => {
+                self.shared.poisoned.store(true, Ordering::SeqCst);
+                poisoned.into_inner()
+            }
+        };
+        let out = f(&mut writer);
+        drop(writer);
+        // An appender that found the files taken just now left its append queued.
+        self.drain();
+        Some(out)
+    }
+
     /// Queues `command`, then writes everything queued unless another thread is writing already.
     fn submit(&self, command: Command) {
         self.queue().push(command);
@@ -227,9 +278,14 @@ impl Inner {
                 }
             };
             loop {
-                // Checked before taking more work, so that a steady stream of appends cannot postpone it.
-                if writer.background_sync_due().is_some_and(|due| due <= Instant::now()) {
-                    writer.background_sync();
+                // Checked before taking more work, so that a steady stream of appends cannot keep the
+                // background thread from starting one (it would never get the files); it runs there.
+                if let Some(sync) = self.start_background_sync(&mut writer)
+                    && let Err(mpsc::SendError(ToSyncer::Run(sync))) = self.syncer.send(ToSyncer::Run(sync))
+                {
+                    // Closing: the background thread is gone; sync here.
+                    self.run_background_sync(sync);
+                    self.note_finished_sync(&mut writer);
                 }
                 let group = std::mem::take(&mut *self.queue());
                 if group.is_empty() {
@@ -251,6 +307,14 @@ impl Shared {
         self.stats.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    fn poison(&self) {
+        if !self.poisoned.swap(true, Ordering::SeqCst) {
+            tracing::error!(
+                "journal: a write or fsync failed; refusing all further writes (restart to recover)"
+            );
+        }
+    }
+
     fn index(&self) -> std::sync::MutexGuard<'_, Entries<EntryAt>> {
         self.index.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -260,7 +324,7 @@ impl Shared {
 pub struct Journal {
     inner: Arc<Inner>,
     /// `Interval` only: the thread that makes the periodic fdatasync, and what stops it.
-    syncer: Option<(Sender<()>, JoinHandle<()>)>,
+    syncer: Option<(Sender<ToSyncer>, JoinHandle<()>)>,
     /// The thread that deletes obsolete segments; it ends when the writer drops its sender.
     deleter: Option<JoinHandle<()>>,
 }
@@ -298,6 +362,8 @@ impl Journal {
             segment_bytes: options.segment_bytes,
             segments: segments.into(),
             file: None,
+            writes: 0,
+            background_sync_running: false,
             active_len: 0,
             zeroed_until: 0,
             active_has_records: false,
@@ -314,8 +380,11 @@ impl Journal {
         let (deletions, deleter) = spawn_deleter(writer.log_dir.clone())?;
         writer.deleter = Some(deletions);
         *shared.stats() = JournalStats { segments: writer.segments.len() as u64, ..JournalStats::default() };
+        let (to_syncer, syncer_inbox) = mpsc::channel();
         let inner = Arc::new(Inner {
             log_dir,
+            syncer: to_syncer.clone(),
+            finished_sync: Mutex::new(None),
             queue: Mutex::new(Vec::new()),
             writer: Mutex::new(writer),
             closed: AtomicBool::new(false),
@@ -323,13 +392,12 @@ impl Journal {
         });
         let syncer = match options.fsync {
             FsyncPolicy::Interval(interval) => {
-                let (stop, stopped) = mpsc::channel();
                 let inner = Arc::clone(&inner);
                 let handle = std::thread::Builder::new()
                     .name("journal-sync".into())
-                    .spawn(move || background_syncs(&inner, interval, &stopped))
+                    .spawn(move || background_syncs(&inner, interval, &syncer_inbox))
                     .ctx(|| "spawning the journal's background sync thread".to_string())?;
-                Some((stop, handle))
+                Some((to_syncer, handle))
             }
             FsyncPolicy::Always | FsyncPolicy::Never => None,
         };
@@ -456,6 +524,14 @@ impl Journal {
         self.inner.shared.fail_next_sync.store(true, Ordering::SeqCst);
     }
 
+    /// Makes the next fdatasync take at least `delay` longer, as a slow disk would. For tests of what
+    /// waits for it.
+    #[doc(hidden)]
+    pub fn delay_next_sync_for_test(&self, delay: Duration) {
+        let millis = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+        self.inner.shared.delay_next_sync_ms.store(millis, Ordering::SeqCst);
+    }
+
     fn send(&self, command: Command) {
         if self.inner.closed.load(Ordering::SeqCst) {
             match command {
@@ -473,7 +549,7 @@ impl Journal {
             return Ok(());
         }
         if let Some((stop, handle)) = self.syncer.take() {
-            drop(stop);
+            let _ = stop.send(ToSyncer::Stop);
             let _ = handle.join();
         }
         let mut writer = self.inner.lock_writer();
@@ -497,25 +573,29 @@ impl Journal {
 }
 
 /// `Interval`'s background thread: an fdatasync once `interval` has passed since the last one while there
-/// are unsynced writes, until `stopped` closes. Appenders make it too when it is due (see `Inner::submit`),
-/// so a steady stream of appends cannot keep this thread from the files for long.
-fn background_syncs(inner: &Inner, interval: Duration, stopped: &mpsc::Receiver<()>) {
+/// are unsynced writes, until `stopped` closes. The fdatasync runs without the files: the writer keeps
+/// writing meanwhile (a second of writes took up to 62 ms to sync here, and every write waited for it while
+/// the sync held the files). This thread holds them only to start and to finish one.
+fn background_syncs(inner: &Inner, interval: Duration, inbox: &mpsc::Receiver<ToSyncer>) {
+    let mut wait = interval;
     loop {
-        let due = inner.lock_writer().background_sync_due();
-        // An appender that found the files taken just now left its append queued.
-        inner.drain();
-        let wait = due.map_or(interval, |due| due.saturating_duration_since(Instant::now()));
-        match stopped.recv_timeout(wait) {
+        let sync = match inbox.recv_timeout(wait) {
+            // Started by a writer (see `Inner::drain`).
+            Ok(ToSyncer::Run(sync)) => Some(sync),
+            // Nobody writing started it: start it here if nobody is writing now (else they will).
             Err(RecvTimeoutError::Timeout) => {
-                let mut writer = inner.lock_writer();
-                if writer.background_sync_due().is_some_and(|due| due <= Instant::now()) {
-                    writer.background_sync();
-                }
-                drop(writer);
-                inner.drain();
+                inner.with_idle_writer(|writer| inner.start_background_sync(writer)).flatten()
             }
-            Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
+            Ok(ToSyncer::Stop) | Err(RecvTimeoutError::Disconnected) => return,
+        };
+        if let Some(sync) = sync {
+            inner.run_background_sync(sync);
+            inner.with_idle_writer(|writer| inner.note_finished_sync(writer));
         }
+        let due = inner.with_idle_writer(|writer| writer.background_sync_due()).flatten();
+        wait = due
+            .map_or(interval, |due| due.saturating_duration_since(Instant::now()))
+            .max(Duration::from_millis(1));
     }
 }
 
@@ -618,6 +698,42 @@ fn write_zeros(file: &File, from: u64, to: u64) -> std::io::Result<()> {
     Ok(())
 }
 
+/// A background fdatasync in progress: the file (shared with the writer, which keeps writing to it), and what
+/// was written when it started.
+struct BackgroundSync {
+    file: Arc<File>,
+    path: PathBuf,
+    /// [`Writer::writes`] when it started.
+    writes: u64,
+    /// The purge point of what was written when it started: durable once it succeeds.
+    purged: Option<u64>,
+}
+
+/// Work for the `journal-sync` thread.
+enum ToSyncer {
+    Run(BackgroundSync),
+    Stop,
+}
+
+/// A background fdatasync that ended.
+struct FinishedSync {
+    sync: BackgroundSync,
+    result: std::io::Result<()>,
+    took: Duration,
+}
+
+/// fdatasync, with the test hooks ([`Journal::fail_next_sync_for_test`], [`Journal::delay_next_sync_for_test`]).
+fn fdatasync(shared: &Shared, file: &File) -> std::io::Result<()> {
+    let delay = shared.delay_next_sync_ms.swap(0, Ordering::SeqCst);
+    if delay > 0 {
+        std::thread::sleep(Duration::from_millis(delay));
+    }
+    if shared.fail_next_sync.swap(false, Ordering::SeqCst) {
+        return Err(std::io::Error::other("injected fsync failure (fail_next_sync_for_test)"));
+    }
+    file.sync_data()
+}
+
 /// The files and what is known about them; behind `Inner::writer`.
 struct Writer {
     log_dir: PathBuf,
@@ -625,7 +741,12 @@ struct Writer {
     segment_bytes: u64,
     /// Every segment on disk, oldest first; the last one is being written.
     segments: VecDeque<Segment>,
-    file: Option<File>,
+    file: Option<Arc<File>>,
+    /// Counts writes and new segments: a background fdatasync covers everything only if this did not
+    /// move while it ran.
+    writes: u64,
+    /// Whether the background thread is making an fdatasync (without the files) right now.
+    background_sync_running: bool,
     /// Where the active segment's records end: the next write goes here.
     active_len: u64,
     /// The active segment's file size: zeros from `active_len` up to here (see [`ZERO_STEP`]).
@@ -769,6 +890,7 @@ impl Writer {
         let path = &self.segments.back().ok_or(StorageError::Closed)?.path;
         let file = self.file.as_ref().ok_or(StorageError::Closed)?;
         self.dirty = true;
+        self.writes += 1;
         let end = self.active_len + self.pending.len() as u64;
         if end > self.zeroed_until {
             // Small segments (tests) need no more than their own size.
@@ -792,6 +914,7 @@ impl Writer {
                 .ctx(|| format!("cutting segment {} to its records", path.display()))?;
             self.zeroed_until = self.active_len;
             self.dirty = true;
+            self.writes += 1;
         }
         if self.dirty {
             self.sync_active()?;
@@ -822,7 +945,8 @@ impl Writer {
         encode_checkpoint(&self.checkpoint, &mut frame)?;
         file.write_all(&frame).ctx(|| format!("writing checkpoint to {}", segment.path.display()))?;
         self.segments.push_back(segment);
-        self.file = Some(file);
+        self.file = Some(Arc::new(file));
+        self.writes += 1;
         self.active_len = frame.len() as u64;
         self.zeroed_until = self.active_len;
         self.active_has_records = false;
@@ -837,11 +961,7 @@ impl Writer {
         let path = &self.segments.back().ok_or(StorageError::Closed)?.path;
         let file = self.file.as_ref().ok_or(StorageError::Closed)?;
         let started = Instant::now();
-        let synced = if self.shared.fail_next_sync.swap(false, Ordering::SeqCst) {
-            Err(std::io::Error::other("injected fsync failure (fail_next_sync_for_test)"))
-        } else {
-            file.sync_data()
-        };
+        let synced = fdatasync(&self.shared, file);
         let took = started.elapsed();
         synced.ctx(|| format!("fdatasync of segment {}", path.display()))?;
         self.shared.stats().record_fsync(took);
@@ -857,7 +977,11 @@ impl Writer {
     /// durable, so the checkpoint and purge records that make them obsolete are on disk. Failure is not fatal:
     /// a segment left behind is replayed harmlessly and deleted on the next open.
     fn delete_obsolete_segments(&mut self) {
-        let purged = self.checkpoint.purged;
+        self.delete_obsolete_segments_upto(self.checkpoint.purged);
+    }
+
+    /// [`Writer::delete_obsolete_segments`] by a purge point known to be durable.
+    fn delete_obsolete_segments_upto(&mut self, purged: Option<u64>) {
         let mut obsolete = Vec::new();
         while self.segments.len() > 1
             && self.segments.front().is_some_and(|oldest| oldest.is_obsolete(purged))
@@ -883,17 +1007,41 @@ impl Writer {
     /// Under `Interval`, when the next background fdatasync is due (only while there are unsynced writes).
     fn background_sync_due(&self) -> Option<Instant> {
         match self.policy {
-            FsyncPolicy::Interval(interval) if self.dirty && !self.is_poisoned() => {
+            FsyncPolicy::Interval(interval)
+                if self.dirty && !self.background_sync_running && !self.is_poisoned() =>
+            {
                 Some(self.last_sync + interval)
             }
             _ => None,
         }
     }
 
-    fn background_sync(&mut self) {
-        if let Err(error) = self.sync_active() {
-            tracing::error!(%error, "journal: background fdatasync failed; the journal is poisoned");
-            self.poison();
+    /// If a background fdatasync is due: what it needs to run without the files.
+    fn start_background_sync(&mut self) -> Option<BackgroundSync> {
+        if self.background_sync_due().is_none_or(|due| due > Instant::now()) {
+            return None;
+        }
+        let sync = BackgroundSync {
+            file: Arc::clone(self.file.as_ref()?),
+            path: self.segments.back()?.path.clone(),
+            writes: self.writes,
+            purged: self.checkpoint.purged,
+        };
+        self.background_sync_running = true;
+        Some(sync)
+    }
+
+    /// Takes note of a background fdatasync's outcome (a failure has poisoned the journal already): the
+    /// writes made while it ran are still unsynced.
+    fn finish_background_sync(&mut self, sync: &BackgroundSync, result: std::io::Result<()>, took: Duration) {
+        self.background_sync_running = false;
+        self.last_sync = Instant::now();
+        if result.is_ok() {
+            self.shared.stats().record_fsync(took);
+            if self.writes == sync.writes {
+                self.dirty = false;
+            }
+            self.delete_obsolete_segments_upto(sync.purged);
         }
     }
 
@@ -902,10 +1050,6 @@ impl Writer {
     }
 
     fn poison(&self) {
-        if !self.shared.poisoned.swap(true, Ordering::SeqCst) {
-            tracing::error!(
-                "journal: a write or fsync failed; refusing all further writes (restart to recover)"
-            );
-        }
+        self.shared.poison();
     }
 }

@@ -469,6 +469,34 @@ fn a_deferred_append_goes_out_with_the_next_group_or_at_close() {
     assert_eq!(recovered.entries.keys().copied().collect::<Vec<_>>(), vec![1, 2]);
 }
 
+/// Under `Interval` the periodic fdatasync does not hold the files: appends are written and acknowledged
+/// while it runs, and what they wrote is synced by the next one.
+#[test]
+fn appends_do_not_wait_for_a_background_fsync() {
+    let dir = tempfile::tempdir().unwrap();
+    let (journal, _) =
+        Journal::open(dir.path(), options(FsyncPolicy::Interval(Duration::from_millis(20)))).unwrap();
+    // The background fdatasync after this append takes 3 s longer than it would.
+    journal.delay_next_sync_for_test(Duration::from_secs(3));
+    append_wait(&journal, vec![entry(1)]).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    for index in 2..=50 {
+        append_wait(&journal, vec![entry(index)]).unwrap();
+    }
+    assert_eq!(journal.stats().fsyncs, 0, "the appends were acknowledged before the slow fdatasync ended");
+    // Then the slow one ends, and the writes made during it get an fdatasync of their own.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while journal.stats().fsyncs < 2 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(journal.stats().fsyncs, 2, "one for the first append, one for those made during it");
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(journal.stats().fsyncs, 2, "nothing left unsynced");
+    journal.close().unwrap();
+    let (_journal, recovered) = Journal::open(dir.path(), Options::default()).unwrap();
+    assert_eq!(recovered.entries.len(), 50);
+}
+
 #[test]
 fn an_append_made_while_the_background_sync_holds_the_files_is_still_written() {
     // One appender at a time, each waiting for its callback, against a background fdatasync every
