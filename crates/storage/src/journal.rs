@@ -17,7 +17,7 @@
 //! thread of the journal's own: with one caller (the Raft log, whose batcher already gathers everything that
 //! arrived during the last fdatasync into the next entry) an append costs no hand-off to another thread and
 //! back, two wake-ups on the path of every durable write. Under `Interval` a background thread makes the
-//! periodic fdatasync. Segments a purge made obsolete are deleted by a thread of their own (`journal-delete`):
+//! periodic fdatasync, while writers keep writing. Segments a purge made obsolete are deleted by a thread of their own (`journal-delete`):
 //! an unlink of a 64 MiB segment and the directory fsync after it took ~47 ms here, on the path of every write.
 
 use std::collections::VecDeque;
