@@ -182,7 +182,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
             .min(first_in_memory)
             .min(inner.last.map_or(0, |id| id.index() + 1));
             let from = from.max(inner.last_purged.map_or(0, |id| id.index() + 1));
-            let from_disk = (self.journal.is_some() && from < end).then(|| (from, end - 1));
+            let from_disk = (from < end).then(|| (from, end - 1));
             (in_memory, from_disk)
         };
         if let (Some((from, to)), Some(journal)) = (from_disk, &self.journal) {

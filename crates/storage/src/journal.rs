@@ -471,11 +471,11 @@ impl Journal {
                     }
                     other => {
                         let what = match other {
-                            Frame::Valid { .. } => "another record is there".to_string(),
-                            Frame::Truncated => "the file ends inside it".to_string(),
-                            Frame::ZeroLength => "its length is zero".to_string(),
-                            Frame::BadChecksum { .. } => "its checksum does not match".to_string(),
-                            Frame::Undecodable { reason } => reason,
+                            Frame::Valid { .. } => "another record is there",
+                            Frame::Truncated => "the file ends inside it",
+                            Frame::ZeroLength => "its length is zero",
+                            Frame::BadChecksum { .. } => "its checksum does not match",
+                            Frame::Undecodable { ref reason } => reason,
                         };
                         return Err(StorageError::Corrupt {
                             file: path,
@@ -573,7 +573,7 @@ impl Journal {
 }
 
 /// `Interval`'s background thread: an fdatasync once `interval` has passed since the last one while there
-/// are unsynced writes, until `stopped` closes. The fdatasync runs without the files: the writer keeps
+/// are unsynced writes, until told to stop. The fdatasync runs without the files: the writer keeps
 /// writing meanwhile (a second of writes took up to 62 ms to sync here, and every write waited for it while
 /// the sync held the files). This thread holds them only to start and to finish one.
 fn background_syncs(inner: &Inner, interval: Duration, inbox: &mpsc::Receiver<ToSyncer>) {
@@ -590,9 +590,15 @@ fn background_syncs(inner: &Inner, interval: Duration, inbox: &mpsc::Receiver<To
         };
         if let Some(sync) = sync {
             inner.run_background_sync(sync);
-            inner.with_idle_writer(|writer| inner.note_finished_sync(writer));
         }
-        let due = inner.with_idle_writer(|writer| writer.background_sync_due()).flatten();
+        // Takes note of the one just run (if the files are free; else their holder will) and asks when
+        // the next is due.
+        let due = inner
+            .with_idle_writer(|writer| {
+                inner.note_finished_sync(writer);
+                writer.background_sync_due()
+            })
+            .flatten();
         wait = due
             .map_or(interval, |due| due.saturating_duration_since(Instant::now()))
             .max(Duration::from_millis(1));
