@@ -122,6 +122,10 @@ struct ServerArgs {
     /// Take a snapshot every this many log entries [default: 20000].
     #[arg(long, env = "TURNSTILE_SNAPSHOT_EVERY", value_name = "ENTRIES")]
     snapshot_every: Option<u64>,
+    /// Also take a snapshot once the log since the last one holds this many bytes and at least
+    /// as many as that snapshot; 0 = by entry count only [default: 67108864].
+    #[arg(long, env = "TURNSTILE_SNAPSHOT_LOG_BYTES", value_name = "BYTES")]
+    snapshot_log_bytes: Option<u64>,
     /// Start even if the log has a corrupt record: cut it there, losing everything after it.
     #[arg(long)]
     truncate_corrupt: bool,
@@ -155,6 +159,7 @@ impl ServerArgs {
         set(&mut config.fsync_interval_ms, &self.fsync_interval_ms);
         set(&mut config.max_memory, &self.max_memory);
         set(&mut config.snapshot_every, &self.snapshot_every);
+        set(&mut config.snapshot_log_bytes, &self.snapshot_log_bytes);
         config.truncate_corrupt |= self.truncate_corrupt;
         config.validate()?;
         Ok(config)

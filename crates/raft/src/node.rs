@@ -46,6 +46,10 @@ use turnstile_storage::{DirLock, Journal, JournalStats, SnapshotStore, lock_dir}
 /// How long [`Node::start`] waits for this node to become leader.
 const LEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How often the size of the log after the last snapshot is looked at (see
+/// [`NodeConfig::snapshot_log_bytes`]).
+const LOG_SIZE_CHECK_EVERY: Duration = Duration::from_millis(100);
+
 /// How to start a [`Node`].
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
@@ -59,6 +63,11 @@ pub struct NodeConfig {
     /// then purged. Each snapshot serializes the whole state, so this trades disk and restart
     /// time against snapshot cost.
     pub snapshot_every: u64,
+    /// A durable node also takes a snapshot once the log after the last one holds this many
+    /// bytes and at least as many as that snapshot: entries vary in size (one can carry hundreds
+    /// of 1 KiB pushes), so a count alone bounds neither the disk the log takes nor the time a
+    /// restart spends replaying it. 0: by count only.
+    pub snapshot_log_bytes: u64,
     /// The most log entries the batcher keeps in flight (submitted, not yet applied). While all
     /// are in flight, proposals queue up and the next batch grows. Default 2: measured on 2 cores
     /// with the in-memory log, 2 beat 4, 16 and unlimited at 8 and 50 clients (fewer, larger
@@ -68,7 +77,14 @@ pub struct NodeConfig {
 
 impl Default for NodeConfig {
     fn default() -> NodeConfig {
-        NodeConfig { node_id: 1, max_batch: 512, max_in_flight: 2, storage: None, snapshot_every: 20_000 }
+        NodeConfig {
+            node_id: 1,
+            max_batch: 512,
+            max_in_flight: 2,
+            storage: None,
+            snapshot_every: 20_000,
+            snapshot_log_bytes: 64 << 20,
+        }
     }
 }
 
@@ -142,6 +158,8 @@ struct Inner {
     stats: Arc<Stats>,
     closed: AtomicBool,
     batcher: Mutex<Option<JoinHandle<()>>>,
+    /// Asks for snapshots by log size (durable nodes with a size limit only).
+    snapshotter: Mutex<Option<JoinHandle<()>>>,
 }
 
 /// A proposed command's reply, once its log entry is applied.
@@ -225,6 +243,15 @@ impl Node {
         let stats = Arc::new(Stats::default());
         let in_flight = config.max_in_flight.max(1);
         let batcher = tokio::spawn(run_batcher(raft.clone(), queue, max_batch, in_flight, stats.clone()));
+        let snapshotter = match &opened.journal {
+            Some(journal) if config.snapshot_log_bytes > 0 => Some(tokio::spawn(snapshot_by_log_size(
+                raft.clone(),
+                Arc::clone(journal),
+                state_machine.clone(),
+                config.snapshot_log_bytes,
+            ))),
+            _ => None,
+        };
 
         let node = Node {
             inner: Arc::new(Inner {
@@ -238,6 +265,7 @@ impl Node {
                 stats,
                 closed: AtomicBool::new(false),
                 batcher: Mutex::new(Some(batcher)),
+                snapshotter: Mutex::new(snapshotter),
             }),
         };
         node.propose(Command::RefreshLeases).await?;
@@ -381,6 +409,9 @@ impl Node {
             // Queued proposals are dropped with it: their callers see ShuttingDown.
             batcher.abort();
         }
+        if let Some(snapshotter) = self.inner.snapshotter.lock().ok().and_then(|mut s| s.take()) {
+            snapshotter.abort();
+        }
         self.inner.raft.shutdown().await.map_err(|e| NodeError::Fatal(format!("raft shutdown: {e}")))?;
         if let Some(journal) = &self.inner.journal {
             journal.sync().map_err(|e| NodeError::Fatal(format!("final sync: {e}")))?;
@@ -459,6 +490,47 @@ async fn run_batcher(
                 }
             }
         }
+    }
+}
+
+/// Asks openraft for a snapshot whenever the log after the last one (what a restart would replay)
+/// holds `max(min_bytes, the last snapshot's size)` bytes — the rule Redis uses to rewrite its
+/// append-only file — so that log stays about a snapshot's size or less, on disk and in restart
+/// time. The purge that follows a snapshot shrinks it again. If one asked for does not come (a
+/// failed build), it is asked for again once the log has grown by as much again.
+async fn snapshot_by_log_size(
+    raft: Raft,
+    journal: Arc<Journal>,
+    state_machine: StateMachineStore,
+    min_bytes: u64,
+) {
+    let mut checks = tokio::time::interval(LOG_SIZE_CHECK_EVERY);
+    checks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let latest_snapshot = || raft.metrics().borrow_watched().snapshot;
+    let (mut seen, mut asked_at) = (latest_snapshot(), None);
+    loop {
+        checks.tick().await;
+        let snapshot = latest_snapshot();
+        if snapshot != seen {
+            // Its purge may not be in the log yet: look again next time.
+            (seen, asked_at) = (snapshot, None);
+            continue;
+        }
+        let log_bytes = journal.log_bytes();
+        let limit = min_bytes.max(state_machine.snapshot_bytes());
+        if log_bytes < asked_at.map_or(limit, |at: u64| at.saturating_add(limit)) {
+            continue;
+        }
+        tracing::info!(
+            log_bytes,
+            limit,
+            "the log after the last snapshot passed its size limit; taking a snapshot"
+        );
+        if raft.trigger().snapshot().await.is_err() {
+            // Raft has stopped.
+            return;
+        }
+        asked_at = Some(log_bytes);
     }
 }
 
@@ -600,6 +672,7 @@ fn open_storage(storage: Option<&Storage>) -> Result<Opened, NodeError> {
     tracing::info!(
         snapshot_index = ?state_machine.snapshot_index(),
         log_entries = entries,
+        log_bytes = journal.log_bytes(),
         snapshot_ms = snapshot_loaded.as_millis(),
         journal_ms = journal_read.as_millis(),
         log_decode_ms = decoded.as_millis(),

@@ -85,6 +85,8 @@ struct Applied {
 pub struct StoredSnapshot {
     pub meta: SnapshotMeta,
     pub data: Option<Bytes>,
+    /// The size of its state bytes.
+    pub bytes: u64,
 }
 
 fn poisoned<T>(_: PoisonError<T>) -> io::Error {
@@ -114,7 +116,7 @@ impl StateMachineStore {
                 State::restore(data.clone()).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
             applied.last_applied = meta.last_log_id;
             applied.membership = meta.last_membership.clone();
-            snapshot = Some(StoredSnapshot { meta, data: Some(data) });
+            snapshot = Some(StoredSnapshot { meta, bytes: data.len() as u64, data: Some(data) });
         }
         let (effects, effects_rx) = mpsc::unbounded_channel();
         let (deadline, _) = watch::channel(applied.state.next_deadline());
@@ -141,6 +143,12 @@ impl StateMachineStore {
         snapshot.as_ref().and_then(|s| s.meta.last_log_id.map(|id| id.index()))
     }
 
+    /// The size of the latest snapshot's state bytes; 0 before the first.
+    pub fn snapshot_bytes(&self) -> u64 {
+        let snapshot = self.shared.snapshot.lock();
+        snapshot.ok().and_then(|s| s.as_ref().map(|s| s.bytes)).unwrap_or(0)
+    }
+
     /// Records a new snapshot: on disk first (when there is a disk), before anyone may rely on it.
     fn keep_snapshot(&self, meta: &SnapshotMeta, data: &Bytes) -> io::Result<()> {
         let in_memory = match &self.shared.disk {
@@ -154,7 +162,7 @@ impl StateMachineStore {
             None => Some(data.clone()),
         };
         *self.shared.snapshot.lock().map_err(poisoned)? =
-            Some(StoredSnapshot { meta: meta.clone(), data: in_memory });
+            Some(StoredSnapshot { meta: meta.clone(), data: in_memory, bytes: data.len() as u64 });
         Ok(())
     }
 

@@ -164,3 +164,71 @@ fn writes_go_on_while_a_snapshot_is_written() {
     assert_eq!(got, Reply::Bytes(format!("v{}", i + 49).into()));
     runtime.block_on(node.shutdown()).unwrap();
 }
+
+/// Starts a node that snapshots by log size only (the entry count is out of reach).
+async fn start_sized(dir: &Path, snapshot_log_bytes: u64) -> Node {
+    let storage = Storage { dir: dir.to_path_buf(), options: StorageOptions::default() };
+    let config = NodeConfig {
+        storage: Some(storage),
+        snapshot_every: 1_000_000,
+        snapshot_log_bytes,
+        ..NodeConfig::default()
+    };
+    timeout(WAIT, Node::start(config)).await.expect("start in time").unwrap()
+}
+
+/// Sets `count` keys of 4 KiB, one entry each.
+async fn set_values(node: &Node, from: usize, count: usize) {
+    for i in from..from + count {
+        node.propose(Command::Set(SetKey::new(format!("k{i}"), vec![b'v'; 4096]))).await.unwrap();
+    }
+}
+
+/// Waits (bounded) for a snapshot newer than `after`.
+async fn next_snapshot(node: &Node, after: Option<u64>) -> Option<u64> {
+    let waited = timeout(WAIT, async {
+        loop {
+            if let Some(index) = node.status().snapshot_index.filter(|i| Some(*i) > after) {
+                return index;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    waited.await.ok()
+}
+
+/// A snapshot comes once the log after the last one passes the size limit and that snapshot's
+/// own size, whatever the entry count; with the limit at 0 none comes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshots_come_by_log_size_against_the_last_snapshots_size() {
+    let dir = tempfile::tempdir().unwrap();
+    // 256 KiB of log with snapshots by size off: none comes.
+    let node = start_sized(dir.path(), 0).await;
+    set_values(&node, 0, 64).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(node.status().snapshot_index, None, "snapshots by size are off at 0");
+    node.shutdown().await.unwrap();
+    drop(node);
+
+    // Restarted with a 32 KiB limit, the log it replays is past it: one snapshot covers it all.
+    let node = start_sized(dir.path(), 32 * 1024).await;
+    let first = next_snapshot(&node, None).await.expect("a snapshot once the log passed 32 KiB");
+    assert!(first >= 64, "the snapshot covers the replayed log ({first})");
+    // The snapshot holds ~256 KiB of values: 64 KiB more log is past the limit but not past it.
+    set_values(&node, 64, 16).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(node.status().snapshot_index, Some(first), "no snapshot before the log outgrows the last one");
+    // Another 256 KiB is.
+    set_values(&node, 80, 64).await;
+    let second =
+        next_snapshot(&node, Some(first)).await.expect("a snapshot once the log outgrew the last one");
+    assert!(second > first);
+    node.shutdown().await.unwrap();
+    drop(node);
+
+    // The restart finds the snapshot and the short log after it.
+    let node = start_sized(dir.path(), 32 * 1024).await;
+    let keys = vec!["k0".into(), "k100".into(), "k143".into()];
+    assert_eq!(state(&node).await.query(0, Query::Exists { keys }), Reply::Int(3));
+    node.shutdown().await.unwrap();
+}

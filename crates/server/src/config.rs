@@ -41,6 +41,10 @@ pub struct Config {
     pub max_memory: u64,
     /// A snapshot is taken every this many log entries; the log before it is then deleted.
     pub snapshot_every: u64,
+    /// A snapshot is also taken once the log since the last one holds this many bytes and at
+    /// least as many as that snapshot (so a restart replays at most about a snapshot's worth of
+    /// log, however large the entries); 0 = by entry count only.
+    pub snapshot_log_bytes: u64,
     /// Operator's choice at start: cut the log at a corrupt record (losing what follows) instead
     /// of refusing to start.
     pub truncate_corrupt: bool,
@@ -77,6 +81,7 @@ impl Default for Config {
             fsync_interval_ms: 1000,
             max_memory: 0,
             snapshot_every: 20_000,
+            snapshot_log_bytes: 64 * 1024 * 1024,
             truncate_corrupt: false,
         }
     }
@@ -164,6 +169,8 @@ mod tests {
     #[test]
     fn fsync_reads_from_the_file_and_from_text() {
         let c = Config::from_toml("fsync = \"interval\"\nfsync-interval-ms = 50\n").unwrap();
+        assert_eq!(c.snapshot_log_bytes, 64 * 1024 * 1024);
+        assert_eq!(Config::from_toml("snapshot-log-bytes = 0").unwrap().snapshot_log_bytes, 0);
         assert_eq!((c.fsync, c.fsync_interval_ms), (Fsync::Interval, 50));
         assert_eq!("never".parse::<Fsync>(), Ok(Fsync::Never));
         assert!("sometimes".parse::<Fsync>().is_err());

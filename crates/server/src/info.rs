@@ -85,6 +85,7 @@ pub async fn render(shared: &Shared, sections: &[String]) -> Result<String, Node
                     line("journal_batches", &j.batches);
                     line("journal_bytes", &j.bytes);
                     line("journal_segments", &j.segments);
+                    line("journal_log_bytes", &j.log_bytes);
                     line(
                         "group_commit_avg_appends",
                         &format!("{:.2}", j.appends as f64 / j.batches.max(1) as f64),

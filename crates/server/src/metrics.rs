@@ -619,6 +619,11 @@ impl Exposition {
             j.max_batch_appends,
         );
         self.gauge("turnstile_journal_segments", "Journal segment files on disk.", j.segments);
+        self.gauge(
+            "turnstile_journal_log_bytes",
+            "Bytes of log entries after the latest snapshot: what a restart replays.",
+            j.log_bytes,
+        );
     }
 
     /// The journal's fsync latency histogram: bucket `i` counts fsyncs under 2^i µs and not
@@ -1153,6 +1158,7 @@ mod tests {
         assert!(scrape.value("turnstile_fsync_duration_seconds_count", &[]) >= 1.0);
         assert!(scrape.value("turnstile_journal_bytes_written_total", &[]) > 0.0);
         assert!(scrape.value("turnstile_journal_records_total", &[]) >= 1.0);
+        assert!(scrape.value("turnstile_journal_log_bytes", &[]) > 0.0, "no snapshot yet: the log is all there");
         assert!(scrape.value("turnstile_fsync_batch_size_max", &[]) >= 1.0);
         assert_eq!(scrape.value("turnstile_journal_poisoned", &[]), 0.0);
 

@@ -184,6 +184,7 @@ impl Server {
             max_in_flight: config.max_in_flight,
             storage: Some(storage),
             snapshot_every: config.snapshot_every,
+            snapshot_log_bytes: config.snapshot_log_bytes,
         };
         let log_runtime =
             LogRuntime::start().map_err(|e| ServerError::Node(NodeError::Fatal(e.to_string())))?;

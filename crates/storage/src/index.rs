@@ -18,21 +18,22 @@ pub(crate) struct EntryAt {
 /// Entry index → place, or (while replaying) → data.
 pub(crate) type Entries<V> = BTreeMap<u64, V>;
 
-/// Drops the entries above `after` (`None`: all of them), as a truncation record says.
-pub(crate) fn drop_above<V>(entries: &mut Entries<V>, after: Option<u64>) {
+/// Drops the entries above `after` (`None`: all of them), as a truncation record says; returns them.
+pub(crate) fn drop_above<V>(entries: &mut Entries<V>, after: Option<u64>) -> Entries<V> {
     match after.map(|after| after.checked_add(1)) {
-        None => entries.clear(),
-        Some(Some(first_dropped)) => drop(entries.split_off(&first_dropped)),
-        Some(None) => {}
+        None => std::mem::take(entries),
+        Some(Some(first_dropped)) => entries.split_off(&first_dropped),
+        Some(None) => BTreeMap::new(),
     }
 }
 
-/// Drops the entries up to and including `upto`, as a purge record says.
-pub(crate) fn drop_upto<V>(entries: &mut Entries<V>, upto: u64) {
-    *entries = match upto.checked_add(1) {
+/// Drops the entries up to and including `upto`, as a purge record says; returns them.
+pub(crate) fn drop_upto<V>(entries: &mut Entries<V>, upto: u64) -> Entries<V> {
+    let kept = match upto.checked_add(1) {
         Some(first_kept) => entries.split_off(&first_kept),
         None => BTreeMap::new(),
     };
+    std::mem::replace(entries, kept)
 }
 
 #[cfg(test)]
@@ -46,9 +47,9 @@ mod tests {
     #[test]
     fn truncation_and_purge_drop_the_right_side() {
         let mut e = entries(&[3, 4, 5, 6]);
-        drop_above(&mut e, Some(5));
+        assert_eq!(drop_above(&mut e, Some(5)), entries(&[6]));
         assert_eq!(e.keys().copied().collect::<Vec<_>>(), [3, 4, 5]);
-        drop_upto(&mut e, 3);
+        assert_eq!(drop_upto(&mut e, 3), entries(&[3]));
         assert_eq!(e.keys().copied().collect::<Vec<_>>(), [4, 5]);
         drop_above(&mut e, Some(u64::MAX));
         assert_eq!(e.len(), 2);

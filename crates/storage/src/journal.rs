@@ -108,6 +108,8 @@ pub struct JournalStats {
     pub fsync_micros_log2: [u64; FSYNC_HISTOGRAM_BUCKETS],
     /// Segment files currently on disk.
     pub segments: u64,
+    /// Bytes of the entries after the purge point, which a restart replays ([`Journal::log_bytes`]).
+    pub log_bytes: u64,
 }
 
 impl JournalStats {
@@ -182,7 +184,25 @@ struct Shared {
     delay_next_sync_ms: std::sync::atomic::AtomicU64,
     stats: Mutex<JournalStats>,
     /// Where every entry in the log is, as of what is in the files.
-    index: Mutex<Entries<EntryAt>>,
+    index: Mutex<Places>,
+}
+
+/// The index of entry places, and the bytes of the frames it lists.
+#[derive(Debug, Default)]
+struct Places {
+    at: Entries<EntryAt>,
+    bytes: u64,
+}
+
+impl Places {
+    fn new(at: Entries<EntryAt>) -> Places {
+        let bytes = at.values().map(|at| at.len as u64).sum();
+        Places { at, bytes }
+    }
+
+    fn dropped(&mut self, dropped: &Entries<EntryAt>) {
+        self.bytes -= dropped.values().map(|at| at.len as u64).sum::<u64>();
+    }
 }
 
 /// The queue and the files, shared with the background sync thread.
@@ -315,7 +335,7 @@ impl Shared {
         }
     }
 
-    fn index(&self) -> std::sync::MutexGuard<'_, Entries<EntryAt>> {
+    fn index(&self) -> std::sync::MutexGuard<'_, Places> {
         self.index.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
@@ -353,7 +373,7 @@ impl Journal {
         create_dir_durable(&log_dir)?;
         let (mut recovered, segments) = replay(&log_dir, options.truncate_corrupt)?;
         let shared = Arc::new(Shared {
-            index: Mutex::new(std::mem::take(&mut recovered.places)),
+            index: Mutex::new(Places::new(std::mem::take(&mut recovered.places))),
             ..Shared::default()
         });
         let mut writer = Writer {
@@ -443,7 +463,7 @@ impl Journal {
             return Ok(Vec::new());
         }
         let places: Vec<(u64, EntryAt)> =
-            self.inner.shared.index().range(from..=to).map(|(index, at)| (*index, *at)).collect();
+            self.inner.shared.index().at.range(from..=to).map(|(index, at)| (*index, *at)).collect();
         let mut entries = Vec::with_capacity(places.len());
         // One read per run of entries in the same segment.
         for run in places.chunk_by(|(_, a), (_, b)| a.seq == b.seq) {
@@ -489,9 +509,17 @@ impl Journal {
         Ok(entries)
     }
 
+    /// The bytes of the log's entries in the files: those after the purge point, which a restart
+    /// replays (frames, so a little more than the entries' data).
+    pub fn log_bytes(&self) -> u64 {
+        self.inner.shared.index().bytes
+    }
+
     /// Counters since open.
     pub fn stats(&self) -> JournalStats {
-        self.inner.shared.stats().clone()
+        let mut stats = self.inner.shared.stats().clone();
+        stats.log_bytes = self.log_bytes();
+        stats
     }
 
     /// Whether an earlier write or fsync failed (every later write is refused).
@@ -865,12 +893,23 @@ impl Writer {
         self.flush_pending()?;
         self.shared.stats().records += records;
         // Only now is all of it in the file, where a read would look.
-        let mut index = self.shared.index();
+        let mut places = self.shared.index();
         for change in index_changes {
             match change {
-                IndexChange::Entry { index: entry, at } => drop(index.insert(entry, at)),
-                IndexChange::TruncateAfter(after) => drop_above(&mut index, after),
-                IndexChange::Purge(upto) => drop_upto(&mut index, upto),
+                IndexChange::Entry { index, at } => {
+                    places.bytes += at.len as u64;
+                    if let Some(replaced) = places.at.insert(index, at) {
+                        places.bytes -= replaced.len as u64;
+                    }
+                }
+                IndexChange::TruncateAfter(after) => {
+                    let dropped = drop_above(&mut places.at, after);
+                    places.dropped(&dropped);
+                }
+                IndexChange::Purge(upto) => {
+                    let dropped = drop_upto(&mut places.at, upto);
+                    places.dropped(&dropped);
+                }
             }
         }
         Ok(())

@@ -113,6 +113,30 @@ fn segments_roll_and_purge_deletes_old_ones_while_vote_and_committed_survive() {
     assert_eq!(recovered.entries.keys().copied().collect::<Vec<_>>(), (81..=101).collect::<Vec<_>>());
 }
 
+/// `log_bytes` counts the frames of the entries in the files: appends add, truncations and
+/// purges take away, a reopen finds the same.
+#[test]
+fn log_bytes_follow_appends_truncations_purges_and_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let (journal, _) = Journal::open(dir.path(), Options::default()).unwrap();
+    assert_eq!(journal.log_bytes(), 0);
+    append_wait(&journal, vec![entry(1)]).unwrap();
+    let one = journal.log_bytes();
+    assert!(one > data_of(1).len() as u64, "a frame is more than its data ({one})");
+    append_wait(&journal, (2..=9).map(entry).collect()).unwrap();
+    assert_eq!(journal.log_bytes(), 9 * one, "entries 1..=9 have frames of one size");
+    append_wait(&journal, vec![Record::TruncateAfter(Some(6))]).unwrap();
+    assert_eq!(journal.log_bytes(), 6 * one);
+    append_wait(&journal, vec![Record::Purge(2)]).unwrap();
+    assert_eq!(journal.log_bytes(), 4 * one);
+    // Rewriting an entry replaces its frame.
+    append_wait(&journal, vec![entry(6)]).unwrap();
+    assert_eq!(journal.log_bytes(), 4 * one);
+    journal.close().unwrap();
+    let (journal, _) = Journal::open(dir.path(), Options::default()).unwrap();
+    assert_eq!(journal.log_bytes(), 4 * one);
+}
+
 /// What `read_entries` returns, as (index, data) pairs.
 fn read_back(journal: &Journal, from: u64, to: u64) -> Vec<(u64, bytes::Bytes)> {
     journal.read_entries(from, to).unwrap()
