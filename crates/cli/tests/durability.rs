@@ -467,7 +467,10 @@ fn check_locks_after_restart(con: &mut redis::Connection, locks: &mut [LockState
 fn acknowledged_writes_survive_repeated_kill_9() {
     let started = Instant::now();
     let dir = tempfile::tempdir().expect("temp dir");
-    let mut server = TestServer::start_in(dir.path(), &["--fsync", "always", "--snapshot-every", "20"]);
+    let mut server = TestServer::start_in(
+        dir.path(),
+        &["--fsync", "always", "--snapshot-every", "20", "--snapshot-log-bytes", "4096"],
+    );
     {
         let mut c = server.client();
         let _: Value = redis::cmd("Q.CREATE").arg(&["q", "LEASE", "500"]).query(&mut c).expect("Q.CREATE");

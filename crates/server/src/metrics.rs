@@ -1158,7 +1158,10 @@ mod tests {
         assert!(scrape.value("turnstile_fsync_duration_seconds_count", &[]) >= 1.0);
         assert!(scrape.value("turnstile_journal_bytes_written_total", &[]) > 0.0);
         assert!(scrape.value("turnstile_journal_records_total", &[]) >= 1.0);
-        assert!(scrape.value("turnstile_journal_log_bytes", &[]) > 0.0, "no snapshot yet: the log is all there");
+        assert!(
+            scrape.value("turnstile_journal_log_bytes", &[]) > 0.0,
+            "no snapshot yet: the log is all there"
+        );
         assert!(scrape.value("turnstile_fsync_batch_size_max", &[]) >= 1.0);
         assert_eq!(scrape.value("turnstile_journal_poisoned", &[]), 0.0);
 
