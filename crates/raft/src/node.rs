@@ -504,7 +504,9 @@ async fn snapshot_by_log_size(
     state_machine: StateMachineStore,
     min_bytes: u64,
 ) {
-    let mut checks = tokio::time::interval(LOG_SIZE_CHECK_EVERY);
+    // Not at once: a restart that replayed a long log should finish starting first.
+    let first = tokio::time::Instant::now() + LOG_SIZE_CHECK_EVERY;
+    let mut checks = tokio::time::interval_at(first, LOG_SIZE_CHECK_EVERY);
     checks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let latest_snapshot = || raft.metrics().borrow_watched().snapshot;
     let (mut seen, mut asked_at) = (latest_snapshot(), None);
