@@ -404,13 +404,11 @@ impl Node {
         if self.inner.closed.swap(true, Ordering::SeqCst) {
             return Ok(());
         }
-        let batcher = self.inner.batcher.lock().ok().and_then(|mut b| b.take());
-        if let Some(batcher) = batcher {
-            // Queued proposals are dropped with it: their callers see ShuttingDown.
-            batcher.abort();
-        }
-        if let Some(snapshotter) = self.inner.snapshotter.lock().ok().and_then(|mut s| s.take()) {
-            snapshotter.abort();
+        // Queued proposals are dropped with the batcher: their callers see ShuttingDown.
+        for task in [&self.inner.batcher, &self.inner.snapshotter] {
+            if let Some(task) = task.lock().ok().and_then(|mut t| t.take()) {
+                task.abort();
+            }
         }
         self.inner.raft.shutdown().await.map_err(|e| NodeError::Fatal(format!("raft shutdown: {e}")))?;
         if let Some(journal) = &self.inner.journal {
