@@ -859,6 +859,14 @@ fn restart_from_snapshot_plus_tail() {
     assert_all_written(&mut c);
     let index = info_u64(&mut c, "persistence", "snapshot_index");
     assert!(index > 0, "INFO persistence snapshot_index is {index}");
+    // The log a restart would replay: the entries after the snapshot, all in the segment files.
+    let log_bytes = info_u64(&mut c, "persistence", "journal_log_bytes");
+    let on_disk: u64 =
+        segments(dir.path()).iter().map(|s| std::fs::metadata(s).expect("segment").len()).sum();
+    assert!(
+        log_bytes > 0 && log_bytes <= on_disk,
+        "journal_log_bytes {log_bytes} with {on_disk} bytes of segments"
+    );
 }
 
 #[test]
