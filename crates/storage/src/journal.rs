@@ -200,8 +200,18 @@ impl Places {
         Places { at, bytes }
     }
 
-    fn dropped(&mut self, dropped: &Entries<EntryAt>) {
-        self.bytes -= dropped.values().map(|at| at.len as u64).sum::<u64>();
+    /// Applies one record's change, keeping `bytes` the sum of the places' lengths.
+    fn apply(&mut self, change: IndexChange) {
+        let length = |at: &EntryAt| at.len as u64;
+        let removed: u64 = match change {
+            IndexChange::Entry { index, at } => {
+                self.bytes += length(&at);
+                self.at.insert(index, at).as_ref().map_or(0, length)
+            }
+            IndexChange::TruncateAfter(after) => drop_above(&mut self.at, after).values().map(length).sum(),
+            IndexChange::Purge(upto) => drop_upto(&mut self.at, upto).values().map(length).sum(),
+        };
+        self.bytes -= removed;
     }
 }
 
@@ -895,22 +905,7 @@ impl Writer {
         // Only now is all of it in the file, where a read would look.
         let mut places = self.shared.index();
         for change in index_changes {
-            match change {
-                IndexChange::Entry { index, at } => {
-                    places.bytes += at.len as u64;
-                    if let Some(replaced) = places.at.insert(index, at) {
-                        places.bytes -= replaced.len as u64;
-                    }
-                }
-                IndexChange::TruncateAfter(after) => {
-                    let dropped = drop_above(&mut places.at, after);
-                    places.dropped(&dropped);
-                }
-                IndexChange::Purge(upto) => {
-                    let dropped = drop_upto(&mut places.at, upto);
-                    places.dropped(&dropped);
-                }
-            }
+            places.apply(change);
         }
         Ok(())
     }
