@@ -9,7 +9,9 @@
 //! connection buffer it was read into: ~320 MB of RSS under the queue benchmark with nothing
 //! stored, and a heap growing by page faults until the next snapshot freed it all at once.
 //! Only committed entries leave the window: they can no longer be truncated, so what the journal
-//! holds for them is final. An in-memory log (no journal) keeps everything.
+//! holds for them is final. An in-memory log (no journal) keeps everything. After a restart, the
+//! entries below the window that the journal replayed are decoded too, once, for the apply that
+//! follows (see [`LogStore::durable`]); each is handed out once and then read from the journal.
 //!
 //! openraft's contract:
 //! - The appended entries must be readable once `append` returns; `IOFlushed::io_completed` is
@@ -73,6 +75,10 @@ struct Inner {
     log: BTreeMap<u64, (Entry, usize)>,
     /// The encoded size of the entries in `log`.
     log_bytes: usize,
+    /// The entries below the window that the journal held when it was opened, decoded then: a
+    /// restart applies them right away, and takes them from here (once each) instead of reading
+    /// them back. See [`LogStore::durable`].
+    replayed: BTreeMap<u64, Entry>,
     /// The newest entry's id, wherever it is (`None`: no entry above the purge point).
     last: Option<LogId>,
     committed: Option<LogId>,
@@ -112,26 +118,44 @@ impl LogStore {
             Some(purged) => Some(decode::<Entry>(&purged)?.log_id),
             None => None,
         };
-        // The newest entries go into the window (the rest stay on disk until asked for), up to its
-        // bounds: those the committed marker covers may leave it again at the first shrink.
-        let (mut log, mut log_bytes) = (BTreeMap::new(), 0);
-        for (index, data) in entries.iter().rev() {
-            if !log.is_empty() && (log.len() >= WINDOW_ENTRIES || log_bytes + data.len() > WINDOW_BYTES) {
-                break;
+        // The newest entries go into the window, up to its bounds: those the committed marker
+        // covers may leave it again at the first shrink. The others are decoded too, for the apply
+        // that follows the restart: this runs while the snapshot loads on another thread, and the
+        // apply then neither reads the log a second time nor decodes it (restart with 1,000,000
+        // queued 1 KiB messages: see docs/benchmarks.md).
+        let (mut log, mut log_bytes, mut replayed) = (BTreeMap::new(), 0, BTreeMap::new());
+        let mut window_full = false;
+        while let Some((index, data)) = entries.pop_last() {
+            let entry = decode::<Entry>(&data)?;
+            window_full = window_full
+                || (!log.is_empty()
+                    && (log.len() >= WINDOW_ENTRIES || log_bytes + data.len() > WINDOW_BYTES));
+            if !window_full {
+                log.insert(index, (entry, data.len()));
+                log_bytes += data.len();
+            } else {
+                replayed.insert(index, entry);
             }
-            log.insert(*index, (decode::<Entry>(data)?, data.len()));
-            log_bytes += data.len();
         }
         let inner = Inner {
             last_purged,
             last: log.values().next_back().map(|(e, _)| e.log_id),
             log,
             log_bytes,
+            replayed,
             // `save_committed` journals the whole `Option<LogId>`; it must be read back as one.
             committed: recovered.committed.as_deref().map(decode::<Option<LogId>>).transpose()?.flatten(),
             vote: recovered.vote.as_deref().map(decode).transpose()?,
         };
         Ok(LogStore { inner: Arc::new(Mutex::new(inner)), journal: Some(journal) })
+    }
+
+    /// Drops the decoded entries a restart will not apply: those the snapshot it starts from covers
+    /// (a crash after a snapshot, before the purge after it was on disk).
+    pub(crate) fn forget_replayed_upto(&self, index: u64) -> io::Result<()> {
+        let mut inner = self.lock()?;
+        inner.replayed = inner.replayed.split_off(&(index + 1));
+        Ok(())
     }
 
     /// Journals records whose durability nobody waits for (they ride on the next group commit,
@@ -164,8 +188,9 @@ impl RaftLogReader<TypeConfig> for LogStore {
         range: RB,
     ) -> Result<Vec<Entry>, io::Error> {
         let (mut entries, from_disk) = {
-            let inner = self.lock()?;
-            let in_memory: Vec<Entry> = inner.log.range(range.clone()).map(|(_, (e, _))| e.clone()).collect();
+            let mut inner = self.lock()?;
+            let mut in_memory: Vec<Entry> =
+                inner.log.range(range.clone()).map(|(_, (e, _))| e.clone()).collect();
             // Below the window: entries left in the journal only.
             let first_in_memory = inner.log.keys().next().copied().unwrap_or(u64::MAX);
             let from = match range.start_bound() {
@@ -182,7 +207,19 @@ impl RaftLogReader<TypeConfig> for LogStore {
             .min(first_in_memory)
             .min(inner.last.map_or(0, |id| id.index() + 1));
             let from = from.max(inner.last_purged.map_or(0, |id| id.index() + 1));
-            let from_disk = (from < end).then(|| (from, end - 1));
+            let mut from_disk = (from < end).then(|| (from, end - 1));
+            // After a restart: the entries decoded when the journal was opened, if all are there.
+            if let Some((from, to)) = from_disk
+                && inner.replayed.range(from..=to).count() as u64 == to - from + 1
+            {
+                let mut older = inner.replayed.split_off(&from);
+                let mut newer = older.split_off(&(to + 1));
+                inner.replayed.append(&mut newer);
+                let mut taken: Vec<Entry> = older.into_values().collect();
+                taken.append(&mut in_memory);
+                in_memory = taken;
+                from_disk = None;
+            }
             (in_memory, from_disk)
         };
         if let (Some((from, to)), Some(journal)) = (from_disk, &self.journal) {
@@ -301,6 +338,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // split_off keeps [..from) in place and returns the tail, which is dropped.
         let removed = inner.log.split_off(&from);
         inner.remove_from_window(removed);
+        inner.replayed.split_off(&from);
         inner.last = last_log_id.filter(|id| Some(id.index()) > inner.last_purged.map(|p| p.index()));
         self.journal_quietly(vec![Record::TruncateAfter(last_log_id.map(|id| id.index()))]);
         Ok(())
@@ -317,6 +355,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let keep = inner.log.split_off(&(log_id.index() + 1));
         let removed = std::mem::replace(&mut inner.log, keep);
         inner.remove_from_window(removed);
+        inner.replayed = inner.replayed.split_off(&(log_id.index() + 1));
         inner.last_purged = Some(log_id);
         if inner.last.is_some_and(|last| last.index() <= log_id.index()) {
             inner.last = None;
@@ -465,6 +504,41 @@ mod tests {
         assert_eq!(ids(&read), expected(total - 6..=total - 4));
         assert_eq!(read[2].log_id, log_id(2, total - 4));
         assert_eq!(store.get_log_state().await.unwrap().last_log_id, Some(log_id(2, total - 4)));
+    }
+
+    /// After a restart the entries below the window are decoded already: each is served from
+    /// memory once (what the apply after a restart reads), then from the journal; a snapshot's
+    /// coverage, a truncation and a purge drop them too.
+    #[tokio::test]
+    async fn a_restart_serves_the_replayed_entries_once_then_reads_the_journal() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = open(dir.path());
+        let total = WINDOW_ENTRIES as u64 * 2 + 100;
+        store.append((1..=total).map(entry), IOFlushed::noop()).await.unwrap();
+        store.save_committed(Some(log_id(1, total))).await.unwrap();
+        store.journal.as_ref().unwrap().sync().unwrap();
+        drop(store);
+
+        let mut store = open(dir.path());
+        let replayed =
+            |store: &LogStore| store.inner.lock().unwrap().replayed.keys().copied().collect::<Vec<_>>();
+        let below_window = total - WINDOW_ENTRIES as u64;
+        assert_eq!(replayed(&store), (1..=below_window).collect::<Vec<_>>());
+        store.forget_replayed_upto(100).unwrap();
+        assert_eq!(replayed(&store), (101..=below_window).collect::<Vec<_>>());
+
+        assert_eq!(ids(&store.try_get_log_entries(101..=600).await.unwrap()), expected(101..=600));
+        assert_eq!(replayed(&store), (601..=below_window).collect::<Vec<_>>(), "taken, not copied");
+        assert_eq!(ids(&store.try_get_log_entries(101..=600).await.unwrap()), expected(101..=600));
+        // Partly replayed (50..=100 are not): all of it from the journal, nothing taken.
+        assert_eq!(ids(&store.try_get_log_entries(50..=700).await.unwrap()), expected(50..=700));
+        assert_eq!(replayed(&store).first(), Some(&601));
+
+        store.truncate_after(Some(log_id(1, 800))).await.unwrap();
+        store.purge(log_id(1, 650)).await.unwrap();
+        assert_eq!(replayed(&store), (651..=800).collect::<Vec<_>>());
+        assert_eq!(ids(&store.try_get_log_entries(..).await.unwrap()), expected(651..=800));
+        assert!(replayed(&store).is_empty());
     }
 
     /// An in-memory log has nowhere else to read from: it keeps every entry.

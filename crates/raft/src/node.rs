@@ -668,6 +668,9 @@ fn open_storage(storage: Option<&Storage>) -> Result<Opened, NodeError> {
             )));
         }
     }
+    if let Some(covered) = state_machine.snapshot_index() {
+        log.forget_replayed_upto(covered).map_err(|e| fatal(&e))?;
+    }
     // snapshot_ms on one thread; journal_ms + log_decode_ms on the other; total_ms is the longer.
     tracing::info!(
         snapshot_index = ?state_machine.snapshot_index(),
