@@ -11,7 +11,7 @@
 //! Only committed entries leave the window: they can no longer be truncated, so what the journal
 //! holds for them is final. An in-memory log (no journal) keeps everything. After a restart, the
 //! entries below the window that the journal replayed are decoded too, once, for the apply that
-//! follows (see [`LogStore::durable`]); each is handed out once and then read from the journal.
+//! follows (see [`LogStore::with_replayed`]); each is handed out once and then read from the journal.
 //!
 //! openraft's contract:
 //! - The appended entries must be readable once `append` returns; `IOFlushed::io_completed` is
@@ -77,7 +77,7 @@ struct Inner {
     log_bytes: usize,
     /// The entries below the window that the journal held when it was opened, decoded then: a
     /// restart applies them right away, and takes them from here (once each) instead of reading
-    /// them back. See [`LogStore::durable`].
+    /// them back. See [`LogStore::with_replayed`].
     replayed: BTreeMap<u64, Entry>,
     /// The newest entry's id, wherever it is (`None`: no entry above the purge point).
     last: Option<LogId>,
@@ -104,35 +104,101 @@ impl Inner {
     }
 }
 
+/// The entries a journal replayed, being decoded by up to two threads at once: one takes them
+/// from the newest end, the other from the oldest ([`ReplayedTail::decode`]), until they meet.
+#[derive(Debug)]
+pub(crate) struct ReplayedTail {
+    inner: Mutex<Tail>,
+}
+
+#[derive(Debug, Default)]
+struct Tail {
+    raw: std::collections::VecDeque<(u64, bytes::Bytes)>,
+    /// Log index → entry and its encoded size.
+    decoded: BTreeMap<u64, (Entry, usize)>,
+    /// The first entry that did not decode: the log cannot be opened.
+    failed: Option<io::Error>,
+}
+
+impl ReplayedTail {
+    pub(crate) fn new(entries: BTreeMap<u64, bytes::Bytes>) -> ReplayedTail {
+        ReplayedTail { inner: Mutex::new(Tail { raw: entries.into_iter().collect(), ..Tail::default() }) }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Tail> {
+        // Nothing panics while holding it; if a decoder thread did, what it left is still usable.
+        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Decodes entries, the newest or the oldest left first, until none is left (or one fails).
+    pub(crate) fn decode(&self, newest_first: bool) {
+        loop {
+            let next = {
+                let mut tail = self.lock();
+                if tail.failed.is_some() {
+                    return;
+                }
+                if newest_first { tail.raw.pop_back() } else { tail.raw.pop_front() }
+            };
+            let Some((index, data)) = next else { return };
+            let decoded = decode::<Entry>(&data);
+            let mut tail = self.lock();
+            match decoded {
+                Ok(entry) => drop(tail.decoded.insert(index, (entry, data.len()))),
+                Err(error) => tail.failed = Some(error),
+            }
+        }
+    }
+
+    /// Every entry, decoded (those no thread took yet are decoded now).
+    fn into_entries(self) -> io::Result<BTreeMap<u64, (Entry, usize)>> {
+        self.decode(true);
+        let tail = self.inner.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match tail.failed {
+            Some(error) => Err(error),
+            None => Ok(tail.decoded),
+        }
+    }
+}
+
 impl LogStore {
     /// A log kept in memory only: nothing survives a restart.
     pub fn in_memory() -> LogStore {
         LogStore::default()
     }
 
-    /// A log backed by `journal`, starting from what the journal held when it was opened.
-    pub fn durable(journal: Arc<Journal>, recovered: Recovered) -> io::Result<LogStore> {
-        let mut entries = recovered.entries;
+    /// A log backed by `journal`, starting from what the journal held when it was opened (its
+    /// entries decoded here; [`LogStore::with_replayed`] takes them decoded already).
+    pub fn durable(journal: Arc<Journal>, mut recovered: Recovered) -> io::Result<LogStore> {
+        let tail = ReplayedTail::new(std::mem::take(&mut recovered.entries));
+        LogStore::with_replayed(journal, recovered, tail)
+    }
+
+    /// A log backed by `journal`, from what the journal held when it was opened: `recovered` for
+    /// the vote, committed marker and purge point, `tail` for its entries (whatever no thread
+    /// decoded yet is decoded here).
+    ///
+    /// The newest entries go into the window, up to its bounds: those the committed marker covers
+    /// may leave it again at the first shrink. The others are kept decoded for the apply that
+    /// follows a restart, which then neither reads the log a second time nor decodes it: the
+    /// decoding is done while the snapshot loads, by two threads (restart with 1,000,000 queued
+    /// 1 KiB messages: see docs/benchmarks.md).
+    pub(crate) fn with_replayed(
+        journal: Arc<Journal>,
+        recovered: Recovered,
+        tail: ReplayedTail,
+    ) -> io::Result<LogStore> {
+        let mut entries = tail.into_entries()?;
         // See the module docs: the purged entry itself is kept just above the journal's purge point.
-        let last_purged = match recovered.purged.and_then(|p| entries.remove(&(p + 1))) {
-            Some(purged) => Some(decode::<Entry>(&purged)?.log_id),
-            None => None,
-        };
-        // The newest entries go into the window, up to its bounds: those the committed marker
-        // covers may leave it again at the first shrink. The others are decoded too, for the apply
-        // that follows the restart: this runs while the snapshot loads on another thread, and the
-        // apply then neither reads the log a second time nor decodes it (restart with 1,000,000
-        // queued 1 KiB messages: see docs/benchmarks.md).
+        let last_purged = recovered.purged.and_then(|p| entries.remove(&(p + 1))).map(|(e, _)| e.log_id);
         let (mut log, mut log_bytes, mut replayed) = (BTreeMap::new(), 0, BTreeMap::new());
         let mut window_full = false;
-        while let Some((index, data)) = entries.pop_last() {
-            let entry = decode::<Entry>(&data)?;
+        while let Some((index, (entry, size))) = entries.pop_last() {
             window_full = window_full
-                || (!log.is_empty()
-                    && (log.len() >= WINDOW_ENTRIES || log_bytes + data.len() > WINDOW_BYTES));
+                || (!log.is_empty() && (log.len() >= WINDOW_ENTRIES || log_bytes + size > WINDOW_BYTES));
             if !window_full {
-                log.insert(index, (entry, data.len()));
-                log_bytes += data.len();
+                log.insert(index, (entry, size));
+                log_bytes += size;
             } else {
                 replayed.insert(index, entry);
             }
@@ -539,6 +605,24 @@ mod tests {
         assert_eq!(replayed(&store), (651..=800).collect::<Vec<_>>());
         assert_eq!(ids(&store.try_get_log_entries(..).await.unwrap()), expected(651..=800));
         assert!(replayed(&store).is_empty());
+    }
+
+    /// Two threads decoding a replayed tail from both ends leave every entry decoded, once; an
+    /// entry that does not decode fails the whole tail.
+    #[test]
+    fn a_replayed_tail_decoded_from_both_ends_holds_every_entry_once() {
+        let raw = |i: u64| bytes::Bytes::from(encode(&entry(i)).unwrap());
+        let tail = ReplayedTail::new((1..=500).map(|i| (i, raw(i))).collect());
+        std::thread::scope(|scope| {
+            scope.spawn(|| tail.decode(true));
+            tail.decode(false);
+        });
+        let decoded: Vec<Entry> = tail.into_entries().unwrap().into_values().map(|(e, _)| e).collect();
+        assert_eq!(ids(&decoded), expected(1..=500));
+
+        let mut damaged: BTreeMap<u64, bytes::Bytes> = (1..=500).map(|i| (i, raw(i))).collect();
+        damaged.insert(250, bytes::Bytes::from_static(&[0xff, 0xff, 0xff]));
+        assert!(ReplayedTail::new(damaged).into_entries().is_err());
     }
 
     /// An in-memory log has nowhere else to read from: it keeps every entry.

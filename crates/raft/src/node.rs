@@ -37,7 +37,7 @@ use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use turnstile_core::{Command, Reply, State, Timestamp};
 
-use crate::log_store::LogStore;
+use crate::log_store::{LogStore, ReplayedTail};
 use crate::network::NoNetwork;
 use crate::state_machine::{AppliedEffects, StateMachineStore};
 use crate::{Batch, Raft, TypeConfig};
@@ -627,32 +627,41 @@ fn open_storage(storage: Option<&Storage>) -> Result<Opened, NodeError> {
     let dir_lock = lock_dir(&storage.dir).map_err(|e| fatal(&e))?;
     let started = std::time::Instant::now();
     let (snapshot, journal) = std::thread::scope(|scope| {
+        let (share_tail, shared_tail) = std::sync::mpsc::sync_channel(1);
         let journal = std::thread::Builder::new()
             .name("open-journal".into())
-            .spawn_scoped(scope, || {
-                let opened = Journal::open(&storage.dir, storage.options.clone()).map_err(|e| fatal(&e))?;
+            .spawn_scoped(scope, move || {
+                let (journal, mut recovered) =
+                    Journal::open(&storage.dir, storage.options.clone()).map_err(|e| fatal(&e))?;
                 let read = started.elapsed();
-                let (journal, recovered) = opened;
-                let torn_tail = recovered.torn_tail.clone();
-                let purged = recovered.purged;
                 let entries = recovered.entries.len();
-                let journal = Arc::new(journal);
-                let log = LogStore::durable(journal.clone(), recovered).map_err(|e| fatal(&e))?;
+                let tail = Arc::new(ReplayedTail::new(std::mem::take(&mut recovered.entries)));
+                let _ = share_tail.send(Arc::clone(&tail));
+                tail.decode(true);
                 let decoded = started.elapsed() - read;
-                Ok::<_, NodeError>(OpenedJournal { journal, log, torn_tail, purged, entries, read, decoded })
+                Ok::<_, NodeError>((journal, recovered, tail, entries, read, decoded))
             })
             .map_err(|e| fatal(&e));
         let snapshot = SnapshotStore::open(&storage.dir.join("snapshots"))
             .map_err(|e| fatal(&e))
             .and_then(|snapshots| StateMachineStore::open(Some(snapshots)).map_err(|e| fatal(&e)));
         let snapshot_loaded = started.elapsed();
+        // The snapshot is in: help decode the log after it, from its oldest end.
+        if let Ok(tail) = shared_tail.recv() {
+            tail.decode(false);
+        }
         let journal = journal.and_then(|handle| {
             handle.join().unwrap_or_else(|_| Err(NodeError::Fatal("opening the journal panicked".into())))
         });
         (snapshot.map(|opened| (opened, snapshot_loaded)), journal)
     });
     let ((state_machine, effects), snapshot_loaded) = snapshot?;
-    let OpenedJournal { journal, log, torn_tail, purged, entries, read: journal_read, decoded } = journal?;
+    let (journal, recovered, tail, entries, journal_read, decoded) = journal?;
+    let torn_tail = recovered.torn_tail.clone();
+    let purged = recovered.purged;
+    let journal = Arc::new(journal);
+    let tail = Arc::into_inner(tail).ok_or_else(|| fatal(&"the log tail is still shared"))?;
+    let log = LogStore::with_replayed(journal.clone(), recovered, tail).map_err(|e| fatal(&e))?;
     if let Some((file, offset)) = &torn_tail {
         tracing::warn!(file = %file.display(), offset, "cut off a torn last log record (a crash mid-write)");
     }
@@ -671,7 +680,8 @@ fn open_storage(storage: Option<&Storage>) -> Result<Opened, NodeError> {
     if let Some(covered) = state_machine.snapshot_index() {
         log.forget_replayed_upto(covered).map_err(|e| fatal(&e))?;
     }
-    // snapshot_ms on one thread; journal_ms + log_decode_ms on the other; total_ms is the longer.
+    // snapshot_ms on one thread, then decoding the log's oldest entries; journal_ms, then
+    // log_decode_ms decoding its newest, on the other.
     tracing::info!(
         snapshot_index = ?state_machine.snapshot_index(),
         log_entries = entries,
@@ -683,18 +693,4 @@ fn open_storage(storage: Option<&Storage>) -> Result<Opened, NodeError> {
         "opened the data dir"
     );
     Ok(Opened { log, state_machine, effects, journal: Some(journal), dir_lock: Some(dir_lock) })
-}
-
-/// What the journal thread of [`open_storage`] hands back.
-struct OpenedJournal {
-    journal: Arc<Journal>,
-    log: LogStore,
-    torn_tail: Option<(std::path::PathBuf, u64)>,
-    purged: Option<u64>,
-    /// Entries in the log after the snapshot.
-    entries: usize,
-    /// Reading and replaying the journal.
-    read: std::time::Duration,
-    /// Decoding its entries into the in-memory log.
-    decoded: std::time::Duration,
 }
