@@ -168,7 +168,7 @@ impl LogStore {
     }
 
     /// A log backed by `journal`, starting from what the journal held when it was opened (its
-    /// entries decoded here; [`LogStore::with_replayed`] takes them decoded already).
+    /// entries decoded here; `LogStore::with_replayed` takes them decoded already).
     pub fn durable(journal: Arc<Journal>, mut recovered: Recovered) -> io::Result<LogStore> {
         let tail = ReplayedTail::new(std::mem::take(&mut recovered.entries));
         LogStore::with_replayed(journal, recovered, tail)
