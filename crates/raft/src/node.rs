@@ -611,7 +611,8 @@ struct Opened {
 /// purged part no snapshot covers (a deleted or older snapshot): starting would lose data.
 ///
 /// The snapshot and the journal are read at the same time, on two threads: each is mostly reading
-/// a file into fresh memory, and a restart with a large state waits for both.
+/// a file into fresh memory, and a restart with a large state waits for both. Then both decode the
+/// log's entries, from its two ends, so that the apply after the start reads them from memory.
 fn open_storage(storage: Option<&Storage>) -> Result<Opened, NodeError> {
     let Some(storage) = storage else {
         let (state_machine, effects) = StateMachineStore::new();
@@ -647,7 +648,7 @@ fn open_storage(storage: Option<&Storage>) -> Result<Opened, NodeError> {
             .and_then(|snapshots| StateMachineStore::open(Some(snapshots)).map_err(|e| fatal(&e)));
         let snapshot_loaded = started.elapsed();
         // The snapshot is in: help decode the log after it, from its oldest end.
-        if let Ok(tail) = shared_tail.recv() {
+        if let (Ok(_), Ok(tail)) = (&snapshot, shared_tail.recv()) {
             tail.decode(false);
         }
         let journal = journal.and_then(|handle| {
