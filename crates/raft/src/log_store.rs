@@ -99,6 +99,11 @@ impl Inner {
         }
     }
 
+    /// Drops the replayed entries up to and including `index` (purged, or covered by a snapshot).
+    fn forget_replayed_upto(&mut self, index: u64) {
+        self.replayed = self.replayed.split_off(&(index + 1));
+    }
+
     fn remove_from_window(&mut self, removed: BTreeMap<u64, (Entry, usize)>) {
         self.log_bytes -= removed.values().map(|(_, size)| size).sum::<usize>();
     }
@@ -219,8 +224,7 @@ impl LogStore {
     /// Drops the decoded entries a restart will not apply: those the snapshot it starts from covers
     /// (a crash after a snapshot, before the purge after it was on disk).
     pub(crate) fn forget_replayed_upto(&self, index: u64) -> io::Result<()> {
-        let mut inner = self.lock()?;
-        inner.replayed = inner.replayed.split_off(&(index + 1));
+        self.lock()?.forget_replayed_upto(index);
         Ok(())
     }
 
@@ -404,7 +408,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // split_off keeps [..from) in place and returns the tail, which is dropped.
         let removed = inner.log.split_off(&from);
         inner.remove_from_window(removed);
-        inner.replayed.split_off(&from);
+        drop(inner.replayed.split_off(&from));
         inner.last = last_log_id.filter(|id| Some(id.index()) > inner.last_purged.map(|p| p.index()));
         self.journal_quietly(vec![Record::TruncateAfter(last_log_id.map(|id| id.index()))]);
         Ok(())
@@ -421,7 +425,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let keep = inner.log.split_off(&(log_id.index() + 1));
         let removed = std::mem::replace(&mut inner.log, keep);
         inner.remove_from_window(removed);
-        inner.replayed = inner.replayed.split_off(&(log_id.index() + 1));
+        inner.forget_replayed_upto(log_id.index());
         inner.last_purged = Some(log_id);
         if inner.last.is_some_and(|last| last.index() <= log_id.index()) {
             inner.last = None;
