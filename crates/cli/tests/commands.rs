@@ -280,9 +280,12 @@ fn queue_commands_round_trip() {
 
 #[test]
 fn a_missing_server_gets_a_helpful_error() {
-    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = free.local_addr().unwrap().to_string();
-    drop(free);
+    // Bound, never listening, and held for the whole test: a connect is refused, and no server
+    // another test starts meanwhile can take the port (a dropped listener's port could be).
+    let held = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    let loopback: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
+    held.bind(&loopback.into()).unwrap();
+    let addr = held.local_addr().unwrap().as_socket().unwrap().to_string();
     let out = Command::new(env!("CARGO_BIN_EXE_turnstile"))
         .args(["queue", "list", "--server", &addr])
         .output()
