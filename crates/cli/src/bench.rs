@@ -834,6 +834,17 @@ pub(crate) mod tests {
 
     use turnstile_server::{Config, Fsync, Server};
 
+    /// A loopback port nothing listens on, held (bound, never listening) while the socket lives:
+    /// a connect to it is refused, and no server another test starts meanwhile can take it (the
+    /// port of a dropped listener could be).
+    pub(crate) fn refused_port() -> (socket2::Socket, u16) {
+        let held = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        let loopback: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
+        held.bind(&loopback.into()).unwrap();
+        let port = held.local_addr().unwrap().as_socket().unwrap().port();
+        (held, port)
+    }
+
     #[test]
     fn size_reads_bytes_and_units() {
         assert_eq!(parse_size("100"), Ok(100));
@@ -1050,8 +1061,7 @@ pub(crate) mod tests {
 
     #[tokio::test]
     async fn a_target_that_is_down_says_what_to_start() {
-        // Bind and drop a listener: its port is then (almost certainly) closed.
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let (_held, port) = refused_port();
         for (url, program) in [("turnstile", "`turnstile server`"), ("redis", "redis-server")] {
             let target: Target = format!("{url}://127.0.0.1:{port}").parse().unwrap();
             let err = connect(&target).await.unwrap_err();

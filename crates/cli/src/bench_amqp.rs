@@ -1107,8 +1107,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_target_that_is_down_says_what_to_start() {
-        // Bind and drop a listener: its port is then (almost certainly) closed.
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let (_held, port) = bench::tests::refused_port();
         let target: AmqpTarget = format!("amqp://guest:guest@127.0.0.1:{port}/%2f").parse().unwrap();
         let err = connect(&target).await.unwrap_err();
         let expected = format!(
