@@ -101,6 +101,9 @@ struct ServerArgs {
     /// Largest payload, key or value a client may send, in bytes [default: 16777216].
     #[arg(long, env = "TURNSTILE_MAX_PAYLOAD", value_name = "BYTES")]
     max_payload: Option<usize>,
+    /// Longest lock, queue, key or exchange name, in bytes [default: 1024].
+    #[arg(long, env = "TURNSTILE_MAX_NAME_LEN", value_name = "BYTES")]
+    max_name_len: Option<usize>,
     /// Most commands coalesced into one log entry [default: 512].
     #[arg(long, env = "TURNSTILE_MAX_BATCH", value_name = "N")]
     max_batch: Option<usize>,
@@ -152,6 +155,7 @@ impl ServerArgs {
         set(&mut config.amqp_addr, &self.amqp_addr);
         set(&mut config.max_clients, &self.max_clients);
         set(&mut config.max_payload, &self.max_payload);
+        set(&mut config.max_name_len, &self.max_name_len);
         set(&mut config.max_batch, &self.max_batch);
         set(&mut config.max_in_flight, &self.max_in_flight);
         set(&mut config.worker_threads, &self.worker_threads);

@@ -39,7 +39,10 @@ fn a_bulk_over_the_payload_limit_is_refused() {
     let mut raw = server.raw();
     raw.write_all(b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$2000\r\n").unwrap();
     let reply = read_to_close(&mut raw);
-    assert_eq!(String::from_utf8_lossy(&reply), "-ERR Protocol error: invalid bulk length\r\n");
+    assert_eq!(
+        String::from_utf8_lossy(&reply),
+        "-ERR Protocol error: invalid bulk length: value is larger than max-payload (1024 bytes)\r\n"
+    );
     still_fine(&mut b);
 }
 

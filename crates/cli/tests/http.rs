@@ -8,7 +8,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use common::TestServer;
+use common::{TestServer, http_request};
 use serde_json::{Value, json};
 
 /// Sends one request; returns the status and the body as JSON (`Value::Null` when not JSON).
@@ -24,22 +24,7 @@ fn raw(
     body: Option<&str>,
     content_type: &str,
 ) -> (u16, String, String) {
-    let mut stream = TcpStream::connect(&server.http_addr).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    let body = body.unwrap_or("");
-    let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
-        server.http_addr,
-        body.len()
-    );
-    stream.write_all(head.as_bytes()).unwrap();
-    stream.write_all(body.as_bytes()).unwrap();
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).unwrap();
-    let response = String::from_utf8_lossy(&response).into_owned();
-    let (head, body) = response.split_once("\r\n\r\n").expect("a head and a body");
-    let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).expect("a status");
-    (status, head.to_owned(), body.to_owned())
+    http_request(&server.http_addr, method, path, body, content_type)
 }
 
 fn get(server: &TestServer, path: &str) -> (u16, Value) {

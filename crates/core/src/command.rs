@@ -174,6 +174,122 @@ impl Command {
     }
 }
 
+/// What a name in a command names, for the server's limit on name length (`max-name-len`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NameKind {
+    Lock,
+    Queue,
+    Key,
+    Exchange,
+}
+
+impl NameKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NameKind::Lock => "lock",
+            NameKind::Queue => "queue",
+            NameKind::Key => "key",
+            NameKind::Exchange => "exchange",
+        }
+    }
+}
+
+impl Command {
+    /// Calls `f` with every name the command would store or look up: locks (fences included),
+    /// queues (a dead-letter queue included), keys and exchanges. Allocates nothing, so a front
+    /// end can check every command it is sent.
+    pub fn names(&self, f: &mut impl FnMut(NameKind, &str)) {
+        use NameKind::{Exchange, Key, Lock, Queue};
+        let fence = |fence: &Option<Fence>, f: &mut dyn FnMut(NameKind, &str)| {
+            if let Some(fence) = fence {
+                f(Lock, &fence.lock);
+            }
+        };
+        match self {
+            Command::Tick
+            | Command::OpenSession
+            | Command::CloseSession { .. }
+            | Command::DetachSessions
+            | Command::RefreshLeases => {}
+            Command::Acquire(Acquire { name, .. })
+            | Command::Release { name, .. }
+            | Command::Renew { name, .. } => f(Lock, name),
+            Command::CreateQueue { name, config } => {
+                f(Queue, name);
+                if let Some(dlq) = &config.dead_letter {
+                    f(Queue, dlq);
+                }
+                if let Some(dlx) = &config.dead_letter_exchange {
+                    f(Exchange, &dlx.exchange);
+                }
+            }
+            Command::DeleteQueue { name, .. } | Command::PurgeQueue { name } => f(Queue, name),
+            Command::Push(push) => {
+                f(Queue, &push.queue);
+                fence(&push.fence, f);
+            }
+            Command::Pop(Pop { queue, .. })
+            | Command::Nack { queue, .. }
+            | Command::Extend { queue, .. }
+            | Command::Consume(Consume { queue, .. })
+            | Command::Cancel { queue, .. } => f(Queue, queue),
+            Command::Ack { queue, fence: fenced, .. } => {
+                f(Queue, queue);
+                fence(fenced, f);
+            }
+            Command::Redrive { from, to, .. } => {
+                f(Queue, from);
+                f(Queue, to);
+            }
+            Command::Set(set) => {
+                f(Key, &set.key);
+                fence(&set.fence, f);
+            }
+            Command::Del { keys, fence: fenced } => {
+                keys.iter().for_each(|key| f(Key, key));
+                fence(fenced, f);
+            }
+            Command::Expire { key, .. } | Command::IncrBy { key, .. } => f(Key, key),
+            Command::DeclareExchange(ExchangeDecl { name, .. }) | Command::DeleteExchange { name, .. } => {
+                f(Exchange, name)
+            }
+            Command::Bind(binding) | Command::Unbind(binding) => {
+                f(Exchange, &binding.exchange);
+                f(Queue, &binding.queue);
+            }
+            Command::Publish(publish) => {
+                f(Exchange, &publish.exchange);
+                fence(&publish.push.fence, f);
+            }
+            Command::InSession { command, .. } => command.names(f),
+        }
+    }
+
+    /// The longest single value the command carries (a message's body, a key's value), for the
+    /// server's `max-payload` limit.
+    pub fn payload_len(&self) -> usize {
+        match self {
+            Command::Push(push) | Command::Publish(Publish { push, .. }) => push.payload.len(),
+            Command::Set(set) => set.value.len(),
+            Command::InSession { command, .. } => command.payload_len(),
+            _ => 0,
+        }
+    }
+
+    /// The bytes a message would add to the queues (body and properties), for the server's
+    /// `max-memory` limit; `None` for a command that stores no message. Only messages are
+    /// refused for memory, so consumers can keep draining.
+    pub fn message_len(&self) -> Option<usize> {
+        match self {
+            Command::Push(push) | Command::Publish(Publish { push, .. }) => {
+                Some(push.payload.len() + push.properties.len())
+            }
+            Command::InSession { command, .. } => command.message_len(),
+            _ => None,
+        }
+    }
+}
+
 /// A lock, read/write lock or semaphore acquire.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Acquire {

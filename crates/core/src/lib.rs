@@ -36,7 +36,7 @@ use serde::{Deserialize, Serialize};
 
 pub use command::{
     Acquire, Binding, Command, Consume, CreditPool, ExchangeDecl, ExchangeKind, ExpireCondition, Fence, Mode,
-    Pop, Publish, Push, Query, SetCondition, SetExpiry, SetKey,
+    NameKind, Pop, Publish, Push, Query, SetCondition, SetExpiry, SetKey,
 };
 pub use error::{CoreError, MAX_DURATION, WaitEdge};
 pub use queue::{DeadLetterExchange, Overflow, QueueConfig};

@@ -6,19 +6,25 @@
 /// `Frame::error("ERR", &err)` and then closes the connection, exactly as Redis does.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ProtocolError {
-    /// `*N` where N is not a decimal integer, or is above [`Limits::max_args`](crate::Limits).
+    /// `*N` where N is not a decimal integer.
     #[error("Protocol error: invalid multibulk length")]
     InvalidMultibulkLength,
+    /// A request with more arguments than [`Limits::max_args`](crate::Limits) (the server's
+    /// `max-args` setting): Redis's text, followed by the setting that refused it.
+    #[error("Protocol error: invalid multibulk length: more than max-args ({max}) arguments")]
+    TooManyArgs { max: usize },
     /// A `*N` line that has not ended within [`Limits::max_inline_len`](crate::Limits) bytes.
     #[error("Protocol error: too big mbulk count string")]
     TooBigMultibulkCount,
     /// A multibulk request whose next argument is not a bulk string.
     #[error("Protocol error: expected '$', got '{}'", .got.escape_ascii())]
     ExpectedBulk { got: u8 },
-    /// `$N` where N is not a decimal integer, is negative, or is above
-    /// [`Limits::max_bulk_len`](crate::Limits).
+    /// `$N` where N is not a decimal integer, or is negative.
     #[error("Protocol error: invalid bulk length")]
     InvalidBulkLength,
+    /// `$N` above [`Limits::max_bulk_len`](crate::Limits) (the server's `max-payload` setting).
+    #[error("Protocol error: invalid bulk length: value is larger than max-payload ({max} bytes)")]
+    BulkTooLarge { max: usize },
     /// A `$N` line that has not ended within [`Limits::max_inline_len`](crate::Limits) bytes.
     #[error("Protocol error: too big bulk count string")]
     TooBigBulkCount,

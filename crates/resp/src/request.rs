@@ -141,7 +141,7 @@ fn scan_multibulk(buf: &[u8], limits: &Limits) -> Result<Option<Scanned>, Protoc
         return Ok(Some(Scanned::Skip(pos)));
     }
     if count > limits.max_args {
-        return Err(ProtocolError::InvalidMultibulkLength);
+        return Err(ProtocolError::TooManyArgs { max: limits.max_args });
     }
     let first = pos;
     for _ in 0..count {
@@ -162,9 +162,10 @@ fn bulk_at(buf: &[u8], pos: usize, limits: &Limits) -> Result<Option<(Range<usiz
     let Some(cr) = line_end(buf, pos + 1, ProtocolError::InvalidBulkLength)? else {
         return too_long(buf.len() - pos, limits, ProtocolError::TooBigBulkCount);
     };
-    let len = parse_len(&buf[pos + 1..cr])
-        .filter(|len| *len <= limits.max_bulk_len)
-        .ok_or(ProtocolError::InvalidBulkLength)?;
+    let len = parse_len(&buf[pos + 1..cr]).ok_or(ProtocolError::InvalidBulkLength)?;
+    if len > limits.max_bulk_len {
+        return Err(ProtocolError::BulkTooLarge { max: limits.max_bulk_len });
+    }
     let start = cr + 2;
     let Some(next) = blob_end(buf, start, len, ProtocolError::MissingBulkTerminator)? else {
         return Ok(None);
@@ -205,7 +206,7 @@ fn scan_inline(buf: &[u8], limits: &Limits) -> Result<Option<Scanned>, ProtocolE
         return Ok(Some(Scanned::Skip(newline + 1)));
     }
     if args.len() > limits.max_args {
-        return Err(ProtocolError::InvalidMultibulkLength);
+        return Err(ProtocolError::TooManyArgs { max: limits.max_args });
     }
     Ok(Some(Scanned::Inline(args, newline + 1)))
 }
@@ -342,10 +343,14 @@ mod tests {
     fn limits_are_enforced() {
         let limits = Limits { max_bulk_len: 4, max_args: 2, max_inline_len: 16 };
         assert_eq!(parse_with(b"*1\r\n$4\r\nabcd\r\n", &limits).unwrap().unwrap().1, 14);
-        assert_eq!(parse_with(b"*1\r\n$5\r\n", &limits), Err(ProtocolError::InvalidBulkLength));
+        assert_eq!(parse_with(b"*1\r\n$5\r\n", &limits), Err(ProtocolError::BulkTooLarge { max: 4 }));
         assert_eq!(parse_with(b"*2\r\n", &limits), Ok(None));
-        assert_eq!(parse_with(b"*3\r\n", &limits), Err(ProtocolError::InvalidMultibulkLength));
-        assert_eq!(parse_with(b"a b c\r\n", &limits), Err(ProtocolError::InvalidMultibulkLength));
+        assert_eq!(parse_with(b"*3\r\n", &limits), Err(ProtocolError::TooManyArgs { max: 2 }));
+        assert_eq!(parse_with(b"a b c\r\n", &limits), Err(ProtocolError::TooManyArgs { max: 2 }));
+        assert_eq!(
+            ProtocolError::BulkTooLarge { max: 4 }.to_string(),
+            "Protocol error: invalid bulk length: value is larger than max-payload (4 bytes)"
+        );
         // Lines: up to max_inline_len bytes may wait for their end; one more is refused.
         assert_eq!(parse_with(&[b'a'; 16], &limits), Ok(None));
         assert_eq!(parse_with(&[b'a'; 17], &limits), Err(ProtocolError::TooBigInlineRequest));
@@ -355,8 +360,11 @@ mod tests {
         assert_eq!(parse_with(b"*1\r\n$0000000000000000", &limits), Err(ProtocolError::TooBigBulkCount));
 
         let defaults = Limits::default();
-        assert_eq!(parse_with(b"*1048577\r\n", &defaults), Err(ProtocolError::InvalidMultibulkLength));
-        assert_eq!(parse_with(b"*1\r\n$16777217\r\n", &defaults), Err(ProtocolError::InvalidBulkLength));
+        assert_eq!(parse_with(b"*1048577\r\n", &defaults), Err(ProtocolError::TooManyArgs { max: 1 << 20 }));
+        assert_eq!(
+            parse_with(b"*1\r\n$16777217\r\n", &defaults),
+            Err(ProtocolError::BulkTooLarge { max: 16 << 20 })
+        );
         // A huge announced count within the limit waits for bytes instead of reserving memory.
         assert_eq!(parse_with(b"*1048576\r\n$1\r\na\r\n", &defaults), Ok(None));
     }

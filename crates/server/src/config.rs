@@ -23,11 +23,15 @@ pub struct Config {
     pub amqp_users: BTreeMap<String, String>,
     /// Where the Raft log (`log/`), snapshots (`snapshots/`) and the `LOCK` file live.
     pub data_dir: PathBuf,
-    /// Connections beyond this are refused with `-ERR max number of clients reached`.
+    /// Connections open at once, over every protocol; more are refused (RESP: `-ERR max number
+    /// of clients reached`; AMQP: `connection.close` 530; HTTP: 503).
     pub max_clients: usize,
-    /// Largest bulk string (payload, key, value) a client may send, in bytes.
+    /// Largest message body or value a client may send, in bytes, on every protocol (RESP: any
+    /// bulk string; HTTP: a body over this plus 64 KiB is refused before it is read).
     pub max_payload: usize,
-    /// Most arguments in one command.
+    /// Longest lock, queue, key or exchange name, in bytes.
+    pub max_name_len: usize,
+    /// Most arguments in one RESP command.
     pub max_args: usize,
     /// Most commands coalesced into one log entry.
     pub max_batch: usize,
@@ -73,6 +77,7 @@ impl Default for Config {
             data_dir: PathBuf::from("turnstile-data"),
             max_clients: 10_000,
             max_payload: 16 * 1024 * 1024,
+            max_name_len: 1024,
             max_args: 1024 * 1024,
             max_batch: 512,
             max_in_flight: 2,
@@ -136,6 +141,7 @@ impl Config {
         let positive = [
             ("max-clients", self.max_clients),
             ("max-payload", self.max_payload),
+            ("max-name-len", self.max_name_len),
             ("max-args", self.max_args),
             ("max-batch", self.max_batch),
             ("max-in-flight", self.max_in_flight),

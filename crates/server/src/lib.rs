@@ -1,22 +1,28 @@
-//! Turnstile's server: the RESP and AMQP listeners, one session per connection, blocking waits, and the
-//! ticker that makes time pass in the state machine.
+//! Turnstile's server: three front ends (RESP, AMQP, HTTP) on one accept loop and one session
+//! layer, blocking waits, and the ticker that makes time pass in the state machine.
 //!
 //! ```text
-//!  TcpListener ─accept─► Connection (one task each) ──propose/read──► turnstile_raft::Node
-//!                              ▲                                           │ applies entries
-//!                              └──── Router ◄──── effects, in log order ───┘
-//!  Ticker ── proposes Tick when State::next_deadline is due
+//!  listener.rs ─accept─► resp/ | amqp/ | http/ (framing, parsing, rendering)
+//!                              │ Command / Query
+//!                              ▼
+//!                         session.rs (limits, open/close, propose, read, wait) ──► turnstile_raft::Node
+//!                              ▲                                                     │ applies entries
+//!                              └──── router.rs ◄──── effects, in log order ──────────┘
+//!  ticker.rs ── proposes Tick when State::next_deadline is due
+//!  stats.rs ── counters and the one snapshot INFO, /metrics and the dashboard render
 //! ```
 
 mod amqp;
 pub mod config;
-mod connection;
 mod http;
-mod info;
+mod listener;
 mod metrics;
+mod resp;
 mod router;
 mod server;
+mod session;
 mod shutdown;
+mod stats;
 mod ticker;
 
 pub use config::{Config, ConfigError, DEFAULT_AMQP_PORT, DEFAULT_HTTP_PORT, DEFAULT_RESP_PORT, Fsync};

@@ -21,7 +21,6 @@
 
 use std::collections::HashMap;
 use std::fmt::{Display, Write};
-use std::sync::atomic::Ordering;
 use std::sync::{Once, OnceLock, PoisonError, RwLock};
 use std::time::Duration;
 
@@ -31,8 +30,9 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusRecorder
 use turnstile_core::{Query, QueueStats, Reply, State, Summary};
 use turnstile_raft::JournalStats;
 
-use crate::info;
-use crate::server::{Shared, Stats};
+use crate::resp::info;
+use crate::server::Shared;
+use crate::stats::{COUNTERS, Snapshot};
 use crate::ticker::now_ms;
 
 /// Queues shown by name; the others are summed under [`OTHER`].
@@ -96,24 +96,24 @@ impl RespCommands {
     }
 }
 
-/// Counts what a reply tells the metrics: a lock or semaphore granted at once. (Grants after a
-/// wait arrive as effects and are counted by the router.)
-pub fn observe_reply(stats: &Stats, reply: &Reply) {
-    if matches!(reply, Reply::Granted { .. }) {
-        stats.immediate_grants.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-/// The Prometheus text exposition of every metric.
+/// The Prometheus text exposition of every metric: the command families, then the state's
+/// gauges and the server's [`Snapshot`].
 pub async fn render(shared: &Shared) -> String {
     let mut out = Exposition { out: exporter().recorder.handle().render() };
     let now = now_ms();
-    match shared.node.read(move |state| StateGauges::read(state, now)).await {
-        Ok(state) => out.state(state),
+    let state = match shared.node.read(move |state| StateGauges::read(state, now)).await {
+        Ok(state) => Some(state),
         // Not readable (shutting down, no leader): the process-level families still help.
-        Err(e) => tracing::debug!(error = %e, "metrics without the state's gauges"),
+        Err(e) => {
+            tracing::debug!(error = %e, "metrics without the state's gauges");
+            None
+        }
+    };
+    let snapshot = Snapshot::with_summary(shared, state.as_ref().map(|s| s.summary));
+    if let Some(state) = state {
+        out.state(state);
     }
-    out.server(shared);
+    out.server(&snapshot);
     out.out
 }
 
@@ -460,12 +460,7 @@ impl Exposition {
     }
 
     /// What the server, the node and the journal count, and the process.
-    fn server(&mut self, shared: &Shared) {
-        let stats = &shared.stats;
-        let router = &shared.router;
-        let load = |counter: &std::sync::atomic::AtomicU64| counter.load(Ordering::Relaxed);
-        let resp = [("protocol", "resp")];
-
+    fn server(&mut self, snapshot: &Snapshot) {
         self.single(
             "turnstile_build_info",
             "gauge",
@@ -476,59 +471,38 @@ impl Exposition {
         self.gauge(
             "turnstile_uptime_seconds",
             "Seconds since the server started.",
-            shared.started.elapsed().as_secs_f64(),
+            snapshot.uptime.as_secs_f64(),
         );
 
-        let http = [("protocol", "http")];
-        self.family("turnstile_connections", "gauge", "Connections open.");
-        self.sample("turnstile_connections", &resp, load(&stats.connected_clients));
-        self.sample("turnstile_connections", &http, load(&stats.http_connections));
-        self.sample("turnstile_connections", &[("protocol", "amqp")], load(&stats.amqp_connections));
-        self.single(
+        let families: [(&str, &str, &str, fn(&crate::stats::ConnectionCounts) -> u64); 3] = [
+            ("turnstile_connections", "gauge", "Connections open.", |c| c.open),
+            ("turnstile_connections_accepted_total", "counter", "Connections accepted and served.", |c| {
+                c.accepted
+            }),
+            (
+                "turnstile_connections_rejected_total",
+                "counter",
+                "Connections refused because max-clients connections were open.",
+                |c| c.refused,
+            ),
+        ];
+        for (name, kind, help, value) in families {
+            self.family(name, kind, help);
+            for (protocol, counts) in &snapshot.connections {
+                self.sample(name, &[("protocol", protocol.as_str())], value(counts));
+            }
+        }
+        self.gauge(
             "turnstile_connections_blocked",
-            "gauge",
-            "Connections parked in a wait (lock acquire, pop).",
-            &resp,
-            load(&stats.blocked_clients),
+            "Sessions parked in a wait (lock acquire, pop), over every protocol.",
+            snapshot.blocked,
         );
-        self.family("turnstile_connections_accepted_total", "counter", "Connections accepted and served.");
-        self.sample("turnstile_connections_accepted_total", &resp, load(&stats.accepted));
-        self.sample("turnstile_connections_accepted_total", &http, load(&stats.http_accepted));
-        self.single(
-            "turnstile_connections_rejected_total",
-            "counter",
-            "Connections refused because max-clients were connected.",
-            &resp,
-            load(&stats.rejected),
-        );
+        for counter in COUNTERS {
+            let name = format!("turnstile_{}_total", counter.name);
+            self.counter(&name, counter.help, (counter.value)(snapshot));
+        }
 
-        self.counter(
-            "turnstile_lock_grants_total",
-            "Holds granted: at once (seen in RESP replies) and after a wait (seen as effects).",
-            load(&stats.immediate_grants) + load(&router.waits_granted),
-        );
-        self.counter(
-            "turnstile_lock_wait_timeouts_total",
-            "Acquires whose wait ran out.",
-            load(&router.waits_timed_out),
-        );
-        self.counter(
-            "turnstile_deadlocks_refused_total",
-            "Waits refused because they would have closed a cycle.",
-            stats.deadlocks.total(),
-        );
-        self.counter(
-            "turnstile_lock_leases_expired_total",
-            "Holds ended by their lease running out.",
-            load(&router.holds_expired),
-        );
-        self.counter(
-            "turnstile_delivery_leases_expired_total",
-            "Deliveries returned to their queue by their lease running out.",
-            load(&router.deliveries_expired),
-        );
-
-        let status = shared.node.status();
+        let status = &snapshot.node;
         self.gauge("turnstile_raft_term", "Current Raft term.", status.term);
         self.gauge(
             "turnstile_raft_leader",
@@ -571,27 +545,26 @@ impl Exposition {
             status.commands_proposed,
         );
 
-        if let Some(journal) = shared.node.journal_stats() {
-            self.journal(&journal);
+        if let Some(journal) = &snapshot.journal {
+            self.journal(journal);
         }
         self.gauge(
             "turnstile_journal_poisoned",
             "1 once a failed write or fsync has stopped the durable log.",
-            u8::from(shared.node.journal_poisoned()),
+            u8::from(snapshot.journal_poisoned),
         );
 
         self.gauge(
             "turnstile_payload_bytes",
             "Payload bytes stored (messages, keys and values).",
-            shared.node.payload_bytes(),
+            snapshot.payload_bytes,
         );
-        self.gauge("turnstile_max_memory_bytes", "Limit on payload bytes; 0 = no limit.", shared.max_memory);
-        self.counter(
-            "turnstile_pushes_refused_oom_total",
-            "Pushes refused by the memory limit.",
-            load(&stats.rejected_oom),
+        self.gauge(
+            "turnstile_max_memory_bytes",
+            "Limit on payload bytes; 0 = no limit.",
+            snapshot.max_memory,
         );
-        if let Some(bytes) = info::resident_bytes() {
+        if let Some(bytes) = snapshot.resident_bytes {
             self.gauge("turnstile_process_resident_memory_bytes", "Resident memory of the process.", bytes);
         }
     }
@@ -1171,7 +1144,7 @@ mod tests {
         assert_eq!(scrape.value("turnstile_pushes_refused_oom_total", &[]), 0.0);
         assert!(scrape.value("turnstile_process_resident_memory_bytes", &[]) > 0.0);
         assert!(scrape.value("turnstile_uptime_seconds", &[]) > 0.0);
-        assert_eq!(scrape.value("turnstile_build_info", &[("version", crate::info::VERSION)]), 1.0);
+        assert_eq!(scrape.value("turnstile_build_info", &[("version", crate::resp::info::VERSION)]), 1.0);
 
         drop((a, b));
         stop.send(()).unwrap();

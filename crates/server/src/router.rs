@@ -6,13 +6,13 @@
 //! no session (leases running out) only update counters.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::mpsc;
 use turnstile_core::{Effect, Reply, SessionId, Taker};
 
 use crate::shutdown::Shutdown;
+use crate::stats::{Stats, bump};
 
 /// The reply a wait gets when `effect` settles it; `None` when the effect is about another wait.
 pub fn settled(effect: Effect, wait_id: u64) -> Option<Reply> {
@@ -31,18 +31,18 @@ pub fn settled(effect: Effect, wait_id: u64) -> Option<Reply> {
 }
 
 /// Session → the connection that serves it, on this node.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Router {
     sessions: Mutex<HashMap<SessionId, mpsc::UnboundedSender<Effect>>>,
-    pub holds_expired: AtomicU64,
-    pub deliveries_expired: AtomicU64,
-    /// Lock and semaphore waiters granted.
-    pub waits_granted: AtomicU64,
-    /// Lock and semaphore waits that ran out.
-    pub waits_timed_out: AtomicU64,
+    /// Where grants after a wait, waits timed out and leases run out are counted.
+    stats: Arc<Stats>,
 }
 
 impl Router {
+    pub fn new(stats: Arc<Stats>) -> Router {
+        Router { sessions: Mutex::default(), stats }
+    }
+
     /// Registers a session's connection; effects for it arrive on the returned receiver.
     pub fn register(&self, session: SessionId) -> mpsc::UnboundedReceiver<Effect> {
         let (tx, rx) = mpsc::unbounded_channel();
@@ -55,24 +55,25 @@ impl Router {
     }
 
     fn route(&self, effect: Effect) {
+        let counters = &self.stats.counters;
         let session = match &effect {
             Effect::Granted { session, .. } => {
-                self.waits_granted.fetch_add(1, Ordering::Relaxed);
+                bump(&counters.lock_grants);
                 *session
             }
             Effect::WaitTimedOut { session, .. } => {
-                self.waits_timed_out.fetch_add(1, Ordering::Relaxed);
+                bump(&counters.lock_wait_timeouts);
                 *session
             }
             Effect::Delivered { session, .. }
             | Effect::PopTimedOut { session, .. }
             | Effect::ConsumerCancelled { session, .. } => *session,
             Effect::HoldExpired { .. } => {
-                self.holds_expired.fetch_add(1, Ordering::Relaxed);
+                bump(&counters.lock_leases_expired);
                 return;
             }
             Effect::DeliveryExpired { .. } => {
-                self.deliveries_expired.fetch_add(1, Ordering::Relaxed);
+                bump(&counters.delivery_leases_expired);
                 return;
             }
         };

@@ -1,24 +1,24 @@
-//! Starting and stopping the server: the node, the listener, the router and the ticker.
+//! Starting and stopping the server: the listeners, the node, the router and the ticker.
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::time::Instant;
 
 use std::time::Duration;
-use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, mpsc};
 
 use turnstile_core::Command;
 use turnstile_raft::{FsyncPolicy, Node, NodeConfig, NodeError, Storage, StorageOptions};
-use turnstile_resp::Limits;
 
 use crate::config::{Config, ConfigError, Fsync};
-use crate::connection::Connection;
+use crate::listener::{Listener, Protocol};
 use crate::router::Router;
+use crate::session::Limits;
 use crate::shutdown::{self, Shutdown, ShutdownTrigger};
+use crate::stats::Stats;
 use crate::ticker;
 
 /// What every connection shares.
@@ -27,59 +27,21 @@ pub struct Shared {
     pub node: Node,
     pub router: Arc<Router>,
     pub limits: Limits,
-    pub stats: Stats,
+    pub stats: Arc<Stats>,
     pub started: Instant,
     pub resp_addr: SocketAddr,
     pub http_addr: SocketAddr,
     pub amqp_addr: SocketAddr,
     /// AMQP users and passwords.
     pub amqp_users: std::collections::BTreeMap<String, String>,
-    pub max_clients: usize,
-    /// See [`Config::max_memory`]; 0 = no limit.
-    pub max_memory: u64,
+    /// One per connection open, over every protocol: `max-clients` of them.
+    pub client_slots: Arc<Semaphore>,
+    /// The last connection id given out (`CLIENT ID`).
+    pub next_client_id: AtomicU64,
     pub fsync: Fsync,
     /// Resolves when shutdown begins: HTTP requests parked in a wait end then (RESP connections
     /// get their own copy).
     pub shutdown: Shutdown,
-}
-
-impl Shared {
-    /// Whether `cmd` is a push that would take stored payloads past the memory limit.
-    pub fn over_memory(&self, cmd: &Command) -> bool {
-        match cmd {
-            Command::Push(push) | Command::Publish(turnstile_core::Publish { push, .. })
-                if self.max_memory > 0 =>
-            {
-                let size = (push.payload.len() + push.properties.len()) as u64;
-                self.node.payload_bytes() + size > self.max_memory
-            }
-            _ => false,
-        }
-    }
-}
-
-/// Counters for INFO and the metrics.
-#[derive(Debug, Default)]
-pub struct Stats {
-    pub connections: AtomicU64,
-    /// HTTP connections open now, and accepted in all.
-    pub http_connections: AtomicU64,
-    pub http_accepted: AtomicU64,
-    /// AMQP connections open now.
-    pub amqp_connections: AtomicU64,
-    /// Connections served (`connections` less `rejected`, counted on its own so that the metric
-    /// never appears to go down while a refusal is under way).
-    pub accepted: AtomicU64,
-    pub connected_clients: AtomicU64,
-    pub blocked_clients: AtomicU64,
-    pub commands: AtomicU64,
-    pub rejected: AtomicU64,
-    /// Pushes refused by the memory limit.
-    pub rejected_oom: AtomicU64,
-    /// Acquires granted at once (grants after a wait are counted by the router).
-    pub immediate_grants: AtomicU64,
-    /// Waits refused because they would deadlock: the latest few, for the dashboard.
-    pub deadlocks: crate::http::RecentDeadlocks,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -97,9 +59,9 @@ pub enum ServerError {
 /// A started server: listening, with its node leading.
 #[derive(Debug)]
 pub struct Server {
-    listener: TcpListener,
-    http_listener: TcpListener,
-    amqp_listener: TcpListener,
+    resp: Listener,
+    http: Listener,
+    amqp: Listener,
     shared: Arc<Shared>,
     trigger: ShutdownTrigger,
     shutdown: Shutdown,
@@ -143,28 +105,13 @@ impl Drop for LogRuntime {
 }
 
 impl Server {
-    /// Starts the node and binds the listener. Port 0 picks a free port: see [`Server::resp_addr`].
+    /// Binds every listener, then opens the data dir and starts the node. Port 0 picks a free
+    /// port: see [`Server::resp_addr`]. Nothing is created on disk unless every listener is bound.
     pub async fn start(config: Config) -> Result<Server, ServerError> {
         config.validate()?;
+        let bound = Bound::bind(&config).await?;
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|source| ServerError::DataDir { path: config.data_dir.clone(), source })?;
-        let listener = TcpListener::bind(config.resp_addr)
-            .await
-            .map_err(|source| ServerError::Bind { addr: config.resp_addr, source })?;
-        let resp_addr =
-            listener.local_addr().map_err(|source| ServerError::Bind { addr: config.resp_addr, source })?;
-        let http_listener = TcpListener::bind(config.http_addr)
-            .await
-            .map_err(|source| ServerError::Bind { addr: config.http_addr, source })?;
-        let http_addr = http_listener
-            .local_addr()
-            .map_err(|source| ServerError::Bind { addr: config.http_addr, source })?;
-        let amqp_listener = TcpListener::bind(config.amqp_addr)
-            .await
-            .map_err(|source| ServerError::Bind { addr: config.amqp_addr, source })?;
-        let amqp_addr = amqp_listener
-            .local_addr()
-            .map_err(|source| ServerError::Bind { addr: config.amqp_addr, source })?;
         let fsync = match config.fsync {
             Fsync::Always => FsyncPolicy::Always,
             Fsync::Interval => FsyncPolicy::Interval(Duration::from_millis(config.fsync_interval_ms)),
@@ -196,25 +143,39 @@ impl Server {
         // No connection outlives a restart: end the sessions of the previous run (their holds and
         // deliveries stay under their leases, which the node refreshed when it started).
         node.propose(Command::DetachSessions).await?;
-        let limits =
-            Limits { max_bulk_len: config.max_payload, max_args: config.max_args, ..Limits::default() };
+        let limits = Limits {
+            max_payload: config.max_payload,
+            max_name_len: config.max_name_len,
+            max_args: config.max_args,
+            max_memory: config.max_memory,
+            max_clients: config.max_clients,
+        };
         let (trigger, shutdown) = shutdown::channel();
+        let stats = Arc::new(Stats::default());
         let shared = Arc::new(Shared {
             node,
-            router: Arc::new(Router::default()),
+            router: Arc::new(Router::new(stats.clone())),
+            client_slots: Arc::new(Semaphore::new(limits.max_clients)),
             limits,
-            stats: Stats::default(),
+            stats,
             started: Instant::now(),
-            resp_addr,
-            http_addr,
-            amqp_addr,
+            resp_addr: bound.resp_addr,
+            http_addr: bound.http_addr,
+            amqp_addr: bound.amqp_addr,
             amqp_users: config.amqp_users.clone(),
-            max_clients: config.max_clients,
-            max_memory: config.max_memory,
+            next_client_id: AtomicU64::new(0),
             fsync: config.fsync,
             shutdown: shutdown.clone(),
         });
-        Ok(Server { listener, http_listener, amqp_listener, shared, trigger, shutdown, log_runtime })
+        Ok(Server {
+            resp: Listener::new(bound.resp, Protocol::Resp, shared.clone()),
+            http: Listener::new(bound.http, Protocol::Http, shared.clone()),
+            amqp: Listener::new(bound.amqp, Protocol::Amqp, shared.clone()),
+            shared,
+            trigger,
+            shutdown,
+            log_runtime,
+        })
     }
 
     pub fn resp_addr(&self) -> SocketAddr {
@@ -234,26 +195,27 @@ impl Server {
     /// Serves until `stop` resolves, then shuts down gracefully: stop accepting, let every
     /// connection close its session, stop the node.
     pub async fn run(self, stop: impl Future<Output = ()>) -> Result<(), ServerError> {
-        let Server { listener, http_listener, amqp_listener, shared, trigger, shutdown, log_runtime } = self;
+        let Server { resp, http, amqp, shared, trigger, shutdown, log_runtime } = self;
         let effects = shared.node.take_effects().expect("effects are taken once, here");
         let router = tokio::spawn({
             let (router, shutdown) = (shared.router.clone(), shutdown.clone());
             async move { router.run(effects, shutdown).await }
         });
         let ticker = tokio::spawn(ticker::run(shared.node.clone(), shutdown.clone()));
-        let http = tokio::spawn(crate::http::serve(http_listener, shared.clone(), shutdown.clone()));
+        let http = tokio::spawn(crate::http::serve(http, shared.clone(), shutdown.clone()));
 
         // Each connection holds a clone of `done`; when all are dropped, every connection is over.
         let (done, mut all_done) = mpsc::channel::<()>(1);
-        let accept = accept_loop(&listener, &shared, &shutdown, &done);
-        let amqp_accept = crate::amqp::accept_loop(&amqp_listener, &shared, &shutdown, &done);
+        let serve_resp =
+            resp.serve_each(&done, |admitted| crate::resp::serve(admitted, shared.clone(), shutdown.clone()));
+        let serve_amqp =
+            amqp.serve_each(&done, |admitted| crate::amqp::serve(admitted, shared.clone(), shutdown.clone()));
         tokio::select! {
-            _ = async { tokio::join!(accept, amqp_accept) } => {}
+            _ = async { tokio::join!(serve_resp, serve_amqp) } => {}
             () = stop => tracing::info!("shutting down"),
         }
         trigger.trigger();
-        drop(listener);
-        drop(amqp_listener);
+        drop((resp, amqp));
         drop(done);
         let _ = all_done.recv().await;
         let _ = ticker.await;
@@ -265,46 +227,27 @@ impl Server {
     }
 }
 
-async fn accept_loop(
-    listener: &TcpListener,
-    shared: &Arc<Shared>,
-    shutdown: &Shutdown,
-    done: &mpsc::Sender<()>,
-) {
-    let slots = Arc::new(Semaphore::new(shared.max_clients));
-    let mut next_id = 0u64;
-    loop {
-        let (stream, peer) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(e) => {
-                // Out of file descriptors and the like: wait a little rather than spin.
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        shared.stats.connections.fetch_add(1, Ordering::Relaxed);
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            shared.stats.rejected.fetch_add(1, Ordering::Relaxed);
-            tracing::info!(%peer, "refused: max number of clients reached");
-            tokio::spawn(refuse(stream));
-            continue;
-        };
-        shared.stats.accepted.fetch_add(1, Ordering::Relaxed);
-        let _ = stream.set_nodelay(true);
-        next_id += 1;
-        let connection = Connection::new(stream, next_id, shared.clone());
-        let (shared, shutdown, done) = (shared.clone(), shutdown.clone(), done.clone());
-        tokio::spawn(async move {
-            shared.stats.connected_clients.fetch_add(1, Ordering::Relaxed);
-            connection.serve(shutdown).await;
-            shared.stats.connected_clients.fetch_sub(1, Ordering::Relaxed);
-            drop((slot, done));
-        });
+/// The three listeners, bound before anything else is done.
+struct Bound {
+    resp: TcpListener,
+    resp_addr: SocketAddr,
+    http: TcpListener,
+    http_addr: SocketAddr,
+    amqp: TcpListener,
+    amqp_addr: SocketAddr,
+}
+
+impl Bound {
+    async fn bind(config: &Config) -> Result<Bound, ServerError> {
+        let (resp, resp_addr) = bind(config.resp_addr).await?;
+        let (http, http_addr) = bind(config.http_addr).await?;
+        let (amqp, amqp_addr) = bind(config.amqp_addr).await?;
+        Ok(Bound { resp, resp_addr, http, http_addr, amqp, amqp_addr })
     }
 }
 
-async fn refuse(mut stream: TcpStream) {
-    let _ = stream.write_all(b"-ERR max number of clients reached\r\n").await;
-    let _ = stream.shutdown().await;
+async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), ServerError> {
+    let listener = TcpListener::bind(addr).await.map_err(|source| ServerError::Bind { addr, source })?;
+    let bound = listener.local_addr().map_err(|source| ServerError::Bind { addr, source })?;
+    Ok((listener, bound))
 }

@@ -246,3 +246,29 @@ pub fn read_to_close(stream: &mut TcpStream) -> Vec<u8> {
 pub fn peers_required() -> bool {
     std::env::var_os("TURNSTILE_REQUIRE_PEERS").is_some()
 }
+
+/// One HTTP/1.1 request on a connection of its own (`Connection: close`), as bytes on the wire:
+/// returns the status, the head and the body.
+pub fn http_request(
+    addr: &str,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    content_type: &str,
+) -> (u16, String, String) {
+    let mut stream = TcpStream::connect(addr).expect("connects");
+    stream.set_read_timeout(Some(Duration::from_secs(20))).expect("timeout");
+    let body = body.unwrap_or("");
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).expect("write");
+    stream.write_all(body.as_bytes()).expect("write");
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).expect("read");
+    let response = String::from_utf8_lossy(&response).into_owned();
+    let (head, body) = response.split_once("\r\n\r\n").expect("a head and a body");
+    let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).expect("a status");
+    (status, head.to_owned(), body.to_owned())
+}

@@ -307,7 +307,8 @@ impl Connection {
     }
 
     fn over_memory(&self) -> bool {
-        self.shared.max_memory > 0 && self.shared.node.payload_bytes() >= self.shared.max_memory
+        let max = self.shared.limits.max_memory;
+        max > 0 && self.shared.node.payload_bytes() >= max
     }
 
     pub fn write(&mut self, channel: u16, method: &AMQPClass) {
@@ -488,11 +489,12 @@ impl Connection {
                         "content header for class {class_id}, expected 60"
                     )));
                 }
-                if body_size > self.shared.limits.max_bulk_len as u64 {
+                let limit = self.shared.limits.max_payload;
+                if body_size > limit as u64 {
                     ch.incoming = None;
                     let e = AmqpError::precondition(format!(
-                        "message size {body_size} is larger than configured max size {}",
-                        self.shared.limits.max_bulk_len
+                        "message size {body_size}: {}",
+                        crate::session::Refused::PayloadTooLarge { limit }
                     ))
                     .on(60, 40);
                     // The body frames that follow are dropped while the channel closes.
@@ -624,8 +626,14 @@ impl Connection {
                 return;
             }
         };
-        let rx = if self.shared.over_memory(&cmd) {
-            self.shared.stats.rejected_oom.fetch_add(1, Ordering::Relaxed);
+        let admitted = crate::session::admit(&self.shared, &cmd);
+        if let Err(e) = &admitted
+            && !matches!(e, crate::session::Refused::OutOfMemory)
+        {
+            self.close_channel(n, AmqpError::precondition(e.to_string()).on(60, 40)).await;
+            return;
+        }
+        let rx = if admitted.is_err() {
             if !self.blocked {
                 self.blocked = true;
                 if self.tuned.blocked_notify {
@@ -633,7 +641,9 @@ impl Connection {
                     self.write(0, &AMQPClass::Connection(connection::AMQPMethod::Blocked(blocked)));
                 }
             }
-            ready(Ok(Reply::Error(CoreError::InvalidArgument("memory limit reached".into()))))
+            ready(Ok(Reply::Error(CoreError::InvalidArgument(
+                crate::session::Refused::OutOfMemory.to_string(),
+            ))))
         } else {
             match self.shared.node.submit(cmd).await {
                 Ok(rx) => rx,

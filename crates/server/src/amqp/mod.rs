@@ -17,12 +17,15 @@ mod connection;
 mod handshake;
 mod methods;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
-use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, mpsc};
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use turnstile_amqp::{AmqpError, code, write_method};
 
+use crate::listener::Admitted;
 use crate::server::Shared;
 use crate::shutdown::Shutdown;
 
@@ -37,34 +40,38 @@ const CHANNEL_MAX: u16 = 2047;
 /// Heartbeat interval the server proposes, in seconds; the client's answer is used.
 const HEARTBEAT: u16 = 60;
 
-pub async fn accept_loop(
-    listener: &TcpListener,
-    shared: &Arc<Shared>,
-    shutdown: &Shutdown,
-    done: &mpsc::Sender<()>,
-) {
-    let slots = Arc::new(Semaphore::new(shared.max_clients));
-    loop {
-        let (stream, peer) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(e) => {
-                tracing::warn!(error = %e, "amqp accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            shared.stats.rejected.fetch_add(1, Ordering::Relaxed);
-            tracing::info!(%peer, "amqp connection refused: max number of clients reached");
-            continue;
-        };
-        let _ = stream.set_nodelay(true);
-        let (shared, shutdown, done) = (shared.clone(), shutdown.clone(), done.clone());
-        tokio::spawn(async move {
-            shared.stats.amqp_connections.fetch_add(1, Ordering::Relaxed);
-            connection::serve(stream, peer, shared.clone(), shutdown).await;
-            shared.stats.amqp_connections.fetch_sub(1, Ordering::Relaxed);
-            drop((slot, done));
-        });
+/// Serves one admitted AMQP connection until it closes.
+pub async fn serve(admitted: Admitted, shared: Arc<Shared>, shutdown: Shutdown) {
+    let Admitted { stream, peer, slot, .. } = admitted;
+    connection::serve(stream, peer, shared, shutdown).await;
+    drop(slot);
+}
+
+/// Refuses a connection the AMQP way: the handshake runs (a client can read no reason before
+/// it), then `Connection.Close` with `530 NOT_ALLOWED` and `reason`, as RabbitMQ does when a
+/// connection limit is reached.
+pub async fn refuse(
+    stream: &mut TcpStream,
+    peer: SocketAddr,
+    shared: &Shared,
+    reason: &str,
+) -> std::io::Result<()> {
+    let mut buf = BytesMut::new();
+    match handshake::handshake(stream, &mut buf, peer, &shared.amqp_users).await {
+        Ok(_) => {}
+        Err(handshake::HandshakeError::Io(e)) => return Err(e),
+        Err(e) => {
+            tracing::debug!(%peer, error = %e, "refused amqp connection failed its handshake");
+            return Ok(());
+        }
     }
+    let mut out = BytesMut::new();
+    let e = AmqpError::new(code::NOT_ALLOWED, reason.to_owned());
+    write_method(&mut out, 0, &connection::close_method(&e));
+    stream.write_all(&out).await?;
+    // Wait for the client's CloseOk (or for it to go), so the close reaches it before the socket
+    // does; the caller bounds the wait.
+    let mut rest = [0u8; 512];
+    while stream.read(&mut rest).await? > 0 {}
+    Ok(())
 }

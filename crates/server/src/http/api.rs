@@ -5,7 +5,6 @@
 //! Payloads are JSON strings (UTF-8; bytes that are not UTF-8 are shown lossily).
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::UNIX_EPOCH;
 
 use axum::Json;
@@ -25,6 +24,7 @@ use turnstile_core::{
 use super::exec::{read, write, write_in_session};
 use super::{ApiError, Peer};
 use crate::server::Shared;
+use crate::stats::{COUNTERS, Snapshot};
 
 type App = Arc<Shared>;
 type ApiResult = Result<Response, ApiError>;
@@ -455,11 +455,11 @@ pub async fn method_not_allowed(request: Request) -> ApiError {
 /// body past the limit a 413, both in the API's error shape.
 pub struct Body<T>(T);
 
-impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
+impl<T: DeserializeOwned> FromRequest<App> for Body<T> {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        let bytes = body_bytes(req, state).await?;
+    async fn from_request(req: Request, app: &App) -> Result<Self, ApiError> {
+        let bytes = body_bytes(req, app).await?;
         parse_json(&bytes).map(Body)
     }
 }
@@ -467,11 +467,11 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
 /// A JSON body that may be left out (then every field takes its default).
 pub struct OptionalBody<T>(T);
 
-impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for OptionalBody<T> {
+impl<T: DeserializeOwned + Default> FromRequest<App> for OptionalBody<T> {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        let bytes = body_bytes(req, state).await?;
+    async fn from_request(req: Request, app: &App) -> Result<Self, ApiError> {
+        let bytes = body_bytes(req, app).await?;
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(OptionalBody(T::default()));
         }
@@ -479,8 +479,20 @@ impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for OptionalB
     }
 }
 
-async fn body_bytes<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiError> {
-    Bytes::from_request(req, state).await.map_err(|e| ApiError::new(e.status(), "ERR", e.body_text()))
+async fn body_bytes(req: Request, app: &App) -> Result<Bytes, ApiError> {
+    Bytes::from_request(req, app).await.map_err(|e| match e.status() {
+        // Refused by its length, before or while it streams: in the words every protocol uses.
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "ERR",
+            format!(
+                "request body is larger than {} bytes: {}",
+                app.limits.max_payload + super::BODY_OVERHEAD,
+                crate::session::Refused::PayloadTooLarge { limit: app.limits.max_payload }
+            ),
+        ),
+        status => ApiError::new(status, "ERR", e.body_text()),
+    })
 }
 
 fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
@@ -526,27 +538,41 @@ async fn dashboard() -> Html<&'static str> {
 }
 
 async fn overview(State(app): State<App>, ConnectInfo(Peer(peer)): ConnectInfo<Peer>) -> ApiResult {
-    let status = app.node.status();
-    let summary = app.node.read(|state| state.summary()).await?;
+    let summary = app.node.read(|state| state.summary()).await.map_err(crate::session::Refused::from)?;
+    let stats = Snapshot::with_summary(&app, Some(summary));
+    let connections: serde_json::Map<String, Value> = stats
+        .connections
+        .iter()
+        .map(|(protocol, c)| {
+            let counts = json!({"open": c.open, "accepted": c.accepted, "refused": c.refused});
+            (protocol.as_str().to_owned(), counts)
+        })
+        .collect();
+    let counters: serde_json::Map<String, Value> =
+        COUNTERS.iter().map(|c| (c.name.to_owned(), json!((c.value)(&stats)))).collect();
     ok(json!({
         "version": env!("CARGO_PKG_VERSION"),
-        "node_id": status.node_id,
-        "leader": status.leader,
-        "term": status.term,
-        "uptime_ms": u64::try_from(app.started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        "node_id": stats.node.node_id,
+        "leader": stats.node.leader,
+        "term": stats.node.term,
+        "uptime_ms": u64::try_from(stats.uptime.as_millis()).unwrap_or(u64::MAX),
         "resp_addr": app.resp_addr.to_string(),
         "http_addr": app.http_addr.to_string(),
-        "applied_index": status.applied_index,
-        "commands_total": app.stats.commands.load(Ordering::Relaxed),
-        "connected_clients": app.stats.connected_clients.load(Ordering::Relaxed),
+        "amqp_addr": app.amqp_addr.to_string(),
+        "applied_index": stats.node.applied_index,
+        "commands_total": stats.commands,
+        "connected_clients": stats.open_connections(),
+        "blocked_clients": stats.blocked,
+        "connections": connections,
+        "counters": counters,
         "sessions": summary.sessions,
         "locks": summary.locks,
         "holds": summary.holds,
         "lock_waiters": summary.lock_waiters,
         "queues": summary.queues,
         "messages": summary.messages,
-        "payload_bytes": summary.payload_bytes,
-        "max_memory": app.max_memory,
+        "payload_bytes": stats.payload_bytes,
+        "max_memory": stats.max_memory,
         // Until users exist, admin actions are for loopback clients only.
         "admin": peer.ip().is_loopback(),
     }))

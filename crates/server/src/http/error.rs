@@ -9,6 +9,8 @@ use serde::Serialize;
 use turnstile_core::CoreError;
 use turnstile_raft::NodeError;
 
+use crate::session::Refused;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiError {
     pub status: StatusCode,
@@ -55,6 +57,21 @@ impl From<CoreError> for ApiError {
             | CoreError::LimitMismatch { .. }
             | CoreError::ModeConflict { .. } => StatusCode::CONFLICT,
             _ => StatusCode::BAD_REQUEST,
+        };
+        ApiError::new(status, e.code(), e.to_string())
+    }
+}
+
+impl From<Refused> for ApiError {
+    fn from(e: Refused) -> ApiError {
+        let status = match &e {
+            Refused::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Refused::NameTooLong { .. } => StatusCode::BAD_REQUEST,
+            Refused::OutOfMemory => StatusCode::INSUFFICIENT_STORAGE,
+            Refused::Node(_) => {
+                let Refused::Node(e) = e else { unreachable!("matched above") };
+                return e.into();
+            }
         };
         ApiError::new(status, e.code(), e.to_string())
     }

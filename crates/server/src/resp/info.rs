@@ -1,13 +1,12 @@
 //! What the server says about itself: `INFO`, `HELLO`, `COMMAND`.
 
 use std::fmt::Write;
-use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
-use turnstile_raft::NodeError;
 use turnstile_resp::{Frame, Protocol};
 
 use crate::server::Shared;
+use crate::stats::{COUNTERS, Snapshot};
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -43,14 +42,16 @@ pub fn command(args: &[Bytes]) -> Frame {
 const SECTIONS: [&str; 8] =
     ["server", "clients", "memory", "persistence", "stats", "locks", "queues", "raft"];
 
-/// The `INFO` text for the named sections (all of them when none or `all`/`everything` is named).
-pub async fn render(shared: &Shared, sections: &[String]) -> Result<String, NodeError> {
+/// The `INFO` text for the named sections (all of them when none or `all`/`everything` is named),
+/// rendered from one [`Snapshot`]. Fields Redis defines keep Redis's names (tools read them);
+/// Turnstile's own counters are named as in [`COUNTERS`].
+pub async fn render(shared: &Shared, sections: &[String]) -> String {
     let all =
         sections.is_empty() || sections.iter().any(|s| s == "all" || s == "everything" || s == "default");
     let wanted = |name: &str| all || sections.iter().any(|s| s == name);
-    let summary = shared.node.read(|state| state.summary()).await?;
-    let status = shared.node.status();
-    let stats = &shared.stats;
+    let snapshot = Snapshot::take(shared).await;
+    let summary = snapshot.summary.clone().unwrap_or_default();
+    let status = &snapshot.node;
     let mut out = String::new();
     for section in SECTIONS.iter().filter(|s| wanted(s)) {
         let _ = write!(out, "# {}{}\r\n", section[..1].to_uppercase(), &section[1..]);
@@ -64,22 +65,25 @@ pub async fn render(shared: &Shared, sections: &[String]) -> Result<String, Node
                 line("redis_mode", &"standalone");
                 line("process_id", &std::process::id());
                 line("tcp_port", &shared.resp_addr.port());
-                line("uptime_in_seconds", &shared.started.elapsed().as_secs());
+                line("uptime_in_seconds", &snapshot.uptime.as_secs());
             }
             "clients" => {
-                line("connected_clients", &stats.connected_clients.load(Ordering::Relaxed));
-                line("blocked_clients", &stats.blocked_clients.load(Ordering::Relaxed));
-                line("maxclients", &shared.max_clients);
+                line("connected_clients", &snapshot.open_connections());
+                for (protocol, counts) in &snapshot.connections {
+                    line(&format!("connected_clients_{}", protocol.as_str()), &counts.open);
+                }
+                line("blocked_clients", &snapshot.blocked);
+                line("maxclients", &snapshot.max_clients);
                 line("sessions", &summary.sessions);
             }
             "memory" => {
-                line("used_memory", &resident_bytes().unwrap_or(0));
-                line("used_memory_payload", &summary.payload_bytes);
-                line("max_memory", &shared.max_memory);
+                line("used_memory", &snapshot.resident_bytes.unwrap_or(0));
+                line("used_memory_payload", &snapshot.payload_bytes);
+                line("max_memory", &snapshot.max_memory);
             }
             "persistence" => {
                 line("fsync", &format!("{:?}", shared.fsync).to_lowercase());
-                if let Some(j) = shared.node.journal_stats() {
+                if let Some(j) = &snapshot.journal {
                     line("fsyncs", &j.fsyncs);
                     line("journal_appends", &j.appends);
                     line("journal_batches", &j.batches);
@@ -94,15 +98,16 @@ pub async fn render(shared: &Shared, sections: &[String]) -> Result<String, Node
                     line("fsync_avg_us", &(j.fsync_nanos_total / j.fsyncs.max(1) / 1_000));
                     line("fsync_max_us", &(j.fsync_nanos_max / 1_000));
                 }
+                line("journal_poisoned", &u8::from(snapshot.journal_poisoned));
                 line("snapshot_index", &opt(status.snapshot_index));
             }
             "stats" => {
-                line("total_connections_received", &stats.connections.load(Ordering::Relaxed));
-                line("total_commands_processed", &stats.commands.load(Ordering::Relaxed));
-                line("rejected_connections", &stats.rejected.load(Ordering::Relaxed));
-                line("rejected_pushes_oom", &stats.rejected_oom.load(Ordering::Relaxed));
-                line("expired_holds", &shared.router.holds_expired.load(Ordering::Relaxed));
-                line("expired_deliveries", &shared.router.deliveries_expired.load(Ordering::Relaxed));
+                line("total_connections_received", &snapshot.connections_received());
+                line("total_commands_processed", &snapshot.commands);
+                line("rejected_connections", &snapshot.connections_refused());
+                for counter in COUNTERS {
+                    line(counter.name, &(counter.value)(&snapshot));
+                }
             }
             "locks" => {
                 line("locks", &summary.locks);
@@ -131,16 +136,9 @@ pub async fn render(shared: &Shared, sections: &[String]) -> Result<String, Node
         }
         out.push_str("\r\n");
     }
-    Ok(out)
+    out
 }
 
 fn opt(v: Option<u64>) -> String {
     v.map_or("none".to_owned(), |v| v.to_string())
-}
-
-/// The process's resident memory, from `/proc` (Linux); `None` elsewhere.
-pub fn resident_bytes() -> Option<u64> {
-    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
-    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
-    Some(pages * 4096)
 }

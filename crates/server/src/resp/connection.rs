@@ -15,6 +15,7 @@
 //! needs one (a lock, a pop), and closed in the log when the connection ends, which releases its
 //! holds and returns its deliveries.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
@@ -22,18 +23,16 @@ use std::time::Instant;
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
-use turnstile_core::{Command, CoreError, Effect, Query, Reply, SessionId};
+use turnstile_core::{Command, Query, Reply};
 use turnstile_raft::{Answer, NodeError};
 use turnstile_resp::cmd::{self, Action, ConnCmd, ReplyShape};
 use turnstile_resp::{Frame, Protocol, ProtocolError, decode_request};
 
-use crate::info;
+use super::info;
 use crate::metrics;
-use crate::router::settled;
 use crate::server::Shared;
+use crate::session::{Refused, Session};
 use crate::shutdown::Shutdown;
-use crate::ticker::now_ms;
 
 /// Replies are flushed once this much is buffered, even in the middle of a pipeline.
 const FLUSH_AT: usize = 64 * 1024;
@@ -65,18 +64,18 @@ pub struct Connection {
     buf: BytesMut,
     out: BytesMut,
     protocol: Protocol,
-    /// Opened on first need; see the module docs.
-    session: Option<SessionId>,
-    /// This session's effects, from the router.
-    effects: Option<mpsc::UnboundedReceiver<Effect>>,
+    /// Opened in the log on first need; see the module docs.
+    session: Session,
     /// Local connection number (`CLIENT ID`).
     id: u64,
     name: Option<Bytes>,
     shared: Arc<Shared>,
+    /// What the codec enforces, from the server's limits.
+    limits: turnstile_resp::Limits,
     /// Buffers reused from one pipeline to the next, so a request costs no allocation for them.
     requests: Vec<Vec<Bytes>>,
     writes: Vec<(Command, ReplyShape)>,
-    pending: Vec<(Option<Result<Answer, NodeError>>, ReplyShape)>,
+    pending: Vec<(Result<Answer, Refused>, ReplyShape)>,
     command_metrics: metrics::RespCommands,
 }
 
@@ -94,10 +93,10 @@ impl Connection {
             buf: BytesMut::with_capacity(READ_CHUNK),
             out: BytesMut::with_capacity(4 * 1024),
             protocol: Protocol::Resp2,
-            session: None,
-            effects: None,
+            session: Session::new(shared.clone()),
             id,
             name: None,
+            limits: shared.limits.resp(),
             shared,
             requests: Vec::new(),
             writes: Vec::new(),
@@ -107,21 +106,15 @@ impl Connection {
     }
 
     /// Serves the connection until it closes, then closes its session.
-    pub async fn serve(mut self, mut shutdown: Shutdown) {
-        let peer = self.stream.peer_addr().ok();
+    pub async fn serve(mut self, peer: SocketAddr, mut shutdown: Shutdown) {
         match self.run(&mut shutdown).await {
-            Ok(()) => tracing::debug!(?peer, id = self.id, "connection closed"),
+            Ok(()) => tracing::debug!(%peer, id = self.id, "connection closed"),
             Err(e @ (ConnError::Protocol(_) | ConnError::FloodWhileBlocked(_))) => {
-                tracing::info!(?peer, id = self.id, error = %e, "closing connection after bad input");
+                tracing::info!(%peer, id = self.id, error = %e, "closing connection after bad input");
             }
-            Err(e) => tracing::debug!(?peer, id = self.id, error = %e, "connection ended"),
+            Err(e) => tracing::debug!(%peer, id = self.id, error = %e, "connection ended"),
         }
-        if let Some(session) = self.session.take() {
-            self.shared.router.unregister(session);
-            if let Err(e) = self.shared.node.propose(Command::CloseSession { session }).await {
-                tracing::warn!(%session, error = %e, "session not closed; its leases will end it");
-            }
-        }
+        self.session.close().await;
     }
 
     async fn run(&mut self, shutdown: &mut Shutdown) -> Result<(), ConnError> {
@@ -135,7 +128,7 @@ impl Connection {
             let mut requests = std::mem::take(&mut self.requests);
             let mut bad = None;
             while requests.len() < MAX_RUN {
-                match decode_request(&mut self.buf, &self.shared.limits) {
+                match decode_request(&mut self.buf, &self.limits) {
                     Ok(Some(request)) => requests.push(request.args),
                     Ok(None) => break,
                     Err(e) => {
@@ -237,65 +230,31 @@ impl Connection {
 
     async fn run_reads(&mut self, reads: Vec<(Query, ReplyShape)>) {
         let (queries, shapes): (Vec<Query>, Vec<ReplyShape>) = reads.into_iter().unzip();
-        let replies = self
-            .shared
-            .node
-            .read(move |state| {
-                let now = now_ms();
-                queries.into_iter().map(|q| state.query(now, q)).collect::<Vec<_>>()
-            })
-            .await;
-        match replies {
+        match self.session.read(queries).await {
             Ok(replies) => {
                 for (reply, shape) in replies.into_iter().zip(shapes) {
                     self.write(&cmd::render(shape, reply, self.protocol));
                 }
             }
-            Err(e) => shapes.iter().for_each(|_| self.write(&node_error(&e))),
+            Err(e) => shapes.iter().for_each(|_| self.write(&refused(&e))),
         }
     }
 
-    /// Runs consecutive writes; `writes` is left empty.
+    /// Runs consecutive writes; `writes` is left empty. Every command is queued before the
+    /// first reply is awaited, so the run shares log entries and is applied in order.
     async fn run_writes(&mut self, writes: &mut Vec<(Command, ReplyShape)>) {
-        if writes.iter_mut().any(|(cmd, _)| cmd.session_mut().is_some()) {
-            match self.session().await {
-                Ok(session) => {
-                    for slot in writes.iter_mut().filter_map(|(cmd, _)| cmd.session_mut()) {
-                        *slot = Some(session);
-                    }
-                }
-                Err(e) => {
-                    writes.drain(..).for_each(|_| self.write(&node_error(&e)));
-                    return;
-                }
-            }
-        }
-        // Every command is queued before the first reply is awaited, so the run shares log entries
-        // and is applied in order. Pushes past the memory limit are refused here, before the log.
         let mut pending = std::mem::take(&mut self.pending);
         for (cmd, shape) in writes.drain(..) {
-            let queued = match self.shared.over_memory(&cmd) {
-                true => None,
-                false => Some(self.shared.node.submit(cmd).await),
-            };
-            pending.push((queued, shape));
+            pending.push((self.session.submit(cmd).await, shape));
         }
         for (queued, shape) in pending.drain(..) {
             let reply = match queued {
-                None => {
-                    self.shared.stats.rejected_oom.fetch_add(1, Ordering::Relaxed);
-                    self.write(&Frame::error("OOM", "command not allowed when used memory > 'max-memory'"));
-                    continue;
-                }
-                Some(Ok(answer)) => answer.await.unwrap_or(Err(NodeError::ShuttingDown)),
-                Some(Err(e)) => Err(e),
+                Ok(answer) => self.session.answer(answer).await,
+                Err(e) => Err(e),
             };
             let frame = match reply {
-                Ok(reply) => {
-                    metrics::observe_reply(&self.shared.stats, &reply);
-                    cmd::render(shape, reply, self.protocol)
-                }
-                Err(e) => node_error(&e),
+                Ok(reply) => cmd::render(shape, reply, self.protocol),
+                Err(e) => refused(&e),
             };
             self.write(&frame);
         }
@@ -305,78 +264,38 @@ impl Connection {
     /// A command that may wait in line: proposed alone, then parked until its wait is settled.
     async fn run_waiting(
         &mut self,
-        mut cmd: Command,
+        cmd: Command,
         shape: ReplyShape,
         shutdown: &mut Shutdown,
     ) -> Result<(), ConnError> {
-        if let Some(slot) = cmd.session_mut() {
-            match self.session().await {
-                Ok(session) => *slot = Some(session),
-                Err(e) => {
-                    self.write(&node_error(&e));
-                    return Ok(());
-                }
-            }
-        }
-        let frame = match self.shared.node.propose(cmd).await {
+        let frame = match self.session.propose(cmd).await {
             Ok(Reply::Waiting { wait_id }) => {
                 // Replies already computed go out before the client is made to wait.
                 self.flush().await?;
-                let reply = self.wait_for(wait_id, shutdown).await?;
-                cmd::render(shape, reply, self.protocol)
-            }
-            Ok(reply) => {
-                if let Reply::Error(CoreError::Deadlock { cycle }) = &reply {
-                    self.shared.stats.deadlocks.record(cycle);
+                match self.wait_for(wait_id, shutdown).await? {
+                    Ok(reply) => cmd::render(shape, reply, self.protocol),
+                    Err(e) => refused(&e),
                 }
-                metrics::observe_reply(&self.shared.stats, &reply);
-                cmd::render(shape, reply, self.protocol)
             }
-            Err(e) => node_error(&e),
+            Ok(reply) => cmd::render(shape, reply, self.protocol),
+            Err(e) => refused(&e),
         };
         self.write(&frame);
         Ok(())
     }
 
-    /// The connection's session, opened in the log the first time it is needed.
-    async fn session(&mut self) -> Result<SessionId, NodeError> {
-        if let Some(session) = self.session {
-            return Ok(session);
-        }
-        // Once per connection: boxed, so the callers' futures do not carry its state.
-        match Box::pin(self.shared.node.propose(Command::OpenSession)).await? {
-            Reply::Session(session) => {
-                // Registered before any wait of this session exists, so no wake-up is missed.
-                self.effects = Some(self.shared.router.register(session));
-                self.session = Some(session);
-                Ok(session)
-            }
-            other => Err(NodeError::Fatal(format!("open session replied {other:?}"))),
-        }
-    }
-
-    /// Parks until the state machine settles wait `wait_id`, turning its effect into a reply.
-    async fn wait_for(&mut self, wait_id: u64, shutdown: &mut Shutdown) -> Result<Reply, ConnError> {
-        let stats = &self.shared.stats;
-        stats.blocked_clients.fetch_add(1, Ordering::Relaxed);
-        let result = self.wait_for_effect(wait_id, shutdown).await;
-        self.shared.stats.blocked_clients.fetch_sub(1, Ordering::Relaxed);
-        result
-    }
-
-    async fn wait_for_effect(&mut self, wait_id: u64, shutdown: &mut Shutdown) -> Result<Reply, ConnError> {
-        let limit = self.shared.limits.max_bulk_len.saturating_mul(2);
-        let effects = self.effects.as_mut().expect("a wait belongs to this connection's session");
+    /// Parks until the state machine settles wait `wait_id`, reading the socket meanwhile so a
+    /// client that goes away is noticed at once (its session closes and its wait is dropped).
+    /// Pipelined requests stay buffered.
+    async fn wait_for(
+        &mut self,
+        wait_id: u64,
+        shutdown: &mut Shutdown,
+    ) -> Result<Result<Reply, Refused>, ConnError> {
+        let limit = self.limits.max_bulk_len.saturating_mul(2);
         loop {
             tokio::select! {
-                effect = effects.recv() => {
-                    let Some(effect) = effect else { return Err(ConnError::Shutdown) };
-                    if let Some(reply) = settled(effect, wait_id) {
-                        return Ok(reply);
-                    }
-                }
-                // Keep reading while blocked, so a client that goes away is noticed at once
-                // (its session closes and its wait is dropped). Pipelined requests stay buffered.
+                settled = self.session.settled(wait_id) => return Ok(settled),
                 read = self.stream.read_buf(&mut self.buf) => {
                     if read? == 0 {
                         return Err(ConnError::ClosedWhileBlocked);
@@ -436,13 +355,13 @@ impl Connection {
             ConnCmd::ClientGetName => self.name.clone().map_or(Frame::Null, Frame::Bulk),
             ConnCmd::ClientId => Frame::Integer(i64::try_from(self.id).unwrap_or(i64::MAX)),
             ConnCmd::ClientSetInfo => Frame::ok(),
-            ConnCmd::Info(sections) => match info::render(&self.shared, &sections).await {
-                Ok(text) => match self.protocol {
+            ConnCmd::Info(sections) => {
+                let text = info::render(&self.shared, &sections).await;
+                match self.protocol {
                     Protocol::Resp3 => Frame::Verbatim { format: *b"txt", text: text.into() },
                     Protocol::Resp2 => Frame::Bulk(text.into()),
-                },
-                Err(e) => node_error(&e),
-            },
+                }
+            }
             ConnCmd::Command(args) => info::command(&args),
             ConnCmd::Quit => {
                 self.write(&Frame::ok());
@@ -495,12 +414,16 @@ fn check_client_name(name: &[u8]) -> Result<(), Frame> {
     }
 }
 
-/// How a node failure reads to a client. A follower names the leader, so clients can redirect.
-fn node_error(e: &NodeError) -> Frame {
+/// How a refusal reads to a client. A follower names the leader, so clients can redirect.
+fn refused(e: &Refused) -> Frame {
     match e {
-        NodeError::NotLeader { leader: Some(addr) } => Frame::Error(format!("NOTLEADER {addr}")),
-        NodeError::NotLeader { leader: None } => Frame::error("NOTLEADER", "no leader elected"),
-        NodeError::Unavailable(why) => Frame::error("TRYAGAIN", why),
-        other => Frame::error("ERR", other),
+        Refused::Node(NodeError::NotLeader { leader: Some(addr) }) => {
+            Frame::Error(format!("NOTLEADER {addr}"))
+        }
+        Refused::Node(NodeError::NotLeader { leader: None }) => {
+            Frame::error("NOTLEADER", "no leader elected")
+        }
+        Refused::Node(NodeError::Unavailable(why)) => Frame::error("TRYAGAIN", why),
+        other => Frame::error(other.code(), other),
     }
 }

@@ -1,0 +1,18 @@
+//! The RESP (Redis protocol) front end: one [`connection::Connection`] per client, and what the
+//! server says about itself (`INFO`, `HELLO`, `COMMAND`).
+
+mod connection;
+pub mod info;
+
+use std::sync::Arc;
+
+use crate::listener::Admitted;
+use crate::server::Shared;
+use crate::shutdown::Shutdown;
+
+/// Serves one admitted RESP connection until it closes.
+pub async fn serve(admitted: Admitted, shared: Arc<Shared>, shutdown: Shutdown) {
+    let Admitted { stream, peer, id, slot } = admitted;
+    connection::Connection::new(stream, id, shared).serve(peer, shutdown).await;
+    drop(slot);
+}

@@ -1,0 +1,310 @@
+//! The session layer: what every front end (RESP, AMQP, HTTP) does with the log, written once.
+//!
+//! ```text
+//!  front end: framing, parsing ─► Command / Query ─► Session ─────────────► node (log, reads)
+//!                                                      │ admit: max-payload, max-name-len, max-memory
+//!                                                      │ bind:  open the session on first need,
+//!                                                      │        register with the router for its effects
+//!                                                      │ observe: grants, deadlocks (Stats)
+//!  front end: rendering ◄── Reply / Refused ◄──────────┤
+//!                                                      └ settled(wait): park until the router hands
+//!                                                        over the effect that ends the wait
+//! ```
+//!
+//! A session is opened in the log the first time a command needs one (a lock, a pop, a consumer)
+//! and closed in the log when the front end is done with it — [`Session::close`], or on drop when
+//! a client went away mid-request — which releases its holds (except `KEEP` ones) and returns its
+//! deliveries. A limit or a refusal is decided here, so it is the same on every protocol; each
+//! front end only renders [`Refused`] in its own way.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use tokio::sync::mpsc;
+use turnstile_core::{Command, Effect, NameKind, Query, Reply, SessionId};
+use turnstile_raft::{Answer, NodeError};
+
+use crate::router::settled;
+use crate::server::Shared;
+use crate::stats::bump;
+use crate::ticker::now_ms;
+
+/// The limits every front end applies the same way, each with its setting.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// `max-payload`: the largest message body or value, in bytes (Redis: `proto-max-bulk-len`).
+    pub max_payload: usize,
+    /// `max-name-len`: the longest lock, queue, key or exchange name, in bytes.
+    pub max_name_len: usize,
+    /// `max-args`: the most arguments in one RESP command.
+    pub max_args: usize,
+    /// `max-memory`: messages are refused once stored payloads would pass this; 0 = no limit.
+    pub max_memory: u64,
+    /// `max-clients`: connections open at once, over every protocol.
+    pub max_clients: usize,
+}
+
+impl Limits {
+    /// What the RESP codec enforces while it reads.
+    pub fn resp(&self) -> turnstile_resp::Limits {
+        turnstile_resp::Limits {
+            max_bulk_len: self.max_payload,
+            max_args: self.max_args,
+            ..turnstile_resp::Limits::default()
+        }
+    }
+}
+
+/// Why the server did not run a command. Each front end renders it in its own way (a RESP
+/// error, an HTTP status, an AMQP close or nack); the text is the same everywhere.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Refused {
+    #[error("value is larger than max-payload ({limit} bytes)")]
+    PayloadTooLarge { limit: usize },
+    #[error("{} name is longer than max-name-len ({limit} bytes)", .kind.as_str())]
+    NameTooLong { kind: NameKind, limit: usize },
+    #[error("command not allowed when used memory > 'max-memory'")]
+    OutOfMemory,
+    #[error(transparent)]
+    Node(#[from] NodeError),
+}
+
+impl Refused {
+    /// The error code clients see (the RESP error prefix; HTTP's `code`).
+    pub fn code(&self) -> &'static str {
+        match self {
+            Refused::PayloadTooLarge { .. } | Refused::NameTooLong { .. } => "ERR",
+            Refused::OutOfMemory => "OOM",
+            Refused::Node(NodeError::NotLeader { .. }) => "NOTLEADER",
+            Refused::Node(NodeError::Unavailable(_)) => "TRYAGAIN",
+            Refused::Node(_) => "ERR",
+        }
+    }
+}
+
+/// One client's session, whatever its protocol. See the module docs.
+#[derive(Debug)]
+pub struct Session {
+    shared: Arc<Shared>,
+    /// Opened on first need.
+    id: Option<SessionId>,
+    /// This session's effects, from the router; there from the moment the session is open, so
+    /// no wake-up of a wait it starts can be missed.
+    effects: Option<mpsc::UnboundedReceiver<Effect>>,
+}
+
+impl Session {
+    pub fn new(shared: Arc<Shared>) -> Session {
+        Session { shared, id: None, effects: None }
+    }
+
+    /// The session's id, opening it in the log (and registering with the router) the first time.
+    pub async fn open(&mut self) -> Result<SessionId, Refused> {
+        if let Some(id) = self.id {
+            return Ok(id);
+        }
+        // Once per session: boxed, so the callers' futures do not carry its state.
+        match Box::pin(self.shared.node.propose(Command::OpenSession)).await? {
+            Reply::Session(id) => {
+                self.effects = Some(self.shared.router.register(id));
+                self.id = Some(id);
+                Ok(id)
+            }
+            other => Err(NodeError::Fatal(format!("open session replied {other:?}")).into()),
+        }
+    }
+
+    /// Checks `cmd` against the limits; see [`admit`].
+    pub fn admit(&self, cmd: &Command) -> Result<(), Refused> {
+        admit(&self.shared, cmd)
+    }
+
+    /// Admits `cmd` and puts it in the log, bound to this session when it acts for one, without
+    /// waiting for its reply: commands submitted one after another are applied in that order, so
+    /// a front end can pipeline. [`Session::answer`] awaits the reply.
+    pub async fn submit(&mut self, mut cmd: Command) -> Result<Answer, Refused> {
+        self.admit(&cmd)?;
+        if let Some(slot) = cmd.session_mut() {
+            *slot = Some(self.open().await?);
+        }
+        Ok(self.shared.node.submit(cmd).await?)
+    }
+
+    /// A submitted command's reply, counted in the stats.
+    pub fn answer(&self, answer: Answer) -> impl Future<Output = Result<Reply, Refused>> + Send + 'static {
+        let shared = self.shared.clone();
+        async move {
+            // A dropped sender means the node stopped before answering.
+            let reply = answer.await.unwrap_or(Err(NodeError::ShuttingDown))?;
+            shared.stats.observe(&reply);
+            Ok(reply)
+        }
+    }
+
+    /// Submits `cmd` and waits for its reply. A reply of [`Reply::Waiting`] means the command
+    /// waits in line: [`Session::settled`] gives its final reply.
+    pub async fn propose(&mut self, cmd: Command) -> Result<Reply, Refused> {
+        let answer = self.submit(cmd).await?;
+        self.answer(answer).await
+    }
+
+    /// Runs queries at one linearizable read point, at the leader's clock.
+    pub async fn read(&self, queries: Vec<Query>) -> Result<Vec<Reply>, Refused> {
+        let replies = self
+            .shared
+            .node
+            .read(move |state| {
+                let now = now_ms();
+                queries.into_iter().map(|q| state.query(now, q)).collect::<Vec<_>>()
+            })
+            .await?;
+        Ok(replies)
+    }
+
+    /// Runs one query at a linearizable read point.
+    pub async fn query(&self, query: Query) -> Result<Reply, Refused> {
+        Ok(self.shared.node.read(move |state| state.query(now_ms(), query)).await?)
+    }
+
+    /// Parks until the state machine settles wait `wait_id` (granted, delivered or timed out)
+    /// and returns the reply that ends it. Effects about other waits of this session are
+    /// dropped. Cancel-safe: a front end may select on it with its socket and call it again.
+    pub async fn settled(&mut self, wait_id: u64) -> Result<Reply, Refused> {
+        let _blocked = Blocked::new(&self.shared);
+        let effects = self.effects.as_mut().expect("a wait belongs to an open session");
+        loop {
+            // The router stops (drops the sender) only at shutdown.
+            let effect = effects.recv().await.ok_or(NodeError::ShuttingDown)?;
+            if let Some(reply) = settled(effect, wait_id) {
+                return Ok(reply);
+            }
+        }
+    }
+
+    /// Closes the session in the log (if it was opened): its waits and consumers end, its holds
+    /// and deliveries are released unless `KEEP`.
+    pub async fn close(mut self) {
+        if let Some(session) = self.id.take() {
+            self.shared.router.unregister(session);
+            close_in_log(&self.shared, session).await;
+        }
+    }
+}
+
+/// Checks `cmd` against the server's limits (`max-payload`, `max-name-len`, `max-memory`); a
+/// refusal is counted in the stats.
+pub fn admit(shared: &Shared, cmd: &Command) -> Result<(), Refused> {
+    let result = check(&shared.limits, cmd, || shared.node.payload_bytes());
+    match &result {
+        Err(Refused::OutOfMemory) => bump(&shared.stats.counters.pushes_refused_oom),
+        Err(_) => bump(&shared.stats.counters.limits_refused),
+        Ok(()) => {}
+    }
+    result
+}
+
+/// A session dropped without [`Session::close`] (an HTTP client that went away mid-wait) is
+/// closed from a task of its own.
+impl Drop for Session {
+    fn drop(&mut self) {
+        if let Some(session) = self.id.take() {
+            self.shared.router.unregister(session);
+            let shared = self.shared.clone();
+            tokio::spawn(async move { close_in_log(&shared, session).await });
+        }
+    }
+}
+
+async fn close_in_log(shared: &Shared, session: SessionId) {
+    match shared.node.propose(Command::CloseSession { session }).await {
+        Ok(_) => {}
+        // Stopping: the next start detaches every session of this run anyway.
+        Err(NodeError::ShuttingDown) => tracing::debug!(%session, "session left to the next start"),
+        Err(e) => tracing::warn!(%session, error = %e, "session not closed; its leases will end it"),
+    }
+}
+
+/// Counts a session as blocked while it lives.
+struct Blocked<'a>(&'a Shared);
+
+impl<'a> Blocked<'a> {
+    fn new(shared: &'a Shared) -> Blocked<'a> {
+        shared.stats.blocked.fetch_add(1, Ordering::Relaxed);
+        Blocked(shared)
+    }
+}
+
+impl Drop for Blocked<'_> {
+    fn drop(&mut self) {
+        self.0.stats.blocked.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The limits' verdict on `cmd`; `stored` gives the payload bytes stored now (read only for a
+/// message, when there is a memory limit).
+fn check(limits: &Limits, cmd: &Command, stored: impl FnOnce() -> u64) -> Result<(), Refused> {
+    if cmd.payload_len() > limits.max_payload {
+        return Err(Refused::PayloadTooLarge { limit: limits.max_payload });
+    }
+    let mut too_long = None;
+    cmd.names(&mut |kind, name| {
+        if name.len() > limits.max_name_len && too_long.is_none() {
+            too_long = Some(kind);
+        }
+    });
+    if let Some(kind) = too_long {
+        return Err(Refused::NameTooLong { kind, limit: limits.max_name_len });
+    }
+    if let Some(size) = cmd.message_len()
+        && limits.max_memory > 0
+        && stored().saturating_add(size as u64) > limits.max_memory
+    {
+        return Err(Refused::OutOfMemory);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use turnstile_core::{Fence, Push, SetKey};
+
+    use super::*;
+
+    fn limits() -> Limits {
+        Limits { max_payload: 8, max_name_len: 4, max_args: 16, max_memory: 100, max_clients: 10 }
+    }
+
+    #[test]
+    fn payloads_names_and_memory_are_checked_with_the_setting_named() {
+        let ok = || 0;
+        assert!(check(&limits(), &Command::Push(Push::new("q", "12345678")), ok).is_ok());
+        let big = check(&limits(), &Command::Push(Push::new("q", "123456789")), ok).unwrap_err();
+        assert_eq!(big.to_string(), "value is larger than max-payload (8 bytes)");
+        let big = check(&limits(), &Command::Set(SetKey::new("k", "123456789")), ok).unwrap_err();
+        assert_eq!(big.code(), "ERR");
+
+        let long = check(&limits(), &Command::Push(Push::new("queue", "x")), ok).unwrap_err();
+        assert_eq!(long.to_string(), "queue name is longer than max-name-len (4 bytes)");
+        let mut fenced = Push::new("q", "x");
+        fenced.fence = Some(Fence { lock: "a-lock".into(), token: 1 });
+        let long = check(&limits(), &Command::Push(fenced), ok).unwrap_err();
+        assert_eq!(long.to_string(), "lock name is longer than max-name-len (4 bytes)");
+        let del = Command::Del { keys: vec!["k".into(), "long-key".into()], fence: None };
+        assert_eq!(
+            check(&limits(), &del, ok).unwrap_err().to_string(),
+            "key name is longer than max-name-len (4 bytes)"
+        );
+
+        // Memory: the message's size counts, and only messages are refused.
+        assert!(check(&limits(), &Command::Push(Push::new("q", "1234")), || 96).is_ok());
+        let oom = check(&limits(), &Command::Push(Push::new("q", "12345")), || 96).unwrap_err();
+        assert_eq!(
+            (oom.code(), oom.to_string().as_str()),
+            ("OOM", "command not allowed when used memory > 'max-memory'")
+        );
+        assert!(check(&limits(), &Command::Set(SetKey::new("k", "12345")), || 1000).is_ok());
+        let unlimited = Limits { max_memory: 0, ..limits() };
+        assert!(check(&unlimited, &Command::Push(Push::new("q", "1")), || u64::MAX).is_ok());
+    }
+}
