@@ -2,7 +2,7 @@
 //!
 //! ```text
 //!  propose(cmd) ─► batcher ─► Raft::client_write_ff(Batch) ─► LogStore::append ─► Journal
-//!  (node.rs)       (node.rs)   one log entry per batch         (log_store.rs)
+//!  (node/)  (node/batcher.rs) one log entry per batch         (log_store.rs)
 //!                                                                   │ committed
 //!  reply ◄─ BatchReply[i] ◄─ StateMachineStore::apply ◄────────────┘
 //!                              (state_machine.rs) ─► effects channel, next-deadline watch
