@@ -2,9 +2,11 @@
 //! an in-memory log and state when there is no data dir.
 
 use std::sync::Arc;
+use std::sync::mpsc::SyncSender;
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
-use turnstile_storage::{DirLock, Journal, SnapshotStore, lock_dir};
+use turnstile_storage::{DirLock, Journal, Recovered, SnapshotStore, lock_dir};
 
 use super::{NodeError, Storage};
 use crate::log_store::{LogStore, ReplayedTail};
@@ -12,11 +14,43 @@ use crate::state_machine::{AppliedEffects, StateMachineStore};
 
 /// What [`open_storage`] hands to openraft and keeps for the node.
 pub(super) struct Opened {
+    /// The Raft log for openraft: on the journal, with the entries replayed from it, or in memory.
     pub(super) log: LogStore,
+    /// The state machine for openraft, restored from the newest snapshot if there is one. The
+    /// node keeps a clone for reads, status and the snapshotter.
     pub(super) state_machine: StateMachineStore,
+    /// Effects of every applied entry; [`super::Node::take_effects`] hands this out.
     pub(super) effects: mpsc::UnboundedReceiver<AppliedEffects>,
+    /// The journal under `log`, for its stats, the snapshotter and the final sync; `None` in
+    /// memory.
     pub(super) journal: Option<Arc<Journal>>,
+    /// The data dir's lock, held as long as the node lives; `None` in memory.
     pub(super) dir_lock: Option<DirLock>,
+}
+
+/// What the thread that reads the journal hands back.
+struct JournalRead {
+    journal: Journal,
+    /// What the journal's recovery found, its entries taken out into `tail`.
+    recovered: Recovered,
+    /// The log's entries after the snapshot, decoded (from both ends, see [`open_storage`]). The
+    /// snapshot's thread holds a clone while it helps decode; it has let go of it by the time this
+    /// is read.
+    tail: Arc<ReplayedTail>,
+    /// How many entries `tail` holds, for the log line.
+    entries: usize,
+    /// Reading the journal's files, from the start of [`open_storage`].
+    read: Duration,
+    /// Decoding the log's newest entries after that, on this thread.
+    decoded: Duration,
+}
+
+/// What the thread that loads the snapshot hands back.
+struct SnapshotRead {
+    state_machine: StateMachineStore,
+    effects: mpsc::UnboundedReceiver<AppliedEffects>,
+    /// Loading the newest snapshot, from the start of [`open_storage`].
+    loaded: Duration,
 }
 
 /// Opens the data dir: its lock, the newest snapshot, the journal after it. Refuses a log whose
@@ -36,29 +70,15 @@ pub(super) fn open_storage(storage: Option<&Storage>) -> Result<Opened, NodeErro
             dir_lock: None,
         });
     };
-    let fatal = |e: &dyn std::fmt::Display| NodeError::Fatal(e.to_string());
     let dir_lock = lock_dir(&storage.dir).map_err(|e| fatal(&e))?;
-    let started = std::time::Instant::now();
+    let started = Instant::now();
     let (snapshot, journal) = std::thread::scope(|scope| {
         let (share_tail, shared_tail) = std::sync::mpsc::sync_channel(1);
         let journal = std::thread::Builder::new()
             .name("open-journal".into())
-            .spawn_scoped(scope, move || {
-                let (journal, mut recovered) =
-                    Journal::open(&storage.dir, storage.options.clone()).map_err(|e| fatal(&e))?;
-                let read = started.elapsed();
-                let entries = recovered.entries.len();
-                let tail = Arc::new(ReplayedTail::new(std::mem::take(&mut recovered.entries)));
-                let _ = share_tail.send(Arc::clone(&tail));
-                tail.decode(true);
-                let decoded = started.elapsed() - read;
-                Ok::<_, NodeError>((journal, recovered, tail, entries, read, decoded))
-            })
+            .spawn_scoped(scope, move || read_journal(storage, started, &share_tail))
             .map_err(|e| fatal(&e));
-        let snapshot = SnapshotStore::open(&storage.dir.join("snapshots"))
-            .map_err(|e| fatal(&e))
-            .and_then(|snapshots| StateMachineStore::open(Some(snapshots)).map_err(|e| fatal(&e)));
-        let snapshot_loaded = started.elapsed();
+        let snapshot = load_snapshot(storage, started);
         // The snapshot is in: help decode the log after it, from its oldest end.
         if let (Ok(_), Ok(tail)) = (&snapshot, shared_tail.recv()) {
             tail.decode(false);
@@ -66,10 +86,10 @@ pub(super) fn open_storage(storage: Option<&Storage>) -> Result<Opened, NodeErro
         let journal = journal.and_then(|handle| {
             handle.join().unwrap_or_else(|_| Err(NodeError::Fatal("opening the journal panicked".into())))
         });
-        (snapshot.map(|opened| (opened, snapshot_loaded)), journal)
+        (snapshot, journal)
     });
-    let ((state_machine, effects), snapshot_loaded) = snapshot?;
-    let (journal, recovered, tail, entries, journal_read, decoded) = journal?;
+    let SnapshotRead { state_machine, effects, loaded: snapshot_loaded } = snapshot?;
+    let JournalRead { journal, recovered, tail, entries, read: journal_read, decoded } = journal?;
     let torn_tail = recovered.torn_tail.clone();
     let purged = recovered.purged;
     let journal = Arc::new(journal);
@@ -106,4 +126,33 @@ pub(super) fn open_storage(storage: Option<&Storage>) -> Result<Opened, NodeErro
         "opened the data dir"
     );
     Ok(Opened { log, state_machine, effects, journal: Some(journal), dir_lock: Some(dir_lock) })
+}
+
+/// Reads the journal, shares its entries with the snapshot's thread and decodes them from the
+/// newest end.
+fn read_journal(
+    storage: &Storage,
+    started: Instant,
+    share_tail: &SyncSender<Arc<ReplayedTail>>,
+) -> Result<JournalRead, NodeError> {
+    let (journal, mut recovered) =
+        Journal::open(&storage.dir, storage.options.clone()).map_err(|e| fatal(&e))?;
+    let read = started.elapsed();
+    let entries = recovered.entries.len();
+    let tail = Arc::new(ReplayedTail::new(std::mem::take(&mut recovered.entries)));
+    let _ = share_tail.send(Arc::clone(&tail));
+    tail.decode(true);
+    let decoded = started.elapsed() - read;
+    Ok(JournalRead { journal, recovered, tail, entries, read, decoded })
+}
+
+/// Loads the newest snapshot in the data dir into a state machine (an empty one if there is none).
+fn load_snapshot(storage: &Storage, started: Instant) -> Result<SnapshotRead, NodeError> {
+    let snapshots = SnapshotStore::open(&storage.dir.join("snapshots")).map_err(|e| fatal(&e))?;
+    let (state_machine, effects) = StateMachineStore::open(Some(snapshots)).map_err(|e| fatal(&e))?;
+    Ok(SnapshotRead { state_machine, effects, loaded: started.elapsed() })
+}
+
+fn fatal(e: &dyn std::fmt::Display) -> NodeError {
+    NodeError::Fatal(e.to_string())
 }
