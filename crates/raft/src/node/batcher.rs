@@ -2,16 +2,16 @@
 //!
 //! **Batching and pipelining.** Every [`super::Node::propose`] puts its command on a queue and
 //! waits for its own reply. The batcher takes the first queued proposal plus whatever else is
-//! queued at that moment (up to `max_batch`), stamps the batch with the leader's wall clock, and
-//! submits it as one log entry. It does not wait for that entry to commit: it hands the entry's
-//! completion to a spawned task ([`deliver`], which splits the [`crate::BatchReply`] back to the
-//! proposers, in order) and goes on to form the next batch, so several entries are in flight at
-//! once — up to `max_in_flight`. That bound is what makes batches grow under load: while the
-//! pipeline is full, proposals queue, and the next entry carries all of them. Without it the
-//! batcher submits almost every proposal alone (submitting is quick), paying consensus per
-//! command: measured with 50 clients, unbounded pipelining gave ~1.3 commands per entry and
-//! ~220k proposals/s, a bound of 2 gave ~15 per entry and ~400k/s. With a single client each
-//! entry is one command and nothing waits for a timer (no linger).
+//! queued at that moment (up to `max_batch`), stamps the batch with the time on the node's
+//! [`Clock`] (the leader's), and submits it as one log entry. It does not wait for that entry to
+//! commit: it hands the entry's completion to a spawned task ([`deliver`], which splits the
+//! [`crate::BatchReply`] back to the proposers, in order) and goes on to form the next batch, so
+//! several entries are in flight at once — up to `max_in_flight`. That bound is what makes batches
+//! grow under load: while the pipeline is full, proposals queue, and the next entry carries all of
+//! them. Without it the batcher submits almost every proposal alone (submitting is quick), paying
+//! consensus per command: measured with 50 clients, unbounded pipelining gave ~1.3 commands per
+//! entry and ~220k proposals/s, a bound of 2 gave ~15 per entry and ~400k/s. With a single client
+//! each entry is one command and nothing waits for a timer (no linger).
 //!
 //! The batcher submits with `client_write_ff` + a responder rather than spawning a
 //! `client_write` per batch: `client_write_ff` returns as soon as the entry is queued in the Raft
@@ -28,16 +28,15 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use openraft::impls::ProgressResponder;
 use openraft::raft::ClientWriteResult;
 use tokio::sync::{Semaphore, mpsc, oneshot};
-use turnstile_core::{Command, Reply, Timestamp};
+use turnstile_core::{Command, Reply};
 
 use super::NodeError;
 use super::error::{fatal_error, write_error};
-use crate::{Batch, Raft, TypeConfig};
+use crate::{Batch, Clock, Raft, TypeConfig};
 
 /// One queued command and where its reply goes.
 #[derive(Debug)]
@@ -82,6 +81,7 @@ impl Stats {
 pub(super) async fn run(
     raft: Raft,
     mut queue: mpsc::Receiver<Proposal>,
+    clock: Clock,
     max_batch: usize,
     max_in_flight: usize,
     stats: Arc<Stats>,
@@ -99,7 +99,9 @@ pub(super) async fn run(
         }
         let (commands, waiters): (Vec<Command>, Vec<_>) = taken.drain(..).map(|p| (p.cmd, p.reply)).unzip();
         stats.record(commands.len());
-        let batch = Batch { now: wall_clock_ms(), commands };
+        // The state machine takes the latest of the stamps it has applied, so a clock that steps
+        // back (the system clock can) does not move its time back.
+        let batch = Batch { now: clock.now(), commands };
         let (responder, done) = ProgressResponder::complete_only();
         match raft.client_write_ff(batch, Some(responder)).await {
             Ok(()) => {
@@ -144,11 +146,4 @@ fn fail_all(waiters: Vec<oneshot::Sender<Result<Reply, NodeError>>>, err: NodeEr
     for waiter in waiters {
         let _ = waiter.send(Err(err.clone()));
     }
-}
-
-/// Milliseconds since the Unix epoch by this (the leader's) wall clock. The state machine takes
-/// the max of the stamps it sees, so a clock that steps back does not move its time back.
-fn wall_clock_ms() -> Timestamp {
-    let since_epoch = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-    u64::try_from(since_epoch.as_millis()).unwrap_or(u64::MAX)
 }

@@ -1,5 +1,7 @@
 //! [`NodeConfig`]: how to start a [`super::Node`], and [`Storage`]: where it keeps its log.
 
+use crate::Clock;
+
 /// How to start a [`super::Node`].
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
@@ -23,6 +25,10 @@ pub struct NodeConfig {
     /// with the in-memory log, 2 beat 4, 16 and unlimited at 8 and 50 clients (fewer, larger
     /// entries); 1 would stop the batcher from forming a batch while one is in flight.
     pub max_in_flight: usize,
+    /// What the batcher stamps each entry with, which is all the time the state machine knows;
+    /// the server's ticker waits on it too ([`super::Node::clock`]). The system clock by default;
+    /// tests pass [`Clock::manual`] to make leases and waits run out when they say.
+    pub clock: Clock,
 }
 
 impl Default for NodeConfig {
@@ -34,6 +40,7 @@ impl Default for NodeConfig {
             storage: None,
             snapshot_every: 20_000,
             snapshot_log_bytes: 64 << 20,
+            clock: Clock::system(),
         }
     }
 }

@@ -1,5 +1,5 @@
 //! [`Node`]: the handle the server uses — start, propose (batched), linearizable read, effects,
-//! the next timer deadline, status, shutdown.
+//! the next timer deadline, the clock, status, shutdown.
 //!
 //! ```text
 //!  Node::start ─► open_storage ─► Raft::new ─► initialize ─► wait to lead ─┬─► batcher task
@@ -38,9 +38,9 @@ use tokio::task::JoinHandle;
 use turnstile_core::{Command, Reply, State, Timestamp};
 use turnstile_storage::{DirLock, Journal, JournalStats};
 
-use crate::Raft;
 use crate::network::NoNetwork;
 use crate::state_machine::{AppliedEffects, StateMachineStore};
+use crate::{Clock, Raft};
 use batcher::{Proposal, Stats};
 use error::{fatal_error, read_error};
 use open::open_storage;
@@ -84,6 +84,8 @@ struct Inner {
     /// Held for the node's lifetime: no second server may use the data dir.
     _dir_lock: Option<DirLock>,
     node_id: u64,
+    /// Stamps every entry (in the batcher); what the server's ticker waits on.
+    clock: Clock,
     raft: Raft,
     state_machine: StateMachineStore,
     proposals: mpsc::Sender<Proposal>,
@@ -153,7 +155,14 @@ impl Node {
         let (proposals, queue) = mpsc::channel(max_batch.saturating_mul(4));
         let stats = Arc::new(Stats::default());
         let in_flight = config.max_in_flight.max(1);
-        let batcher = tokio::spawn(batcher::run(raft.clone(), queue, max_batch, in_flight, stats.clone()));
+        let batcher = tokio::spawn(batcher::run(
+            raft.clone(),
+            queue,
+            config.clock.clone(),
+            max_batch,
+            in_flight,
+            stats.clone(),
+        ));
         let snapshotter = match &opened.journal {
             Some(journal) if config.snapshot_log_bytes > 0 => Some(tokio::spawn(snapshotter::run(
                 raft.clone(),
@@ -169,6 +178,7 @@ impl Node {
                 journal: opened.journal,
                 _dir_lock: opened.dir_lock,
                 node_id: id,
+                clock: config.clock,
                 raft,
                 state_machine,
                 proposals,
@@ -274,6 +284,13 @@ impl Node {
     /// proposes `Command::Tick` when it is due.
     pub fn next_deadline(&self) -> watch::Receiver<Option<Timestamp>> {
         self.inner.state_machine.next_deadline()
+    }
+
+    /// The clock this node stamps entries with ([`NodeConfig::clock`]). Whoever decides when
+    /// time-driven work is due (the server's ticker) reads and waits on this one, so that with a
+    /// manual clock a test's `advance` is what makes ticks happen.
+    pub fn clock(&self) -> &Clock {
+        &self.inner.clock
     }
 
     /// Figures for INFO and metrics.
