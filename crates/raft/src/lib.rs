@@ -2,7 +2,7 @@
 //!
 //! ```text
 //!  propose(cmd) ─► batcher ─► Raft::client_write_ff(Batch) ─► LogStore::append ─► Journal
-//!  (node.rs)       (node.rs)   one log entry per batch         (log_store.rs)
+//!  (node/)  (node/batcher.rs) one log entry per batch         (log_store.rs)
 //!                                                                   │ committed
 //!  reply ◄─ BatchReply[i] ◄─ StateMachineStore::apply ◄────────────┘
 //!                              (state_machine.rs) ─► effects channel, next-deadline watch
@@ -14,17 +14,19 @@
 //!   the log indexes and the snapshot format are the same whether there is one node or five.
 //! - **Batching.** Consensus (and, with a durable log, fsync) is paid per log entry, not per
 //!   command. Commands that arrive together are coalesced into one [`Batch`], stamped once with
-//!   the leader's wall clock, and applied in order; each gets its own [`Reply`] back. The batcher
+//!   the leader's [`Clock`], and applied in order; each gets its own [`Reply`] back. The batcher
 //!   does not wait for one batch to commit before submitting the next, so several entries are in
 //!   flight at once (pipelining).
 //! - **Determinism.** The state machine never reads a clock: the time of an entry is the `now`
 //!   the leader put into the [`Batch`], so every replica computes the same replies and effects.
+//!   That stamp comes from the node's [`Clock`] (the wall clock, or a manual one in tests).
 //! - **Durable by default.** The log lives in [`LogStore`]: in the journal of `crates/storage` on
 //!   disk, its newest entries also in memory for reads; a reply is sent once its entry is on disk
 //!   (group commit).
 //!
 //! See `README.md` in this crate for one proposal traced file by file.
 
+mod clock;
 mod log_store;
 mod network;
 mod node;
@@ -35,6 +37,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use turnstile_core::{Command, Reply, Timestamp};
 
+pub use clock::{Clock, ManualClock};
 pub use log_store::LogStore;
 pub use network::{NoNetwork, NoPeer};
 pub use node::{Answer, Node, NodeConfig, NodeError, NodeStatus, Storage};
@@ -56,7 +59,7 @@ pub type Raft = openraft::Raft<TypeConfig, StateMachineStore>;
 /// One log entry: commands that arrived together, stamped once by the leader.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Batch {
-    /// The leader's wall clock, in ms since the Unix epoch, when it formed the batch.
+    /// The leader's [`Clock`], in ms since the Unix epoch, when it formed the batch.
     pub now: Timestamp,
     pub commands: Vec<Command>,
 }

@@ -1,18 +1,35 @@
 //! End-to-end tests of [`Node`] against real openraft (one voter, in-memory log).
+//!
+//! Tests about time run on a manual clock: the test moves it, so leases and waits run out exactly
+//! when it says, and nothing sleeps.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::sync::mpsc::error::TryRecvError;
 use tokio::time::timeout;
-use turnstile_core::{Acquire, Command, Effect, Mode, Query, Reply, SessionId, SetKey, State};
-use turnstile_raft::{AppliedEffects, Node, NodeConfig, NodeError};
+use turnstile_core::{Acquire, Command, Effect, Mode, Query, Reply, SessionId, SetKey, State, Timestamp};
+use turnstile_raft::{AppliedEffects, Clock, ManualClock, Node, NodeConfig, NodeError};
 
 const WAIT: Duration = Duration::from_secs(5);
 
+/// Where the manual clocks of these tests start: an arbitrary time, far from the wall clock's.
+const T0: Timestamp = 1_000_000;
+
 async fn start() -> Node {
-    timeout(WAIT, Node::start(NodeConfig::default())).await.expect("start in time").expect("start")
+    start_with(NodeConfig::default()).await
+}
+
+/// A node on a manual clock standing at [`T0`], and the hand that moves it.
+async fn start_on_manual_clock() -> (Node, ManualClock) {
+    let (clock, hand) = Clock::manual(T0);
+    (start_with(NodeConfig { clock, ..NodeConfig::default() }).await, hand)
+}
+
+async fn start_with(config: NodeConfig) -> Node {
+    timeout(WAIT, Node::start(config)).await.expect("start in time").expect("start")
 }
 
 async fn open_session(node: &Node) -> SessionId {
@@ -34,10 +51,6 @@ fn acquire(name: &str, session: SessionId, ttl: u64, wait: u64) -> Command {
     })
 }
 
-fn now_ms() -> u64 {
-    u64::try_from(SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis()).unwrap()
-}
-
 /// Receives effect batches until one contains an effect matching `pred`.
 async fn wait_for_effect(
     rx: &mut UnboundedReceiver<AppliedEffects>,
@@ -54,6 +67,15 @@ async fn wait_for_effect(
     })
     .await
     .expect("effect arrives in time")
+}
+
+/// Asserts that no applied entry has had effects since the last receive. Deterministic once the
+/// proposal in question has been answered: effects are sent before the reply.
+fn assert_no_effects(rx: &mut UnboundedReceiver<AppliedEffects>) {
+    match rx.try_recv() {
+        Err(TryRecvError::Empty) => {}
+        other => panic!("expected no effects, got {other:?}"),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -197,53 +219,98 @@ async fn a_read_from_another_task_sees_every_write_acknowledged_before_it_began(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_entry_is_stamped_with_the_nodes_clock() {
+    let (node, hand) = start_on_manual_clock().await;
+    assert_eq!(node.clock().now(), T0);
+    // Entries so far (RefreshLeases at start) were stamped T0.
+    assert_eq!(node.read(State::clock).await.unwrap(), T0);
+    hand.advance(250);
+    node.propose(Command::IncrBy { key: "n".into(), delta: 1 }).await.unwrap();
+    assert_eq!(node.read(State::clock).await.unwrap(), T0 + 250);
+    node.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn next_deadline_follows_a_lease() {
-    let node = start().await;
+    let (node, hand) = start_on_manual_clock().await;
     let mut deadline = node.next_deadline();
     assert_eq!(*deadline.borrow_and_update(), None, "nothing has a deadline yet");
 
     let s = open_session(&node).await;
-    let before = now_ms();
+    hand.advance(5);
     let Reply::Granted { token, .. } = node.propose(acquire("D", s, 60_000, 0)).await.unwrap() else {
         panic!("granted");
     };
-    let after = now_ms();
     // Published before the reply was sent.
     assert!(deadline.has_changed().unwrap());
-    let due = deadline.borrow_and_update().expect("a lease deadline");
-    assert!((before + 60_000..=after + 60_000).contains(&due), "{before} {due} {after}");
+    assert_eq!(*deadline.borrow_and_update(), Some(T0 + 5 + 60_000), "the grant's stamp plus the TTL");
 
     node.propose(Command::Release { name: "D".into(), token }).await.unwrap();
     assert_eq!(*deadline.borrow(), None, "releasing the only hold clears the deadline");
     node.shutdown().await.unwrap();
 }
 
+/// The lease runs out on the first tick stamped at its end, not a millisecond before.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tick_after_deadline_expires_hold() {
-    let node = start().await;
+async fn a_lease_runs_out_when_the_clock_reaches_its_end() {
+    let (node, hand) = start_on_manual_clock().await;
     let mut effects = node.take_effects().unwrap();
     let s = open_session(&node).await;
     let Reply::Granted { token, .. } = node.propose(acquire("T", s, 50, 0)).await.unwrap() else {
         panic!("granted");
     };
     let due = node.next_deadline().borrow().expect("lease deadline");
+    assert_eq!(due, T0 + 50);
+    assert_no_effects(&mut effects);
 
-    // A tick before the deadline expires nothing.
+    // A tick a millisecond before the deadline expires nothing.
+    hand.set(due - 1);
     assert_eq!(node.propose(Command::Tick).await.unwrap(), Reply::Ok);
+    assert_no_effects(&mut effects);
     assert_eq!(*node.next_deadline().borrow(), Some(due));
+    let check = node.read(move |st| st.query(due - 1, Query::FenceCheck { lock: "T".into(), token }));
+    assert_eq!(check.await.unwrap(), Reply::Int(1), "still held");
 
-    tokio::time::sleep(Duration::from_millis(80)).await;
-    assert!(now_ms() > due);
+    hand.advance(1);
     assert_eq!(node.propose(Command::Tick).await.unwrap(), Reply::Ok);
-
     let (_, expired) = wait_for_effect(&mut effects, |e| matches!(e, Effect::HoldExpired { .. })).await;
     assert_eq!(
         expired,
         Effect::HoldExpired { name: "T".into(), token, owner: turnstile_core::default_owner(s) }
     );
     assert_eq!(*node.next_deadline().borrow(), None);
-    let check = node.read(|st| st.query(0, Query::FenceCheck { lock: "T".into(), token })).await.unwrap();
+    let check =
+        node.read(move |st| st.query(0, Query::FenceCheck { lock: "T".into(), token })).await.unwrap();
     assert_eq!(check, Reply::Int(0));
+    node.shutdown().await.unwrap();
+}
+
+/// A lock waiter gives up on the first tick stamped at its wait's end; the holder keeps the lock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lock_wait_times_out_when_the_clock_reaches_its_end() {
+    let (node, hand) = start_on_manual_clock().await;
+    let mut effects = node.take_effects().unwrap();
+    let (a, b) = (open_session(&node).await, open_session(&node).await);
+    let Reply::Granted { token, .. } = node.propose(acquire("W", a, 60_000, 0)).await.unwrap() else {
+        panic!("granted");
+    };
+    let Reply::Waiting { wait_id } = node.propose(acquire("W", b, 60_000, 5_000)).await.unwrap() else {
+        panic!("waits");
+    };
+    assert_eq!(*node.next_deadline().borrow(), Some(T0 + 5_000), "the wait ends before the lease");
+
+    hand.advance(4_999);
+    node.propose(Command::Tick).await.unwrap();
+    assert_no_effects(&mut effects);
+
+    hand.advance(1);
+    node.propose(Command::Tick).await.unwrap();
+    let (_, timed_out) = wait_for_effect(&mut effects, |e| matches!(e, Effect::WaitTimedOut { .. })).await;
+    assert_eq!(timed_out, Effect::WaitTimedOut { session: b, wait_id, name: "W".into() });
+    assert_eq!(*node.next_deadline().borrow(), Some(T0 + 60_000), "the lease is what is left");
+    let check =
+        node.read(move |st| st.query(0, Query::FenceCheck { lock: "W".into(), token })).await.unwrap();
+    assert_eq!(check, Reply::Int(1), "the holder keeps the lock");
     node.shutdown().await.unwrap();
 }
 

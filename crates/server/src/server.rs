@@ -132,6 +132,7 @@ impl Server {
             storage: Some(storage),
             snapshot_every: config.snapshot_every,
             snapshot_log_bytes: config.snapshot_log_bytes,
+            clock: turnstile_raft::Clock::system(),
         };
         let log_runtime =
             LogRuntime::start().map_err(|e| ServerError::Node(NodeError::Fatal(e.to_string())))?;

@@ -1,0 +1,149 @@
+//! The batcher: one task that turns queued proposals into log entries.
+//!
+//! **Batching and pipelining.** Every [`super::Node::propose`] puts its command on a queue and
+//! waits for its own reply. The batcher takes the first queued proposal plus whatever else is
+//! queued at that moment (up to `max_batch`), stamps the batch with the time on the node's
+//! [`Clock`] (the leader's), and submits it as one log entry. It does not wait for that entry to
+//! commit: it hands the entry's completion to a spawned task ([`deliver`], which splits the
+//! [`crate::BatchReply`] back to the proposers, in order) and goes on to form the next batch, so
+//! several entries are in flight at once — up to `max_in_flight`. That bound is what makes batches
+//! grow under load: while the pipeline is full, proposals queue, and the next entry carries all of
+//! them. Without it the batcher submits almost every proposal alone (submitting is quick), paying
+//! consensus per command: measured with 50 clients, unbounded pipelining gave ~1.3 commands per
+//! entry and ~220k proposals/s, a bound of 2 gave ~15 per entry and ~400k/s. With a single client
+//! each entry is one command and nothing waits for a timer (no linger).
+//!
+//! The batcher submits with `client_write_ff` + a responder rather than spawning a
+//! `client_write` per batch: `client_write_ff` returns as soon as the entry is queued in the Raft
+//! core, so entries enter the log in the order the batches were formed — a connection that
+//! pipelines commands sees them applied in the order it sent them — while the wait for the
+//! result still happens off the batcher task.
+//!
+//! ```text
+//!  queue ─recv_many─► Batch { now, commands } ─client_write_ff─► Raft core
+//!    ▲                  (one pipeline slot taken)                   │ applied
+//!  submit                                      deliver ◄────────────┘
+//!                                    replies[i] ─► proposal i; slot freed
+//! ```
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use openraft::impls::ProgressResponder;
+use openraft::raft::ClientWriteResult;
+use tokio::sync::{Semaphore, mpsc, oneshot};
+use turnstile_core::{Command, Reply};
+
+use super::NodeError;
+use super::error::{fatal_error, write_error};
+use crate::{Batch, Clock, Raft, TypeConfig};
+
+/// One queued command and where its reply goes.
+#[derive(Debug)]
+pub(super) struct Proposal {
+    pub(super) cmd: Command,
+    pub(super) reply: oneshot::Sender<Result<Reply, NodeError>>,
+}
+
+/// What the batcher has submitted, for [`super::NodeStatus`].
+#[derive(Debug, Default)]
+pub(super) struct Stats {
+    entries: AtomicU64,
+    commands: AtomicU64,
+    largest: AtomicU64,
+}
+
+impl Stats {
+    fn record(&self, commands: usize) {
+        let n = u64::try_from(commands).unwrap_or(u64::MAX);
+        self.entries.fetch_add(1, Ordering::Relaxed);
+        self.commands.fetch_add(n, Ordering::Relaxed);
+        self.largest.fetch_max(n, Ordering::Relaxed);
+    }
+
+    /// Log entries (batches) submitted.
+    pub(super) fn entries(&self) -> u64 {
+        self.entries.load(Ordering::Relaxed)
+    }
+
+    /// Commands submitted, over all entries.
+    pub(super) fn commands(&self) -> u64 {
+        self.commands.load(Ordering::Relaxed)
+    }
+
+    /// The most commands one entry has carried.
+    pub(super) fn largest(&self) -> u64 {
+        self.largest.load(Ordering::Relaxed)
+    }
+}
+
+/// The batcher task: forms batches from the proposal queue and submits them without waiting.
+pub(super) async fn run(
+    raft: Raft,
+    mut queue: mpsc::Receiver<Proposal>,
+    clock: Clock,
+    max_batch: usize,
+    max_in_flight: usize,
+    stats: Arc<Stats>,
+) {
+    let slots = Arc::new(Semaphore::new(max_in_flight));
+    let mut taken = Vec::with_capacity(max_batch);
+    loop {
+        // Wait for a free pipeline slot first: while all are taken, proposals pile up in the
+        // queue and the next batch grows.
+        let Ok(slot) = slots.clone().acquire_owned().await else { return };
+        // recv_many waits for the first proposal, then takes whatever else is queued, up to the
+        // limit.
+        if queue.recv_many(&mut taken, max_batch).await == 0 {
+            return;
+        }
+        let (commands, waiters): (Vec<Command>, Vec<_>) = taken.drain(..).map(|p| (p.cmd, p.reply)).unzip();
+        stats.record(commands.len());
+        // The state machine takes the latest of the stamps it has applied, so a clock that steps
+        // back (the system clock can) does not move its time back.
+        let batch = Batch { now: clock.now(), commands };
+        let (responder, done) = ProgressResponder::complete_only();
+        match raft.client_write_ff(batch, Some(responder)).await {
+            Ok(()) => {
+                tokio::spawn(async move {
+                    deliver(done, waiters).await;
+                    drop(slot);
+                });
+            }
+            Err(fatal) => {
+                let err = fatal_error(fatal);
+                for waiter in waiters {
+                    let _ = waiter.send(Err(err.clone()));
+                }
+            }
+        }
+    }
+}
+
+/// Waits for one entry's result and hands each proposer its own reply, in order.
+async fn deliver(
+    done: oneshot::Receiver<ClientWriteResult<TypeConfig>>,
+    waiters: Vec<oneshot::Sender<Result<Reply, NodeError>>>,
+) {
+    let replies = match done.await {
+        Ok(Ok(response)) => response.data.0,
+        Ok(Err(e)) => return fail_all(waiters, write_error(e)),
+        // The responder was dropped unanswered: Raft stopped.
+        Err(_) => return fail_all(waiters, NodeError::ShuttingDown),
+    };
+    let count = replies.len();
+    let mut replies = replies.into_iter();
+    for waiter in waiters {
+        let result = replies.next().ok_or_else(|| {
+            NodeError::Fatal(format!("state machine returned {count} replies for a larger batch"))
+        });
+        // The proposer may have given up (its connection closed); nothing to do then.
+        let _ = waiter.send(result);
+    }
+}
+
+fn fail_all(waiters: Vec<oneshot::Sender<Result<Reply, NodeError>>>, err: NodeError) {
+    for waiter in waiters {
+        let _ = waiter.send(Err(err.clone()));
+    }
+}

@@ -1,0 +1,60 @@
+//! [`NodeError`]: why a proposal or read failed, and how openraft's errors map onto it.
+//!
+//! openraft's errors are generic over the type config and distinguish more cases than a caller
+//! can act on; a front end needs to know only whether to redirect (`NotLeader`), whether the write
+//! may have happened (`Indeterminate`), whether to retry later (`Unavailable`) or stop.
+
+use openraft::errors::{ClientWriteError, Fatal, ForwardToLeader, LinearizableReadError, RaftError};
+
+use crate::TypeConfig;
+
+/// Why a proposal or read failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum NodeError {
+    /// This node is not the leader; `leader` is the leader's address when known. Nothing was
+    /// applied.
+    #[error("not the leader (leader: {})", leader.as_deref().unwrap_or("unknown"))]
+    NotLeader { leader: Option<String> },
+    /// The entry was appended but then discarded by a leader change: it may or may not have been
+    /// applied. Retrying is only safe for idempotent commands.
+    #[error("outcome unknown: {0}")]
+    Indeterminate(String),
+    /// Leadership could not be confirmed (no quorum answered); try again later.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    /// The node is shutting down (or has stopped); the request was not served.
+    #[error("shutting down")]
+    ShuttingDown,
+    /// Raft stopped on an error (storage failure, panic) or failed to start.
+    #[error("fatal: {0}")]
+    Fatal(String),
+}
+
+fn leader_address(f: &ForwardToLeader<TypeConfig>) -> Option<String> {
+    f.leader_node.as_ref().map(|n| n.addr.clone()).filter(|a| !a.is_empty())
+}
+
+pub(super) fn fatal_error(e: Fatal<TypeConfig>) -> NodeError {
+    match e {
+        Fatal::Stopped => NodeError::ShuttingDown,
+        other => NodeError::Fatal(other.to_string()),
+    }
+}
+
+pub(super) fn write_error(e: ClientWriteError<TypeConfig>) -> NodeError {
+    match e {
+        ClientWriteError::ForwardToLeader(f) => NodeError::NotLeader { leader: leader_address(&f) },
+        ClientWriteError::LogEntryDiscarded(f) => NodeError::Indeterminate(f.to_string()),
+        other => NodeError::Fatal(other.to_string()),
+    }
+}
+
+pub(super) fn read_error(e: RaftError<TypeConfig, LinearizableReadError<TypeConfig>>) -> NodeError {
+    match e {
+        RaftError::APIError(LinearizableReadError::ForwardToLeader(f)) => {
+            NodeError::NotLeader { leader: leader_address(&f) }
+        }
+        RaftError::APIError(other) => NodeError::Unavailable(other.to_string()),
+        RaftError::Fatal(f) => fatal_error(f),
+    }
+}

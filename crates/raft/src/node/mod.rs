@@ -1,0 +1,380 @@
+//! [`Node`]: the handle the server uses — start, propose (batched), linearizable read, effects,
+//! the next timer deadline, the clock, status, shutdown.
+//!
+//! ```text
+//!  Node::start ─► open_storage ─► Raft::new ─► initialize ─► wait to lead ─┬─► batcher task
+//!                 (open.rs)                                                 └─► snapshotter task
+//!
+//!  Node::submit ─► proposal queue ─► batcher ─► Raft::client_write_ff ─► deliver ─► Answer
+//!                                   (batcher.rs: batching, the in-flight bound, stamping)
+//!  Node::read ─► leads alone? the state as applied : ensure_linearizable, then the state
+//! ```
+//!
+//! - `config.rs`: [`NodeConfig`] and [`Storage`], how a node is started.
+//! - `error.rs`: [`NodeError`], and how openraft's errors map onto it.
+//! - `batcher.rs`: the task that forms log entries from queued proposals, and hands back replies.
+//! - `open.rs`: the data dir's lock, the newest snapshot and the log after it.
+//! - `snapshotter.rs`: the task that asks for a snapshot when the log grows as large as the last one.
+
+mod batcher;
+mod config;
+mod error;
+mod open;
+mod snapshotter;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use openraft::async_runtime::WatchReceiver;
+use openraft::errors::RaftError;
+use openraft::{BasicNode, Config, ReadPolicy, ServerState, SnapshotPolicy};
+use tokio::sync::mpsc::error::TrySendError;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+use turnstile_core::{Command, Reply, State, Timestamp};
+use turnstile_storage::{DirLock, Journal, JournalStats};
+
+use crate::network::NoNetwork;
+use crate::state_machine::{AppliedEffects, StateMachineStore};
+use crate::{Clock, Raft};
+use batcher::{Proposal, Stats};
+use error::{fatal_error, read_error};
+use open::open_storage;
+
+pub use config::{NodeConfig, Storage};
+pub use error::NodeError;
+
+/// How long [`Node::start`] waits for this node to become leader.
+const LEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Figures for INFO and metrics.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NodeStatus {
+    pub node_id: u64,
+    pub term: u64,
+    pub leader: Option<u64>,
+    /// `None` while the log is empty. (Index 0 is the initial membership entry.)
+    pub last_log_index: Option<u64>,
+    pub committed_index: Option<u64>,
+    pub applied_index: Option<u64>,
+    /// The log index the latest snapshot covers.
+    pub snapshot_index: Option<u64>,
+    /// Log entries (batches) this node has proposed.
+    pub entries_proposed: u64,
+    /// Commands this node has proposed; divided by `entries_proposed`, the average batch size.
+    pub commands_proposed: u64,
+    /// The most commands one proposed entry has carried.
+    pub largest_batch: u64,
+}
+
+/// A running Turnstile Raft node. Cheap to clone; all clones drive the same node.
+#[derive(Debug, Clone)]
+pub struct Node {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    /// The durable log, when there is one (for stats and the final sync).
+    journal: Option<Arc<Journal>>,
+    /// Held for the node's lifetime: no second server may use the data dir.
+    _dir_lock: Option<DirLock>,
+    node_id: u64,
+    /// Stamps every entry (in the batcher); what the server's ticker waits on.
+    clock: Clock,
+    raft: Raft,
+    state_machine: StateMachineStore,
+    proposals: mpsc::Sender<Proposal>,
+    effects: Mutex<Option<mpsc::UnboundedReceiver<AppliedEffects>>>,
+    stats: Arc<Stats>,
+    closed: AtomicBool,
+    batcher: Mutex<Option<JoinHandle<()>>>,
+    /// Asks for snapshots by log size (durable nodes with a size limit only).
+    snapshotter: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// A proposed command's reply, once its log entry is applied.
+pub type Answer = oneshot::Receiver<Result<Reply, NodeError>>;
+
+/// What [`Node::enqueue`] did.
+enum Enqueued<'a> {
+    /// Queued (the answer's receiver) or refused.
+    Done(Result<Answer, NodeError>),
+    /// The queue was full: this waits for room, then queues.
+    Full(Pin<Box<dyn Future<Output = Result<Answer, NodeError>> + Send + 'a>>),
+}
+
+impl Node {
+    /// Starts a one-voter cluster: opens (or creates) the log and snapshots in the data dir —
+    /// the newest snapshot, then the log after it — initializes the cluster on first start, waits
+    /// until this node is leader, then proposes [`Command::RefreshLeases`] (so no lease that
+    /// survived a restart expires before a full TTL under the new leader).
+    pub async fn start(config: NodeConfig) -> Result<Node, NodeError> {
+        let raft_config = Config {
+            cluster_name: "turnstile".to_string(),
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_every.max(1)),
+            // Purge everything a snapshot covers: the entries are held in memory until purged,
+            // and a single voter has no follower that could still need them. (Clusters will want
+            // a margin here so a briefly lagging follower gets entries rather than a snapshot.)
+            max_in_snapshot_log_to_keep: 0,
+            ..Config::default()
+        }
+        .validate()
+        .map_err(|e| NodeError::Fatal(format!("raft config: {e}")))?;
+        let opened = open_storage(config.storage.as_ref())?;
+        let raft = Raft::new(
+            config.node_id,
+            Arc::new(raft_config),
+            NoNetwork,
+            opened.log,
+            opened.state_machine.clone(),
+        )
+        .await
+        .map_err(fatal_error)?;
+        let (state_machine, effects) = (opened.state_machine, opened.effects);
+
+        if !raft.is_initialized().await.map_err(fatal_error)? {
+            let members = BTreeMap::from([(config.node_id, BasicNode::default())]);
+            raft.initialize(members).await.map_err(|e| NodeError::Fatal(format!("initialize: {e}")))?;
+        }
+        // Writing before this node leads fails with ForwardToLeader.
+        let id = config.node_id;
+        raft.wait(Some(LEADER_TIMEOUT))
+            .metrics(
+                |m| m.state == ServerState::Leader && m.current_leader == Some(id),
+                "this node becomes leader",
+            )
+            .await
+            .map_err(|e| NodeError::Fatal(format!("no leadership: {e}")))?;
+
+        let max_batch = config.max_batch.max(1);
+        let (proposals, queue) = mpsc::channel(max_batch.saturating_mul(4));
+        let stats = Arc::new(Stats::default());
+        let in_flight = config.max_in_flight.max(1);
+        let batcher = tokio::spawn(batcher::run(
+            raft.clone(),
+            queue,
+            config.clock.clone(),
+            max_batch,
+            in_flight,
+            stats.clone(),
+        ));
+        let snapshotter = match &opened.journal {
+            Some(journal) if config.snapshot_log_bytes > 0 => Some(tokio::spawn(snapshotter::run(
+                raft.clone(),
+                Arc::clone(journal),
+                state_machine.clone(),
+                config.snapshot_log_bytes,
+            ))),
+            _ => None,
+        };
+
+        let node = Node {
+            inner: Arc::new(Inner {
+                journal: opened.journal,
+                _dir_lock: opened.dir_lock,
+                node_id: id,
+                clock: config.clock,
+                raft,
+                state_machine,
+                proposals,
+                effects: Mutex::new(Some(effects)),
+                stats,
+                closed: AtomicBool::new(false),
+                batcher: Mutex::new(Some(batcher)),
+                snapshotter: Mutex::new(snapshotter),
+            }),
+        };
+        node.propose(Command::RefreshLeases).await?;
+        Ok(node)
+    }
+
+    /// Proposes one command and returns its reply, once its log entry is committed and applied.
+    /// Concurrent proposals share log entries (see `batcher.rs`).
+    pub async fn propose(&self, cmd: Command) -> Result<Reply, NodeError> {
+        let answer = self.submit(cmd).await?;
+        // A dropped sender means the batcher or Raft stopped before answering.
+        answer.await.map_err(|_| NodeError::ShuttingDown)?
+    }
+
+    /// Queues a proposal and returns the receiver of its reply. Proposals submitted one after
+    /// another from one task are applied in that order, so a front end can pipeline (a RESP
+    /// pipeline's writes, AMQP publishes with confirms) without waiting for each reply.
+    ///
+    /// The proposal is queued when this is called, not when the future is first polled; the
+    /// future waits only while the queue is full. So the future holds no command, and one
+    /// awaited inline costs its caller little to create (futures are copied into place).
+    pub fn submit(&self, cmd: Command) -> impl Future<Output = Result<Answer, NodeError>> + Send + '_ {
+        let queued = self.enqueue(cmd);
+        async move {
+            match queued {
+                Enqueued::Done(result) => result,
+                Enqueued::Full(wait) => wait.await,
+            }
+        }
+    }
+
+    /// Puts one proposal in the batcher's queue, or makes the wait for room in it.
+    fn enqueue(&self, cmd: Command) -> Enqueued<'_> {
+        if let Err(e) = self.check_open() {
+            return Enqueued::Done(Err(e));
+        }
+        let (reply, answer) = oneshot::channel();
+        match self.inner.proposals.try_send(Proposal { cmd, reply }) {
+            Ok(()) => Enqueued::Done(Ok(answer)),
+            Err(TrySendError::Full(proposal)) => Enqueued::Full(Box::pin(async move {
+                self.inner.proposals.send(proposal).await.map_err(|_| NodeError::ShuttingDown)?;
+                Ok(answer)
+            })),
+            Err(TrySendError::Closed(_)) => Enqueued::Done(Err(NodeError::ShuttingDown)),
+        }
+    }
+
+    /// Linearizable read: confirms leadership with openraft's read-index protocol and waits until
+    /// the state machine has applied up to the read index (`ensure_linearizable` does both), then
+    /// runs `f` on the state. A write whose reply arrived before this call is visible to `f`.
+    ///
+    /// While this node leads a membership in which it is the only voter, the read-index check is
+    /// skipped: nobody else can lead or commit then, and every write whose reply was sent is
+    /// already applied (replies go out after apply), so the applied state as it is answers
+    /// linearizably, without a round trip through the Raft core.
+    pub async fn read<R>(&self, f: impl FnOnce(&State) -> R) -> Result<R, NodeError> {
+        self.check_open()?;
+        if self.leads_alone() {
+            return self.inner.state_machine.with_state(f).map_err(|e| NodeError::Fatal(e.to_string()));
+        }
+        // Boxed: openraft's read-index future is large, and inline it would make every read's
+        // future (and its callers') that large, to be copied into place on each call.
+        match Box::pin(self.inner.raft.ensure_linearizable(ReadPolicy::ReadIndex)).await {
+            Ok(_) => {}
+            // A poisoned journal stops Raft (no write can be made durable), but what was applied
+            // stays true: this node is the only voter, so nobody else can have moved on. Reads
+            // keep working; writes are refused.
+            Err(RaftError::Fatal(_)) if self.journal_poisoned() => {}
+            Err(e) => return Err(read_error(e)),
+        }
+        self.inner.state_machine.with_state(f).map_err(|e| NodeError::Fatal(e.to_string()))
+    }
+
+    /// Whether this node is the leader and the only voter. openraft publishes a membership change
+    /// in its metrics before this node can vote for anyone else under it, so a node that another
+    /// could replace no longer reads as alone.
+    fn leads_alone(&self) -> bool {
+        let id = self.inner.node_id;
+        let metrics = self.inner.raft.metrics();
+        let m = metrics.borrow_watched();
+        m.state == ServerState::Leader
+            && m.current_leader == Some(id)
+            && m.membership_config.membership().voter_ids().eq([id])
+    }
+
+    /// Effects of every applied entry, in log order: `(log index, effects)`, entries without
+    /// effects skipped. Can be taken once (returns `None` afterwards). Unbounded: the apply path
+    /// never waits for the consumer, so the consumer must keep up (and effects accumulate until
+    /// the receiver is taken).
+    pub fn take_effects(&self) -> Option<mpsc::UnboundedReceiver<AppliedEffects>> {
+        self.inner.effects.lock().ok()?.take()
+    }
+
+    /// The state machine's next timer deadline after the latest apply; the server's ticker
+    /// proposes `Command::Tick` when it is due.
+    pub fn next_deadline(&self) -> watch::Receiver<Option<Timestamp>> {
+        self.inner.state_machine.next_deadline()
+    }
+
+    /// The clock this node stamps entries with ([`NodeConfig::clock`]). Whoever decides when
+    /// time-driven work is due (the server's ticker) reads and waits on this one, so that with a
+    /// manual clock a test's `advance` is what makes ticks happen.
+    pub fn clock(&self) -> &Clock {
+        &self.inner.clock
+    }
+
+    /// Figures for INFO and metrics.
+    ///
+    /// openraft publishes its metrics from the Raft core after the state machine reports back,
+    /// so they trail the replies clients already have. `applied_index` is therefore read from the
+    /// state machine itself (exact), and `committed_index` / `last_log_index` are raised to at
+    /// least it (an applied entry is committed and in the log).
+    pub fn status(&self) -> NodeStatus {
+        let applied = self.inner.state_machine.last_applied_index();
+        let metrics = self.inner.raft.metrics();
+        let m = metrics.borrow_watched();
+        let committed = m.local_committed.map(|id| id.index()).max(applied);
+        let stats = &self.inner.stats;
+        NodeStatus {
+            node_id: self.inner.node_id,
+            term: m.current_term,
+            leader: m.current_leader,
+            last_log_index: m.last_log_index.max(committed),
+            committed_index: committed,
+            applied_index: applied,
+            snapshot_index: m.snapshot.map(|id| id.index()),
+            entries_proposed: stats.entries(),
+            commands_proposed: stats.commands(),
+            largest_batch: stats.largest(),
+        }
+    }
+
+    /// The underlying openraft handle, for what this API does not cover (metrics details,
+    /// triggering a snapshot, and later membership changes). Writes should go through
+    /// [`Node::propose`].
+    pub fn raft(&self) -> &Raft {
+        &self.inner.raft
+    }
+
+    /// Stops accepting requests, stops the batcher and shuts Raft down. Pending proposals fail
+    /// with [`NodeError::ShuttingDown`]. Calling it again does nothing.
+    pub async fn shutdown(&self) -> Result<(), NodeError> {
+        if self.inner.closed.swap(true, Ordering::SeqCst) {
+            return Ok(());
+        }
+        // Queued proposals are dropped with the batcher: their callers see ShuttingDown.
+        for task in [&self.inner.batcher, &self.inner.snapshotter] {
+            if let Some(task) = task.lock().ok().and_then(|mut t| t.take()) {
+                task.abort();
+            }
+        }
+        self.inner.raft.shutdown().await.map_err(|e| NodeError::Fatal(format!("raft shutdown: {e}")))?;
+        if let Some(journal) = &self.inner.journal {
+            journal.sync().map_err(|e| NodeError::Fatal(format!("final sync: {e}")))?;
+        }
+        Ok(())
+    }
+
+    /// Makes the journal's next fsync fail, to test poisoning.
+    #[doc(hidden)]
+    pub fn fail_next_sync_for_test(&self) {
+        if let Some(journal) = &self.inner.journal {
+            journal.fail_next_sync_for_test();
+        }
+    }
+
+    /// Makes snapshot writes wait until the returned hold is dropped; `None` without a data dir.
+    #[doc(hidden)]
+    pub fn hold_snapshot_saves_for_test(&self) -> Option<turnstile_storage::HeldSaves> {
+        self.inner.state_machine.hold_snapshot_saves_for_test()
+    }
+
+    /// Whether a failed write or fsync has stopped the durable log.
+    pub fn journal_poisoned(&self) -> bool {
+        self.inner.journal.as_ref().is_some_and(|j| j.is_poisoned())
+    }
+
+    /// Payload bytes stored after the latest apply, read without a lock (for memory limits).
+    pub fn payload_bytes(&self) -> u64 {
+        self.inner.state_machine.payload_bytes()
+    }
+
+    /// The journal's counters (fsyncs, group sizes, fsync latency), when the log is durable.
+    pub fn journal_stats(&self) -> Option<JournalStats> {
+        self.inner.journal.as_ref().map(|j| j.stats())
+    }
+
+    fn check_open(&self) -> Result<(), NodeError> {
+        if self.inner.closed.load(Ordering::Relaxed) { Err(NodeError::ShuttingDown) } else { Ok(()) }
+    }
+}
