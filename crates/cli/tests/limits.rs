@@ -294,7 +294,7 @@ async fn connections_over_max_clients_are_refused_on_every_protocol() {
     match error.kind() {
         lapin::ErrorKind::ProtocolError(e) => {
             assert_eq!(e.get_id(), 530, "{e:?}");
-            assert!(e.get_message().contains("max number of clients reached"), "{e:?}");
+            assert!(e.get_message().as_str().contains("max number of clients reached"), "{e:?}");
         }
         other => panic!("not a protocol error: {other:?}"),
     }

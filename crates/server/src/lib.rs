@@ -14,6 +14,7 @@
 
 mod amqp;
 pub mod config;
+mod embedded;
 mod http;
 mod listener;
 mod metrics;
@@ -26,4 +27,6 @@ mod stats;
 mod ticker;
 
 pub use config::{Config, ConfigError, DEFAULT_AMQP_PORT, DEFAULT_HTTP_PORT, DEFAULT_RESP_PORT, Fsync};
+pub use embedded::Embedded;
 pub use server::{Server, ServerError};
+pub use turnstile_raft::{Clock, ManualClock};

@@ -33,7 +33,6 @@ use turnstile_raft::JournalStats;
 use crate::resp::info;
 use crate::server::Shared;
 use crate::stats::{COUNTERS, Snapshot};
-use crate::ticker::now_ms;
 
 /// Queues shown by name; the others are summed under [`OTHER`].
 const MAX_QUEUES: usize = 100;
@@ -100,7 +99,7 @@ impl RespCommands {
 /// gauges and the server's [`Snapshot`].
 pub async fn render(shared: &Shared) -> String {
     let mut out = Exposition { out: exporter().recorder.handle().render() };
-    let now = now_ms();
+    let now = shared.node.clock().now();
     let state = match shared.node.read(move |state| StateGauges::read(state, now)).await {
         Ok(state) => Some(state),
         // Not readable (shutting down, no leader): the process-level families still help.

@@ -11,7 +11,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, mpsc};
 
 use turnstile_core::Command;
-use turnstile_raft::{FsyncPolicy, Node, NodeConfig, NodeError, Storage, StorageOptions};
+use turnstile_raft::{Clock, FsyncPolicy, Node, NodeConfig, NodeError, Storage, StorageOptions};
 
 use crate::config::{Config, ConfigError, Fsync};
 use crate::listener::{Listener, Protocol};
@@ -108,6 +108,12 @@ impl Server {
     /// Binds every listener, then opens the data dir and starts the node. Port 0 picks a free
     /// port: see [`Server::resp_addr`]. Nothing is created on disk unless every listener is bound.
     pub async fn start(config: Config) -> Result<Server, ServerError> {
+        Server::start_with_clock(config, Clock::system()).await
+    }
+
+    /// [`Server::start`] with the clock the leader stamps entries with (and reads and ticks
+    /// use): tests pass a manual one and advance it instead of sleeping.
+    pub async fn start_with_clock(config: Config, clock: Clock) -> Result<Server, ServerError> {
         config.validate()?;
         let bound = Bound::bind(&config).await?;
         std::fs::create_dir_all(&config.data_dir)
@@ -132,7 +138,7 @@ impl Server {
             storage: Some(storage),
             snapshot_every: config.snapshot_every,
             snapshot_log_bytes: config.snapshot_log_bytes,
-            clock: turnstile_raft::Clock::system(),
+            clock,
         };
         let log_runtime =
             LogRuntime::start().map_err(|e| ServerError::Node(NodeError::Fatal(e.to_string())))?;

@@ -28,7 +28,6 @@ use turnstile_raft::{Answer, NodeError};
 use crate::router::settled;
 use crate::server::Shared;
 use crate::stats::bump;
-use crate::ticker::now_ms;
 
 /// The limits every front end applies the same way, each with its setting.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -151,20 +150,20 @@ impl Session {
 
     /// Runs queries at one linearizable read point, at the leader's clock.
     pub async fn read(&self, queries: Vec<Query>) -> Result<Vec<Reply>, Refused> {
+        // The leader's clock, as the state machine's stamps come from it.
+        let now = self.shared.node.clock().now();
         let replies = self
             .shared
             .node
-            .read(move |state| {
-                let now = now_ms();
-                queries.into_iter().map(|q| state.query(now, q)).collect::<Vec<_>>()
-            })
+            .read(move |state| queries.into_iter().map(|q| state.query(now, q)).collect::<Vec<_>>())
             .await?;
         Ok(replies)
     }
 
     /// Runs one query at a linearizable read point.
     pub async fn query(&self, query: Query) -> Result<Reply, Refused> {
-        Ok(self.shared.node.read(move |state| state.query(now_ms(), query)).await?)
+        let now = self.shared.node.clock().now();
+        Ok(self.shared.node.read(move |state| state.query(now, query)).await?)
     }
 
     /// Parks until the state machine settles wait `wait_id` (granted, delivered or timed out)

@@ -13,18 +13,12 @@
 //!       └───────────────────────────────────────────────────────┘
 //! ```
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use turnstile_core::{Command, Timestamp};
 use turnstile_raft::{Clock, Node};
 
 use crate::shutdown::Shutdown;
-
-/// The wall clock in ms since the epoch, as the leader stamps it.
-pub fn now_ms() -> Timestamp {
-    let since = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-    u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
-}
 
 pub async fn run(node: Node, mut shutdown: Shutdown) {
     let mut deadline = node.next_deadline();

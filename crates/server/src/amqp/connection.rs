@@ -579,12 +579,9 @@ impl Connection {
 
     /// Runs a query at the local clock after a read-index check.
     pub async fn query(&self, query: turnstile_core::Query) -> Result<Reply, AmqpError> {
-        let reply = self
-            .shared
-            .node
-            .read(move |state| state.query(crate::ticker::now_ms(), query))
-            .await
-            .map_err(|e| node_error(&e))?;
+        let now = self.shared.node.clock().now();
+        let reply =
+            self.shared.node.read(move |state| state.query(now, query)).await.map_err(|e| node_error(&e))?;
         match reply {
             Reply::Error(e) => Err(core_error(&e)),
             reply => Ok(reply),
