@@ -2,7 +2,6 @@
 //! `bench` talk to one.
 
 mod bench;
-mod bench_amqp;
 mod exit;
 mod lock;
 mod output;

@@ -17,6 +17,8 @@
 //! end-to-end latency (publish → delivery, one clock: the same process) and the ledger can say
 //! afterwards which confirmed messages never arrived (lost) and which arrived twice.
 
+mod ledger;
+
 use std::hash::{BuildHasher, RandomState};
 use std::io::IsTerminal;
 use std::str::FromStr;
@@ -36,38 +38,13 @@ use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
 use serde::Serialize;
 
-use crate::bench::{self, BenchArgs, Phases, Report};
-
-/// The flags only `bench amqp` reads (it also takes --duration, --warmup, --size, --target and
-/// --json; --clients and --keys are for the RESP workloads).
-#[derive(Debug, Clone, clap::Args)]
-#[command(next_help_heading = "Options of bench amqp")]
-pub struct AmqpArgs {
-    /// Publishers, each on its own connection, with publisher confirms on.
-    #[arg(long, default_value_t = 4, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
-    publishers: u32,
-    /// Unconfirmed messages each publisher may have out at once.
-    #[arg(long, default_value_t = 128, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=65_536))]
-    window: u32,
-    /// Consumers, each on its own connection, acking every message.
-    #[arg(long, default_value_t = 4, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
-    consumers: u32,
-    /// Unacked deliveries each consumer may hold (basic.qos prefetch-count, per consumer).
-    #[arg(long, default_value_t = 256, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
-    prefetch: u16,
-    /// The queue's x-queue-type (RabbitMQ: quorum or classic); a target's `?queue-type=TYPE`
-    /// overrides it [default: none sent, the server's default].
-    #[arg(long, value_name = "TYPE")]
-    queue_type: Option<String>,
-    /// After publishing stops, how long to wait for every confirmed message to arrive before
-    /// counting the missing ones as lost.
-    #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = humantime::parse_duration)]
-    drain_timeout: Duration,
-}
+use super::args::BenchArgs;
+use super::report::{CONNECT_TIMEOUT, Phases, Report, describe, progress_bar, render_table, watch};
+use ledger::{Confirm, Ledger, Receipt, Stamp, Tally};
 
 /// Measures every target in turn (the default one when no `--target` is given) and prints one
 /// row per target.
-pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
+pub(super) async fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let settings = Settings::new(args)?;
     let targets: Vec<AmqpTarget> = match &args.targets {
         urls if !urls.is_empty() => {
@@ -224,219 +201,30 @@ impl Settings {
 /// A publish whose frames are not written within this, or whose confirm does not come within
 /// it, counts as an error: a server that stops answering must not hang the bench.
 const CONFIRM_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// How often the drain checks whether every confirmed message has arrived.
 const DRAIN_POLL: Duration = Duration::from_millis(20);
+
 /// Persistent (AMQP delivery-mode 2): the server writes the message to disk.
 const PERSISTENT: u8 = 2;
 
 async fn connect(target: &AmqpTarget) -> anyhow::Result<Connection> {
     let properties = ConnectionProperties::default().with_connection_name("turnstile bench amqp".into());
-    match tokio::time::timeout(bench::CONNECT_TIMEOUT, Connection::connect(&target.uri, properties)).await {
+    match tokio::time::timeout(CONNECT_TIMEOUT, Connection::connect(&target.uri, properties)).await {
         Ok(Ok(conn)) => Ok(conn),
         Ok(Err(e)) => Err(anyhow::Error::new(e).context(format!(
             "cannot connect to {target} — is `turnstile server` or rabbitmq-server running?"
         ))),
         Err(_) => Err(anyhow!(
             "cannot connect to {target}: no answer within {}",
-            humantime::format_duration(bench::CONNECT_TIMEOUT)
+            humantime::format_duration(CONNECT_TIMEOUT)
         )),
     }
 }
 
 /// Closes a connection; its errors are of no interest once the figures are in.
 async fn close(conn: &Connection) {
-    let _ = tokio::time::timeout(bench::CONNECT_TIMEOUT, conn.close(200, "bench done".into())).await;
-}
-
-/// What leads every body: enough to know, on delivery, which message it is and when it was sent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Stamp {
-    /// Random per target run: a body from anything else is not counted as this run's.
-    run: u64,
-    publisher: u32,
-    /// The publisher's count of messages before this one.
-    seq: u64,
-    /// When the publish started, in µs since the run started.
-    sent_us: u64,
-}
-
-impl Stamp {
-    /// Bytes a stamp takes at the start of a body (big-endian fields, in declaration order).
-    const LEN: usize = 8 + 4 + 8 + 8;
-
-    /// A body of `size` bytes (at least [`Stamp::LEN`]): the stamp, then padding.
-    fn body(self, size: usize) -> Vec<u8> {
-        let mut body = Vec::with_capacity(size.max(Stamp::LEN));
-        body.extend_from_slice(&self.run.to_be_bytes());
-        body.extend_from_slice(&self.publisher.to_be_bytes());
-        body.extend_from_slice(&self.seq.to_be_bytes());
-        body.extend_from_slice(&self.sent_us.to_be_bytes());
-        body.resize(size.max(Stamp::LEN), b'.');
-        body
-    }
-
-    /// The stamp a body starts with; `None` when it is too short to hold one.
-    fn read(body: &[u8]) -> Option<Stamp> {
-        let run = body.get(0..8)?.try_into().ok()?;
-        let publisher = body.get(8..12)?.try_into().ok()?;
-        let seq = body.get(12..20)?.try_into().ok()?;
-        let sent_us = body.get(20..28)?.try_into().ok()?;
-        Some(Stamp {
-            run: u64::from_be_bytes(run),
-            publisher: u32::from_be_bytes(publisher),
-            seq: u64::from_be_bytes(seq),
-            sent_us: u64::from_be_bytes(sent_us),
-        })
-    }
-}
-
-/// How the server answered a publish.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-enum Confirm {
-    /// Sent, no answer yet.
-    #[default]
-    Pending,
-    /// basic.ack: the server took responsibility for the message.
-    Acked,
-    /// basic.nack: the server refused it.
-    Nacked,
-    /// The publish or its confirm failed (broken connection, timeout): the fate is unknown.
-    Failed,
-}
-
-/// One message of the run.
-#[derive(Debug, Clone, Copy, Default)]
-struct Entry {
-    confirm: Confirm,
-    /// Times it was delivered.
-    deliveries: u32,
-}
-
-/// What a delivery was, for the ledger.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Receipt {
-    /// The first delivery of the message.
-    First,
-    /// A further delivery of a message already received.
-    Again,
-    /// A message this run did not send.
-    Foreign,
-}
-
-/// Every message of one target run: whether the server confirmed it and how often it was
-/// delivered. Publisher `p`'s message `seq` is `logs[p][seq]`.
-#[derive(Debug)]
-struct Ledger {
-    logs: Vec<Vec<Entry>>,
-    /// Acked and not delivered (yet): what the drain waits for.
-    missing: u64,
-    /// Further deliveries without the redelivered flag: a server that delivers twice.
-    duplicates: u64,
-    /// Deliveries flagged redelivered (first ones included): a server that took a message back.
-    redelivered: u64,
-    foreign: u64,
-}
-
-/// The ledger's account at the end of a run (also the counting columns of a [`Row`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-struct Tally {
-    /// Messages published, warmup included.
-    sent: u64,
-    acked: u64,
-    nacked: u64,
-    /// Published and never confirmed either way (a broken connection, a timeout).
-    unconfirmed: u64,
-    /// Messages delivered at least once.
-    delivered: u64,
-    /// Acked and never delivered, even after the drain.
-    lost: u64,
-    /// Further deliveries of a message without the redelivered flag.
-    duplicates: u64,
-    /// Deliveries with the redelivered flag.
-    redelivered: u64,
-    /// Deliveries that no publisher of this run sent.
-    foreign: u64,
-}
-
-impl Ledger {
-    fn new(publishers: usize) -> Ledger {
-        Ledger { logs: vec![Vec::new(); publishers], missing: 0, duplicates: 0, redelivered: 0, foreign: 0 }
-    }
-
-    /// Notes that `publisher` is about to send its next message, and gives its sequence number.
-    /// Noted before the publish, so a delivery can never come before its entry.
-    fn sent(&mut self, publisher: usize) -> u64 {
-        let log = &mut self.logs[publisher];
-        log.push(Entry::default());
-        u64::try_from(log.len() - 1).unwrap_or(u64::MAX)
-    }
-
-    /// Notes the server's answer to a publish; only the first answer counts.
-    fn confirmed(&mut self, publisher: usize, seq: u64, confirm: Confirm) {
-        let Some(entry) = self.entry(publisher, seq) else { return };
-        if entry.confirm != Confirm::Pending {
-            return;
-        }
-        entry.confirm = confirm;
-        let missing = confirm == Confirm::Acked && entry.deliveries == 0;
-        self.missing += u64::from(missing);
-    }
-
-    /// Notes a delivery (which may come before the confirm).
-    fn delivered(&mut self, publisher: u32, seq: u64, redelivered: bool) -> Receipt {
-        let Some(entry) = usize::try_from(publisher).ok().and_then(|p| self.entry(p, seq)) else {
-            self.foreign += 1;
-            return Receipt::Foreign;
-        };
-        entry.deliveries = entry.deliveries.saturating_add(1);
-        let (confirm, deliveries) = (entry.confirm, entry.deliveries);
-        self.redelivered += u64::from(redelivered);
-        if deliveries > 1 {
-            self.duplicates += u64::from(!redelivered);
-            return Receipt::Again;
-        }
-        if confirm == Confirm::Acked {
-            self.missing -= 1;
-        }
-        Receipt::First
-    }
-
-    /// A delivery whose body has no stamp of this run.
-    fn unknown(&mut self) {
-        self.foreign += 1;
-    }
-
-    fn entry(&mut self, publisher: usize, seq: u64) -> Option<&mut Entry> {
-        self.logs.get_mut(publisher)?.get_mut(usize::try_from(seq).ok()?)
-    }
-
-    fn tally(&self) -> Tally {
-        let mut tally = Tally {
-            sent: 0,
-            acked: 0,
-            nacked: 0,
-            unconfirmed: 0,
-            delivered: 0,
-            lost: 0,
-            duplicates: self.duplicates,
-            redelivered: self.redelivered,
-            foreign: self.foreign,
-        };
-        for entry in self.logs.iter().flatten() {
-            tally.sent += 1;
-            let delivered = entry.deliveries > 0;
-            tally.delivered += u64::from(delivered);
-            match entry.confirm {
-                Confirm::Acked => {
-                    tally.acked += 1;
-                    tally.lost += u64::from(!delivered);
-                }
-                Confirm::Nacked => tally.nacked += 1,
-                Confirm::Pending | Confirm::Failed => tally.unconfirmed += 1,
-            }
-        }
-        tally
-    }
+    let _ = tokio::time::timeout(CONNECT_TIMEOUT, conn.close(200, "bench done".into())).await;
 }
 
 /// What the publishers and consumers of one target run note, under one lock.
@@ -476,7 +264,7 @@ impl Run {
     fn note_error(&self, error: &anyhow::Error) {
         self.errors.fetch_add(1, Ordering::Relaxed);
         let mut first = self.first_error.lock().unwrap_or_else(PoisonError::into_inner);
-        first.get_or_insert_with(|| bench::describe(error));
+        first.get_or_insert_with(|| describe(error));
     }
 
     /// Whether a publish started at `sent` is one of the measured ones.
@@ -749,9 +537,9 @@ async fn measure(
         .collect();
 
     let bar = if show_progress {
-        let bar = bench::progress_bar(run.phases.end - start)?;
+        let bar = progress_bar(run.phases.end - start)?;
         let label = format!("{target} amqp{}", queue_type.map(|kind| format!(" {kind}")).unwrap_or_default());
-        bench::watch(run.phases, &run.acked, &bar, &label).await;
+        watch(run.phases, &run.acked, &bar, &label).await;
         bar.set_message(format!("{label}  draining"));
         Some(bar)
     } else {
@@ -854,15 +642,18 @@ fn table(rows: &[Row]) -> String {
             ]
         })
         .collect();
-    bench::render_table(&header, lines, 2)
+    render_table(&header, lines, 2)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    use crate::bench::args::tests::parse_args;
+    use crate::bench::peers::{TurnstileServer, refused_port};
+
     fn parse(line: &str) -> Result<BenchArgs, clap::Error> {
-        bench::tests::parse_args(line)
+        parse_args(line)
     }
 
     #[test]
@@ -950,73 +741,6 @@ mod tests {
     }
 
     #[test]
-    fn a_stamp_survives_the_body_and_a_short_body_has_none() {
-        let stamp = Stamp { run: 0x0123_4567_89ab_cdef, publisher: 3, seq: 1 << 40, sent_us: 987_654 };
-        let body = stamp.body(1024);
-        assert_eq!(body.len(), 1024);
-        assert_eq!(Stamp::read(&body), Some(stamp));
-        assert_eq!(&body[..8], &0x0123_4567_89ab_cdef_u64.to_be_bytes());
-        assert!(body[Stamp::LEN..].iter().all(|&byte| byte == b'.'));
-        // Asked for less than a stamp, a body still holds one.
-        assert_eq!(Stamp::read(&stamp.body(0)), Some(stamp));
-        assert_eq!(Stamp::read(&body[..Stamp::LEN - 1]), None);
-        assert_eq!(Stamp::read(b""), None);
-    }
-
-    #[test]
-    fn ledger_counts_lost_duplicated_redelivered_and_foreign_messages() {
-        let mut ledger = Ledger::new(2);
-        let seqs: Vec<u64> = (0..5).map(|_| ledger.sent(0)).collect();
-        assert_eq!(seqs, [0, 1, 2, 3, 4]);
-        assert_eq!(ledger.sent(1), 0);
-
-        // 0: acked, then delivered. 1: delivered before its ack. 2: acked, never delivered.
-        ledger.confirmed(0, 0, Confirm::Acked);
-        assert_eq!(ledger.missing, 1);
-        assert_eq!(ledger.delivered(0, 0, false), Receipt::First);
-        assert_eq!(ledger.delivered(0, 1, false), Receipt::First);
-        ledger.confirmed(0, 1, Confirm::Acked);
-        ledger.confirmed(0, 2, Confirm::Acked);
-        assert_eq!(ledger.missing, 1, "only message 2 is acked and not delivered");
-        // 3: nacked and (a server may do that) delivered anyway: neither lost nor missing.
-        ledger.confirmed(0, 3, Confirm::Nacked);
-        assert_eq!(ledger.delivered(0, 3, false), Receipt::First);
-        // A later answer for the same publish changes nothing.
-        ledger.confirmed(0, 3, Confirm::Acked);
-        // 4: its publish failed. Publisher 1's message 0 stays pending.
-        ledger.confirmed(0, 4, Confirm::Failed);
-
-        // Message 0 again: once flagged redelivered (a server taking it back), once not (a duplicate).
-        assert_eq!(ledger.delivered(0, 0, true), Receipt::Again);
-        assert_eq!(ledger.delivered(0, 0, false), Receipt::Again);
-        // Publisher 1's message 0 first arrives flagged redelivered: first, and counted as redelivered.
-        assert_eq!(ledger.delivered(1, 0, true), Receipt::First);
-        // Messages nobody sent.
-        assert_eq!(ledger.delivered(0, 5, false), Receipt::Foreign);
-        assert_eq!(ledger.delivered(7, 0, false), Receipt::Foreign);
-        ledger.unknown();
-
-        assert_eq!(ledger.missing, 1);
-        assert_eq!(
-            ledger.tally(),
-            Tally {
-                sent: 6,
-                acked: 3,
-                nacked: 1,
-                unconfirmed: 2,
-                delivered: 4,
-                lost: 1,
-                duplicates: 1,
-                redelivered: 2,
-                foreign: 3,
-            }
-        );
-        // The lost one turns up after all.
-        assert_eq!(ledger.delivered(0, 2, false), Receipt::First);
-        assert_eq!((ledger.missing, ledger.tally().lost), (0, 0));
-    }
-
-    #[test]
     fn table_has_a_row_per_target_with_aligned_columns() {
         let row = |target: &str, queue_type: &str, lost| Row {
             target: target.into(),
@@ -1063,23 +787,9 @@ mod tests {
     /// A short run against a Turnstile server in this process: every acked message arrives once.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_short_run_against_turnstile_loses_and_duplicates_nothing() -> anyhow::Result<()> {
-        use turnstile_server::{Config, Fsync, Server};
-        let dir = tempfile::tempdir()?;
-        let config = Config {
-            resp_addr: "127.0.0.1:0".parse()?,
-            http_addr: "127.0.0.1:0".parse()?,
-            amqp_addr: "127.0.0.1:0".parse()?,
-            data_dir: dir.path().to_owned(),
-            fsync: Fsync::Never,
-            ..Config::default()
-        };
-        let server = Server::start(config).await?;
+        let server = TurnstileServer::start().await?;
         let target: AmqpTarget =
-            format!("amqp://guest:guest@{}/%2f", server.amqp_addr()).parse().map_err(anyhow::Error::msg)?;
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let serving = tokio::spawn(server.run(async {
-            let _ = stopped.await;
-        }));
+            format!("amqp://guest:guest@{}/%2f", server.amqp_addr).parse().map_err(anyhow::Error::msg)?;
 
         let settings = Settings {
             publishers: 2,
@@ -1100,14 +810,12 @@ mod tests {
         assert_eq!((row.tally.lost, row.tally.duplicates, row.tally.nacked), (0, 0, 0), "{row:?}");
         assert!(row.e2e_p50_ms > 0.0 && row.e2e_p50_ms <= row.e2e_max_ms, "{row:?}");
 
-        let _ = stop.send(());
-        serving.await??;
-        Ok(())
+        server.stop().await
     }
 
     #[tokio::test]
     async fn a_target_that_is_down_says_what_to_start() {
-        let (_held, port) = bench::tests::refused_port();
+        let (_held, port) = refused_port();
         let target: AmqpTarget = format!("amqp://guest:guest@127.0.0.1:{port}/%2f").parse().unwrap();
         let err = connect(&target).await.unwrap_err();
         let expected = format!(

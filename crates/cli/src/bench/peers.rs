@@ -1,0 +1,96 @@
+//! The servers the bench's tests measure: a Turnstile server in this process, a `redis-server`
+//! they start, and a port where nothing answers.
+
+use std::time::{Duration, Instant};
+
+use turnstile_server::{Config, Fsync, Server, ServerError};
+
+/// A Turnstile server in this process, served by a task on the test's runtime: the in-process
+/// setup of every bench test that measures Turnstile. Each listener is on a free loopback port,
+/// the data dir is a temporary one, and nothing is fsynced.
+pub(crate) struct TurnstileServer {
+    pub(crate) resp_addr: std::net::SocketAddr,
+    pub(crate) amqp_addr: std::net::SocketAddr,
+    stop: tokio::sync::oneshot::Sender<()>,
+    serving: tokio::task::JoinHandle<Result<(), ServerError>>,
+    _dir: tempfile::TempDir,
+}
+
+impl TurnstileServer {
+    pub(crate) async fn start() -> anyhow::Result<TurnstileServer> {
+        let dir = tempfile::tempdir()?;
+        let config = Config {
+            resp_addr: "127.0.0.1:0".parse()?,
+            http_addr: "127.0.0.1:0".parse()?,
+            amqp_addr: "127.0.0.1:0".parse()?,
+            data_dir: dir.path().to_owned(),
+            fsync: Fsync::Never,
+            ..Config::default()
+        };
+        let server = Server::start(config).await?;
+        let (resp_addr, amqp_addr) = (server.resp_addr(), server.amqp_addr());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let serving = tokio::spawn(server.run(async {
+            let _ = stopped.await;
+        }));
+        Ok(TurnstileServer { resp_addr, amqp_addr, stop, serving, _dir: dir })
+    }
+
+    /// Stops the server and waits until it has stopped; an error it stopped with fails the test.
+    pub(crate) async fn stop(self) -> anyhow::Result<()> {
+        let _ = self.stop.send(());
+        self.serving.await??;
+        Ok(())
+    }
+}
+
+/// A loopback port nothing listens on, held (bound, never listening) while the socket lives:
+/// a connect to it is refused, and no server another test starts meanwhile can take it (the
+/// port of a dropped listener could be).
+pub(crate) fn refused_port() -> (socket2::Socket, u16) {
+    let held = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    let loopback: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
+    held.bind(&loopback.into()).unwrap();
+    let port = held.local_addr().unwrap().as_socket().unwrap().port();
+    (held, port)
+}
+
+/// A `redis-server` this test started on a free port, stopped when dropped.
+pub(crate) struct RedisServer {
+    child: std::process::Child,
+    pub(crate) port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl RedisServer {
+    /// `None` when `redis-server` is not installed.
+    pub(crate) async fn start() -> anyhow::Result<Option<RedisServer>> {
+        let dir = tempfile::tempdir()?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let spawned = std::process::Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(dir.path())
+            .stdout(std::process::Stdio::null())
+            .spawn();
+        let child = match spawned {
+            Ok(child) => child,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let redis = RedisServer { child, port, _dir: dir };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+            anyhow::ensure!(Instant::now() < deadline, "redis-server did not listen on {port}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(Some(redis))
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,575 @@
+//! `turnstile bench locks | queues | kv`: a closed-loop load generator that runs one workload
+//! against Turnstile and, in the same invocation, against its peer (Redis), then prints one table
+//! to compare them.
+//!
+//! ```text
+//!  run ─► every --target answers? ─► for each target, one after the other:
+//!           connect every client ─► clean its bench:* names ─► spawn the clients ─► merge
+//!                                                                │ each: loop { one op; record µs }
+//!                               progress bar (stderr) ◄── ops done ┘
+//!      ─► one table (or JSON) with a row per target
+//! ```
+//!
+//! Both kinds of target are driven by the same [`Connection`] over RESP2, so the client side
+//! costs the same and only the servers differ. One op is one whole cycle (acquire + release,
+//! push + pop + ack, SET + GET): what an application waits for, not a single command.
+
+mod client;
+
+use std::hash::{BuildHasher, RandomState};
+use std::io::IsTerminal;
+use std::str::FromStr;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use bytes::Bytes;
+use hdrhistogram::Histogram;
+use serde::Serialize;
+use turnstile_client::{Cmd, Connection};
+
+use super::args::{BenchArgs, Workload};
+use super::report::{CONNECT_TIMEOUT, Phases, Report, describe, progress_bar, render_table, watch};
+use client::{Op, client};
+
+/// Runs a RESP workload against every target in turn and prints one row per target.
+/// `server` ("HOST:PORT", or a cluster's list: the first is taken) is the target when no
+/// `--target` is given.
+pub(super) async fn run(args: &BenchArgs, server: &str) -> anyhow::Result<()> {
+    let settings = Settings::new(args)?;
+    let targets = match &args.targets {
+        targets if !targets.is_empty() => targets
+            .iter()
+            .map(|url| url.parse().map_err(anyhow::Error::msg))
+            .collect::<anyhow::Result<_>>()?,
+        _ => vec![default_target(server)?],
+    };
+    // A target that is down fails the command now, not after the ones before it took their time.
+    for target in &targets {
+        connect(target).await?;
+    }
+    let show_progress = !args.json && std::io::stderr().is_terminal();
+    let mut rows = Vec::with_capacity(targets.len());
+    for target in &targets {
+        let report = measure(target, &settings, show_progress).await?;
+        if let Some(first) = &report.first_error {
+            eprintln!("{target}: {} errors; the first: {first}", report.row.errors);
+        }
+        rows.push(report.row);
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+    } else {
+        println!("{}", settings.summary());
+        print!("{}", table(&rows));
+    }
+    Ok(())
+}
+
+/// Which server a target is: it decides the commands an op sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Peer {
+    Turnstile,
+    Redis,
+}
+
+impl Peer {
+    fn scheme(self) -> &'static str {
+        match self {
+            Peer::Turnstile => "turnstile",
+            Peer::Redis => "redis",
+        }
+    }
+
+    /// What to start when nothing answers, for the connect error.
+    fn program(self) -> &'static str {
+        match self {
+            Peer::Turnstile => "`turnstile server`",
+            Peer::Redis => "redis-server",
+        }
+    }
+}
+
+/// One server to measure, from `turnstile://HOST:PORT` or `redis://HOST:PORT`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Target {
+    peer: Peer,
+    addr: String,
+}
+
+impl FromStr for Target {
+    type Err = String;
+
+    fn from_str(url: &str) -> Result<Target, String> {
+        let expected = "expected turnstile://HOST:PORT or redis://HOST:PORT";
+        let Some((scheme, rest)) = url.split_once("://") else {
+            return Err(format!("invalid target {url:?}: {expected}"));
+        };
+        let peer = match scheme {
+            "turnstile" => Peer::Turnstile,
+            "redis" => Peer::Redis,
+            other => return Err(format!("unknown scheme {other:?} in target {url:?}: {expected}")),
+        };
+        let addr = rest.strip_suffix('/').unwrap_or(rest);
+        let has_port =
+            addr.rsplit_once(':').is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+        if !has_port {
+            return Err(format!("invalid address in target {url:?}: {expected}"));
+        }
+        Ok(Target { peer, addr: addr.to_owned() })
+    }
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}://{}", self.peer.scheme(), self.addr)
+    }
+}
+
+/// The target when no `--target` is given: the Turnstile server the other commands talk to
+/// (`HOST:PORT`, `turnstile://HOST:PORT`, or a cluster's list, of which the bench takes the first).
+fn default_target(server: &str) -> anyhow::Result<Target> {
+    let addrs = turnstile_client::parse_addrs(server)?;
+    let addr = addrs.into_iter().next().context("no server address")?;
+    Ok(Target { peer: Peer::Turnstile, addr })
+}
+
+/// The settings one target is measured with; every target gets the same.
+#[derive(Debug, Clone)]
+struct Settings {
+    workload: Workload,
+    clients: usize,
+    /// How many names the clients share; client i uses name i % keys.
+    keys: usize,
+    size: usize,
+    duration: Duration,
+    warmup: Duration,
+}
+
+impl Settings {
+    fn new(args: &BenchArgs) -> anyhow::Result<Settings> {
+        anyhow::ensure!(!args.duration.is_zero(), "--duration must be more than 0");
+        let clients = usize::try_from(args.clients)?;
+        let keys = match args.keys {
+            Some(keys) => usize::try_from(keys)?,
+            None => clients,
+        };
+        Ok(Settings {
+            workload: args.workload,
+            clients,
+            keys,
+            size: args.size,
+            duration: args.duration,
+            warmup: args.warmup,
+        })
+    }
+
+    /// The names this run uses (more `--keys` than clients leaves some unused).
+    fn names(&self) -> Vec<String> {
+        (0..self.keys.min(self.clients)).map(|n| self.workload.key(n)).collect()
+    }
+
+    /// One line above the table saying what was measured.
+    fn summary(&self) -> String {
+        let (nouns, size) = match self.workload {
+            Workload::Locks => ("locks", String::new()),
+            Workload::Queues => ("queues", format!(", {}-byte payloads", self.size)),
+            Workload::Kv => ("keys", format!(", {}-byte values", self.size)),
+            // `bench::run` hands amqp to `amqp::run` before any RESP settings are made.
+            Workload::Amqp => ("queues", String::new()),
+        };
+        format!(
+            "{}: {} clients on {} {nouns}{size}; {} per target after {} of warmup",
+            self.workload.name(),
+            self.clients,
+            self.keys.min(self.clients),
+            humantime::format_duration(self.duration),
+            humantime::format_duration(self.warmup),
+        )
+    }
+}
+
+async fn connect(target: &Target) -> anyhow::Result<Connection> {
+    Connection::connect(&target.addr, CONNECT_TIMEOUT)
+        .await
+        .with_context(|| format!("cannot connect to {} — is {} running?", target.addr, target.peer.program()))
+}
+
+/// Empties what an earlier run left under the names this run uses, so every run starts alike.
+/// Error replies are ignored: a queue that does not exist yet cannot be purged, and that is fine.
+async fn clean(conn: &mut Connection, peer: Peer, settings: &Settings) -> anyhow::Result<()> {
+    let names = settings.names();
+    let del = |name: &String| Cmd::new("DEL").arg(name);
+    let cmds: Vec<Cmd> = match (peer, settings.workload) {
+        (Peer::Turnstile, Workload::Queues) => names.iter().map(|q| Cmd::new("Q.PURGE").arg(q)).collect(),
+        // A Turnstile hold ends with the connection that took it: an earlier run left none.
+        (Peer::Turnstile, Workload::Locks) => Vec::new(),
+        (Peer::Redis, Workload::Queues) => {
+            names.iter().flat_map(|q| [del(q), Cmd::new("DEL").arg(format!("{q}:processing"))]).collect()
+        }
+        (_, Workload::Locks | Workload::Kv) => names.iter().map(del).collect(),
+        (_, Workload::Amqp) => Vec::new(),
+    };
+    if !cmds.is_empty() {
+        conn.pipeline(&cmds).await.context("cleaning up before the run")?;
+    }
+    Ok(())
+}
+
+/// One row of the final table (and one object of the JSON array).
+#[derive(Debug, Clone, Serialize)]
+struct Row {
+    target: String,
+    workload: Workload,
+    clients: usize,
+    ops_per_sec: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    p99_9_ms: f64,
+    max_ms: f64,
+    /// Ops finished in the measured window.
+    ops: u64,
+    /// Acquires that found the lock held, pops that found the queue empty: contention, not errors.
+    busy_or_empty: u64,
+    /// Error replies, unexpected replies and broken connections, warmup included.
+    errors: u64,
+}
+
+/// One run against one target, shared by its clients.
+#[derive(Debug)]
+struct Run {
+    target: Target,
+    /// Ops started from here on are measured; before it is warmup.
+    measure_from: Instant,
+    /// No op starts after this.
+    end: Instant,
+    /// Ops done so far, warmup included: what the progress bar shows.
+    done: AtomicU64,
+    first_error: Mutex<Option<String>>,
+}
+
+impl Run {
+    fn note_error(&self, error: &anyhow::Error) {
+        let mut first = self.first_error.lock().unwrap_or_else(PoisonError::into_inner);
+        first.get_or_insert_with(|| describe(error));
+    }
+}
+
+/// Connects the clients, cleans up, runs them for the warmup and the duration, and merges what
+/// they measured.
+async fn measure(target: &Target, settings: &Settings, show_progress: bool) -> anyhow::Result<Report<Row>> {
+    let mut conns = Vec::with_capacity(settings.clients);
+    for _ in 0..settings.clients {
+        conns.push(connect(target).await?);
+    }
+    if let Some(conn) = conns.first_mut() {
+        clean(conn, target.peer, settings).await?;
+    }
+    // Redis lock values must differ from any other run's; the hasher's keys are random.
+    let nonce = RandomState::new().hash_one(std::process::id());
+    let value = Bytes::from(vec![b'v'; settings.size]);
+    let start = Instant::now();
+    let run = Arc::new(Run {
+        target: target.clone(),
+        measure_from: start + settings.warmup,
+        end: start + settings.warmup + settings.duration,
+        done: AtomicU64::new(0),
+        first_error: Mutex::new(None),
+    });
+    let clients: Vec<_> = (0u64..)
+        .zip(conns)
+        .enumerate()
+        .map(|(i, (id, conn))| {
+            let key = Bytes::from(settings.workload.key(i % settings.keys));
+            let op = Op {
+                peer: target.peer,
+                workload: settings.workload,
+                client: id,
+                processing: Bytes::from(format!("{}:processing", String::from_utf8_lossy(&key))),
+                key,
+                value: value.clone(),
+                size: settings.size,
+                nonce,
+                count: 0,
+            };
+            tokio::spawn(client(op, conn, run.clone()))
+        })
+        .collect();
+
+    let bar = if show_progress {
+        let bar = progress_bar(run.end - start)?;
+        let label = format!("{target} {}", settings.workload.name());
+        watch(Phases { start, measure_from: run.measure_from, end: run.end }, &run.done, &bar, &label).await;
+        Some(bar)
+    } else {
+        None
+    };
+
+    let mut latency = Histogram::<u64>::new(3)?;
+    let (mut ops, mut busy_or_empty, mut errors) = (0, 0, 0);
+    for client in clients {
+        let stats = client.await.context("a bench client panicked")?;
+        latency.add(&stats.latency)?;
+        ops += stats.ops;
+        busy_or_empty += stats.misses;
+        errors += stats.errors;
+    }
+    debug_assert_eq!(latency.len(), ops, "one latency per measured op");
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    let ms = |micros: u64| micros as f64 / 1000.0;
+    let row = Row {
+        target: target.to_string(),
+        workload: settings.workload,
+        clients: settings.clients,
+        ops_per_sec: ops as f64 / settings.duration.as_secs_f64(),
+        p50_ms: ms(latency.value_at_quantile(0.5)),
+        p99_ms: ms(latency.value_at_quantile(0.99)),
+        p99_9_ms: ms(latency.value_at_quantile(0.999)),
+        max_ms: ms(latency.max()),
+        ops,
+        busy_or_empty,
+        errors,
+    };
+    let first_error = run.first_error.lock().unwrap_or_else(PoisonError::into_inner).take();
+    Ok(Report { row, first_error })
+}
+
+/// The rows as a plain-text table: names left-aligned, figures right-aligned.
+fn table(rows: &[Row]) -> String {
+    let header = [
+        "target",
+        "workload",
+        "clients",
+        "ops/s",
+        "p50 ms",
+        "p99 ms",
+        "p99.9 ms",
+        "max ms",
+        "ops",
+        "busy/empty",
+        "errors",
+    ];
+    let lines = rows
+        .iter()
+        .map(|row| {
+            vec![
+                row.target.clone(),
+                row.workload.name().to_owned(),
+                row.clients.to_string(),
+                format!("{:.0}", row.ops_per_sec),
+                format!("{:.3}", row.p50_ms),
+                format!("{:.3}", row.p99_ms),
+                format!("{:.3}", row.p99_9_ms),
+                format!("{:.3}", row.max_ms),
+                row.ops.to_string(),
+                row.busy_or_empty.to_string(),
+                row.errors.to_string(),
+            ]
+        })
+        .collect();
+    render_table(&header, lines, 2)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use std::collections::HashMap;
+
+    use turnstile_client::Frame;
+
+    use crate::bench::args::tests::{ArgsCli, parse_args};
+    use crate::bench::peers::{RedisServer, TurnstileServer, refused_port};
+    use client::call;
+
+    #[test]
+    fn target_reads_turnstile_and_redis_urls() {
+        let turnstile: Target = "turnstile://127.0.0.1:7379".parse().unwrap();
+        assert_eq!(turnstile, Target { peer: Peer::Turnstile, addr: "127.0.0.1:7379".into() });
+        let redis: Target = "redis://localhost:6379/".parse().unwrap();
+        assert_eq!(redis, Target { peer: Peer::Redis, addr: "localhost:6379".into() });
+        assert_eq!(redis.to_string(), "redis://localhost:6379");
+        let v6: Target = "redis://[::1]:6379".parse().unwrap();
+        assert_eq!(v6.addr, "[::1]:6379");
+    }
+
+    #[test]
+    fn target_refuses_other_schemes_and_bad_addresses() {
+        let err = "http://127.0.0.1:80".parse::<Target>().unwrap_err();
+        assert!(err.contains("unknown scheme \"http\""), "{err}");
+        for bad in ["127.0.0.1:7379", "turnstile://127.0.0.1", "redis://:6379", "redis://host:port", ""] {
+            assert!(bad.parse::<Target>().is_err(), "{bad:?} was accepted");
+        }
+    }
+
+    #[test]
+    fn default_target_is_the_server_address() {
+        let target = default_target("127.0.0.1:7379").unwrap();
+        assert_eq!(target.to_string(), "turnstile://127.0.0.1:7379");
+        assert_eq!(default_target("turnstile://a:1,b:2").unwrap().addr, "a:1");
+        assert!(default_target("nowhere").is_err());
+    }
+
+    fn parse(line: &str) -> Result<BenchArgs, clap::Error> {
+        parse_args(line)
+    }
+
+    #[test]
+    fn arguments_have_their_defaults_and_parse() {
+        use clap::CommandFactory;
+        ArgsCli::<BenchArgs>::command().debug_assert();
+        let args = parse("bench locks").unwrap();
+        assert_eq!((args.workload, args.clients, args.keys), (Workload::Locks, 50, None));
+        assert_eq!((args.duration, args.warmup), (Duration::from_secs(10), Duration::from_secs(1)));
+        assert_eq!((args.size, args.targets.len(), args.json), (1024, 0, false));
+
+        let args = parse(
+            "bench queues --clients 8 --keys 2 --duration 250ms --warmup 0s --size 4KiB \
+             --target turnstile://a:1 --target redis://b:2 --json",
+        )
+        .unwrap();
+        assert_eq!((args.workload, args.clients, args.keys), (Workload::Queues, 8, Some(2)));
+        assert_eq!((args.duration, args.warmup), (Duration::from_millis(250), Duration::ZERO));
+        assert_eq!((args.size, args.json), (4096, true));
+        let targets: Vec<String> = args.targets.iter().map(ToString::to_string).collect();
+        assert_eq!(targets, ["turnstile://a:1", "redis://b:2"]);
+        let settings = Settings::new(&args).unwrap();
+        assert_eq!((settings.clients, settings.keys), (8, 2));
+
+        for bad in [
+            "bench",
+            "bench sets",
+            "bench kv --clients 0",
+            "bench kv --duration soon",
+            "bench kv --size 1GiB",
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?} was accepted");
+        }
+        assert!(Settings::new(&parse("bench kv --duration 0s").unwrap()).is_err());
+    }
+
+    #[test]
+    fn table_aligns_every_column() {
+        let row = |target: &str, ops| Row {
+            target: target.into(),
+            workload: Workload::Locks,
+            clients: 50,
+            ops_per_sec: 23_783.6,
+            p50_ms: 2.0204,
+            p99_ms: 3.9,
+            p99_9_ms: 5.5,
+            max_ms: 12.25,
+            ops,
+            busy_or_empty: 0,
+            errors: 0,
+        };
+        let text = table(&[row("turnstile://127.0.0.1:7379", 237_836), row("redis://127.0.0.1:6379", 7)]);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3);
+        assert!(lines[0].starts_with("target                      workload  clients  ops/s"), "{text}");
+        assert!(lines[1].contains("locks  ") && lines[1].contains("23784   2.020"), "{text}");
+        assert!(lines.iter().all(|line| line.len() == lines[0].len()), "{text}");
+    }
+
+    /// A short run: 4 clients on 2 names, so locks are contended and queues shared.
+    fn quick(workload: Workload) -> Settings {
+        Settings {
+            workload,
+            clients: 4,
+            keys: 2,
+            size: 100,
+            duration: Duration::from_millis(300),
+            warmup: Duration::ZERO,
+        }
+    }
+
+    fn assert_clean_run(report: &Report<Row>) {
+        let row = &report.row;
+        assert!(row.ops > 0, "{row:?}");
+        assert_eq!(row.errors, 0, "{row:?}: {:?}", report.first_error);
+        // Every op is at least two round trips over loopback: well above 10 µs.
+        assert!(row.p50_ms > 0.01, "{row:?}");
+        assert!(
+            row.p50_ms <= row.p99_ms && row.p99_ms <= row.p99_9_ms && row.p99_9_ms <= row.max_ms,
+            "{row:?}"
+        );
+    }
+
+    /// `Q.STATS` as a name → value map (a map reply is a flat array in RESP2).
+    async fn queue_stats(conn: &mut Connection, queue: &str) -> anyhow::Result<HashMap<String, i64>> {
+        let reply = call(conn, Cmd::new("Q.STATS").arg(queue)).await?;
+        let pairs: Vec<(Frame, Frame)> = match reply {
+            Frame::Map(pairs) => pairs,
+            Frame::Array(flat) => {
+                let mut flat = flat.into_iter();
+                std::iter::from_fn(|| Some((flat.next()?, flat.next()?))).collect()
+            }
+            other => anyhow::bail!("Q.STATS answered {other:?}"),
+        };
+        let mut stats = HashMap::new();
+        for pair in pairs {
+            if let (Frame::Bulk(name), Frame::Integer(value)) = pair {
+                stats.insert(String::from_utf8_lossy(&name).into_owned(), value);
+            }
+        }
+        Ok(stats)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_workload_runs_against_turnstile() -> anyhow::Result<()> {
+        let server = TurnstileServer::start().await?;
+        let target = Target { peer: Peer::Turnstile, addr: server.resp_addr.to_string() };
+
+        for workload in [Workload::Locks, Workload::Queues, Workload::Kv] {
+            assert_clean_run(&measure(&target, &quick(workload), false).await?);
+        }
+        // Every message pushed was popped and acked.
+        let mut conn = connect(&target).await?;
+        for name in quick(Workload::Queues).names() {
+            let stats = queue_stats(&mut conn, &name).await?;
+            assert_eq!(stats.get("ready"), Some(&0), "{name}: {stats:?}");
+            assert_eq!(stats.get("in-flight"), Some(&0), "{name}: {stats:?}");
+            assert!(stats["pushed"] > 0, "{name}: {stats:?}");
+        }
+        drop(conn);
+
+        server.stop().await
+    }
+
+    #[tokio::test]
+    async fn a_target_that_is_down_says_what_to_start() {
+        let (_held, port) = refused_port();
+        for (url, program) in [("turnstile", "`turnstile server`"), ("redis", "redis-server")] {
+            let target: Target = format!("{url}://127.0.0.1:{port}").parse().unwrap();
+            let err = connect(&target).await.unwrap_err();
+            let expected = format!("cannot connect to 127.0.0.1:{port} — is {program} running?");
+            assert_eq!(err.to_string(), expected);
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_workload_runs_against_redis_if_installed() -> anyhow::Result<()> {
+        let Some(redis) = RedisServer::start().await? else {
+            // CI installs the peers and sets this: there, a missing redis-server is a failure.
+            assert!(std::env::var_os("TURNSTILE_REQUIRE_PEERS").is_none(), "redis-server is not installed");
+            eprintln!("redis-server is not installed: skipped");
+            return Ok(());
+        };
+        let target = Target { peer: Peer::Redis, addr: format!("127.0.0.1:{}", redis.port) };
+        for workload in [Workload::Locks, Workload::Queues, Workload::Kv] {
+            assert_clean_run(&measure(&target, &quick(workload), false).await?);
+        }
+        // Every message pushed was moved and removed: both lists are gone.
+        let mut conn = connect(&target).await?;
+        for name in quick(Workload::Queues).names() {
+            for list in [name.clone(), format!("{name}:processing")] {
+                let len = call(&mut conn, Cmd::new("LLEN").arg(&list)).await?;
+                assert_eq!(len, Frame::Integer(0), "{list}");
+            }
+        }
+        Ok(())
+    }
+}
