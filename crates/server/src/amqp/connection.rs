@@ -12,7 +12,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{mpsc, oneshot};
-use turnstile_amqp::content::{Incoming, write_content};
+use turnstile_amqp::content::{ContentError, Incoming, Message, write_content};
 use turnstile_amqp::frame::write_heartbeat;
 use turnstile_amqp::props::Stored;
 use turnstile_amqp::{
@@ -146,7 +146,7 @@ pub(super) struct Connection {
     pub names: u64,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(super) struct Channel {
     pub closing: bool,
     /// `Confirm.Select` was seen; `next_seq` numbers the publishes from then on.
@@ -154,7 +154,7 @@ pub(super) struct Channel {
     pub next_seq: u64,
     /// Acks to send, as a run of sequence numbers.
     pub acks: Option<(u64, u64)>,
-    pub incoming: Option<Incoming<basic::Publish>>,
+    pub incoming: Incoming<basic::Publish>,
     pub next_tag: u64,
     /// Delivery tag → (queue, receipt), for deliveries that need an ack.
     pub unacked: BTreeMap<u64, (String, u64)>,
@@ -168,6 +168,26 @@ pub(super) struct Channel {
     pub held: Vec<(u64, String, Delivery)>,
     /// The queue last declared on this channel (an empty queue name means it).
     pub last_queue: Option<String>,
+}
+
+impl Channel {
+    fn new(n: u16, max_body: u64) -> Channel {
+        Channel {
+            closing: false,
+            confirm: false,
+            next_seq: 1,
+            acks: None,
+            incoming: Incoming::new(n, max_body),
+            next_tag: 1,
+            unacked: BTreeMap::new(),
+            consumers: HashMap::new(),
+            prefetch: 0,
+            global_prefetch: 0,
+            paused: false,
+            held: Vec::new(),
+            last_queue: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -421,7 +441,8 @@ impl Connection {
         let Some(ch) = self.channels.get_mut(&n) else {
             return match frame {
                 ChannelFrame::Method(AMQPClass::Channel(channel::AMQPMethod::Open(_))) => {
-                    self.channels.insert(n, Channel { next_seq: 1, next_tag: 1, ..Channel::default() });
+                    let max_body = self.shared.limits.max_bulk_len as u64;
+                    self.channels.insert(n, Channel::new(n, max_body));
                     self.write(n, &AMQPClass::Channel(channel::AMQPMethod::OpenOk(channel::OpenOk {})));
                     Ok(())
                 }
@@ -429,9 +450,7 @@ impl Connection {
                     Err(AmqpError::channel_error(format!("expected 'channel.open' on channel {n}"))
                         .on(m.get_amqp_class_id(), m.get_amqp_method_id()))
                 }
-                _ => {
-                    Err(AmqpError::channel_error(format!("content frame on channel {n}, which is not open")))
-                }
+                _ => Err(AmqpError::from(&ContentError::ChannelNotOpen { channel: n })),
             };
         };
         if ch.closing {
@@ -450,11 +469,7 @@ impl Connection {
         }
         match frame {
             ChannelFrame::Method(method) => {
-                if ch.incoming.is_some() {
-                    return Err(AmqpError::unexpected_frame(format!(
-                        "expected content header for class 60, got non content header frame instead on channel {n}"
-                    )));
-                }
+                ch.incoming.check_method().map_err(|e| AmqpError::from(&e))?;
                 let (class_id, method_id) = (method.get_amqp_class_id(), method.get_amqp_method_id());
                 let started = Instant::now();
                 let result = self.on_method(n, method).await;
@@ -478,47 +493,22 @@ impl Connection {
                 }
             }
             ChannelFrame::Header { class_id, body_size, raw_properties } => {
-                let Some(incoming) = ch.incoming.as_mut().filter(|i| i.header.is_none()) else {
-                    return Err(AmqpError::unexpected_frame(format!(
-                        "unexpected content header on channel {n}"
-                    )));
-                };
-                if class_id != 60 {
-                    return Err(AmqpError::unexpected_frame(format!(
-                        "content header for class {class_id}, expected 60"
-                    )));
-                }
-                if body_size > self.shared.limits.max_bulk_len as u64 {
-                    ch.incoming = None;
-                    let e = AmqpError::precondition(format!(
-                        "message size {body_size} is larger than configured max size {}",
-                        self.shared.limits.max_bulk_len
-                    ))
-                    .on(60, 40);
+                match ch.incoming.header(class_id, body_size, raw_properties) {
+                    Ok(Some(message)) => self.publish(n, message).await,
+                    Ok(None) => {}
                     // The body frames that follow are dropped while the channel closes.
-                    self.close_channel(n, e).await;
-                    return Ok(());
-                }
-                incoming.header = Some((body_size, raw_properties));
-                incoming.body.reserve(usize::try_from(body_size).unwrap_or(0));
-                if incoming.complete() {
-                    self.publish(n).await;
+                    Err(e @ ContentError::TooLarge { .. }) => {
+                        self.close_channel(n, AmqpError::from(&e)).await
+                    }
+                    Err(e) => return Err(AmqpError::from(&e)),
                 }
                 Ok(())
             }
             ChannelFrame::Body(data) => {
-                let Some(incoming) = ch.incoming.as_mut().filter(|i| i.header.is_some()) else {
-                    return Err(AmqpError::unexpected_frame(format!(
-                        "unexpected content body on channel {n}"
-                    )));
-                };
-                let (size, _) = incoming.header.as_ref().expect("header seen");
-                if incoming.body.len() as u64 + data.len() as u64 > *size {
-                    return Err(AmqpError::unexpected_frame("content body is longer than its header said"));
-                }
-                incoming.body.extend_from_slice(&data);
-                if incoming.complete() {
-                    self.publish(n).await;
+                match ch.incoming.body(&data) {
+                    Ok(Some(message)) => self.publish(n, message).await,
+                    Ok(None) => {}
+                    Err(e) => return Err(AmqpError::from(&e)),
                 }
                 Ok(())
             }
@@ -531,7 +521,7 @@ impl Connection {
         self.release_channel(n).await;
         if let Some(ch) = self.channels.get_mut(&n) {
             ch.closing = true;
-            ch.incoming = None;
+            ch.incoming.abort();
             ch.acks = None;
         }
         let close = channel::Close {
@@ -600,16 +590,13 @@ impl Connection {
     }
 
     /// The complete message on channel `n` goes to the log.
-    async fn publish(&mut self, n: u16) {
+    async fn publish(&mut self, n: u16, message: Message<basic::Publish>) {
         let ch = self.channels.get_mut(&n).expect("publishing channel exists");
-        let incoming = ch.incoming.take().expect("complete content");
         let seq = ch.confirm.then(|| {
             ch.next_seq += 1;
             ch.next_seq - 1
         });
-        let (_, raw_properties) = incoming.header.expect("complete content has a header");
-        let publish = incoming.method;
-        let body = incoming.body.freeze();
+        let Message { method: publish, raw_properties, body } = message;
         let returned = publish.mandatory.then(|| Returned {
             exchange: publish.exchange.to_string(),
             routing_key: publish.routing_key.to_string(),

@@ -24,8 +24,7 @@ impl Connection {
                     return Err(AmqpError::not_implemented("immediate=true"));
                 }
                 let ch = self.channels.get_mut(&n).expect("open channel");
-                ch.incoming = Some(turnstile_amqp::content::Incoming::new(publish));
-                Ok(())
+                ch.incoming.start(publish).map_err(|e| AmqpError::from(&e))
             }
             AMQPClass::Basic(basic::AMQPMethod::Ack(ack)) => {
                 self.ack(n, ack.delivery_tag, ack.multiple, Settle::Ack).await
