@@ -1,21 +1,29 @@
 //! The AMQP 0-9-1 listener: RabbitMQ clients publish to and consume from the same queues as RESP.
 //!
 //! ```text
-//!  socket ─► read half ─► frame::decode ─► Connection::on_frame ─► channel methods ─► node (log)
-//!                                                  ▲                     │ publish: submitted, not awaited;
-//!  effects (deliveries, cancels) ─► Router ────────┘                     │ confirms sent in order as replies land
-//!  socket ◄─ writer task ◄─ out buffer ◄──────────────────────────────────┘
+//!  socket ─► connection.rs ─► Input ─► machine.rs (channel.rs, methods.rs, message.rs) ─► Action
+//!   ▲        (I/O: frames,                                                                  │
+//!   │         heartbeats)  ◄──── replies by id, effects (deliveries, cancels) ◄─ session.rs ◄┤
+//!   └──────────────────── writer task ◄─ frames to send ◄───────────────────────────────────┘
 //! ```
 //!
-//! One connection is one core session (opened at `Connection.Open`, closed when the connection
-//! ends, which returns every unacked delivery). Channels, consumer tags and delivery tags are
-//! this module's; queues, exchanges, bindings, consumers and their credit are the core's, so
-//! RESP and AMQP see the same state. Replies the client waits for are sent in order per channel:
-//! a synchronous method first waits for the channel's earlier publishes to be applied.
+//! `handshake.rs` opens the connection. After that, `machine.rs` is the whole protocol as a pure
+//! state machine (frames, replies and effects in; frames to send, commands for the log and
+//! queries out), `connection.rs` only does I/O, and `session.rs` is the one place that reaches
+//! the node and the router. One connection is one core session (opened after the handshake,
+//! closed when the connection ends, which returns every unacked delivery). Channels, consumer
+//! tags and delivery tags are the machine's; queues, exchanges, bindings, consumers and their
+//! credit are the core's, so RESP and AMQP see the same state. Replies the client waits for are
+//! sent in order per channel: a synchronous method first waits for the connection's earlier
+//! publishes to be applied.
 
+mod channel;
 mod connection;
 mod handshake;
+mod machine;
+mod message;
 mod methods;
+mod session;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
