@@ -181,6 +181,12 @@ impl Session {
         }
     }
 
+    /// Takes this session's effects (deliveries, cancels, grants) for a front end that handles
+    /// them itself, as AMQP's consumers do; `None` before the session is open or once taken.
+    pub fn take_effects(&mut self) -> Option<mpsc::UnboundedReceiver<Effect>> {
+        self.effects.take()
+    }
+
     /// Closes the session in the log (if it was opened): its waits and consumers end, its holds
     /// and deliveries are released unless `KEEP`.
     pub async fn close(mut self) {

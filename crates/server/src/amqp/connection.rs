@@ -1,43 +1,51 @@
-//! One AMQP connection after its handshake: frames in, channel methods, deliveries and publisher
-//! confirms out.
+//! One AMQP connection's I/O after its handshake. The protocol is the [`Machine`]'s; this file
+//! reads frames and feeds them to it, carries out its actions (writes, and calls to the node
+//! through [`Session`]), feeds replies and effects back, and keeps the heartbeats.
+//!
+//! ```text
+//!  read half ─► decode ─► Machine::handle ─► actions ─┬─► out buffer ─► writer task ─► write half
+//!  router ─── effects ─────────►  ▲                   ├─► Session::submit / propose / query
+//!  replies, oldest first ─────────┘ ◄─────────────────┘
+//! ```
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::VecDeque;
+use std::hash::{BuildHasher, Hasher};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::sync::{mpsc, oneshot};
-use turnstile_amqp::content::{Incoming, write_content};
+use tokio::sync::mpsc;
+use tokio::sync::oneshot::error::TryRecvError;
+use turnstile_amqp::content::write_content;
 use turnstile_amqp::frame::write_heartbeat;
-use turnstile_amqp::props::Stored;
-use turnstile_amqp::{
-    AMQPClass, AmqpError, Frame, Scope, ShortString, basic, channel, code, connection, decode, write_method,
-};
-use turnstile_core::{Command, CoreError, DeadReason, Delivery, Effect, Reply, SessionId, Taker};
-use turnstile_raft::NodeError;
+use turnstile_amqp::{AmqpError, decode, write_method};
+use turnstile_core::{Effect, Reply};
+use turnstile_raft::Answer;
 
 use super::handshake::{HANDSHAKE_TIMEOUT, Tuned, handshake};
+use super::machine::{Action, CallId, Input, Machine, NotApplied, Settings, close_method};
+use super::session::{Proposed, Session, answered};
 use crate::server::Shared;
 use crate::shutdown::Shutdown;
 
-/// How long the server waits for `Connection.CloseOk` after closing a connection.
-const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long the writer gets to send what is left once the connection is over.
+const WRITER_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Most effects (deliveries) handled before the connection writes and reads again.
 const MAX_EFFECTS_PER_WRITE: usize = 256;
 
-type ReplyRx = oneshot::Receiver<Result<Reply, NodeError>>;
+/// Deliveries are handed to the writer once this much is queued, not only at the end of a batch.
+const FLUSH_AT: usize = 64 * 1024;
 
 pub async fn serve(mut stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>, mut shutdown: Shutdown) {
     let mut buf = BytesMut::with_capacity(16 * 1024);
     let tuned = match tokio::time::timeout(
         HANDSHAKE_TIMEOUT,
-        handshake(&mut stream, &mut buf, peer, &shared.amqp_users),
+        handshake(&mut stream, &mut buf, peer, &shared.amqp_users, None),
     )
     .await
     {
@@ -51,52 +59,51 @@ pub async fn serve(mut stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>,
             return;
         }
     };
-    let session = match shared.node.propose(Command::OpenSession).await {
-        Ok(Reply::Session(session)) => session,
-        other => {
-            tracing::warn!(%peer, ?other, "amqp connection without a session");
+    let (session, effects) = match Session::open(&shared).await {
+        Ok(opened) => opened,
+        Err(e) => {
             let mut out = BytesMut::new();
-            let e = AmqpError::internal("cannot open a session; try again");
             write_method(&mut out, 0, &close_method(&e));
             let _ = stream.write_all(&out).await;
             return;
         }
     };
-    let effects = shared.router.register(session);
+    let machine = Machine::new(Settings {
+        session: session.id(),
+        channel_max: tuned.channel_max,
+        cancel_notify: tuned.cancel_notify,
+        blocked_notify: tuned.blocked_notify,
+        max_payload: session.max_payload(),
+        name_seed: std::collections::hash_map::RandomState::new().build_hasher().finish(),
+    });
     let (read, write) = stream.into_split();
     let (tx, rx) = mpsc::unbounded_channel();
     let writer = tokio::spawn(write_loop(write, rx));
-    tracing::debug!(%peer, user = %tuned.user, %session, "amqp connection open");
+    tracing::debug!(%peer, user = %tuned.user, session = %session.id(), "amqp connection open");
     let mut conn = Connection {
-        shared: shared.clone(),
         session,
+        machine,
         tuned,
         read,
         buf,
         out: BytesMut::with_capacity(16 * 1024),
         tx,
         effects,
-        channels: HashMap::new(),
-        consumers: HashMap::new(),
-        pending: VecDeque::new(),
+        replies: VecDeque::new(),
+        actions: Vec::new(),
+        ended: None,
         last_read: Instant::now(),
         last_write: Instant::now(),
-        blocked: false,
-        closing: None,
-        names: 0,
     };
     match conn.run(&mut shutdown).await {
         Ok(()) => tracing::debug!(%peer, "amqp connection closed"),
         Err(e) => tracing::info!(%peer, error = %e, "amqp connection ended"),
     }
     conn.flush();
-    drop(conn.tx);
-    shared.router.unregister(session);
-    // Unacked deliveries go back to their queues, exclusive queues go, in this one step.
-    if let Err(e) = shared.node.propose(Command::CloseSession { session }).await {
-        tracing::warn!(%session, error = %e, "session not closed; its leases will end it");
-    }
-    let _ = tokio::time::timeout(CLOSE_TIMEOUT, writer).await;
+    let Connection { session, tx, .. } = conn;
+    drop(tx);
+    session.close().await;
+    let _ = tokio::time::timeout(WRITER_TIMEOUT, writer).await;
 }
 
 /// Writes what the connection produces, so a slow reader never stops the connection from
@@ -122,92 +129,23 @@ pub enum End {
     Heartbeat(u16),
 }
 
-pub(super) struct Connection {
-    pub shared: Arc<Shared>,
-    pub session: SessionId,
-    pub tuned: Tuned,
+struct Connection {
+    session: Session,
+    machine: Machine,
+    tuned: Tuned,
     read: OwnedReadHalf,
     buf: BytesMut,
-    pub out: BytesMut,
+    out: BytesMut,
     tx: mpsc::UnboundedSender<Bytes>,
     effects: mpsc::UnboundedReceiver<Effect>,
-    pub channels: HashMap<u16, Channel>,
-    /// Core consumer id → (channel, consumer tag).
-    pub consumers: HashMap<u64, (u16, String)>,
-    /// Publishes submitted to the log, oldest first; replies arrive in this order.
-    pub pending: VecDeque<Pending>,
+    /// Proposals in the log, oldest first; their replies arrive in this order.
+    replies: VecDeque<(CallId, Answer)>,
+    /// The machine's actions being carried out (kept between batches for its allocation).
+    actions: Vec<Action>,
+    /// Set by [`Action::End`]: the connection is over, with this error if any.
+    ended: Option<Option<AmqpError>>,
     last_read: Instant,
     last_write: Instant,
-    /// `Connection.Blocked` was sent (publishes refused for memory).
-    blocked: bool,
-    /// The server sent `Connection.Close` and waits for `CloseOk` until then.
-    closing: Option<(Instant, AmqpError)>,
-    /// For server-made names (queues, consumer tags).
-    pub names: u64,
-}
-
-#[derive(Debug, Default)]
-pub(super) struct Channel {
-    pub closing: bool,
-    /// `Confirm.Select` was seen; `next_seq` numbers the publishes from then on.
-    pub confirm: bool,
-    pub next_seq: u64,
-    /// Acks to send, as a run of sequence numbers.
-    pub acks: Option<(u64, u64)>,
-    pub incoming: Option<Incoming<basic::Publish>>,
-    pub next_tag: u64,
-    /// Delivery tag → (queue, receipt), for deliveries that need an ack.
-    pub unacked: BTreeMap<u64, (String, u64)>,
-    /// Consumer tag → consumer.
-    pub consumers: HashMap<String, ConsumerInfo>,
-    /// `Basic.Qos` per consumer (`global = false`) and for the whole channel (`global = true`).
-    pub prefetch: u32,
-    pub global_prefetch: u32,
-    /// `Channel.Flow` active; while not, deliveries are held here.
-    pub paused: bool,
-    pub held: Vec<(u64, String, Delivery)>,
-    /// The queue last declared on this channel (an empty queue name means it).
-    pub last_queue: Option<String>,
-}
-
-#[derive(Debug, Clone)]
-pub(super) struct ConsumerInfo {
-    pub id: u64,
-    pub queue: String,
-    pub no_ack: bool,
-}
-
-/// A publish in the log, waiting for its reply.
-#[derive(Debug)]
-pub(super) struct Pending {
-    pub channel: u16,
-    /// Its confirm sequence number, in confirm mode.
-    pub seq: Option<u64>,
-    pub rx: ReplyRx,
-    /// Kept for `Basic.Return` when the publish is mandatory.
-    pub returned: Option<Returned>,
-}
-
-#[derive(Debug)]
-pub(super) struct Returned {
-    pub exchange: String,
-    pub routing_key: String,
-    pub raw_properties: Bytes,
-    pub body: Bytes,
-}
-
-/// A reply that is already known, in the shape of one from the log.
-pub(super) fn ready(reply: Result<Reply, NodeError>) -> ReplyRx {
-    let (tx, rx) = oneshot::channel();
-    let _ = tx.send(reply);
-    rx
-}
-
-async fn front(pending: &mut VecDeque<Pending>) -> Result<Reply, NodeError> {
-    match pending.front_mut() {
-        Some(p) => (&mut p.rx).await.unwrap_or(Err(NodeError::ShuttingDown)),
-        None => std::future::pending().await,
-    }
 }
 
 impl Connection {
@@ -215,73 +153,68 @@ impl Connection {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            loop {
+            // Frames already read go to the machine; while a method waits for the log, the rest
+            // stay in the buffer and nothing more is read, so one client's wait is its own.
+            while self.ended.is_none() && !self.machine.is_waiting() {
                 match decode(&mut self.buf, self.tuned.frame_max) {
-                    Ok(Some(frame)) => {
-                        if self.on_frame(frame).await? {
-                            return Ok(());
-                        }
-                    }
+                    Ok(Some(frame)) => self.feed(Input::Frame(frame)).await,
                     Ok(None) => break,
-                    Err(e) => {
-                        // Nothing after a bad frame can be trusted: close, and read no more.
-                        let e = AmqpError::from(&e);
-                        self.write(0, &close_method(&e));
-                        return Err(End::Error(e));
-                    }
+                    Err(e) => self.feed(Input::Unreadable(e)).await,
                 }
             }
-            self.flush_acks();
+            self.feed(Input::Flush).await;
             self.flush();
+            if let Some(ended) = self.ended.take() {
+                return ended.map_or(Ok(()), |e| Err(End::Error(e)));
+            }
+            let waiting = self.machine.is_waiting();
             tokio::select! {
-                read = self.read.read_buf(&mut self.buf) => {
+                read = self.read.read_buf(&mut self.buf), if !waiting => {
                     if read? == 0 {
                         return Ok(());
                     }
                     self.last_read = Instant::now();
                 }
-                Some(effect) = self.effects.recv() => {
-                    self.on_effect(effect).await;
+                Some(effect) = self.effects.recv(), if !waiting => {
+                    self.feed(Input::Effect(effect)).await;
                     // Deliveries that are already in go out in the same write.
                     for _ in 0..MAX_EFFECTS_PER_WRITE {
                         match self.effects.try_recv() {
-                            Ok(effect) => self.on_effect(effect).await,
+                            Ok(effect) => self.feed(Input::Effect(effect)).await,
                             Err(_) => break,
                         }
                     }
                 }
-                reply = front(&mut self.pending) => {
-                    let p = self.pending.pop_front().expect("a pending publish answered");
-                    self.on_published(p, reply).await;
+                reply = front(&mut self.replies) => {
+                    let (id, _) = self.replies.pop_front().expect("the front reply came");
+                    self.feed(Input::Reply { id, reply }).await;
                     // Replies that are already in go in the same write.
-                    while let Some(mut p) = self.pending.pop_front() {
-                        match p.rx.try_recv() {
-                            Ok(reply) => self.on_published(p, reply).await,
-                            Err(oneshot::error::TryRecvError::Empty) => {
-                                self.pending.push_front(p);
-                                break;
-                            }
-                            Err(oneshot::error::TryRecvError::Closed) => {
-                                self.on_published(p, Err(NodeError::ShuttingDown)).await;
-                            }
-                        }
+                    while let Some((id, answer)) = self.replies.front_mut() {
+                        let reply = match answer.try_recv() {
+                            Ok(reply) => answered(Some(reply)),
+                            Err(TryRecvError::Empty) => break,
+                            Err(TryRecvError::Closed) => answered(None),
+                        };
+                        let id = *id;
+                        self.replies.pop_front();
+                        self.feed(Input::Reply { id, reply }).await;
                     }
                 }
-                _ = tick.tick() => self.housekeeping()?,
-                () = shutdown.recv() => {
-                    let e = AmqpError::new(code::CONNECTION_FORCED, "broker forced connection closure with reason 'shutdown'");
-                    self.write(0, &close_method(&e));
-                    return Ok(());
-                }
+                _ = tick.tick() => self.housekeeping(waiting).await?,
+                () = shutdown.recv() => self.feed(Input::Shutdown).await,
             }
         }
     }
 
-    /// Heartbeats both ways, the end of a close handshake, and lifting `Connection.Blocked`.
-    fn housekeeping(&mut self) -> Result<(), End> {
+    /// Heartbeats both ways; the machine's own timers (close handshake, `Connection.Blocked`).
+    async fn housekeeping(&mut self, waiting: bool) -> Result<(), End> {
         let heartbeat = self.tuned.heartbeat;
         if heartbeat > 0 {
             let interval = Duration::from_secs(heartbeat.into());
+            if waiting {
+                // Nothing is read while a method waits: that silence is ours, not the client's.
+                self.last_read = Instant::now();
+            }
             if self.last_read.elapsed() > interval * 2 {
                 return Err(End::Heartbeat(heartbeat));
             }
@@ -289,608 +222,64 @@ impl Connection {
                 write_heartbeat(&mut self.out);
             }
         }
-        if let Some((since, e)) = &self.closing
-            && since.elapsed() > CLOSE_TIMEOUT
-        {
-            return Err(End::Error(e.clone()));
-        }
-        if self.blocked && !self.over_memory() {
-            self.blocked = false;
-            if self.tuned.blocked_notify {
-                self.write(
-                    0,
-                    &AMQPClass::Connection(connection::AMQPMethod::Unblocked(connection::Unblocked {})),
-                );
-            }
-        }
+        let memory_full = self.session.memory_full();
+        self.feed(Input::Tick { memory_full }).await;
         Ok(())
     }
 
-    fn over_memory(&self) -> bool {
-        let max = self.shared.limits.max_memory;
-        max > 0 && self.shared.node.payload_bytes() >= max
+    /// Gives the machine one input and carries out what it asks for, replies known at once
+    /// included.
+    async fn feed(&mut self, input: Input) {
+        self.machine.handle(Instant::now(), input);
+        loop {
+            let mut actions = std::mem::take(&mut self.actions);
+            self.machine.take_actions(&mut actions);
+            if actions.is_empty() {
+                self.actions = actions;
+                return;
+            }
+            for action in actions.drain(..) {
+                self.carry_out(action).await;
+            }
+            self.actions = actions;
+        }
     }
 
-    pub fn write(&mut self, channel: u16, method: &AMQPClass) {
-        write_method(&mut self.out, channel, method);
+    async fn carry_out(&mut self, action: Action) {
+        match action {
+            Action::Send { channel, method } => write_method(&mut self.out, channel, &method),
+            Action::SendContent { channel, method, properties, body } => {
+                write_content(&mut self.out, channel, &method, &properties, &body, self.tuned.frame_max);
+                if self.out.len() >= FLUSH_AT {
+                    self.flush();
+                }
+            }
+            Action::Submit(command) => self.session.submit(command).await,
+            Action::Propose { id, command } => match self.session.propose(command).await {
+                Proposed::Pending(answer) => self.replies.push_back((id, answer)),
+                Proposed::Known(reply) => self.machine.handle(Instant::now(), Input::Reply { id, reply }),
+            },
+            Action::Query { id, query } => {
+                let reply = self.session.query(query).await;
+                self.machine.handle(Instant::now(), Input::Reply { id, reply });
+            }
+            Action::Measured { method, elapsed } => crate::metrics::record_command("amqp", method, elapsed),
+            Action::End(error) => self.ended = Some(error),
+        }
     }
 
-    pub fn flush(&mut self) {
+    fn flush(&mut self) {
         if !self.out.is_empty() {
             let _ = self.tx.send(self.out.split().freeze());
             self.last_write = Instant::now();
         }
     }
-
-    /// Handles one frame; `Ok(true)` when the connection is over (closed cleanly).
-    async fn on_frame(&mut self, frame: Frame) -> Result<bool, End> {
-        if self.closing.is_some() {
-            // After our Connection.Close only its answer counts.
-            return match frame {
-                Frame::Method {
-                    channel: 0,
-                    method: AMQPClass::Connection(connection::AMQPMethod::CloseOk(_)),
-                } => {
-                    let (_, e) = self.closing.take().expect("closing");
-                    Err(End::Error(e))
-                }
-                Frame::Method {
-                    channel: 0,
-                    method: AMQPClass::Connection(connection::AMQPMethod::Close(_)),
-                } => {
-                    self.write(
-                        0,
-                        &AMQPClass::Connection(connection::AMQPMethod::CloseOk(connection::CloseOk {})),
-                    );
-                    let (_, e) = self.closing.take().expect("closing");
-                    Err(End::Error(e))
-                }
-                _ => Ok(false),
-            };
-        }
-        let result = match frame {
-            Frame::Heartbeat { channel: 0 } => Ok(false),
-            Frame::Heartbeat { .. } => {
-                Err(AmqpError::new(code::FRAME_ERROR, "heartbeat frame on a channel other than 0"))
-            }
-            Frame::Method { channel: 0, method } => self.on_connection_method(method),
-            Frame::Method { channel, method } => {
-                self.on_channel_frame(channel, ChannelFrame::Method(method)).await.map(|()| false)
-            }
-            Frame::Header { channel: 0, .. } | Frame::Body { channel: 0, .. } => {
-                Err(AmqpError::unexpected_frame("content frame on channel 0"))
-            }
-            Frame::Header { channel, class_id, body_size, raw_properties, .. } => self
-                .on_channel_frame(channel, ChannelFrame::Header { class_id, body_size, raw_properties })
-                .await
-                .map(|()| false),
-            Frame::Body { channel, data } => {
-                self.on_channel_frame(channel, ChannelFrame::Body(data)).await.map(|()| false)
-            }
-        };
-        match result {
-            Ok(done) => Ok(done),
-            Err(e) => {
-                tracing::info!(session = %self.session, error = %e, "closing amqp connection");
-                self.write(0, &close_method(&e));
-                self.closing = Some((Instant::now(), e));
-                Ok(false)
-            }
-        }
-    }
-
-    fn on_connection_method(&mut self, method: AMQPClass) -> Result<bool, AmqpError> {
-        match method {
-            AMQPClass::Connection(connection::AMQPMethod::Close(close)) => {
-                tracing::debug!(session = %self.session, code = close.reply_code, text = %close.reply_text, "client closed");
-                self.write(
-                    0,
-                    &AMQPClass::Connection(connection::AMQPMethod::CloseOk(connection::CloseOk {})),
-                );
-                Ok(true)
-            }
-            AMQPClass::Connection(
-                connection::AMQPMethod::Blocked(_) | connection::AMQPMethod::Unblocked(_),
-            ) => Ok(false),
-            AMQPClass::Connection(connection::AMQPMethod::UpdateSecret(_)) => {
-                self.write(
-                    0,
-                    &AMQPClass::Connection(connection::AMQPMethod::UpdateSecretOk(
-                        connection::UpdateSecretOk {},
-                    )),
-                );
-                Ok(false)
-            }
-            AMQPClass::Connection(_) => {
-                Err(AmqpError::command_invalid("unexpected connection method after open")
-                    .on(method.get_amqp_class_id(), method.get_amqp_method_id()))
-            }
-            other => Err(AmqpError::command_invalid("channel methods are not allowed on channel 0")
-                .on(other.get_amqp_class_id(), other.get_amqp_method_id())),
-        }
-    }
-
-    /// A frame on channel `n` > 0: opens the channel, assembles content, runs methods. A channel
-    /// error closes only the channel; a connection error comes back as `Err`.
-    async fn on_channel_frame(&mut self, n: u16, frame: ChannelFrame) -> Result<(), AmqpError> {
-        if n > self.tuned.channel_max {
-            return Err(AmqpError::channel_error(format!(
-                "channel {n} is over channel_max {}",
-                self.tuned.channel_max
-            )));
-        }
-        let Some(ch) = self.channels.get_mut(&n) else {
-            return match frame {
-                ChannelFrame::Method(AMQPClass::Channel(channel::AMQPMethod::Open(_))) => {
-                    self.channels.insert(n, Channel { next_seq: 1, next_tag: 1, ..Channel::default() });
-                    self.write(n, &AMQPClass::Channel(channel::AMQPMethod::OpenOk(channel::OpenOk {})));
-                    Ok(())
-                }
-                ChannelFrame::Method(m) => {
-                    Err(AmqpError::channel_error(format!("expected 'channel.open' on channel {n}"))
-                        .on(m.get_amqp_class_id(), m.get_amqp_method_id()))
-                }
-                _ => {
-                    Err(AmqpError::channel_error(format!("content frame on channel {n}, which is not open")))
-                }
-            };
-        };
-        if ch.closing {
-            // After our Channel.Close, only its answer (or the client's own Close) counts.
-            match frame {
-                ChannelFrame::Method(AMQPClass::Channel(channel::AMQPMethod::CloseOk(_))) => {
-                    self.channels.remove(&n);
-                }
-                ChannelFrame::Method(AMQPClass::Channel(channel::AMQPMethod::Close(_))) => {
-                    self.write(n, &AMQPClass::Channel(channel::AMQPMethod::CloseOk(channel::CloseOk {})));
-                    self.channels.remove(&n);
-                }
-                _ => {}
-            }
-            return Ok(());
-        }
-        match frame {
-            ChannelFrame::Method(method) => {
-                if ch.incoming.is_some() {
-                    return Err(AmqpError::unexpected_frame(format!(
-                        "expected content header for class 60, got non content header frame instead on channel {n}"
-                    )));
-                }
-                let (class_id, method_id) = (method.get_amqp_class_id(), method.get_amqp_method_id());
-                let started = Instant::now();
-                let result = self.on_method(n, method).await;
-                crate::metrics::record_command(
-                    "amqp",
-                    turnstile_amqp::frame::method_name(class_id, method_id),
-                    started.elapsed(),
-                );
-                match result {
-                    Ok(()) => Ok(()),
-                    Err(e) => {
-                        let e = if e.class_id == 0 { e.on(class_id, method_id) } else { e };
-                        match e.scope() {
-                            Scope::Channel => {
-                                self.close_channel(n, e).await;
-                                Ok(())
-                            }
-                            Scope::Connection => Err(e),
-                        }
-                    }
-                }
-            }
-            ChannelFrame::Header { class_id, body_size, raw_properties } => {
-                let Some(incoming) = ch.incoming.as_mut().filter(|i| i.header.is_none()) else {
-                    return Err(AmqpError::unexpected_frame(format!(
-                        "unexpected content header on channel {n}"
-                    )));
-                };
-                if class_id != 60 {
-                    return Err(AmqpError::unexpected_frame(format!(
-                        "content header for class {class_id}, expected 60"
-                    )));
-                }
-                let limit = self.shared.limits.max_payload;
-                if body_size > limit as u64 {
-                    ch.incoming = None;
-                    let e = AmqpError::precondition(format!(
-                        "message size {body_size}: {}",
-                        crate::session::Refused::PayloadTooLarge { limit }
-                    ))
-                    .on(60, 40);
-                    // The body frames that follow are dropped while the channel closes.
-                    self.close_channel(n, e).await;
-                    return Ok(());
-                }
-                incoming.header = Some((body_size, raw_properties));
-                incoming.body.reserve(usize::try_from(body_size).unwrap_or(0));
-                if incoming.complete() {
-                    self.publish(n).await;
-                }
-                Ok(())
-            }
-            ChannelFrame::Body(data) => {
-                let Some(incoming) = ch.incoming.as_mut().filter(|i| i.header.is_some()) else {
-                    return Err(AmqpError::unexpected_frame(format!(
-                        "unexpected content body on channel {n}"
-                    )));
-                };
-                let (size, _) = incoming.header.as_ref().expect("header seen");
-                if incoming.body.len() as u64 + data.len() as u64 > *size {
-                    return Err(AmqpError::unexpected_frame("content body is longer than its header said"));
-                }
-                incoming.body.extend_from_slice(&data);
-                if incoming.complete() {
-                    self.publish(n).await;
-                }
-                Ok(())
-            }
-        }
-    }
-
-    /// Closes channel `n` because of `e`: its consumers stop, its unacked deliveries go back.
-    pub async fn close_channel(&mut self, n: u16, e: AmqpError) {
-        tracing::debug!(session = %self.session, channel = n, error = %e, "closing channel");
-        self.release_channel(n).await;
-        if let Some(ch) = self.channels.get_mut(&n) {
-            ch.closing = true;
-            ch.incoming = None;
-            ch.acks = None;
-        }
-        let close = channel::Close {
-            reply_code: e.code,
-            reply_text: e.reply_text().into(),
-            class_id: e.class_id,
-            method_id: e.method_id,
-        };
-        self.write(n, &AMQPClass::Channel(channel::AMQPMethod::Close(close)));
-    }
-
-    /// Cancels the channel's consumers and returns its unacked and held deliveries to their queues.
-    pub async fn release_channel(&mut self, n: u16) {
-        let Some(ch) = self.channels.get_mut(&n) else { return };
-        let consumers: Vec<ConsumerInfo> = ch.consumers.drain().map(|(_, c)| c).collect();
-        let mut returns: Vec<(String, u64)> = std::mem::take(&mut ch.unacked).into_values().collect();
-        returns.extend(std::mem::take(&mut ch.held).into_iter().map(|(_, q, d)| (q, d.receipt)));
-        for c in consumers {
-            self.consumers.remove(&c.id);
-            self.submit(Command::Cancel { queue: c.queue, consumer_id: c.id }).await;
-        }
-        for (queue, receipt) in returns {
-            self.submit(Command::Nack { queue, receipt, delay: 0, dead_letter: false }).await;
-        }
-    }
-
-    /// Puts a command in the log without waiting for its reply (acks, returns, cancels): later
-    /// commands from this connection are still applied after it.
-    pub async fn submit(&self, cmd: Command) {
-        if let Err(e) = self.shared.node.submit(cmd).await {
-            tracing::debug!(session = %self.session, error = %e, "command not submitted");
-        }
-    }
-
-    /// Proposes a command and waits for its reply; a refusal becomes the AMQP error for it.
-    pub async fn call(&self, cmd: Command) -> Result<Reply, AmqpError> {
-        match self.shared.node.propose(cmd).await {
-            Ok(Reply::Error(e)) => Err(core_error(&e)),
-            Ok(reply) => Ok(reply),
-            Err(e) => Err(node_error(&e)),
-        }
-    }
-
-    /// Runs a query at the local clock after a read-index check.
-    pub async fn query(&self, query: turnstile_core::Query) -> Result<Reply, AmqpError> {
-        let now = self.shared.node.clock().now();
-        let reply =
-            self.shared.node.read(move |state| state.query(now, query)).await.map_err(|e| node_error(&e))?;
-        match reply {
-            Reply::Error(e) => Err(core_error(&e)),
-            reply => Ok(reply),
-        }
-    }
-
-    /// Waits until every publish submitted so far has its reply (and its confirm is written), so
-    /// a synchronous method sees their effect, as RabbitMQ's per-channel ordering promises.
-    pub async fn settle(&mut self) {
-        while let Some(mut p) = self.pending.pop_front() {
-            let reply = (&mut p.rx).await.unwrap_or(Err(NodeError::ShuttingDown));
-            self.on_published(p, reply).await;
-        }
-        self.flush_acks();
-    }
-
-    /// The complete message on channel `n` goes to the log.
-    async fn publish(&mut self, n: u16) {
-        let ch = self.channels.get_mut(&n).expect("publishing channel exists");
-        let incoming = ch.incoming.take().expect("complete content");
-        let seq = ch.confirm.then(|| {
-            ch.next_seq += 1;
-            ch.next_seq - 1
-        });
-        let (_, raw_properties) = incoming.header.expect("complete content has a header");
-        let publish = incoming.method;
-        let body = incoming.body.freeze();
-        let returned = publish.mandatory.then(|| Returned {
-            exchange: publish.exchange.to_string(),
-            routing_key: publish.routing_key.to_string(),
-            raw_properties: raw_properties.clone(),
-            body: body.clone(),
-        });
-        self.shared.stats.commands.fetch_add(1, Ordering::Relaxed);
-        let cmd = match super::methods::publish_command(&publish, &raw_properties, body) {
-            Ok(cmd) => cmd,
-            Err(e) => {
-                self.close_channel(n, e.on(60, 40)).await;
-                return;
-            }
-        };
-        let admitted = crate::session::admit(&self.shared, &cmd);
-        if let Err(e) = &admitted
-            && !matches!(e, crate::session::Refused::OutOfMemory)
-        {
-            self.close_channel(n, AmqpError::precondition(e.to_string()).on(60, 40)).await;
-            return;
-        }
-        let rx = if admitted.is_err() {
-            if !self.blocked {
-                self.blocked = true;
-                if self.tuned.blocked_notify {
-                    let blocked = connection::Blocked { reason: "low on memory".into() };
-                    self.write(0, &AMQPClass::Connection(connection::AMQPMethod::Blocked(blocked)));
-                }
-            }
-            ready(Ok(Reply::Error(CoreError::InvalidArgument(
-                crate::session::Refused::OutOfMemory.to_string(),
-            ))))
-        } else {
-            match self.shared.node.submit(cmd).await {
-                Ok(rx) => rx,
-                Err(e) => ready(Err(e)),
-            }
-        };
-        self.pending.push_back(Pending { channel: n, seq, rx, returned });
-    }
-
-    /// A publish's reply: `Basic.Return` if it was mandatory and went nowhere, then its confirm.
-    async fn on_published(&mut self, p: Pending, reply: Result<Reply, NodeError>) {
-        let n = p.channel;
-        if self.channels.get(&n).is_none_or(|ch| ch.closing) {
-            return;
-        }
-        let stored = match reply {
-            Ok(Reply::Published { routed, refused }) => {
-                if routed == 0
-                    && refused == 0
-                    && let Some(r) = &p.returned
-                {
-                    let ret = basic::Return {
-                        reply_code: code::NO_ROUTE,
-                        reply_text: "NO_ROUTE".into(),
-                        exchange: r.exchange.as_str().into(),
-                        routing_key: r.routing_key.as_str().into(),
-                    };
-                    write_content(
-                        &mut self.out,
-                        n,
-                        &AMQPClass::Basic(basic::AMQPMethod::Return(ret)),
-                        &r.raw_properties,
-                        &r.body,
-                        self.tuned.frame_max,
-                    );
-                }
-                refused == 0
-            }
-            Ok(Reply::Error(e @ (CoreError::NoSuchExchange(_) | CoreError::AccessRefused(_)))) => {
-                self.close_channel(n, core_error(&e).on(60, 40)).await;
-                return;
-            }
-            Ok(other) => {
-                tracing::debug!(session = %self.session, ?other, "publish refused");
-                false
-            }
-            Err(e) => {
-                tracing::debug!(session = %self.session, error = %e, "publish not applied");
-                false
-            }
-        };
-        let Some(seq) = p.seq else { return };
-        let ch = self.channels.get_mut(&n).expect("checked above");
-        if stored {
-            ch.acks = match ch.acks {
-                Some((first, last)) if last + 1 == seq => Some((first, seq)),
-                Some(run) => {
-                    write_ack(&mut self.out, n, run);
-                    Some((seq, seq))
-                }
-                None => Some((seq, seq)),
-            };
-        } else {
-            if let Some(run) = ch.acks.take() {
-                write_ack(&mut self.out, n, run);
-            }
-            let nack = basic::Nack { delivery_tag: seq, multiple: false, requeue: false };
-            write_method(&mut self.out, n, &AMQPClass::Basic(basic::AMQPMethod::Nack(nack)));
-        }
-    }
-
-    /// Writes the runs of acks gathered since the last write, `multiple` where there are several.
-    fn flush_acks(&mut self) {
-        for (&n, ch) in &mut self.channels {
-            if let Some(run) = ch.acks.take() {
-                write_ack(&mut self.out, n, run);
-            }
-        }
-    }
-
-    async fn on_effect(&mut self, effect: Effect) {
-        match effect {
-            Effect::Delivered { to: Taker::Consumer { consumer_id }, queue, deliveries, .. } => {
-                for d in deliveries {
-                    self.deliver(consumer_id, &queue, d).await;
-                }
-            }
-            Effect::ConsumerCancelled { consumer_id, .. } => {
-                let Some((n, tag)) = self.consumers.remove(&consumer_id) else { return };
-                if let Some(ch) = self.channels.get_mut(&n) {
-                    ch.consumers.remove(&tag);
-                    if self.tuned.cancel_notify && !ch.closing {
-                        let cancel = basic::Cancel { consumer_tag: tag.into(), nowait: true };
-                        self.write(n, &AMQPClass::Basic(basic::AMQPMethod::Cancel(cancel)));
-                    }
-                }
-            }
-            _ => {}
-        }
-    }
-
-    /// Sends one delivery to its consumer, or returns it when the consumer is gone.
-    pub async fn deliver(&mut self, consumer_id: u64, queue: &str, d: Delivery) {
-        let target = self.consumers.get(&consumer_id).cloned();
-        let Some((n, tag)) = target else {
-            // Delivered before a cancel was applied: back to the queue.
-            self.submit(Command::Nack {
-                queue: queue.to_owned(),
-                receipt: d.receipt,
-                delay: 0,
-                dead_letter: false,
-            })
-            .await;
-            return;
-        };
-        let ch = self.channels.get_mut(&n).expect("a consumer's channel exists");
-        let Some(info) = ch.consumers.get(&tag) else { return };
-        let no_ack = info.no_ack;
-        if ch.paused {
-            ch.held.push((consumer_id, queue.to_owned(), d));
-            return;
-        }
-        self.write_message(n, queue, &d, no_ack, |delivery_tag, redelivered, exchange, routing_key| {
-            AMQPClass::Basic(basic::AMQPMethod::Deliver(basic::Deliver {
-                consumer_tag: tag.into(),
-                delivery_tag,
-                redelivered,
-                exchange,
-                routing_key,
-            }))
-        });
-        if self.out.len() >= 64 * 1024 {
-            self.flush();
-        }
-    }
-
-    /// Writes a `Basic.GetOk` with its message.
-    pub fn write_get_ok(&mut self, n: u16, queue: &str, d: &Delivery, no_ack: bool, message_count: u32) {
-        self.write_message(n, queue, d, no_ack, |delivery_tag, redelivered, exchange, routing_key| {
-            AMQPClass::Basic(basic::AMQPMethod::GetOk(basic::GetOk {
-                delivery_tag,
-                redelivered,
-                exchange,
-                routing_key,
-                message_count,
-            }))
-        });
-    }
-
-    /// Gives `d` channel `n`'s next delivery tag (kept for the ack unless `no_ack`) and writes it
-    /// with the method `method(tag, redelivered, exchange, routing key)` makes.
-    fn write_message(
-        &mut self,
-        n: u16,
-        queue: &str,
-        d: &Delivery,
-        no_ack: bool,
-        method: impl FnOnce(u64, bool, ShortString, ShortString) -> AMQPClass,
-    ) {
-        let ch = self.channels.get_mut(&n).expect("channel exists");
-        let delivery_tag = ch.next_tag;
-        ch.next_tag += 1;
-        if !no_ack {
-            ch.unacked.insert(delivery_tag, (queue.to_owned(), d.receipt));
-        }
-        let out = Outgoing::of(d, queue);
-        let method = method(delivery_tag, d.deliveries > 1, out.exchange.into(), out.routing_key.into());
-        write_content(&mut self.out, n, &method, &out.properties, &d.payload, self.tuned.frame_max);
-    }
 }
 
-/// A frame for an open channel.
-enum ChannelFrame {
-    Method(AMQPClass),
-    Header { class_id: u16, body_size: u64, raw_properties: Bytes },
-    Body(Bytes),
-}
-
-/// How a stored message goes out: the exchange and routing key it was published with (a dead
-/// letter: the dead-letter exchange and key it was routed with) and its properties as sent (a dead
-/// letter's gain RabbitMQ's `x-death` headers).
-struct Outgoing<'a> {
-    exchange: &'a str,
-    routing_key: &'a str,
-    properties: std::borrow::Cow<'a, [u8]>,
-}
-
-impl<'a> Outgoing<'a> {
-    fn of(d: &'a Delivery, queue: &'a str) -> Outgoing<'a> {
-        let stored = Stored::of(&d.properties, queue);
-        let Some(dead) = &d.dead else {
-            return Outgoing {
-                exchange: stored.exchange,
-                routing_key: stored.routing_key,
-                properties: stored.raw_properties.into(),
-            };
-        };
-        let reason = match dead.reason {
-            DeadReason::MaxDeliveries => "delivery_limit",
-            DeadReason::Expired => "expired",
-            DeadReason::Rejected => "rejected",
-            DeadReason::MaxLen => "maxlen",
-        };
-        let properties = match turnstile_amqp::props::with_death(&stored, reason, &dead.from) {
-            Some(with) => with.into(),
-            None => stored.raw_properties.into(),
-        };
-        // To a dead-letter queue (`x-dead-letter-exchange ""` + a key): the default exchange,
-        // routed by the name of the queue it now sits in.
-        let (exchange, routing_key) = match &dead.via {
-            Some(via) => (via.exchange.as_str(), via.routing_key.as_deref().unwrap_or(dead.from.as_str())),
-            None => ("", queue),
-        };
-        Outgoing { exchange, routing_key, properties }
-    }
-}
-
-fn write_ack(out: &mut BytesMut, n: u16, (first, last): (u64, u64)) {
-    let ack = basic::Ack { delivery_tag: last, multiple: last > first };
-    write_method(out, n, &AMQPClass::Basic(basic::AMQPMethod::Ack(ack)));
-}
-
-pub(super) fn close_method(e: &AmqpError) -> AMQPClass {
-    AMQPClass::Connection(connection::AMQPMethod::Close(connection::Close {
-        reply_code: e.code,
-        reply_text: e.reply_text().into(),
-        class_id: e.class_id,
-        method_id: e.method_id,
-    }))
-}
-
-/// The AMQP error for a refusal from the core.
-pub(super) fn core_error(e: &CoreError) -> AmqpError {
-    match e {
-        CoreError::NoSuchQueue(q) => AmqpError::not_found(format!("no queue '{q}' in vhost '/'")),
-        CoreError::NoSuchExchange(_) => AmqpError::not_found(e.to_string()),
-        CoreError::AccessRefused(text) => AmqpError::access_refused(text.clone()),
-        CoreError::ResourceLocked(text) => AmqpError::new(code::RESOURCE_LOCKED, text.clone()),
-        CoreError::Precondition(text) => AmqpError::precondition(text.clone()),
-        CoreError::UnknownSession(_) => AmqpError::internal(e.to_string()),
-        _ => AmqpError::precondition(e.to_string()),
-    }
-}
-
-/// The AMQP error for a command the log could not take.
-pub(super) fn node_error(e: &NodeError) -> AmqpError {
-    match e {
-        NodeError::NotLeader { .. } => {
-            AmqpError::new(code::CONNECTION_FORCED, format!("{e}; connect to the leader"))
-        }
-        _ => AmqpError::internal(e.to_string()),
+/// The reply to the oldest proposal in the log, when it comes.
+async fn front(replies: &mut VecDeque<(CallId, Answer)>) -> Result<Reply, NotApplied> {
+    match replies.front_mut() {
+        Some((_, answer)) => answered(answer.await.ok()),
+        None => std::future::pending().await,
     }
 }

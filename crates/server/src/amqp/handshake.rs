@@ -44,12 +44,15 @@ pub enum HandshakeError {
     Closed,
 }
 
-/// Runs the handshake on `stream`; frames that arrive after `Open` stay in `buf`.
+/// Runs the handshake on `stream`; frames that arrive after `Open` stay in `buf`. With a
+/// `refusal`, `Connection.Open` is answered with `Connection.Close` carrying it (RabbitMQ's way to
+/// refuse a connection over a limit: the client learns why, which it could not before `Open`).
 pub async fn handshake(
     stream: &mut TcpStream,
     buf: &mut BytesMut,
     peer: SocketAddr,
     users: &std::collections::BTreeMap<String, String>,
+    refusal: Option<AmqpError>,
 ) -> Result<Tuned, HandshakeError> {
     while buf.len() < PROTOCOL_HEADER.len() {
         if stream.read_buf(buf).await? == 0 {
@@ -107,6 +110,9 @@ pub async fn handshake(
     };
     if open.virtual_host.as_str() != "/" {
         let e = AmqpError::new(code::NOT_ALLOWED, format!("vhost '{}' not found", open.virtual_host));
+        return refuse(stream, e.on(10, 40)).await;
+    }
+    if let Some(e) = refusal {
         return refuse(stream, e.on(10, 40)).await;
     }
     out.clear();

@@ -1,29 +1,37 @@
 //! The AMQP 0-9-1 listener: RabbitMQ clients publish to and consume from the same queues as RESP.
 //!
 //! ```text
-//!  socket ─► read half ─► frame::decode ─► Connection::on_frame ─► channel methods ─► node (log)
-//!                                                  ▲                     │ publish: submitted, not awaited;
-//!  effects (deliveries, cancels) ─► Router ────────┘                     │ confirms sent in order as replies land
-//!  socket ◄─ writer task ◄─ out buffer ◄──────────────────────────────────┘
+//!  socket ─► connection.rs ─► Input ─► machine.rs (channel.rs, methods.rs, message.rs) ─► Action
+//!   ▲        (I/O: frames,                                                                  │
+//!   │         heartbeats)  ◄──── replies by id, effects (deliveries, cancels) ◄─ session.rs ◄┤
+//!   └──────────────────── writer task ◄─ frames to send ◄───────────────────────────────────┘
 //! ```
 //!
-//! One connection is one core session (opened at `Connection.Open`, closed when the connection
-//! ends, which returns every unacked delivery). Channels, consumer tags and delivery tags are
-//! this module's; queues, exchanges, bindings, consumers and their credit are the core's, so
-//! RESP and AMQP see the same state. Replies the client waits for are sent in order per channel:
-//! a synchronous method first waits for the channel's earlier publishes to be applied.
+//! `handshake.rs` opens the connection. After that, `machine.rs` is the whole protocol as a pure
+//! state machine (frames, replies and effects in; frames to send, commands for the log and
+//! queries out), `connection.rs` only does I/O, and `session.rs` is the one place that reaches
+//! the node and the router. One connection is one core session (opened after the handshake,
+//! closed when the connection ends, which returns every unacked delivery). Channels, consumer
+//! tags and delivery tags are the machine's; queues, exchanges, bindings, consumers and their
+//! credit are the core's, so RESP and AMQP see the same state. Replies the client waits for are
+//! sent in order per channel: a synchronous method first waits for the connection's earlier
+//! publishes to be applied.
 
+mod channel;
 mod connection;
 mod handshake;
+mod machine;
+mod message;
 mod methods;
+mod session;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
-use turnstile_amqp::{AmqpError, code, write_method};
+use turnstile_amqp::{AmqpError, code};
 
 use crate::listener::Admitted;
 use crate::server::Shared;
@@ -47,9 +55,9 @@ pub async fn serve(admitted: Admitted, shared: Arc<Shared>, shutdown: Shutdown) 
     drop(slot);
 }
 
-/// Refuses a connection the AMQP way: the handshake runs (a client can read no reason before
-/// it), then `Connection.Close` with `530 NOT_ALLOWED` and `reason`, as RabbitMQ does when a
-/// connection limit is reached.
+/// Refuses a connection the AMQP way: the handshake runs until `Connection.Open`, which is
+/// answered with `Connection.Close` `530 NOT_ALLOWED` and `reason`, as RabbitMQ refuses a
+/// connection over a limit.
 pub async fn refuse(
     stream: &mut TcpStream,
     peer: SocketAddr,
@@ -57,18 +65,12 @@ pub async fn refuse(
     reason: &str,
 ) -> std::io::Result<()> {
     let mut buf = BytesMut::new();
-    match handshake::handshake(stream, &mut buf, peer, &shared.amqp_users).await {
-        Ok(_) => {}
+    let refusal = AmqpError::new(code::NOT_ALLOWED, reason.to_owned());
+    match handshake::handshake(stream, &mut buf, peer, &shared.amqp_users, Some(refusal)).await {
         Err(handshake::HandshakeError::Io(e)) => return Err(e),
-        Err(e) => {
-            tracing::debug!(%peer, error = %e, "refused amqp connection failed its handshake");
-            return Ok(());
-        }
+        Err(e) => tracing::debug!(%peer, error = %e, "amqp connection refused"),
+        Ok(_) => unreachable!("a handshake with a refusal never opens the connection"),
     }
-    let mut out = BytesMut::new();
-    let e = AmqpError::new(code::NOT_ALLOWED, reason.to_owned());
-    write_method(&mut out, 0, &connection::close_method(&e));
-    stream.write_all(&out).await?;
     // Wait for the client's CloseOk (or for it to go), so the close reaches it before the socket
     // does; the caller bounds the wait.
     let mut rest = [0u8; 512];

@@ -1,0 +1,120 @@
+//! This connection's core session as the AMQP front end needs it, on the shared session layer
+//! (`crate::session`): the one place `amqp/` reaches the node, the router and the server's limits
+//! and counters. Everything else in `amqp/` is protocol.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use tokio::sync::mpsc;
+use turnstile_amqp::{AmqpError, code};
+use turnstile_core::{Command, Effect, Query, Reply, SessionId};
+use turnstile_raft::{Answer, NodeError};
+
+use super::machine::NotApplied;
+use crate::server::Shared;
+use crate::session::{self, Refused};
+
+#[derive(Debug)]
+pub(super) struct Session {
+    inner: session::Session,
+    id: SessionId,
+    shared: Arc<Shared>,
+}
+
+/// Where a proposed command's reply will come from.
+#[derive(Debug)]
+pub(super) enum Proposed {
+    /// The log took it; the reply comes when it is applied.
+    Pending(Answer),
+    /// Refused before the log (a limit, a log that takes nothing).
+    Known(Result<Reply, NotApplied>),
+}
+
+impl Session {
+    /// Opens a session in the core; its effects (deliveries, cancels) come on the receiver.
+    pub async fn open(shared: &Arc<Shared>) -> Result<(Session, mpsc::UnboundedReceiver<Effect>), AmqpError> {
+        let mut inner = session::Session::new(shared.clone());
+        match inner.open().await {
+            Ok(id) => {
+                let effects = inner.take_effects().expect("an open session has its effects");
+                Ok((Session { inner, id, shared: shared.clone() }, effects))
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "amqp connection without a session");
+                Err(AmqpError::internal("cannot open a session; try again"))
+            }
+        }
+    }
+
+    /// Ends the session: unacked deliveries go back to their queues and exclusive queues go, in
+    /// this one step.
+    pub async fn close(self) {
+        self.inner.close().await;
+    }
+
+    pub fn id(&self) -> SessionId {
+        self.id
+    }
+
+    /// The largest message body accepted (`max-payload`).
+    pub fn max_payload(&self) -> u64 {
+        self.shared.limits.max_payload as u64
+    }
+
+    /// Puts a command in the log without waiting for its reply (acks, returns, cancels): later
+    /// commands from this connection are still applied after it.
+    pub async fn submit(&mut self, command: Command) {
+        if let Err(e) = self.inner.submit(command).await {
+            tracing::debug!(session = %self.id, error = %e, "command not submitted");
+        }
+    }
+
+    /// Puts a command in the log, checked against the limits first.
+    pub async fn propose(&mut self, command: Command) -> Proposed {
+        if matches!(command, Command::Publish(_)) {
+            self.shared.stats.commands.fetch_add(1, Ordering::Relaxed);
+        }
+        match self.inner.submit(command).await {
+            Ok(answer) => Proposed::Pending(answer),
+            Err(Refused::OutOfMemory) => Proposed::Known(Err(NotApplied::MemoryFull)),
+            Err(Refused::Node(e)) => Proposed::Known(Err(not_applied(&e))),
+            Err(e @ (Refused::PayloadTooLarge { .. } | Refused::NameTooLong { .. })) => {
+                Proposed::Known(Err(NotApplied::Log(AmqpError::precondition(e.to_string()))))
+            }
+        }
+    }
+
+    /// Runs a query at a linearizable read point.
+    pub async fn query(&self, query: Query) -> Result<Reply, NotApplied> {
+        self.inner.query(query).await.map_err(|e| match e {
+            Refused::Node(e) => not_applied(&e),
+            other => NotApplied::Log(AmqpError::precondition(other.to_string())),
+        })
+    }
+
+    /// Whether stored messages are at the memory limit (`Connection.Blocked` lasts until not).
+    pub fn memory_full(&self) -> bool {
+        let max = self.shared.limits.max_memory;
+        max > 0 && self.shared.node.payload_bytes() >= max
+    }
+}
+
+/// A pending reply as it arrives; `None` when its sender was dropped (the log stopped before
+/// answering).
+pub(super) fn answered(answer: Option<Result<Reply, NodeError>>) -> Result<Reply, NotApplied> {
+    match answer {
+        Some(Ok(reply)) => Ok(reply),
+        Some(Err(e)) => Err(not_applied(&e)),
+        None => Err(not_applied(&NodeError::ShuttingDown)),
+    }
+}
+
+/// The AMQP error for a command the log could not take.
+fn not_applied(e: &NodeError) -> NotApplied {
+    NotApplied::Log(match e {
+        NodeError::NotLeader { .. } => {
+            AmqpError::new(code::CONNECTION_FORCED, format!("{e}; connect to the leader"))
+        }
+        _ => AmqpError::internal(e.to_string()),
+    })
+}
