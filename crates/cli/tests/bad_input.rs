@@ -136,3 +136,26 @@ fn ten_thousand_idle_connections_do_not_disturb_a_working_client() {
     assert!(clients.contains("connected_clients:10001"), "{clients}");
     drop(idle);
 }
+
+/// A start that fails on a port already taken says so once and leaves nothing on disk: every
+/// listener is bound before the data dir is created.
+#[test]
+fn a_start_on_a_taken_port_creates_no_data_dir() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("a port to occupy");
+    let taken = taken.local_addr().unwrap().to_string();
+    let parent = tempfile::tempdir().unwrap();
+    let data_dir = parent.path().join("never-made");
+    for (flag, others) in
+        [("--resp-addr", ["--http-addr", "--amqp-addr"]), ("--amqp-addr", ["--resp-addr", "--http-addr"])]
+    {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_turnstile"))
+            .args(["server", flag, &taken, others[0], "127.0.0.1:0", others[1], "127.0.0.1:0", "--data-dir"])
+            .arg(&data_dir)
+            .output()
+            .expect("the binary runs");
+        assert!(!output.status.success(), "{flag}: the start must fail");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(&format!("cannot listen on {taken}")), "{flag}: {stderr}");
+        assert!(!data_dir.exists(), "{flag}: the data dir was created before the listeners were bound");
+    }
+}
