@@ -17,7 +17,6 @@
 //! deliveries. A limit or a refusal is decided here, so it is the same on every protocol; each
 //! front end only renders [`Refused`] in its own way.
 
-use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -131,14 +130,11 @@ impl Session {
     }
 
     /// A submitted command's reply, counted in the stats.
-    pub fn answer(&self, answer: Answer) -> impl Future<Output = Result<Reply, Refused>> + Send + 'static {
-        let shared = self.shared.clone();
-        async move {
-            // A dropped sender means the node stopped before answering.
-            let reply = answer.await.unwrap_or(Err(NodeError::ShuttingDown))?;
-            shared.stats.observe(&reply);
-            Ok(reply)
-        }
+    pub async fn answer(&self, answer: Answer) -> Result<Reply, Refused> {
+        // A dropped sender means the node stopped before answering.
+        let reply = answer.await.unwrap_or(Err(NodeError::ShuttingDown))?;
+        self.shared.stats.observe(&reply);
+        Ok(reply)
     }
 
     /// Submits `cmd` and waits for its reply. A reply of [`Reply::Waiting`] means the command
