@@ -1,19 +1,22 @@
-//! One RESP connection: read requests, run them, write replies, in order.
+//! One RESP connection: read requests, run them, write replies, in order. What reaches the log
+//! goes through the connection's [`Session`] (limits, the session, replies, waits); this file is
+//! framing, parsing and rendering.
 //!
 //! ```text
 //!  socket ──► buffer ──decode_request──► cmd::parse ──► Action
 //!                                                        ├─ Connection  → answered here (PING, HELLO, INFO…)
-//!                                                        ├─ Read        → node.read (read index) → State::query
-//!                                                        └─ Write       → node.propose (log) → Reply
-//!                                                                          └─ Waiting? park until the router
-//!                                                                             delivers this session's effect
+//!                                                        ├─ Read        → Session::read (read index) → State::query
+//!                                                        └─ Write       → Session::submit (admit, log) → Reply
+//!                                                                          └─ Waiting? Session::settled parks
+//!                                                                             until the router hands the effect over
 //!  socket ◄── out buffer ◄── cmd::render ◄─────────────────────────────────┘
 //! ```
 //!
 //! Requests that arrive together (pipelining) are run in order and their replies are written in
-//! one go; consecutive writes share log entries and consecutive reads share one read-index check. The connection's session is opened in the log the first time a command
-//! needs one (a lock, a pop), and closed in the log when the connection ends, which releases its
-//! holds and returns its deliveries.
+//! one go; consecutive writes share log entries and consecutive reads share one read-index check.
+//! The session is opened in the log the first time a command needs one (a lock, a pop), and
+//! closed in the log when the connection ends, which releases its holds and returns its
+//! deliveries.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
