@@ -30,9 +30,10 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusRecorder
 use turnstile_core::{Query, QueueStats, Reply, State, Summary};
 use turnstile_raft::JournalStats;
 
+use crate::listener::Protocol;
 use crate::resp::info;
 use crate::server::Shared;
-use crate::stats::{COUNTERS, Snapshot};
+use crate::stats::{COUNTERS, Snapshot, Stats};
 
 /// Queues shown by name; the others are summed under [`OTHER`].
 const MAX_QUEUES: usize = 100;
@@ -59,10 +60,12 @@ pub fn resp_command_name(args: &[Bytes]) -> &'static str {
     turnstile_resp::cmd::command_name(args).unwrap_or(UNKNOWN)
 }
 
-/// Counts one command and its latency. `command` must come from a fixed table (RESP's command
-/// names, HTTP's operation names).
-pub fn record_command(protocol: &'static str, command: &str, elapsed: Duration) {
-    exporter().handles(protocol, command).record(elapsed);
+/// Counts one command (in the server's total too) and its latency. `command` must come from a
+/// fixed table (AMQP's method names, HTTP's operation names). RESP counts through
+/// [`RespCommands`], which caches the handles per connection.
+pub fn record_command(stats: &Stats, protocol: Protocol, command: &str, elapsed: Duration) {
+    stats.commands.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    exporter().handles(protocol.as_str(), command).record(elapsed);
 }
 
 /// One RESP connection's way to count its requests: it keeps the handles of the last few command

@@ -29,6 +29,7 @@ use turnstile_raft::Answer;
 use super::handshake::{HANDSHAKE_TIMEOUT, Tuned, handshake};
 use super::machine::{Action, CallId, Input, Machine, NotApplied, Settings, close_method};
 use super::session::{Proposed, Session, answered};
+use crate::listener::Protocol;
 use crate::server::Shared;
 use crate::shutdown::Shutdown;
 
@@ -263,7 +264,9 @@ impl Connection {
                 let reply = self.session.query(query).await;
                 self.machine.handle(Instant::now(), Input::Reply { id, reply });
             }
-            Action::Measured { method, elapsed } => crate::metrics::record_command("amqp", method, elapsed),
+            Action::Measured { method, elapsed } => {
+                crate::metrics::record_command(self.session.stats(), Protocol::Amqp, method, elapsed)
+            }
             Action::End(error) => self.ended = Some(error),
         }
     }

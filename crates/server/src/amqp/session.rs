@@ -3,7 +3,6 @@
 //! and counters. Everything else in `amqp/` is protocol.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use tokio::sync::mpsc;
 use turnstile_amqp::{AmqpError, code};
@@ -56,6 +55,11 @@ impl Session {
         self.id
     }
 
+    /// The server's counters (AMQP methods are counted as they complete).
+    pub fn stats(&self) -> &crate::stats::Stats {
+        &self.shared.stats
+    }
+
     /// The largest message body accepted (`max-payload`).
     pub fn max_payload(&self) -> u64 {
         self.shared.limits.max_payload as u64
@@ -71,9 +75,6 @@ impl Session {
 
     /// Puts a command in the log, checked against the limits first.
     pub async fn propose(&mut self, command: Command) -> Proposed {
-        if matches!(command, Command::Publish(_)) {
-            self.shared.stats.commands.fetch_add(1, Ordering::Relaxed);
-        }
         match self.inner.submit(command).await {
             Ok(answer) => Proposed::Pending(answer),
             Err(Refused::OutOfMemory) => Proposed::Known(Err(NotApplied::MemoryFull)),

@@ -26,9 +26,10 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 
-use crate::listener::Listener;
+use crate::listener::{Listener, Protocol};
 use crate::server::Shared;
 use crate::shutdown::Shutdown;
+use crate::stats::Stats;
 
 pub use error::ApiError;
 
@@ -58,10 +59,13 @@ fn router(shared: Arc<Shared>) -> Router {
         router = router.route(route.path, route.handler);
     }
     let operations = Arc::new(operations);
+    let stats = shared.stats.clone();
     router
         .fallback(api::not_found)
         .method_not_allowed_fallback(api::method_not_allowed)
-        .layer(middleware::from_fn(move |request, next| measure(operations.clone(), request, next)))
+        .layer(middleware::from_fn(move |request, next| {
+            measure(operations.clone(), stats.clone(), request, next)
+        }))
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(shared)
 }
@@ -71,14 +75,14 @@ type Operations = HashMap<&'static str, Vec<(&'static str, &'static str)>>;
 
 /// Counts every request in the metrics under its route's operation name (`unknown` for paths
 /// that match no route, so the label set stays bounded).
-async fn measure(operations: Arc<Operations>, request: Request, next: Next) -> Response {
+async fn measure(operations: Arc<Operations>, stats: Arc<Stats>, request: Request, next: Next) -> Response {
     let matched = request.extensions().get::<MatchedPath>().and_then(|path| operations.get(path.as_str()));
     let operation = matched
         .and_then(|ops| ops.iter().find(|(method, _)| *method == request.method().as_str()))
         .map_or("unknown", |(_, operation)| *operation);
     let started = Instant::now();
     let response = next.run(request).await;
-    crate::metrics::record_command("http", operation, started.elapsed());
+    crate::metrics::record_command(&stats, Protocol::Http, operation, started.elapsed());
     response
 }
 
