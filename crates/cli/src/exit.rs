@@ -30,11 +30,58 @@ else TURNSTILE_SERVER, else 127.0.0.1:7379.";
 
 /// Reports an error on stderr and picks its status.
 pub fn report(error: &anyhow::Error) -> ExitCode {
-    eprintln!("turnstile: {error:#}");
+    eprintln!("turnstile: {}", message(error));
     ExitCode::from(match error.downcast_ref::<Error>() {
         Some(Error::Timeout(_)) => TIMEOUT,
         Some(Error::Lost(_)) => LOST,
         Some(Error::Deadlock(_)) => DEADLOCK,
         _ => ERROR,
     })
+}
+
+/// The error and each of its causes, once, joined by `: `. Many errors put their cause in their
+/// own text as well as returning it as their source (`cannot read {path}: {source}`); printing
+/// the whole chain would then say it twice, so a cause whose text is already there is skipped.
+pub fn message(error: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in error.chain() {
+        let cause = cause.to_string();
+        if text.contains(&cause) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&cause);
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("cannot create data dir /d: {source}")]
+    struct Embeds {
+        source: std::io::Error,
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("raft node")]
+    struct Wraps(#[source] std::io::Error);
+
+    fn exists() -> std::io::Error {
+        std::io::Error::from(std::io::ErrorKind::AlreadyExists)
+    }
+
+    #[test]
+    fn each_cause_is_said_once() {
+        let embeds = anyhow::Error::new(Embeds { source: exists() });
+        assert_eq!(message(&embeds), "cannot create data dir /d: entity already exists");
+        let wraps = anyhow::Error::new(Wraps(exists()));
+        assert_eq!(message(&wraps), "raft node: entity already exists");
+        let context = anyhow::Error::new(Wraps(exists())).context("starting");
+        assert_eq!(message(&context), "starting: raft node: entity already exists");
+    }
 }
