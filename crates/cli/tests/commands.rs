@@ -130,10 +130,14 @@ fn lock_run_passes_the_exit_status_and_releases() {
 
     // Held elsewhere: --wait 0 fails with status 3, never runs CMD, and never waits in line (a
     // wait that ran out would show in the metrics).
-    let token = stdout(&output(&server, &["lock", "acquire", "job", "--ttl", "30s"]));
+    let token = stdout(&output(&server, &["lock", "acquire", "job", "--ttl", "30s", "--owner", "cron"]));
     let out = output(&server, &["lock", "run", "job", "--wait", "0", "--", "sh", "-c", "echo ran"]);
     assert_eq!(code(&out), 3, "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(stdout(&out), "");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        format!("turnstile: the lock job is held by cron (token {token}); not waiting (--wait 0)")
+    );
     assert!(metrics(&server).lines().any(|l| l == "turnstile_lock_wait_timeouts_total 0"));
     assert_eq!(code(&output(&server, &["lock", "release", "job", &token])), 0);
 }
