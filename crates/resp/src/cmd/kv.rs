@@ -9,21 +9,12 @@ use bytes::Bytes;
 use turnstile_core::{Command, ExpireCondition, Fence, Query, Reply, SetCondition, SetExpiry, SetKey};
 
 use super::spec::{
-    Arg, Flag, Group, Keys, Spec, block, command, integer as int_arg, key, one_of, string, word,
+    Arg, FENCE, FENCED, Flag, Group, Keys, Spec, command, integer as int_arg, key, one_of, string, word,
 };
 use super::{Action, Args, ReplyShape, int, name, read, syntax_error, uint, unexpected, write};
 use crate::Frame;
 
 const KEY: Arg = key("key", "the key");
-const FENCE: Arg = block(
-    "fence",
-    &[key("lock", "a lock's name"), int_arg("token", "a fencing token of that lock")],
-    "apply only while `token` is a live hold of `lock` (a Turnstile extension)",
-)
-.token("FENCE")
-.optional();
-const FENCED: &str =
-    "`FENCED token N is not a live hold of lock 'l'`: the fence did not match; nothing changed";
 const NOT_INTEGER: &str = "`ERR value is not an integer or out of range`: the stored value is not an integer";
 const OVERFLOW: &str = "`ERR increment or decrement would overflow`";
 const EXPIRE_CONDITION: Arg = one_of(

@@ -8,7 +8,8 @@
 use turnstile_core::{Command, Overflow, Pop, Push, Query, QueueConfig, Reply};
 
 use super::spec::{
-    Arg, Flag, Group, Keys, Spec, block, command, flag, integer as int_arg, key, one_of, option, string, word,
+    Arg, FENCE, FENCED, Flag, Group, Keys, Spec, command, flag, integer as int_arg, key, one_of, option,
+    string, word,
 };
 use super::{
     Action, Args, ReplyShape, int, integer, millis, name, read, syntax_error, uint, uint32, unexpected,
@@ -18,15 +19,6 @@ use crate::Frame;
 
 const QUEUE: Arg = key("name", "the queue's name");
 const RECEIPT: Arg = int_arg("receipt", "the receipt the delivery carried (a fencing token of its own)");
-const FENCE: Arg = block(
-    "fence",
-    &[key("lock", "a lock's name"), int_arg("token", "a fencing token of that lock")],
-    "apply only while `token` is a live hold of `lock`",
-)
-.token("FENCE")
-.optional();
-const FENCED: &str =
-    "`FENCED token N is not a live hold of lock 'l'`: the fence did not match; nothing changed";
 const NO_QUEUE: &str = "`ERR no such queue 'q'`";
 
 /// `Q.*`, in the order the docs list them.

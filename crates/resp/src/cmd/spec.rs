@@ -301,6 +301,21 @@ impl Arg {
 
 /// A command with its own parse function; the rest comes from the builder methods.
 pub(super) const fn command(name: &'static str, group: Group, summary: &'static str, parse: ParseFn) -> Spec {
+    Spec { parse: Some(parse), ..blank(name, group, summary) }
+}
+
+/// A command that is only a name for its subcommands (`CLIENT`): without one it is an arity error.
+pub(super) const fn container(
+    name: &'static str,
+    group: Group,
+    summary: &'static str,
+    subcommands: &'static [Spec],
+) -> Spec {
+    Spec { arity: Arity::AtLeast(2), subcommands, ..blank(name, group, summary) }
+}
+
+/// An entry with nothing but its name, group and summary yet.
+const fn blank(name: &'static str, group: Group, summary: &'static str) -> Spec {
     Spec {
         name,
         group,
@@ -311,32 +326,24 @@ pub(super) const fn command(name: &'static str, group: Group, summary: &'static 
         flags: &[],
         keys: Keys::NONE,
         arity: Arity::Exactly(depth(name)),
-        parse: Some(parse),
+        parse: None,
         subcommands: &[],
     }
 }
 
-/// A command that is only a name for its subcommands (`CLIENT`): without one it is an arity error.
-pub(super) const fn container(
-    name: &'static str,
-    group: Group,
-    summary: &'static str,
-    subcommands: &'static [Spec],
-) -> Spec {
-    Spec {
-        name,
-        group,
-        summary,
-        args: &[],
-        reply: "",
-        errors: &[],
-        flags: &[],
-        keys: Keys::NONE,
-        arity: Arity::AtLeast(2),
-        parse: None,
-        subcommands,
-    }
-}
+/// `FENCE lock token` at the end of a write (`SET`, `DEL`, `Q.PUSH`, `Q.ACK`): a Turnstile
+/// extension that makes the write apply only while the token is a live hold of the lock.
+pub(super) const FENCE: Arg = block(
+    "fence",
+    &[key("lock", "a lock's name"), integer("token", "a fencing token of that lock")],
+    "apply only while `token` is a live hold of `lock`",
+)
+.token("FENCE")
+.optional();
+
+/// The error of a write whose [`FENCE`] did not match.
+pub(super) const FENCED: &str =
+    "`FENCED token N is not a live hold of lock 'l'`: the fence did not match; nothing changed";
 
 impl Spec {
     /// Sets the arguments, and the arity counted from them.
