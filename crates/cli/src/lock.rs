@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand};
 use serde::Serialize;
-use turnstile_client::{Client, LockBuilder, LockInfo};
+use turnstile_client::{Client, Holder, LockBuilder, LockGuard, LockInfo};
 
 use crate::exit;
 use crate::output::{ms, print};
@@ -122,7 +122,8 @@ pub async fn lock(client: &Client, command: LockCommand, json: bool) -> anyhow::
         LockCommand::Acquire(args) => {
             let builder = args.hold.apply(client.lock(&args.name)).keep();
             let builder = if args.shared { builder.shared() } else { builder };
-            acquire(builder, &args.name, args.hold.ttl, json).await
+            let guard = take(client, builder, &args.name, false, args.hold.wait).await?;
+            granted(guard, &args.name, args.hold.ttl, json)
         }
         LockCommand::Release(args) => release(client, args, false, json).await,
         LockCommand::Renew(args) => renew(client, args, false, json).await,
@@ -140,7 +141,8 @@ pub async fn sem(client: &Client, command: SemCommand, json: bool) -> anyhow::Re
         SemCommand::Acquire(args) => {
             let builder =
                 args.hold.apply(client.semaphore(&args.name, args.limit)).permits(args.permits).keep();
-            acquire(builder, &args.name, args.hold.ttl, json).await
+            let guard = take(client, builder, &args.name, true, args.hold.wait).await?;
+            granted(guard, &args.name, args.hold.ttl, json)
         }
         SemCommand::Release(args) => release(client, args, true, json).await,
         SemCommand::Renew(args) => renew(client, args, true, json).await,
@@ -148,8 +150,36 @@ pub async fn sem(client: &Client, command: SemCommand, json: bool) -> anyhow::Re
     }
 }
 
-async fn acquire(builder: LockBuilder, name: &str, ttl: Duration, json: bool) -> anyhow::Result<ExitCode> {
-    let guard = builder.acquire().await?;
+/// Acquires, or says why not: who holds it, and whether it was waited for at all (with
+/// `--wait 0` a taken lock is refused at once; nothing "timed out").
+pub async fn take(
+    client: &Client,
+    builder: LockBuilder,
+    name: &str,
+    semaphore: bool,
+    wait: Duration,
+) -> anyhow::Result<LockGuard> {
+    if let Some(guard) = builder.try_acquire().await? {
+        return Ok(guard);
+    }
+    // Who holds it now: a best effort, as the holder may let go at any moment (or the server may
+    // be gone); the refusal stands either way.
+    let holders = client.lock_info(name, semaphore).await.map(|info| info.holders).unwrap_or_default();
+    Err(exit::Taken { what: taken_what(name, semaphore), wait, holders: holders_text(&holders) }.into())
+}
+
+fn taken_what(name: &str, semaphore: bool) -> String {
+    if semaphore { format!("the semaphore {name}") } else { format!("the lock {name}") }
+}
+
+/// `alice (token 5), bob (token 6)`.
+fn holders_text(holders: &[Holder]) -> String {
+    let each: Vec<String> =
+        holders.iter().map(|h| format!("{} (token {})", h.owner, h.fencing_token)).collect();
+    each.join(", ")
+}
+
+fn granted(guard: LockGuard, name: &str, ttl: Duration, json: bool) -> anyhow::Result<ExitCode> {
     // A KEEP hold: let it outlive this process; it is renewed or released by token.
     let token = guard.detach();
     print(json, &Granted { name, token, ttl_ms: ms(ttl) }, || token.to_string());

@@ -4,6 +4,7 @@
 mod bench;
 mod exit;
 mod lock;
+mod logging;
 mod output;
 mod queue;
 mod run;
@@ -15,9 +16,8 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
+use logging::LogFormat;
 use tracing_subscriber::filter::{LevelFilter, Targets};
-use tracing_subscriber::fmt;
-use tracing_subscriber::prelude::*;
 use turnstile_server::{Config, Server};
 
 /// Distributed locks and durable queues in one server.
@@ -31,6 +31,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the server (in the foreground; stops gracefully on SIGINT or SIGTERM).
+    #[command(after_help = SERVER_HELP)]
     Server(ServerArgs),
     /// Locks: run a command under one, acquire, release, renew, inspect.
     Lock {
@@ -74,6 +75,15 @@ struct Target {
     json: bool,
 }
 
+/// What `turnstile server --help` says after the flags: the setting that only the file takes.
+const SERVER_HELP: &str = "\
+Config file only:
+  amqp-users  AMQP users (PLAIN and AMQPLAIN): an [amqp-users] table of name = \"password\" lines,
+              which replaces the default guest = \"guest\" (guest may log in from loopback only)
+
+Every flag above but --config and the logging ones is also a config file key of the same name,
+e.g. max-clients = 5000. Later sources win: defaults, the file, TURNSTILE_* variables, flags.";
+
 /// Settings come from, in rising order: defaults, the config file, environment variables, flags.
 #[derive(Debug, Args)]
 struct ServerArgs {
@@ -103,6 +113,9 @@ struct ServerArgs {
     /// Longest lock, queue, key or exchange name, in bytes [default: 1024].
     #[arg(long, env = "TURNSTILE_MAX_NAME_LEN", value_name = "BYTES")]
     max_name_len: Option<usize>,
+    /// Most arguments in one command, its name included [default: 1048576].
+    #[arg(long, env = "TURNSTILE_MAX_ARGS", value_name = "N")]
+    max_args: Option<usize>,
     /// Most commands coalesced into one log entry [default: 512].
     #[arg(long, env = "TURNSTILE_MAX_BATCH", value_name = "N")]
     max_batch: Option<usize>,
@@ -134,6 +147,9 @@ struct ServerArgs {
     /// Log level: error, warn, info, debug or trace.
     #[arg(long, env = "TURNSTILE_LOG", value_name = "LEVEL", default_value = "info")]
     log: LevelFilter,
+    /// Log lines on stderr as text (coloured only on a terminal) or as JSON, one object a line.
+    #[arg(long, env = "TURNSTILE_LOG_FORMAT", value_name = "FORMAT", value_enum, default_value_t)]
+    log_format: LogFormat,
 }
 
 impl ServerArgs {
@@ -155,6 +171,7 @@ impl ServerArgs {
         set(&mut config.max_clients, &self.max_clients);
         set(&mut config.max_payload, &self.max_payload);
         set(&mut config.max_name_len, &self.max_name_len);
+        set(&mut config.max_args, &self.max_args);
         set(&mut config.max_batch, &self.max_batch);
         set(&mut config.max_in_flight, &self.max_in_flight);
         set(&mut config.worker_threads, &self.worker_threads);
@@ -196,7 +213,7 @@ fn client_command(
 ) -> anyhow::Result<ExitCode> {
     let level =
         if std::env::var_os("TURNSTILE_LOG").is_some() { LevelFilter::DEBUG } else { LevelFilter::ERROR };
-    tracing_subscriber::registry().with(fmt::layer().with_writer(std::io::stderr)).with(level).init();
+    logging::init(LogFormat::Text, Targets::new().with_default(level));
     tokio_runtime()?.block_on(async {
         let client = turnstile_client::Client::connect(&target.server).await?;
         command(&client).await
@@ -221,7 +238,7 @@ fn server(args: ServerArgs) -> anyhow::Result<()> {
     // term a single node just left) at warn; keep those for debug runs.
     let openraft = if args.log >= LevelFilter::DEBUG { args.log } else { LevelFilter::ERROR };
     let filter = Targets::new().with_default(args.log).with_target("openraft", openraft);
-    tracing_subscriber::registry().with(fmt::layer().with_writer(std::io::stderr)).with(filter).init();
+    logging::init(args.log_format, filter);
     let config = args.config()?;
     // Every connection is a file descriptor: take all the process may have.
     match rlimit::increase_nofile_limit(u64::MAX) {

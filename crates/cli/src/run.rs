@@ -35,7 +35,8 @@ pub struct RunArgs {
 }
 
 pub async fn run(client: &Client, args: RunArgs) -> anyhow::Result<ExitCode> {
-    let guard = args.hold.apply(client.lock(&args.name)).acquire().await?;
+    let builder = args.hold.apply(client.lock(&args.name));
+    let guard = crate::lock::take(client, builder, &args.name, false, args.hold.wait).await?;
     let token = guard.fencing_token();
     let (program, rest) = args.command.split_first().context("no command given")?;
     let mut child = Command::new(program)

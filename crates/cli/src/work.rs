@@ -7,13 +7,17 @@
 //!  SIGINT/SIGTERM once: take nothing new, let running CMDs finish; twice: quit now (the
 //!  unfinished messages go back to the queue when the connection closes)
 //! ```
+//!
+//! CMDs run side by side, so their output passes through us a whole line at a time: written
+//! straight to the shared stdout, two CMDs' partial lines would splice into one.
 
+use std::io::Write;
 use std::process::{ExitCode, Stdio};
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader};
 use tokio::process::Command;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::task::JoinSet;
@@ -133,6 +137,8 @@ impl Job {
             .env("TURNSTILE_MESSAGE_ID", delivery.id.to_string())
             .env("TURNSTILE_DELIVERIES", delivery.deliveries.to_string())
             .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
             .kill_on_drop(true)
             .spawn();
         let mut child = match spawned {
@@ -149,8 +155,13 @@ impl Job {
         let feed = tokio::spawn(async move {
             let _ = stdin.write_all(&payload).await;
         });
+        let stdout = tokio::spawn(pass_lines(child.stdout.take().context("CMD's stdout")?, Stream::Stdout));
+        let stderr = tokio::spawn(pass_lines(child.stderr.take().context("CMD's stderr")?, Stream::Stderr));
         let status = child.wait().await?;
         feed.abort();
+        // Everything CMD wrote is out before its message is settled. (A process CMD left behind
+        // that holds the pipes open keeps this waiting, as it would keep a shell's `$(...)`.)
+        let _ = tokio::join!(stdout, stderr);
         let (id, deliveries) = (delivery.id, delivery.deliveries);
         if status.success() {
             return Ok(finished(id, "ack", delivery.ack().await, Outcome::Acked));
@@ -167,6 +178,39 @@ impl Job {
     fn delay(&self, deliveries: u32) -> Duration {
         let doublings = deliveries.saturating_sub(1).min(31);
         self.backoff.saturating_mul(1 << doublings).min(self.max_backoff)
+    }
+}
+
+/// Our stdout or stderr, which every CMD's lines go to.
+#[derive(Debug, Clone, Copy)]
+enum Stream {
+    Stdout,
+    Stderr,
+}
+
+/// Copies CMD's output to ours a line at a time, each in one write under the stream's lock, so
+/// lines of CMDs running at once never splice. A last line without a newline gets one.
+async fn pass_lines(from: impl AsyncRead + Unpin, to: Stream) {
+    let mut from = BufReader::new(from);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        match from.read_until(b'\n', &mut line).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+        if line.last() != Some(&b'\n') {
+            line.push(b'\n');
+        }
+        // A short blocking write, as `println!` does; a reader that stops reading our stdout
+        // stops us as it would have stopped CMD.
+        let written = match to {
+            Stream::Stdout => std::io::stdout().lock().write_all(&line),
+            Stream::Stderr => std::io::stderr().lock().write_all(&line),
+        };
+        if written.is_err() {
+            return;
+        }
     }
 }
 

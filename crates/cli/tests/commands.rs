@@ -130,10 +130,14 @@ fn lock_run_passes_the_exit_status_and_releases() {
 
     // Held elsewhere: --wait 0 fails with status 3, never runs CMD, and never waits in line (a
     // wait that ran out would show in the metrics).
-    let token = stdout(&output(&server, &["lock", "acquire", "job", "--ttl", "30s"]));
+    let token = stdout(&output(&server, &["lock", "acquire", "job", "--ttl", "30s", "--owner", "cron"]));
     let out = output(&server, &["lock", "run", "job", "--wait", "0", "--", "sh", "-c", "echo ran"]);
     assert_eq!(code(&out), 3, "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(stdout(&out), "");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        format!("turnstile: the lock job is held by cron (token {token}); not waiting (--wait 0)")
+    );
     assert!(metrics(&server).lines().any(|l| l == "turnstile_lock_wait_timeouts_total 0"));
     assert_eq!(code(&output(&server, &["lock", "release", "job", &token])), 0);
 }
@@ -395,4 +399,36 @@ fn queue_work_dead_letters_a_failing_message_after_max_deliveries() {
     assert!(String::from_utf8_lossy(&result.stderr).contains("failed"), "failures are reported");
     assert_eq!((stat(&server, "flaky", "delivered"), stat(&server, "flaky", "dead-lettered")), (6, 2));
     assert_eq!(stat(&server, "flaky", "acked"), 0);
+}
+
+#[test]
+fn queue_work_writes_each_line_of_concurrent_commands_whole() {
+    let server = TestServer::start();
+    let mut con = server.client();
+    let mut pipe = redis::pipe();
+    for i in 0..8 {
+        pipe.cmd("Q.PUSH").arg("lines").arg(format!("{i}"));
+    }
+    let _: Vec<u64> = pipe.query(&mut con).unwrap();
+    // Each CMD writes half a line, pauses so that the others run, and ends the line: written
+    // straight to the shared stdout, the halves of different CMDs would land side by side.
+    let script = "p=$(cat); printf 'start-%s ' \"$p\"; sleep 0.2; printf 'end-%s\\n' \"$p\"; echo err-$p >&2";
+    let worker =
+        turnstile(&server, &["queue", "work", "lines", "--concurrency", "8", "--", "sh", "-c", script])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+    until("8 acks", Duration::from_secs(60), || stat(&server, "lines", "acked") == 8);
+    interrupt(&worker);
+    let result = wait_output(worker, Duration::from_secs(30));
+    assert_eq!(code(&result), 0, "{}", String::from_utf8_lossy(&result.stderr));
+    let mut lines: Vec<String> = stdout(&result).lines().map(str::to_owned).collect();
+    lines.sort();
+    let expected: Vec<String> = (0..8).map(|i| format!("start-{i} end-{i}")).collect();
+    assert_eq!(lines, expected, "every line whole, none spliced with another's");
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    for i in 0..8 {
+        assert!(stderr.lines().any(|l| l == format!("err-{i}")), "CMD's stderr passes through:\n{stderr}");
+    }
 }

@@ -94,6 +94,66 @@ const WAIT_FOR_HANDOVER: &str = r#"
     };
 "#;
 
+/// The wait-for list once it has the three edges of a lock with two waiters.
+const WAIT_FOR_LINE: &str = r#"
+    const edges = Array.from(document.querySelectorAll('#wait-edges li[data-edge]'), li => li.textContent);
+    return edges.length === 3 ? edges : null;
+"#;
+
+#[test]
+fn the_wait_for_graph_names_who_holds_the_lock_a_second_waiter_waits_for() {
+    let Some((chromedriver, chromium)) = browser() else { return };
+    let server = TestServer::start();
+    let mut alice = server.client();
+    let _: (u64, u64) =
+        redis::cmd("LOCK.ACQUIRE").arg(&["line-lock", "60000", "OWNER", "alice"]).query(&mut alice).unwrap();
+    let waiters = |con: &mut redis::Connection| -> usize {
+        let info: redis::Value = redis::cmd("LOCK.INFO").arg("line-lock").query(con).unwrap();
+        let redis::Value::Array(fields) = info else { panic!("{info:?}") };
+        match fields.chunks(2).find(|kv| kv[0] == redis::Value::BulkString(b"waiters".to_vec())) {
+            Some([_, redis::Value::Array(waiters)]) => waiters.len(),
+            _ => panic!("no waiters in {fields:?}"),
+        }
+    };
+    // bob waits first, carol behind him: each on a connection of its own, blocked in LOCK.ACQUIRE.
+    let mut waiting = Vec::new();
+    for (owner, ahead) in [("bob", 0), ("carol", 1)] {
+        let mut con = server.client();
+        waiting.push(thread::spawn(move || {
+            redis::cmd("LOCK.ACQUIRE")
+                .arg(&["line-lock", "60000", "WAIT", "30000", "OWNER", owner])
+                .query::<Option<(u64, u64)>>(&mut con)
+        }));
+        let deadline = Instant::now() + PAGE_TIMEOUT;
+        while waiters(&mut alice) == ahead {
+            assert!(Instant::now() < deadline, "{owner} never got in line");
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    let browser = WebDriver::start(&chromedriver, &chromium);
+    browser.navigate(&format!("http://{}/", server.http_addr));
+    let edges = browser.wait_for("the lock's three wait-for edges", WAIT_FOR_LINE);
+    let mut edges: Vec<&str> = edges.as_array().unwrap().iter().map(|e| e.as_str().unwrap()).collect();
+    edges.sort_unstable();
+    assert_eq!(
+        edges,
+        [
+            "bob waits for 'line-lock' held by alice",
+            "carol waits for 'line-lock' behind bob (held by alice)",
+            "carol waits for 'line-lock' held by alice",
+        ],
+        "bob is a waiter, not a holder"
+    );
+
+    // alice's connection closes: bob gets the lock, and carol once bob's connection closes.
+    drop(alice);
+    for waiter in waiting {
+        let granted = waiter.join().expect("waiter thread").expect("LOCK.ACQUIRE WAIT");
+        assert!(granted.is_some(), "each waiter is granted the lock in turn");
+    }
+}
+
 #[test]
 fn the_dashboard_shows_queues_and_locks_and_releases_a_hold() {
     let Some((chromedriver, chromium)) = browser() else { return };

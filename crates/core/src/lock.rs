@@ -114,11 +114,7 @@ impl State {
         let Acquire { name, mode, ttl, wait, owner, session, keep } = req;
         let expires_at = self.deadline(ttl)?;
         if let Mode::Permits { limit, count } = mode {
-            if limit == 0 || count == 0 || count > limit {
-                return Err(CoreError::InvalidArgument(format!(
-                    "permits must be between 1 and the limit ({count} of {limit})"
-                )));
-            }
+            check_permits(limit, count)?;
         }
         let owner = match (owner, session) {
             (Some(owner), _) => owner,
@@ -463,6 +459,22 @@ impl State {
     }
 }
 
+/// A semaphore has at least one permit, and an acquire takes at least one and at most all.
+/// Each mistake gets its own text: the limit is checked first, as it is the semaphore's.
+fn check_permits(limit: u32, count: u32) -> Result<(), CoreError> {
+    let refuse = |text: String| Err(CoreError::InvalidArgument(text));
+    if limit == 0 {
+        return refuse("a semaphore's limit must be at least 1 permit, not 0".to_owned());
+    }
+    if count == 0 {
+        return refuse("an acquire must take at least 1 permit, not 0".to_owned());
+    }
+    if count > limit {
+        return refuse(format!("cannot take {count} permits of a semaphore whose limit is {limit}"));
+    }
+    Ok(())
+}
+
 fn check_kind(name: &str, resource: &Resource, mode: Mode) -> Result<(), CoreError> {
     match (resource.limit, mode) {
         (None, Mode::Exclusive | Mode::Shared) => Ok(()),
@@ -475,5 +487,40 @@ fn check_kind(name: &str, resource: &Resource, mode: Mode) -> Result<(), CoreErr
             expected: if matches!(mode, Mode::Permits { .. }) { "semaphore" } else { "lock" }.to_owned(),
             found: resource.kind().to_owned(),
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Acquire, Command, Reply, State};
+
+    fn sem(limit: u32, count: u32) -> Reply {
+        let acquire = Acquire {
+            name: "s".into(),
+            mode: Mode::Permits { limit, count },
+            ttl: 1_000,
+            wait: 0,
+            owner: Some("a".into()),
+            session: None,
+            keep: true,
+        };
+        State::new().apply(1, 0, Command::Acquire(acquire)).0
+    }
+
+    fn error_text(reply: Reply) -> String {
+        match reply {
+            Reply::Error(e) => e.to_string(),
+            other => panic!("{other:?} is not an error"),
+        }
+    }
+
+    #[test]
+    fn each_wrong_permit_count_says_what_is_wrong() {
+        assert_eq!(error_text(sem(0, 1)), "a semaphore's limit must be at least 1 permit, not 0");
+        assert_eq!(error_text(sem(0, 0)), "a semaphore's limit must be at least 1 permit, not 0");
+        assert_eq!(error_text(sem(3, 0)), "an acquire must take at least 1 permit, not 0");
+        assert_eq!(error_text(sem(3, 5)), "cannot take 5 permits of a semaphore whose limit is 3");
+        assert!(matches!(sem(3, 3), Reply::Granted { .. }));
     }
 }

@@ -116,9 +116,9 @@ impl std::str::FromStr for Fsync {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
+    #[error("cannot read config file {path}")]
     Read { path: PathBuf, source: std::io::Error },
-    #[error("invalid config file {path}: {source}")]
+    #[error("invalid config file {path}")]
     Parse { path: PathBuf, source: toml::de::Error },
     #[error("invalid setting: {0}")]
     Invalid(String),

@@ -44,15 +44,17 @@ pub struct Shared {
     pub shutdown: Shutdown,
 }
 
+/// Why the server could not start or stopped. The cause of each is its `source`, not part of its
+/// text, so that a printer of the whole chain (`{:#}`, the command line's) says it once.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
     #[error(transparent)]
     Config(#[from] ConfigError),
-    #[error("cannot create data dir {path}: {source}")]
+    #[error("cannot create data dir {path}")]
     DataDir { path: std::path::PathBuf, source: std::io::Error },
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}")]
     Bind { addr: SocketAddr, source: std::io::Error },
-    #[error("raft node: {0}")]
+    #[error("raft node")]
     Node(#[from] NodeError),
 }
 

@@ -6,7 +6,7 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, ChildStderr, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -44,8 +44,19 @@ impl TestServer {
     /// ready. The dir is the caller's: it is not deleted when the server is dropped.
     pub fn start_in(dir: &Path, args: &[&str]) -> TestServer {
         let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
-        let Ready { child, addr, http_addr, amqp_addr } = spawn_ready(dir, &args);
+        let Ready { child, addr, http_addr, amqp_addr } = spawn_ready(dir, &args, Stdio::inherit());
         TestServer { child, addr, http_addr, amqp_addr, data_dir: dir.to_path_buf(), args, _dir: None }
+    }
+
+    /// Starts the server with extra flags on a temporary dir, its stderr (its logs) piped to the
+    /// caller instead of the test's own. Reading it to the end waits for the server to exit.
+    pub fn start_with_stderr(args: &[&str]) -> (TestServer, ChildStderr) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+        let Ready { mut child, addr, http_addr, amqp_addr } = spawn_ready(dir.path(), &args, Stdio::piped());
+        let stderr = child.stderr.take().expect("stderr piped");
+        let data_dir = dir.path().to_path_buf();
+        (TestServer { child, addr, http_addr, amqp_addr, data_dir, args, _dir: Some(dir) }, stderr)
     }
 
     /// The data dir this server runs on.
@@ -63,7 +74,7 @@ impl TestServer {
     /// with the same flags; `addr` changes (a new free port).
     pub fn restart(&mut self) {
         self.kill9();
-        let ready = spawn_ready(&self.data_dir, &self.args);
+        let ready = spawn_ready(&self.data_dir, &self.args, Stdio::inherit());
         self.child = ready.child;
         self.addr = ready.addr;
         self.http_addr = ready.http_addr;
@@ -102,30 +113,36 @@ impl TestServer {
         s
     }
 
+    /// Asks the server to stop, as an operator would (SIGTERM).
+    pub fn terminate(&self) {
+        let pid = i32::try_from(self.child.id()).expect("pid");
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM)
+            .expect("SIGTERM");
+    }
+
     /// Waits for the process to exit by itself (after a signal) and returns its status code.
     pub fn wait_exit(&mut self) -> Option<i32> {
         self.child.wait().expect("wait").code()
     }
 }
 
-/// `turnstile server` on `dir` with free loopback ports for every listener, plus `args`.
+/// `turnstile server` on `dir` with free loopback ports for every listener, plus `args`; logging
+/// warnings only unless `args` name a `--log` level.
 fn server_command(dir: &Path, args: &[impl AsRef<std::ffi::OsStr>]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_turnstile"));
-    command
-        .args([
-            "server",
-            "--resp-addr",
-            "127.0.0.1:0",
-            "--http-addr",
-            "127.0.0.1:0",
-            "--amqp-addr",
-            "127.0.0.1:0",
-            "--log",
-            "warn",
-            "--data-dir",
-        ])
-        .arg(dir)
-        .args(args);
+    command.args([
+        "server",
+        "--resp-addr",
+        "127.0.0.1:0",
+        "--http-addr",
+        "127.0.0.1:0",
+        "--amqp-addr",
+        "127.0.0.1:0",
+    ]);
+    if !args.iter().any(|a| a.as_ref() == "--log") {
+        command.args(["--log", "warn"]);
+    }
+    command.arg("--data-dir").arg(dir).args(args);
     command
 }
 
@@ -138,10 +155,10 @@ struct Ready {
 }
 
 /// Spawns `turnstile server` on `dir` and waits (bounded) for its ready line.
-fn spawn_ready(dir: &Path, args: &[String]) -> Ready {
+fn spawn_ready(dir: &Path, args: &[String], stderr: Stdio) -> Ready {
     let mut child = server_command(dir, args)
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stderr(stderr)
         .spawn()
         .expect("turnstile binary starts");
     let stdout = child.stdout.take().expect("stdout piped");

@@ -6,15 +6,130 @@
 
 use bytes::Bytes;
 
-use super::{Action, Args, ConnCmd, Spec, exactly, int, syntax_error, wrong_arity};
+use super::spec::{Arg, Flag, Group, Spec, block, command as cmd, container, integer, one_of, string};
+use super::{Action, Args, CommandQuery, ConnCmd, ListFilter, int, syntax_error, wrong_arity};
 use crate::Frame;
 
+const COMMAND_NAMES: Arg =
+    string("command-name", "a command's name; `container|sub` names a subcommand").multiple().optional();
+
+/// The connection and server commands, in the order the docs list them.
+pub(super) const COMMANDS: &[Spec] = &[
+    cmd("ping", Group::Connection, "Checks that the server answers.", ping)
+        .args(&[string("message", "answered instead of PONG").optional()])
+        .reply("`PONG`, or the message")
+        .flags(&[Flag::Fast]),
+    cmd("echo", Group::Connection, "Answers its argument.", echo)
+        .args(&[string("message", "what to answer")])
+        .reply("the message")
+        .flags(&[Flag::Fast]),
+    cmd("hello", Group::Connection, "Picks the protocol (RESP2 or RESP3), optionally authenticates and names the connection, and answers the server's details. Client libraries send it first.", hello)
+        .args(&[block(
+            "arguments",
+            &[
+                integer("protover", "2 or 3"),
+                block("auth", &[string("username", "the user"), string("password", "its password")], "authenticate as AUTH does")
+                    .token("AUTH")
+                    .optional(),
+                string("clientname", "name the connection, as CLIENT SETNAME does").token("SETNAME").optional(),
+            ],
+            "",
+        )
+        .optional()])
+        .reply("a map: `server` (`turnstile`), `version`, `proto`, `id`, `mode`, `role`, `modules`")
+        .errors(&[
+            "`NOPROTO unsupported protocol version`",
+            "`ERR Protocol version is not an integer or out of range`",
+            "`ERR Syntax error in HELLO option 'X'`",
+            "`WRONGPASS invalid username-password pair or user is disabled.`",
+        ])
+        .flags(&[Flag::Fast, Flag::NoAuth]),
+    cmd("auth", Group::Connection, "Authenticates the connection. Until users exist, only the user `default` (with any password) is accepted.", auth)
+        .args(&[string("username", "the user (default: `default`)").optional(), string("password", "its password")])
+        .reply("`OK`")
+        .errors(&[
+            "`WRONGPASS invalid username-password pair or user is disabled.`",
+            "`ERR AUTH <password> called without any password configured for the default user. ...`",
+        ])
+        .flags(&[Flag::Fast, Flag::NoAuth]),
+    cmd("select", Group::Connection, "Picks a database: there is one keyspace, database 0.", select)
+        .args(&[integer("index", "0")])
+        .reply("`OK`")
+        .errors(&["`ERR DB index is out of range`: any index but 0"])
+        .flags(&[Flag::Fast]),
+    container("client", Group::Connection, "The connection's name and id.", CLIENT),
+    cmd("info", Group::Server, "The server's state as `key:value` lines in `# Section`s: server, clients, memory, persistence, stats, locks, queues, raft.", info)
+        .args(&[string("section", "a section's name, or `all`; none = every section").multiple().optional()])
+        .reply("the text (a verbatim string in RESP3, a bulk string in RESP2)"),
+    cmd("command", Group::Server, "Every command's details, from the same table the parser and this reference are built from.", command_all)
+        .subcommands(COMMAND)
+        .reply("an array with each command's COMMAND INFO entry"),
+    cmd("quit", Group::Connection, "Closes the connection once the reply is sent.", quit).reply("`OK`").flags(&[Flag::Fast, Flag::NoAuth]),
+];
+
 /// `CLIENT`'s subcommands. Anything else is `unknown subcommand '...'. Try CLIENT HELP.`
-pub(super) const CLIENT: &[Spec] = &[
-    exactly("client|setname", 3, client_setname),
-    exactly("client|getname", 2, client_getname),
-    exactly("client|id", 2, client_id),
-    exactly("client|setinfo", 4, client_setinfo),
+const CLIENT: &[Spec] = &[
+    cmd(
+        "client|setname",
+        Group::Connection,
+        "Names the connection (printable, no spaces); an empty name clears it.",
+        client_setname,
+    )
+    .args(&[string("connection-name", "the name")])
+    .reply("`OK`")
+    .errors(&["`ERR Client names cannot contain spaces, newlines or special characters.`"])
+    .flags(&[Flag::Fast]),
+    cmd("client|getname", Group::Connection, "The connection's name.", client_getname)
+        .reply("the name, or nil")
+        .flags(&[Flag::Fast]),
+    cmd("client|id", Group::Connection, "The connection's id.", client_id)
+        .reply("the id")
+        .flags(&[Flag::Fast]),
+    cmd(
+        "client|setinfo",
+        Group::Connection,
+        "Accepted and ignored: client libraries send their name and version when they connect.",
+        client_setinfo,
+    )
+    .args(&[one_of(
+        "attr",
+        &[
+            string("libname", "the library's name").token("LIB-NAME"),
+            string("libver", "the library's version").token("LIB-VER"),
+        ],
+        "",
+    )])
+    .reply("`OK`")
+    .errors(&[
+        "`ERR Unrecognized option 'x'`",
+        "`ERR lib-name cannot contain spaces, newlines or special characters.`",
+    ])
+    .flags(&[Flag::Fast]),
+];
+
+/// `COMMAND`'s subcommands, answered from the table itself.
+const COMMAND: &[Spec] = &[
+    cmd("command|count", Group::Server, "How many commands there are (subcommands not counted).", command_count).reply("the count"),
+    cmd("command|docs", Group::Server, "Commands' documentation as Redis 7 gives it; redis-cli builds its hints from it.", command_docs)
+        .args(&[COMMAND_NAMES])
+        .reply("a map from each named command (all when none is named; unknown names left out) to its docs: `summary`, `since`, `group`, `arguments` (each with `name`, `type`, and `token`, `flags`, `arguments` where they apply), `subcommands`"),
+    cmd("command|info", Group::Server, "Commands' details as Redis 7 gives them.", command_info)
+        .args(&[COMMAND_NAMES])
+        .reply("an array with, for each named command (all when none is named), `[name, arity, flags, first-key, last-key, key-step, acl-categories, tips, key-specs, subcommands]`, or nil for an unknown name"),
+    cmd("command|list", Group::Server, "Every command's name, subcommands included.", command_list)
+        .args(&[one_of(
+            "filterby",
+            &[
+                string("module-name", "commands of a module (there are none)").token("MODULE"),
+                string("category", "commands in an ACL category (`@write`, `@read`, ...)").token("ACLCAT"),
+                string("pattern", "names matching a glob pattern").token("PATTERN"),
+            ],
+            "",
+        )
+        .token("FILTERBY")
+        .optional()])
+        .reply("an array of names"),
+    cmd("command|help", Group::Server, "What COMMAND's subcommands do.", command_help).reply("an array of lines"),
 ];
 
 /// `PING [message]` → `PONG`, or the message as a bulk string.
@@ -127,10 +242,49 @@ pub(super) fn info(args: Args<'_>) -> Result<Action, Frame> {
     Ok(Action::Connection(ConnCmd::Info(sections)))
 }
 
-/// `COMMAND [subcommand [arg ...]]`: client libraries ask it at connect; the server answers
-/// what it can (`COUNT`, `DOCS`, `INFO`) from its table.
-pub(super) fn command(args: Args<'_>) -> Result<Action, Frame> {
-    Ok(Action::Connection(ConnCmd::Command(args.remaining().to_vec())))
+/// `COMMAND` → every command's details. Client libraries ask it (or `COMMAND DOCS`) at connect.
+fn command_all(args: Args<'_>) -> Result<Action, Frame> {
+    args.end()?;
+    Ok(Action::Connection(ConnCmd::Command(CommandQuery::All)))
+}
+
+/// `COMMAND COUNT` → how many commands.
+fn command_count(args: Args<'_>) -> Result<Action, Frame> {
+    args.end()?;
+    Ok(Action::Connection(ConnCmd::Command(CommandQuery::Count)))
+}
+
+/// `COMMAND DOCS [name ...]` → docs of the named commands, or of all.
+fn command_docs(args: Args<'_>) -> Result<Action, Frame> {
+    Ok(Action::Connection(ConnCmd::Command(CommandQuery::Docs(args.remaining().to_vec()))))
+}
+
+/// `COMMAND INFO [name ...]` → details of the named commands, or of all.
+fn command_info(args: Args<'_>) -> Result<Action, Frame> {
+    Ok(Action::Connection(ConnCmd::Command(CommandQuery::Info(args.remaining().to_vec()))))
+}
+
+/// `COMMAND LIST [FILTERBY MODULE name | ACLCAT category | PATTERN pattern]` → names.
+fn command_list(args: Args<'_>) -> Result<Action, Frame> {
+    let filter = match args.remaining() {
+        [] => None,
+        [filterby, kind, value] if filterby.eq_ignore_ascii_case(b"FILTERBY") => {
+            Some(match kind.to_ascii_uppercase().as_slice() {
+                b"MODULE" => ListFilter::Module(value.clone()),
+                b"ACLCAT" => ListFilter::AclCategory(value.clone()),
+                b"PATTERN" => ListFilter::Pattern(value.clone()),
+                _ => return Err(syntax_error()),
+            })
+        }
+        _ => return Err(syntax_error()),
+    };
+    Ok(Action::Connection(ConnCmd::Command(CommandQuery::List(filter))))
+}
+
+/// `COMMAND HELP` → what the subcommands do.
+fn command_help(args: Args<'_>) -> Result<Action, Frame> {
+    args.end()?;
+    Ok(Action::Connection(ConnCmd::Command(CommandQuery::Help)))
 }
 
 /// `QUIT` → `+OK`, then the server closes the connection.
@@ -270,8 +424,19 @@ mod tests {
     fn info_command_quit() {
         assert_eq!(conn("INFO"), ConnCmd::Info(vec![]));
         assert_eq!(conn("INFO Server CLIENTS"), ConnCmd::Info(vec!["server".into(), "clients".into()]));
-        assert_eq!(conn("COMMAND"), ConnCmd::Command(vec![]));
-        assert_eq!(conn("COMMAND DOCS get"), ConnCmd::Command(vec![b("DOCS"), b("get")]));
+        assert_eq!(conn("COMMAND"), ConnCmd::Command(CommandQuery::All));
+        assert_eq!(conn("command count"), ConnCmd::Command(CommandQuery::Count));
+        assert_eq!(conn("COMMAND DOCS get"), ConnCmd::Command(CommandQuery::Docs(vec![b("get")])));
+        assert_eq!(conn("COMMAND INFO"), ConnCmd::Command(CommandQuery::Info(vec![])));
+        assert_eq!(conn("COMMAND LIST"), ConnCmd::Command(CommandQuery::List(None)));
+        assert_eq!(
+            conn("COMMAND LIST filterby pattern q.*"),
+            ConnCmd::Command(CommandQuery::List(Some(ListFilter::Pattern(b("q.*")))))
+        );
+        assert_eq!(error_of("COMMAND LIST FILTERBY colour red"), "ERR syntax error");
+        assert_eq!(error_of("COMMAND LIST x"), "ERR syntax error");
+        assert_eq!(error_of("COMMAND COUNT x"), "ERR wrong number of arguments for 'command|count' command");
+        assert_eq!(error_of("COMMAND FOO"), "ERR unknown subcommand 'FOO'. Try COMMAND HELP.");
         assert_eq!(conn("QUIT"), ConnCmd::Quit);
         assert_eq!(error_of("QUIT now"), "ERR wrong number of arguments for 'quit' command");
     }

@@ -8,8 +8,152 @@
 use bytes::Bytes;
 use turnstile_core::{Command, ExpireCondition, Fence, Query, Reply, SetCondition, SetExpiry, SetKey};
 
+use super::spec::{
+    Arg, FENCE, FENCED, Flag, Group, Keys, Spec, command, integer as int_arg, key, one_of, string, word,
+};
 use super::{Action, Args, ReplyShape, int, name, read, syntax_error, uint, unexpected, write};
 use crate::Frame;
+
+const KEY: Arg = key("key", "the key");
+const NOT_INTEGER: &str = "`ERR value is not an integer or out of range`: the stored value is not an integer";
+const OVERFLOW: &str = "`ERR increment or decrement would overflow`";
+const EXPIRE_CONDITION: Arg = one_of(
+    "condition",
+    &[
+        word("NX", "only if the key has no TTL"),
+        word("XX", "only if the key has a TTL"),
+        word("GT", "only if the new TTL is greater than the current one"),
+        word("LT", "only if the new TTL is less than the current one"),
+    ],
+    "when to set it (XX with LT is refused)",
+)
+.optional();
+
+/// Redis's string and key commands, in the order the docs list them.
+pub(super) const COMMANDS: &[Spec] = &[
+    command("get", Group::String, "The value of a key.", get)
+        .args(&[KEY])
+        .reply("the value, or nil")
+        .flags(&[Flag::ReadOnly, Flag::Fast])
+        .keys(Keys::FIRST),
+    command(
+        "set",
+        Group::String,
+        "Sets a key's value, with Redis 7's options: the classic lock is `SET key value NX PX ms`.",
+        set,
+    )
+    .args(&[
+        KEY,
+        string("value", "the value, binary-safe"),
+        one_of(
+            "condition",
+            &[word("NX", "only if the key does not exist"), word("XX", "only if it exists")],
+            "when to set it",
+        )
+        .optional(),
+        word("GET", "answer the old value instead of OK").optional(),
+        one_of(
+            "expiration",
+            &[
+                int_arg("seconds", "expire after this many seconds").token("EX"),
+                int_arg("milliseconds", "expire after this many ms").token("PX"),
+                word("KEEPTTL", "keep the key's TTL"),
+            ],
+            "the key's TTL (default: none, and a TTL it had is removed)",
+        )
+        .optional(),
+        FENCE,
+    ])
+    .reply("`OK`; nil when NX or XX kept it from being set; with GET, the old value or nil")
+    .errors(&[
+        "`ERR invalid expire time in 'set' command`",
+        "`OOM command not allowed when used memory > 'max-memory'`",
+        FENCED,
+    ])
+    .flags(&[Flag::Write, Flag::DenyOom])
+    .keys(Keys::FIRST),
+    command("setex", Group::String, "Sets a key's value and its TTL in seconds.", setex)
+        .args(&[KEY, int_arg("seconds", "the TTL"), string("value", "the value")])
+        .reply("`OK`")
+        .errors(&["`ERR invalid expire time in 'setex' command`"])
+        .flags(&[Flag::Write, Flag::DenyOom])
+        .keys(Keys::FIRST),
+    command("psetex", Group::String, "Sets a key's value and its TTL in ms.", psetex)
+        .args(&[KEY, int_arg("milliseconds", "the TTL"), string("value", "the value")])
+        .reply("`OK`")
+        .errors(&["`ERR invalid expire time in 'psetex' command`"])
+        .flags(&[Flag::Write, Flag::DenyOom])
+        .keys(Keys::FIRST),
+    command("incr", Group::String, "Adds 1 to the integer a key holds (a missing key counts as 0).", incr)
+        .args(&[KEY])
+        .reply("the new value")
+        .errors(&[NOT_INTEGER, OVERFLOW])
+        .flags(&[Flag::Write, Flag::DenyOom, Flag::Fast])
+        .keys(Keys::FIRST),
+    command("incrby", Group::String, "Adds an amount to the integer a key holds.", incrby)
+        .args(&[KEY, int_arg("increment", "what to add")])
+        .reply("the new value")
+        .errors(&[NOT_INTEGER, OVERFLOW])
+        .flags(&[Flag::Write, Flag::DenyOom, Flag::Fast])
+        .keys(Keys::FIRST),
+    command("decr", Group::String, "Subtracts 1 from the integer a key holds.", decr)
+        .args(&[KEY])
+        .reply("the new value")
+        .errors(&[NOT_INTEGER, OVERFLOW])
+        .flags(&[Flag::Write, Flag::DenyOom, Flag::Fast])
+        .keys(Keys::FIRST),
+    command("decrby", Group::String, "Subtracts an amount from the integer a key holds.", decrby)
+        .args(&[KEY, int_arg("decrement", "what to subtract")])
+        .reply("the new value")
+        .errors(&[NOT_INTEGER, OVERFLOW, "`ERR decrement would overflow`"])
+        .flags(&[Flag::Write, Flag::DenyOom, Flag::Fast])
+        .keys(Keys::FIRST),
+    command(
+        "del",
+        Group::Generic,
+        "Deletes keys. A trailing `FENCE lock token` is read as a fence only when a key comes before it.",
+        del,
+    )
+    .args(&[KEY.multiple(), FENCE])
+    .reply("how many keys were removed")
+    .errors(&[FENCED])
+    .flags(&[Flag::Write])
+    .keys(Keys::ALL),
+    command("exists", Group::Generic, "How many of the keys exist (a key named twice counts twice).", exists)
+        .args(&[KEY.multiple()])
+        .reply("the count")
+        .flags(&[Flag::ReadOnly, Flag::Fast])
+        .keys(Keys::ALL),
+    command("expire", Group::Generic, "Sets a key's TTL in seconds; 0 or less deletes the key.", expire)
+        .args(&[KEY, int_arg("seconds", "the TTL"), EXPIRE_CONDITION])
+        .reply("`1` if the TTL was set, `0` if the key is missing or the condition failed")
+        .errors(&[
+            "`ERR invalid expire time in 'expire' command`",
+            "`ERR Unsupported option X`",
+            "`ERR NX and XX, GT or LT options at the same time are not compatible`",
+        ])
+        .flags(&[Flag::Write, Flag::Fast])
+        .keys(Keys::FIRST),
+    command("pexpire", Group::Generic, "Sets a key's TTL in ms; 0 or less deletes the key.", pexpire)
+        .args(&[KEY, int_arg("milliseconds", "the TTL"), EXPIRE_CONDITION])
+        .reply("`1` if the TTL was set, `0` if the key is missing or the condition failed")
+        .errors(&[
+            "`ERR Unsupported option X`",
+            "`ERR NX and XX, GT or LT options at the same time are not compatible`",
+        ])
+        .flags(&[Flag::Write, Flag::Fast])
+        .keys(Keys::FIRST),
+    command("ttl", Group::Generic, "A key's TTL in seconds, rounded to the nearest as Redis rounds it.", ttl)
+        .args(&[KEY])
+        .reply("the seconds left; -1 when the key has no TTL, -2 when it does not exist")
+        .flags(&[Flag::ReadOnly, Flag::Fast])
+        .keys(Keys::FIRST),
+    command("pttl", Group::Generic, "A key's TTL in ms.", pttl)
+        .args(&[KEY])
+        .reply("the ms left; -1 when the key has no TTL, -2 when it does not exist")
+        .flags(&[Flag::ReadOnly, Flag::Fast])
+        .keys(Keys::FIRST),
+];
 
 /// `GET key` → the value, or nil.
 pub(super) fn get(mut args: Args<'_>) -> Result<Action, Frame> {

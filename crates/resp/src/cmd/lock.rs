@@ -7,8 +7,103 @@
 
 use turnstile_core::{Acquire, Command, Mode, Query, Reply};
 
+use super::spec::{Flag, Group, Keys, Spec, command, flag, integer as int_arg, key, option, string};
 use super::{Action, Args, ReplyShape, integer, millis, name, read, syntax_error, uint32, unexpected, write};
 use crate::Frame;
+
+const NAME: super::spec::Arg = key("name", "the lock's name (locks and semaphores share one namespace)");
+const TOKEN: super::spec::Arg = int_arg("token", "the fencing token the acquire answered");
+const TTL: super::spec::Arg =
+    int_arg("ttl-ms", "the lease, in ms: the hold ends when it runs out unless renewed");
+const WAIT: super::spec::Arg = option(
+    "WAIT",
+    int_arg("ms", "how long to wait in line, in ms; without it (or 0) the acquire does not wait"),
+);
+const OWNER: super::spec::Arg = option(
+    "OWNER",
+    string("id", "who holds it, for LOCK.INFO and deadlock detection (default: the connection's session)"),
+);
+const KEEP: super::spec::Arg =
+    flag("KEEP", "keep the hold when the connection closes: only its lease or a release ends it");
+const DEADLOCK: &str = "`DEADLOCK waiting would deadlock: a waits for 'x' held by b -> ...`: waiting would close a cycle in the wait-for graph; nothing was taken";
+const LEASE: &str = "`ERR lease or TTL must be between 1 and 1099511627776 ms`";
+const RELEASE: &str = "`1` if the token was a live hold and is now released, `0` if it was not (already released, expired, or never)";
+const RENEW: &str = "the new lease in ms, counted from now";
+const LOST: &str =
+    "`LOST hold N is no longer held`: the hold ended (lease ran out, released, or its connection closed)";
+const INFO: &str = "a map: `mode` (`free`, `exclusive`, `shared` or `semaphore`), `limit` (1 for a lock), `holders` (each `[owner, token, expires-in-ms, permits]`), `waiters` (each `[owner, mode, permits, deadline-in-ms]`, in the order they will be served)";
+
+/// `LOCK.*`, `SEM.*` and `FENCE.CHECK`, in the order the docs list them.
+pub(super) const COMMANDS: &[Spec] = &[
+    command("lock.acquire", Group::Lock, "Takes the lock, exclusive or shared, under a lease, and answers a fencing token. Waits in line (FIFO) up to WAIT ms if it is taken.", lock_acquire)
+        .args(&[NAME, TTL, WAIT, OWNER, flag("SHARED", "a shared (read) hold: any number at once, none beside an exclusive one"), KEEP])
+        .reply("`[token, lease-ms]` when granted; a nil array when the lock stayed taken (at once without `WAIT`, or when the wait ran out)")
+        .errors(&[DEADLOCK, "`ERR owner 'o' already holds 'x' in another mode`", "`WRONGTYPE 'x' is a semaphore, not a lock`", LEASE])
+        .flags(&[Flag::Write, Flag::Blocking])
+        .keys(Keys::FIRST),
+    command("lock.release", Group::Lock, "Releases a hold by its fencing token; the next waiters in line are served.", lock_release)
+        .args(&[NAME, TOKEN])
+        .reply(RELEASE)
+        .flags(&[Flag::Write, Flag::Fast])
+        .keys(Keys::FIRST),
+    command("lock.renew", Group::Lock, "Gives a live hold a new lease.", lock_renew)
+        .args(&[NAME, TOKEN, TTL])
+        .reply(RENEW)
+        .errors(&[LOST, LEASE])
+        .flags(&[Flag::Write, Flag::Fast])
+        .keys(Keys::FIRST),
+    command("lock.info", Group::Lock, "Who holds the lock and who waits for it.", lock_info)
+        .args(&[NAME])
+        .reply(INFO)
+        .flags(&[Flag::ReadOnly, Flag::Fast])
+        .keys(Keys::FIRST),
+    command("lock.list", Group::Lock, "Every lock and semaphore that is held or waited for, sorted.", lock_list)
+        .reply("an array of names")
+        .flags(&[Flag::ReadOnly]),
+    command("fence.check", Group::Lock, "Whether a fencing token is a live hold of a lock: the check a guarded resource makes before a write.", fence_check)
+        .args(&[key("lock", "the lock's name"), TOKEN])
+        .reply("`1` if the token is a live hold of the lock, else `0`")
+        .flags(&[Flag::ReadOnly, Flag::Fast])
+        .keys(Keys::FIRST),
+    command("sem.acquire", Group::Semaphore, "Takes COUNT of a semaphore's permits under a lease, and answers a fencing token. Waits in line (FIFO) up to WAIT ms if too few are free.", sem_acquire)
+        .args(&[
+            key("name", "the semaphore's name (locks and semaphores share one namespace)"),
+            int_arg("limit", "the semaphore's permits in all; every acquire names it, and it must agree with the holders'"),
+            TTL,
+            option("COUNT", int_arg("n", "how many permits to take (default 1)")),
+            WAIT,
+            OWNER,
+            KEEP,
+        ])
+        .reply("`[token, lease-ms]` when granted; a nil array when too few permits were free (at once without `WAIT`, or when the wait ran out)")
+        .errors(&[
+            DEADLOCK,
+            "`ERR a semaphore's limit must be at least 1 permit, not 0`",
+            "`ERR an acquire must take at least 1 permit, not 0`",
+            "`ERR cannot take 5 permits of a semaphore whose limit is 3`",
+            "`ERR semaphore 's' has limit 3, not 4`: the limit differs from the one its holders gave",
+            "`WRONGTYPE 's' is a lock, not a semaphore`",
+            LEASE,
+        ])
+        .flags(&[Flag::Write, Flag::Blocking])
+        .keys(Keys::FIRST),
+    command("sem.release", Group::Semaphore, "Releases a semaphore hold (all its permits) by its fencing token.", sem_release)
+        .args(&[NAME, TOKEN])
+        .reply(RELEASE)
+        .flags(&[Flag::Write, Flag::Fast])
+        .keys(Keys::FIRST),
+    command("sem.renew", Group::Semaphore, "Gives a live semaphore hold a new lease.", sem_renew)
+        .args(&[NAME, TOKEN, TTL])
+        .reply(RENEW)
+        .errors(&[LOST, LEASE])
+        .flags(&[Flag::Write, Flag::Fast])
+        .keys(Keys::FIRST),
+    command("sem.info", Group::Semaphore, "Who holds a semaphore's permits and who waits for them.", sem_info)
+        .args(&[NAME])
+        .reply(INFO)
+        .flags(&[Flag::ReadOnly, Flag::Fast])
+        .keys(Keys::FIRST),
+];
 
 /// `LOCK.ACQUIRE name ttl-ms [WAIT ms] [OWNER id] [SHARED] [KEEP]` → `[token, lease-ms]`, nil
 /// when not granted (at once, or within `WAIT`), or `-DEADLOCK` when waiting would close a cycle.

@@ -5,7 +5,7 @@
 //! as a linearizable read, or on the connection itself) and hands the reply back to [`render`].
 //!
 //! ```text
-//!  args ─► parse ─► COMMANDS table (name, arity) ─► lock.rs / queue.rs / kv.rs / connection.rs
+//!  args ─► parse ─► the command table (name, arity) ─► lock.rs / queue.rs / kv.rs / connection.rs
 //!                     │ unknown name, wrong arity        │ options, integers, names
 //!                     └──────────► Err(error Frame) ◄────┘ (Redis's texts, ready to send)
 //!
@@ -14,17 +14,26 @@
 //!  Action::Connection(ConnCmd) ─► answered by the connection task itself
 //! ```
 //!
-//! Every group file reads in the same order: the documented parse function of each command,
-//! then the render functions for the shapes the group promises, then its tests.
+//! Every group file reads in the same order: its entries in the command table (`spec.rs`: name,
+//! arguments, reply, errors, flags), the parse function of each command, then the render
+//! functions for the shapes the group promises, then its tests. The same entries answer
+//! `COMMAND` (`introspect.rs`) and render `docs/commands.md` (`reference.rs`).
 
 mod connection;
+mod introspect;
 mod kv;
 mod lock;
 mod queue;
+mod reference;
+mod spec;
+
+pub use introspect::reply as command_reply;
+pub use reference::markdown as reference_markdown;
 
 use bytes::Bytes;
 use turnstile_core::{Command, Fence, Query, Reply};
 
+use self::spec::Spec;
 use crate::wire::parse_int;
 use crate::{Frame, Protocol};
 
@@ -67,9 +76,37 @@ pub enum ConnCmd {
     ClientSetInfo,
     /// `INFO [section ...]` (lower-cased; empty = default sections).
     Info(Vec<String>),
-    /// `COMMAND`, `COMMAND COUNT`, `COMMAND DOCS ...`, `COMMAND INFO ...`.
-    Command(Vec<Bytes>),
+    /// `COMMAND` and its subcommands, answered from the command table by [`command_reply`].
+    Command(CommandQuery),
     Quit,
+}
+
+/// What `COMMAND` was asked.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CommandQuery {
+    /// `COMMAND`: every command's info.
+    All,
+    /// `COMMAND COUNT`.
+    Count,
+    /// `COMMAND INFO [name ...]`: none named = all.
+    Info(Vec<Bytes>),
+    /// `COMMAND DOCS [name ...]`: none named = all.
+    Docs(Vec<Bytes>),
+    /// `COMMAND LIST [FILTERBY ...]`.
+    List(Option<ListFilter>),
+    /// `COMMAND HELP`.
+    Help,
+}
+
+/// `COMMAND LIST FILTERBY ...`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ListFilter {
+    /// Commands a module added: there are none.
+    Module(Bytes),
+    /// Commands in an ACL category, `@write` or `write`.
+    AclCategory(Bytes),
+    /// Names matching a glob pattern (`*`, `?`, `[...]`), case-insensitively.
+    Pattern(Bytes),
 }
 
 /// The form of reply a command promises, so that [`render`] can turn the core's [`Reply`] into
@@ -103,8 +140,7 @@ pub enum ReplyShape {
 /// The command table's name for a request's command (`"lock.acquire"`, `"client"`), whatever
 /// case it was sent in; `None` for a command that does not exist. For bounded metric labels.
 pub fn command_name(args: &[Bytes]) -> Option<&'static str> {
-    let name = args.first()?;
-    COMMANDS.iter().map(Entry::name).find(|known| name.eq_ignore_ascii_case(known.as_bytes()))
+    lookup(args.first()?).map(|spec| spec.name)
 }
 
 /// Parses one request (`args[0]` is the command name, in any case) into what the server must do.
@@ -113,27 +149,20 @@ pub fn command_name(args: &[Bytes]) -> Option<&'static str> {
 /// returned, so the connection simply answers it and reads the next request.
 pub fn parse(args: &[Bytes]) -> Result<Action, Frame> {
     let Some((name, rest)) = args.split_first() else { return Err(unknown_command(args)) };
-    let Some(entry) = COMMANDS.iter().find(|entry| name.eq_ignore_ascii_case(entry.name().as_bytes())) else {
-        return Err(unknown_command(args));
-    };
-    let (spec, skip) = match entry {
-        Entry::Command(spec) => (spec, 1),
-        Entry::Container { name, subcommands } => {
-            let Some(sub) = rest.first() else { return Err(wrong_arity(name)) };
-            let Some(spec) = subcommands.iter().find(|s| sub.eq_ignore_ascii_case(subcommand(s.name))) else {
-                return Err(unknown_subcommand(sub, name));
-            };
-            (spec, 2)
+    let Some(top) = lookup(name) else { return Err(unknown_command(args)) };
+    let (spec, skip) = match rest.first() {
+        Some(sub) if !top.subcommands.is_empty() => {
+            match top.subcommands.iter().find(|s| sub.eq_ignore_ascii_case(subcommand(s.name))) {
+                Some(spec) => (spec, 2),
+                None => return Err(unknown_subcommand(sub, top.name)),
+            }
         }
+        _ => (top, 1),
     };
-    let arity_ok = match spec.arity {
-        Arity::Exactly(n) => args.len() == n,
-        Arity::AtLeast(n) => args.len() >= n,
-    };
-    if !arity_ok {
+    let Some(parse) = spec.parse.filter(|_| spec.arity.allows(args.len())) else {
         return Err(wrong_arity(spec.name));
-    }
-    (spec.parse)(Args::new(spec.name, &args[skip..]))
+    };
+    parse(Args::new(spec.name, &args[skip..]))
 }
 
 /// Turns the core's reply into the frame `shape` promises.
@@ -170,99 +199,19 @@ pub fn render(shape: ReplyShape, reply: Reply, protocol: Protocol) -> Frame {
     }
 }
 
-/// One command the dispatcher knows.
-struct Spec {
-    /// Redis's "full name": lower case, `container|sub` for subcommands. Error texts quote it.
-    name: &'static str,
-    arity: Arity,
-    /// Gets the arguments after the command name (after the subcommand for subcommands).
-    parse: fn(Args<'_>) -> Result<Action, Frame>,
+/// The command table: every command, each group's entries in its own file, in the order the
+/// docs list them.
+const TABLE: [&[Spec]; 4] = [lock::COMMANDS, queue::COMMANDS, kv::COMMANDS, connection::COMMANDS];
+
+/// Every top-level command (subcommands are inside their container's entry).
+fn commands() -> impl Iterator<Item = &'static Spec> {
+    TABLE.into_iter().flatten()
 }
 
-/// How many arguments a command takes, counting its name (and a container's name), as Redis
-/// counts them: its `arity` 3 is `Exactly(3)`, its -3 is `AtLeast(3)`.
-#[derive(Debug, Clone, Copy)]
-enum Arity {
-    Exactly(usize),
-    AtLeast(usize),
+/// The entry of a top-level command, by name in any case.
+fn lookup(name: &[u8]) -> Option<&'static Spec> {
+    commands().find(|spec| name.eq_ignore_ascii_case(spec.name.as_bytes()))
 }
-
-enum Entry {
-    Command(Spec),
-    /// A command whose first argument names a subcommand (`CLIENT SETNAME`).
-    Container {
-        name: &'static str,
-        subcommands: &'static [Spec],
-    },
-}
-
-impl Entry {
-    fn name(&self) -> &'static str {
-        match self {
-            Entry::Command(spec) => spec.name,
-            Entry::Container { name, .. } => name,
-        }
-    }
-}
-
-/// A command taking exactly `n` arguments, its name included.
-const fn exactly(name: &'static str, n: usize, parse: fn(Args<'_>) -> Result<Action, Frame>) -> Spec {
-    Spec { name, arity: Arity::Exactly(n), parse }
-}
-
-/// A command taking at least `n` arguments, its name included.
-const fn at_least(name: &'static str, n: usize, parse: fn(Args<'_>) -> Result<Action, Frame>) -> Spec {
-    Spec { name, arity: Arity::AtLeast(n), parse }
-}
-
-/// Every command, in the order the README lists them.
-const COMMANDS: &[Entry] = &[
-    Entry::Command(at_least("lock.acquire", 3, lock::lock_acquire)),
-    Entry::Command(exactly("lock.release", 3, lock::lock_release)),
-    Entry::Command(exactly("lock.renew", 4, lock::lock_renew)),
-    Entry::Command(exactly("lock.info", 2, lock::lock_info)),
-    Entry::Command(exactly("lock.list", 1, lock::lock_list)),
-    Entry::Command(at_least("sem.acquire", 4, lock::sem_acquire)),
-    Entry::Command(exactly("sem.release", 3, lock::sem_release)),
-    Entry::Command(exactly("sem.renew", 4, lock::sem_renew)),
-    Entry::Command(exactly("sem.info", 2, lock::sem_info)),
-    Entry::Command(exactly("fence.check", 3, lock::fence_check)),
-    Entry::Command(at_least("q.create", 2, queue::create)),
-    Entry::Command(at_least("q.push", 3, queue::push)),
-    Entry::Command(at_least("q.pop", 2, queue::pop)),
-    Entry::Command(at_least("q.ack", 3, queue::ack)),
-    Entry::Command(at_least("q.nack", 3, queue::nack)),
-    Entry::Command(exactly("q.extend", 4, queue::extend)),
-    Entry::Command(exactly("q.stats", 2, queue::stats)),
-    Entry::Command(at_least("q.peek", 2, queue::peek)),
-    Entry::Command(exactly("q.purge", 2, queue::purge)),
-    Entry::Command(exactly("q.del", 2, queue::del)),
-    Entry::Command(exactly("q.list", 1, queue::list)),
-    Entry::Command(at_least("q.redrive", 3, queue::redrive)),
-    Entry::Command(exactly("get", 2, kv::get)),
-    Entry::Command(at_least("set", 3, kv::set)),
-    Entry::Command(exactly("setex", 4, kv::setex)),
-    Entry::Command(exactly("psetex", 4, kv::psetex)),
-    Entry::Command(at_least("del", 2, kv::del)),
-    Entry::Command(at_least("exists", 2, kv::exists)),
-    Entry::Command(at_least("expire", 3, kv::expire)),
-    Entry::Command(at_least("pexpire", 3, kv::pexpire)),
-    Entry::Command(exactly("ttl", 2, kv::ttl)),
-    Entry::Command(exactly("pttl", 2, kv::pttl)),
-    Entry::Command(exactly("incr", 2, kv::incr)),
-    Entry::Command(exactly("incrby", 3, kv::incrby)),
-    Entry::Command(exactly("decr", 2, kv::decr)),
-    Entry::Command(exactly("decrby", 3, kv::decrby)),
-    Entry::Command(at_least("ping", 1, connection::ping)),
-    Entry::Command(exactly("echo", 2, connection::echo)),
-    Entry::Command(at_least("hello", 1, connection::hello)),
-    Entry::Command(at_least("auth", 2, connection::auth)),
-    Entry::Command(exactly("select", 2, connection::select)),
-    Entry::Container { name: "client", subcommands: connection::CLIENT },
-    Entry::Command(at_least("info", 1, connection::info)),
-    Entry::Command(at_least("command", 1, connection::command)),
-    Entry::Command(exactly("quit", 1, connection::quit)),
-];
 
 /// `client|setname` → `setname`.
 fn subcommand(full_name: &str) -> &[u8] {
@@ -502,6 +451,7 @@ mod tests {
     use bytes::Bytes;
     use turnstile_core::{CoreError, WaitEdge};
 
+    use super::spec::{Arg, ArgKind, Flag};
     use super::testing::{bytes, encoded, error_of, parse_line};
     use super::*;
 
@@ -626,60 +576,101 @@ mod tests {
         assert_eq!(encoded(&frame, Protocol::Resp2), bytes(b"*0\r\n"));
     }
 
+    /// Every spec with a parse function: top-level commands and subcommands.
+    fn parsable() -> Vec<&'static Spec> {
+        commands()
+            .flat_map(|spec| std::iter::once(spec).chain(spec.subcommands))
+            .filter(|spec| spec.parse.is_some())
+            .collect()
+    }
+
+    /// The words an argument takes: its keyword, then a sample value (or the first alternative,
+    /// or `choice`'s). `full` takes every optional part of a block and repeats what may repeat.
+    fn words(arg: &Arg, full: bool, choice: usize) -> Vec<String> {
+        let mut out: Vec<String> = match (arg.kind, arg.token) {
+            (ArgKind::PureToken, _) | (_, None) => vec![],
+            (_, Some(token)) => vec![token.to_owned()],
+        };
+        let body = match arg.kind {
+            ArgKind::Key => vec!["k".to_owned()],
+            ArgKind::String => vec!["v".to_owned()],
+            ArgKind::Integer => vec!["2".to_owned()],
+            ArgKind::PureToken => vec![arg.token.unwrap_or(arg.name).to_owned()],
+            ArgKind::OneOf(alternatives) => words(&alternatives[choice.min(alternatives.len() - 1)], full, 0),
+            ArgKind::Block(parts) => {
+                parts.iter().filter(|p| full || !p.optional).flat_map(|p| words(p, full, 0)).collect()
+            }
+        };
+        out.extend(body.iter().cloned());
+        if full && arg.multiple {
+            out.extend(body);
+        }
+        out
+    }
+
+    fn request(spec: &Spec, include: impl Fn(usize, &Arg) -> Option<Vec<String>>) -> Vec<Bytes> {
+        let mut line: Vec<String> = spec.name.split('|').map(str::to_ascii_uppercase).collect();
+        for (i, arg) in spec.args.iter().enumerate() {
+            line.extend(include(i, arg).unwrap_or_default());
+        }
+        line.into_iter().map(Bytes::from).collect()
+    }
+
+    fn parsed(spec: &Spec, request: &[Bytes]) -> Action {
+        parse(request).unwrap_or_else(|e| panic!("{}: {request:?} documented but refused: {e:?}", spec.name))
+    }
+
     #[test]
-    fn every_command_in_the_table_parses_its_minimal_form() {
-        // One well-formed request per table entry, so a table typo (wrong arity, wrong parser)
-        // shows up here even if a group's tests miss it.
-        let lines = [
-            "LOCK.ACQUIRE l 100",
-            "LOCK.RELEASE l 1",
-            "LOCK.RENEW l 1 100",
-            "LOCK.INFO l",
-            "LOCK.LIST",
-            "SEM.ACQUIRE s 2 100",
-            "SEM.RELEASE s 1",
-            "SEM.RENEW s 1 100",
-            "SEM.INFO s",
-            "FENCE.CHECK l 1",
-            "Q.CREATE q",
-            "Q.PUSH q p",
-            "Q.POP q",
-            "Q.ACK q 1",
-            "Q.NACK q 1",
-            "Q.EXTEND q 1 100",
-            "Q.STATS q",
-            "Q.PEEK q",
-            "Q.PURGE q",
-            "Q.DEL q",
-            "Q.LIST",
-            "Q.REDRIVE d q",
-            "GET k",
-            "SET k v",
-            "SETEX k 1 v",
-            "PSETEX k 1 v",
-            "DEL k",
-            "EXISTS k",
-            "EXPIRE k 1",
-            "PEXPIRE k 1",
-            "TTL k",
-            "PTTL k",
-            "INCR k",
-            "INCRBY k 1",
-            "DECR k",
-            "DECRBY k 1",
-            "PING",
-            "ECHO x",
-            "HELLO",
-            "AUTH p",
-            "SELECT 0",
-            "CLIENT ID",
-            "INFO",
-            "COMMAND",
-            "QUIT",
-        ];
-        assert_eq!(lines.len(), COMMANDS.len());
-        for line in lines {
-            assert!(parse_line(line).is_ok(), "{line}: {:?}", parse_line(line));
+    fn every_documented_form_parses() {
+        // Built from each entry's documented arguments, so an argument the docs list but the
+        // parser refuses (or a parse function wired to the wrong entry) fails here.
+        for spec in parsable() {
+            let minimal = request(spec, |_, arg| (!arg.optional).then(|| words(arg, false, 0)));
+            parsed(spec, &minimal);
+            for (index, option) in spec.args.iter().enumerate().filter(|(_, arg)| arg.optional) {
+                let choices = match option.kind {
+                    ArgKind::OneOf(alternatives) => alternatives.len(),
+                    _ => 1,
+                };
+                for choice in 0..choices {
+                    let with_one = request(spec, |i, arg| {
+                        (i == index || !arg.optional).then(|| words(arg, false, choice))
+                    });
+                    parsed(spec, &with_one);
+                }
+            }
+            parsed(spec, &request(spec, |_, arg| Some(words(arg, true, 0))));
+        }
+    }
+
+    #[test]
+    fn flags_say_where_a_command_goes() {
+        for spec in parsable() {
+            let minimal = request(spec, |_, arg| (!arg.optional).then(|| words(arg, false, 0)));
+            let expected = match parsed(spec, &minimal) {
+                Action::Write { .. } => Some(Flag::Write),
+                Action::Read { .. } => Some(Flag::ReadOnly),
+                Action::Connection(_) => None,
+            };
+            let declared = spec.flags.iter().copied().find(|f| matches!(f, Flag::Write | Flag::ReadOnly));
+            assert_eq!(declared, expected, "{}", spec.name);
+        }
+    }
+
+    #[test]
+    fn the_table_has_one_entry_per_name() {
+        let mut names: Vec<&str> = parsable().iter().map(|spec| spec.name).collect();
+        let count = names.len();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), count, "a name appears twice");
+        assert!(names.len() > 40, "{names:?}");
+        for spec in commands() {
+            assert_eq!(spec.name, spec.name.to_ascii_lowercase());
+            assert!(!spec.summary.is_empty(), "{} has no summary", spec.name);
+            for sub in spec.subcommands {
+                assert!(sub.name.starts_with(&format!("{}|", spec.name)), "{}", sub.name);
+            }
         }
     }
 }

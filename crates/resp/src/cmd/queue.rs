@@ -7,11 +7,135 @@
 
 use turnstile_core::{Command, Overflow, Pop, Push, Query, QueueConfig, Reply};
 
+use super::spec::{
+    Arg, FENCE, FENCED, Flag, Group, Keys, Spec, command, flag, integer as int_arg, key, one_of, option,
+    string, word,
+};
 use super::{
     Action, Args, ReplyShape, int, integer, millis, name, read, syntax_error, uint, uint32, unexpected,
     write, wrong_arity,
 };
 use crate::Frame;
+
+const QUEUE: Arg = key("name", "the queue's name");
+const RECEIPT: Arg = int_arg("receipt", "the receipt the delivery carried (a fencing token of its own)");
+const NO_QUEUE: &str = "`ERR no such queue 'q'`";
+
+/// `Q.*`, in the order the docs list them.
+pub(super) const COMMANDS: &[Spec] = &[
+    command("q.create", Group::Queue, "Creates a queue with its settings; options left out take the defaults. A queue is also created, with the defaults, by its first push or by a pop that waits.", create)
+        .args(&[
+            QUEUE,
+            option("MAXLEN", int_arg("n", "most messages stored (delayed, ready and in flight); 0 = unbounded (default)")),
+            option(
+                "OVERFLOW",
+                one_of("policy", &[word("REJECT", "refuse the push with -FULL (default)"), word("DROP-HEAD", "drop the oldest ready message")], "what a push to a full queue does"),
+            ),
+            option("MAXDELIVER", int_arg("n", "a message returned after this many deliveries is dead-lettered; 0 = unlimited (default)")),
+            option("DLQ", key("queue", "where dead letters go (default: counted and dropped)")),
+            option("LEASE", int_arg("ms", "the delivery lease when a pop names none (default 30000)")),
+            option("TTL", int_arg("ms", "messages not delivered within this are dropped (default: never)")),
+            option("DEDUP-WINDOW", int_arg("ms", "how long a DEDUP id is remembered (default 300000)")),
+        ])
+        .reply("`1` when created; `0` when it exists with the same settings")
+        .errors(&[
+            "`ERR queue 'q' exists with a different configuration`",
+            "`ERR a queue cannot be its own dead-letter queue`",
+            "`ERR lease must be between 1 ms and the maximum duration`",
+            "`ERR ttl must be at least 1 ms`",
+        ])
+        .flags(&[Flag::Write])
+        .keys(Keys::FIRST),
+    command("q.push", Group::Queue, "Stores a message (creating the queue with the defaults if needed) and answers its id.", push)
+        .args(&[
+            QUEUE,
+            string("payload", "the message, binary-safe"),
+            option("DELAY", int_arg("ms", "deliverable only after this long")),
+            option("PRIORITY", int_arg("0-9", "higher is served first; FIFO within a priority (default 0)")),
+            option("DEDUP", string("id", "a second push with the same id within the queue's dedup window stores nothing and answers the first message's id")),
+            option("TTL", int_arg("ms", "dropped if not delivered within this (default: the queue's)")),
+            option("GROUP", string("key", "messages of one group are delivered one at a time, in order")),
+            FENCE,
+        ])
+        .reply("the message's id (the first message's when a DEDUP id matched)")
+        .errors(&[
+            "`FULL queue 'q' is full (max length N)`: the queue is at MAXLEN with OVERFLOW REJECT",
+            "`OOM command not allowed when used memory > 'max-memory'`",
+            "`ERR priority must be between 0 and 9`",
+            FENCED,
+        ])
+        .flags(&[Flag::Write, Flag::DenyOom, Flag::Fast])
+        .keys(Keys::FIRST),
+    command("q.pop", Group::Queue, "Delivers up to COUNT ready messages under a lease, waiting up to WAIT ms for one. Ack each by its receipt before the lease runs out, or it is delivered again.", pop)
+        .args(&[
+            QUEUE,
+            option("COUNT", int_arg("n", "most messages to take (default 1)")),
+            option("WAIT", int_arg("ms", "how long to wait when none is ready; without it (or 0) the pop does not wait")),
+            option("LEASE", int_arg("ms", "the deliveries' lease (default: the queue's)")),
+            flag("KEEP", "keep the deliveries when the connection closes: only their lease returns them, so another connection may ack them"),
+        ])
+        .reply("an array of deliveries, each `[id, receipt, payload, deliveries]` (`deliveries` counts this one); a nil array when none came")
+        .errors(&["`ERR count must be at least 1`"])
+        .flags(&[Flag::Write, Flag::Blocking])
+        .keys(Keys::FIRST),
+    command("q.ack", Group::Queue, "Acknowledges deliveries by their receipts: the messages are done and gone.", ack)
+        .args(&[QUEUE, RECEIPT.multiple(), FENCE])
+        .reply("how many were acked (a receipt no longer in flight counts 0)")
+        .errors(&[FENCED])
+        .flags(&[Flag::Write, Flag::Fast])
+        .keys(Keys::FIRST),
+    command("q.nack", Group::Queue, "Gives a delivery back: delivered again after DELAY, or with DEAD moved to the dead-letter queue (dropped when there is none).", nack)
+        .args(&[
+            QUEUE,
+            RECEIPT,
+            option("DELAY", int_arg("ms", "deliver it again after this long (default: at once)")),
+            flag("DEAD", "reject it: dead-letter it instead of delivering it again"),
+        ])
+        .reply("`1` if the delivery was in flight, else `0`")
+        .flags(&[Flag::Write, Flag::Fast])
+        .keys(Keys::FIRST),
+    command("q.extend", Group::Queue, "Gives a delivery a new lease, for work that takes longer than the lease.", extend)
+        .args(&[QUEUE, RECEIPT, int_arg("ms", "the new lease, from now")])
+        .reply("the new lease in ms")
+        .errors(&["`LOST delivery N is no longer held`: the lease ran out, or it was acked or given back"])
+        .flags(&[Flag::Write, Flag::Fast])
+        .keys(Keys::FIRST),
+    command("q.stats", Group::Queue, "A queue's gauges and its totals since it was created.", stats)
+        .args(&[QUEUE])
+        .reply("a map: gauges `ready delayed in-flight dead consumers waiting-pops oldest-ready-age-ms payload-bytes`, then totals `pushed deduplicated dead-letters-in redriven-in delivered returned acked expired purged dropped dead-lettered discarded redriven-out`")
+        .errors(&[NO_QUEUE])
+        .flags(&[Flag::ReadOnly, Flag::Fast])
+        .keys(Keys::FIRST),
+    command("q.peek", Group::Queue, "The next ready messages in delivery order, without delivering them.", peek)
+        .args(&[QUEUE, option("COUNT", int_arg("n", "how many to show (default 1)"))])
+        .reply("an array of messages, each `[id, payload, deliveries, priority, age-ms]`")
+        .errors(&[NO_QUEUE])
+        .flags(&[Flag::ReadOnly])
+        .keys(Keys::FIRST),
+    command("q.purge", Group::Queue, "Removes every ready and delayed message; deliveries in flight stay.", purge)
+        .args(&[QUEUE])
+        .reply("how many messages were removed")
+        .flags(&[Flag::Write])
+        .keys(Keys::FIRST),
+    command("q.del", Group::Queue, "Deletes a queue with every message in it.", del)
+        .args(&[QUEUE])
+        .reply("`1` if the queue existed, else `0`")
+        .flags(&[Flag::Write])
+        .keys(Keys::FIRST),
+    command("q.list", Group::Queue, "Every queue's name, sorted.", list)
+        .reply("an array of names")
+        .flags(&[Flag::ReadOnly]),
+    command("q.redrive", Group::Queue, "Moves ready messages from a dead-letter queue to another queue, as fresh messages.", redrive)
+        .args(&[
+            key("dlq", "the queue to move messages from"),
+            key("target", "the queue to move them to"),
+            option("COUNT", int_arg("n", "most messages to move (default: all)")),
+        ])
+        .reply("how many messages moved")
+        .errors(&[NO_QUEUE, "`ERR redrive source and target must differ`"])
+        .flags(&[Flag::Write])
+        .keys(Keys { first: 1, last: 2, step: 1 }),
+];
 
 /// `Q.CREATE name [MAXLEN n] [OVERFLOW reject|drop-head] [MAXDELIVER n] [DLQ name] [LEASE ms]
 /// [TTL ms] [DEDUP-WINDOW ms]` → 1 when created, 0 when it exists with the same configuration,

@@ -3,6 +3,7 @@
 use std::fmt::Write;
 
 use bytes::Bytes;
+use turnstile_resp::cmd::CommandQuery;
 use turnstile_resp::{Frame, Protocol};
 
 use crate::server::Shared;
@@ -28,15 +29,9 @@ pub fn hello(client_id: u64, protocol: Protocol) -> Frame {
     ])
 }
 
-/// `COMMAND` and its subcommands. Client libraries call `COMMAND DOCS` or `COMMAND` at connect
-/// time only to learn about commands; an empty answer is valid and makes them fall back to
-/// sending commands as typed.
-pub fn command(args: &[Bytes]) -> Frame {
-    match args.first().map(|a| a.to_ascii_uppercase()) {
-        Some(sub) if sub == b"COUNT" => Frame::Integer(0),
-        Some(sub) if sub == b"DOCS" => Frame::Map(vec![]),
-        _ => Frame::Array(vec![]),
-    }
+/// `COMMAND` and its subcommands, answered from the command table the parser uses.
+pub fn command(query: &CommandQuery) -> Frame {
+    turnstile_resp::cmd::command_reply(query)
 }
 
 const SECTIONS: [&str; 8] =
