@@ -34,7 +34,9 @@ struct Row {
     /// Run before the attempts (e.g. fill memory), over RESP.
     setup: fn(&mut redis::Connection),
     resp: fn(&mut redis::Connection) -> redis::RedisResult<redis::Value>,
-    http: (&'static str, fn() -> String, fn() -> Value),
+    /// HTTP: the path and the body of a POST.
+    http_path: fn() -> String,
+    http_body: fn() -> Value,
     /// `None` where AMQP has no such thing (locks).
     amqp: Option<Amqp>,
     /// Every answer's text contains this.
@@ -70,11 +72,8 @@ fn rows() -> Vec<Row> {
             args: &["--max-payload", "1024"],
             setup: |_| {},
             resp: |c| redis::cmd("Q.PUSH").arg("big").arg(vec![b'x'; 2000]).query(c),
-            http: (
-                "/api/queues/big/messages",
-                || "/api/queues/big/messages".into(),
-                || json!({"payload": "x".repeat(2000)}),
-            ),
+            http_path: || "/api/queues/big/messages".into(),
+            http_body: || json!({"payload": "x".repeat(2000)}),
             amqp: Some(Amqp::Publish { queue: "big", size: 2000 }),
             words: "value is larger than max-payload (1024 bytes)",
             resp_code: "ERR",
@@ -96,11 +95,8 @@ fn rows() -> Vec<Row> {
             args: &["--max-name-len", "64"],
             setup: |_| {},
             resp: |c| redis::cmd("Q.PUSH").arg(long_name()).arg("x").query(c),
-            http: (
-                "/api/queues/{long}/messages",
-                || format!("/api/queues/{}/messages", long_name()),
-                || json!({"payload": "x"}),
-            ),
+            http_path: || format!("/api/queues/{}/messages", long_name()),
+            http_body: || json!({"payload": "x"}),
             amqp: Some(Amqp::Declare { queue: long_name }),
             words: "queue name is longer than max-name-len (64 bytes)",
             resp_code: "ERR",
@@ -114,11 +110,8 @@ fn rows() -> Vec<Row> {
             args: &["--max-name-len", "64"],
             setup: |_| {},
             resp: |c| redis::cmd("LOCK.ACQUIRE").arg(long_name()).arg(1000).query(c),
-            http: (
-                "/api/locks/{long}/acquire",
-                || format!("/api/locks/{}/acquire", long_name()),
-                || json!({"ttl_ms": 1000}),
-            ),
+            http_path: || format!("/api/locks/{}/acquire", long_name()),
+            http_body: || json!({"ttl_ms": 1000}),
             amqp: None,
             words: "lock name is longer than max-name-len (64 bytes)",
             resp_code: "ERR",
@@ -139,11 +132,8 @@ fn rows() -> Vec<Row> {
                     redis::cmd("Q.PUSH").arg("mem").arg(vec![b'x'; 1000]).query(c).expect("first push");
             },
             resp: |c| redis::cmd("Q.PUSH").arg("mem").arg(vec![b'x'; 1000]).query(c),
-            http: (
-                "/api/queues/mem/messages",
-                || "/api/queues/mem/messages".into(),
-                || json!({"payload": "x".repeat(1000)}),
-            ),
+            http_path: || "/api/queues/mem/messages".into(),
+            http_body: || json!({"payload": "x".repeat(1000)}),
             amqp: Some(Amqp::Publish { queue: "mem", size: 1000 }),
             words: "command not allowed when used memory > 'max-memory'",
             resp_code: "OOM",
@@ -179,7 +169,7 @@ async fn each_limit_is_refused_alike_on_every_protocol() {
             Ok(v) => panic!("{}: RESP stored it: {v:?}", row.limit),
         }
 
-        let (path, body) = (row.http.1(), row.http.2().to_string());
+        let (path, body) = ((row.http_path)(), (row.http_body)().to_string());
         let (status, _, text) =
             http_request(&server.http_addr, "POST", &path, Some(&body), "application/json");
         answers.push(Answer::Http(status, serde_json::from_str(&text).unwrap_or(Value::Null)));

@@ -33,7 +33,7 @@ use turnstile_raft::JournalStats;
 use crate::listener::Protocol;
 use crate::resp::info;
 use crate::server::Shared;
-use crate::stats::{COUNTERS, Snapshot, Stats};
+use crate::stats::{COUNTERS, ConnectionCounts, Snapshot, Stats};
 
 /// Queues shown by name; the others are summed under [`OTHER`].
 const MAX_QUEUES: usize = 100;
@@ -380,6 +380,9 @@ const QUEUE_FAMILIES: &[QueueFamily] = &[
     ),
 ];
 
+/// A per-protocol connection family: name, type, help, and its value in [`ConnectionCounts`].
+type ConnectionFamily = (&'static str, &'static str, &'static str, fn(&ConnectionCounts) -> u64);
+
 /// Prometheus text, written one whole family at a time: `# HELP`, `# TYPE`, then its samples.
 #[derive(Debug, Default)]
 struct Exposition {
@@ -476,7 +479,7 @@ impl Exposition {
             snapshot.uptime.as_secs_f64(),
         );
 
-        let families: [(&str, &str, &str, fn(&crate::stats::ConnectionCounts) -> u64); 3] = [
+        let families: [ConnectionFamily; 3] = [
             ("turnstile_connections", "gauge", "Connections open.", |c| c.open),
             ("turnstile_connections_accepted_total", "counter", "Connections accepted and served.", |c| {
                 c.accepted

@@ -45,7 +45,7 @@ pub async fn render(shared: &Shared, sections: &[String]) -> String {
         sections.is_empty() || sections.iter().any(|s| s == "all" || s == "everything" || s == "default");
     let wanted = |name: &str| all || sections.iter().any(|s| s == name);
     let snapshot = Snapshot::take(shared).await;
-    let summary = snapshot.summary.clone().unwrap_or_default();
+    let summary = snapshot.summary.unwrap_or_default();
     let status = &snapshot.node;
     let mut out = String::new();
     for section in SECTIONS.iter().filter(|s| wanted(s)) {
