@@ -3,44 +3,28 @@
 
 use std::time::{Duration, Instant};
 
-use turnstile_server::{Config, Fsync, Server, ServerError};
+use turnstile_server::{Clock, Embedded};
 
-/// A Turnstile server in this process, served by a task on the test's runtime: the in-process
-/// setup of every bench test that measures Turnstile. Each listener is on a free loopback port,
-/// the data dir is a temporary one, and nothing is fsynced.
+/// A Turnstile server in this process ([`Embedded`]: free loopback ports, nothing fsynced) on a
+/// temporary data dir that lives as long as it does. The bench measures real time, so the
+/// server runs on the system clock.
 pub(crate) struct TurnstileServer {
     pub(crate) resp_addr: std::net::SocketAddr,
     pub(crate) amqp_addr: std::net::SocketAddr,
-    stop: tokio::sync::oneshot::Sender<()>,
-    serving: tokio::task::JoinHandle<Result<(), ServerError>>,
+    server: Embedded,
     _dir: tempfile::TempDir,
 }
 
 impl TurnstileServer {
     pub(crate) async fn start() -> anyhow::Result<TurnstileServer> {
         let dir = tempfile::tempdir()?;
-        let config = Config {
-            resp_addr: "127.0.0.1:0".parse()?,
-            http_addr: "127.0.0.1:0".parse()?,
-            amqp_addr: "127.0.0.1:0".parse()?,
-            data_dir: dir.path().to_owned(),
-            fsync: Fsync::Never,
-            ..Config::default()
-        };
-        let server = Server::start(config).await?;
-        let (resp_addr, amqp_addr) = (server.resp_addr(), server.amqp_addr());
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let serving = tokio::spawn(server.run(async {
-            let _ = stopped.await;
-        }));
-        Ok(TurnstileServer { resp_addr, amqp_addr, stop, serving, _dir: dir })
+        let server = Embedded::start(Embedded::config(dir.path()), Clock::system()).await?;
+        Ok(TurnstileServer { resp_addr: server.resp_addr, amqp_addr: server.amqp_addr, server, _dir: dir })
     }
 
     /// Stops the server and waits until it has stopped; an error it stopped with fails the test.
     pub(crate) async fn stop(self) -> anyhow::Result<()> {
-        let _ = self.stop.send(());
-        self.serving.await??;
-        Ok(())
+        Ok(self.server.stop().await?)
     }
 }
 
