@@ -1,53 +1,53 @@
 //! The client against a real server (started in this process on a free port, temp data dir).
+//!
+//! The server runs on a manual clock: its leases, waits and delays end only when a test moves
+//! that clock, never while a test runs in real time. What keeps real time is the client's own
+//! timers (a guard renewing, a delivery extending itself, reconnect backoff).
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use tempfile::TempDir;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep, timeout};
 use turnstile_client::{Client, Cmd, Error, Frame, Lost, Overflow};
-use turnstile_server::{Config, Fsync, Server};
+use turnstile_server::{Clock, Config, Embedded, ManualClock};
+
+/// Where every test's server clock starts: any fixed time will do, a fixed one reads the same
+/// in every run.
+const START_MS: u64 = 1_700_000_000_000;
 
 struct TestServer {
-    addr: String,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<()>>,
+    server: Embedded,
+    /// The server's clock.
+    clock: ManualClock,
     dir: TempDir,
 }
 
 impl TestServer {
     async fn start() -> TestServer {
         let dir = tempfile::tempdir().unwrap();
-        TestServer::start_in(dir, "127.0.0.1:0").await
+        TestServer::start_in(dir, SocketAddr::from(([127, 0, 0, 1], 0))).await
     }
 
-    async fn start_in(dir: TempDir, addr: &str) -> TestServer {
-        let config = Config {
-            resp_addr: addr.parse().unwrap(),
-            http_addr: "127.0.0.1:0".parse().unwrap(),
-            amqp_addr: "127.0.0.1:0".parse().unwrap(),
-            data_dir: dir.path().to_owned(),
-            fsync: Fsync::Never,
-            ..Config::default()
-        };
-        let server = Server::start(config).await.unwrap();
-        let addr = server.resp_addr().to_string();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            server.run(async { drop(stopped.await) }).await.unwrap();
-        });
-        TestServer { addr, stop: Some(stop), task: Some(task), dir }
+    /// On `dir` with the RESP listener on `resp_addr` (the other listeners on free ports).
+    async fn start_in(dir: TempDir, resp_addr: SocketAddr) -> TestServer {
+        let config = Config { resp_addr, ..Embedded::config(dir.path()) };
+        let (clock, hand) = Clock::manual(START_MS);
+        let server = Embedded::start(config, clock).await.unwrap();
+        TestServer { server, clock: hand, dir }
+    }
+
+    fn addr(&self) -> String {
+        self.server.resp_addr.to_string()
     }
 
     async fn client(&self) -> Client {
-        Client::connect(&format!("turnstile://{}", self.addr)).await.unwrap()
+        Client::connect(&format!("turnstile://{}", self.addr())).await.unwrap()
     }
 
     /// Stops gracefully (connections are closed) and gives back the data dir.
-    async fn stop(mut self) -> TempDir {
-        self.stop.take().unwrap().send(()).unwrap();
-        self.task.take().unwrap().await.unwrap();
+    async fn stop(self) -> TempDir {
+        self.server.stop().await.unwrap();
         self.dir
     }
 }
@@ -63,13 +63,35 @@ async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
 
 const MS: fn(u64) -> Duration = Duration::from_millis;
 
+/// The index of the last log entry the server applied (`INFO raft`).
+async fn applied_index(client: &Client) -> u64 {
+    let Frame::Bulk(text) = client.call(Cmd::new("INFO").arg("raft")).await.unwrap() else {
+        panic!("INFO is a bulk string")
+    };
+    let text = String::from_utf8(text.to_vec()).unwrap();
+    let value = text.lines().find_map(|line| line.strip_prefix("applied_index:"));
+    value.and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("no applied_index in {text}"))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_guard_renews_its_lease_past_several_ttls() {
     let server = TestServer::start().await;
     let client = server.client().await;
-    let guard = client.lock("renewed").ttl(MS(600)).acquire().await.unwrap();
+    let lease = MS(600);
+    let guard = client.lock("renewed").ttl(lease).acquire().await.unwrap();
     let first_valid_until = guard.valid_until();
-    sleep(MS(2_000)).await; // more than three leases
+    // The guard renews on its own timer, a third of a lease in real time. The server's time moves
+    // two thirds of a lease at a time, each step once a renewal has landed at the time the last
+    // step reached (the full lease is left then): five steps, more than three leases. A hold
+    // nobody renewed would have run out at the second step.
+    for _ in 0..5 {
+        server.clock.advance(400);
+        eventually("the guard renewed at the server's new time", async || {
+            let info = client.lock_info("renewed", false).await.unwrap();
+            info.holders.first().is_some_and(|holder| holder.expires_in == lease)
+        })
+        .await;
+    }
 
     assert_eq!(guard.is_lost(), None);
     assert!(guard.valid_until() > first_valid_until, "the guard's validity moved on");
@@ -147,16 +169,22 @@ async fn timeouts_and_deadlocks_are_distinct_errors() {
     let a1 = client.lock("L1").owner("a").acquire().await.unwrap();
     let b2 = client.lock("L2").owner("b").acquire().await.unwrap();
 
-    // c waits in line (it shows among the waiters), then its wait runs out: Timeout.
+    // c waits in line (it shows among the waiters), then its wait runs out on the server's
+    // clock: not a millisecond early, and then Timeout.
     let c_waits = tokio::spawn({
         let client = client.clone();
         async move { client.lock("L1").owner("c").wait(MS(500)).acquire().await }
     });
-    eventually("c waits for L1", async || {
-        client.lock_info("L1", false).await.unwrap().waiters.iter().any(|w| w.owner == "c")
-    })
-    .await;
-    let waited = c_waits.await.unwrap();
+    let gives_up_in = async || {
+        let info = client.lock_info("L1", false).await.unwrap();
+        info.waiters.iter().find(|w| w.owner == "c").map(|w| w.gives_up_in)
+    };
+    eventually("c waits for L1", async || gives_up_in().await.is_some()).await;
+    assert_eq!(gives_up_in().await, Some(MS(500)), "the server's clock stood still meanwhile");
+    server.clock.advance(499);
+    assert_eq!(gives_up_in().await, Some(MS(1)));
+    server.clock.advance(1);
+    let waited = timeout(Duration::from_secs(5), c_waits).await.expect("the wait ran out").unwrap();
     assert!(matches!(waited, Err(Error::Timeout(ref name)) if name == "L1"), "{waited:?}");
     assert!(client.lock_info("L1", false).await.unwrap().waiters.is_empty());
 
@@ -297,6 +325,8 @@ async fn nacked_messages_go_to_the_dead_letter_queue_after_max_deliveries() {
         let delivery = consumer.next().await.unwrap().unwrap();
         assert_eq!(delivery.deliveries, attempt);
         assert!(delivery.nack(MS(10)).await.unwrap());
+        // Back in the queue once its delay is over, on the server's clock.
+        server.clock.advance(10);
     }
     eventually("the message is dead-lettered", async || {
         client.queue_stats("flaky.dlq").await.is_ok_and(|s| s.get("ready") == 1)
@@ -312,8 +342,21 @@ async fn auto_extend_keeps_a_slow_handlers_message() {
     client.push("slow", "m").send().await.unwrap();
     let mut consumer = client.consume("slow").lease(MS(300)).auto_extend(true).start().await.unwrap();
     let delivery = consumer.next().await.unwrap().unwrap();
-    sleep(MS(1_200)).await; // four leases
-    assert_eq!(client.queue_stats("slow").await.unwrap().get("returned"), 0);
+    // The delivery extends itself on its own timer, a third of a lease in real time. The server's
+    // time moves two thirds of a lease at a time, each step once an extension has landed at the
+    // time the last step reached: six steps, four leases. A lease nobody extended would have run
+    // out at the second step. No delivery's lease can be read back, so "landed" is read from
+    // the log: with one message held by a consumer of concurrency 1, only the extensions write.
+    // Two entries after the step, as the first may have been stamped just before it; the second
+    // was sent after the first was answered.
+    for _ in 0..6 {
+        server.clock.advance(200);
+        let before = applied_index(&client).await;
+        eventually("two extensions after the step", async || applied_index(&client).await >= before + 2)
+            .await;
+    }
+    let stats = client.queue_stats("slow").await.unwrap();
+    assert_eq!((stats.get("returned"), stats.get("in-flight")), (0, 1));
     assert!(delivery.ack().await.unwrap());
 }
 
@@ -325,9 +368,12 @@ async fn a_dropped_consumer_returns_its_unfinished_messages() {
     let mut consumer = client.consume("crash").start().await.unwrap();
     let delivery = consumer.next().await.unwrap().unwrap();
     // Dropped unfinished, with its consumer: the consumer's connection (the deliveries'
-    // session) closes, and the message goes back at once rather than when its lease ends.
-    drop(delivery);
+    // session) closes, and the message goes back at once rather than when its lease ends (the
+    // server's clock stands still: the lease never ends here). The consumer goes first: told to
+    // stop only after the delivery freed its slot, it may already have sent its next poll, and
+    // that ends when its wait runs out on the server's clock.
     drop(consumer);
+    drop(delivery);
     eventually("the message is ready again", async || {
         client.queue_stats("crash").await.unwrap().get("ready") == 1
     })
@@ -340,7 +386,7 @@ async fn the_client_follows_notleader_redirects() {
     // A "follower" that answers PING and redirects everything else to the real server.
     let follower = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let follower_addr = follower.local_addr().unwrap().to_string();
-    let leader = server.addr.clone();
+    let leader = server.addr();
     tokio::spawn(async move {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         while let Ok((mut socket, _)) = follower.accept().await {
@@ -375,17 +421,16 @@ async fn the_client_follows_notleader_redirects() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_client_reconnects_after_a_server_restart() {
     let server = TestServer::start().await;
-    let addr = server.addr.clone();
+    let addr = server.server.resp_addr;
     let client = server.client().await;
     client.push("restart", "before").send().await.unwrap();
     let dir = server.stop().await;
-    // Down for a moment; the next call waits (with backoff) for it to come back.
-    let restarted = tokio::spawn({
-        let addr = addr.clone();
-        async move {
-            sleep(MS(300)).await;
-            TestServer::start_in(dir, &addr).await
-        }
+    // Down for a moment; the next call waits (with backoff) for it to come back. The moment is
+    // real time for the client's reconnect loop to fail in a few times; the server's time has no
+    // part in it.
+    let restarted = tokio::spawn(async move {
+        sleep(MS(300)).await;
+        TestServer::start_in(dir, addr).await
     });
     let id = client.push("restart", "after").send().await.unwrap();
     let _server = restarted.await.unwrap();
