@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::TestServer;
+use common::{TestServer, until};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
@@ -57,14 +57,6 @@ fn json(out: &Output) -> serde_json::Value {
 
 fn code(out: &Output) -> i32 {
     out.status.code().expect("exited, not killed")
-}
-
-fn until(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 fn stat(server: &TestServer, queue: &str, field: &str) -> i64 {

@@ -6,8 +6,12 @@ mod common;
 
 use std::time::Duration;
 
-use common::{TestServer, http_request};
+use common::{TestServer, http_request, until};
 use serde_json::{Value, json};
+
+/// How long a test waits for a request it sent to show as waiting: well within the waits the
+/// requests ask for, so a request is seen waiting long before it could have given up.
+const WAIT: Duration = Duration::from_secs(5);
 
 /// Sends one request; returns the status and the body as JSON (`Value::Null` when not JSON).
 fn request(server: &TestServer, method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
@@ -151,12 +155,9 @@ fn a_deadlock_is_refused_with_409_and_shown_in_the_wait_for_graph() {
     // b waits for L1 in the background (its request stays open while it waits).
     let waiting = std::thread::scope(|scope| {
         let waiter = scope.spawn(|| acquire("L1", "b", 20_000));
-        for _ in 0..500 {
-            if get(&server, "/api/wait-for").1["edges"].as_array().is_some_and(|e| !e.is_empty()) {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        until("b waits for L1", WAIT, || {
+            get(&server, "/api/wait-for").1["edges"].as_array().is_some_and(|e| !e.is_empty())
+        });
         let (_, graph) = get(&server, "/api/wait-for");
         assert_eq!(graph["edges"], json!([{"owner": "b", "lock": "L1", "blocked_by": "a"}]));
         let (_, sessions) = get(&server, "/api/sessions");
@@ -264,7 +265,7 @@ fn queues_over_http() {
     // A waiting pop is answered when a push arrives (over RESP here).
     let popped = std::thread::scope(|scope| {
         let waiter = scope.spawn(|| post(&server, "/api/queues/empty/pop", json!({"wait_ms": 10_000})));
-        std::thread::sleep(Duration::from_millis(300));
+        until("the pop waits", WAIT, || get(&server, "/api/queues/empty").1["waiting_pops"] == 1);
         let mut con = server.client();
         let _: u64 = redis::cmd("Q.PUSH").arg("empty").arg("woke").query(&mut con).unwrap();
         waiter.join().unwrap()
@@ -341,12 +342,9 @@ fn a_request_waiting_for_a_lock_ends_when_the_server_stops() {
     assert_eq!(acquire("a", 0).1["granted"], true);
     let waited = std::thread::scope(|scope| {
         let waiter = scope.spawn(|| acquire("b", 60_000));
-        for _ in 0..500 {
-            if get(server_ref, "/api/locks/L").1["waiters"].as_array().is_some_and(|w| !w.is_empty()) {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        until("b waits for L", WAIT, || {
+            get(server_ref, "/api/locks/L").1["waiters"].as_array().is_some_and(|w| !w.is_empty())
+        });
         let pid = nix::unistd::Pid::from_raw(i32::try_from(server_ref.pid()).unwrap());
         nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
         waiter.join().unwrap()

@@ -289,3 +289,13 @@ pub fn http_request(
     let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).expect("a status");
     (status, head.to_owned(), body.to_owned())
 }
+
+/// Polls `check` until it holds, for at most `limit`: a test waits for a fact the server shows
+/// (a waiter in line, a counter reached), never for a length of time it hopes is enough.
+pub fn until(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
