@@ -7,6 +7,7 @@ use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use common::scrape::Scrape;
 use common::{TestServer, until};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -34,17 +35,6 @@ fn wait_output(mut child: Child, limit: Duration) -> Output {
         std::thread::sleep(Duration::from_millis(10));
     }
     child.wait_with_output().unwrap()
-}
-
-/// The server's `/metrics` text (one HTTP/1.1 request over a socket).
-fn metrics(server: &TestServer) -> String {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(&server.http_addr).unwrap();
-    let request = format!("GET /metrics HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", server.http_addr);
-    stream.write_all(request.as_bytes()).unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    response
 }
 
 fn stdout(out: &Output) -> String {
@@ -130,7 +120,7 @@ fn lock_run_passes_the_exit_status_and_releases() {
         String::from_utf8_lossy(&out.stderr).trim(),
         format!("turnstile: the lock job is held by cron (token {token}); not waiting (--wait 0)")
     );
-    assert!(metrics(&server).lines().any(|l| l == "turnstile_lock_wait_timeouts_total 0"));
+    assert_eq!(Scrape::get(&server.http_addr).1.value("turnstile_lock_wait_timeouts_total", &[]), 0.0);
     assert_eq!(code(&output(&server, &["lock", "release", "job", &token])), 0);
 }
 

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{TestServer, run_to_exit};
+use common::{TestServer, info_u64, run_to_exit};
 use redis::{RedisError, RedisResult, Value};
 
 /// `[id, receipt, payload, deliveries]`, as `Q.POP` returns each delivery.
@@ -51,21 +51,6 @@ fn release(con: &mut redis::Connection, lock: &str, token: u64) -> RedisResult<i
 
 fn fence_check(con: &mut redis::Connection, lock: &str, token: u64) -> i64 {
     redis::cmd("FENCE.CHECK").arg(lock).arg(token).query(con).expect("FENCE.CHECK")
-}
-
-/// `INFO section` as a map of its `key:value` lines.
-fn info(con: &mut redis::Connection, section: &str) -> HashMap<String, String> {
-    let text: String = redis::cmd("INFO").arg(section).query(con).expect("INFO");
-    text.lines()
-        .filter_map(|line| line.split_once(':'))
-        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
-        .collect()
-}
-
-fn info_u64(con: &mut redis::Connection, section: &str, key: &str) -> u64 {
-    let all = info(con, section);
-    let value = all.get(key).unwrap_or_else(|| panic!("INFO {section} has no {key}: {all:?}"));
-    value.parse().unwrap_or_else(|_| panic!("INFO {section} {key} is not a number: {value:?}"))
 }
 
 fn is_named(v: &Value, name: &str) -> bool {

@@ -647,161 +647,26 @@ fn seconds_from_nanos(nanos: u64) -> f64 {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::{BTreeMap, HashMap};
-    use std::path::PathBuf;
     use std::time::Duration;
 
     use bytes::Bytes;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    use tokio::net::TcpStream;
     use turnstile_raft::JournalStats;
-    use turnstile_resp::cmd;
 
     use super::{
         Exposition, MAX_QUEUES, OTHER, QueueRow, RespCommands, cap_queues, exporter, resp_command_name,
     };
-    use crate::{Config, Fsync, Server};
 
-    /// A series: its name and its labels, sorted.
-    type Series = (String, BTreeMap<String, String>);
-
-    /// A strict reader of the text exposition format: every family has one `# TYPE` before its
-    /// samples, a family's samples are together, no series appears twice, names and label names
-    /// are valid, label values are properly escaped, values are numbers.
-    #[derive(Debug, Default)]
-    struct Scrape {
-        types: HashMap<String, String>,
-        samples: HashMap<Series, f64>,
-    }
-
-    impl Scrape {
-        fn parse(text: &str) -> Scrape {
-            let mut scrape = Scrape::default();
-            let mut current: Option<String> = None;
-            let mut finished: Vec<String> = Vec::new();
-            for line in text.lines() {
-                if line.is_empty() {
-                    continue;
-                }
-                if let Some(comment) = line.strip_prefix("# ") {
-                    let mut words = comment.splitn(3, ' ');
-                    let (keyword, name) = (words.next().unwrap(), words.next().expect("a name"));
-                    assert!(valid_name(name), "bad family name in {line:?}");
-                    match keyword {
-                        "HELP" => {}
-                        "TYPE" => {
-                            let kind = words.next().expect("a type");
-                            assert!(["counter", "gauge", "histogram", "summary", "untyped"].contains(&kind));
-                            assert!(
-                                scrape.types.insert(name.to_owned(), kind.to_owned()).is_none(),
-                                "two TYPEs: {name}"
-                            );
-                        }
-                        _ => panic!("unexpected comment {line:?}"),
-                    }
-                    continue;
-                }
-                assert!(!line.starts_with('#'), "unexpected comment {line:?}");
-                let (series, value) = parse_sample(line);
-                let family = scrape.family_of(&series.0);
-                if current.as_deref() != Some(family.as_str()) {
-                    assert!(!finished.contains(&family), "family {family} is split");
-                    finished.extend(current.replace(family));
-                }
-                assert!(scrape.samples.insert(series, value).is_none(), "duplicate series {line:?}");
+    /// The exposition without its `# HELP` lines, each of which must come right before its
+    /// family's `# TYPE` line.
+    fn without_help(text: &str) -> Vec<&str> {
+        let lines: Vec<&str> = text.lines().collect();
+        for (i, line) in lines.iter().enumerate() {
+            if let Some(family) = line.strip_prefix("# TYPE ").and_then(|rest| rest.split(' ').next()) {
+                let help = i.checked_sub(1).map(|before| lines[before]);
+                assert!(help.is_some_and(|h| h.starts_with(&format!("# HELP {family} "))), "{line}");
             }
-            scrape
         }
-
-        /// The family a sample belongs to, which must have a `# TYPE`.
-        fn family_of(&self, name: &str) -> String {
-            if self.types.contains_key(name) {
-                return name.to_owned();
-            }
-            for suffix in ["_bucket", "_sum", "_count"] {
-                if let Some(base) = name.strip_suffix(suffix) {
-                    if self.types.get(base).is_some_and(|kind| kind == "histogram" || kind == "summary") {
-                        return base.to_owned();
-                    }
-                }
-            }
-            panic!("sample {name} has no # TYPE before it");
-        }
-
-        fn kind(&self, family: &str) -> &str {
-            self.types.get(family).unwrap_or_else(|| panic!("no family {family}"))
-        }
-
-        fn value(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
-            self.value_if_any(name, labels).unwrap_or_else(|| panic!("no series {name} {labels:?}"))
-        }
-
-        fn value_if_any(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-            let series =
-                (name.to_owned(), labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect());
-            self.samples.get(&series).copied()
-        }
-
-        /// Every value of the `label` label among `name`'s series.
-        fn label_values(&self, name: &str, label: &str) -> Vec<String> {
-            let mut values: Vec<String> = self
-                .samples
-                .keys()
-                .filter(|(n, _)| n == name)
-                .filter_map(|(_, l)| l.get(label).cloned())
-                .collect();
-            values.sort();
-            values.dedup();
-            values
-        }
-    }
-
-    fn valid_name(name: &str) -> bool {
-        let mut chars = name.chars();
-        chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == ':')
-            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
-    }
-
-    fn parse_sample(line: &str) -> (Series, f64) {
-        let name_end = line.find(['{', ' ']).unwrap_or_else(|| panic!("no value in {line:?}"));
-        let name = &line[..name_end];
-        assert!(valid_name(name), "bad metric name in {line:?}");
-        let mut labels = BTreeMap::new();
-        let mut rest = &line[name_end..];
-        if let Some(inner) = rest.strip_prefix('{') {
-            rest = inner;
-            while !rest.starts_with('}') {
-                let eq = rest.find("=\"").unwrap_or_else(|| panic!("bad label in {line:?}"));
-                let label = &rest[..eq];
-                assert!(valid_name(label) && !label.starts_with("__"), "bad label name in {line:?}");
-                let mut value = String::new();
-                let mut chars = rest[eq + 2..].char_indices();
-                let end = loop {
-                    match chars.next().unwrap_or_else(|| panic!("unterminated label in {line:?}")) {
-                        (i, '"') => break eq + 2 + i,
-                        (_, '\\') => match chars.next().map(|(_, c)| c) {
-                            Some('\\') => value.push('\\'),
-                            Some('"') => value.push('"'),
-                            Some('n') => value.push('\n'),
-                            other => panic!("bad escape {other:?} in {line:?}"),
-                        },
-                        (_, '\n') => panic!("raw newline in {line:?}"),
-                        (_, c) => value.push(c),
-                    }
-                };
-                assert!(labels.insert(label.to_owned(), value).is_none(), "label twice in {line:?}");
-                rest = &rest[end + 1..];
-                rest = rest.strip_prefix(',').unwrap_or(rest);
-            }
-            rest = &rest[1..];
-        }
-        let value = rest.strip_prefix(' ').unwrap_or_else(|| panic!("no space before the value in {line:?}"));
-        let value = match value {
-            "+Inf" => f64::INFINITY,
-            "-Inf" => f64::NEG_INFINITY,
-            v => v.parse().unwrap_or_else(|_| panic!("bad value in {line:?}")),
-        };
-        ((name.to_owned(), labels), value)
+        lines.into_iter().filter(|line| !line.starts_with("# HELP ")).collect()
     }
 
     fn row(ready: u64, age_ms: u64) -> QueueRow {
@@ -853,8 +718,6 @@ mod tests {
             "# HELP turnstile_test A test.\n# TYPE turnstile_test gauge\n\
              turnstile_test{queue=\"a\\\"b\\\\c\\nd\",state=\"ready\"} 3\n"
         );
-        let scrape = Scrape::parse(&out.out);
-        assert_eq!(scrape.value("turnstile_test", &[("queue", "a\"b\\c\nd"), ("state", "ready")]), 3.0);
     }
 
     #[test]
@@ -862,13 +725,52 @@ mod tests {
         let mut out = Exposition::default();
         let shown = cap_queues(vec![("a".to_owned(), row(2, 1500)), ("b".to_owned(), row(1, 0))], MAX_QUEUES);
         out.queues(2, &shown);
-        let scrape = Scrape::parse(&out.out);
-        assert_eq!(scrape.value("turnstile_queues", &[]), 2.0);
-        assert_eq!(scrape.value("turnstile_queue_messages", &[("queue", "a"), ("state", "ready")]), 2.0);
-        assert_eq!(scrape.value("turnstile_queue_messages", &[("queue", "b"), ("state", "in_flight")]), 0.0);
-        assert_eq!(scrape.value("turnstile_queue_oldest_ready_age_seconds", &[("queue", "a")]), 1.5);
-        assert_eq!(scrape.value("turnstile_queue_pushed_total", &[("queue", "b")]), 1.0);
-        assert_eq!(scrape.kind("turnstile_queue_pushed_total"), "counter");
+        // Each family's TYPE, then all its samples, before the next family begins.
+        let expected = [
+            "# TYPE turnstile_queues gauge",
+            "turnstile_queues 2",
+            "# TYPE turnstile_queue_messages gauge",
+            r#"turnstile_queue_messages{queue="a",state="ready"} 2"#,
+            r#"turnstile_queue_messages{queue="a",state="delayed"} 0"#,
+            r#"turnstile_queue_messages{queue="a",state="in_flight"} 0"#,
+            r#"turnstile_queue_messages{queue="b",state="ready"} 1"#,
+            r#"turnstile_queue_messages{queue="b",state="delayed"} 0"#,
+            r#"turnstile_queue_messages{queue="b",state="in_flight"} 0"#,
+            "# TYPE turnstile_queue_oldest_ready_age_seconds gauge",
+            r#"turnstile_queue_oldest_ready_age_seconds{queue="a"} 1.5"#,
+            r#"turnstile_queue_oldest_ready_age_seconds{queue="b"} 0"#,
+            "# TYPE turnstile_queue_dead_letters gauge",
+            r#"turnstile_queue_dead_letters{queue="a"} 0"#,
+            r#"turnstile_queue_dead_letters{queue="b"} 0"#,
+            "# TYPE turnstile_queue_consumers gauge",
+            r#"turnstile_queue_consumers{queue="a"} 0"#,
+            r#"turnstile_queue_consumers{queue="b"} 0"#,
+            "# TYPE turnstile_queue_waiting_pops gauge",
+            r#"turnstile_queue_waiting_pops{queue="a"} 0"#,
+            r#"turnstile_queue_waiting_pops{queue="b"} 0"#,
+            "# TYPE turnstile_queue_payload_bytes gauge",
+            r#"turnstile_queue_payload_bytes{queue="a"} 0"#,
+            r#"turnstile_queue_payload_bytes{queue="b"} 0"#,
+            "# TYPE turnstile_queue_pushed_total counter",
+            r#"turnstile_queue_pushed_total{queue="a"} 2"#,
+            r#"turnstile_queue_pushed_total{queue="b"} 1"#,
+            "# TYPE turnstile_queue_delivered_total counter",
+            r#"turnstile_queue_delivered_total{queue="a"} 0"#,
+            r#"turnstile_queue_delivered_total{queue="b"} 0"#,
+            "# TYPE turnstile_queue_acked_total counter",
+            r#"turnstile_queue_acked_total{queue="a"} 0"#,
+            r#"turnstile_queue_acked_total{queue="b"} 0"#,
+            "# TYPE turnstile_queue_returned_total counter",
+            r#"turnstile_queue_returned_total{queue="a"} 0"#,
+            r#"turnstile_queue_returned_total{queue="b"} 0"#,
+            "# TYPE turnstile_queue_dead_lettered_total counter",
+            r#"turnstile_queue_dead_lettered_total{queue="a"} 0"#,
+            r#"turnstile_queue_dead_lettered_total{queue="b"} 0"#,
+            "# TYPE turnstile_queue_expired_total counter",
+            r#"turnstile_queue_expired_total{queue="a"} 0"#,
+            r#"turnstile_queue_expired_total{queue="b"} 0"#,
+        ];
+        assert_eq!(without_help(&out.out), expected);
     }
 
     #[test]
@@ -880,24 +782,46 @@ mod tests {
         *journal.fsync_micros_log2.last_mut().unwrap() = 1; // slower than the last bound
         let mut out = Exposition::default();
         out.fsync_histogram(&journal);
-        let scrape = Scrape::parse(&out.out);
-        let bucket = |le: &str| scrape.value("turnstile_fsync_duration_seconds_bucket", &[("le", le)]);
-        assert_eq!(scrape.kind("turnstile_fsync_duration_seconds"), "histogram");
-        assert_eq!(bucket("0.000001"), 1.0);
-        assert_eq!(bucket("0.000004"), 1.0);
-        assert_eq!(bucket("0.000008"), 3.0);
-        assert_eq!(bucket("4.194304"), 3.0);
-        assert_eq!(bucket("+Inf"), 4.0);
-        assert_eq!(scrape.value("turnstile_fsync_duration_seconds_count", &[]), 4.0);
-        assert_eq!(scrape.value("turnstile_fsync_duration_seconds_sum", &[]), 3.0005);
+        // Bounds of 2^i µs; the slowest fsync counts only towards +Inf.
+        let expected = r#"# HELP turnstile_fsync_duration_seconds fsync latency.
+# TYPE turnstile_fsync_duration_seconds histogram
+turnstile_fsync_duration_seconds_bucket{le="0.000001"} 1
+turnstile_fsync_duration_seconds_bucket{le="0.000002"} 1
+turnstile_fsync_duration_seconds_bucket{le="0.000004"} 1
+turnstile_fsync_duration_seconds_bucket{le="0.000008"} 3
+turnstile_fsync_duration_seconds_bucket{le="0.000016"} 3
+turnstile_fsync_duration_seconds_bucket{le="0.000032"} 3
+turnstile_fsync_duration_seconds_bucket{le="0.000064"} 3
+turnstile_fsync_duration_seconds_bucket{le="0.000128"} 3
+turnstile_fsync_duration_seconds_bucket{le="0.000256"} 3
+turnstile_fsync_duration_seconds_bucket{le="0.000512"} 3
+turnstile_fsync_duration_seconds_bucket{le="0.001024"} 3
+turnstile_fsync_duration_seconds_bucket{le="0.002048"} 3
+turnstile_fsync_duration_seconds_bucket{le="0.004096"} 3
+turnstile_fsync_duration_seconds_bucket{le="0.008192"} 3
+turnstile_fsync_duration_seconds_bucket{le="0.016384"} 3
+turnstile_fsync_duration_seconds_bucket{le="0.032768"} 3
+turnstile_fsync_duration_seconds_bucket{le="0.065536"} 3
+turnstile_fsync_duration_seconds_bucket{le="0.131072"} 3
+turnstile_fsync_duration_seconds_bucket{le="0.262144"} 3
+turnstile_fsync_duration_seconds_bucket{le="0.524288"} 3
+turnstile_fsync_duration_seconds_bucket{le="1.048576"} 3
+turnstile_fsync_duration_seconds_bucket{le="2.097152"} 3
+turnstile_fsync_duration_seconds_bucket{le="4.194304"} 3
+turnstile_fsync_duration_seconds_bucket{le="+Inf"} 4
+turnstile_fsync_duration_seconds_sum 3.0005
+turnstile_fsync_duration_seconds_count 4
+"#;
+        assert_eq!(out.out, expected);
     }
 
     #[test]
     fn a_connection_counts_repeated_commands_through_its_own_handles() {
         let count = |command: &str| {
-            let scrape = Scrape::parse(&exporter().recorder.handle().render());
-            let labels = [("command", command), ("protocol", "resp")];
-            scrape.value_if_any("turnstile_commands_total", &labels).unwrap_or(0.0)
+            let series = format!("turnstile_commands_total{{command=\"{command}\",protocol=\"resp\"}} ");
+            let text = exporter().recorder.handle().render();
+            let value = text.lines().find_map(|line| line.strip_prefix(&series));
+            value.map_or(0.0, |v| v.parse::<f64>().unwrap())
         };
         let args = |name: &str| vec![Bytes::copy_from_slice(name.as_bytes()), Bytes::from_static(b"x")];
         // Other tests count commands in this process too: only increases are compared, and
@@ -924,236 +848,5 @@ mod tests {
         assert_eq!(resp_command_name(&args("client")), "client");
         assert_eq!(resp_command_name(&args("FLUSHALL")), "unknown");
         assert_eq!(resp_command_name(&[]), "unknown");
-    }
-
-    /// One RESP connection, replies read whole.
-    struct Resp {
-        stream: TcpStream,
-        buf: Vec<u8>,
-    }
-
-    impl Resp {
-        async fn connect(server: &std::net::SocketAddr) -> Resp {
-            Resp { stream: TcpStream::connect(server).await.unwrap(), buf: Vec::new() }
-        }
-
-        async fn send(&mut self, args: &[&str]) {
-            let mut out = format!("*{}\r\n", args.len());
-            for arg in args {
-                out.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
-            }
-            self.stream.write_all(out.as_bytes()).await.unwrap();
-        }
-
-        async fn reply(&mut self) -> String {
-            loop {
-                if let Some(len) = reply_len(&self.buf) {
-                    let reply = self.buf.drain(..len).collect::<Vec<u8>>();
-                    return String::from_utf8(reply).unwrap();
-                }
-                let mut chunk = [0u8; 4096];
-                let n = tokio::time::timeout(Duration::from_secs(10), self.stream.read(&mut chunk))
-                    .await
-                    .expect("a reply within 10 s")
-                    .unwrap();
-                assert!(n > 0, "the server closed the connection");
-                self.buf.extend_from_slice(&chunk[..n]);
-            }
-        }
-
-        async fn call(&mut self, args: &[&str]) -> String {
-            self.send(args).await;
-            self.reply().await
-        }
-    }
-
-    /// The length of the first complete RESP2 reply in `buf`.
-    fn reply_len(buf: &[u8]) -> Option<usize> {
-        let line_end = buf.windows(2).position(|w| w == b"\r\n")?;
-        let line = std::str::from_utf8(&buf[1..line_end]).unwrap();
-        let after = line_end + 2;
-        match buf.first()? {
-            b'+' | b'-' | b':' => Some(after),
-            b'$' if line == "-1" => Some(after),
-            b'$' => {
-                let end = after + line.parse::<usize>().unwrap() + 2;
-                (buf.len() >= end).then_some(end)
-            }
-            b'*' => {
-                let mut at = after;
-                for _ in 0..line.parse::<i64>().unwrap().max(0) {
-                    at += reply_len(&buf[at..])?;
-                }
-                Some(at)
-            }
-            other => panic!("unexpected reply type {other}"),
-        }
-    }
-
-    /// The integers of a reply, in order (`:n` lines).
-    fn ints(reply: &str) -> Vec<u64> {
-        reply.split("\r\n").filter_map(|line| line.strip_prefix(':')).map(|n| n.parse().unwrap()).collect()
-    }
-
-    async fn scrape(http: std::net::SocketAddr) -> (String, Scrape) {
-        let mut stream = TcpStream::connect(http).await.unwrap();
-        stream
-            .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-            .await
-            .unwrap();
-        let mut response = Vec::new();
-        stream.read_to_end(&mut response).await.unwrap();
-        let response = String::from_utf8(response).unwrap();
-        let (head, body) = response.split_once("\r\n\r\n").unwrap();
-        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-        assert!(head.to_ascii_lowercase().contains("content-type: text/plain; version=0.0.4"), "{head}");
-        assert!(!head.to_ascii_lowercase().contains("chunked"), "{head}");
-        (body.to_owned(), Scrape::parse(body))
-    }
-
-    fn temp_dir() -> PathBuf {
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
-        std::env::temp_dir().join(format!("turnstile-metrics-{}-{nanos}", std::process::id()))
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_scrape_after_resp_commands_shows_them() {
-        let data_dir = temp_dir();
-        let config = Config {
-            resp_addr: "127.0.0.1:0".parse().unwrap(),
-            http_addr: "127.0.0.1:0".parse().unwrap(),
-            amqp_addr: "127.0.0.1:0".parse().unwrap(),
-            data_dir: data_dir.clone(),
-            fsync: Fsync::Always,
-            ..Config::default()
-        };
-        let server = Server::start(config).await.unwrap();
-        let (resp, http) = (server.resp_addr(), server.http_addr());
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let running = tokio::spawn(server.run(async move {
-            let _ = stopped.await;
-        }));
-
-        let weird = "we\"ird\\q\nname";
-        let mut a = Resp::connect(&resp).await;
-        for i in 0..5 {
-            assert!(a.call(&["Q.PUSH", "jobs", &format!("j{i}")]).await.starts_with(':'));
-        }
-        a.call(&["q.push", weird, "x"]).await;
-        a.call(&["Q.PUSH", "gone", "x"]).await;
-        assert_eq!(a.call(&["Q.DEL", "gone"]).await, ":1\r\n");
-        let popped = ints(&a.call(&["Q.POP", "jobs"]).await);
-        assert_eq!(a.call(&["Q.ACK", "jobs", &popped[1].to_string()]).await, ":1\r\n");
-        assert!(a.call(&["NO.SUCH.COMMAND"]).await.starts_with("-ERR unknown command"));
-
-        // Two immediate grants, a refused deadlock, a grant after a wait, a wait that times out.
-        let mut b = Resp::connect(&resp).await;
-        let l = ints(&a.call(&["LOCK.ACQUIRE", "l", "30000"]).await)[0];
-        let m = ints(&b.call(&["LOCK.ACQUIRE", "m", "30000"]).await)[0];
-        a.send(&["LOCK.ACQUIRE", "m", "30000", "WAIT", "10000"]).await;
-        // Wait until a is in line for m (the lock_waiters gauge says so), then close the cycle.
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while scrape(http).await.1.value("turnstile_lock_waiters", &[]) < 1.0 {
-            assert!(tokio::time::Instant::now() < deadline, "a never waited for m");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        assert!(b.call(&["LOCK.ACQUIRE", "l", "30000", "WAIT", "10000"]).await.starts_with("-DEADLOCK"));
-        assert_eq!(b.call(&["LOCK.RELEASE", "m", &m.to_string()]).await, ":1\r\n");
-        assert_eq!(ints(&a.reply().await).len(), 2, "granted after the wait");
-        assert_eq!(b.call(&["LOCK.ACQUIRE", "l", "30000", "WAIT", "100"]).await, "*-1\r\n");
-        assert!(l > 0);
-
-        let (text, scrape) = scrape(http).await;
-        assert!(text.contains(r#"queue="we\"ird\\q\nname""#), "label values escaped:\n{text}");
-
-        // Commands, by protocol (the recorder is shared with other tests: at least ours).
-        assert_eq!(scrape.kind("turnstile_commands_total"), "counter");
-        assert_eq!(scrape.kind("turnstile_command_duration_seconds"), "histogram");
-        let push = [("command", "q.push"), ("protocol", "resp")];
-        assert!(scrape.value("turnstile_commands_total", &push) >= 7.0);
-        assert!(scrape.value("turnstile_command_duration_seconds_count", &push) >= 7.0);
-        assert!(
-            scrape.value("turnstile_command_duration_seconds_bucket", &[("le", "10"), push[0], push[1]])
-                >= 7.0
-        );
-        assert!(
-            scrape.value("turnstile_commands_total", &[("command", "unknown"), ("protocol", "resp")]) >= 1.0
-        );
-        let commands = scrape.label_values("turnstile_commands_total", "command");
-        assert!(commands.iter().all(|c| c == "unknown"
-            || cmd::command_name(&[Bytes::from(c.clone())]).is_some()
-            || !c.contains('.')));
-        assert!(!commands.contains(&"no.such.command".to_owned()));
-
-        // Connections, sessions, locks.
-        let resp_label = [("protocol", "resp")];
-        assert_eq!(scrape.value("turnstile_connections", &resp_label), 2.0);
-        assert_eq!(scrape.value("turnstile_connections_accepted_total", &resp_label), 2.0);
-        assert_eq!(scrape.value("turnstile_connections_rejected_total", &resp_label), 0.0);
-        // The scrape itself came over an HTTP connection, open while it is answered.
-        let http_label = [("protocol", "http")];
-        assert!(scrape.value("turnstile_connections_accepted_total", &http_label) >= 1.0);
-        assert!(scrape.value("turnstile_connections", &http_label) >= 1.0);
-        assert!(scrape.value("turnstile_sessions", &[]) >= 2.0);
-        assert_eq!(scrape.value("turnstile_locks", &[]), 2.0);
-        assert_eq!(scrape.value("turnstile_lock_holds", &[]), 2.0);
-        assert_eq!(scrape.value("turnstile_lock_waiters", &[]), 0.0);
-        assert_eq!(scrape.value("turnstile_lock_grants_total", &[]), 3.0);
-        assert_eq!(scrape.value("turnstile_lock_wait_timeouts_total", &[]), 1.0);
-        assert_eq!(scrape.value("turnstile_deadlocks_refused_total", &[]), 1.0);
-        assert_eq!(scrape.value("turnstile_lock_leases_expired_total", &[]), 0.0);
-
-        // Queues: "gone" was deleted, so it has no series.
-        assert_eq!(scrape.value("turnstile_queues", &[]), 2.0);
-        assert_eq!(
-            scrape.label_values("turnstile_queue_messages", "queue"),
-            vec!["jobs".to_owned(), weird.to_owned()]
-        );
-        let jobs = [("queue", "jobs")];
-        assert_eq!(scrape.value("turnstile_queue_messages", &[jobs[0], ("state", "ready")]), 4.0);
-        assert_eq!(scrape.value("turnstile_queue_messages", &[jobs[0], ("state", "in_flight")]), 0.0);
-        assert_eq!(scrape.value("turnstile_queue_messages", &[("queue", weird), ("state", "ready")]), 1.0);
-        assert_eq!(scrape.value("turnstile_queue_pushed_total", &jobs), 5.0);
-        assert_eq!(scrape.value("turnstile_queue_acked_total", &jobs), 1.0);
-        assert_eq!(scrape.value("turnstile_queue_returned_total", &jobs), 0.0);
-        assert_eq!(scrape.value("turnstile_queue_consumers", &jobs), 0.0);
-        assert!(scrape.value("turnstile_queue_oldest_ready_age_seconds", &jobs) >= 0.0);
-        assert_eq!(scrape.kind("turnstile_queue_dead_lettered_total"), "counter");
-        assert_eq!(scrape.kind("turnstile_queue_expired_total"), "counter");
-
-        // Raft and storage.
-        assert_eq!(scrape.value("turnstile_raft_is_leader", &[]), 1.0);
-        assert_eq!(scrape.value("turnstile_raft_leader", &[]), 1.0);
-        assert!(scrape.value("turnstile_raft_term", &[]) >= 1.0);
-        let applied = scrape.value("turnstile_raft_applied_index", &[]);
-        assert!(applied >= 10.0);
-        assert!(scrape.value("turnstile_raft_committed_index", &[]) >= applied);
-        assert!(scrape.value("turnstile_raft_last_log_index", &[]) >= applied);
-        assert!(scrape.value("turnstile_raft_commands_proposed_total", &[]) >= 15.0);
-        assert!(scrape.value("turnstile_raft_entries_proposed_total", &[]) >= 1.0);
-        assert_eq!(scrape.kind("turnstile_raft_snapshot_index"), "gauge");
-        assert!(scrape.value("turnstile_fsync_total", &[]) >= 1.0);
-        assert!(scrape.value("turnstile_fsync_duration_seconds_count", &[]) >= 1.0);
-        assert!(scrape.value("turnstile_journal_bytes_written_total", &[]) > 0.0);
-        assert!(scrape.value("turnstile_journal_records_total", &[]) >= 1.0);
-        assert!(
-            scrape.value("turnstile_journal_log_bytes", &[]) > 0.0,
-            "no snapshot yet: the log is all there"
-        );
-        assert!(scrape.value("turnstile_fsync_batch_size_max", &[]) >= 1.0);
-        assert_eq!(scrape.value("turnstile_journal_poisoned", &[]), 0.0);
-
-        // Memory and the process.
-        assert!(scrape.value("turnstile_payload_bytes", &[]) > 0.0);
-        assert_eq!(scrape.value("turnstile_max_memory_bytes", &[]), 0.0);
-        assert_eq!(scrape.value("turnstile_pushes_refused_oom_total", &[]), 0.0);
-        assert!(scrape.value("turnstile_process_resident_memory_bytes", &[]) > 0.0);
-        assert!(scrape.value("turnstile_uptime_seconds", &[]) > 0.0);
-        assert_eq!(scrape.value("turnstile_build_info", &[("version", crate::resp::info::VERSION)]), 1.0);
-
-        drop((a, b));
-        stop.send(()).unwrap();
-        running.await.unwrap().unwrap();
-        let _ = std::fs::remove_dir_all(data_dir);
     }
 }

@@ -3,12 +3,15 @@
 
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStderr, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
+
+pub mod scrape;
 
 pub struct TestServer {
     child: Child,
@@ -298,4 +301,20 @@ pub fn until(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
         assert!(Instant::now() < deadline, "timed out waiting until {what}");
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// `INFO section` as a map of its `key:value` lines.
+pub fn info(con: &mut redis::Connection, section: &str) -> HashMap<String, String> {
+    let text: String = redis::cmd("INFO").arg(section).query(con).expect("INFO");
+    text.lines()
+        .filter_map(|line| line.split_once(':'))
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        .collect()
+}
+
+/// One number of `INFO section`.
+pub fn info_u64(con: &mut redis::Connection, section: &str, key: &str) -> u64 {
+    let all = info(con, section);
+    let value = all.get(key).unwrap_or_else(|| panic!("INFO {section} has no {key}: {all:?}"));
+    value.parse().unwrap_or_else(|_| panic!("INFO {section} {key} is not a number: {value:?}"))
 }
