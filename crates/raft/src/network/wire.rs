@@ -31,6 +31,9 @@ pub const MAX_FRAME: usize = 256 << 20;
 /// The limit before the handshake is done: a hello and its answer are a few dozen bytes.
 pub const MAX_HELLO_FRAME: usize = 4 << 10;
 
+/// The most a [`FrameReader`] makes room for at once, while a frame is arriving.
+const READ_STEP: usize = 1 << 20;
+
 /// The length field and the version byte.
 const HEADER: usize = 5;
 
@@ -118,6 +121,12 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         loop {
             if let Some(msg) = decode(&mut self.buf, self.limit)? {
                 return Ok(Some(msg));
+            }
+            // Room for the rest of a large frame, read in few large reads rather than many small
+            // ones; a step at a time, so a length alone does not make the buffer grow.
+            if let Some(prefix) = self.buf.first_chunk::<4>() {
+                let missing = (4 + u32::from_be_bytes(*prefix) as usize).saturating_sub(self.buf.len());
+                self.buf.reserve(missing.min(READ_STEP));
             }
             if self.inner.read_buf(&mut self.buf).await? == 0 {
                 return if self.buf.is_empty() { Ok(None) } else { Err(WireError::Truncated) };
