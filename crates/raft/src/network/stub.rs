@@ -1,9 +1,9 @@
-//! Node-to-node network: a stub, for now.
+//! The network of a single node: [`NoNetwork`].
 //!
 //! openraft needs a [`RaftNetworkFactory`] even for a one-voter cluster, but a single node never
 //! calls it: there is nobody to replicate to or ask for votes. Every method of [`NoPeer`] therefore
-//! fails with "unreachable". The real transport (for 3- and 5-node clusters) will replace this
-//! module; it must use the same snapshot data type as [`crate::StateMachineStore`] (`Bytes`).
+//! fails with "unreachable". [`crate::Node`] starts with it until clusters are wired in; then
+//! [`crate::TcpNetwork`] takes its place.
 
 use std::future::Future;
 
