@@ -68,12 +68,13 @@ impl From<Refused> for ApiError {
             Refused::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Refused::NameTooLong { .. } => StatusCode::BAD_REQUEST,
             Refused::OutOfMemory => StatusCode::INSUFFICIENT_STORAGE,
-            Refused::Node(_) => {
-                let Refused::Node(e) = e else { unreachable!("matched above") };
-                return e.into();
-            }
+            // The node's refusals have their own statuses (and a leader to name).
+            Refused::Node(_) => StatusCode::SERVICE_UNAVAILABLE,
         };
-        ApiError::new(status, e.code(), e.to_string())
+        match e {
+            Refused::Node(e) => e.into(),
+            e => ApiError::new(status, e.code(), e.to_string()),
+        }
     }
 }
 
@@ -112,6 +113,32 @@ mod tests {
         for (error, status, code) in cases {
             let api = ApiError::from(error);
             assert_eq!((api.status, api.code), (status, code));
+        }
+    }
+
+    #[test]
+    fn each_refusal_has_its_status_and_code() {
+        let cases = [
+            (Refused::PayloadTooLarge { limit: 8 }, StatusCode::PAYLOAD_TOO_LARGE, "ERR"),
+            (
+                Refused::NameTooLong { kind: turnstile_core::NameKind::Queue, limit: 8 },
+                StatusCode::BAD_REQUEST,
+                "ERR",
+            ),
+            (Refused::OutOfMemory, StatusCode::INSUFFICIENT_STORAGE, "OOM"),
+            (
+                Refused::Node(NodeError::NotLeader { leader: None }),
+                StatusCode::SERVICE_UNAVAILABLE,
+                "NOTLEADER",
+            ),
+        ];
+        for (refused, status, code) in cases {
+            let text = refused.to_string();
+            let api = ApiError::from(refused);
+            assert_eq!((api.status, api.code), (status, code));
+            if code != "NOTLEADER" {
+                assert_eq!(api.message, text, "the same words as on every protocol");
+            }
         }
     }
 
