@@ -254,15 +254,8 @@ fn publish_command(exchange: &str, routing_key: &str, body: &'static [u8]) -> Co
         exchange: exchange.to_owned(),
         routing_key: routing_key.to_owned(),
         push: Push {
-            queue: String::new(),
-            payload: Bytes::from_static(body),
             properties: turnstile_amqp::props::encode(exchange, routing_key, &NO_PROPERTIES),
-            delay: 0,
-            priority: 0,
-            dedup: None,
-            ttl: None,
-            group: None,
-            fence: None,
+            ..Push::new(String::new(), Bytes::from_static(body))
         },
     })
 }
