@@ -129,6 +129,9 @@ fn three_nodes_elect_a_leader_refuse_writes_on_followers_and_survive_its_kill() 
         common::info_u64(&mut fcon, "raft", "applied_index") >= written
     });
     assert_eq!(info(&mut fcon, "raft")["role"], "follower");
+    let (status, _, body) =
+        common::http_request(&nodes[follower].http_addr, "GET", "/readyz", None, "text/plain");
+    assert_eq!(status, 200, "a follower that knows the leader and has applied the log is ready: {body}");
 
     // kill -9 the leader: the other two elect one that kept the write and the hold.
     nodes[leader].kill9();
@@ -163,4 +166,11 @@ fn three_nodes_elect_a_leader_refuse_writes_on_followers_and_survive_its_kill() 
     until("a write succeeds on the third leader", WAIT, || set(&mut con, "k3", "last").is_ok());
     assert_eq!(get(&mut con, "k2").expect("GET").as_deref(), Some("after"));
     assert_eq!(holder_tokens(&mut con, "l"), vec![token], "the hold survives a second failover");
+
+    // SIGTERM stops a node of a cluster gracefully, leader or not.
+    drop((con, rcon, fcon));
+    for &i in &last {
+        nodes[i].terminate();
+        assert_eq!(nodes[i].wait_exit(), Some(0), "node {} stops cleanly", i + 1);
+    }
 }
