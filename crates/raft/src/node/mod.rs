@@ -4,6 +4,8 @@
 //! ```text
 //!  Node::start ─► open_storage ─► Raft::new ─► initialize ─► wait to lead ─┬─► batcher task
 //!                 (open.rs)                                                 └─► snapshotter task
+//!  Node::start_in_cluster: the same, with TcpNetwork, `serve` on the Raft listener and the
+//!  leader hook (RefreshLeases on each leadership) before initialize; waits to know a leader
 //!
 //!  Node::submit ─► proposal queue ─► batcher ─► Raft::client_write_ff ─► deliver ─► Answer
 //!                                   (batcher.rs: batching, the in-flight bound, stamping)
