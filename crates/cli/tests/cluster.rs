@@ -174,3 +174,29 @@ fn three_nodes_elect_a_leader_refuse_writes_on_followers_and_survive_its_kill() 
         assert_eq!(nodes[i].wait_exit(), Some(0), "node {} stops cleanly", i + 1);
     }
 }
+
+#[test]
+fn a_node_without_a_majority_serves_refusals_until_a_second_node_forms_the_cluster() {
+    let raft: Vec<String> = (0..3).map(|_| free_loopback_addr()).collect();
+    let peers = raft.iter().enumerate().map(|(i, a)| format!("{}={a}", i + 1)).collect::<Vec<_>>().join(",");
+    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().expect("temp dir")).collect();
+
+    // Alone, node 1 gives up waiting for a leader, serves, and refuses writes for want of one.
+    let mut nodes = start_nodes(&dirs[..1], &peers);
+    let mut con = nodes[0].client();
+    let refused = set(&mut con, "k", "v").expect_err("no leader, no write");
+    assert!(
+        refused.to_string().contains("NOTLEADER") && refused.to_string().contains("no leader"),
+        "{refused}"
+    );
+    let (status, _, body) = common::http_request(&nodes[0].http_addr, "GET", "/readyz", None, "text/plain");
+    assert_eq!(status, 503, "not ready without a leader: {body}");
+
+    // A second node makes a majority of the three: the cluster forms and takes writes.
+    let dir = dirs[1].path().to_path_buf();
+    nodes.push(TestServer::start_in(&dir, &["--node-id", "2", "--peers", &peers]));
+    let leader = leader_among(&nodes, &[0, 1]);
+    let mut con = nodes[leader].client();
+    until("a write succeeds on the leader of two", WAIT, || set(&mut con, "k", "v").is_ok());
+    assert_eq!(get(&mut con, "k").expect("GET").as_deref(), Some("v"));
+}
