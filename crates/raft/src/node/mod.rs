@@ -237,16 +237,14 @@ impl Node {
         let (proposals, queue) = mpsc::channel(max_batch.saturating_mul(4));
         let mut serving = None;
         let mut leading = None;
-        let members = match &cluster {
+        let in_cluster = cluster.is_some();
+        let members = match cluster {
             None => BTreeMap::from([(id, BasicNode::default())]),
             Some(cluster) => {
                 let listener = cluster
                     .listener
-                    .try_clone()
-                    .and_then(|l| {
-                        l.set_nonblocking(true)?;
-                        tokio::net::TcpListener::from_std(l)
-                    })
+                    .set_nonblocking(true)
+                    .and_then(|()| tokio::net::TcpListener::from_std(cluster.listener))
                     .map_err(|e| NodeError::Fatal(format!("raft listener: {e}")))?;
                 let (stop, stopped) = oneshot::channel::<()>();
                 let task = tokio::spawn(serve(listener, raft.clone(), cluster.cluster_id, id, async {
@@ -254,15 +252,14 @@ impl Node {
                 }));
                 serving = Some((stop, task));
                 // Watching before initializing: the first leadership is not missed.
-                leading =
-                    Some(LeaderHook { _watch: on_leading(&raft, &proposals, cluster.on_leading.clone()) });
+                leading = Some(LeaderHook { _watch: on_leading(&raft, &proposals, cluster.on_leading) });
                 cluster.peers.iter().map(|(&peer, addr)| (peer, BasicNode::new(addr))).collect()
             }
         };
         if !raft.is_initialized().await.map_err(fatal_error)? {
             raft.initialize(members).await.map_err(|e| NodeError::Fatal(format!("initialize: {e}")))?;
         }
-        if cluster.is_none() {
+        if !in_cluster {
             // Writing before this node leads fails with ForwardToLeader.
             raft.wait(Some(LEADER_TIMEOUT))
                 .metrics(
@@ -316,7 +313,7 @@ impl Node {
                 leading: Mutex::new(leading),
             }),
         };
-        if cluster.is_none() {
+        if !in_cluster {
             node.propose(Command::RefreshLeases).await?;
         }
         Ok(node)
