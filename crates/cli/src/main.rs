@@ -10,6 +10,7 @@ mod queue;
 mod run;
 mod work;
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -32,7 +33,7 @@ struct Cli {
 enum Command {
     /// Run the server (in the foreground; stops gracefully on SIGINT or SIGTERM).
     #[command(after_help = SERVER_HELP)]
-    Server(ServerArgs),
+    Server(Box<ServerArgs>),
     /// Locks: run a command under one, acquire, release, renew, inspect.
     Lock {
         #[command(flatten)]
@@ -104,6 +105,17 @@ struct ServerArgs {
     /// picks one. Users come from `amqp-users` in the config file [default: guest/guest, loopback only].
     #[arg(long, env = "TURNSTILE_AMQP_ADDR", value_name = "HOST:PORT")]
     amqp_addr: Option<SocketAddr>,
+    /// This node's id in its cluster; stable across restarts, never reused [default: 1].
+    #[arg(long, env = "TURNSTILE_NODE_ID", value_name = "ID")]
+    node_id: Option<u64>,
+    /// Where this node listens for the other nodes of its cluster [default: its address in --peers].
+    #[arg(long, env = "TURNSTILE_RAFT_ADDR", value_name = "HOST:PORT")]
+    raft_addr: Option<SocketAddr>,
+    /// The voters of a new cluster, this node among them, the same list on every node:
+    /// ID=HOST:PORT,... (Raft addresses). The cluster forms once a majority of them is up.
+    /// Without it: a single node.
+    #[arg(long, env = "TURNSTILE_PEERS", value_name = "ID=HOST:PORT,...", value_parser = turnstile_server::parse_peers)]
+    peers: Option<BTreeMap<u64, SocketAddr>>,
     /// Most client connections at once [default: 10000].
     #[arg(long, env = "TURNSTILE_MAX_CLIENTS", value_name = "N")]
     max_clients: Option<usize>,
@@ -168,6 +180,11 @@ impl ServerArgs {
         set(&mut config.resp_addr, &self.resp_addr);
         set(&mut config.http_addr, &self.http_addr);
         set(&mut config.amqp_addr, &self.amqp_addr);
+        set(&mut config.node_id, &self.node_id);
+        set(&mut config.peers, &self.peers);
+        if self.raft_addr.is_some() {
+            config.raft_addr = self.raft_addr;
+        }
         set(&mut config.max_clients, &self.max_clients);
         set(&mut config.max_payload, &self.max_payload);
         set(&mut config.max_name_len, &self.max_name_len);
@@ -189,7 +206,7 @@ impl ServerArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Server(args) => server(args).map(|()| ExitCode::SUCCESS),
+        Command::Server(args) => server(*args).map(|()| ExitCode::SUCCESS),
         Command::Lock { target, command } => {
             client_command(&target, async |client| lock::lock(client, command, target.json).await)
         }
@@ -255,8 +272,9 @@ fn server(args: ServerArgs) -> anyhow::Result<()> {
     tokio_runtime_with(config.worker_threads)?.block_on(async {
         let server = Server::start(config).await?;
         // Scripts and tests read this line to learn the address (port 0 picks a free one).
+        let raft = server.raft_addr().map(|addr| format!(" raft={addr}")).unwrap_or_default();
         println!(
-            "turnstile {} ready: resp={} http={} amqp={}",
+            "turnstile {} ready: resp={} http={} amqp={}{raft}",
             env!("CARGO_PKG_VERSION"),
             server.resp_addr(),
             server.http_addr(),

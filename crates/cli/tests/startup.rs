@@ -131,3 +131,24 @@ fn a_refused_start_says_its_cause_once() {
     let path = file.display().to_string();
     assert!(output.contains(&format!("turnstile: cannot create data dir {path}: {cause}")), "{output}");
 }
+
+#[test]
+fn cluster_settings_that_cannot_work_are_refused_before_anything_is_created() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("data");
+    let refused = |args: &[&str]| {
+        let (status, output) = run_to_exit(&data, args, Duration::from_secs(30));
+        assert!(!status.expect("a refused start exits by itself").success(), "{output}");
+        assert!(!data.exists(), "nothing is created for a refused start");
+        output
+    };
+    let output = refused(&["--node-id", "4", "--peers", "1=127.0.0.1:7381,2=127.0.0.1:7391"]);
+    assert!(
+        output.contains("node-id 4 is not among the peers (1=127.0.0.1:7381,2=127.0.0.1:7391)"),
+        "{output}"
+    );
+    let output = refused(&["--peers", "1=127.0.0.1:7381,1=127.0.0.1:7391"]);
+    assert!(output.contains("peer 1 is listed twice"), "{output}");
+    let output = refused(&["--raft-addr", "127.0.0.1:7381"]);
+    assert!(output.contains("raft-addr needs peers"), "{output}");
+}

@@ -21,6 +21,16 @@ pub struct Config {
     /// AMQP users and their passwords (PLAIN and AMQPLAIN). As in RabbitMQ, `guest` may log in
     /// only from a loopback address.
     pub amqp_users: BTreeMap<String, String>,
+    /// This node's id in the cluster; stable across restarts, never reused for another node.
+    pub node_id: u64,
+    /// Where this node listens for the other nodes of its cluster (Raft's transport). Unset: the
+    /// address `peers` gives this node. Without `peers` there is no cluster and it must be unset.
+    pub raft_addr: Option<SocketAddr>,
+    /// The voters of a new cluster, as text: `1=10.0.0.1:7381,2=10.0.0.2:7381,3=10.0.0.3:7381`
+    /// (each node's id and Raft address; the same list on every node, this node among them).
+    /// Empty: a single node, a cluster of one voter.
+    #[serde(deserialize_with = "peers_from_text")]
+    pub peers: BTreeMap<u64, SocketAddr>,
     /// Where the Raft log (`log/`), snapshots (`snapshots/`) and the `LOCK` file live.
     pub data_dir: PathBuf,
     /// Connections open at once, over every protocol; more are refused (RESP: `-ERR max number
@@ -75,6 +85,9 @@ impl Default for Config {
             amqp_addr: SocketAddr::from(([127, 0, 0, 1], DEFAULT_AMQP_PORT)),
             amqp_users: BTreeMap::from([("guest".to_owned(), "guest".to_owned())]),
             data_dir: PathBuf::from("turnstile-data"),
+            node_id: 1,
+            raft_addr: None,
+            peers: BTreeMap::new(),
             max_clients: 10_000,
             max_payload: 16 * 1024 * 1024,
             max_name_len: 1024,
@@ -148,11 +161,68 @@ impl Config {
             ("fsync-interval-ms", usize::try_from(self.fsync_interval_ms).unwrap_or(usize::MAX)),
             ("snapshot-every", usize::try_from(self.snapshot_every).unwrap_or(usize::MAX)),
         ];
-        match positive.iter().find(|(_, v)| *v == 0) {
-            Some((name, _)) => Err(ConfigError::Invalid(format!("{name} must be at least 1"))),
-            None => Ok(()),
+        if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
+            return Err(ConfigError::Invalid(format!("{name} must be at least 1")));
+        }
+        if self.peers.is_empty() {
+            if self.raft_addr.is_some() {
+                return Err(ConfigError::Invalid("raft-addr needs peers (the cluster's nodes)".into()));
+            }
+        } else if !self.peers.contains_key(&self.node_id) {
+            return Err(ConfigError::Invalid(format!(
+                "node-id {} is not among the peers ({})",
+                self.node_id,
+                peers_text(&self.peers)
+            )));
+        }
+        Ok(())
+    }
+
+    /// Whether this node is one of a cluster of several nodes (it has `peers`).
+    pub fn in_cluster(&self) -> bool {
+        !self.peers.is_empty()
+    }
+
+    /// Where the Raft listener binds: `raft-addr`, or else this node's address in `peers`.
+    pub fn raft_listen_addr(&self) -> Option<SocketAddr> {
+        self.raft_addr.or_else(|| self.peers.get(&self.node_id).copied())
+    }
+
+    /// The cluster id every node-to-node handshake names. For now it is derived from the peer
+    /// list (FNV-1a of its text, ids in order), which every node is given identically: nodes
+    /// started with different lists refuse each other. (Once nodes can join, it will have to be
+    /// made at formation and kept in the data dir, since the membership will outgrow the list.)
+    pub fn cluster_id(&self) -> u64 {
+        peers_text(&self.peers)
+            .bytes()
+            .fold(0xcbf2_9ce4_8422_2325, |hash, byte| (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3))
+    }
+}
+
+/// Reads `peers`: `ID=HOST:PORT` pairs separated by commas; ids unique. Empty text: no peers.
+pub fn parse_peers(text: &str) -> Result<BTreeMap<u64, SocketAddr>, String> {
+    let mut peers = BTreeMap::new();
+    for pair in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (id, addr) =
+            pair.split_once('=').ok_or_else(|| format!("a peer is ID=HOST:PORT, not {pair:?}"))?;
+        let id: u64 = id.trim().parse().map_err(|_| format!("a peer's id is a number, not {id:?}"))?;
+        let addr: SocketAddr =
+            addr.trim().parse().map_err(|_| format!("peer {id}'s address is HOST:PORT, not {addr:?}"))?;
+        if peers.insert(id, addr).is_some() {
+            return Err(format!("peer {id} is listed twice"));
         }
     }
+    Ok(peers)
+}
+
+/// The peers as `parse_peers` reads them, in id order.
+fn peers_text(peers: &BTreeMap<u64, SocketAddr>) -> String {
+    peers.iter().map(|(id, addr)| format!("{id}={addr}")).collect::<Vec<_>>().join(",")
+}
+
+fn peers_from_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<BTreeMap<u64, SocketAddr>, D::Error> {
+    let text = String::deserialize(d)?;
+    parse_peers(&text).map_err(serde::de::Error::custom)
 }
 
 #[cfg(test)]
@@ -187,6 +257,21 @@ mod tests {
     fn unknown_keys_and_bad_values_are_refused() {
         assert!(Config::from_toml("resp-adr = \"127.0.0.1:1\"").is_err());
         assert!(Config::from_toml("max-clients = -1").is_err());
+        let peers = parse_peers("1=127.0.0.1:7381, 2=127.0.0.1:7391,3=127.0.0.1:7401").unwrap();
+        assert_eq!(peers.len(), 3);
+        assert_eq!(parse_peers("1=127.0.0.1:1,1=127.0.0.1:2").unwrap_err(), "peer 1 is listed twice");
+        assert!(parse_peers("1=nowhere").is_err() && parse_peers("127.0.0.1:1").is_err());
+        let c = Config::from_toml("node-id = 2\npeers = \"1=127.0.0.1:7381,2=127.0.0.1:7391\"\n").unwrap();
+        assert_eq!((c.node_id, c.raft_listen_addr()), (2, Some("127.0.0.1:7391".parse().unwrap())));
+        assert!(c.validate().is_ok() && c.in_cluster());
+        let stranger = Config { node_id: 3, ..c.clone() };
+        assert_eq!(
+            stranger.validate().unwrap_err().to_string(),
+            "invalid setting: node-id 3 is not among the peers (1=127.0.0.1:7381,2=127.0.0.1:7391)"
+        );
+        let alone = Config { raft_addr: Some("127.0.0.1:7381".parse().unwrap()), ..Config::default() };
+        assert!(alone.validate().is_err());
+        assert!(Config::from_toml("peers = \"1=127.0.0.1:1,1=127.0.0.1:2\"").is_err());
         let zero = Config { max_clients: 0, ..Config::default() };
         assert_eq!(
             zero.validate().unwrap_err().to_string(),

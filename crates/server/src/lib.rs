@@ -26,7 +26,9 @@ mod shutdown;
 mod stats;
 mod ticker;
 
-pub use config::{Config, ConfigError, DEFAULT_AMQP_PORT, DEFAULT_HTTP_PORT, DEFAULT_RESP_PORT, Fsync};
+pub use config::{
+    Config, ConfigError, DEFAULT_AMQP_PORT, DEFAULT_HTTP_PORT, DEFAULT_RESP_PORT, Fsync, parse_peers,
+};
 pub use embedded::Embedded;
 pub use server::{Server, ServerError};
 pub use turnstile_raft::{Clock, ManualClock};

@@ -11,7 +11,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, mpsc};
 
 use turnstile_core::Command;
-use turnstile_raft::{Clock, FsyncPolicy, Node, NodeConfig, NodeError, Storage, StorageOptions};
+use turnstile_raft::{Clock, Cluster, FsyncPolicy, Node, NodeConfig, NodeError, Storage, StorageOptions};
 
 use crate::config::{Config, ConfigError, Fsync};
 use crate::listener::{Listener, Protocol};
@@ -32,6 +32,8 @@ pub struct Shared {
     pub resp_addr: SocketAddr,
     pub http_addr: SocketAddr,
     pub amqp_addr: SocketAddr,
+    /// Where the Raft listener is, in a cluster.
+    pub raft_addr: Option<SocketAddr>,
     /// AMQP users and passwords.
     pub amqp_users: std::collections::BTreeMap<String, String>,
     /// One per connection open, over every protocol: `max-clients` of them.
@@ -74,21 +76,22 @@ pub struct Server {
 /// their turn on the path of every write never waits in a run queue behind the connections' tasks
 /// (with many busy connections that wait, not the fsync, was most of a write's latency).
 ///
-/// Timers only, no I/O driver: the log does no network I/O (a cluster's Raft network will need
-/// `enable_io` back, or a runtime of its own), and without the driver an idle log thread sleeps on
+/// Timers only, no I/O driver, for a single node: its log does no network I/O, and without the driver an idle log thread sleeps on
 /// a condition variable instead of in `epoll_wait`, so waking it for a proposal costs fewer
 /// syscalls (measured: a third fewer `epoll_wait`s; a current-thread runtime on a thread of its
-/// own measured slower than this one-worker runtime; docs/benchmarks.md).
+/// own measured slower than this one-worker runtime; docs/benchmarks.md). A node of a cluster
+/// talks to its peers from here, so it gets the I/O driver.
 #[derive(Debug)]
 struct LogRuntime(Option<tokio::runtime::Runtime>);
 
 impl LogRuntime {
-    fn start() -> std::io::Result<LogRuntime> {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("turnstile-log")
-            .enable_time()
-            .build()?;
+    fn start(network: bool) -> std::io::Result<LogRuntime> {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder.worker_threads(1).thread_name("turnstile-log").enable_time();
+        if network {
+            builder.enable_io();
+        }
+        let runtime = builder.build()?;
         Ok(LogRuntime(Some(runtime)))
     }
 
@@ -134,7 +137,7 @@ impl Server {
             },
         };
         let node_config = NodeConfig {
-            node_id: 1,
+            node_id: config.node_id,
             max_batch: config.max_batch,
             max_in_flight: config.max_in_flight,
             storage: Some(storage),
@@ -142,16 +145,30 @@ impl Server {
             snapshot_log_bytes: config.snapshot_log_bytes,
             clock,
         };
-        let log_runtime =
-            LogRuntime::start().map_err(|e| ServerError::Node(NodeError::Fatal(e.to_string())))?;
-        let node = log_runtime
-            .handle()
-            .spawn(Node::start(node_config))
-            .await
-            .map_err(|e| ServerError::Node(NodeError::Fatal(e.to_string())))??;
-        // No connection outlives a restart: end the sessions of the previous run (their holds and
-        // deliveries stay under their leases, which the node refreshed when it started).
-        node.propose(Command::DetachSessions).await?;
+        let log_runtime = LogRuntime::start(bound.raft.is_some())
+            .map_err(|e| ServerError::Node(NodeError::Fatal(e.to_string())))?;
+        let raft_addr = bound.raft.as_ref().map(|(_, addr)| *addr);
+        let started = match bound.raft {
+            None => log_runtime.handle().spawn(Node::start(node_config)),
+            Some((listener, _)) => {
+                let cluster = Cluster {
+                    peers: config.peers.iter().map(|(&id, addr)| (id, addr.to_string())).collect(),
+                    cluster_id: config.cluster_id(),
+                    listener,
+                    // Writes are served by the leader only, so every session is on the leader's
+                    // connections: a new leader ends those of the old one (their holds and
+                    // deliveries stay under their leases, which it has just refreshed).
+                    on_leading: vec![Command::DetachSessions],
+                };
+                log_runtime.handle().spawn(Node::start_in_cluster(node_config, cluster))
+            }
+        };
+        let node = started.await.map_err(|e| ServerError::Node(NodeError::Fatal(e.to_string())))??;
+        if !config.in_cluster() {
+            // No connection outlives a restart: end the sessions of the previous run (their holds
+            // and deliveries stay under their leases, which the node refreshed when it started).
+            node.propose(Command::DetachSessions).await?;
+        }
         let limits = Limits {
             max_payload: config.max_payload,
             max_name_len: config.max_name_len,
@@ -171,6 +188,7 @@ impl Server {
             resp_addr: bound.resp_addr,
             http_addr: bound.http_addr,
             amqp_addr: bound.amqp_addr,
+            raft_addr,
             amqp_users: config.amqp_users.clone(),
             next_client_id: AtomicU64::new(0),
             fsync: config.fsync,
@@ -199,6 +217,11 @@ impl Server {
     /// Where the AMQP 0-9-1 listener is.
     pub fn amqp_addr(&self) -> SocketAddr {
         self.shared.amqp_addr
+    }
+
+    /// Where the other nodes of the cluster reach this one; `None` for a single node.
+    pub fn raft_addr(&self) -> Option<SocketAddr> {
+        self.shared.raft_addr
     }
 
     /// Serves until `stop` resolves, then shuts down gracefully: stop accepting, let every
@@ -236,8 +259,11 @@ impl Server {
     }
 }
 
-/// The three listeners, bound before anything else is done.
+/// The listeners, bound before anything else is done.
 struct Bound {
+    /// The Raft listener of a node of a cluster, as a std listener: the node serves it on the
+    /// log's runtime, not on the one it was bound on.
+    raft: Option<(std::net::TcpListener, SocketAddr)>,
     resp: TcpListener,
     resp_addr: SocketAddr,
     http: TcpListener,
@@ -251,7 +277,14 @@ impl Bound {
         let (resp, resp_addr) = bind(config.resp_addr).await?;
         let (http, http_addr) = bind(config.http_addr).await?;
         let (amqp, amqp_addr) = bind(config.amqp_addr).await?;
-        Ok(Bound { resp, resp_addr, http, http_addr, amqp, amqp_addr })
+        let raft = match config.raft_listen_addr() {
+            Some(addr) => {
+                let (listener, bound) = bind(addr).await?;
+                Some((listener.into_std().map_err(|source| ServerError::Bind { addr, source })?, bound))
+            }
+            None => None,
+        };
+        Ok(Bound { raft, resp, resp_addr, http, http_addr, amqp, amqp_addr })
     }
 }
 

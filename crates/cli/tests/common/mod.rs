@@ -318,3 +318,10 @@ pub fn info_u64(con: &mut redis::Connection, section: &str, key: &str) -> u64 {
     let value = all.get(key).unwrap_or_else(|| panic!("INFO {section} has no {key}: {all:?}"));
     value.parse().unwrap_or_else(|_| panic!("INFO {section} {key} is not a number: {value:?}"))
 }
+
+/// A loopback address with a port that was free a moment ago (bound to port 0, then closed),
+/// for a listener the server must be told in advance, such as a cluster's Raft address.
+pub fn free_loopback_addr() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("local addr").to_string()
+}

@@ -52,3 +52,20 @@ pub struct Storage {
     pub dir: std::path::PathBuf,
     pub options: turnstile_storage::Options,
 }
+
+/// How a node of a cluster reaches the others: given to [`super::Node::start_in_cluster`].
+#[derive(Debug)]
+pub struct Cluster {
+    /// Every voter of the initial membership, this node included: id and `host:port` of its
+    /// Raft listener. All nodes must be given the same list (it is the membership each
+    /// initializes with).
+    pub peers: std::collections::BTreeMap<u64, String>,
+    /// Named in every connection's handshake: a node of another cluster is refused.
+    pub cluster_id: u64,
+    /// This node's Raft listener, bound by the caller (so a taken port fails the start before
+    /// anything is created on disk).
+    pub listener: std::net::TcpListener,
+    /// Commands proposed, after [`turnstile_core::Command::RefreshLeases`], each time this node
+    /// becomes leader.
+    pub on_leading: Vec<turnstile_core::Command>,
+}

@@ -4,7 +4,9 @@
 //! can act on; a front end needs to know only whether to redirect (`NotLeader`), whether the write
 //! may have happened (`Indeterminate`), whether to retry later (`Unavailable`) or stop.
 
-use openraft::errors::{ClientWriteError, Fatal, ForwardToLeader, LinearizableReadError, RaftError};
+use openraft::errors::{
+    ClientWriteError, Fatal, ForwardReason, ForwardToLeader, LinearizableReadError, RaftError,
+};
 
 use crate::TypeConfig;
 
@@ -34,6 +36,15 @@ fn leader_address(f: &ForwardToLeader<TypeConfig>) -> Option<String> {
     f.leader_node.as_ref().map(|n| n.addr.clone()).filter(|a| !a.is_empty())
 }
 
+/// A leader whose lease ran out (no quorum acknowledged it lately) still leads but refuses
+/// writes: that is "retry later", not a redirect to anyone.
+fn forward_error(f: &ForwardToLeader<TypeConfig>) -> NodeError {
+    match f.reason {
+        ForwardReason::LeaseExpired => NodeError::Unavailable(format!("the leader's lease expired: {f}")),
+        _ => NodeError::NotLeader { leader: leader_address(f) },
+    }
+}
+
 pub(super) fn fatal_error(e: Fatal<TypeConfig>) -> NodeError {
     match e {
         Fatal::Stopped => NodeError::ShuttingDown,
@@ -43,7 +54,7 @@ pub(super) fn fatal_error(e: Fatal<TypeConfig>) -> NodeError {
 
 pub(super) fn write_error(e: ClientWriteError<TypeConfig>) -> NodeError {
     match e {
-        ClientWriteError::ForwardToLeader(f) => NodeError::NotLeader { leader: leader_address(&f) },
+        ClientWriteError::ForwardToLeader(f) => forward_error(&f),
         ClientWriteError::LogEntryDiscarded(f) => NodeError::Indeterminate(f.to_string()),
         other => NodeError::Fatal(other.to_string()),
     }
@@ -51,9 +62,7 @@ pub(super) fn write_error(e: ClientWriteError<TypeConfig>) -> NodeError {
 
 pub(super) fn read_error(e: RaftError<TypeConfig, LinearizableReadError<TypeConfig>>) -> NodeError {
     match e {
-        RaftError::APIError(LinearizableReadError::ForwardToLeader(f)) => {
-            NodeError::NotLeader { leader: leader_address(&f) }
-        }
+        RaftError::APIError(LinearizableReadError::ForwardToLeader(f)) => forward_error(&f),
         RaftError::APIError(other) => NodeError::Unavailable(other.to_string()),
         RaftError::Fatal(f) => fatal_error(f),
     }

@@ -4,6 +4,8 @@
 //! ```text
 //!  Node::start ─► open_storage ─► Raft::new ─► initialize ─► wait to lead ─┬─► batcher task
 //!                 (open.rs)                                                 └─► snapshotter task
+//!  Node::start_in_cluster: the same, with TcpNetwork, `serve` on the Raft listener and the
+//!  leader hook (RefreshLeases on each leadership) before initialize; waits to know a leader
 //!
 //!  Node::submit ─► proposal queue ─► batcher ─► Raft::client_write_ff ─► deliver ─► Answer
 //!                                   (batcher.rs: batching, the in-flight bound, stamping)
@@ -31,6 +33,7 @@ use std::time::Duration;
 
 use openraft::async_runtime::WatchReceiver;
 use openraft::errors::RaftError;
+use openraft::raft::WatchChangeHandle;
 use openraft::{BasicNode, Config, ReadPolicy, ServerState, SnapshotPolicy};
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -38,14 +41,14 @@ use tokio::task::JoinHandle;
 use turnstile_core::{Command, Reply, State, Timestamp};
 use turnstile_storage::{DirLock, Journal, JournalStats};
 
-use crate::network::NoNetwork;
+use crate::network::{NoNetwork, TcpNetwork, serve};
 use crate::state_machine::{AppliedEffects, StateMachineStore};
-use crate::{Clock, Raft};
+use crate::{Clock, Raft, TypeConfig};
 use batcher::{Proposal, Stats};
 use error::{fatal_error, read_error};
 use open::open_storage;
 
-pub use config::{NodeConfig, Storage};
+pub use config::{Cluster, NodeConfig, Storage};
 pub use error::NodeError;
 
 /// How long [`Node::start`] waits for this node to become leader.
@@ -57,6 +60,10 @@ pub struct NodeStatus {
     pub node_id: u64,
     pub term: u64,
     pub leader: Option<u64>,
+    /// `leader`, `follower`, `candidate`, `learner` or `shutdown`.
+    pub role: &'static str,
+    /// The voters of the membership in effect.
+    pub members: Vec<u64>,
     /// `None` while the log is empty. (Index 0 is the initial membership entry.)
     pub last_log_index: Option<u64>,
     pub committed_index: Option<u64>,
@@ -95,6 +102,48 @@ struct Inner {
     batcher: Mutex<Option<JoinHandle<()>>>,
     /// Asks for snapshots by log size (durable nodes with a size limit only).
     snapshotter: Mutex<Option<JoinHandle<()>>>,
+    /// In a cluster: what stops [`serve`] on the Raft listener, and its task.
+    serving: Mutex<Option<(oneshot::Sender<()>, JoinHandle<()>)>>,
+    /// In a cluster: the watch that proposes [`Command::RefreshLeases`] on becoming leader.
+    leading: Mutex<Option<LeaderHook>>,
+}
+
+/// openraft's handle of the watch [`on_leading`] starts; dropping it stops the watch.
+struct LeaderHook {
+    _watch: WatchChangeHandle<TypeConfig>,
+}
+
+impl std::fmt::Debug for LeaderHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LeaderHook")
+    }
+}
+
+/// Each time this node becomes leader, queues [`Command::RefreshLeases`] and then `more`: a
+/// new leader cannot know how long ago the old one last stamped time, so it gives every lease
+/// a full TTL from its own clock. Queued straight into the batcher's channel (the node is not
+/// built yet when this is set up); replies are not awaited.
+fn on_leading(
+    raft: &Raft,
+    proposals: &mpsc::Sender<Proposal>,
+    more: Vec<Command>,
+) -> WatchChangeHandle<TypeConfig> {
+    let proposals = proposals.clone();
+    raft.on_leader_change(
+        move |leader| {
+            let (proposals, more) = (proposals.clone(), more.clone());
+            async move {
+                tracing::info!(%leader, "this node leads: refreshing every lease");
+                for cmd in std::iter::once(Command::RefreshLeases).chain(more) {
+                    let (reply, _answer) = oneshot::channel();
+                    if proposals.send(Proposal { cmd, reply }).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        },
+        |leader| async move { tracing::info!(%leader, "this node no longer leads") },
+    )
 }
 
 /// A proposed command's reply, once its log entry is applied.
@@ -114,45 +163,118 @@ impl Node {
     /// until this node is leader, then proposes [`Command::RefreshLeases`] (so no lease that
     /// survived a restart expires before a full TTL under the new leader).
     pub async fn start(config: NodeConfig) -> Result<Node, NodeError> {
-        let raft_config = Config {
+        Node::start_with(config, None).await
+    }
+
+    /// Starts a node of a cluster of several voters: as [`Node::start`], but talking to the
+    /// peers over TCP ([`TcpNetwork`], [`serve`] on the cluster's listener). Every node of a new
+    /// cluster initializes it with the same membership (openraft's cluster formation allows
+    /// this, and the voting elects one leader); the cluster forms once a majority is up. A node
+    /// whose data dir holds a log or a vote has been initialized and never is again.
+    ///
+    /// Returns once this node knows a leader, or after [`LEADER_TIMEOUT`] without one (then
+    /// requests fail with [`NodeError::NotLeader`] until there is one). Each time this node
+    /// becomes leader it proposes [`Command::RefreshLeases`], then [`Cluster::on_leading`].
+    pub async fn start_in_cluster(config: NodeConfig, cluster: Cluster) -> Result<Node, NodeError> {
+        Node::start_with(config, Some(cluster)).await
+    }
+
+    async fn start_with(config: NodeConfig, cluster: Option<Cluster>) -> Result<Node, NodeError> {
+        let mut raft_config = Config {
             cluster_name: "turnstile".to_string(),
             snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_every.max(1)),
             // Purge everything a snapshot covers: the entries are held in memory until purged,
-            // and a single voter has no follower that could still need them. (Clusters will want
-            // a margin here so a briefly lagging follower gets entries rather than a snapshot.)
+            // and a single voter has no follower that could still need them.
             max_in_snapshot_log_to_keep: 0,
             ..Config::default()
+        };
+        if cluster.is_some() {
+            raft_config = Config {
+                // Loose enough for debug builds of several nodes sharing two busy cores, where a
+                // late heartbeat must not start an election; a leader's death is still noticed
+                // within about a second (its lease is election_timeout_max).
+                heartbeat_interval: 100,
+                election_timeout_min: 500,
+                election_timeout_max: 1000,
+                // Our transport applies it per snapshot chunk, not to the whole snapshot.
+                install_snapshot_timeout: 2_000,
+                // A restarted or briefly cut-off node asks first, so it does not depose a leader
+                // the others still follow.
+                enable_pre_vote: Some(true),
+                // A margin after a snapshot, so a briefly lagging follower is sent entries
+                // rather than the whole state.
+                max_in_snapshot_log_to_keep: 1_000,
+                ..raft_config
+            };
         }
-        .validate()
-        .map_err(|e| NodeError::Fatal(format!("raft config: {e}")))?;
+        let raft_config =
+            Arc::new(raft_config.validate().map_err(|e| NodeError::Fatal(format!("raft config: {e}")))?);
         let opened = open_storage(config.storage.as_ref())?;
-        let raft = Raft::new(
-            config.node_id,
-            Arc::new(raft_config),
-            NoNetwork,
-            opened.log,
-            opened.state_machine.clone(),
-        )
-        .await
-        .map_err(fatal_error)?;
-        let (state_machine, effects) = (opened.state_machine, opened.effects);
-
-        if !raft.is_initialized().await.map_err(fatal_error)? {
-            let members = BTreeMap::from([(config.node_id, BasicNode::default())]);
-            raft.initialize(members).await.map_err(|e| NodeError::Fatal(format!("initialize: {e}")))?;
-        }
-        // Writing before this node leads fails with ForwardToLeader.
         let id = config.node_id;
-        raft.wait(Some(LEADER_TIMEOUT))
-            .metrics(
-                |m| m.state == ServerState::Leader && m.current_leader == Some(id),
-                "this node becomes leader",
-            )
-            .await
-            .map_err(|e| NodeError::Fatal(format!("no leadership: {e}")))?;
+        let (raft, cluster) = match cluster {
+            None => {
+                let raft = Raft::new(id, raft_config, NoNetwork, opened.log, opened.state_machine.clone())
+                    .await
+                    .map_err(fatal_error)?;
+                (raft, None)
+            }
+            Some(cluster) => {
+                let network = TcpNetwork::new(cluster.cluster_id, id);
+                for (&peer, addr) in &cluster.peers {
+                    if peer != id {
+                        network.set_peer(peer, addr.clone());
+                    }
+                }
+                let raft = Raft::new(id, raft_config, network, opened.log, opened.state_machine.clone())
+                    .await
+                    .map_err(fatal_error)?;
+                (raft, Some(cluster))
+            }
+        };
+        let (state_machine, effects) = (opened.state_machine, opened.effects);
 
         let max_batch = config.max_batch.max(1);
         let (proposals, queue) = mpsc::channel(max_batch.saturating_mul(4));
+        let mut serving = None;
+        let mut leading = None;
+        let in_cluster = cluster.is_some();
+        let members = match cluster {
+            None => BTreeMap::from([(id, BasicNode::default())]),
+            Some(cluster) => {
+                let listener = cluster
+                    .listener
+                    .set_nonblocking(true)
+                    .and_then(|()| tokio::net::TcpListener::from_std(cluster.listener))
+                    .map_err(|e| NodeError::Fatal(format!("raft listener: {e}")))?;
+                let (stop, stopped) = oneshot::channel::<()>();
+                let task = tokio::spawn(serve(listener, raft.clone(), cluster.cluster_id, id, async {
+                    let _ = stopped.await;
+                }));
+                serving = Some((stop, task));
+                // Watching before initializing: the first leadership is not missed.
+                leading = Some(LeaderHook { _watch: on_leading(&raft, &proposals, cluster.on_leading) });
+                cluster.peers.iter().map(|(&peer, addr)| (peer, BasicNode::new(addr))).collect()
+            }
+        };
+        if !raft.is_initialized().await.map_err(fatal_error)? {
+            raft.initialize(members).await.map_err(|e| NodeError::Fatal(format!("initialize: {e}")))?;
+        }
+        if !in_cluster {
+            // Writing before this node leads fails with ForwardToLeader.
+            raft.wait(Some(LEADER_TIMEOUT))
+                .metrics(
+                    |m| m.state == ServerState::Leader && m.current_leader == Some(id),
+                    "this node becomes leader",
+                )
+                .await
+                .map_err(|e| NodeError::Fatal(format!("no leadership: {e}")))?;
+        } else if let Err(e) =
+            raft.wait(Some(LEADER_TIMEOUT)).metrics(|m| m.current_leader.is_some(), "a leader is known").await
+        {
+            // Serve anyway: requests are refused until a majority is up and has elected one.
+            tracing::warn!(error = %e, "no leader yet; serving, and refusing writes until there is one");
+        }
+
         let stats = Arc::new(Stats::default());
         let in_flight = config.max_in_flight.max(1);
         let batcher = tokio::spawn(batcher::run(
@@ -187,9 +309,13 @@ impl Node {
                 closed: AtomicBool::new(false),
                 batcher: Mutex::new(Some(batcher)),
                 snapshotter: Mutex::new(snapshotter),
+                serving: Mutex::new(serving),
+                leading: Mutex::new(leading),
             }),
         };
-        node.propose(Command::RefreshLeases).await?;
+        if !in_cluster {
+            node.propose(Command::RefreshLeases).await?;
+        }
         Ok(node)
     }
 
@@ -309,6 +435,14 @@ impl Node {
             node_id: self.inner.node_id,
             term: m.current_term,
             leader: m.current_leader,
+            role: match m.state {
+                ServerState::Leader => "leader",
+                ServerState::Follower => "follower",
+                ServerState::Candidate => "candidate",
+                ServerState::Learner => "learner",
+                ServerState::Shutdown => "shutdown",
+            },
+            members: m.membership_config.membership().voter_ids().collect(),
             last_log_index: m.last_log_index.max(committed),
             committed_index: committed,
             applied_index: applied,
@@ -337,6 +471,11 @@ impl Node {
             if let Some(task) = task.lock().ok().and_then(|mut t| t.take()) {
                 task.abort();
             }
+        }
+        drop(self.inner.leading.lock().ok().and_then(|mut hook| hook.take()));
+        if let Some((stop, task)) = self.inner.serving.lock().ok().and_then(|mut s| s.take()) {
+            let _ = stop.send(());
+            let _ = task.await;
         }
         self.inner.raft.shutdown().await.map_err(|e| NodeError::Fatal(format!("raft shutdown: {e}")))?;
         if let Some(journal) = &self.inner.journal {

@@ -120,6 +120,9 @@ pub async fn render(shared: &Shared, sections: &[String]) -> String {
                 line("node_id", &status.node_id);
                 line("term", &status.term);
                 line("leader", &status.leader.map_or("none".to_owned(), |l| l.to_string()));
+                line("role", &status.role);
+                let members: Vec<String> = status.members.iter().map(u64::to_string).collect();
+                line("members", &members.join(","));
                 line("last_log_index", &opt(status.last_log_index));
                 line("committed_index", &opt(status.committed_index));
                 line("applied_index", &opt(status.applied_index));
