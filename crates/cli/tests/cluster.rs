@@ -1,6 +1,6 @@
 //! Three `turnstile server` processes forming one cluster over loopback: a leader is elected,
-//! followers refuse writes with the leader's address and serve linearizable reads, and after a
-//! `kill -9` of the leader the other two elect a new one that kept every acknowledged write and
+//! followers forward writes to it and serve linearizable reads, blocking waits and consumers over
+//! every protocol, and after a `kill -9` of the leader the other two elect a new one that kept every acknowledged write and
 //! lock hold. A restarted node rejoins from its data dir.
 //!
 //! Every wait is bounded; none asserts how long anything took.
@@ -74,18 +74,26 @@ fn get(con: &mut redis::Connection, key: &str) -> redis::RedisResult<Option<Stri
 }
 
 /// The fencing tokens `LOCK.INFO` lists among the lock's holders.
-fn holder_tokens(con: &mut redis::Connection, lock: &str) -> Vec<i64> {
+/// One list of LOCK.INFO's reply: `holders` or `waiters`.
+fn lock_info_list(con: &mut redis::Connection, lock: &str, field: &str) -> Vec<Value> {
     let reply: Value = redis::cmd("LOCK.INFO").arg(lock).query(con).expect("LOCK.INFO");
     let named = |v: &Value| {
-        matches!(v, Value::BulkString(b) if b == b"holders")
-            || matches!(v, Value::SimpleString(s) if s == "holders")
+        matches!(v, Value::BulkString(b) if b == field.as_bytes())
+            || matches!(v, Value::SimpleString(s) if s == field)
     };
-    let holders = match &reply {
+    let list = match &reply {
         Value::Map(kv) => kv.iter().find(|(k, _)| named(k)).map(|(_, v)| v.clone()),
         Value::Array(items) => items.chunks(2).find(|kv| named(&kv[0])).map(|kv| kv[1].clone()),
         _ => None,
     };
-    let Some(Value::Array(holders)) = holders else { return Vec::new() };
+    match list {
+        Some(Value::Array(items)) => items,
+        _ => Vec::new(),
+    }
+}
+
+fn holder_tokens(con: &mut redis::Connection, lock: &str) -> Vec<i64> {
+    let holders = lock_info_list(con, lock, "holders");
     // Each holder: [owner, token, expires-in, ...].
     holders
         .iter()
@@ -100,7 +108,7 @@ fn holder_tokens(con: &mut redis::Connection, lock: &str) -> Vec<i64> {
 }
 
 #[test]
-fn three_nodes_elect_a_leader_refuse_writes_on_followers_and_survive_its_kill() {
+fn three_nodes_elect_a_leader_serve_through_followers_and_survive_its_kill() {
     let raft: Vec<String> = (0..3).map(|_| free_loopback_addr()).collect();
     let peers = raft.iter().enumerate().map(|(i, a)| format!("{}={a}", i + 1)).collect::<Vec<_>>().join(",");
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().expect("temp dir")).collect();
@@ -114,16 +122,14 @@ fn three_nodes_elect_a_leader_refuse_writes_on_followers_and_survive_its_kill() 
     let (token, _lease): (i64, i64) =
         redis::cmd("LOCK.ACQUIRE").arg("l").arg(60_000).arg("KEEP").query(&mut con).expect("LOCK.ACQUIRE");
 
-    // A follower refuses the write, naming the leader. Reads too: a linearizable read on a
-    // follower needs the leader's read index, which no node asks for yet; the follower has the
-    // write applied all the same.
+    // A follower forwards writes to the leader and serves linearizable reads: a write made
+    // through one node is seen at once through any other.
     let follower = (leader + 1) % 3;
     let mut fcon = nodes[follower].client();
-    let refused = set(&mut fcon, "k", "other").expect_err("a follower refuses writes");
-    let text = refused.to_string();
-    assert!(text.contains("NOTLEADER") && text.contains(&raft[leader]), "{text}");
-    let refused = get(&mut fcon, "k").expect_err("a follower refuses reads it cannot make linearizable");
-    assert!(refused.to_string().contains("NOTLEADER"), "{refused}");
+    assert_eq!(set(&mut fcon, "k", "from-follower").expect("SET through a follower"), "OK");
+    assert_eq!(get(&mut con, "k").expect("GET on the leader").as_deref(), Some("from-follower"));
+    assert_eq!(set(&mut con, "k", "v").expect("SET on the leader"), "OK");
+    assert_eq!(get(&mut fcon, "k").expect("GET on a follower").as_deref(), Some("v"));
     let written = common::info_u64(&mut con, "raft", "applied_index");
     until("the follower applies the leader's writes", WAIT, || {
         common::info_u64(&mut fcon, "raft", "applied_index") >= written
@@ -199,4 +205,110 @@ fn a_node_without_a_majority_serves_refusals_until_a_second_node_forms_the_clust
     let mut con = nodes[leader].client();
     until("a write succeeds on the leader of two", WAIT, || set(&mut con, "k", "v").is_ok());
     assert_eq!(get(&mut con, "k").expect("GET").as_deref(), Some("v"));
+}
+
+/// Everything a client does works on a follower as on the leader: blocking waits and consumers
+/// are woken by the follower, which applies every entry; writes are forwarded; reads are
+/// linearizable there too.
+#[test]
+fn a_follower_serves_every_protocol_blocking_waits_and_consumers() {
+    let raft: Vec<String> = (0..3).map(|_| free_loopback_addr()).collect();
+    let peers = raft.iter().enumerate().map(|(i, a)| format!("{}={a}", i + 1)).collect::<Vec<_>>().join(",");
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().expect("temp dir")).collect();
+    let nodes = start_nodes(&dirs, &peers);
+    let leader = leader_among(&nodes, &[0, 1, 2]);
+    let follower = (leader + 1) % 3;
+    let mut con = nodes[leader].client();
+    until("the leader takes writes", WAIT, || set(&mut con, "warm", "up").is_ok());
+
+    // A lock held through the leader; a waiter in line on the follower is granted on release.
+    let (first, _): (i64, i64) =
+        redis::cmd("LOCK.ACQUIRE").arg("l").arg(60_000).query(&mut con).expect("acquire");
+    let mut fcon = nodes[follower].client();
+    let waiter = std::thread::spawn(move || {
+        let granted: redis::RedisResult<(i64, i64)> =
+            redis::cmd("LOCK.ACQUIRE").arg("l").arg(60_000).arg("WAIT").arg(20_000).query(&mut fcon);
+        (granted, fcon)
+    });
+    until("the follower's acquire waits in line", WAIT, || {
+        lock_info_list(&mut con, "l", "waiters").len() == 1
+    });
+    let released: i64 = redis::cmd("LOCK.RELEASE").arg("l").arg(first).query(&mut con).expect("release");
+    assert_eq!(released, 1);
+    let (granted, mut fcon) = waiter.join().expect("waiter thread");
+    let (second, _) = granted.expect("the waiter on the follower is granted");
+    assert!(second > first, "tokens only go up: {first} then {second}");
+
+    // A pop waiting on the follower gets a message pushed through the leader.
+    let popper = std::thread::spawn(move || {
+        let popped: redis::RedisResult<Value> =
+            redis::cmd("Q.POP").arg("jobs").arg("WAIT").arg(20_000).query(&mut fcon);
+        (popped, fcon)
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let _: Value = redis::cmd("Q.PUSH").arg("jobs").arg("payload-1").query(&mut con).expect("push");
+    let (popped, _fcon) = popper.join().expect("popper thread");
+    let popped = format!("{:?}", popped.expect("the pop on the follower gets the message"));
+    assert!(popped.contains("payload-1"), "{popped}");
+
+    // HTTP on the follower: a push, and the queue's state read back there.
+    let http = &nodes[follower].http_addr;
+    let (status, _, body) = common::http_request(
+        http,
+        "POST",
+        "/api/queues/web/messages",
+        Some(r#"{"payload":"from-http"}"#),
+        "application/json",
+    );
+    assert_eq!(status, 200, "{body}");
+    let (status, _, body) = common::http_request(http, "GET", "/api/queues/web", None, "application/json");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"ready\":1"), "{body}");
+
+    // AMQP on the follower: publish with confirms, consume, ack.
+    let amqp = format!("amqp://guest:guest@{}/%2f", nodes[follower].amqp_addr);
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let got = runtime.block_on(async move {
+        use futures_util::StreamExt;
+        use lapin::options::{
+            BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions,
+            QueueDeclareOptions,
+        };
+        use lapin::types::FieldTable;
+        use lapin::{BasicProperties, Connection, ConnectionProperties};
+        let conn = Connection::connect(&amqp, ConnectionProperties::default()).await.expect("AMQP connect");
+        let channel = conn.create_channel().await.expect("channel");
+        channel.confirm_select(ConfirmSelectOptions::default()).await.expect("confirms");
+        channel
+            .queue_declare("amqp-jobs".into(), QueueDeclareOptions::default(), FieldTable::default())
+            .await
+            .expect("declare");
+        let confirm = channel
+            .basic_publish(
+                "".into(),
+                "amqp-jobs".into(),
+                BasicPublishOptions::default(),
+                b"from-amqp",
+                BasicProperties::default(),
+            )
+            .await
+            .expect("publish")
+            .await
+            .expect("confirm");
+        assert!(confirm.is_ack(), "{confirm:?}");
+        let mut consumer = channel
+            .basic_consume(
+                "amqp-jobs".into(),
+                "c".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .expect("consume");
+        let delivery = tokio::time::timeout(WAIT, consumer.next()).await.expect("a delivery in time");
+        let delivery = delivery.expect("stream open").expect("delivery");
+        delivery.ack(BasicAckOptions::default()).await.expect("ack");
+        String::from_utf8(delivery.data).expect("utf-8")
+    });
+    assert_eq!(got, "from-amqp");
 }

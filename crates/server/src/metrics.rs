@@ -102,8 +102,7 @@ impl RespCommands {
 /// gauges and the server's [`Snapshot`].
 pub async fn render(shared: &Shared) -> String {
     let mut out = Exposition { out: exporter().recorder.handle().render() };
-    let now = shared.node.clock().now();
-    let state = match shared.node.read(move |state| StateGauges::read(state, now)).await {
+    let state = match shared.node.read_at(StateGauges::read).await {
         Ok(state) => Some(state),
         // Not readable (shutting down, no leader): the process-level families still help.
         Err(e) => {

@@ -144,22 +144,20 @@ impl Session {
         self.answer(answer).await
     }
 
-    /// Runs queries at one linearizable read point, at the leader's clock.
+    /// Runs queries at one linearizable read point, at the leader's clock (the state machine's
+    /// stamps come from it), on whichever node this is.
     pub async fn read(&self, queries: Vec<Query>) -> Result<Vec<Reply>, Refused> {
-        // The leader's clock, as the state machine's stamps come from it.
-        let now = self.shared.node.clock().now();
         let replies = self
             .shared
             .node
-            .read(move |state| queries.into_iter().map(|q| state.query(now, q)).collect::<Vec<_>>())
+            .read_at(move |state, now| queries.into_iter().map(|q| state.query(now, q)).collect::<Vec<_>>())
             .await?;
         Ok(replies)
     }
 
     /// Runs one query at a linearizable read point.
     pub async fn query(&self, query: Query) -> Result<Reply, Refused> {
-        let now = self.shared.node.clock().now();
-        Ok(self.shared.node.read(move |state| state.query(now, query)).await?)
+        Ok(self.shared.node.read_at(move |state, now| state.query(now, query)).await?)
     }
 
     /// Parks until the state machine settles wait `wait_id` (granted, delivered or timed out)

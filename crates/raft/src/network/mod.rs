@@ -37,6 +37,7 @@
 mod client;
 mod connection;
 mod error;
+mod forward;
 mod handshake;
 mod message;
 mod server;
@@ -44,6 +45,9 @@ mod snapshot;
 mod stub;
 mod wire;
 
-pub use client::{PeerClient, TcpNetwork};
+pub use client::{PeerClient, PendingForward, TcpNetwork};
+pub use connection::Deadline;
+pub use forward::{ForwardHandler, ForwardedReplies, Handler};
+pub use message::ReadPoint;
 pub use server::serve;
 pub use stub::{NoNetwork, NoPeer};

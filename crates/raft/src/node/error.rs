@@ -10,8 +10,9 @@ use openraft::errors::{
 
 use crate::TypeConfig;
 
-/// Why a proposal or read failed.
-#[derive(Debug, Clone, thiserror::Error)]
+/// Why a proposal or read failed. Serializable: a leader sends it back to the follower that
+/// forwarded the request.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum NodeError {
     /// This node is not the leader; `leader` is the leader's address when known. Nothing was
     /// applied.

@@ -10,17 +10,22 @@
 //!  Node::submit ─► proposal queue ─► batcher ─► Raft::client_write_ff ─► deliver ─► Answer
 //!                                   (batcher.rs: batching, the in-flight bound, stamping)
 //!  Node::read ─► leads alone? the state as applied : ensure_linearizable, then the state
+//!
+//!  on a follower: the batcher forwards each batch to the leader (forward.rs), and a read asks
+//!  the leader for a read point, waits to have applied up to it, and reads its own state
 //! ```
 //!
 //! - `config.rs`: [`NodeConfig`] and [`Storage`], how a node is started.
 //! - `error.rs`: [`NodeError`], and how openraft's errors map onto it.
 //! - `batcher.rs`: the task that forms log entries from queued proposals, and hands back replies.
+//! - `forward.rs`: where a follower's batches and reads go, and how a leader takes them.
 //! - `open.rs`: the data dir's lock, the newest snapshot and the log after it.
 //! - `snapshotter.rs`: the task that asks for a snapshot when the log grows as large as the last one.
 
 mod batcher;
 mod config;
 mod error;
+mod forward;
 mod open;
 mod snapshotter;
 
@@ -31,6 +36,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use forward::{Forwards, Route, Target};
 use openraft::async_runtime::WatchReceiver;
 use openraft::errors::RaftError;
 use openraft::raft::WatchChangeHandle;
@@ -106,6 +112,8 @@ struct Inner {
     serving: Mutex<Option<(oneshot::Sender<()>, JoinHandle<()>)>>,
     /// In a cluster: the watch that proposes [`Command::RefreshLeases`] on becoming leader.
     leading: Mutex<Option<LeaderHook>>,
+    /// In a cluster: how requests made here reach the leader.
+    route: Option<Route>,
 }
 
 /// openraft's handle of the watch [`on_leading`] starts; dropping it stops the watch.
@@ -204,6 +212,11 @@ impl Node {
                 // A margin after a snapshot, so a briefly lagging follower is sent entries
                 // rather than the whole state.
                 max_in_snapshot_log_to_keep: 1_000,
+                // A leader that has heard from no quorum for this long steps down, so that a
+                // follower it still reaches (a bridge in a partial partition) stops renewing its
+                // lease and the connected majority can elect another. The least openraft allows:
+                // its lease (election_timeout_max) plus an election timeout.
+                quorum_loss_probe_interval: Some(2_000),
                 ..raft_config
             };
         }
@@ -211,12 +224,12 @@ impl Node {
             Arc::new(raft_config.validate().map_err(|e| NodeError::Fatal(format!("raft config: {e}")))?);
         let opened = open_storage(config.storage.as_ref())?;
         let id = config.node_id;
-        let (raft, cluster) = match cluster {
+        let (raft, cluster, route) = match cluster {
             None => {
                 let raft = Raft::new(id, raft_config, NoNetwork, opened.log, opened.state_machine.clone())
                     .await
                     .map_err(fatal_error)?;
-                (raft, None)
+                (raft, None, None)
             }
             Some(cluster) => {
                 let network = TcpNetwork::new(cluster.cluster_id, id);
@@ -225,10 +238,11 @@ impl Node {
                         network.set_peer(peer, addr.clone());
                     }
                 }
+                let route = Route { network: network.clone(), self_id: id };
                 let raft = Raft::new(id, raft_config, network, opened.log, opened.state_machine.clone())
                     .await
                     .map_err(fatal_error)?;
-                (raft, Some(cluster))
+                (raft, Some(cluster), Some(route))
             }
         };
         let (state_machine, effects) = (opened.state_machine, opened.effects);
@@ -247,9 +261,17 @@ impl Node {
                     .and_then(|()| tokio::net::TcpListener::from_std(cluster.listener))
                     .map_err(|e| NodeError::Fatal(format!("raft listener: {e}")))?;
                 let (stop, stopped) = oneshot::channel::<()>();
-                let task = tokio::spawn(serve(listener, raft.clone(), cluster.cluster_id, id, async {
-                    let _ = stopped.await;
-                }));
+                let forwards = Forwards {
+                    raft: raft.clone(),
+                    proposals: proposals.clone(),
+                    clock: config.clock.clone(),
+                    self_id: id,
+                };
+                let forwards: crate::network::Handler = Some(Arc::new(forwards));
+                let task =
+                    tokio::spawn(serve(listener, raft.clone(), cluster.cluster_id, id, forwards, async {
+                        let _ = stopped.await;
+                    }));
                 serving = Some((stop, task));
                 // Watching before initializing: the first leadership is not missed.
                 leading = Some(LeaderHook { _watch: on_leading(&raft, &proposals, cluster.on_leading) });
@@ -284,6 +306,7 @@ impl Node {
             max_batch,
             in_flight,
             stats.clone(),
+            route.clone(),
         ));
         let snapshotter = match &opened.journal {
             Some(journal) if config.snapshot_log_bytes > 0 => Some(tokio::spawn(snapshotter::run(
@@ -311,6 +334,7 @@ impl Node {
                 snapshotter: Mutex::new(snapshotter),
                 serving: Mutex::new(serving),
                 leading: Mutex::new(leading),
+                route,
             }),
         };
         if !in_cluster {
@@ -360,19 +384,46 @@ impl Node {
         }
     }
 
-    /// Linearizable read: confirms leadership with openraft's read-index protocol and waits until
-    /// the state machine has applied up to the read index (`ensure_linearizable` does both), then
-    /// runs `f` on the state. A write whose reply arrived before this call is visible to `f`.
-    ///
-    /// While this node leads a membership in which it is the only voter, the read-index check is
-    /// skipped: nobody else can lead or commit then, and every write whose reply was sent is
-    /// already applied (replies go out after apply), so the applied state as it is answers
-    /// linearizably, without a round trip through the Raft core.
+    /// Linearizable read: runs `f` on the state once it holds every write whose reply was sent
+    /// before this call. See [`Node::read_at`].
     pub async fn read<R>(&self, f: impl FnOnce(&State) -> R) -> Result<R, NodeError> {
+        self.read_at(|state, _| f(state)).await
+    }
+
+    /// Linearizable read, with the read point's time: runs `f` on the state and the leader's
+    /// clock at the read point, once the state holds every write whose reply was sent before
+    /// this call.
+    ///
+    /// - On the leader, openraft's read-index protocol confirms leadership and waits until the
+    ///   state machine has applied up to the read index (`ensure_linearizable` does both).
+    /// - While this node leads a membership in which it is the only voter, that check is skipped:
+    ///   nobody else can lead or commit then, and every write whose reply was sent is already
+    ///   applied (replies go out after apply), so the applied state answers linearizably,
+    ///   without a round trip through the Raft core.
+    /// - On a follower, the leader hands out a read point (the same protocol, run there), and
+    ///   this node waits until it has applied up to it, then reads its own state.
+    pub async fn read_at<R>(&self, f: impl FnOnce(&State, Timestamp) -> R) -> Result<R, NodeError> {
         self.check_open()?;
-        if self.leads_alone() {
-            return self.inner.state_machine.with_state(f).map_err(|e| NodeError::Fatal(e.to_string()));
-        }
+        let now = if self.leads_alone() {
+            self.inner.clock.now()
+        } else {
+            let target = match &self.inner.route {
+                None => Target::Here,
+                Some(route) => route.target(&self.inner.raft).await?,
+            };
+            match target {
+                Target::Here => self.confirm_read_here().await?,
+                Target::Leader(leader) => self.wait_for_read_point(leader).await?,
+            }
+        };
+        self.inner
+            .state_machine
+            .with_state(|state| f(state, now))
+            .map_err(|e| NodeError::Fatal(e.to_string()))
+    }
+
+    /// The read-index protocol on this node, which leads; returns the time to read at.
+    async fn confirm_read_here(&self) -> Result<Timestamp, NodeError> {
         // Boxed: openraft's read-index future is large, and inline it would make every read's
         // future (and its callers') that large, to be copied into place on each call.
         match Box::pin(self.inner.raft.ensure_linearizable(ReadPolicy::ReadIndex)).await {
@@ -383,7 +434,34 @@ impl Node {
             Err(RaftError::Fatal(_)) if self.journal_poisoned() => {}
             Err(e) => return Err(read_error(e)),
         }
-        self.inner.state_machine.with_state(f).map_err(|e| NodeError::Fatal(e.to_string()))
+        Ok(self.inner.clock.now())
+    }
+
+    /// A read point from the leader `leader`, and the wait until this node has applied up to it;
+    /// returns the leader's time at the read point.
+    async fn wait_for_read_point(&self, leader: u64) -> Result<Timestamp, NodeError> {
+        let route = self.inner.route.as_ref().expect("only a route names another leader");
+        let point = route.read_point(leader).await?;
+        if self.inner.state_machine.last_applied_index().is_some_and(|applied| applied >= point.index) {
+            return Ok(point.now);
+        }
+        Box::pin(
+            self.inner
+                .raft
+                .wait(Some(forward::FORWARD_TIMEOUT))
+                .applied_index_at_least(Some(point.index), "the read point is applied"),
+        )
+        .await
+        .map_err(|e| NodeError::Unavailable(format!("this node is behind the leader: {e}")))?;
+        Ok(point.now)
+    }
+
+    /// Whether this node is the leader now (in a cluster, that changes: only the leader proposes
+    /// ticks).
+    pub fn is_leader(&self) -> bool {
+        let metrics = self.inner.raft.metrics();
+        let m = metrics.borrow_watched();
+        m.state == ServerState::Leader && m.current_leader == Some(self.inner.node_id)
     }
 
     /// Whether this node is the leader and the only voter. openraft publishes a membership change

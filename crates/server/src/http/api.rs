@@ -600,10 +600,9 @@ fn lock_json(name: &str, info: LockInfo) -> Value {
 
 /// Every lock with its info, read at one point.
 async fn all_locks(app: &App, prefix: Option<String>) -> Result<Vec<(String, LockInfo)>, ApiError> {
-    let now = app.node.clock().now();
     let locks = app
         .node
-        .read(move |state| {
+        .read_at(move |state, now| {
             let Reply::Names(names) = state.query(now, CoreQuery::ListLocks) else { return Vec::new() };
             names
                 .into_iter()
@@ -756,10 +755,9 @@ fn stats_json(name: &str, s: &QueueStats) -> Value {
 
 async fn list_queues(State(app): State<App>, Query(q): Query<PrefixQuery>) -> ApiResult {
     let prefix = q.prefix;
-    let now = app.node.clock().now();
     let queues = app
         .node
-        .read(move |state| {
+        .read_at(move |state, now| {
             let Reply::Names(names) = state.query(now, CoreQuery::ListQueues) else { return Vec::new() };
             names
                 .into_iter()
