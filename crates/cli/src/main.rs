@@ -5,6 +5,7 @@ mod bench;
 mod exit;
 mod lock;
 mod logging;
+mod membership;
 mod output;
 mod queue;
 mod run;
@@ -54,6 +55,13 @@ enum Command {
         target: Target,
         #[command(subcommand)]
         command: queue::QueueCommand,
+    },
+    /// The cluster: status, add and remove nodes, move the leadership.
+    Cluster {
+        #[command(flatten)]
+        target: Target,
+        #[command(subcommand)]
+        command: membership::ClusterCommand,
     },
     /// Load-test a server (or Redis or RabbitMQ, for comparison) and print a table.
     Bench {
@@ -116,6 +124,10 @@ struct ServerArgs {
     /// Without it: a single node.
     #[arg(long, env = "TURNSTILE_PEERS", value_name = "ID=HOST:PORT,...", value_parser = turnstile_server::parse_peers)]
     peers: Option<BTreeMap<u64, SocketAddr>>,
+    /// Join a running cluster through any of its nodes (its Raft address): this node asks to be
+    /// added under --node-id, reached at --raft-addr. Instead of --peers.
+    #[arg(long, env = "TURNSTILE_JOIN", value_name = "HOST:PORT", conflicts_with = "peers")]
+    join: Option<String>,
     /// Most client connections at once [default: 10000].
     #[arg(long, env = "TURNSTILE_MAX_CLIENTS", value_name = "N")]
     max_clients: Option<usize>,
@@ -182,6 +194,9 @@ impl ServerArgs {
         set(&mut config.amqp_addr, &self.amqp_addr);
         set(&mut config.node_id, &self.node_id);
         set(&mut config.peers, &self.peers);
+        if self.join.is_some() {
+            config.join = self.join.clone();
+        }
         if self.raft_addr.is_some() {
             config.raft_addr = self.raft_addr;
         }
@@ -215,6 +230,9 @@ fn main() -> ExitCode {
         }
         Command::Queue { target, command } => {
             client_command(&target, async |client| queue::queue(client, command, target.json).await)
+        }
+        Command::Cluster { target, command } => {
+            client_command(&target, async |client| membership::cluster(client, command, target.json).await)
         }
         Command::Bench { server, args } => {
             tokio_runtime().and_then(|rt| rt.block_on(bench::run(args, &server))).map(|()| ExitCode::SUCCESS)

@@ -312,3 +312,118 @@ fn a_follower_serves_every_protocol_blocking_waits_and_consumers() {
     });
     assert_eq!(got, "from-amqp");
 }
+
+/// `turnstile cluster ...` against `server` (RESP address); its exit status and stdout.
+fn cluster_cli(server: &str, args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_turnstile"))
+        .arg("cluster")
+        .args(args)
+        .args(["--server", server, "--json"])
+        .output()
+        .expect("the turnstile binary runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The members `turnstile cluster status` lists, as (id, role).
+fn members(server: &str) -> Vec<(u64, String)> {
+    let (ok, out, err) = cluster_cli(server, &["status"]);
+    assert!(ok, "cluster status: {err}");
+    let status: serde_json::Value = serde_json::from_str(&out).expect("JSON status");
+    status["members"]
+        .as_array()
+        .expect("members")
+        .iter()
+        .map(|m| (m["id"].as_u64().expect("id"), m["role"].as_str().expect("role").to_owned()))
+        .collect()
+}
+
+/// Membership through the CLI, under a steady stream of writes: a fourth node joins (learner,
+/// then voter) and serves; another is removed and its id can never come back; the leadership
+/// moves where it is sent. Every acknowledged write is there at the end.
+#[test]
+fn nodes_join_leave_and_hand_over_leadership_under_load() {
+    let raft: Vec<String> = (0..4).map(|_| free_loopback_addr()).collect();
+    let peers =
+        raft[..3].iter().enumerate().map(|(i, a)| format!("{}={a}", i + 1)).collect::<Vec<_>>().join(",");
+    let dirs: Vec<_> = (0..5).map(|_| tempfile::tempdir().expect("temp dir")).collect();
+    let mut nodes = start_nodes(&dirs[..3], &peers);
+    let leader = leader_among(&nodes, &[0, 1, 2]);
+    let follower = (leader + 1) % 3;
+
+    // Writes through a follower all along, each acknowledged one recorded.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (stop, url) = (stop.clone(), nodes[follower].url());
+        std::thread::spawn(move || {
+            let mut con = redis::Client::open(url).expect("url").get_connection().expect("connects");
+            let mut acked = Vec::new();
+            let mut i = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && i < 100_000 {
+                if set(&mut con, &format!("w{i}"), "x").is_ok() {
+                    acked.push(i);
+                }
+                i += 1;
+            }
+            acked
+        })
+    };
+
+    let via = nodes[follower].addr.clone();
+    let listed = members(&via);
+    assert_eq!(listed.len(), 3, "{listed:?}");
+    assert!(listed.contains(&((leader + 1) as u64, "leader".into())), "{listed:?}");
+
+    // Node 4 joins through a follower's Raft address and serves once it is a voter.
+    let join_via = raft[follower].clone();
+    nodes.push(TestServer::start_in(
+        dirs[3].path(),
+        &["--node-id", "4", "--raft-addr", &raft[3], "--join", &join_via],
+    ));
+    assert!(members(&via).contains(&(4, "voter".into())), "{:?}", members(&via));
+    let mut con4 = nodes[3].client();
+    until("the new node takes writes", WAIT, || set(&mut con4, "from-4", "yes").is_ok());
+    assert_eq!(get(&mut con4, "from-4").expect("GET").as_deref(), Some("yes"));
+
+    // Adding a member again is refused.
+    let (ok, _, err) = cluster_cli(&via, &["add", &format!("4={}", raft[3])]);
+    assert!(!ok && err.contains("node id 4 is already a member"), "{err}");
+
+    // Remove a follower other than the one the writer and the CLI use.
+    let removed = (0..3).find(|&i| i != leader && i != follower).expect("a third node");
+    let removed_id = (removed + 1) as u64;
+    let (ok, _, err) = cluster_cli(&via, &["remove", &removed_id.to_string()]);
+    assert!(ok, "remove: {err}");
+    until("the removed node is gone from the membership", WAIT, || {
+        members(&via).iter().all(|(id, _)| *id != removed_id)
+    });
+    nodes[removed].kill9();
+    // Its id can never come back: a fresh node asking to join under it is refused.
+    let (status, output) = common::run_to_exit(
+        dirs[4].path(),
+        &["--node-id", &removed_id.to_string(), "--raft-addr", &free_loopback_addr(), "--join", &join_via],
+        WAIT,
+    );
+    assert!(status.is_some_and(|s| !s.success()), "a reused id is refused: {output}");
+    assert!(output.contains("ids are never reused"), "{output}");
+
+    // Hand the leadership to node 4.
+    let (ok, _, err) = cluster_cli(&via, &["transfer-leader", "4"]);
+    assert!(ok, "transfer-leader: {err}");
+    assert!(members(&via).contains(&(4, "leader".into())), "{:?}", members(&via));
+
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let acked = writer.join().expect("writer");
+    assert!(!acked.is_empty(), "the writer got writes through");
+    let mut con = nodes[3].client();
+    for i in acked {
+        assert_eq!(
+            get(&mut con, &format!("w{i}")).expect("GET").as_deref(),
+            Some("x"),
+            "acknowledged write w{i}"
+        );
+    }
+}

@@ -11,7 +11,9 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, mpsc};
 
 use turnstile_core::Command;
-use turnstile_raft::{Clock, Cluster, FsyncPolicy, Node, NodeConfig, NodeError, Storage, StorageOptions};
+use turnstile_raft::{
+    Clock, Cluster, Deadline, FsyncPolicy, Joining, Node, NodeConfig, NodeError, Storage, StorageOptions,
+};
 
 use crate::config::{Config, ConfigError, Fsync};
 use crate::listener::{Listener, Protocol};
@@ -109,6 +111,12 @@ impl Drop for LogRuntime {
     }
 }
 
+/// How long a joining node waits to reach the member it was given.
+const JOIN_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a joining node waits to be added: it is sent the whole log (or a snapshot) first.
+const JOIN_TIMEOUT: Duration = Duration::from_secs(120);
+
 impl Server {
     /// Binds every listener, then opens the data dir and starts the node. Port 0 picks a free
     /// port: see [`Server::resp_addr`]. Nothing is created on disk unless every listener is bound.
@@ -148,12 +156,32 @@ impl Server {
         let log_runtime = LogRuntime::start(bound.raft.is_some())
             .map_err(|e| ServerError::Node(NodeError::Fatal(e.to_string())))?;
         let raft_addr = bound.raft.as_ref().map(|(_, addr)| *addr);
+        let mut joining = None;
         let started = match bound.raft {
             None => log_runtime.handle().spawn(Node::start(node_config)),
             Some((listener, _)) => {
+                let (peers, cluster_id) = match &config.join {
+                    None => {
+                        let peers = config.peers.iter().map(|(&id, addr)| (id, addr.to_string())).collect();
+                        (peers, config.cluster_id())
+                    }
+                    // The member tells the cluster id in its welcome; the membership comes from
+                    // the leader once this node is added.
+                    Some(member) => {
+                        let join =
+                            Joining::connect(member, config.node_id, Deadline::after(JOIN_CONNECT_TIMEOUT))
+                                .await
+                                .map_err(|e| {
+                                    NodeError::Unavailable(format!("cannot reach {member} to join: {e}"))
+                                })?;
+                        let cluster_id = join.cluster_id();
+                        joining = Some(join);
+                        (std::collections::BTreeMap::new(), cluster_id)
+                    }
+                };
                 let cluster = Cluster {
-                    peers: config.peers.iter().map(|(&id, addr)| (id, addr.to_string())).collect(),
-                    cluster_id: config.cluster_id(),
+                    peers,
+                    cluster_id,
                     listener,
                     // Writes are served by the leader only, so every session is on the leader's
                     // connections: a new leader ends those of the old one (their holds and
@@ -164,6 +192,16 @@ impl Server {
             }
         };
         let node = started.await.map_err(|e| ServerError::Node(NodeError::Fatal(e.to_string())))??;
+        if let (Some(join), Some(raft_addr)) = (joining, config.raft_addr) {
+            let id = config.node_id;
+            if !node.local_cluster_status().members.iter().any(|m| m.id == id) {
+                tracing::info!(id, %raft_addr, "asking to join the cluster; answered once this node has caught up");
+                join.add(id, raft_addr.to_string(), Deadline::after(JOIN_TIMEOUT))
+                    .await
+                    .map_err(|e| NodeError::Unavailable(format!("joining failed: {e}")))??;
+                tracing::info!(id, "joined the cluster as a voter");
+            }
+        }
         if !config.in_cluster() {
             // No connection outlives a restart: end the sessions of the previous run (their holds
             // and deliveries stay under their leases, which the node refreshed when it started).

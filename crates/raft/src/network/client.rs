@@ -46,6 +46,7 @@ use super::forward::ForwardedReplies;
 use super::message::{ConnectionKind, Hello, ReadPoint, ReplyBody, Request, RequestBody};
 use super::snapshot;
 use super::wire::{self, MAX_FRAME, WireError};
+use crate::node::{AdminRequest, ClusterStatus};
 use crate::{NodeError, TypeConfig};
 
 /// Most append requests in flight on one pipeline. openraft makes a request of up to
@@ -106,7 +107,8 @@ impl Peer {
             ConnectionKind::Append => &self.append,
             ConnectionKind::Control => &self.control,
             ConnectionKind::Snapshot => &self.snapshot,
-            ConnectionKind::Forward => &self.forward,
+            // A node only joins through `Joining`, never through a peer's link.
+            ConnectionKind::Forward | ConnectionKind::Join => &self.forward,
         }
     }
 
@@ -185,6 +187,21 @@ impl TcpNetwork {
         Ok(PendingForward { peer, connection, answer, leader })
     }
 
+    /// Has the leader `leader` run an admin request, by `deadline`.
+    pub async fn admin(
+        &self,
+        leader: u64,
+        request: AdminRequest,
+        deadline: Deadline,
+    ) -> Result<Result<ClusterStatus, NodeError>, TransportError> {
+        let client =
+            PeerClient { shared: Arc::clone(&self.shared), target: leader, appends: ConnectionKind::Forward };
+        match client.call(ConnectionKind::Forward, RequestBody::Admin(request), deadline).await? {
+            ReplyBody::Admin(done) => Ok(done),
+            other => Err(client.unexpected("admin", &other)),
+        }
+    }
+
     /// A read point from the leader `leader`, by `deadline`.
     pub async fn read_point(
         &self,
@@ -196,6 +213,45 @@ impl TcpNetwork {
         match client.call(ConnectionKind::Forward, RequestBody::ReadIndex, deadline).await? {
             ReplyBody::ReadPoint(point) => Ok(point),
             other => Err(client.unexpected("read-index", &other)),
+        }
+    }
+}
+
+/// A new node's connection to a member of the cluster it is to join (`--join`): the handshake
+/// tells it the cluster id, and the member has the leader add it.
+#[derive(Debug)]
+pub struct Joining {
+    connection: Connection,
+}
+
+impl Joining {
+    /// Connects to the member at `addr` as node `self_id`, by `deadline`.
+    pub async fn connect(addr: &str, self_id: u64, deadline: Deadline) -> Result<Joining, TransportError> {
+        let hello = Hello { cluster_id: 0, from: self_id, to: 0, kind: ConnectionKind::Join };
+        match timeout_at(deadline.at, Connection::open(addr, hello)).await {
+            Ok(connection) => Ok(Joining { connection: connection? }),
+            Err(_) => Err(TransportError::ConnectTimeout { node: 0, addr: addr.to_string() }),
+        }
+    }
+
+    /// The cluster the member belongs to.
+    pub fn cluster_id(&self) -> u64 {
+        self.connection.cluster_id()
+    }
+
+    /// Asks for this node, reached at `raft_addr`, to be added (as a learner, then a voter once
+    /// it has caught up: this node must be serving Raft by then). Answers once it is a voter.
+    pub async fn add(
+        &self,
+        id: u64,
+        raft_addr: String,
+        deadline: Deadline,
+    ) -> Result<Result<ClusterStatus, NodeError>, TransportError> {
+        let request = RequestBody::Admin(AdminRequest::Add { id, addr: raft_addr });
+        match self.connection.call(request, deadline).await? {
+            ReplyBody::Admin(done) => Ok(done),
+            ReplyBody::Error(message) => Err(TransportError::Remote { node: 0, message }),
+            other => Err(TransportError::Unexpected { node: 0, sent: "admin", got: other.name() }),
         }
     }
 }
@@ -586,7 +642,7 @@ where
 }
 
 /// Whether `addr` looks like `host:port`.
-fn dialable(addr: &str) -> bool {
+pub(crate) fn dialable(addr: &str) -> bool {
     addr.rsplit_once(':').is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
 }
 
@@ -700,6 +756,7 @@ mod tests {
                         .map(|i| Ok(turnstile_core::Reply::Int(i as i64)))
                         .collect())),
                     RequestBody::ReadIndex => ReplyBody::ReadPoint(Ok(ReadPoint { index: 9, now: 1_000 })),
+                    RequestBody::Admin(_) => ReplyBody::Admin(Err(NodeError::Refused("not here".into()))),
                 };
                 self.reply(request.id, body).await;
             }

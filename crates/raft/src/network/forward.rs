@@ -22,6 +22,7 @@ use turnstile_core::{Command, Reply};
 
 use super::message::ReadPoint;
 use crate::NodeError;
+use crate::node::{AdminRequest, ClusterStatus};
 
 /// Each forwarded command's reply, in order.
 pub type ForwardedReplies = Vec<Result<Reply, NodeError>>;
@@ -40,6 +41,9 @@ pub trait ForwardHandler: Send + Sync + 'static {
     /// A linearizable read point: leadership confirmed by a quorum, and the index that a node
     /// must have applied to serve a read that sees every write acknowledged before it.
     fn read_point(&self) -> BoxFuture<'static, Result<ReadPoint, NodeError>>;
+
+    /// Runs a membership change or status request (see `node/membership.rs`).
+    fn admin(&self, request: AdminRequest) -> BoxFuture<'static, Result<ClusterStatus, NodeError>>;
 }
 
 /// What `serve` hands forwarded requests to: `None` on a node that serves none (tests).

@@ -19,7 +19,7 @@ use std::net::SocketAddr;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use super::error::TransportError;
-use super::message::{Hello, HelloReply, Refusal};
+use super::message::{ConnectionKind, Hello, HelloReply, Refusal};
 use super::wire::{self, FrameReader, MAX_HELLO_FRAME, WireError};
 
 /// A refused handshake, as the connecting node reports it: the address it dialed and why.
@@ -47,8 +47,12 @@ impl fmt::Display for Refused {
     }
 }
 
-/// The listener's check of a hello.
+/// The listener's check of a hello. A node that asks to join knows neither the cluster nor the
+/// node it dialed: only that it is not this node is checked.
 pub fn check(hello: &Hello, cluster_id: u64, self_id: u64) -> Result<(), Refusal> {
+    if hello.kind == ConnectionKind::Join {
+        return if hello.from == self_id { Err(Refusal::SelfConnection { node: self_id }) } else { Ok(()) };
+    }
     if hello.cluster_id != cluster_id {
         return Err(Refusal::ClusterMismatch { listener: cluster_id, connecting: hello.cluster_id });
     }
@@ -63,6 +67,9 @@ pub fn check(hello: &Hello, cluster_id: u64, self_id: u64) -> Result<(), Refusal
 
 /// The connecting node's check of the listener's welcome: the same rules, from its side.
 fn check_welcome(hello: &Hello, cluster_id: u64, node_id: u64) -> Result<(), Refusal> {
+    if hello.kind == ConnectionKind::Join {
+        return if node_id == hello.from { Err(Refusal::SelfConnection { node: node_id }) } else { Ok(()) };
+    }
     if cluster_id != hello.cluster_id {
         return Err(Refusal::ClusterMismatch { listener: cluster_id, connecting: hello.cluster_id });
     }
@@ -96,13 +103,14 @@ pub fn listener_view(refusal: &Refusal, hello: &Hello) -> String {
     }
 }
 
-/// The connecting side: sends `hello` and waits for the welcome. The caller bounds the time.
+/// The connecting side: sends `hello` and waits for the welcome; returns the listener's cluster
+/// id. The caller bounds the time.
 pub async fn greet<R, W>(
     frames: &mut FrameReader<R>,
     write: &mut W,
     hello: &Hello,
     addr: &str,
-) -> Result<(), TransportError>
+) -> Result<u64, TransportError>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
@@ -116,7 +124,7 @@ where
         None => return Err(TransportError::Closed { node, addr: addr.to_string() }),
         Some(HelloReply::Welcome { cluster_id, node_id }) => {
             match check_welcome(hello, cluster_id, node_id) {
-                Ok(()) => return Ok(()),
+                Ok(()) => return Ok(cluster_id),
                 Err(refusal) => refusal,
             }
         }
@@ -170,7 +178,6 @@ pub fn describe(hello: &Hello, peer: SocketAddr) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::network::message::ConnectionKind;
 
     const CLUSTER: u64 = 42;
 
@@ -232,7 +239,7 @@ mod tests {
     async fn shake(
         hello: Hello,
         listener: u64,
-    ) -> (Result<(), TransportError>, Result<Hello, HandshakeError>) {
+    ) -> (Result<u64, TransportError>, Result<Hello, HandshakeError>) {
         let (client, server) = tokio::io::duplex(1024);
         let (client_read, mut client_write) = tokio::io::split(client);
         let (server_read, mut server_write) = tokio::io::split(server);
@@ -260,9 +267,19 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_joining_node_learns_the_cluster_id_and_may_not_join_itself() {
+        let join = |from| Hello { cluster_id: 0, from, to: 0, kind: ConnectionKind::Join };
+        let (greeted, answered) = shake(join(4), 2).await;
+        assert_eq!(greeted.unwrap(), CLUSTER);
+        assert_eq!(answered.unwrap(), join(4));
+        let (greeted, _) = shake(join(2), 2).await;
+        assert!(greeted.unwrap_err().to_string().contains("is this node itself (node 2)"));
+    }
+
+    #[tokio::test]
     async fn an_accepted_handshake() {
         let (greeted, answered) = shake(hello(1, 2), 2).await;
-        assert!(greeted.is_ok());
+        assert_eq!(greeted.unwrap(), CLUSTER);
         assert_eq!(answered.unwrap(), hello(1, 2));
     }
 }

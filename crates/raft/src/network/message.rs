@@ -14,6 +14,7 @@ use openraft::type_config::alias::{EntryOf, SnapshotMetaOf, VoteOf};
 use serde::{Deserialize, Serialize};
 use turnstile_core::{Command, Reply as CommandReply, Timestamp};
 
+use crate::node::{AdminRequest, ClusterStatus};
 use crate::{NodeError, TypeConfig};
 
 /// What a connection carries. Each peer gets one connection of each kind, so that a large append
@@ -29,6 +30,10 @@ pub enum ConnectionKind {
     /// Clients' writes and reads that a follower forwards to the leader: batches in order,
     /// pipelined, and read points.
     Forward,
+    /// A new node asking to join (`--join`): it knows neither the cluster id nor whom it
+    /// dialed, and learns the cluster id from the welcome. Only a request to add the
+    /// connecting node itself, and the status, are served on it.
+    Join,
 }
 
 /// The first frame on a connection, from the connecting node.
@@ -102,6 +107,8 @@ pub enum RequestBody {
     Forward(Vec<Command>),
     /// A follower asks the leader for a linearizable read point.
     ReadIndex,
+    /// A membership change or a status request, run by the leader.
+    Admin(AdminRequest),
 }
 
 impl RequestBody {
@@ -123,6 +130,7 @@ impl RequestBody {
             RequestBody::SnapshotChunk(_) => "snapshot chunk",
             RequestBody::Forward(_) => "forward",
             RequestBody::ReadIndex => "read-index",
+            RequestBody::Admin(_) => "admin",
         }
     }
 }
@@ -168,6 +176,8 @@ pub enum ReplyBody {
     Forwarded(Result<Vec<Result<CommandReply, NodeError>>, NodeError>),
     /// A read point, or why there is none.
     ReadPoint(Result<ReadPoint, NodeError>),
+    /// The cluster's status after an admin request, or why it was not done.
+    Admin(Result<ClusterStatus, NodeError>),
     /// The listener could not serve the request; the text says why.
     Error(String),
 }
@@ -192,6 +202,7 @@ impl ReplyBody {
             ReplyBody::SnapshotInstalled(_) => "snapshot installed",
             ReplyBody::Forwarded(_) => "forwarded",
             ReplyBody::ReadPoint(_) => "read point",
+            ReplyBody::Admin(_) => "admin",
             ReplyBody::Error(_) => "error",
         }
     }
@@ -310,6 +321,7 @@ mod tests {
         let back = round_trip(&Request { id: 2, body: RequestBody::Forward(commands.clone()) });
         assert!(matches!(back.body, RequestBody::Forward(c) if c == commands));
         request(RequestBody::ReadIndex);
+        request(RequestBody::Admin(AdminRequest::Add { id: 4, addr: "127.0.0.1:7411".into() }));
     }
 
     #[test]
@@ -333,6 +345,7 @@ mod tests {
         reply(ReplyBody::Forwarded(Err(NodeError::NotLeader { leader: Some("127.0.0.1:7391".into()) })));
         reply(ReplyBody::ReadPoint(Ok(ReadPoint { index: 12, now: 1_700_000_000_000 })));
         reply(ReplyBody::ReadPoint(Err(NodeError::Unavailable("no quorum".into()))));
+        reply(ReplyBody::Admin(Err(NodeError::Refused("node id 2 is already a member".into()))));
         reply(ReplyBody::Error("raft stopped".into()));
     }
 }

@@ -30,6 +30,7 @@ use super::handshake::{self, HandshakeError};
 use super::message::{ConnectionKind, Reply, ReplyBody, Request, RequestBody};
 use super::snapshot::Assembly;
 use super::wire::{self, FrameReader, MAX_FRAME, MAX_HELLO_FRAME, WireError};
+use crate::node::AdminRequest;
 use crate::{Raft, TypeConfig};
 
 /// Most peer connections open at once. A cluster of five needs twelve (three from each other
@@ -157,6 +158,7 @@ async fn serve_connection(
         ConnectionKind::Control => serve_control(&mut frames, &raft, &replies, &mut tasks).await,
         ConnectionKind::Snapshot => serve_snapshots(&mut frames, &raft, &replies).await,
         ConnectionKind::Forward => serve_forwards(&mut frames, forwards, &replies, &mut tasks).await,
+        ConnectionKind::Join => serve_join(&mut frames, forwards, &replies, hello.from).await,
     };
     match served {
         Ok(()) => tracing::debug!("{who} closed the connection"),
@@ -343,6 +345,13 @@ async fn serve_forwards(
                     drop(permit);
                 });
             }
+            RequestBody::Admin(request) => {
+                let done = handler.admin(request);
+                tasks.spawn(async move {
+                    let _ = replies.send(Reply { id, body: ReplyBody::Admin(done.await) }).await;
+                    drop(permit);
+                });
+            }
             RequestBody::ReadIndex => {
                 let point = handler.read_point();
                 tasks.spawn(async move {
@@ -353,6 +362,33 @@ async fn serve_forwards(
             other => {
                 let _ = replies.send(not_served(id, &other, ConnectionKind::Forward)).await;
             }
+        }
+    }
+    Ok(())
+}
+
+/// A joining node's connection: it may ask for itself to be added, and for the status.
+async fn serve_join(
+    frames: &mut FrameReader<OwnedReadHalf>,
+    forwards: Handler,
+    replies: &mpsc::Sender<Reply>,
+    joining: u64,
+) -> Result<(), WireError> {
+    while let Some(request) = frames.next::<Request>().await? {
+        let body = match (&forwards, request.body) {
+            (Some(handler), RequestBody::Admin(admin))
+                if admin == AdminRequest::Status
+                    || matches!(admin, AdminRequest::Add { id, .. } if id == joining) =>
+            {
+                ReplyBody::Admin(handler.admin(admin).await)
+            }
+            (_, RequestBody::Admin(_)) => ReplyBody::Error(format!(
+                "a joining node may only ask for itself (node {joining}) to be added"
+            )),
+            (_, other) => not_served(request.id, &other, ConnectionKind::Join).body,
+        };
+        if replies.send(Reply { id: request.id, body }).await.is_err() {
+            break;
         }
     }
     Ok(())

@@ -25,6 +25,10 @@ pub enum NodeError {
     /// Leadership could not be confirmed (no quorum answered); try again later.
     #[error("unavailable: {0}")]
     Unavailable(String),
+    /// The request was refused as asked (a membership change that cannot be made, say); the
+    /// text says why. Nothing changed.
+    #[error("{0}")]
+    Refused(String),
     /// The node is shutting down (or has stopped); the request was not served.
     #[error("shutting down")]
     ShuttingDown,

@@ -26,6 +26,7 @@ mod batcher;
 mod config;
 mod error;
 mod forward;
+mod membership;
 mod open;
 mod snapshotter;
 
@@ -55,6 +56,8 @@ use error::{fatal_error, read_error};
 use open::open_storage;
 
 pub use config::{Cluster, NodeConfig, Storage};
+pub use membership::{AdminRequest, ClusterStatus, MemberStatus};
+
 pub use error::NodeError;
 
 /// How long [`Node::start`] waits for this node to become leader.
@@ -114,6 +117,8 @@ struct Inner {
     leading: Mutex<Option<LeaderHook>>,
     /// In a cluster: how requests made here reach the leader.
     route: Option<Route>,
+    /// In a cluster: what this node does, as leader, with forwarded and admin requests.
+    door: Option<Arc<Forwards>>,
 }
 
 /// openraft's handle of the watch [`on_leading`] starts; dropping it stops the watch.
@@ -251,6 +256,7 @@ impl Node {
         let (proposals, queue) = mpsc::channel(max_batch.saturating_mul(4));
         let mut serving = None;
         let mut leading = None;
+        let mut door = None;
         let in_cluster = cluster.is_some();
         let members = match cluster {
             None => BTreeMap::from([(id, BasicNode::default())]),
@@ -261,13 +267,17 @@ impl Node {
                     .and_then(|()| tokio::net::TcpListener::from_std(cluster.listener))
                     .map_err(|e| NodeError::Fatal(format!("raft listener: {e}")))?;
                 let (stop, stopped) = oneshot::channel::<()>();
-                let forwards = Forwards {
+                let forwards = Arc::new(Forwards {
                     raft: raft.clone(),
+                    state_machine: state_machine.clone(),
                     proposals: proposals.clone(),
                     clock: config.clock.clone(),
                     self_id: id,
-                };
-                let forwards: crate::network::Handler = Some(Arc::new(forwards));
+                    admin: Arc::default(),
+                    route: route.clone().expect("a cluster node has a route"),
+                });
+                door = Some(Arc::clone(&forwards));
+                let forwards: crate::network::Handler = Some(forwards);
                 let task =
                     tokio::spawn(serve(listener, raft.clone(), cluster.cluster_id, id, forwards, async {
                         let _ = stopped.await;
@@ -278,7 +288,9 @@ impl Node {
                 cluster.peers.iter().map(|(&peer, addr)| (peer, BasicNode::new(addr))).collect()
             }
         };
-        if !raft.is_initialized().await.map_err(fatal_error)? {
+        // A node joining a running cluster (no peers) is added by the leader instead.
+        let joining = members.is_empty();
+        if !joining && !raft.is_initialized().await.map_err(fatal_error)? {
             raft.initialize(members).await.map_err(|e| NodeError::Fatal(format!("initialize: {e}")))?;
         }
         if !in_cluster {
@@ -290,6 +302,8 @@ impl Node {
                 )
                 .await
                 .map_err(|e| NodeError::Fatal(format!("no leadership: {e}")))?;
+        } else if joining {
+            // Not a member yet: the caller asks to be added once this node serves Raft.
         } else if let Err(e) =
             raft.wait(Some(LEADER_TIMEOUT)).metrics(|m| m.current_leader.is_some(), "a leader is known").await
         {
@@ -335,6 +349,7 @@ impl Node {
                 serving: Mutex::new(serving),
                 leading: Mutex::new(leading),
                 route,
+                door,
             }),
         };
         if !in_cluster {
@@ -454,6 +469,35 @@ impl Node {
         .await
         .map_err(|e| NodeError::Unavailable(format!("this node is behind the leader: {e}")))?;
         Ok(point.now)
+    }
+
+    /// Runs a membership change or status request on the leader (forwarded there from a
+    /// follower) and returns the cluster's status afterwards, as the leader sees it. A single
+    /// node (no Raft listener) answers only [`AdminRequest::Status`].
+    pub async fn admin(&self, request: AdminRequest) -> Result<ClusterStatus, NodeError> {
+        self.check_open()?;
+        let Some(door) = &self.inner.door else {
+            return match request {
+                AdminRequest::Status => Ok(self.local_cluster_status()),
+                _ => Err(NodeError::Refused(
+                    "this node runs alone (no --peers): membership changes need a node started as part of a cluster"
+                        .into(),
+                )),
+            };
+        };
+        let status = request == AdminRequest::Status;
+        match crate::network::ForwardHandler::admin(door.as_ref(), request).await {
+            // No leader: the status this node has is still worth showing.
+            Err(NodeError::NotLeader { .. } | NodeError::Unavailable(_)) if status => {
+                Ok(self.local_cluster_status())
+            }
+            done => done,
+        }
+    }
+
+    /// The cluster's status as this node sees it (replication figures only on the leader).
+    pub fn local_cluster_status(&self) -> ClusterStatus {
+        membership::local_status(&self.inner.raft, &self.inner.state_machine, self.inner.node_id)
     }
 
     /// Whether this node is the leader now (in a cluster, that changes: only the leader proposes

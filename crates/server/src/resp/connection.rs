@@ -27,7 +27,7 @@ use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use turnstile_core::{Command, Query, Reply};
-use turnstile_raft::{Answer, NodeError};
+use turnstile_raft::{AdminRequest, Answer, NodeError};
 use turnstile_resp::cmd::{self, Action, ConnCmd, ReplyShape};
 use turnstile_resp::{Frame, Protocol, ProtocolError, decode_request};
 
@@ -366,6 +366,10 @@ impl Connection {
                 }
             }
             ConnCmd::Command(args) => info::command(&args),
+            ConnCmd::Cluster(request) => match self.shared.node.admin(admin_request(request)).await {
+                Ok(status) => info::cluster_status(&status),
+                Err(e) => refused(&Refused::Node(e)),
+            },
             ConnCmd::Quit => {
                 self.write(&Frame::ok());
                 return Ok(Flow::Quit);
@@ -414,6 +418,16 @@ fn check_client_name(name: &[u8]) -> Result<(), Frame> {
         Ok(())
     } else {
         Err(Frame::error("ERR", "Client names cannot contain spaces, newlines or special characters."))
+    }
+}
+
+/// `CLUSTER.*` as the node's admin request.
+fn admin_request(cmd: cmd::ClusterCmd) -> AdminRequest {
+    match cmd {
+        cmd::ClusterCmd::Status => AdminRequest::Status,
+        cmd::ClusterCmd::Add { id, addr } => AdminRequest::Add { id, addr },
+        cmd::ClusterCmd::Remove { id } => AdminRequest::Remove { id },
+        cmd::ClusterCmd::TransferLeader { id } => AdminRequest::TransferLeader { to: id },
     }
 }
 
