@@ -45,8 +45,8 @@ mod snapshot;
 mod stub;
 mod wire;
 
-pub use client::{Joining, PeerClient, PendingForward, TcpNetwork};
 pub(crate) use client::dialable;
+pub use client::{Joining, PeerClient, PendingForward, TcpNetwork};
 pub use connection::Deadline;
 pub use forward::{ForwardHandler, ForwardedReplies, Handler};
 pub use message::ReadPoint;

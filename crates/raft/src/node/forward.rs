@@ -5,9 +5,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use openraft::{RaftMetrics, ReadPolicy};
 use openraft::async_runtime::WatchReceiver;
 use openraft::base::BoxFuture;
+use openraft::{RaftMetrics, ReadPolicy};
 use tokio::sync::{mpsc, oneshot};
 use turnstile_core::Command;
 

@@ -85,7 +85,11 @@ pub(super) fn local_status(raft: &Raft, state_machine: &StateMachineStore, self_
         .heartbeat
         .as_ref()
         .map(|h| {
-            h.iter().map(|(id, at)| (*id, at.as_ref().map(|at| u64::try_from(at.elapsed().as_millis()).unwrap_or(u64::MAX)))).collect()
+            h.iter()
+                .map(|(id, at)| {
+                    (*id, at.as_ref().map(|at| u64::try_from(at.elapsed().as_millis()).unwrap_or(u64::MAX)))
+                })
+                .collect()
         })
         .unwrap_or_default();
     let members = membership
