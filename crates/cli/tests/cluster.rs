@@ -135,6 +135,22 @@ fn three_nodes_elect_a_leader_serve_through_followers_and_survive_its_kill() {
         common::info_u64(&mut fcon, "raft", "applied_index") >= written
     });
     assert_eq!(info(&mut fcon, "raft")["role"], "follower");
+    // The leader shows each member's replication; any node serves the cluster's status (a
+    // follower asks the leader), and the leader's metrics carry the lag per member.
+    let leader_info = info(&mut con, "raft");
+    let follower_line = &leader_info[&format!("member_{}", follower + 1)];
+    assert!(follower_line.contains("role=voter") && follower_line.contains("lag="), "{leader_info:?}");
+    let (status, _, body) =
+        common::http_request(&nodes[follower].http_addr, "GET", "/api/cluster", None, "text/plain");
+    assert_eq!(status, 200, "{body}");
+    let cluster: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(cluster["leader"], (leader + 1) as u64, "{body}");
+    assert_eq!(cluster["members"].as_array().map(Vec::len), Some(3), "{body}");
+    let (_, scrape) = common::scrape::Scrape::get(&nodes[leader].http_addr);
+    let member = (follower + 1).to_string();
+    assert!(
+        scrape.value_if_any("turnstile_raft_member_lag", &[("node", &member), ("role", "voter")]).is_some()
+    );
     let (status, _, body) =
         common::http_request(&nodes[follower].http_addr, "GET", "/readyz", None, "text/plain");
     assert_eq!(status, 200, "a follower that knows the leader and has applied the log is ready: {body}");

@@ -119,6 +119,21 @@ pub fn routes() -> Vec<Route> {
         },
         Route {
             method: "GET",
+            path: "/api/cluster",
+            operation: "cluster_status",
+            summary: "The cluster as its leader sees it: members, roles, replication lag and last contact; term, leader, commit and applied index. Any node answers (a follower asks the leader).",
+            body: None,
+            query: &[],
+            response: Some(object(
+                json!({"node_id": int(), "leader": int(), "term": int(), "committed_index": int(), "applied_index": int(),
+                       "members": {"type": "array", "items": object(json!({"id": int(), "addr": string(), "role": string(),
+                           "matched_index": int(), "lag": int(), "last_contact_ms": int()}), &["id", "addr", "role"])}}),
+                &["node_id", "term", "members"],
+            )),
+            handler: get(cluster_status),
+        },
+        Route {
+            method: "GET",
             path: "/metrics",
             operation: "metrics",
             summary: "Prometheus text exposition of every metric.",
@@ -522,6 +537,10 @@ async fn readyz(State(app): State<App>) -> ApiResult {
     });
     let code = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     Ok((code, Json(body)).into_response())
+}
+
+async fn cluster_status(State(app): State<App>) -> ApiResult {
+    ok(app.node.admin(turnstile_raft::AdminRequest::Status).await.map_err(crate::session::Refused::from)?)
 }
 
 async fn metrics(State(app): State<App>) -> ApiResult {

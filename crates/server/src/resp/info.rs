@@ -159,6 +159,18 @@ pub async fn render(shared: &Shared, sections: &[String]) -> String {
                 line("entries_proposed", &status.entries_proposed);
                 line("commands_proposed", &status.commands_proposed);
                 line("largest_batch", &status.largest_batch);
+                // Per member, as the leader sees its replication (figures only on the leader).
+                for m in &snapshot.cluster.members {
+                    let value = format!(
+                        "addr={},role={},matched={},lag={},last_contact_ms={}",
+                        m.addr,
+                        m.role,
+                        opt(m.matched_index),
+                        opt(m.lag),
+                        opt(m.last_contact_ms)
+                    );
+                    line(&format!("member_{}", m.id), &value);
+                }
             }
             _ => {}
         }
