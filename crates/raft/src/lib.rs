@@ -39,7 +39,7 @@ use turnstile_core::{Command, Reply, Timestamp};
 
 pub use clock::{Clock, ManualClock};
 pub use log_store::LogStore;
-pub use network::{NoNetwork, NoPeer, PeerClient, TcpNetwork, serve};
+pub use network::{NoNetwork, NoPeer, PeerClient, TcpNetwork, peek_hello, serve};
 pub use node::{Answer, Cluster, Node, NodeConfig, NodeError, NodeStatus, Storage};
 pub use state_machine::{AppliedEffects, StateMachineStore, StoredSnapshot};
 pub use turnstile_storage::{FsyncPolicy, HeldSaves, JournalStats, Options as StorageOptions};
