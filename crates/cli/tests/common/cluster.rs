@@ -196,9 +196,23 @@ impl TestCluster {
         )
     }
 
+    /// The log index node `i` has applied; `None` if it does not answer or has applied nothing yet
+    /// (a restarted node, until it has heard from the leader).
+    pub fn applied_index(&self, i: usize) -> Option<u64> {
+        self.raft_info(i)?.get("applied_index")?.parse().ok()
+    }
+
+    /// Waits until node `i` has applied the log up to `index`.
+    pub fn wait_applied(&self, i: usize, index: u64) {
+        until(&format!("node {} applies up to {index}", self.id(i)), WAIT, || {
+            self.applied_index(i).is_some_and(|applied| applied >= index)
+        });
+    }
+
     /// Waits until a running node leads and a majority of the cluster (itself included) report
     /// it as leader in its term; returns it. An old leader cut off in a minority still calls
-    /// itself leader, but no majority follows it.
+    /// itself leader, but no majority follows it once the others elected another; right after a
+    /// partition, use [`TestCluster::leader_among`] the side that should elect one.
     pub fn leader(&self) -> usize {
         let majority = self.len() / 2 + 1;
         let mut found = None;
@@ -210,6 +224,25 @@ impl TestCluster {
                 (m["role"] == "leader" && followers.count() >= majority).then_some(*i)
             });
             found.is_some()
+        });
+        found.expect("a leader")
+    }
+
+    /// Waits until one of `nodes` leads and every one of them that runs follows it, in its term;
+    /// returns it. For a side of a partition: right after a cut, the nodes on the other side may
+    /// still report the leader they had.
+    pub fn leader_among(&self, nodes: &[usize]) -> usize {
+        let mut found = None;
+        until("one of the nodes leads and the others follow it", WAIT, || {
+            let running = nodes.iter().filter(|&&i| self.members[i].process == Process::Running);
+            let Some(infos) = running.map(|&i| Some((i, self.raft_info(i)?))).collect::<Option<Vec<_>>>()
+            else {
+                return false;
+            };
+            let Some((leader, m)) = infos.iter().find(|(_, m)| m["role"] == "leader") else { return false };
+            found = Some(*leader);
+            let (id, term) = (self.id(*leader).to_string(), &m["term"]);
+            infos.iter().all(|(_, m)| m["leader"] == id && &m["term"] == term)
         });
         found.expect("a leader")
     }
