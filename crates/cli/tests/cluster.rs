@@ -2,7 +2,8 @@
 //! fault-injecting proxy of the cluster harness: a leader is elected, followers refuse writes with
 //! the leader's address, and after a `kill -9` of the leader the other two elect a new one that
 //! kept every acknowledged write and lock hold. A restarted node rejoins from its data dir. A node
-//! that can reach no leader refuses on every protocol with CLUSTERDOWN.
+//! that can reach no leader refuses on every protocol with CLUSTERDOWN. A paused leader is replaced
+//! and follows once resumed.
 //!
 //! Every wait is bounded; none asserts how long anything took.
 
@@ -158,4 +159,29 @@ fn a_node_without_a_majority_says_clusterdown_on_every_protocol_until_a_second_n
     let mut con = cluster.node(leader).client();
     until("a write succeeds on the leader of two", WAIT, || set(&mut con, "k", "v").is_ok());
     assert_eq!(get(&mut con, "k").expect("GET").as_deref(), Some("v"));
+}
+
+/// A leader stopped by SIGSTOP (a long GC pause, a frozen VM) is replaced; resumed, it learns of
+/// the new term, follows, and applies what was written while it slept.
+#[test]
+fn a_paused_leader_is_replaced_and_follows_when_it_resumes() {
+    let mut cluster = TestCluster::start(3, &[]);
+    let paused = cluster.leader();
+    let mut con = cluster.node(paused).client();
+    assert_eq!(set(&mut con, "k", "before").expect("SET on the leader"), "OK");
+
+    cluster.pause(paused);
+    let others: Vec<usize> = (0..3).filter(|&i| i != paused).collect();
+    let leader = cluster.leader_among(&others);
+    let mut con = cluster.node(leader).client();
+    until("a write succeeds on the new leader", WAIT, || set(&mut con, "k", "while paused").is_ok());
+    let written = info_u64(&mut con, "raft", "applied_index");
+
+    cluster.resume(paused);
+    let id = cluster.id(leader).to_string();
+    until("the resumed node follows the new leader", WAIT, || {
+        cluster.raft_info(paused).is_some_and(|m| m["role"] == "follower" && m["leader"] == id)
+    });
+    cluster.wait_applied(paused, written);
+    assert_eq!(get(&mut con, "k").expect("GET").as_deref(), Some("while paused"));
 }
