@@ -15,10 +15,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{TestServer, free_loopback_addr, until};
+use common::cluster::{TestCluster, WAIT};
+use common::until;
 use redis::Value;
 
-const WAIT: Duration = Duration::from_secs(30);
 const KILLS: usize = 10;
 /// Lock leases: short, so a hold whose holder lost track of it (its node died) frees soon.
 const LEASE_MS: u64 = 2_000;
@@ -106,46 +106,10 @@ fn deliveries(v: &Value) -> Vec<(i64, String)> {
         .collect()
 }
 
-fn start(dirs: &[tempfile::TempDir], peers: &str) -> Vec<TestServer> {
-    let handles: Vec<_> = dirs
-        .iter()
-        .enumerate()
-        .map(|(i, dir)| {
-            let (dir, peers) = (dir.path().to_path_buf(), peers.to_owned());
-            std::thread::spawn(move || {
-                let id = (i + 1).to_string();
-                TestServer::start_in(&dir, &["--node-id", &id, "--peers", &peers])
-            })
-        })
-        .collect();
-    handles.into_iter().map(|h| h.join().expect("node starts")).collect()
-}
-
-/// The index of the node that reports itself leader, once one does.
-fn leader(nodes: &[TestServer], live: &[usize]) -> usize {
-    let mut found = None;
-    until("a live node leads", WAIT, || {
-        found = live.iter().copied().find(|&i| {
-            let Ok(client) = redis::Client::open(nodes[i].url()) else { return false };
-            let Ok(mut con) = client.get_connection_with_timeout(Duration::from_secs(1)) else {
-                return false;
-            };
-            let _ = con.set_read_timeout(Some(Duration::from_secs(2)));
-            let text: String = redis::cmd("INFO").arg("raft").query(&mut con).unwrap_or_default();
-            text.lines().any(|l| l.trim() == "role:leader")
-        });
-        found.is_some()
-    });
-    found.expect("a leader")
-}
-
 #[test]
 fn leader_kills_under_load_lose_no_acknowledged_push_and_grant_no_lock_twice() {
-    let raft: Vec<String> = (0..3).map(|_| free_loopback_addr()).collect();
-    let peers = raft.iter().enumerate().map(|(i, a)| format!("{}={a}", i + 1)).collect::<Vec<_>>().join(",");
-    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().expect("temp dir")).collect();
-    let mut nodes = start(&dirs, &peers);
-    let addrs: Addrs = Arc::new(Mutex::new(nodes.iter().map(|n| n.addr.clone()).collect()));
+    let mut cluster = TestCluster::start(3, &[]);
+    let addrs: Addrs = Arc::new(Mutex::new((0..3).map(|i| cluster.node(i).addr.clone()).collect()));
     let history = Arc::new(Mutex::new(History::default()));
     let stop = Arc::new(AtomicBool::new(false));
     let mut workers = Vec::new();
@@ -207,15 +171,15 @@ fn leader_kills_under_load_lose_no_acknowledged_push_and_grant_no_lock_twice() {
 
     for _ in 0..KILLS {
         std::thread::sleep(Duration::from_millis(500));
-        let killed = leader(&nodes, &[0, 1, 2]);
-        nodes[killed].kill9();
+        let killed = cluster.leader();
+        cluster.kill9(killed);
         let live: Vec<usize> = (0..3).filter(|&i| i != killed).collect();
-        let mut con = nodes[live[0]].client();
+        let mut con = cluster.node(live[0]).client();
         until("a write succeeds after the kill", WAIT, || {
             redis::cmd("SET").arg("probe").arg("x").query::<String>(&mut con).is_ok()
         });
-        nodes[killed].restart();
-        addrs.lock().unwrap()[killed] = nodes[killed].addr.clone();
+        cluster.restart(killed);
+        addrs.lock().unwrap()[killed] = cluster.node(killed).addr.clone();
     }
     std::thread::sleep(Duration::from_millis(500));
     stop.store(true, Ordering::Relaxed);

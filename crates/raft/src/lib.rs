@@ -39,7 +39,7 @@ use turnstile_core::{Command, Reply, Timestamp};
 
 pub use clock::{Clock, ManualClock};
 pub use log_store::LogStore;
-pub use network::{Deadline, Joining, NoNetwork, NoPeer, PeerClient, TcpNetwork, serve};
+pub use network::{Deadline, Joining, NoNetwork, NoPeer, PeerClient, TcpNetwork, peek_hello, serve};
 pub use node::{
     AdminRequest, Answer, Cluster, ClusterStatus, MemberStatus, Node, NodeConfig, NodeError, NodeStatus,
     Storage,

@@ -170,6 +170,19 @@ where
     outcome
 }
 
+/// Which nodes a connection joins, read off its first bytes without taking them: the connecting
+/// node's hello names `(from, to)`. `None` until a whole hello has arrived, and for bytes that are
+/// not one (the caller bounds how long it waits and how much it reads, as [`answer`] does).
+///
+/// For whatever sits between two nodes and must tell the pairs apart, such as the fault-injecting
+/// proxy of the cluster tests: every node dials the same address for a peer, so the hello is the
+/// only place the connecting node is named.
+pub fn peek_hello(bytes: &[u8]) -> Option<(u64, u64)> {
+    let frame = bytes.get(..bytes.len().min(4 + MAX_HELLO_FRAME))?;
+    let hello: Hello = wire::decode(&mut bytes::BytesMut::from(frame), MAX_HELLO_FRAME).ok()??;
+    Some((hello.from, hello.to))
+}
+
 /// For log lines: `node 3 (127.0.0.1:50212)`.
 pub fn describe(hello: &Hello, peer: SocketAddr) -> String {
     format!("node {} ({peer}, {:?} connection)", hello.from, hello.kind)
@@ -250,6 +263,23 @@ mod tests {
         let mut frames = FrameReader::new(client_read, MAX_HELLO_FRAME);
         let greeted = greet(&mut frames, &mut client_write, &hello, "127.0.0.1:7391").await;
         (greeted, answering.await.unwrap())
+    }
+
+    /// The pair is read from a whole hello, with or without bytes after it; a part of one, a
+    /// frame of another wire version or bytes that are not a hello give nothing.
+    #[test]
+    fn a_hello_names_its_pair_to_whoever_peeks() {
+        let mut frame = wire::encode(&hello(3, 2), MAX_HELLO_FRAME).unwrap();
+        assert_eq!(peek_hello(&frame), Some((3, 2)));
+        for cut in 0..frame.len() {
+            assert_eq!(peek_hello(&frame[..cut]), None, "cut at {cut}");
+        }
+        frame.extend_from_slice(b"the first request");
+        assert_eq!(peek_hello(&frame), Some((3, 2)));
+        frame[4] = wire::VERSION + 1;
+        assert_eq!(peek_hello(&frame), None);
+        assert_eq!(peek_hello(b"*1\r\n$4\r\nPING\r\n"), None);
+        assert_eq!(peek_hello(&[0xff; 64]), None);
     }
 
     #[tokio::test]

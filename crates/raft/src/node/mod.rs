@@ -38,6 +38,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use forward::{Forwards, Route, Target};
+use openraft::Instant;
 use openraft::async_runtime::WatchReceiver;
 use openraft::errors::RaftError;
 use openraft::raft::WatchChangeHandle;
@@ -572,6 +573,25 @@ impl Node {
             entries_proposed: stats.entries(),
             commands_proposed: stats.commands(),
             largest_batch: stats.largest(),
+        }
+    }
+
+    /// Whether this node can reach a leader: it follows one, or it leads and a quorum acknowledged
+    /// it within the leader lease. A leader cut off from the others still calls itself leader (its
+    /// status says so) but refuses writes once its lease has run out, so readiness must not trust
+    /// the role alone.
+    pub fn leader_reachable(&self) -> bool {
+        let raft = &self.inner.raft;
+        let metrics = raft.metrics();
+        let m = metrics.borrow_watched();
+        match m.state {
+            ServerState::Leader => {
+                // openraft's leader lease is election_timeout_max.
+                let lease = Duration::from_millis(raft.config().election_timeout_max);
+                m.membership_config.membership().voter_ids().eq([self.inner.node_id])
+                    || m.last_quorum_acked.as_ref().is_some_and(|at| Instant::elapsed(&**at) < lease)
+            }
+            _ => m.current_leader.is_some(),
         }
     }
 

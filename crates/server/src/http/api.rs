@@ -108,7 +108,7 @@ pub fn routes() -> Vec<Route> {
             method: "GET",
             path: "/readyz",
             operation: "readyz",
-            summary: "There is a leader and this node has applied the log up to its commit index (503 otherwise).",
+            summary: "This node reaches a leader (one that leads without its quorum does not) and has applied the log up to its commit index (503 otherwise).",
             body: None,
             query: &[],
             response: Some(object(
@@ -526,9 +526,12 @@ async fn healthz() -> ApiResult {
     ok(json!({"status": "ok"}))
 }
 
+/// Ready: this node reaches a leader (a leader cut off from its quorum does not: it refuses writes
+/// once its lease is out, though it still calls itself leader) and has applied what it knows is
+/// committed.
 async fn readyz(State(app): State<App>) -> ApiResult {
     let status = app.node.status();
-    let ready = status.leader.is_some() && status.applied_index >= status.committed_index;
+    let ready = app.node.leader_reachable() && status.applied_index >= status.committed_index;
     let body = json!({
         "status": if ready { "ready" } else { "not ready" },
         "leader": status.leader,

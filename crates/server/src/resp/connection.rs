@@ -34,7 +34,7 @@ use turnstile_resp::{Frame, Protocol, ProtocolError, decode_request};
 use super::info;
 use crate::metrics;
 use crate::server::Shared;
-use crate::session::{Refused, Session};
+use crate::session::{CLUSTER_DOWN, Refused, Session};
 use crate::shutdown::Shutdown;
 
 /// Replies are flushed once this much is buffered, even in the middle of a pipeline.
@@ -431,16 +431,17 @@ fn admin_request(cmd: cmd::ClusterCmd) -> AdminRequest {
     }
 }
 
-/// How a refusal reads to a client. A follower names the leader, so clients can redirect.
+/// How a refusal reads to a client. A follower names the leader, so clients can redirect; a node
+/// that can reach no leader says so in the words Redis Cluster uses when it cannot serve.
 fn refused(e: &Refused) -> Frame {
     match e {
         Refused::Node(NodeError::NotLeader { leader: Some(addr) }) => {
             Frame::Error(format!("NOTLEADER {addr}"))
         }
-        Refused::Node(NodeError::NotLeader { leader: None }) => {
-            Frame::error("NOTLEADER", "no leader elected")
+        e if e.cluster_down() => {
+            tracing::debug!(reason = %e, "refused: no leader reachable");
+            Frame::error("CLUSTERDOWN", CLUSTER_DOWN)
         }
-        Refused::Node(NodeError::Unavailable(why)) => Frame::error("TRYAGAIN", why),
         other => Frame::error(other.code(), other),
     }
 }
