@@ -101,7 +101,8 @@ pub(super) async fn run(
         if queue.recv_many(&mut taken, max_batch).await == 0 {
             return;
         }
-        let (commands, waiters): (Vec<Command>, Vec<_>) = taken.drain(..).map(|p| (p.cmd, p.reply)).unzip();
+        let (commands, mut waiters): (Vec<Command>, Vec<_>) =
+            taken.drain(..).map(|p| (p.cmd, p.reply)).unzip();
         let target = match &route {
             None => Ok(Target::Here),
             Some(route) => route.target(&raft).await,
@@ -141,8 +142,14 @@ pub(super) async fn run(
         let (responder, done) = ProgressResponder::complete_only();
         match raft.client_write_ff(batch, Some(responder)).await {
             Ok(()) => {
+                let (raft, self_id) = (raft.clone(), route.as_ref().map(|r| r.self_id));
                 tokio::spawn(async move {
-                    deliver(done, waiters).await;
+                    tokio::select! {
+                        () = deliver(done, &mut waiters) => {}
+                        () = cut_off(&raft, self_id) => fail_all(std::mem::take(&mut waiters), NodeError::Indeterminate(
+                            "this leader lost contact with a quorum before the write committed; it commits only if this node keeps the leadership".into(),
+                        )),
+                    }
                     drop(slot);
                 });
             }
@@ -151,25 +158,40 @@ pub(super) async fn run(
     }
 }
 
-/// Waits for one entry's result and hands each proposer its own reply, in order.
+/// Waits for one entry's result and hands each proposer its own reply, in order. The waiters
+/// are taken as they are answered, so what is left can be failed if the wait is abandoned.
 async fn deliver(
     done: oneshot::Receiver<ClientWriteResult<TypeConfig>>,
-    waiters: Vec<oneshot::Sender<Result<Reply, NodeError>>>,
+    waiters: &mut Vec<oneshot::Sender<Result<Reply, NodeError>>>,
 ) {
     let replies = match done.await {
         Ok(Ok(response)) => response.data.0,
-        Ok(Err(e)) => return fail_all(waiters, write_error(e)),
+        Ok(Err(e)) => return fail_all(std::mem::take(waiters), write_error(e)),
         // The responder was dropped unanswered: Raft stopped.
-        Err(_) => return fail_all(waiters, NodeError::ShuttingDown),
+        Err(_) => return fail_all(std::mem::take(waiters), NodeError::ShuttingDown),
     };
     let count = replies.len();
     let mut replies = replies.into_iter();
-    for waiter in waiters {
+    for waiter in std::mem::take(waiters) {
         let result = replies.next().ok_or_else(|| {
             NodeError::Fatal(format!("state machine returned {count} replies for a larger batch"))
         });
         // The proposer may have given up (its connection closed); nothing to do then.
         let _ = waiter.send(result);
+    }
+}
+
+/// Resolves once this node, leading a cluster, has heard from no quorum within its lease: an
+/// entry it proposed may then wait for as long as the partition lasts, and its proposers are
+/// answered instead (the outcome is unknown). Never resolves for a single node (`self_id` none).
+async fn cut_off(raft: &Raft, self_id: Option<u64>) {
+    let Some(self_id) = self_id else { return std::future::pending().await };
+    loop {
+        // Checked a few times per lease: an entry normally commits long before the first look.
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        if super::quorum_silent(raft, self_id) {
+            return;
+        }
     }
 }
 

@@ -160,6 +160,19 @@ fn on_leading(
     )
 }
 
+/// Whether this node leads but no quorum has acknowledged it within its lease: cut off in a
+/// minority, it still calls itself leader, but nothing it proposes can commit until it hears from
+/// a quorum again. Never true for a single voter.
+pub(crate) fn quorum_silent(raft: &Raft, self_id: u64) -> bool {
+    let metrics = raft.metrics();
+    let m = metrics.borrow_watched();
+    // openraft's leader lease is election_timeout_max.
+    let lease = Duration::from_millis(raft.config().election_timeout_max);
+    m.state == ServerState::Leader
+        && !m.membership_config.membership().voter_ids().eq([self_id])
+        && !m.last_quorum_acked.as_ref().is_some_and(|at| Instant::elapsed(&**at) < lease)
+}
+
 /// A proposed command's reply, once its log entry is applied.
 pub type Answer = oneshot::Receiver<Result<Reply, NodeError>>;
 
@@ -582,16 +595,11 @@ impl Node {
     /// the role alone.
     pub fn leader_reachable(&self) -> bool {
         let raft = &self.inner.raft;
-        let metrics = raft.metrics();
-        let m = metrics.borrow_watched();
-        match m.state {
-            ServerState::Leader => {
-                // openraft's leader lease is election_timeout_max.
-                let lease = Duration::from_millis(raft.config().election_timeout_max);
-                m.membership_config.membership().voter_ids().eq([self.inner.node_id])
-                    || m.last_quorum_acked.as_ref().is_some_and(|at| Instant::elapsed(&**at) < lease)
-            }
-            _ => m.current_leader.is_some(),
+        let leads = raft.metrics().borrow_watched().state == ServerState::Leader;
+        if leads {
+            !quorum_silent(raft, self.inner.node_id)
+        } else {
+            raft.metrics().borrow_watched().current_leader.is_some()
         }
     }
 
