@@ -170,7 +170,7 @@ pub(crate) fn quorum_silent(raft: &Raft, self_id: u64) -> bool {
     let lease = Duration::from_millis(raft.config().election_timeout_max);
     m.state == ServerState::Leader
         && !m.membership_config.membership().voter_ids().eq([self_id])
-        && !m.last_quorum_acked.as_ref().is_some_and(|at| Instant::elapsed(&**at) < lease)
+        && m.last_quorum_acked.as_ref().is_none_or(|at| Instant::elapsed(&**at) >= lease)
 }
 
 /// A proposed command's reply, once its log entry is applied.
