@@ -124,12 +124,15 @@ impl DataDirMeta {
     /// The meta of `dir`, written first if needed: for a new dir, and for one of format 1 (a log or
     /// snapshots, no meta file), with the cluster id `cluster_id` gives; an older format is brought up to
     /// this one, keeping its id. A newer format is refused. The caller holds the dir's lock.
-    pub fn load_or_create(dir: &Path, cluster_id: impl FnOnce() -> u64) -> Result<DataDirMeta, StorageError> {
+    pub fn load_or_create(
+        dir: &Path,
+        cluster_id: impl FnOnce() -> Result<u64, StorageError>,
+    ) -> Result<DataDirMeta, StorageError> {
         let found = DataDirMeta::read(dir)?;
         let meta = match found {
             Some(meta) if meta.format == DATA_DIR_FORMAT => return Ok(meta),
             Some(older) => DataDirMeta::new(older.cluster_id),
-            None => DataDirMeta::new(cluster_id()),
+            None => DataDirMeta::new(cluster_id()?),
         };
         let from = match found {
             Some(older) => Some(older.format),
@@ -239,7 +242,7 @@ mod tests {
     fn a_new_dir_gets_the_id_given_and_keeps_it() {
         let dir = tempfile::tempdir().unwrap();
         assert_eq!(DataDirMeta::read(dir.path()).unwrap(), None);
-        let meta = DataDirMeta::load_or_create(dir.path(), || 41).unwrap();
+        let meta = DataDirMeta::load_or_create(dir.path(), || Ok(41)).unwrap();
         assert_eq!(meta, DataDirMeta { format: DATA_DIR_FORMAT, cluster_id: 41 });
         let again =
             DataDirMeta::load_or_create(dir.path(), || panic!("an id is asked for only once")).unwrap();
@@ -252,7 +255,7 @@ mod tests {
     fn a_dir_without_a_meta_file_gets_one() {
         let dir = tempfile::tempdir().unwrap();
         fs::create_dir(dir.path().join("log")).unwrap();
-        let meta = DataDirMeta::load_or_create(dir.path(), || 9).unwrap();
+        let meta = DataDirMeta::load_or_create(dir.path(), || Ok(9)).unwrap();
         assert_eq!(DataDirMeta::read(dir.path()).unwrap(), Some(meta));
         assert_eq!(meta.format, DATA_DIR_FORMAT);
     }
@@ -263,7 +266,7 @@ mod tests {
         let mut bytes = DataDirMeta::new(5).encode();
         bytes[8..12].copy_from_slice(&9u32.to_le_bytes());
         fs::write(dir.path().join(META_FILE), bytes).unwrap();
-        let error = DataDirMeta::load_or_create(dir.path(), || 1).unwrap_err();
+        let error = DataDirMeta::load_or_create(dir.path(), || Ok(1)).unwrap_err();
         assert!(matches!(error, StorageError::NewerFormat { found: 9, .. }), "{error:?}");
         assert_eq!(fs::read(dir.path().join(META_FILE)).unwrap(), bytes, "not rewritten");
     }
