@@ -1,7 +1,8 @@
 //! `turnstile`: the command line. `turnstile server` runs the server; `lock`, `sem`, `queue` and
-//! `bench` talk to one.
+//! `bench` talk to one; `cluster` runs a cluster through a node's HTTP API.
 
 mod bench;
+mod cluster;
 mod exit;
 mod lock;
 mod logging;
@@ -54,6 +55,13 @@ enum Command {
         target: Target,
         #[command(subcommand)]
         command: queue::QueueCommand,
+    },
+    /// Run a cluster (or a single node) through a node's HTTP API: backups.
+    Cluster {
+        #[command(flatten)]
+        target: cluster::ClusterTarget,
+        #[command(subcommand)]
+        command: cluster::ClusterCommand,
     },
     /// Load-test a server (or Redis or RabbitMQ, for comparison) and print a table.
     Bench {
@@ -116,6 +124,11 @@ struct ServerArgs {
     /// Without it: a single node.
     #[arg(long, env = "TURNSTILE_PEERS", value_name = "ID=HOST:PORT,...", value_parser = turnstile_server::parse_peers)]
     peers: Option<BTreeMap<u64, SocketAddr>>,
+    /// Start a new single node from a backup (`turnstile cluster snapshot save`): it becomes the
+    /// first snapshot of --data-dir, which must be new or empty, under a new cluster id. For that
+    /// first start only; not with --peers.
+    #[arg(long, env = "TURNSTILE_RESTORE", value_name = "FILE")]
+    restore: Option<PathBuf>,
     /// Most client connections at once [default: 10000].
     #[arg(long, env = "TURNSTILE_MAX_CLIENTS", value_name = "N")]
     max_clients: Option<usize>,
@@ -185,6 +198,9 @@ impl ServerArgs {
         if self.raft_addr.is_some() {
             config.raft_addr = self.raft_addr;
         }
+        if self.restore.is_some() {
+            config.restore.clone_from(&self.restore);
+        }
         set(&mut config.max_clients, &self.max_clients);
         set(&mut config.max_payload, &self.max_payload);
         set(&mut config.max_name_len, &self.max_name_len);
@@ -216,6 +232,10 @@ fn main() -> ExitCode {
         Command::Queue { target, command } => {
             client_command(&target, async |client| queue::queue(client, command, target.json).await)
         }
+        Command::Cluster { target, command } => {
+            quiet_logging();
+            tokio_runtime().and_then(|rt| rt.block_on(cluster::cluster(&target, command)))
+        }
         Command::Bench { server, args } => {
             tokio_runtime().and_then(|rt| rt.block_on(bench::run(args, &server))).map(|()| ExitCode::SUCCESS)
         }
@@ -228,13 +248,18 @@ fn client_command(
     target: &Target,
     command: impl AsyncFnOnce(&turnstile_client::Client) -> anyhow::Result<ExitCode>,
 ) -> anyhow::Result<ExitCode> {
-    let level =
-        if std::env::var_os("TURNSTILE_LOG").is_some() { LevelFilter::DEBUG } else { LevelFilter::ERROR };
-    logging::init(LogFormat::Text, Targets::new().with_default(level));
+    quiet_logging();
     tokio_runtime()?.block_on(async {
         let client = turnstile_client::Client::connect(&target.server).await?;
         command(&client).await
     })
+}
+
+/// A client command logs errors only, unless TURNSTILE_LOG is set (then everything down to debug).
+fn quiet_logging() {
+    let level =
+        if std::env::var_os("TURNSTILE_LOG").is_some() { LevelFilter::DEBUG } else { LevelFilter::ERROR };
+    logging::init(LogFormat::Text, Targets::new().with_default(level));
 }
 
 fn tokio_runtime() -> anyhow::Result<tokio::runtime::Runtime> {

@@ -31,8 +31,13 @@ pub struct Config {
     /// Empty: a single node, a cluster of one voter.
     #[serde(deserialize_with = "peers_from_text")]
     pub peers: BTreeMap<u64, SocketAddr>,
-    /// Where the Raft log (`log/`), snapshots (`snapshots/`) and the `LOCK` file live.
+    /// Where the Raft log (`log/`), snapshots (`snapshots/`), the `LOCK` file and `turnstile.meta`
+    /// (the dir's format version and cluster id) live.
     pub data_dir: PathBuf,
+    /// A backup (`turnstile cluster snapshot save`) to start a new single node from: installed as
+    /// the first snapshot of `data-dir`, which must be new or empty, under a new cluster id. Only
+    /// for that first start: a restored node restarts without it.
+    pub restore: Option<PathBuf>,
     /// Connections open at once, over every protocol; more are refused (RESP: `-ERR max number
     /// of clients reached`; AMQP: `connection.close` 530; HTTP: 503).
     pub max_clients: usize,
@@ -88,6 +93,7 @@ impl Default for Config {
             node_id: 1,
             raft_addr: None,
             peers: BTreeMap::new(),
+            restore: None,
             max_clients: 10_000,
             max_payload: 16 * 1024 * 1024,
             max_name_len: 1024,
@@ -164,6 +170,14 @@ impl Config {
         if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
             return Err(ConfigError::Invalid(format!("{name} must be at least 1")));
         }
+        if self.restore.is_some() && self.in_cluster() {
+            // The other nodes of a cluster restored with its peers list would start empty and could
+            // elect one of them over the restored one, losing the backup: a restore makes one node,
+            // and a cluster grows from it by adding nodes to it.
+            return Err(ConfigError::Invalid(
+                "restore starts a single node: leave out peers (a restored cluster grows from that node)".into(),
+            ));
+        }
         if self.peers.is_empty() {
             if self.raft_addr.is_some() {
                 return Err(ConfigError::Invalid("raft-addr needs peers (the cluster's nodes)".into()));
@@ -188,10 +202,11 @@ impl Config {
         self.raft_addr.or_else(|| self.peers.get(&self.node_id).copied())
     }
 
-    /// The cluster id every node-to-node handshake names. For now it is derived from the peer
-    /// list (FNV-1a of its text, ids in order), which every node is given identically: nodes
-    /// started with different lists refuse each other. (Once nodes can join, it will have to be
-    /// made at formation and kept in the data dir, since the membership will outgrow the list.)
+    /// The cluster id a node of a new cluster starts with: derived from the peer list (FNV-1a of
+    /// its text, ids in order), which every node is given identically, so that they all agree
+    /// without talking (nodes started with different lists refuse each other). It is kept in the
+    /// data dir at the first start and read from there afterwards, since the membership outgrows
+    /// the list.
     pub fn cluster_id(&self) -> u64 {
         peers_text(&self.peers)
             .bytes()
@@ -269,6 +284,13 @@ mod tests {
             stranger.validate().unwrap_err().to_string(),
             "invalid setting: node-id 3 is not among the peers (1=127.0.0.1:7381,2=127.0.0.1:7391)"
         );
+        let restored = Config { restore: Some("backup.snap".into()), ..c.clone() };
+        assert_eq!(
+            restored.validate().unwrap_err().to_string(),
+            "invalid setting: restore starts a single node: leave out peers (a restored cluster grows from that \
+             node)"
+        );
+        assert!(Config::from_toml("restore = \"b.snap\"").unwrap().validate().is_ok());
         let alone = Config { raft_addr: Some("127.0.0.1:7381".parse().unwrap()), ..Config::default() };
         assert!(alone.validate().is_err());
         assert!(Config::from_toml("peers = \"1=127.0.0.1:1,1=127.0.0.1:2\"").is_err());

@@ -11,7 +11,10 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, mpsc};
 
 use turnstile_core::Command;
-use turnstile_raft::{Clock, Cluster, FsyncPolicy, Node, NodeConfig, NodeError, Storage, StorageOptions};
+use turnstile_raft::{
+    Backup, Clock, Cluster, DataDirMeta, FsyncPolicy, Node, NodeConfig, NodeError, RestoreError, Storage,
+    StorageError, StorageOptions, check_empty, format_cluster_id, open_meta, random_cluster_id,
+};
 
 use crate::config::{Config, ConfigError, Fsync};
 use crate::listener::{Listener, Protocol};
@@ -34,6 +37,8 @@ pub struct Shared {
     pub amqp_addr: SocketAddr,
     /// Where the Raft listener is, in a cluster.
     pub raft_addr: Option<SocketAddr>,
+    /// The cluster this node belongs to, as kept in its data dir (backups carry it).
+    pub cluster_id: u64,
     /// AMQP users and passwords.
     pub amqp_users: std::collections::BTreeMap<String, String>,
     /// One per connection open, over every protocol: `max-clients` of them.
@@ -56,6 +61,11 @@ pub enum ServerError {
     DataDir { path: std::path::PathBuf, source: std::io::Error },
     #[error("cannot listen on {addr}")]
     Bind { addr: SocketAddr, source: std::io::Error },
+    /// The data dir's meta file: of a newer format, damaged, or the dir is locked.
+    #[error("cannot open the data dir")]
+    DataDirMeta(#[source] StorageError),
+    #[error("cannot restore from {path}")]
+    Restore { path: std::path::PathBuf, source: RestoreError },
     #[error("raft node")]
     Node(#[from] NodeError),
 }
@@ -120,9 +130,24 @@ impl Server {
     /// use): tests pass a manual one and advance it instead of sleeping.
     pub async fn start_with_clock(config: Config, clock: Clock) -> Result<Server, ServerError> {
         config.validate()?;
+        // A backup to restore is checked whole, and the data dir found empty, before anything is
+        // bound or created: a refused restore leaves no trace.
+        let restore = match &config.restore {
+            Some(path) => {
+                let refused = |source| ServerError::Restore { path: path.clone(), source };
+                let backup = Backup::read(path).map_err(refused)?;
+                check_empty(&config.data_dir).map_err(refused)?;
+                Some((path, backup))
+            }
+            None => None,
+        };
         let bound = Bound::bind(&config).await?;
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|source| ServerError::DataDir { path: config.data_dir.clone(), source })?;
+        let meta = match restore {
+            Some((path, backup)) => install(&config, path, &backup)?,
+            None => data_dir_meta(&config)?,
+        };
         let fsync = match config.fsync {
             Fsync::Always => FsyncPolicy::Always,
             Fsync::Interval => FsyncPolicy::Interval(Duration::from_millis(config.fsync_interval_ms)),
@@ -153,7 +178,7 @@ impl Server {
             Some((listener, _)) => {
                 let cluster = Cluster {
                     peers: config.peers.iter().map(|(&id, addr)| (id, addr.to_string())).collect(),
-                    cluster_id: config.cluster_id(),
+                    cluster_id: meta.cluster_id,
                     listener,
                     // Writes are served by the leader only, so every session is on the leader's
                     // connections: a new leader ends those of the old one (their holds and
@@ -189,6 +214,7 @@ impl Server {
             http_addr: bound.http_addr,
             amqp_addr: bound.amqp_addr,
             raft_addr,
+            cluster_id: meta.cluster_id,
             amqp_users: config.amqp_users.clone(),
             next_client_id: AtomicU64::new(0),
             fsync: config.fsync,
@@ -257,6 +283,42 @@ impl Server {
         drop(log_runtime);
         Ok(())
     }
+}
+
+/// The data dir's meta, written at its first start: a node of a new cluster takes the id every
+/// node computes alike from the peers list, a single node a random one. Later starts keep the
+/// stored id, whatever the peers list says now (nodes are added and removed after formation).
+fn data_dir_meta(config: &Config) -> Result<DataDirMeta, ServerError> {
+    let from_peers = config.in_cluster().then(|| config.cluster_id());
+    let meta = open_meta(&config.data_dir, || from_peers.map_or_else(random_cluster_id, Ok))
+        .map_err(ServerError::DataDirMeta)?;
+    if let Some(from_peers) = from_peers.filter(|id| *id != meta.cluster_id) {
+        tracing::warn!(
+            cluster_id = %format_cluster_id(meta.cluster_id),
+            peers_would_give = %format_cluster_id(from_peers),
+            "the peers list is not the one this node's cluster was formed with; keeping the cluster id in the \
+             data dir"
+        );
+    }
+    tracing::info!(dir = %config.data_dir.display(), cluster_id = %format_cluster_id(meta.cluster_id), "data dir");
+    Ok(meta)
+}
+
+/// Makes the (empty) data dir a new single node's, its first snapshot the backup at `path`.
+fn install(config: &Config, path: &std::path::Path, backup: &Backup) -> Result<DataDirMeta, ServerError> {
+    let meta = backup
+        .install(&config.data_dir, config.node_id)
+        .map_err(|source| ServerError::Restore { path: path.to_owned(), source })?;
+    let header = backup.header();
+    tracing::info!(
+        file = %path.display(),
+        dir = %config.data_dir.display(),
+        index = header.index,
+        from_cluster = %format_cluster_id(header.cluster_id),
+        cluster_id = %format_cluster_id(meta.cluster_id),
+        "restored a backup into a new data dir, under a new cluster id"
+    );
+    Ok(meta)
 }
 
 /// The listeners, bound before anything else is done.
