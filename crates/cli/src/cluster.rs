@@ -82,7 +82,8 @@ struct Saved {
 async fn save(target: &ClusterTarget, file: &Path) -> anyhow::Result<ExitCode> {
     let response = get(&target.http, "/api/cluster/snapshot").await?;
     let temp = TempFile::new(file);
-    let mut out = File::create(&temp.path).with_context(|| format!("cannot create {}", temp.path.display()))?;
+    let mut out =
+        File::create(&temp.path).with_context(|| format!("cannot create {}", temp.path.display()))?;
     let mut body = response.into_body();
     while let Some(frame) = body.frame().await {
         let frame = frame.with_context(|| format!("receiving the snapshot from {}", target.http))?;
@@ -150,7 +151,8 @@ impl Drop for TempFile {
 
 /// A GET on a connection of its own; a status other than 200 is an error with the API's message.
 async fn get(addr: &str, path: &str) -> anyhow::Result<Response<Incoming>> {
-    let stream = tokio::net::TcpStream::connect(addr).await.with_context(|| format!("cannot connect to {addr}"))?;
+    let stream =
+        tokio::net::TcpStream::connect(addr).await.with_context(|| format!("cannot connect to {addr}"))?;
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .with_context(|| format!("HTTP to {addr}"))?;

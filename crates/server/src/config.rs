@@ -175,7 +175,8 @@ impl Config {
             // elect one of them over the restored one, losing the backup: a restore makes one node,
             // and a cluster grows from it by adding nodes to it.
             return Err(ConfigError::Invalid(
-                "restore starts a single node: leave out peers (a restored cluster grows from that node)".into(),
+                "restore starts a single node: leave out peers (a restored cluster grows from that node)"
+                    .into(),
             ));
         }
         if self.peers.is_empty() {

@@ -54,9 +54,11 @@ pub async fn snapshot(State(app): State<App>) -> Result<Response, ApiError> {
             Err(e) => drop(chunks.blocking_send(Err(e))),
         }
     });
-    let stream = futures_util::stream::unfold(body, |mut body| async move {
-        body.recv().await.map(|chunk| (chunk, body))
-    });
+    let stream =
+        futures_util::stream::unfold(
+            body,
+            |mut body| async move { body.recv().await.map(|chunk| (chunk, body)) },
+        );
     Response::builder()
         .header(header::CONTENT_TYPE, "application/octet-stream")
         .header(header::CONTENT_DISPOSITION, format!("attachment; filename=\"turnstile-{index}.snap\""))
