@@ -1,5 +1,6 @@
-//! `turnstile cluster ...`: running a cluster (or a single node) through a node's HTTP API. One
-//! subcommand per operation in [`ClusterCommand`]; each talks to the node `--http` names.
+//! `turnstile cluster ...`: the group of cluster commands. The members' (`status`, `add`, `remove`,
+//! `transfer-leader`) are in `membership.rs` and go over RESP through any node; backups are here
+//! and go over a node's HTTP API (`--http`).
 //!
 //! ```text
 //!  snapshot save FILE ─► GET /api/cluster/snapshot ─► FILE.tmp (as it arrives) ─► fsync
@@ -23,25 +24,10 @@ use turnstile_storage::{format_cluster_id, verify_backup};
 
 use crate::output::print;
 
-/// Which node a cluster command talks to, and how it prints.
-#[derive(Debug, Args)]
-pub struct ClusterTarget {
-    /// The node's HTTP address (its `--http-addr`), HOST:PORT.
-    #[arg(
-        long,
-        global = true,
-        env = "TURNSTILE_HTTP",
-        value_name = "HOST:PORT",
-        default_value = "127.0.0.1:7380"
-    )]
-    pub http: String,
-    /// Print data as JSON.
-    #[arg(long, global = true)]
-    pub json: bool,
-}
-
 #[derive(Debug, Subcommand)]
 pub enum ClusterCommand {
+    #[command(flatten)]
+    Members(crate::membership::ClusterCommand),
     /// Backups of the whole state, taken from a running node.
     Snapshot {
         #[command(subcommand)]
@@ -61,11 +47,14 @@ pub enum SnapshotCommand {
 pub struct SaveArgs {
     /// Where to write the backup (written to FILE.tmp first, then renamed).
     pub file: PathBuf,
+    /// The node's HTTP address (its --http-addr); in a cluster, the leader's.
+    #[arg(long, env = "TURNSTILE_HTTP", value_name = "HOST:PORT", default_value = "127.0.0.1:7380")]
+    pub http: String,
 }
 
-pub async fn cluster(target: &ClusterTarget, command: ClusterCommand) -> anyhow::Result<ExitCode> {
+pub async fn snapshot(command: SnapshotCommand, json: bool) -> anyhow::Result<ExitCode> {
     match command {
-        ClusterCommand::Snapshot { command: SnapshotCommand::Save(args) } => save(target, &args.file).await,
+        SnapshotCommand::Save(args) => save(&args.http, &args.file, json).await,
     }
 }
 
@@ -79,14 +68,14 @@ struct Saved {
     created_at_ms: u64,
 }
 
-async fn save(target: &ClusterTarget, file: &Path) -> anyhow::Result<ExitCode> {
-    let response = get(&target.http, "/api/cluster/snapshot").await?;
+async fn save(http: &str, file: &Path, json: bool) -> anyhow::Result<ExitCode> {
+    let response = get(http, "/api/cluster/snapshot").await?;
     let temp = TempFile::new(file);
     let mut out =
         File::create(&temp.path).with_context(|| format!("cannot create {}", temp.path.display()))?;
     let mut body = response.into_body();
     while let Some(frame) = body.frame().await {
-        let frame = frame.with_context(|| format!("receiving the snapshot from {}", target.http))?;
+        let frame = frame.with_context(|| format!("receiving the snapshot from {http}"))?;
         if let Ok(data) = frame.into_data() {
             out.write_all(&data).with_context(|| format!("writing {}", temp.path.display()))?;
         }
@@ -95,7 +84,7 @@ async fn save(target: &ClusterTarget, file: &Path) -> anyhow::Result<ExitCode> {
     drop(out);
     // Read back from the disk, not from what was received: what is checked is what is kept.
     let (header, bytes) = verify_backup(&temp.path)
-        .with_context(|| format!("the snapshot received from {} is not valid", target.http))?;
+        .with_context(|| format!("the snapshot received from {http} is not valid"))?;
     temp.keep_as(file)?;
     let saved = Saved {
         file: file.display().to_string(),
@@ -104,7 +93,7 @@ async fn save(target: &ClusterTarget, file: &Path) -> anyhow::Result<ExitCode> {
         cluster_id: format_cluster_id(header.cluster_id),
         created_at_ms: header.created_at,
     };
-    print(target.json, &saved, || {
+    print(json, &saved, || {
         format!(
             "saved {}: log index {}, {} bytes, cluster {}",
             saved.file, saved.index, saved.bytes, saved.cluster_id

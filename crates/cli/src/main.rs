@@ -1,11 +1,12 @@
-//! `turnstile`: the command line. `turnstile server` runs the server; `lock`, `sem`, `queue` and
-//! `bench` talk to one; `cluster` runs a cluster through a node's HTTP API.
+//! `turnstile`: the command line. `turnstile server` runs the server; `lock`, `sem`, `queue`,
+//! `cluster` (members, backups) and `bench` talk to one.
 
 mod bench;
 mod cluster;
 mod exit;
 mod lock;
 mod logging;
+mod membership;
 mod output;
 mod queue;
 mod run;
@@ -56,10 +57,10 @@ enum Command {
         #[command(subcommand)]
         command: queue::QueueCommand,
     },
-    /// Run a cluster (or a single node) through a node's HTTP API: backups.
+    /// The cluster: status, add and remove nodes, move the leadership, backups.
     Cluster {
         #[command(flatten)]
-        target: cluster::ClusterTarget,
+        target: Target,
         #[command(subcommand)]
         command: cluster::ClusterCommand,
     },
@@ -124,9 +125,14 @@ struct ServerArgs {
     /// Without it: a single node.
     #[arg(long, env = "TURNSTILE_PEERS", value_name = "ID=HOST:PORT,...", value_parser = turnstile_server::parse_peers)]
     peers: Option<BTreeMap<u64, SocketAddr>>,
-    /// Start a new single node from a backup (`turnstile cluster snapshot save`): it becomes the
-    /// first snapshot of --data-dir, which must be new or empty, under a new cluster id. For that
-    /// first start only; not with --peers.
+    /// Join a running cluster through any of its nodes (its Raft address): this node asks to be
+    /// added under --node-id, reached at --raft-addr. Instead of --peers.
+    #[arg(long, env = "TURNSTILE_JOIN", value_name = "HOST:PORT", conflicts_with = "peers")]
+    join: Option<String>,
+    /// Start a new node from a backup (`turnstile cluster snapshot save`): it becomes the first
+    /// snapshot of --data-dir, which must be new or empty, under a new cluster id, this node the
+    /// only voter. For that first start only. Not with --join; with --peers, list this node only
+    /// (others then join it with --join).
     #[arg(long, env = "TURNSTILE_RESTORE", value_name = "FILE")]
     restore: Option<PathBuf>,
     /// Most client connections at once [default: 10000].
@@ -195,6 +201,9 @@ impl ServerArgs {
         set(&mut config.amqp_addr, &self.amqp_addr);
         set(&mut config.node_id, &self.node_id);
         set(&mut config.peers, &self.peers);
+        if self.join.is_some() {
+            config.join = self.join.clone();
+        }
         if self.raft_addr.is_some() {
             config.raft_addr = self.raft_addr;
         }
@@ -232,9 +241,12 @@ fn main() -> ExitCode {
         Command::Queue { target, command } => {
             client_command(&target, async |client| queue::queue(client, command, target.json).await)
         }
-        Command::Cluster { target, command } => {
+        Command::Cluster { target, command: cluster::ClusterCommand::Members(command) } => {
+            client_command(&target, async |client| membership::cluster(client, command, target.json).await)
+        }
+        Command::Cluster { target, command: cluster::ClusterCommand::Snapshot { command } } => {
             quiet_logging();
-            tokio_runtime().and_then(|rt| rt.block_on(cluster::cluster(&target, command)))
+            tokio_runtime().and_then(|rt| rt.block_on(cluster::snapshot(command, target.json)))
         }
         Command::Bench { server, args } => {
             tokio_runtime().and_then(|rt| rt.block_on(bench::run(args, &server))).map(|()| ExitCode::SUCCESS)

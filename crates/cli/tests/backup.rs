@@ -204,11 +204,14 @@ fn a_bad_restore_is_refused_and_creates_nothing() {
     refused(&cut, &new, &[], "checksum mismatch");
     refused(&newer, &new, &[], "written by a newer format (2 > 1");
     refused(&other, &new, &[], "not a Turnstile snapshot");
+    let two = format!("1={},2={}", free_loopback_addr(), free_loopback_addr());
+    refused(&good, &new, &["--peers", &two], "restore starts a new cluster of one voter");
+    let (raft, member) = (free_loopback_addr(), free_loopback_addr());
     refused(
         &good,
         &new,
-        &["--peers", &format!("1={}", free_loopback_addr())],
-        "restore starts a single node",
+        &["--raft-addr", &raft, "--join", &member],
+        "restore starts a new cluster, it cannot join one",
     );
     assert!(!new.exists(), "nothing is created for a refused restore");
 
@@ -223,6 +226,59 @@ fn a_bad_restore_is_refused_and_creates_nothing() {
     let restored = TestServer::start_in(&new, &["--restore", good.to_str().expect("UTF-8 path")]);
     let value: String = redis::cmd("GET").arg("k").query(&mut restored.client()).expect("GET");
     assert_eq!(value, "v");
+}
+
+/// A cluster restored from a backup: the restored node, given its Raft address (`--peers` naming
+/// only itself), takes a node that joins it; that node learns the new cluster id and the backup's
+/// state. A node whose data dir belongs to the old cluster cannot join it.
+#[test]
+fn a_restored_node_takes_nodes_that_join_it() {
+    let mut source = TestServer::start();
+    let mut con = source.client();
+    let _: () = redis::cmd("SET").arg("k").arg("v").query(&mut con).expect("SET");
+    let (token, _lease): (i64, i64) = redis::cmd("LOCK.ACQUIRE")
+        .arg("held")
+        .arg(600_000)
+        .arg("KEEP")
+        .query(&mut con)
+        .expect("LOCK.ACQUIRE");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("backup.snap");
+    save(&source.http_addr, &file).expect("snapshot save");
+    let old_cluster = cluster_id(&source);
+    source.kill9();
+
+    let raft_1 = free_loopback_addr();
+    let first = TestServer::start_in(
+        &dir.path().join("1"),
+        &[
+            "--node-id",
+            "1",
+            "--peers",
+            &format!("1={raft_1}"),
+            "--restore",
+            file.to_str().expect("UTF-8 path"),
+        ],
+    );
+    let new_cluster = cluster_id(&first);
+    assert_ne!(new_cluster, old_cluster);
+    let join = ["--node-id", "2", "--raft-addr", &free_loopback_addr(), "--join", &raft_1];
+    let second = TestServer::start_in(&dir.path().join("2"), &join);
+    assert_eq!(cluster_id(&second), new_cluster, "the joining node takes the restored cluster's id");
+    let mut con = second.client();
+    let value: Option<String> = redis::cmd("GET").arg("k").query(&mut con).expect("GET through the new node");
+    assert_eq!(value.as_deref(), Some("v"));
+    assert_eq!(holder_tokens(&mut con, "held"), vec![token], "the hold and its token, through the new node");
+
+    // The old node's data dir belongs to the old cluster: told to join the new one, it refuses.
+    let (status, output) = run_to_exit(
+        source.data_dir(),
+        &["--node-id", "3", "--raft-addr", &free_loopback_addr(), "--join", &raft_1],
+        WAIT,
+    );
+    assert!(!status.expect("a refused start exits by itself").success(), "{output}");
+    let says = format!("belongs to cluster {old_cluster}, but {raft_1} (join) is in cluster {new_cluster}");
+    assert!(output.contains(&says), "expected {says:?} in:\n{output}");
 }
 
 /// A data dir whose meta file names a newer format is refused, with both versions and the file,

@@ -20,4 +20,5 @@ pub use lock::{Holder, Kind, LockBuilder, LockGuard, LockInfo, Lost, Waiter};
 pub use queue::{
     Consumer, ConsumerBuilder, Delivery, Message, Overflow, PopBuilder, PushBuilder, QueueBuilder, QueueStats,
 };
+pub use reply::map as map_reply;
 pub use turnstile_resp::Frame;

@@ -51,7 +51,7 @@ pub(crate) fn tuple<const N: usize>(frame: Frame) -> Result<[Frame; N]> {
 }
 
 /// A map: a RESP3 map, or RESP2's flat `[key, value, key, value, ...]` array.
-pub(crate) fn map(frame: Frame) -> Result<Vec<(String, Frame)>> {
+pub fn map(frame: Frame) -> Result<Vec<(String, Frame)>> {
     match frame {
         Frame::Map(pairs) => pairs.into_iter().map(|(k, v)| Ok((text(k)?, v))).collect(),
         Frame::Array(items) if items.len() % 2 == 0 => {

@@ -25,6 +25,11 @@ pub enum Command {
     /// consumers are dropped, their holds and deliveries stay until released, acked or expired.
     /// Replies the number of sessions ended.
     DetachSessions,
+    /// Records that node `node` left the cluster's membership for good: its id is never given to
+    /// a new node (a node that reused it could replay the old node's votes and log). Replies OK.
+    RetireNode {
+        node: u64,
+    },
     /// Extend every hold and in-flight delivery so that none expires before `now + its TTL`.
     /// Proposed by a node that has just become leader (or restarted), so that clock differences
     /// between nodes and downtime never shorten a lease.
@@ -210,6 +215,7 @@ impl Command {
             | Command::OpenSession
             | Command::CloseSession { .. }
             | Command::DetachSessions
+            | Command::RetireNode { .. }
             | Command::RefreshLeases => {}
             Command::Acquire(Acquire { name, .. })
             | Command::Release { name, .. }

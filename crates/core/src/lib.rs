@@ -106,6 +106,8 @@ pub struct State {
     key_bytes: u64,
     timers: Timers,
     exchanges: Exchanges,
+    /// Ids of nodes that have left the cluster: never given to a new node.
+    retired_nodes: BTreeSet<u64>,
     /// Shared prefetch of a session's consumers: (session, pool id) → pool.
     pools: BTreeMap<(SessionId, u64), CreditPoolState>,
     /// Queues whose takers may have gained credit in this step (a pool freed, the single active
@@ -175,6 +177,10 @@ impl State {
             Command::CloseSession { session } => self.close_session(session, fx),
             Command::RefreshLeases => Ok(self.refresh_leases()),
             Command::DetachSessions => Ok(self.detach_sessions(fx)),
+            Command::RetireNode { node } => {
+                self.retired_nodes.insert(node);
+                Ok(Reply::Ok)
+            }
             Command::Acquire(req) => self.acquire(req),
             Command::Release { name, token } => Ok(self.release(&name, token, fx)),
             Command::Renew { name, token, ttl } => self.renew(&name, token, ttl),
@@ -236,6 +242,12 @@ impl State {
 
     pub fn applied_index(&self) -> u64 {
         self.applied_index
+    }
+
+    /// Whether node id `node` belonged to a node that left the cluster (see
+    /// [`Command::RetireNode`]).
+    pub fn is_retired_node(&self, node: u64) -> bool {
+        self.retired_nodes.contains(&node)
     }
 
     /// The last fencing token issued.

@@ -1,13 +1,14 @@
 //! Snapshots: the state's primary data as bytes, and a state rebuilt from them.
 //!
 //! ```text
-//!  snapshot ─► [u8 version = 5][postcard(Image)][messages of queue 1]…[messages of queue n]
+//!  snapshot ─► [u8 version = 6][postcard(Image)][messages of queue 1]…[messages of queue n][Cluster]
 //!              Image: clock, applied index, last token, last id,
 //!                     sessions (when opened), locks (holds, lines of waiters),
 //!                     queues (id, config, totals, takers, waiting pops, consumers, dedup ids),
 //!                     keys, exchanges and bindings, credit pools (limits)
 //!              messages: postcard sequence of (id, message), in id order, in the order of the
 //!                     Image's queues
+//!              Cluster: what the cluster itself keeps (retired node ids); absent in version 5
 //!
 //!  restore  ─► decode the Image, then each queue's messages straight into their final form:
 //!              payloads are `Bytes` slices of the one snapshot buffer (no copy, no allocation each)
@@ -44,12 +45,25 @@ use crate::{MsgId, QueueId, SessionId, State, Timestamp};
 /// 2: the whole state, indexes included. 3: primary data only, indexes rebuilt on restore, each
 /// queue's messages inside its image. 4: the same, messages in their own sections after the image.
 /// 5: exchanges and bindings, credit pools, and the queue and consumer fields AMQP added.
-pub(crate) const SNAPSHOT_VERSION: u8 = 5;
+/// 6: the [`ClusterImage`] after the messages. Version 5 is still read (no retired nodes), so a
+/// node upgraded in place restarts from the snapshot the old binary wrote.
+pub(crate) const SNAPSHOT_VERSION: u8 = 6;
+
+/// The oldest version [`State::restore`] reads.
+const OLDEST_READABLE: u8 = 5;
+
+/// The cluster's own records, after the messages (version 6 on).
+#[derive(Serialize, Deserialize)]
+struct ClusterImage<'a> {
+    retired_nodes: Cow<'a, std::collections::BTreeSet<u64>>,
+}
 
 /// A snapshot that could not be read back.
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
-    #[error("snapshot format version {0} is not supported (this build reads version {SNAPSHOT_VERSION})")]
+    #[error(
+        "snapshot format version {0} is not supported (this build reads versions {OLDEST_READABLE} to {SNAPSHOT_VERSION})"
+    )]
     Version(u8),
     /// Written by a later build: a rolling upgrade must not hand a new node's state to an old one.
     #[error(
@@ -171,6 +185,7 @@ impl State {
             key_bytes: self.key_bytes,
             exchanges: self.exchanges.clone(),
             pools: self.pools.clone(),
+            retired_nodes: self.retired_nodes.clone(),
             ..State::default()
         }
     }
@@ -208,15 +223,16 @@ impl State {
         for q in self.queues.values() {
             out = postcard::to_io(&Messages(&q.messages), out).map_err(failed)?;
         }
-        Ok(out)
+        let cluster = ClusterImage { retired_nodes: Cow::Borrowed(&self.retired_nodes) };
+        postcard::to_io(&cluster, out).map_err(failed)
     }
 
     /// The state a [`State::snapshot`] describes, indexes rebuilt. Message payloads are slices of
     /// `bytes` (no copy): keep the buffer in a `Bytes` that owns it, e.g. `Bytes::from(vec)`.
     pub fn restore(bytes: Bytes) -> Result<State, SnapshotError> {
-        let body = match bytes.split_first() {
+        let (version, body) = match bytes.split_first() {
             None => return Err(SnapshotError::Empty),
-            Some((&SNAPSHOT_VERSION, body)) => body,
+            Some((&v, body)) if (OLDEST_READABLE..=SNAPSHOT_VERSION).contains(&v) => (v, body),
             Some((&v, _)) if v > SNAPSHOT_VERSION => return Err(SnapshotError::Newer(v)),
             Some((&v, _)) => return Err(SnapshotError::Version(v)),
         };
@@ -245,8 +261,13 @@ impl State {
                 .restore_queue(id, queue.into_owned(), messages.into_iter().collect(), &mut timers)
                 .map_err(SnapshotError::Inconsistent)?;
         }
+        if version >= 6 {
+            let (cluster, after): (ClusterImage<'_>, _) = postcard::take_from_bytes(rest)?;
+            state.retired_nodes = cluster.retired_nodes.into_owned();
+            rest = after;
+        }
         if !rest.is_empty() {
-            return Err(SnapshotError::Inconsistent(format!("{} bytes after the last queue", rest.len())));
+            return Err(SnapshotError::Inconsistent(format!("{} bytes after the last section", rest.len())));
         }
         state.rebuild_key_indexes(&mut timers);
         state.timers = Timers::from_list(timers);

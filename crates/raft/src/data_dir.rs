@@ -5,14 +5,15 @@
 //!  open_meta(dir, first id) ─ lock ─► turnstile.meta: read (a newer format is refused), or written ─► unlock
 //!
 //!  Backup::read(file) ─► framing and checksum (crates/storage backup.rs) ─► the state decodes
-//!  Backup::install(dir, node id) ─► dir empty? ─ lock ─► log/: the backup's entry, purged
-//!                                                     ─► snapshots/: the state, this node the only voter
+//!  Backup::install(dir, node id, addr) ─► dir empty? ─ lock ─► log/: the backup's entry, purged
+//!                                                           ─► snapshots/: the state, this node the only voter
 //!                                                     ─► turnstile.meta: a fresh random cluster id ─► unlock
 //! ```
 //!
 //! A restored dir is what a one-voter node leaves after it took a snapshot and purged its log: the
 //! node opens it as it would reopen its own, and elects itself. Its cluster id is new, so no node of
-//! the cluster the backup came from can ever mistake it for one of theirs.
+//! the cluster the backup came from can ever mistake it for one of theirs. Given its Raft address,
+//! the membership names it, and nodes can join it to grow a new cluster from the backup.
 //!
 //! The install writes the log first and the meta file last. A crash before the snapshot is on disk
 //! leaves a log that starts after an entry no snapshot covers, which the node refuses to open; a
@@ -20,14 +21,14 @@
 //! Either way the dir is no longer empty, so another `--restore` into it is refused until the
 //! operator clears it.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use openraft::type_config::alias::{LeaderIdOf, LogIdOf, SnapshotMetaOf, StoredMembershipOf};
 use openraft::vote::RaftLeaderId;
-use openraft::{Membership, StoredMembership};
+use openraft::{BasicNode, Membership, StoredMembership};
 use turnstile_core::{SnapshotError, State};
 use turnstile_storage::{
     BackupError, BackupHeader, DataDirMeta, Journal, Options, SnapshotStore, StorageError, lock_dir,
@@ -102,10 +103,16 @@ impl Backup {
         self.header
     }
 
-    /// Makes `dir` the data dir of a new single node `node_id` whose first snapshot is this backup
-    /// (see the module docs); returns its meta, with the new cluster id. Refuses a dir that holds
-    /// anything.
-    pub fn install(&self, dir: &Path, node_id: u64) -> Result<DataDirMeta, RestoreError> {
+    /// Makes `dir` the data dir of node `node_id`, the one voter of a new cluster, whose first
+    /// snapshot is this backup (see the module docs); returns its meta, with the new cluster id.
+    /// `raft_addr` is where other nodes reach it, when it is to take nodes that join it (`None`:
+    /// a single node). Refuses a dir that holds anything.
+    pub fn install(
+        &self,
+        dir: &Path,
+        node_id: u64,
+        raft_addr: Option<&str>,
+    ) -> Result<DataDirMeta, RestoreError> {
         check_empty(dir)?;
         let _lock = lock_dir(dir)?;
         let index = self.header.index;
@@ -127,9 +134,10 @@ impl Backup {
             .map_err(|_| io_error("writing the log", io::Error::other("the journal stopped")))??;
         journal.close()?;
 
-        let voters = vec![BTreeSet::from([node_id])];
-        let membership: StoredMembershipOf<TypeConfig> =
-            StoredMembership::new(Some(log_id), Membership::new_with_defaults(voters, []));
+        let node = raft_addr.map(BasicNode::new).unwrap_or_default();
+        let membership = Membership::new(vec![BTreeSet::from([node_id])], BTreeMap::from([(node_id, node)]))
+            .map_err(|e| io_error("making the membership", io::Error::other(e.to_string())))?;
+        let membership: StoredMembershipOf<TypeConfig> = StoredMembership::new(Some(log_id), membership);
         let meta = SnapshotMetaOf::<TypeConfig> { last_log_id: Some(log_id), last_membership: membership };
         let snapshots = SnapshotStore::open(&dir.join("snapshots"))?;
         save_snapshot(&snapshots, &meta, &self.state)
@@ -194,7 +202,7 @@ mod tests {
         let backup = Backup::read(&backup_file(dir.path(), 57)).unwrap();
         assert_eq!(backup.header().index, 57);
         let data = dir.path().join("new");
-        let meta = backup.install(&data, 3).unwrap();
+        let meta = backup.install(&data, 3, None).unwrap();
         assert_ne!(meta.cluster_id, 99, "a new cluster id, never the backup's");
         assert_eq!(DataDirMeta::read(&data).unwrap(), Some(meta));
 
@@ -214,7 +222,7 @@ mod tests {
         let data = dir.path().join("old");
         std::fs::create_dir(&data).unwrap();
         std::fs::write(data.join("notes.txt"), "mine").unwrap();
-        let error = backup.install(&data, 1).unwrap_err();
+        let error = backup.install(&data, 1, None).unwrap_err();
         assert!(matches!(&error, RestoreError::NotEmpty { found, .. } if found == "notes.txt"), "{error:?}");
         assert_eq!(std::fs::read_dir(&data).unwrap().count(), 1, "nothing added");
     }

@@ -41,8 +41,11 @@ use turnstile_core::{Command, Reply, Timestamp};
 pub use clock::{Clock, ManualClock};
 pub use data_dir::{Backup, RestoreError, check_empty, open_meta};
 pub use log_store::LogStore;
-pub use network::{NoNetwork, NoPeer, PeerClient, TcpNetwork, serve};
-pub use node::{Answer, Cluster, Node, NodeConfig, NodeError, NodeStatus, Storage};
+pub use network::{Deadline, Joining, NoNetwork, NoPeer, PeerClient, TcpNetwork, peek_hello, serve};
+pub use node::{
+    AdminRequest, Answer, Cluster, ClusterStatus, MemberStatus, Node, NodeConfig, NodeError, NodeStatus,
+    Storage,
+};
 pub use state_machine::{AppliedEffects, StateMachineStore, StoredSnapshot};
 pub use turnstile_storage::{
     BackupHeader, BackupWriter, DataDirMeta, FsyncPolicy, HeldSaves, JournalStats, Options as StorageOptions,

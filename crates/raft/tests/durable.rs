@@ -310,7 +310,7 @@ async fn a_restored_backup_starts_a_node_that_goes_on_from_it() {
     std::fs::write(&file, writer.finish().unwrap()).unwrap();
 
     let new = dir.path().join("new");
-    Backup::read(&file).unwrap().install(&new, 1).unwrap();
+    Backup::read(&file).unwrap().install(&new, 1, None).unwrap();
     let node = start_in(&new, 20_000).await.unwrap();
     assert_eq!(node.status().snapshot_index, Some(index));
     let restored = state(&node).await;

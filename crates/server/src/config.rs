@@ -31,12 +31,18 @@ pub struct Config {
     /// Empty: a single node, a cluster of one voter.
     #[serde(deserialize_with = "peers_from_text")]
     pub peers: BTreeMap<u64, SocketAddr>,
+    /// The Raft address (`HOST:PORT`) of any node of a running cluster this node joins: it asks
+    /// to be added (a learner until it has caught up, then a voter) under `node-id`, reached at
+    /// `raft-addr`. Needs `raft-addr`; excludes `peers`. Kept on restarts: a node that is already
+    /// a member only learns the cluster id from it.
+    pub join: Option<String>,
     /// Where the Raft log (`log/`), snapshots (`snapshots/`), the `LOCK` file and `turnstile.meta`
     /// (the dir's format version and cluster id) live.
     pub data_dir: PathBuf,
-    /// A backup (`turnstile cluster snapshot save`) to start a new single node from: installed as
-    /// the first snapshot of `data-dir`, which must be new or empty, under a new cluster id. Only
-    /// for that first start: a restored node restarts without it.
+    /// A backup (`turnstile cluster snapshot save`) to start a new cluster of one voter, this
+    /// node, from: installed as the first snapshot of `data-dir`, which must be new or empty, under
+    /// a new cluster id. Alone, or with `peers` naming only this node so that others can `join`
+    /// it. Only for that first start: a restored node restarts without it.
     pub restore: Option<PathBuf>,
     /// Connections open at once, over every protocol; more are refused (RESP: `-ERR max number
     /// of clients reached`; AMQP: `connection.close` 530; HTTP: 503).
@@ -93,6 +99,7 @@ impl Default for Config {
             node_id: 1,
             raft_addr: None,
             peers: BTreeMap::new(),
+            join: None,
             restore: None,
             max_clients: 10_000,
             max_payload: 16 * 1024 * 1024,
@@ -170,18 +177,47 @@ impl Config {
         if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
             return Err(ConfigError::Invalid(format!("{name} must be at least 1")));
         }
-        if self.restore.is_some() && self.in_cluster() {
-            // The other nodes of a cluster restored with its peers list would start empty and could
-            // elect one of them over the restored one, losing the backup: a restore makes one node,
-            // and a cluster grows from it by adding nodes to it.
-            return Err(ConfigError::Invalid(
-                "restore starts a single node: leave out peers (a restored cluster grows from that node)"
-                    .into(),
-            ));
+        if self.restore.is_some() {
+            // A restore starts a new cluster of one voter, this node. Nodes started beside it from
+            // a peers list would start empty and could elect one of them, losing the backup, and a
+            // node that joined another cluster would be sent that cluster's state over it: the
+            // others join the restored node instead.
+            if self.join.is_some() {
+                return Err(ConfigError::Invalid(
+                    "restore starts a new cluster, it cannot join one: leave out join".into(),
+                ));
+            }
+            if self.peers.keys().any(|&id| id != self.node_id) {
+                return Err(ConfigError::Invalid(
+                    "restore starts a new cluster of one voter: list only this node in peers (the others join \
+                     it with join)"
+                        .into(),
+                ));
+            }
         }
-        if self.peers.is_empty() {
+        if let Some(join) = &self.join {
+            if !self.peers.is_empty() {
+                return Err(ConfigError::Invalid(
+                    "join and peers exclude each other: peers start a new cluster, join enters a running one"
+                        .into(),
+                ));
+            }
+            if self.raft_addr.is_none() {
+                return Err(ConfigError::Invalid(
+                    "join needs raft-addr (where the cluster reaches this node)".into(),
+                ));
+            }
+            if join
+                .rsplit_once(':')
+                .is_none_or(|(host, port)| host.is_empty() || port.parse::<u16>().is_err())
+            {
+                return Err(ConfigError::Invalid(format!("join {join:?} is not a HOST:PORT address")));
+            }
+        } else if self.peers.is_empty() {
             if self.raft_addr.is_some() {
-                return Err(ConfigError::Invalid("raft-addr needs peers (the cluster's nodes)".into()));
+                return Err(ConfigError::Invalid(
+                    "raft-addr needs peers (the cluster's nodes) or join".into(),
+                ));
             }
         } else if !self.peers.contains_key(&self.node_id) {
             return Err(ConfigError::Invalid(format!(
@@ -193,9 +229,9 @@ impl Config {
         Ok(())
     }
 
-    /// Whether this node is one of a cluster of several nodes (it has `peers`).
+    /// Whether this node is one of a cluster of several nodes (it has `peers`, or joins one).
     pub fn in_cluster(&self) -> bool {
-        !self.peers.is_empty()
+        !self.peers.is_empty() || self.join.is_some()
     }
 
     /// Where the Raft listener binds: `raft-addr`, or else this node's address in `peers`.
@@ -288,13 +324,29 @@ mod tests {
         let restored = Config { restore: Some("backup.snap".into()), ..c.clone() };
         assert_eq!(
             restored.validate().unwrap_err().to_string(),
-            "invalid setting: restore starts a single node: leave out peers (a restored cluster grows from that \
-             node)"
+            "invalid setting: restore starts a new cluster of one voter: list only this node in peers (the \
+             others join it with join)"
         );
         assert!(Config::from_toml("restore = \"b.snap\"").unwrap().validate().is_ok());
+        let alone = "restore = \"b.snap\"\nnode-id = 2\npeers = \"2=127.0.0.1:7391\"\n";
+        assert!(Config::from_toml(alone).unwrap().validate().is_ok(), "a cluster of this node alone");
         let alone = Config { raft_addr: Some("127.0.0.1:7381".parse().unwrap()), ..Config::default() };
         assert!(alone.validate().is_err());
         assert!(Config::from_toml("peers = \"1=127.0.0.1:1,1=127.0.0.1:2\"").is_err());
+
+        let joins =
+            Config::from_toml("node-id = 4\nraft-addr = \"127.0.0.1:7411\"\njoin = \"127.0.0.1:7381\"\n")
+                .unwrap();
+        assert!(joins.in_cluster() && joins.validate().is_ok());
+        let invalid = |toml: &str| Config::from_toml(toml).unwrap().validate().unwrap_err().to_string();
+        assert!(invalid("join = \"127.0.0.1:7381\"").contains("join needs raft-addr"));
+        assert!(invalid("raft-addr = \"127.0.0.1:7411\"\njoin = \"nowhere\"").contains("not a HOST:PORT"));
+        assert!(
+            invalid(
+                "raft-addr = \"127.0.0.1:7411\"\njoin = \"127.0.0.1:7381\"\npeers = \"1=127.0.0.1:7411\""
+            )
+            .contains("exclude each other")
+        );
         let zero = Config { max_clients: 0, ..Config::default() };
         assert_eq!(
             zero.validate().unwrap_err().to_string(),

@@ -28,7 +28,7 @@ use bytes::Bytes;
 use metrics::{Counter, Histogram, Key, KeyName, Label, Level, Metadata, Recorder, SharedString};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusRecorder};
 use turnstile_core::{Query, QueueStats, Reply, State, Summary};
-use turnstile_raft::JournalStats;
+use turnstile_raft::{ClusterStatus, JournalStats};
 
 use crate::listener::Protocol;
 use crate::resp::info;
@@ -102,8 +102,7 @@ impl RespCommands {
 /// gauges and the server's [`Snapshot`].
 pub async fn render(shared: &Shared) -> String {
     let mut out = Exposition { out: exporter().recorder.handle().render() };
-    let now = shared.node.clock().now();
-    let state = match shared.node.read(move |state| StateGauges::read(state, now)).await {
+    let state = match shared.node.read_at(StateGauges::read).await {
         Ok(state) => Some(state),
         // Not readable (shutting down, no leader): the process-level families still help.
         Err(e) => {
@@ -550,6 +549,7 @@ impl Exposition {
             status.commands_proposed,
         );
 
+        self.members(&snapshot.cluster);
         if let Some(journal) = &snapshot.journal {
             self.journal(journal);
         }
@@ -571,6 +571,39 @@ impl Exposition {
         );
         if let Some(bytes) = snapshot.resident_bytes {
             self.gauge("turnstile_process_resident_memory_bytes", "Resident memory of the process.", bytes);
+        }
+    }
+
+    /// Each member's replication, as the leader sees it (a follower has no figures to show).
+    fn members(&mut self, cluster: &ClusterStatus) {
+        let figures: Vec<_> = cluster.members.iter().filter(|m| m.lag.is_some()).collect();
+        if figures.is_empty() {
+            return;
+        }
+        self.family(
+            "turnstile_raft_member_lag",
+            "gauge",
+            "Log entries a member is behind the leader, as the leader sees it.",
+        );
+        for m in &figures {
+            self.sample(
+                "turnstile_raft_member_lag",
+                &[("node", &m.id.to_string()), ("role", &m.role)],
+                m.lag.unwrap_or(0),
+            );
+        }
+        self.family(
+            "turnstile_raft_member_last_contact_seconds",
+            "gauge",
+            "Seconds since a member last answered the leader.",
+        );
+        for m in figures.iter().filter(|m| m.last_contact_ms.is_some()) {
+            let seconds = m.last_contact_ms.unwrap_or(0) as f64 / 1000.0;
+            self.sample(
+                "turnstile_raft_member_last_contact_seconds",
+                &[("node", &m.id.to_string())],
+                seconds,
+            );
         }
     }
 

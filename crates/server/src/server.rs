@@ -12,8 +12,9 @@ use tokio::sync::{Semaphore, mpsc};
 
 use turnstile_core::Command;
 use turnstile_raft::{
-    Backup, Clock, Cluster, DataDirMeta, FsyncPolicy, Node, NodeConfig, NodeError, RestoreError, Storage,
-    StorageError, StorageOptions, check_empty, format_cluster_id, open_meta, random_cluster_id,
+    Backup, Clock, Cluster, DataDirMeta, Deadline, FsyncPolicy, Joining, Node, NodeConfig, NodeError,
+    RestoreError, Storage, StorageError, StorageOptions, check_empty, format_cluster_id, open_meta,
+    random_cluster_id,
 };
 
 use crate::config::{Config, ConfigError, Fsync};
@@ -66,6 +67,8 @@ pub enum ServerError {
     DataDirMeta(#[source] StorageError),
     #[error("cannot restore from {path}")]
     Restore { path: std::path::PathBuf, source: RestoreError },
+    #[error("data dir {dir} belongs to cluster {ours}, but {member} (join) is in cluster {theirs}")]
+    OtherCluster { dir: std::path::PathBuf, ours: String, member: String, theirs: String },
     #[error("raft node")]
     Node(#[from] NodeError),
 }
@@ -119,6 +122,12 @@ impl Drop for LogRuntime {
     }
 }
 
+/// How long a joining node waits to reach the member it was given.
+const JOIN_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a joining node waits to be added: it is sent the whole log (or a snapshot) first.
+const JOIN_TIMEOUT: Duration = Duration::from_secs(120);
+
 impl Server {
     /// Binds every listener, then opens the data dir and starts the node. Port 0 picks a free
     /// port: see [`Server::resp_addr`]. Nothing is created on disk unless every listener is bound.
@@ -144,9 +153,19 @@ impl Server {
         let bound = Bound::bind(&config).await?;
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|source| ServerError::DataDir { path: config.data_dir.clone(), source })?;
+        // A node that joins learns the cluster id from the member it was given (its welcome); the
+        // membership comes from the leader once this node is added.
+        let joining = match &config.join {
+            Some(member) => Some(
+                Joining::connect(member, config.node_id, Deadline::after(JOIN_CONNECT_TIMEOUT))
+                    .await
+                    .map_err(|e| NodeError::Unavailable(format!("cannot reach {member} to join: {e}")))?,
+            ),
+            None => None,
+        };
         let meta = match restore {
             Some((path, backup)) => install(&config, path, &backup)?,
-            None => data_dir_meta(&config)?,
+            None => data_dir_meta(&config, joining.as_ref())?,
         };
         let fsync = match config.fsync {
             Fsync::Always => FsyncPolicy::Always,
@@ -177,7 +196,10 @@ impl Server {
             None => log_runtime.handle().spawn(Node::start(node_config)),
             Some((listener, _)) => {
                 let cluster = Cluster {
-                    peers: config.peers.iter().map(|(&id, addr)| (id, addr.to_string())).collect(),
+                    peers: match &joining {
+                        Some(_) => std::collections::BTreeMap::new(),
+                        None => config.peers.iter().map(|(&id, addr)| (id, addr.to_string())).collect(),
+                    },
                     cluster_id: meta.cluster_id,
                     listener,
                     // Writes are served by the leader only, so every session is on the leader's
@@ -189,6 +211,16 @@ impl Server {
             }
         };
         let node = started.await.map_err(|e| ServerError::Node(NodeError::Fatal(e.to_string())))??;
+        if let (Some(join), Some(raft_addr)) = (joining, config.raft_addr) {
+            let id = config.node_id;
+            if !node.local_cluster_status().members.iter().any(|m| m.id == id) {
+                tracing::info!(id, %raft_addr, "asking to join the cluster; answered once this node has caught up");
+                join.add(id, raft_addr.to_string(), Deadline::after(JOIN_TIMEOUT))
+                    .await
+                    .map_err(|e| NodeError::Unavailable(format!("joining failed: {e}")))??;
+                tracing::info!(id, "joined the cluster as a voter");
+            }
+        }
         if !config.in_cluster() {
             // No connection outlives a restart: end the sessions of the previous run (their holds
             // and deliveries stay under their leases, which the node refreshed when it started).
@@ -286,28 +318,44 @@ impl Server {
 }
 
 /// The data dir's meta, written at its first start: a node of a new cluster takes the id every
-/// node computes alike from the peers list, a single node a random one. Later starts keep the
-/// stored id, whatever the peers list says now (nodes are added and removed after formation).
-fn data_dir_meta(config: &Config) -> Result<DataDirMeta, ServerError> {
-    let from_peers = config.in_cluster().then(|| config.cluster_id());
-    let meta = open_meta(&config.data_dir, || from_peers.map_or_else(random_cluster_id, Ok))
+/// node computes alike from the peers list, a joining node the one of the cluster it joins, a
+/// single node a random one. Later starts keep the stored id, whatever the peers list says now
+/// (nodes are added and removed after formation); a node told to join another cluster than the
+/// one its data dir belongs to is refused.
+fn data_dir_meta(config: &Config, joining: Option<&Joining>) -> Result<DataDirMeta, ServerError> {
+    let from_peers = (!config.peers.is_empty()).then(|| config.cluster_id());
+    let first = joining.map(Joining::cluster_id).or(from_peers);
+    let meta = open_meta(&config.data_dir, || first.map_or_else(random_cluster_id, Ok))
         .map_err(ServerError::DataDirMeta)?;
+    if let (Some(joined), Some(member)) = (joining.map(Joining::cluster_id), &config.join) {
+        if joined != meta.cluster_id {
+            return Err(ServerError::OtherCluster {
+                dir: config.data_dir.clone(),
+                ours: format_cluster_id(meta.cluster_id),
+                member: member.clone(),
+                theirs: format_cluster_id(joined),
+            });
+        }
+    }
     if let Some(from_peers) = from_peers.filter(|id| *id != meta.cluster_id) {
         tracing::warn!(
             cluster_id = %format_cluster_id(meta.cluster_id),
             peers_would_give = %format_cluster_id(from_peers),
-            "the peers list is not the one this node's cluster was formed with; keeping the cluster id in the \
-             data dir"
+            "the cluster id in the data dir is not the one the peers list gives (the list changed since the \
+             cluster formed, or it was restored from a backup); keeping the stored one"
         );
     }
     tracing::info!(dir = %config.data_dir.display(), cluster_id = %format_cluster_id(meta.cluster_id), "data dir");
     Ok(meta)
 }
 
-/// Makes the (empty) data dir a new single node's, its first snapshot the backup at `path`.
+/// Makes the (empty) data dir that of a new cluster of one voter, this node, its first snapshot
+/// the backup at `path`.
 fn install(config: &Config, path: &std::path::Path, backup: &Backup) -> Result<DataDirMeta, ServerError> {
+    // With peers (this node alone), its Raft address is what the nodes that join it will dial.
+    let raft_addr = config.peers.get(&config.node_id).map(ToString::to_string);
     let meta = backup
-        .install(&config.data_dir, config.node_id)
+        .install(&config.data_dir, config.node_id, raft_addr.as_deref())
         .map_err(|source| ServerError::Restore { path: path.to_owned(), source })?;
     let header = backup.header();
     tracing::info!(

@@ -68,16 +68,27 @@ pub enum Refused {
     Node(#[from] NodeError),
 }
 
+/// What every front end says when this node can reach no leader, after the code `CLUSTERDOWN`.
+pub const CLUSTER_DOWN: &str = "no leader reachable";
+
 impl Refused {
     /// The error code clients see (the RESP error prefix; HTTP's `code`).
     pub fn code(&self) -> &'static str {
         match self {
             Refused::PayloadTooLarge { .. } | Refused::NameTooLong { .. } => "ERR",
             Refused::OutOfMemory => "OOM",
+            _ if self.cluster_down() => "CLUSTERDOWN",
             Refused::Node(NodeError::NotLeader { .. }) => "NOTLEADER",
-            Refused::Node(NodeError::Unavailable(_)) => "TRYAGAIN",
             Refused::Node(_) => "ERR",
         }
+    }
+
+    /// Whether the node refused because it can reach no leader: none is known (an election is
+    /// under way, or this node is in a minority that cannot elect one), or this node leads
+    /// without a quorum (its lease ran out, or a read could not confirm it). Nothing was applied;
+    /// another node, or this one after the partition heals, may take the command.
+    pub fn cluster_down(&self) -> bool {
+        matches!(self, Refused::Node(NodeError::NotLeader { leader: None } | NodeError::Unavailable(_)))
     }
 }
 
@@ -144,22 +155,20 @@ impl Session {
         self.answer(answer).await
     }
 
-    /// Runs queries at one linearizable read point, at the leader's clock.
+    /// Runs queries at one linearizable read point, at the leader's clock (the state machine's
+    /// stamps come from it), on whichever node this is.
     pub async fn read(&self, queries: Vec<Query>) -> Result<Vec<Reply>, Refused> {
-        // The leader's clock, as the state machine's stamps come from it.
-        let now = self.shared.node.clock().now();
         let replies = self
             .shared
             .node
-            .read(move |state| queries.into_iter().map(|q| state.query(now, q)).collect::<Vec<_>>())
+            .read_at(move |state, now| queries.into_iter().map(|q| state.query(now, q)).collect::<Vec<_>>())
             .await?;
         Ok(replies)
     }
 
     /// Runs one query at a linearizable read point.
     pub async fn query(&self, query: Query) -> Result<Reply, Refused> {
-        let now = self.shared.node.clock().now();
-        Ok(self.shared.node.read(move |state| state.query(now, query)).await?)
+        Ok(self.shared.node.read_at(move |state, now| state.query(now, query)).await?)
     }
 
     /// Parks until the state machine settles wait `wait_id` (granted, delivered or timed out)
@@ -274,6 +283,23 @@ mod tests {
 
     fn limits() -> Limits {
         Limits { max_payload: 8, max_name_len: 4, max_args: 16, max_memory: 100, max_clients: 10 }
+    }
+
+    /// A known leader is a redirect; no leader, or a leader without its quorum, is CLUSTERDOWN.
+    #[test]
+    fn a_node_that_reaches_no_leader_says_clusterdown() {
+        let node = |e: NodeError| Refused::Node(e);
+        let cases = [
+            (node(NodeError::NotLeader { leader: Some("10.0.0.2:7381".into()) }), "NOTLEADER", false),
+            (node(NodeError::NotLeader { leader: None }), "CLUSTERDOWN", true),
+            (node(NodeError::Unavailable("the leader's lease expired".into())), "CLUSTERDOWN", true),
+            (node(NodeError::Indeterminate("discarded".into())), "ERR", false),
+            (node(NodeError::ShuttingDown), "ERR", false),
+            (Refused::OutOfMemory, "OOM", false),
+        ];
+        for (refused, code, down) in cases {
+            assert_eq!((refused.code(), refused.cluster_down()), (code, down), "{refused}");
+        }
     }
 
     #[test]

@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use turnstile_core::{Summary, WaitEdge};
-use turnstile_raft::{JournalStats, NodeStatus};
+use turnstile_raft::{ClusterStatus, JournalStats, NodeStatus};
 
 use crate::listener::Protocol;
 use crate::server::Shared;
@@ -155,6 +155,8 @@ pub struct Snapshot {
     /// The state's figures; `None` when the state could not be read (no leader, stopping).
     pub summary: Option<Summary>,
     pub node: NodeStatus,
+    /// The members as this node sees them: replication figures only when it leads.
+    pub cluster: ClusterStatus,
     pub journal: Option<JournalStats>,
     pub journal_poisoned: bool,
     pub payload_bytes: u64,
@@ -206,6 +208,7 @@ impl Snapshot {
             limits_refused: load(&c.limits_refused),
             summary,
             node: shared.node.status(),
+            cluster: shared.node.local_cluster_status(),
             journal: shared.node.journal_stats(),
             journal_poisoned: shared.node.journal_poisoned(),
             payload_bytes: shared.node.payload_bytes(),

@@ -5,7 +5,8 @@
 //!
 //! It waits on the node's clock ([`Node::clock`]), the one the batcher stamps entries with: the
 //! tick it proposes once that clock reaches a deadline is stamped at or after the deadline, so it
-//! fires it. With a manual clock, advancing it is what makes ticks happen.
+//! fires it. With a manual clock, advancing it is what makes ticks happen. In a cluster every
+//! node runs one, and only the leader's proposes: followers apply the same deadlines and wait.
 //!
 //! ```text
 //!  next_deadline ─► clock.sleep_until(due) ─► propose(Tick) ─► applied: timers ≤ stamp fire,
@@ -34,6 +35,13 @@ pub async fn run(node: Node, mut shutdown: Shutdown) {
                 }
             }
             () = sleep_until(node.clock(), due.map(|at| at.max(not_before))) => {
+                // Only the leader ticks: its clock stamps every entry, and a follower's ticks
+                // would only be forwarded to it. A follower looks again shortly, in case it has
+                // become the leader (not on the node's clock, as below).
+                if !node.is_leader() {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
                 match node.propose(Command::Tick).await {
                     Ok(_) => {}
                     Err(e) => {

@@ -37,14 +37,17 @@ use openraft::raft::{
 use openraft::type_config::alias::{LogIdOf, NodeOf, SnapshotOf, VoteOf};
 use openraft::{OptionalSend, RPCTypes, RaftNetworkFactory, RaftNetworkV2};
 use tokio::sync::oneshot;
-use tokio::time::Instant;
+use tokio::time::{Instant, timeout_at};
+use turnstile_core::Command;
 
 use super::connection::{Connection, Deadline, Link};
 use super::error::TransportError;
-use super::message::{ConnectionKind, Hello, ReplyBody, Request, RequestBody};
+use super::forward::ForwardedReplies;
+use super::message::{ConnectionKind, Hello, ReadPoint, ReplyBody, Request, RequestBody};
 use super::snapshot;
 use super::wire::{self, MAX_FRAME, WireError};
-use crate::TypeConfig;
+use crate::node::{AdminRequest, ClusterStatus};
+use crate::{NodeError, TypeConfig};
 
 /// Most append requests in flight on one pipeline. openraft makes a request of up to
 /// `max_payload_entries` entries each, as fast as it can read them from the log; this bounds
@@ -85,6 +88,7 @@ struct Peer {
     append: Link,
     control: Link,
     snapshot: Link,
+    forward: Link,
 }
 
 impl Peer {
@@ -94,6 +98,7 @@ impl Peer {
             append: Link::new(ConnectionKind::Append),
             control: Link::new(ConnectionKind::Control),
             snapshot: Link::new(ConnectionKind::Snapshot),
+            forward: Link::new(ConnectionKind::Forward),
         }
     }
 
@@ -102,11 +107,13 @@ impl Peer {
             ConnectionKind::Append => &self.append,
             ConnectionKind::Control => &self.control,
             ConnectionKind::Snapshot => &self.snapshot,
+            // A node only joins through `Joining`, never through a peer's link.
+            ConnectionKind::Forward | ConnectionKind::Join => &self.forward,
         }
     }
 
     fn close(&self) {
-        for link in [&self.append, &self.control, &self.snapshot] {
+        for link in [&self.append, &self.control, &self.snapshot, &self.forward] {
             link.close();
         }
     }
@@ -155,6 +162,128 @@ impl TcpNetwork {
             self.set_peer(target, node.addr.as_str());
         }
         PeerClient { shared: Arc::clone(&self.shared), target, appends }
+    }
+
+    /// Writes `commands` to the leader `leader` as one forwarded batch, by `deadline`, after
+    /// every batch forwarded before it (see `forward.rs`). Returns once the batch is written.
+    pub async fn forward(
+        &self,
+        leader: u64,
+        commands: Vec<Command>,
+        deadline: Deadline,
+    ) -> Result<PendingForward, TransportError> {
+        let client =
+            PeerClient { shared: Arc::clone(&self.shared), target: leader, appends: ConnectionKind::Forward };
+        let (peer, connection) = client.connection(ConnectionKind::Forward, deadline).await?;
+        let id = connection.next_id();
+        let frame =
+            wire::encode(&Request { id, body: RequestBody::Forward(commands) }, self.shared.frame_limit)
+                .map_err(|e| connection.wire(e))?;
+        let answer = match timeout_at(deadline.at, connection.send(id, &frame)).await {
+            Ok(sent) => sent,
+            Err(_) => Err(connection.timeout(deadline)),
+        };
+        let answer = answer.inspect_err(|_| peer.forward.discard(&connection))?;
+        Ok(PendingForward { peer, connection, answer, leader })
+    }
+
+    /// Has the leader `leader` run an admin request, by `deadline`.
+    pub async fn admin(
+        &self,
+        leader: u64,
+        request: AdminRequest,
+        deadline: Deadline,
+    ) -> Result<Result<ClusterStatus, NodeError>, TransportError> {
+        let client =
+            PeerClient { shared: Arc::clone(&self.shared), target: leader, appends: ConnectionKind::Forward };
+        match client.call(ConnectionKind::Forward, RequestBody::Admin(request), deadline).await? {
+            ReplyBody::Admin(done) => Ok(done),
+            other => Err(client.unexpected("admin", &other)),
+        }
+    }
+
+    /// A read point from the leader `leader`, by `deadline`.
+    pub async fn read_point(
+        &self,
+        leader: u64,
+        deadline: Deadline,
+    ) -> Result<Result<ReadPoint, NodeError>, TransportError> {
+        let client =
+            PeerClient { shared: Arc::clone(&self.shared), target: leader, appends: ConnectionKind::Forward };
+        match client.call(ConnectionKind::Forward, RequestBody::ReadIndex, deadline).await? {
+            ReplyBody::ReadPoint(point) => Ok(point),
+            other => Err(client.unexpected("read-index", &other)),
+        }
+    }
+}
+
+/// A new node's connection to a member of the cluster it is to join (`--join`): the handshake
+/// tells it the cluster id, and the member has the leader add it.
+#[derive(Debug)]
+pub struct Joining {
+    connection: Connection,
+}
+
+impl Joining {
+    /// Connects to the member at `addr` as node `self_id`, by `deadline`.
+    pub async fn connect(addr: &str, self_id: u64, deadline: Deadline) -> Result<Joining, TransportError> {
+        let hello = Hello { cluster_id: 0, from: self_id, to: 0, kind: ConnectionKind::Join };
+        match timeout_at(deadline.at, Connection::open(addr, hello)).await {
+            Ok(connection) => Ok(Joining { connection: connection? }),
+            Err(_) => Err(TransportError::ConnectTimeout { node: 0, addr: addr.to_string() }),
+        }
+    }
+
+    /// The cluster the member belongs to.
+    pub fn cluster_id(&self) -> u64 {
+        self.connection.cluster_id()
+    }
+
+    /// Asks for this node, reached at `raft_addr`, to be added (as a learner, then a voter once
+    /// it has caught up: this node must be serving Raft by then). Answers once it is a voter.
+    pub async fn add(
+        &self,
+        id: u64,
+        raft_addr: String,
+        deadline: Deadline,
+    ) -> Result<Result<ClusterStatus, NodeError>, TransportError> {
+        let request = RequestBody::Admin(AdminRequest::Add { id, addr: raft_addr });
+        match self.connection.call(request, deadline).await? {
+            ReplyBody::Admin(done) => Ok(done),
+            ReplyBody::Error(message) => Err(TransportError::Remote { node: 0, message }),
+            other => Err(TransportError::Unexpected { node: 0, sent: "admin", got: other.name() }),
+        }
+    }
+}
+
+/// A batch written to the leader by [`TcpNetwork::forward`], its replies not yet in.
+#[derive(Debug)]
+pub struct PendingForward {
+    peer: Arc<Peer>,
+    connection: Arc<Connection>,
+    answer: oneshot::Receiver<ReplyBody>,
+    leader: u64,
+}
+
+impl PendingForward {
+    /// The leader's replies, by `deadline`; or its refusal of the whole batch (nothing applied).
+    /// A broken connection or a timeout leaves the outcome unknown: the leader may have applied
+    /// the batch.
+    pub async fn replies(
+        mut self,
+        deadline: Deadline,
+    ) -> Result<Result<ForwardedReplies, NodeError>, TransportError> {
+        let replied = self.connection.reply(&mut self.answer, deadline).await;
+        if replied.as_ref().is_err_and(TransportError::spoils_connection) {
+            self.peer.forward.discard(&self.connection);
+        }
+        match replied? {
+            ReplyBody::Forwarded(result) => Ok(result),
+            ReplyBody::Error(message) => Err(TransportError::Remote { node: self.leader, message }),
+            other => {
+                Err(TransportError::Unexpected { node: self.leader, sent: "forward", got: other.name() })
+            }
+        }
     }
 }
 
@@ -513,7 +642,7 @@ where
 }
 
 /// Whether `addr` looks like `host:port`.
-fn dialable(addr: &str) -> bool {
+pub(crate) fn dialable(addr: &str) -> bool {
     addr.rsplit_once(':').is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
 }
 
@@ -622,6 +751,12 @@ mod tests {
                             Err(e) => ReplyBody::Error(e.to_string()),
                         }
                     }
+                    // Each command's reply is its position in the batch.
+                    RequestBody::Forward(commands) => ReplyBody::Forwarded(Ok((0..commands.len())
+                        .map(|i| Ok(turnstile_core::Reply::Int(i as i64)))
+                        .collect())),
+                    RequestBody::ReadIndex => ReplyBody::ReadPoint(Ok(ReadPoint { index: 9, now: 1_000 })),
+                    RequestBody::Admin(_) => ReplyBody::Admin(Err(NodeError::Refused("not here".into()))),
                 };
                 self.reply(request.id, body).await;
             }
@@ -721,11 +856,19 @@ mod tests {
             snapshots.full_snapshot(Vote::new_committed(1, 1), snapshot, never, option()).await.unwrap();
         assert_eq!(installed.vote, Vote::new_committed(1, 1));
 
+        let deadline = || Deadline::after(WAIT);
+        let batch = vec![Command::Tick, Command::Tick, Command::Tick];
+        let pending = network.forward(2, batch, deadline()).await.unwrap();
+        let replies = pending.replies(deadline()).await.unwrap().unwrap();
+        assert_eq!(replies, (0..3).map(|i| Ok(turnstile_core::Reply::Int(i))).collect::<Vec<_>>());
+        let point = network.read_point(2, deadline()).await.unwrap().unwrap();
+        assert_eq!(point, ReadPoint { index: 9, now: 1_000 });
+
         let mut seen = Vec::new();
         while let Ok(entry) = asked.try_recv() {
             seen.push(entry);
         }
-        use ConnectionKind::{Append, Control, Snapshot};
+        use ConnectionKind::{Append, Control, Forward, Snapshot};
         assert_eq!(
             seen,
             [
@@ -738,8 +881,34 @@ mod tests {
                 (Snapshot, "snapshot chunk"),
                 (Snapshot, "snapshot chunk"),
                 (Snapshot, "snapshot intact"),
+                (Forward, "forward"),
+                (Forward, "read-index"),
             ]
         );
+    }
+
+    /// Batches written one after another reach the leader in that order, each answered by id,
+    /// even when the leader answers the later one first.
+    #[tokio::test]
+    async fn forwarded_batches_arrive_in_order_and_are_matched_by_id() {
+        let mut fake = FakePeer::start(2).await;
+        let network = network_to(&fake.addr).await;
+        let deadline = || Deadline::after(WAIT);
+        let first = network.forward(2, vec![Command::Tick], deadline()).await.unwrap();
+        let second = network.forward(2, vec![Command::Tick, Command::Tick], deadline()).await.unwrap();
+        let mut peer = fake.accept().await;
+        assert_eq!(peer.kind, ConnectionKind::Forward);
+        let (a, b) = (peer.request().await.unwrap(), peer.request().await.unwrap());
+        assert!(matches!(&a.body, RequestBody::Forward(c) if c.len() == 1));
+        assert!(matches!(&b.body, RequestBody::Forward(c) if c.len() == 2));
+        let int = |n| Ok(turnstile_core::Reply::Int(n));
+        peer.reply(b.id, ReplyBody::Forwarded(Ok(vec![int(2), int(3)]))).await;
+        peer.reply(a.id, ReplyBody::Forwarded(Err(NodeError::NotLeader { leader: None }))).await;
+        assert_eq!(second.replies(deadline()).await.unwrap().unwrap(), vec![int(2), int(3)]);
+        assert!(matches!(
+            first.replies(deadline()).await.unwrap(),
+            Err(NodeError::NotLeader { leader: None })
+        ));
     }
 
     /// The second append is written before the first is answered, and the replies come back in

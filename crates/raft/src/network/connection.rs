@@ -53,6 +53,8 @@ pub struct Connection {
     waiting: Arc<Mutex<Waiting>>,
     next_id: AtomicU64,
     reader: JoinHandle<()>,
+    /// The listener's cluster id, from its welcome.
+    cluster_id: u64,
 }
 
 /// The requests still waiting for a reply.
@@ -85,7 +87,7 @@ impl Connection {
         })?;
         let (read, mut write) = stream.into_split();
         let mut frames = FrameReader::new(read, MAX_HELLO_FRAME);
-        handshake::greet(&mut frames, &mut write, &hello, addr).await?;
+        let cluster_id = handshake::greet(&mut frames, &mut write, &hello, addr).await?;
         frames.set_limit(MAX_FRAME);
         let waiting = Arc::new(Mutex::new(Waiting::default()));
         let reader = tokio::spawn(read_replies(frames, Arc::clone(&waiting), node, addr.to_string()));
@@ -96,7 +98,13 @@ impl Connection {
             waiting,
             next_id: AtomicU64::new(1),
             reader,
+            cluster_id,
         })
+    }
+
+    /// The cluster the listener belongs to, as its welcome said.
+    pub fn cluster_id(&self) -> u64 {
+        self.cluster_id
     }
 
     /// An id for the next request on this connection.

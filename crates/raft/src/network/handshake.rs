@@ -19,7 +19,7 @@ use std::net::SocketAddr;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use super::error::TransportError;
-use super::message::{Hello, HelloReply, Refusal};
+use super::message::{ConnectionKind, Hello, HelloReply, Refusal};
 use super::wire::{self, FrameReader, MAX_HELLO_FRAME, WireError};
 
 /// A refused handshake, as the connecting node reports it: the address it dialed and why.
@@ -47,8 +47,12 @@ impl fmt::Display for Refused {
     }
 }
 
-/// The listener's check of a hello.
+/// The listener's check of a hello. A node that asks to join knows neither the cluster nor the
+/// node it dialed: only that it is not this node is checked.
 pub fn check(hello: &Hello, cluster_id: u64, self_id: u64) -> Result<(), Refusal> {
+    if hello.kind == ConnectionKind::Join {
+        return if hello.from == self_id { Err(Refusal::SelfConnection { node: self_id }) } else { Ok(()) };
+    }
     if hello.cluster_id != cluster_id {
         return Err(Refusal::ClusterMismatch { listener: cluster_id, connecting: hello.cluster_id });
     }
@@ -63,6 +67,9 @@ pub fn check(hello: &Hello, cluster_id: u64, self_id: u64) -> Result<(), Refusal
 
 /// The connecting node's check of the listener's welcome: the same rules, from its side.
 fn check_welcome(hello: &Hello, cluster_id: u64, node_id: u64) -> Result<(), Refusal> {
+    if hello.kind == ConnectionKind::Join {
+        return if node_id == hello.from { Err(Refusal::SelfConnection { node: node_id }) } else { Ok(()) };
+    }
     if cluster_id != hello.cluster_id {
         return Err(Refusal::ClusterMismatch { listener: cluster_id, connecting: hello.cluster_id });
     }
@@ -96,13 +103,14 @@ pub fn listener_view(refusal: &Refusal, hello: &Hello) -> String {
     }
 }
 
-/// The connecting side: sends `hello` and waits for the welcome. The caller bounds the time.
+/// The connecting side: sends `hello` and waits for the welcome; returns the listener's cluster
+/// id. The caller bounds the time.
 pub async fn greet<R, W>(
     frames: &mut FrameReader<R>,
     write: &mut W,
     hello: &Hello,
     addr: &str,
-) -> Result<(), TransportError>
+) -> Result<u64, TransportError>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
@@ -116,7 +124,7 @@ where
         None => return Err(TransportError::Closed { node, addr: addr.to_string() }),
         Some(HelloReply::Welcome { cluster_id, node_id }) => {
             match check_welcome(hello, cluster_id, node_id) {
-                Ok(()) => return Ok(()),
+                Ok(()) => return Ok(cluster_id),
                 Err(refusal) => refusal,
             }
         }
@@ -162,6 +170,19 @@ where
     outcome
 }
 
+/// Which nodes a connection joins, read off its first bytes without taking them: the connecting
+/// node's hello names `(from, to)`. `None` until a whole hello has arrived, and for bytes that are
+/// not one (the caller bounds how long it waits and how much it reads, as [`answer`] does).
+///
+/// For whatever sits between two nodes and must tell the pairs apart, such as the fault-injecting
+/// proxy of the cluster tests: every node dials the same address for a peer, so the hello is the
+/// only place the connecting node is named.
+pub fn peek_hello(bytes: &[u8]) -> Option<(u64, u64)> {
+    let frame = bytes.get(..bytes.len().min(4 + MAX_HELLO_FRAME))?;
+    let hello: Hello = wire::decode(&mut bytes::BytesMut::from(frame), MAX_HELLO_FRAME).ok()??;
+    Some((hello.from, hello.to))
+}
+
 /// For log lines: `node 3 (127.0.0.1:50212)`.
 pub fn describe(hello: &Hello, peer: SocketAddr) -> String {
     format!("node {} ({peer}, {:?} connection)", hello.from, hello.kind)
@@ -170,7 +191,6 @@ pub fn describe(hello: &Hello, peer: SocketAddr) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::network::message::ConnectionKind;
 
     const CLUSTER: u64 = 42;
 
@@ -232,7 +252,7 @@ mod tests {
     async fn shake(
         hello: Hello,
         listener: u64,
-    ) -> (Result<(), TransportError>, Result<Hello, HandshakeError>) {
+    ) -> (Result<u64, TransportError>, Result<Hello, HandshakeError>) {
         let (client, server) = tokio::io::duplex(1024);
         let (client_read, mut client_write) = tokio::io::split(client);
         let (server_read, mut server_write) = tokio::io::split(server);
@@ -243,6 +263,23 @@ mod tests {
         let mut frames = FrameReader::new(client_read, MAX_HELLO_FRAME);
         let greeted = greet(&mut frames, &mut client_write, &hello, "127.0.0.1:7391").await;
         (greeted, answering.await.unwrap())
+    }
+
+    /// The pair is read from a whole hello, with or without bytes after it; a part of one, a
+    /// frame of another wire version or bytes that are not a hello give nothing.
+    #[test]
+    fn a_hello_names_its_pair_to_whoever_peeks() {
+        let mut frame = wire::encode(&hello(3, 2), MAX_HELLO_FRAME).unwrap();
+        assert_eq!(peek_hello(&frame), Some((3, 2)));
+        for cut in 0..frame.len() {
+            assert_eq!(peek_hello(&frame[..cut]), None, "cut at {cut}");
+        }
+        frame.extend_from_slice(b"the first request");
+        assert_eq!(peek_hello(&frame), Some((3, 2)));
+        frame[4] = wire::VERSION + 1;
+        assert_eq!(peek_hello(&frame), None);
+        assert_eq!(peek_hello(b"*1\r\n$4\r\nPING\r\n"), None);
+        assert_eq!(peek_hello(&[0xff; 64]), None);
     }
 
     #[tokio::test]
@@ -260,9 +297,19 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_joining_node_learns_the_cluster_id_and_may_not_join_itself() {
+        let join = |from| Hello { cluster_id: 0, from, to: 0, kind: ConnectionKind::Join };
+        let (greeted, answered) = shake(join(4), 2).await;
+        assert_eq!(greeted.unwrap(), CLUSTER);
+        assert_eq!(answered.unwrap(), join(4));
+        let (greeted, _) = shake(join(2), 2).await;
+        assert!(greeted.unwrap_err().to_string().contains("is this node itself (node 2)"));
+    }
+
+    #[tokio::test]
     async fn an_accepted_handshake() {
         let (greeted, answered) = shake(hello(1, 2), 2).await;
-        assert!(greeted.is_ok());
+        assert_eq!(greeted.unwrap(), CLUSTER);
         assert_eq!(answered.unwrap(), hello(1, 2));
     }
 }

@@ -12,8 +12,10 @@ use openraft::raft::{
 };
 use openraft::type_config::alias::{EntryOf, SnapshotMetaOf, VoteOf};
 use serde::{Deserialize, Serialize};
+use turnstile_core::{Command, Reply as CommandReply, Timestamp};
 
-use crate::TypeConfig;
+use crate::node::{AdminRequest, ClusterStatus};
+use crate::{NodeError, TypeConfig};
 
 /// What a connection carries. Each peer gets one connection of each kind, so that a large append
 /// or a snapshot never holds up a heartbeat or a vote queued behind it on the same socket.
@@ -25,6 +27,13 @@ pub enum ConnectionKind {
     Control,
     /// Snapshots, in chunks, one at a time.
     Snapshot,
+    /// Clients' writes and reads that a follower forwards to the leader: batches in order,
+    /// pipelined, and read points.
+    Forward,
+    /// A new node asking to join (`--join`): it knows neither the cluster id nor whom it
+    /// dialed, and learns the cluster id from the welcome. Only a request to add the
+    /// connecting node itself, and the status, are served on it.
+    Join,
 }
 
 /// The first frame on a connection, from the connecting node.
@@ -92,6 +101,14 @@ pub enum RequestBody {
     PreVote(VoteRequest<TypeConfig>),
     TransferLeader(TransferLeaderRequest<TypeConfig>),
     SnapshotChunk(SnapshotChunk),
+    /// A batch of clients' commands a follower forwards to the leader. The leader queues each
+    /// batch behind the ones before it on the connection, so a client's pipelined commands are
+    /// applied in the order it sent them, and stamps them with its own clock.
+    Forward(Vec<Command>),
+    /// A follower asks the leader for a linearizable read point.
+    ReadIndex,
+    /// A membership change or a status request, run by the leader.
+    Admin(AdminRequest),
 }
 
 impl RequestBody {
@@ -111,6 +128,9 @@ impl RequestBody {
             RequestBody::PreVote(_) => "pre-vote",
             RequestBody::TransferLeader(_) => "transfer-leader",
             RequestBody::SnapshotChunk(_) => "snapshot chunk",
+            RequestBody::Forward(_) => "forward",
+            RequestBody::ReadIndex => "read-index",
+            RequestBody::Admin(_) => "admin",
         }
     }
 }
@@ -151,8 +171,24 @@ pub enum ReplyBody {
     /// The last chunk was taken and the snapshot installed (or refused for an old vote: the
     /// response carries the follower's vote).
     SnapshotInstalled(SnapshotResponse<TypeConfig>),
+    /// The replies to a forwarded batch, one per command; or why the listener took none of it
+    /// (it does not lead: nothing was applied, so the follower may send the batch elsewhere).
+    Forwarded(Result<Vec<Result<CommandReply, NodeError>>, NodeError>),
+    /// A read point, or why there is none.
+    ReadPoint(Result<ReadPoint, NodeError>),
+    /// The cluster's status after an admin request, or why it was not done.
+    Admin(Result<ClusterStatus, NodeError>),
     /// The listener could not serve the request; the text says why.
     Error(String),
+}
+
+/// Where a linearizable read may be served: once a node has applied the log up to `index`, its
+/// state holds every write acknowledged before the leader handed out the read point.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadPoint {
+    pub index: u64,
+    /// The leader's clock when it handed out the read point: what the read takes as "now".
+    pub now: Timestamp,
 }
 
 impl ReplyBody {
@@ -164,6 +200,9 @@ impl ReplyBody {
             ReplyBody::TransferLeader(_) => "transfer-leader",
             ReplyBody::ChunkReceived { .. } => "chunk received",
             ReplyBody::SnapshotInstalled(_) => "snapshot installed",
+            ReplyBody::Forwarded(_) => "forwarded",
+            ReplyBody::ReadPoint(_) => "read point",
+            ReplyBody::Admin(_) => "admin",
             ReplyBody::Error(_) => "error",
         }
     }
@@ -218,7 +257,12 @@ mod tests {
 
     #[test]
     fn handshake_round_trips() {
-        for kind in [ConnectionKind::Append, ConnectionKind::Control, ConnectionKind::Snapshot] {
+        for kind in [
+            ConnectionKind::Append,
+            ConnectionKind::Control,
+            ConnectionKind::Snapshot,
+            ConnectionKind::Forward,
+        ] {
             assert_eq!(round_trip(&Hello { cluster_id: u64::MAX, from: 1, to: 2, kind }).kind, kind);
         }
         round_trip(&HelloReply::Welcome { cluster_id: 9, node_id: 2 });
@@ -273,6 +317,11 @@ mod tests {
         };
         let back = round_trip(&Request { id: 1, body: RequestBody::SnapshotChunk(chunk.clone()) });
         assert!(matches!(back.body, RequestBody::SnapshotChunk(c) if c == chunk));
+        let commands = vec![Command::Tick, Command::IncrBy { key: "k".into(), delta: 2 }];
+        let back = round_trip(&Request { id: 2, body: RequestBody::Forward(commands.clone()) });
+        assert!(matches!(back.body, RequestBody::Forward(c) if c == commands));
+        request(RequestBody::ReadIndex);
+        request(RequestBody::Admin(AdminRequest::Add { id: 4, addr: "127.0.0.1:7411".into() }));
     }
 
     #[test]
@@ -289,6 +338,14 @@ mod tests {
         })));
         reply(ReplyBody::ChunkReceived { index: 41 });
         reply(ReplyBody::SnapshotInstalled(SnapshotResponse::new(Vote::new_committed(4, 1))));
+        reply(ReplyBody::Forwarded(Ok(vec![
+            Ok(CommandReply::Int(3)),
+            Err(NodeError::Indeterminate("x".into())),
+        ])));
+        reply(ReplyBody::Forwarded(Err(NodeError::NotLeader { leader: Some("127.0.0.1:7391".into()) })));
+        reply(ReplyBody::ReadPoint(Ok(ReadPoint { index: 12, now: 1_700_000_000_000 })));
+        reply(ReplyBody::ReadPoint(Err(NodeError::Unavailable("no quorum".into()))));
+        reply(ReplyBody::Admin(Err(NodeError::Refused("node id 2 is already a member".into()))));
         reply(ReplyBody::Error("raft stopped".into()));
     }
 }

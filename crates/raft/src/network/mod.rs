@@ -21,7 +21,8 @@
 //!
 //! - `wire.rs`: frames (length, version, postcard message, size limit), no I/O but a reader.
 //! - `message.rs`: the handshake, request and reply messages.
-//! - `handshake.rs`: the checks both ends make, and how a refusal reads in each one's log.
+//! - `handshake.rs`: the checks both ends make, how a refusal reads in each one's log, and
+//!   [`peek_hello`] for whatever sits between two nodes and needs to know which pair a connection joins.
 //! - `connection.rs`: one client connection (replies matched by id) and the [`Link`] slot that
 //!   (re)opens it.
 //! - `client.rs`: [`TcpNetwork`] (openraft's factory) and [`PeerClient`] (its calls), timeouts,
@@ -37,6 +38,7 @@
 mod client;
 mod connection;
 mod error;
+mod forward;
 mod handshake;
 mod message;
 mod server;
@@ -44,6 +46,11 @@ mod snapshot;
 mod stub;
 mod wire;
 
-pub use client::{PeerClient, TcpNetwork};
+pub(crate) use client::dialable;
+pub use client::{Joining, PeerClient, PendingForward, TcpNetwork};
+pub use connection::Deadline;
+pub use forward::{ForwardHandler, ForwardedReplies, Handler};
+pub use handshake::peek_hello;
+pub use message::ReadPoint;
 pub use server::serve;
 pub use stub::{NoNetwork, NoPeer};

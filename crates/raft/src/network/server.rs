@@ -4,7 +4,8 @@
 //! ```text
 //!  accept ─► handshake ─┬─ Append:   requests of one stream ─► Raft::stream_append ─► replies, in order
 //!                       ├─ Control:  each request in a task of its own (heartbeat, vote, pre-vote, transfer)
-//!                       └─ Snapshot: chunks ─► Assembly ─► Raft::install_full_snapshot
+//!                       ├─ Snapshot: chunks ─► Assembly ─► Raft::install_full_snapshot
+//!                       └─ Forward:  batches, queued in order ─► ForwardHandler; read points
 //!  every reply ─► the connection's writer task ─► socket
 //! ```
 //!
@@ -24,10 +25,12 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 
+use super::forward::Handler;
 use super::handshake::{self, HandshakeError};
 use super::message::{ConnectionKind, Reply, ReplyBody, Request, RequestBody};
 use super::snapshot::Assembly;
 use super::wire::{self, FrameReader, MAX_FRAME, MAX_HELLO_FRAME, WireError};
+use crate::node::AdminRequest;
 use crate::{Raft, TypeConfig};
 
 /// Most peer connections open at once. A cluster of five needs twelve (three from each other
@@ -50,6 +53,10 @@ const PIPELINE_DEPTH: usize = 64;
 /// Control requests served at once on one connection; more wait to be read.
 const CONTROL_CONCURRENCY: usize = 16;
 
+/// Forwarded batches and read points in flight on one connection; more wait to be read. The
+/// follower bounds its own (`max_in_flight`), so this only stops a peer gone wrong.
+const FORWARDS_IN_FLIGHT: usize = 256;
+
 /// Most bytes of replies written with one write.
 const WRITE_BATCH: usize = 64 << 10;
 
@@ -57,12 +64,14 @@ const WRITE_BATCH: usize = 64 << 10;
 type AppendQueue = mpsc::Sender<(u64, AppendEntriesRequest<TypeConfig>)>;
 
 /// Serves the node-to-node connections of node `self_id` of cluster `cluster_id` on `listener`
-/// until `shutdown` completes; then every connection is closed.
+/// until `shutdown` completes; then every connection is closed. Forwarded requests go to
+/// `forwards` (refused when it is `None`).
 pub async fn serve(
     listener: TcpListener,
     raft: Raft,
     cluster_id: u64,
     self_id: u64,
+    forwards: Handler,
     shutdown: impl Future<Output = ()>,
 ) {
     let room = Arc::new(Semaphore::new(MAX_CONNECTIONS));
@@ -92,9 +101,9 @@ pub async fn serve(
             tracing::warn!(%peer, "refused a peer connection: {MAX_CONNECTIONS} are open already");
             continue;
         };
-        let raft = raft.clone();
+        let (raft, forwards) = (raft.clone(), forwards.clone());
         connections.spawn(async move {
-            serve_connection(stream, peer, raft, cluster_id, self_id).await;
+            serve_connection(stream, peer, raft, cluster_id, self_id, forwards).await;
             drop(permit);
         });
     }
@@ -102,7 +111,14 @@ pub async fn serve(
 }
 
 /// One connection, from the handshake to its end.
-async fn serve_connection(stream: TcpStream, peer: SocketAddr, raft: Raft, cluster_id: u64, self_id: u64) {
+async fn serve_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    raft: Raft,
+    cluster_id: u64,
+    self_id: u64,
+    forwards: Handler,
+) {
     if let Err(e) = stream.set_nodelay(true) {
         tracing::debug!(%peer, "closing a peer connection: {e}");
         return;
@@ -141,6 +157,8 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, raft: Raft, clust
         ConnectionKind::Append => serve_appends(&mut frames, &raft, &replies, &mut tasks).await,
         ConnectionKind::Control => serve_control(&mut frames, &raft, &replies, &mut tasks).await,
         ConnectionKind::Snapshot => serve_snapshots(&mut frames, &raft, &replies).await,
+        ConnectionKind::Forward => serve_forwards(&mut frames, forwards, &replies, &mut tasks).await,
+        ConnectionKind::Join => serve_join(&mut frames, forwards, &replies, hello.from).await,
     };
     match served {
         Ok(()) => tracing::debug!("{who} closed the connection"),
@@ -296,6 +314,86 @@ async fn serve_snapshots(
     Ok(())
 }
 
+/// The forward connection: each batch is queued before the next request is read (so batches are
+/// applied in the order they came), and answered once applied; read points are served as they
+/// come.
+async fn serve_forwards(
+    frames: &mut FrameReader<OwnedReadHalf>,
+    forwards: Handler,
+    replies: &mpsc::Sender<Reply>,
+    tasks: &mut JoinSet<()>,
+) -> Result<(), WireError> {
+    let room = Arc::new(Semaphore::new(FORWARDS_IN_FLIGHT));
+    while let Some(request) = frames.next::<Request>().await? {
+        while tasks.try_join_next().is_some() {}
+        let Some(handler) = forwards.as_ref() else {
+            let _ = replies.send(not_served(request.id, &request.body, ConnectionKind::Forward)).await;
+            continue;
+        };
+        // The semaphore is never closed.
+        let Ok(permit) = Arc::clone(&room).acquire_owned().await else { break };
+        let (id, replies) = (request.id, replies.clone());
+        match request.body {
+            RequestBody::Forward(commands) => {
+                let queued = handler.submit(commands).await;
+                tasks.spawn(async move {
+                    let body = match queued {
+                        Ok(applied) => ReplyBody::Forwarded(Ok(applied.await)),
+                        Err(refused) => ReplyBody::Forwarded(Err(refused)),
+                    };
+                    let _ = replies.send(Reply { id, body }).await;
+                    drop(permit);
+                });
+            }
+            RequestBody::Admin(request) => {
+                let done = handler.admin(request);
+                tasks.spawn(async move {
+                    let _ = replies.send(Reply { id, body: ReplyBody::Admin(done.await) }).await;
+                    drop(permit);
+                });
+            }
+            RequestBody::ReadIndex => {
+                let point = handler.read_point();
+                tasks.spawn(async move {
+                    let _ = replies.send(Reply { id, body: ReplyBody::ReadPoint(point.await) }).await;
+                    drop(permit);
+                });
+            }
+            other => {
+                let _ = replies.send(not_served(id, &other, ConnectionKind::Forward)).await;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A joining node's connection: it may ask for itself to be added, and for the status.
+async fn serve_join(
+    frames: &mut FrameReader<OwnedReadHalf>,
+    forwards: Handler,
+    replies: &mpsc::Sender<Reply>,
+    joining: u64,
+) -> Result<(), WireError> {
+    while let Some(request) = frames.next::<Request>().await? {
+        let body = match (&forwards, request.body) {
+            (Some(handler), RequestBody::Admin(admin))
+                if admin == AdminRequest::Status
+                    || matches!(admin, AdminRequest::Add { id, .. } if id == joining) =>
+            {
+                ReplyBody::Admin(handler.admin(admin).await)
+            }
+            (_, RequestBody::Admin(_)) => ReplyBody::Error(format!(
+                "a joining node may only ask for itself (node {joining}) to be added"
+            )),
+            (_, other) => not_served(request.id, &other, ConnectionKind::Join).body,
+        };
+        if replies.send(Reply { id: request.id, body }).await.is_err() {
+            break;
+        }
+    }
+    Ok(())
+}
+
 fn not_served(id: u64, body: &RequestBody, kind: ConnectionKind) -> Reply {
     Reply {
         id,
@@ -361,7 +459,7 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
-        let served = tokio::spawn(serve(listener, raft, CLUSTER, 2, async {
+        let served = tokio::spawn(serve(listener, raft, CLUSTER, 2, None, async {
             let _ = stopped.await;
         }));
         (addr, stop, served)

@@ -36,6 +36,7 @@ use turnstile_core::{Command, Reply};
 
 use super::NodeError;
 use super::error::{fatal_error, write_error};
+use super::forward::{self, Route, Target};
 use crate::{Batch, Clock, Raft, TypeConfig};
 
 /// One queued command and where its reply goes.
@@ -77,7 +78,9 @@ impl Stats {
     }
 }
 
-/// The batcher task: forms batches from the proposal queue and submits them without waiting.
+/// The batcher task: forms batches from the proposal queue and submits them without waiting. In
+/// a cluster (`route` given), a batch formed while another node leads is forwarded to it whole
+/// instead; it holds its pipeline slot until the leader's replies are in.
 pub(super) async fn run(
     raft: Raft,
     mut queue: mpsc::Receiver<Proposal>,
@@ -85,6 +88,7 @@ pub(super) async fn run(
     max_batch: usize,
     max_in_flight: usize,
     stats: Arc<Stats>,
+    route: Option<Route>,
 ) {
     let slots = Arc::new(Semaphore::new(max_in_flight));
     let mut taken = Vec::with_capacity(max_batch);
@@ -98,6 +102,38 @@ pub(super) async fn run(
             return;
         }
         let (commands, waiters): (Vec<Command>, Vec<_>) = taken.drain(..).map(|p| (p.cmd, p.reply)).unzip();
+        let target = match &route {
+            None => Ok(Target::Here),
+            Some(route) => route.target(&raft).await,
+        };
+        match target {
+            Ok(Target::Here) => {}
+            Ok(Target::Leader(leader)) => {
+                let route = route.as_ref().expect("only a route names another leader");
+                let count = commands.len();
+                match route.forward(leader, commands).await {
+                    Ok(pending) => {
+                        tokio::spawn(async move {
+                            match forward::replies(pending, leader, count).await {
+                                Ok(replies) => {
+                                    for (waiter, reply) in waiters.into_iter().zip(replies) {
+                                        let _ = waiter.send(reply);
+                                    }
+                                }
+                                Err(e) => fail_all(waiters, e),
+                            }
+                            drop(slot);
+                        });
+                    }
+                    Err(e) => fail_all(waiters, e),
+                }
+                continue;
+            }
+            Err(e) => {
+                fail_all(waiters, e);
+                continue;
+            }
+        }
         stats.record(commands.len());
         // The state machine takes the latest of the stamps it has applied, so a clock that steps
         // back (the system clock can) does not move its time back.
@@ -110,12 +146,7 @@ pub(super) async fn run(
                     drop(slot);
                 });
             }
-            Err(fatal) => {
-                let err = fatal_error(fatal);
-                for waiter in waiters {
-                    let _ = waiter.send(Err(err.clone()));
-                }
-            }
+            Err(fatal) => fail_all(waiters, fatal_error(fatal)),
         }
     }
 }

@@ -58,7 +58,8 @@ pub struct Storage {
 pub struct Cluster {
     /// Every voter of the initial membership, this node included: id and `host:port` of its
     /// Raft listener. All nodes must be given the same list (it is the membership each
-    /// initializes with).
+    /// initializes with). Empty for a node that joins a running cluster (`--join`): it never
+    /// initializes, and learns the membership from the leader once added.
     pub peers: std::collections::BTreeMap<u64, String>,
     /// Named in every connection's handshake: a node of another cluster is refused.
     pub cluster_id: u64,

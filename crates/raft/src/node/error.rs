@@ -10,8 +10,9 @@ use openraft::errors::{
 
 use crate::TypeConfig;
 
-/// Why a proposal or read failed.
-#[derive(Debug, Clone, thiserror::Error)]
+/// Why a proposal or read failed. Serializable: a leader sends it back to the follower that
+/// forwarded the request.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum NodeError {
     /// This node is not the leader; `leader` is the leader's address when known. Nothing was
     /// applied.
@@ -24,6 +25,10 @@ pub enum NodeError {
     /// Leadership could not be confirmed (no quorum answered); try again later.
     #[error("unavailable: {0}")]
     Unavailable(String),
+    /// The request was refused as asked (a membership change that cannot be made, say); the
+    /// text says why. Nothing changed.
+    #[error("{0}")]
+    Refused(String),
     /// The node is shutting down (or has stopped); the request was not served.
     #[error("shutting down")]
     ShuttingDown,

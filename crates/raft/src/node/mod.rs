@@ -10,17 +10,23 @@
 //!  Node::submit ─► proposal queue ─► batcher ─► Raft::client_write_ff ─► deliver ─► Answer
 //!                                   (batcher.rs: batching, the in-flight bound, stamping)
 //!  Node::read ─► leads alone? the state as applied : ensure_linearizable, then the state
+//!
+//!  on a follower: the batcher forwards each batch to the leader (forward.rs), and a read asks
+//!  the leader for a read point, waits to have applied up to it, and reads its own state
 //! ```
 //!
 //! - `config.rs`: [`NodeConfig`] and [`Storage`], how a node is started.
 //! - `error.rs`: [`NodeError`], and how openraft's errors map onto it.
 //! - `batcher.rs`: the task that forms log entries from queued proposals, and hands back replies.
+//! - `forward.rs`: where a follower's batches and reads go, and how a leader takes them.
 //! - `open.rs`: the data dir's lock, the newest snapshot and the log after it.
 //! - `snapshotter.rs`: the task that asks for a snapshot when the log grows as large as the last one.
 
 mod batcher;
 mod config;
 mod error;
+mod forward;
+mod membership;
 mod open;
 mod snapshotter;
 
@@ -31,6 +37,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use forward::{Forwards, Route, Target};
+use openraft::Instant;
 use openraft::async_runtime::WatchReceiver;
 use openraft::errors::RaftError;
 use openraft::raft::WatchChangeHandle;
@@ -49,6 +57,8 @@ use error::{fatal_error, read_error};
 use open::open_storage;
 
 pub use config::{Cluster, NodeConfig, Storage};
+pub use membership::{AdminRequest, ClusterStatus, MemberStatus};
+
 pub use error::NodeError;
 
 /// How long [`Node::start`] waits for this node to become leader.
@@ -106,6 +116,10 @@ struct Inner {
     serving: Mutex<Option<(oneshot::Sender<()>, JoinHandle<()>)>>,
     /// In a cluster: the watch that proposes [`Command::RefreshLeases`] on becoming leader.
     leading: Mutex<Option<LeaderHook>>,
+    /// In a cluster: how requests made here reach the leader.
+    route: Option<Route>,
+    /// In a cluster: what this node does, as leader, with forwarded and admin requests.
+    door: Option<Arc<Forwards>>,
 }
 
 /// openraft's handle of the watch [`on_leading`] starts; dropping it stops the watch.
@@ -204,6 +218,11 @@ impl Node {
                 // A margin after a snapshot, so a briefly lagging follower is sent entries
                 // rather than the whole state.
                 max_in_snapshot_log_to_keep: 1_000,
+                // A leader that has heard from no quorum for this long steps down, so that a
+                // follower it still reaches (a bridge in a partial partition) stops renewing its
+                // lease and the connected majority can elect another. The least openraft allows:
+                // its lease (election_timeout_max) plus an election timeout.
+                quorum_loss_probe_interval: Some(2_000),
                 ..raft_config
             };
         }
@@ -211,12 +230,12 @@ impl Node {
             Arc::new(raft_config.validate().map_err(|e| NodeError::Fatal(format!("raft config: {e}")))?);
         let opened = open_storage(config.storage.as_ref())?;
         let id = config.node_id;
-        let (raft, cluster) = match cluster {
+        let (raft, cluster, route) = match cluster {
             None => {
                 let raft = Raft::new(id, raft_config, NoNetwork, opened.log, opened.state_machine.clone())
                     .await
                     .map_err(fatal_error)?;
-                (raft, None)
+                (raft, None, None)
             }
             Some(cluster) => {
                 let network = TcpNetwork::new(cluster.cluster_id, id);
@@ -225,10 +244,11 @@ impl Node {
                         network.set_peer(peer, addr.clone());
                     }
                 }
+                let route = Route { network: network.clone(), self_id: id };
                 let raft = Raft::new(id, raft_config, network, opened.log, opened.state_machine.clone())
                     .await
                     .map_err(fatal_error)?;
-                (raft, Some(cluster))
+                (raft, Some(cluster), Some(route))
             }
         };
         let (state_machine, effects) = (opened.state_machine, opened.effects);
@@ -237,6 +257,7 @@ impl Node {
         let (proposals, queue) = mpsc::channel(max_batch.saturating_mul(4));
         let mut serving = None;
         let mut leading = None;
+        let mut door = None;
         let in_cluster = cluster.is_some();
         let members = match cluster {
             None => BTreeMap::from([(id, BasicNode::default())]),
@@ -247,16 +268,30 @@ impl Node {
                     .and_then(|()| tokio::net::TcpListener::from_std(cluster.listener))
                     .map_err(|e| NodeError::Fatal(format!("raft listener: {e}")))?;
                 let (stop, stopped) = oneshot::channel::<()>();
-                let task = tokio::spawn(serve(listener, raft.clone(), cluster.cluster_id, id, async {
-                    let _ = stopped.await;
-                }));
+                let forwards = Arc::new(Forwards {
+                    raft: raft.clone(),
+                    state_machine: state_machine.clone(),
+                    proposals: proposals.clone(),
+                    clock: config.clock.clone(),
+                    self_id: id,
+                    admin: Arc::default(),
+                    route: route.clone().expect("a cluster node has a route"),
+                });
+                door = Some(Arc::clone(&forwards));
+                let forwards: crate::network::Handler = Some(forwards);
+                let task =
+                    tokio::spawn(serve(listener, raft.clone(), cluster.cluster_id, id, forwards, async {
+                        let _ = stopped.await;
+                    }));
                 serving = Some((stop, task));
                 // Watching before initializing: the first leadership is not missed.
                 leading = Some(LeaderHook { _watch: on_leading(&raft, &proposals, cluster.on_leading) });
                 cluster.peers.iter().map(|(&peer, addr)| (peer, BasicNode::new(addr))).collect()
             }
         };
-        if !raft.is_initialized().await.map_err(fatal_error)? {
+        // A node joining a running cluster (no peers) is added by the leader instead.
+        let joining = members.is_empty();
+        if !joining && !raft.is_initialized().await.map_err(fatal_error)? {
             raft.initialize(members).await.map_err(|e| NodeError::Fatal(format!("initialize: {e}")))?;
         }
         if !in_cluster {
@@ -268,6 +303,8 @@ impl Node {
                 )
                 .await
                 .map_err(|e| NodeError::Fatal(format!("no leadership: {e}")))?;
+        } else if joining {
+            // Not a member yet: the caller asks to be added once this node serves Raft.
         } else if let Err(e) =
             raft.wait(Some(LEADER_TIMEOUT)).metrics(|m| m.current_leader.is_some(), "a leader is known").await
         {
@@ -284,6 +321,7 @@ impl Node {
             max_batch,
             in_flight,
             stats.clone(),
+            route.clone(),
         ));
         let snapshotter = match &opened.journal {
             Some(journal) if config.snapshot_log_bytes > 0 => Some(tokio::spawn(snapshotter::run(
@@ -311,6 +349,8 @@ impl Node {
                 snapshotter: Mutex::new(snapshotter),
                 serving: Mutex::new(serving),
                 leading: Mutex::new(leading),
+                route,
+                door,
             }),
         };
         if !in_cluster {
@@ -360,19 +400,46 @@ impl Node {
         }
     }
 
-    /// Linearizable read: confirms leadership with openraft's read-index protocol and waits until
-    /// the state machine has applied up to the read index (`ensure_linearizable` does both), then
-    /// runs `f` on the state. A write whose reply arrived before this call is visible to `f`.
-    ///
-    /// While this node leads a membership in which it is the only voter, the read-index check is
-    /// skipped: nobody else can lead or commit then, and every write whose reply was sent is
-    /// already applied (replies go out after apply), so the applied state as it is answers
-    /// linearizably, without a round trip through the Raft core.
+    /// Linearizable read: runs `f` on the state once it holds every write whose reply was sent
+    /// before this call. See [`Node::read_at`].
     pub async fn read<R>(&self, f: impl FnOnce(&State) -> R) -> Result<R, NodeError> {
+        self.read_at(|state, _| f(state)).await
+    }
+
+    /// Linearizable read, with the read point's time: runs `f` on the state and the leader's
+    /// clock at the read point, once the state holds every write whose reply was sent before
+    /// this call.
+    ///
+    /// - On the leader, openraft's read-index protocol confirms leadership and waits until the
+    ///   state machine has applied up to the read index (`ensure_linearizable` does both).
+    /// - While this node leads a membership in which it is the only voter, that check is skipped:
+    ///   nobody else can lead or commit then, and every write whose reply was sent is already
+    ///   applied (replies go out after apply), so the applied state answers linearizably,
+    ///   without a round trip through the Raft core.
+    /// - On a follower, the leader hands out a read point (the same protocol, run there), and
+    ///   this node waits until it has applied up to it, then reads its own state.
+    pub async fn read_at<R>(&self, f: impl FnOnce(&State, Timestamp) -> R) -> Result<R, NodeError> {
         self.check_open()?;
-        if self.leads_alone() {
-            return self.inner.state_machine.with_state(f).map_err(|e| NodeError::Fatal(e.to_string()));
-        }
+        let now = if self.leads_alone() {
+            self.inner.clock.now()
+        } else {
+            let target = match &self.inner.route {
+                None => Target::Here,
+                Some(route) => route.target(&self.inner.raft).await?,
+            };
+            match target {
+                Target::Here => self.confirm_read_here().await?,
+                Target::Leader(leader) => self.wait_for_read_point(leader).await?,
+            }
+        };
+        self.inner
+            .state_machine
+            .with_state(|state| f(state, now))
+            .map_err(|e| NodeError::Fatal(e.to_string()))
+    }
+
+    /// The read-index protocol on this node, which leads; returns the time to read at.
+    async fn confirm_read_here(&self) -> Result<Timestamp, NodeError> {
         // Boxed: openraft's read-index future is large, and inline it would make every read's
         // future (and its callers') that large, to be copied into place on each call.
         match Box::pin(self.inner.raft.ensure_linearizable(ReadPolicy::ReadIndex)).await {
@@ -383,7 +450,63 @@ impl Node {
             Err(RaftError::Fatal(_)) if self.journal_poisoned() => {}
             Err(e) => return Err(read_error(e)),
         }
-        self.inner.state_machine.with_state(f).map_err(|e| NodeError::Fatal(e.to_string()))
+        Ok(self.inner.clock.now())
+    }
+
+    /// A read point from the leader `leader`, and the wait until this node has applied up to it;
+    /// returns the leader's time at the read point.
+    async fn wait_for_read_point(&self, leader: u64) -> Result<Timestamp, NodeError> {
+        let route = self.inner.route.as_ref().expect("only a route names another leader");
+        let point = route.read_point(leader).await?;
+        if self.inner.state_machine.last_applied_index().is_some_and(|applied| applied >= point.index) {
+            return Ok(point.now);
+        }
+        Box::pin(
+            self.inner
+                .raft
+                .wait(Some(forward::FORWARD_TIMEOUT))
+                .applied_index_at_least(Some(point.index), "the read point is applied"),
+        )
+        .await
+        .map_err(|e| NodeError::Unavailable(format!("this node is behind the leader: {e}")))?;
+        Ok(point.now)
+    }
+
+    /// Runs a membership change or status request on the leader (forwarded there from a
+    /// follower) and returns the cluster's status afterwards, as the leader sees it. A single
+    /// node (no Raft listener) answers only [`AdminRequest::Status`].
+    pub async fn admin(&self, request: AdminRequest) -> Result<ClusterStatus, NodeError> {
+        self.check_open()?;
+        let Some(door) = &self.inner.door else {
+            return match request {
+                AdminRequest::Status => Ok(self.local_cluster_status()),
+                _ => Err(NodeError::Refused(
+                    "this node runs alone (no --peers): membership changes need a node started as part of a cluster"
+                        .into(),
+                )),
+            };
+        };
+        let status = request == AdminRequest::Status;
+        match crate::network::ForwardHandler::admin(door.as_ref(), request).await {
+            // No leader: the status this node has is still worth showing.
+            Err(NodeError::NotLeader { .. } | NodeError::Unavailable(_)) if status => {
+                Ok(self.local_cluster_status())
+            }
+            done => done,
+        }
+    }
+
+    /// The cluster's status as this node sees it (replication figures only on the leader).
+    pub fn local_cluster_status(&self) -> ClusterStatus {
+        membership::local_status(&self.inner.raft, &self.inner.state_machine, self.inner.node_id)
+    }
+
+    /// Whether this node is the leader now (in a cluster, that changes: only the leader proposes
+    /// ticks).
+    pub fn is_leader(&self) -> bool {
+        let metrics = self.inner.raft.metrics();
+        let m = metrics.borrow_watched();
+        m.state == ServerState::Leader && m.current_leader == Some(self.inner.node_id)
     }
 
     /// Whether this node is the leader and the only voter. openraft publishes a membership change
@@ -450,6 +573,25 @@ impl Node {
             entries_proposed: stats.entries(),
             commands_proposed: stats.commands(),
             largest_batch: stats.largest(),
+        }
+    }
+
+    /// Whether this node can reach a leader: it follows one, or it leads and a quorum acknowledged
+    /// it within the leader lease. A leader cut off from the others still calls itself leader (its
+    /// status says so) but refuses writes once its lease has run out, so readiness must not trust
+    /// the role alone.
+    pub fn leader_reachable(&self) -> bool {
+        let raft = &self.inner.raft;
+        let metrics = raft.metrics();
+        let m = metrics.borrow_watched();
+        match m.state {
+            ServerState::Leader => {
+                // openraft's leader lease is election_timeout_max.
+                let lease = Duration::from_millis(raft.config().election_timeout_max);
+                m.membership_config.membership().voter_ids().eq([self.inner.node_id])
+                    || m.last_quorum_acked.as_ref().is_some_and(|at| Instant::elapsed(&**at) < lease)
+            }
+            _ => m.current_leader.is_some(),
         }
     }
 

@@ -19,6 +19,7 @@
 //! functions for the shapes the group promises, then its tests. The same entries answer
 //! `COMMAND` (`introspect.rs`) and render `docs/commands.md` (`reference.rs`).
 
+mod cluster;
 mod connection;
 mod introspect;
 mod kv;
@@ -78,7 +79,18 @@ pub enum ConnCmd {
     Info(Vec<String>),
     /// `COMMAND` and its subcommands, answered from the command table by [`command_reply`].
     Command(CommandQuery),
+    /// `CLUSTER.*`: membership and status, run by the leader.
+    Cluster(ClusterCmd),
     Quit,
+}
+
+/// What `CLUSTER.*` asked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClusterCmd {
+    Status,
+    Add { id: u64, addr: String },
+    Remove { id: u64 },
+    TransferLeader { id: u64 },
 }
 
 /// What `COMMAND` was asked.
@@ -201,7 +213,8 @@ pub fn render(shape: ReplyShape, reply: Reply, protocol: Protocol) -> Frame {
 
 /// The command table: every command, each group's entries in its own file, in the order the
 /// docs list them.
-const TABLE: [&[Spec]; 4] = [lock::COMMANDS, queue::COMMANDS, kv::COMMANDS, connection::COMMANDS];
+const TABLE: [&[Spec]; 5] =
+    [lock::COMMANDS, queue::COMMANDS, kv::COMMANDS, connection::COMMANDS, cluster::COMMANDS];
 
 /// Every top-level command (subcommands are inside their container's entry).
 fn commands() -> impl Iterator<Item = &'static Spec> {

@@ -72,8 +72,11 @@ Durations are in milliseconds unless an argument says seconds.
   over the server's `max-name-len`; nothing changed.
 - `OOM command not allowed when used memory > 'max-memory'`: a push that would take stored
   payloads past the server's `max-memory`; consumers can still drain.
-- `NOTLEADER no leader elected` and `TRYAGAIN ...`: the command could not be run now; nothing
-  changed.
+- `NOTLEADER host:port`: this node of a cluster is not the leader, which is at `host:port` (its
+  Raft address); nothing changed.
+- `CLUSTERDOWN no leader reachable`: this node of a cluster can reach no leader (an election is
+  under way, or it is cut off in a minority); nothing changed. Try another node, or again later.
+- `TRYAGAIN ...`: the command could not be run now (the server is stopping); nothing changed.
 - `ERR ...` with the storage's reason after a failed fsync: writes are refused from then on,
   reads still work.
 ";

@@ -26,8 +26,8 @@ use turnstile_amqp::{AmqpError, decode, write_method};
 use turnstile_core::{Effect, Reply};
 use turnstile_raft::Answer;
 
-use super::handshake::{HANDSHAKE_TIMEOUT, Tuned, handshake};
-use super::machine::{Action, CallId, Input, Machine, NotApplied, Settings, close_method};
+use super::handshake::{HANDSHAKE_TIMEOUT, Tuned, accept, handshake, refuse_open};
+use super::machine::{Action, CLOSE_TIMEOUT, CallId, Input, Machine, NotApplied, Settings};
 use super::session::{Proposed, Session, answered};
 use crate::listener::Protocol;
 use crate::server::Shared;
@@ -46,7 +46,7 @@ pub async fn serve(mut stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>,
     let mut buf = BytesMut::with_capacity(16 * 1024);
     let tuned = match tokio::time::timeout(
         HANDSHAKE_TIMEOUT,
-        handshake(&mut stream, &mut buf, peer, &shared.amqp_users, None),
+        handshake(&mut stream, &mut buf, peer, &shared.amqp_users),
     )
     .await
     {
@@ -60,15 +60,21 @@ pub async fn serve(mut stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>,
             return;
         }
     };
+    // The session is opened (a log entry) before `Connection.Open` is answered, so a node that
+    // cannot open one (no leader reachable) refuses the connection at connect, with the reason,
+    // before the client sends anything else.
     let (session, effects) = match Session::open(&shared).await {
         Ok(opened) => opened,
         Err(e) => {
-            let mut out = BytesMut::new();
-            write_method(&mut out, 0, &close_method(&e));
-            let _ = stream.write_all(&out).await;
+            let _ = tokio::time::timeout(CLOSE_TIMEOUT, refuse_open(&mut stream, e)).await;
             return;
         }
     };
+    if let Err(e) = accept(&mut stream).await {
+        tracing::info!(%peer, error = %e, "amqp connection lost while opening");
+        session.close().await;
+        return;
+    }
     let machine = Machine::new(Settings {
         session: session.id(),
         channel_max: tuned.channel_max,

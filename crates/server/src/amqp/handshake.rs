@@ -44,15 +44,16 @@ pub enum HandshakeError {
     Closed,
 }
 
-/// Runs the handshake on `stream`; frames that arrive after `Open` stay in `buf`. With a
-/// `refusal`, `Connection.Open` is answered with `Connection.Close` carrying it (RabbitMQ's way to
-/// refuse a connection over a limit: the client learns why, which it could not before `Open`).
+/// Runs the handshake on `stream` up to the client's `Connection.Open`, which the caller answers:
+/// [`accept`] once the connection can serve, or [`refuse_open`] with the reason it cannot
+/// (RabbitMQ's way to refuse a connection over a limit: the client learns why at connect, which
+/// it could not before `Open`, and has sent nothing else yet). Frames that arrive after `Open`
+/// stay in `buf`.
 pub async fn handshake(
     stream: &mut TcpStream,
     buf: &mut BytesMut,
     peer: SocketAddr,
     users: &std::collections::BTreeMap<String, String>,
-    refusal: Option<AmqpError>,
 ) -> Result<Tuned, HandshakeError> {
     while buf.len() < PROTOCOL_HEADER.len() {
         if stream.read_buf(buf).await? == 0 {
@@ -112,12 +113,6 @@ pub async fn handshake(
         let e = AmqpError::new(code::NOT_ALLOWED, format!("vhost '{}' not found", open.virtual_host));
         return refuse(stream, e.on(10, 40)).await;
     }
-    if let Some(e) = refusal {
-        return refuse(stream, e.on(10, 40)).await;
-    }
-    out.clear();
-    write_method(&mut out, 0, &AMQPClass::Connection(connection::AMQPMethod::OpenOk(connection::OpenOk {})));
-    stream.write_all(&out).await?;
     Ok(Tuned {
         frame_max,
         channel_max,
@@ -126,6 +121,25 @@ pub async fn handshake(
         blocked_notify: capabilities.contains(&"connection.blocked"),
         cancel_notify: capabilities.contains(&"consumer_cancel_notify"),
     })
+}
+
+/// Answers the client's `Connection.Open`: the connection is open.
+pub async fn accept(stream: &mut TcpStream) -> std::io::Result<()> {
+    let mut out = BytesMut::new();
+    write_method(&mut out, 0, &AMQPClass::Connection(connection::AMQPMethod::OpenOk(connection::OpenOk {})));
+    stream.write_all(&out).await
+}
+
+/// Answers the client's `Connection.Open` with `Connection.Close` carrying `e`, then waits for
+/// the client's `CloseOk` (or for it to go), so the close reaches it before the socket is closed.
+/// The caller bounds the wait.
+pub async fn refuse_open(stream: &mut TcpStream, e: AmqpError) -> std::io::Result<()> {
+    if let Err(HandshakeError::Io(e)) = refuse::<()>(stream, e.on(10, 40)).await {
+        return Err(e);
+    }
+    let mut rest = [0u8; 512];
+    while stream.read(&mut rest).await? > 0 {}
+    Ok(())
 }
 
 /// The server's `Connection.Start`: the capabilities clients check before using an extension.

@@ -584,6 +584,14 @@ impl Machine {
                 tracing::debug!(session = %self.settings.session, ?other, "publish refused");
                 false
             }
+            // The log could not take it because this node cannot serve now (no leader
+            // reachable, not the leader): the channel closes with the reason, so a publisher
+            // with or without confirms learns it; earlier confirms went out already.
+            Err(NotApplied::Log(e)) if e.scope() == Scope::Channel => {
+                self.flush_confirms();
+                self.close_channel(n, e.on(60, 40));
+                return;
+            }
             Err(e) => {
                 tracing::debug!(session = %self.settings.session, error = ?e, "publish not applied");
                 false

@@ -66,10 +66,10 @@ pub async fn refuse(
 ) -> std::io::Result<()> {
     let mut buf = BytesMut::new();
     let refusal = AmqpError::new(code::NOT_ALLOWED, reason.to_owned());
-    match handshake::handshake(stream, &mut buf, peer, &shared.amqp_users, Some(refusal)).await {
+    match handshake::handshake(stream, &mut buf, peer, &shared.amqp_users).await {
+        Ok(_) => return handshake::refuse_open(stream, refusal).await,
         Err(handshake::HandshakeError::Io(e)) => return Err(e),
         Err(e) => tracing::debug!(%peer, error = %e, "amqp connection refused"),
-        Ok(_) => unreachable!("a handshake with a refusal never opens the connection"),
     }
     // Wait for the client's CloseOk (or for it to go), so the close reaches it before the socket
     // does; the caller bounds the wait.

@@ -38,6 +38,7 @@ impl Session {
                 let effects = inner.take_effects().expect("an open session has its effects");
                 Ok((Session { inner, id, shared: shared.clone() }, effects))
             }
+            Err(e) if e.cluster_down() => Err(cluster_down(&e)),
             Err(e) => {
                 tracing::warn!(error = %e, "amqp connection without a session");
                 Err(AmqpError::internal("cannot open a session; try again"))
@@ -110,12 +111,24 @@ pub(super) fn answered(answer: Option<Result<Reply, NodeError>>) -> Result<Reply
     }
 }
 
-/// The AMQP error for a command the log could not take.
+/// The AMQP error for a command the log could not take. A node that can reach no leader closes
+/// the channel (or, before a session could be opened, the connection) with the reason, as
+/// RabbitMQ does with `CONNECTION_FORCED` when a node cannot serve: the client learns why, and
+/// the connection stays usable once the cluster is back.
 fn not_applied(e: &NodeError) -> NotApplied {
     NotApplied::Log(match e {
+        NodeError::NotLeader { leader: None } | NodeError::Unavailable(_) => {
+            cluster_down(&Refused::Node(e.clone()))
+        }
         NodeError::NotLeader { .. } => {
             AmqpError::new(code::CONNECTION_FORCED, format!("{e}; connect to the leader"))
         }
         _ => AmqpError::internal(e.to_string()),
     })
+}
+
+/// `CONNECTION_FORCED - CLUSTERDOWN no leader reachable`, the words every protocol uses.
+fn cluster_down(e: &Refused) -> AmqpError {
+    tracing::debug!(reason = %e, "refused: no leader reachable");
+    AmqpError::new(code::CONNECTION_FORCED, format!("CLUSTERDOWN {}", session::CLUSTER_DOWN))
 }

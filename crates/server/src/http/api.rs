@@ -108,7 +108,7 @@ pub fn routes() -> Vec<Route> {
             method: "GET",
             path: "/readyz",
             operation: "readyz",
-            summary: "There is a leader and this node has applied the log up to its commit index (503 otherwise).",
+            summary: "This node reaches a leader (one that leads without its quorum does not) and has applied the log up to its commit index (503 otherwise).",
             body: None,
             query: &[],
             response: Some(object(
@@ -116,6 +116,21 @@ pub fn routes() -> Vec<Route> {
                 &["status"],
             )),
             handler: get(readyz),
+        },
+        Route {
+            method: "GET",
+            path: "/api/cluster",
+            operation: "cluster_status",
+            summary: "The cluster as its leader sees it: members, roles, replication lag and last contact; term, leader, commit and applied index. Any node answers (a follower asks the leader).",
+            body: None,
+            query: &[],
+            response: Some(object(
+                json!({"node_id": int(), "leader": int(), "term": int(), "committed_index": int(), "applied_index": int(),
+                       "members": {"type": "array", "items": object(json!({"id": int(), "addr": string(), "role": string(),
+                           "matched_index": int(), "lag": int(), "last_contact_ms": int()}), &["id", "addr", "role"])}}),
+                &["node_id", "term", "members"],
+            )),
+            handler: get(cluster_status),
         },
         Route {
             method: "GET",
@@ -521,9 +536,12 @@ async fn healthz() -> ApiResult {
     ok(json!({"status": "ok"}))
 }
 
+/// Ready: this node reaches a leader (a leader cut off from its quorum does not: it refuses writes
+/// once its lease is out, though it still calls itself leader) and has applied what it knows is
+/// committed.
 async fn readyz(State(app): State<App>) -> ApiResult {
     let status = app.node.status();
-    let ready = status.leader.is_some() && status.applied_index >= status.committed_index;
+    let ready = app.node.leader_reachable() && status.applied_index >= status.committed_index;
     let body = json!({
         "status": if ready { "ready" } else { "not ready" },
         "leader": status.leader,
@@ -532,6 +550,10 @@ async fn readyz(State(app): State<App>) -> ApiResult {
     });
     let code = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     Ok((code, Json(body)).into_response())
+}
+
+async fn cluster_status(State(app): State<App>) -> ApiResult {
+    ok(app.node.admin(turnstile_raft::AdminRequest::Status).await.map_err(crate::session::Refused::from)?)
 }
 
 async fn metrics(State(app): State<App>) -> ApiResult {
@@ -611,10 +633,9 @@ fn lock_json(name: &str, info: LockInfo) -> Value {
 
 /// Every lock with its info, read at one point.
 async fn all_locks(app: &App, prefix: Option<String>) -> Result<Vec<(String, LockInfo)>, ApiError> {
-    let now = app.node.clock().now();
     let locks = app
         .node
-        .read(move |state| {
+        .read_at(move |state, now| {
             let Reply::Names(names) = state.query(now, CoreQuery::ListLocks) else { return Vec::new() };
             names
                 .into_iter()
@@ -767,10 +788,9 @@ fn stats_json(name: &str, s: &QueueStats) -> Value {
 
 async fn list_queues(State(app): State<App>, Query(q): Query<PrefixQuery>) -> ApiResult {
     let prefix = q.prefix;
-    let now = app.node.clock().now();
     let queues = app
         .node
-        .read(move |state| {
+        .read_at(move |state, now| {
             let Reply::Names(names) = state.query(now, CoreQuery::ListQueues) else { return Vec::new() };
             names
                 .into_iter()

@@ -1,6 +1,6 @@
 //! API errors: JSON `{"code", "message"}` with a stable `code` (the RESP error prefixes:
-//! `ERR`, `WRONGTYPE`, `DEADLOCK`, `FENCED`, `LOST`, `FULL`, `OOM`, `NOTLEADER`, ...) and the HTTP
-//! status that fits it.
+//! `ERR`, `WRONGTYPE`, `DEADLOCK`, `FENCED`, `LOST`, `FULL`, `OOM`, `NOTLEADER`, `CLUSTERDOWN`, ...)
+//! and the HTTP status that fits it.
 
 use axum::Json;
 use axum::http::StatusCode;
@@ -9,7 +9,7 @@ use serde::Serialize;
 use turnstile_core::CoreError;
 use turnstile_raft::NodeError;
 
-use crate::session::Refused;
+use crate::session::{CLUSTER_DOWN, Refused};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiError {
@@ -81,16 +81,16 @@ impl From<Refused> for ApiError {
 impl From<NodeError> for ApiError {
     fn from(e: NodeError) -> ApiError {
         match e {
-            NodeError::NotLeader { leader } => ApiError {
+            NodeError::NotLeader { leader: Some(addr) } => ApiError {
                 status: StatusCode::SERVICE_UNAVAILABLE,
                 code: "NOTLEADER",
-                message: match &leader {
-                    Some(addr) => format!("not the leader; the leader is {addr}"),
-                    None => "no leader elected".into(),
-                },
-                leader: leader.map(|l| l.to_string()),
+                message: format!("not the leader; the leader is {addr}"),
+                leader: Some(addr),
             },
-            NodeError::Unavailable(why) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "TRYAGAIN", why),
+            e @ (NodeError::NotLeader { leader: None } | NodeError::Unavailable(_)) => {
+                tracing::debug!(reason = %e, "refused: no leader reachable");
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "CLUSTERDOWN", CLUSTER_DOWN)
+            }
             other => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "ERR", other.to_string()),
         }
     }
@@ -129,25 +129,38 @@ mod tests {
             (
                 Refused::Node(NodeError::NotLeader { leader: None }),
                 StatusCode::SERVICE_UNAVAILABLE,
-                "NOTLEADER",
+                "CLUSTERDOWN",
+            ),
+            (
+                Refused::Node(NodeError::Unavailable("the leader's lease expired".into())),
+                StatusCode::SERVICE_UNAVAILABLE,
+                "CLUSTERDOWN",
             ),
         ];
         for (refused, status, code) in cases {
             let text = refused.to_string();
             let api = ApiError::from(refused);
             assert_eq!((api.status, api.code), (status, code));
-            if code != "NOTLEADER" {
+            if code != "CLUSTERDOWN" {
                 assert_eq!(api.message, text, "the same words as on every protocol");
             }
         }
     }
 
     #[test]
-    fn a_follower_names_the_leader() {
+    fn a_follower_names_the_leader_and_a_node_without_one_says_the_cluster_is_down() {
         let api = ApiError::from(NodeError::NotLeader { leader: Some("10.0.0.2:7379".into()) });
         assert_eq!((api.status, api.code), (StatusCode::SERVICE_UNAVAILABLE, "NOTLEADER"));
         assert_eq!(api.leader.as_deref(), Some("10.0.0.2:7379"));
         let api = ApiError::from(NodeError::NotLeader { leader: None });
-        assert_eq!((api.code, api.leader), ("NOTLEADER", None));
+        assert_eq!(
+            (api.code, api.message.as_str(), api.leader),
+            ("CLUSTERDOWN", "no leader reachable", None)
+        );
+        let api = ApiError::from(NodeError::Unavailable("no quorum answered".into()));
+        assert_eq!(
+            (api.status, api.code, api.message.as_str()),
+            (StatusCode::SERVICE_UNAVAILABLE, "CLUSTERDOWN", CLUSTER_DOWN)
+        );
     }
 }

@@ -45,7 +45,7 @@ pub fn document(routes: &[Route]) -> Value {
                     "type": "object",
                     "required": ["code", "message"],
                     "properties": {
-                        "code": {"type": "string", "description": "Stable: ERR, WRONGTYPE, DEADLOCK, FENCED, LOST, FULL, OOM, NOTLEADER, TRYAGAIN"},
+                        "code": {"type": "string", "description": "Stable: ERR, WRONGTYPE, DEADLOCK, FENCED, LOST, FULL, OOM, NOTLEADER, CLUSTERDOWN, TRYAGAIN"},
                         "message": {"type": "string"},
                         "leader": {"type": "string", "description": "With NOTLEADER: the leader's address"},
                     },
@@ -53,7 +53,7 @@ pub fn document(routes: &[Route]) -> Value {
             },
             "responses": {
                 "Error": {
-                    "description": "400 bad input, 404 no such queue or route, 409 DEADLOCK / FENCED / conflicting configuration, 413 body too large, 423 LOST, 429 FULL, 503 NOTLEADER, 507 OOM",
+                    "description": "400 bad input, 404 no such queue or route, 409 DEADLOCK / FENCED / conflicting configuration, 413 body too large, 423 LOST, 429 FULL, 503 NOTLEADER / CLUSTERDOWN / TRYAGAIN, 507 OOM",
                     "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
                 },
             },

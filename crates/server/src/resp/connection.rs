@@ -27,14 +27,14 @@ use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use turnstile_core::{Command, Query, Reply};
-use turnstile_raft::{Answer, NodeError};
+use turnstile_raft::{AdminRequest, Answer, NodeError};
 use turnstile_resp::cmd::{self, Action, ConnCmd, ReplyShape};
 use turnstile_resp::{Frame, Protocol, ProtocolError, decode_request};
 
 use super::info;
 use crate::metrics;
 use crate::server::Shared;
-use crate::session::{Refused, Session};
+use crate::session::{CLUSTER_DOWN, Refused, Session};
 use crate::shutdown::Shutdown;
 
 /// Replies are flushed once this much is buffered, even in the middle of a pipeline.
@@ -366,6 +366,10 @@ impl Connection {
                 }
             }
             ConnCmd::Command(args) => info::command(&args),
+            ConnCmd::Cluster(request) => match self.shared.node.admin(admin_request(request)).await {
+                Ok(status) => info::cluster_status(&status),
+                Err(e) => refused(&Refused::Node(e)),
+            },
             ConnCmd::Quit => {
                 self.write(&Frame::ok());
                 return Ok(Flow::Quit);
@@ -417,16 +421,27 @@ fn check_client_name(name: &[u8]) -> Result<(), Frame> {
     }
 }
 
-/// How a refusal reads to a client. A follower names the leader, so clients can redirect.
+/// `CLUSTER.*` as the node's admin request.
+fn admin_request(cmd: cmd::ClusterCmd) -> AdminRequest {
+    match cmd {
+        cmd::ClusterCmd::Status => AdminRequest::Status,
+        cmd::ClusterCmd::Add { id, addr } => AdminRequest::Add { id, addr },
+        cmd::ClusterCmd::Remove { id } => AdminRequest::Remove { id },
+        cmd::ClusterCmd::TransferLeader { id } => AdminRequest::TransferLeader { to: id },
+    }
+}
+
+/// How a refusal reads to a client. A follower names the leader, so clients can redirect; a node
+/// that can reach no leader says so in the words Redis Cluster uses when it cannot serve.
 fn refused(e: &Refused) -> Frame {
     match e {
         Refused::Node(NodeError::NotLeader { leader: Some(addr) }) => {
             Frame::Error(format!("NOTLEADER {addr}"))
         }
-        Refused::Node(NodeError::NotLeader { leader: None }) => {
-            Frame::error("NOTLEADER", "no leader elected")
+        e if e.cluster_down() => {
+            tracing::debug!(reason = %e, "refused: no leader reachable");
+            Frame::error("CLUSTERDOWN", CLUSTER_DOWN)
         }
-        Refused::Node(NodeError::Unavailable(why)) => Frame::error("TRYAGAIN", why),
         other => Frame::error(other.code(), other),
     }
 }

@@ -3,6 +3,7 @@
 use std::fmt::Write;
 
 use bytes::Bytes;
+use turnstile_raft::ClusterStatus;
 use turnstile_resp::cmd::CommandQuery;
 use turnstile_resp::{Frame, Protocol};
 
@@ -26,6 +27,35 @@ pub fn hello(client_id: u64, protocol: Protocol) -> Frame {
         field("mode", Frame::bulk("standalone")),
         field("role", Frame::bulk("master")),
         field("modules", Frame::Array(vec![])),
+    ])
+}
+
+/// The `CLUSTER.*` reply: the cluster's status as a map, each member a map.
+pub fn cluster_status(status: &ClusterStatus) -> Frame {
+    let field = |k: &str, v: Frame| (Frame::bulk(Bytes::copy_from_slice(k.as_bytes())), v);
+    let int = |n: u64| Frame::Integer(i64::try_from(n).unwrap_or(i64::MAX));
+    let maybe = |n: Option<u64>| n.map_or(Frame::Null, int);
+    let members = status
+        .members
+        .iter()
+        .map(|m| {
+            Frame::Map(vec![
+                field("id", int(m.id)),
+                field("addr", Frame::bulk(m.addr.clone())),
+                field("role", Frame::bulk(m.role.clone())),
+                field("matched_index", maybe(m.matched_index)),
+                field("lag", maybe(m.lag)),
+                field("last_contact_ms", maybe(m.last_contact_ms)),
+            ])
+        })
+        .collect();
+    Frame::Map(vec![
+        field("node", int(status.node_id)),
+        field("leader", maybe(status.leader)),
+        field("term", int(status.term)),
+        field("commit_index", maybe(status.committed_index)),
+        field("applied_index", maybe(status.applied_index)),
+        field("members", Frame::Array(members)),
     ])
 }
 
@@ -130,6 +160,18 @@ pub async fn render(shared: &Shared, sections: &[String]) -> String {
                 line("entries_proposed", &status.entries_proposed);
                 line("commands_proposed", &status.commands_proposed);
                 line("largest_batch", &status.largest_batch);
+                // Per member, as the leader sees its replication (figures only on the leader).
+                for m in &snapshot.cluster.members {
+                    let value = format!(
+                        "addr={},role={},matched={},lag={},last_contact_ms={}",
+                        m.addr,
+                        m.role,
+                        opt(m.matched_index),
+                        opt(m.lag),
+                        opt(m.last_contact_ms)
+                    );
+                    line(&format!("member_{}", m.id), &value);
+                }
             }
             _ => {}
         }

@@ -342,6 +342,29 @@ fn a_publish_to_a_missing_exchange_closes_its_channel() {
 }
 
 #[test]
+fn a_publish_the_cluster_could_not_take_closes_its_channel_with_the_reason() {
+    let mut c = Client::new();
+    c.open(1);
+    c.confirm_select(1);
+    let first = c.publish(1, "", "jobs", false, b"x");
+    let second = c.publish(1, "", "jobs", false, b"y");
+    let third = c.publish(1, "", "jobs", false, b"z");
+    assert_eq!(c.reply(first, published()), []);
+    let down = AmqpError::new(320, "CLUSTERDOWN no leader reachable");
+    // The earlier publish's confirm goes out first; the refused one closes the channel, and a
+    // publish queued behind it answers nothing on the closing channel.
+    assert_eq!(
+        c.feed(Input::Reply { id: CallId(second), reply: Err(NotApplied::Log(down)) }),
+        [
+            ack(1, 1, false),
+            channel_close(1, 320, "CONNECTION_FORCED - CLUSTERDOWN no leader reachable", 60, 40)
+        ]
+    );
+    assert_eq!(c.reply(third, published()), []);
+    assert_eq!(c.feed(Input::Flush), []);
+}
+
+#[test]
 fn a_synchronous_method_waits_for_the_earlier_publishes_and_their_confirms() {
     let mut c = Client::new();
     c.open(1);
