@@ -1,7 +1,8 @@
-//! `turnstile`: the command line. `turnstile server` runs the server; `lock`, `sem`, `queue` and
-//! `bench` talk to one.
+//! `turnstile`: the command line. `turnstile server` runs the server; `lock`, `sem`, `queue`,
+//! `cluster` (members, backups) and `bench` talk to one.
 
 mod bench;
+mod cluster;
 mod exit;
 mod lock;
 mod logging;
@@ -56,12 +57,12 @@ enum Command {
         #[command(subcommand)]
         command: queue::QueueCommand,
     },
-    /// The cluster: status, add and remove nodes, move the leadership.
+    /// The cluster: status, add and remove nodes, move the leadership, backups.
     Cluster {
         #[command(flatten)]
         target: Target,
         #[command(subcommand)]
-        command: membership::ClusterCommand,
+        command: cluster::ClusterCommand,
     },
     /// Load-test a server (or Redis or RabbitMQ, for comparison) and print a table.
     Bench {
@@ -128,6 +129,12 @@ struct ServerArgs {
     /// added under --node-id, reached at --raft-addr. Instead of --peers.
     #[arg(long, env = "TURNSTILE_JOIN", value_name = "HOST:PORT", conflicts_with = "peers")]
     join: Option<String>,
+    /// Start a new node from a backup (`turnstile cluster snapshot save`): it becomes the first
+    /// snapshot of --data-dir, which must be new or empty, under a new cluster id, this node the
+    /// only voter. For that first start only. Not with --join; with --peers, list this node only
+    /// (others then join it with --join).
+    #[arg(long, env = "TURNSTILE_RESTORE", value_name = "FILE")]
+    restore: Option<PathBuf>,
     /// Most client connections at once [default: 10000].
     #[arg(long, env = "TURNSTILE_MAX_CLIENTS", value_name = "N")]
     max_clients: Option<usize>,
@@ -200,6 +207,9 @@ impl ServerArgs {
         if self.raft_addr.is_some() {
             config.raft_addr = self.raft_addr;
         }
+        if self.restore.is_some() {
+            config.restore.clone_from(&self.restore);
+        }
         set(&mut config.max_clients, &self.max_clients);
         set(&mut config.max_payload, &self.max_payload);
         set(&mut config.max_name_len, &self.max_name_len);
@@ -231,8 +241,12 @@ fn main() -> ExitCode {
         Command::Queue { target, command } => {
             client_command(&target, async |client| queue::queue(client, command, target.json).await)
         }
-        Command::Cluster { target, command } => {
+        Command::Cluster { target, command: cluster::ClusterCommand::Members(command) } => {
             client_command(&target, async |client| membership::cluster(client, command, target.json).await)
+        }
+        Command::Cluster { target, command: cluster::ClusterCommand::Snapshot { command } } => {
+            quiet_logging();
+            tokio_runtime().and_then(|rt| rt.block_on(cluster::snapshot(command, target.json)))
         }
         Command::Bench { server, args } => {
             tokio_runtime().and_then(|rt| rt.block_on(bench::run(args, &server))).map(|()| ExitCode::SUCCESS)
@@ -246,13 +260,18 @@ fn client_command(
     target: &Target,
     command: impl AsyncFnOnce(&turnstile_client::Client) -> anyhow::Result<ExitCode>,
 ) -> anyhow::Result<ExitCode> {
-    let level =
-        if std::env::var_os("TURNSTILE_LOG").is_some() { LevelFilter::DEBUG } else { LevelFilter::ERROR };
-    logging::init(LogFormat::Text, Targets::new().with_default(level));
+    quiet_logging();
     tokio_runtime()?.block_on(async {
         let client = turnstile_client::Client::connect(&target.server).await?;
         command(&client).await
     })
+}
+
+/// A client command logs errors only, unless TURNSTILE_LOG is set (then everything down to debug).
+fn quiet_logging() {
+    let level =
+        if std::env::var_os("TURNSTILE_LOG").is_some() { LevelFilter::DEBUG } else { LevelFilter::ERROR };
+    logging::init(LogFormat::Text, Targets::new().with_default(level));
 }
 
 fn tokio_runtime() -> anyhow::Result<tokio::runtime::Runtime> {

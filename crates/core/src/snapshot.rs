@@ -65,6 +65,12 @@ pub enum SnapshotError {
         "snapshot format version {0} is not supported (this build reads versions {OLDEST_READABLE} to {SNAPSHOT_VERSION})"
     )]
     Version(u8),
+    /// Written by a later build: a rolling upgrade must not hand a new node's state to an old one.
+    #[error(
+        "snapshot written by a newer format (state version {0} > {SNAPSHOT_VERSION}, the newest this build \
+         reads); it needs a newer turnstile"
+    )]
+    Newer(u8),
     #[error("snapshot is empty")]
     Empty,
     #[error("snapshot is corrupt: {0}")]
@@ -186,6 +192,18 @@ impl State {
 
     /// The state's primary data as bytes: a version byte, then postcard (see the module docs).
     pub fn snapshot(&self) -> Vec<u8> {
+        // Sized up front for what dominates (payloads, keys, a few dozen bytes per message), and
+        // written in place: no reallocations, no second copy.
+        let messages: usize = self.queues.values().map(Queue::len).sum();
+        let estimate = usize::try_from(self.payload_bytes()).unwrap_or(0) + 64 * messages + 4096;
+        // Serializing plain data into a Vec cannot fail.
+        self.write_snapshot(Vec::with_capacity(estimate)).expect("state serializes")
+    }
+
+    /// Writes [`State::snapshot`]'s bytes to `out` as they are made, and hands `out` back: for a
+    /// copy that streams somewhere (a backup sent over HTTP) instead of being held whole. The only
+    /// errors are `out`'s.
+    pub fn write_snapshot<W: std::io::Write>(&self, mut out: W) -> std::io::Result<W> {
         let image = Image {
             clock: self.clock,
             applied_index: self.applied_index,
@@ -198,19 +216,15 @@ impl State {
             exchanges: Cow::Borrowed(&self.exchanges),
             pools: Cow::Borrowed(&self.pools),
         };
-        // Sized up front for what dominates (payloads, keys, a few dozen bytes per message), and
-        // written in place after the version byte: no reallocations, no second copy.
-        let messages: usize = self.queues.values().map(Queue::len).sum();
-        let estimate = usize::try_from(self.payload_bytes()).unwrap_or(0) + 64 * messages + 4096;
-        let mut out = Vec::with_capacity(estimate);
-        out.push(SNAPSHOT_VERSION);
-        // Serializing plain data into a Vec cannot fail.
-        let mut out = postcard::to_io(&image, out).expect("state serializes");
+        out.write_all(&[SNAPSHOT_VERSION])?;
+        // postcard reports a failed write as a full buffer, without the cause; the writer may keep it.
+        let failed = |e: postcard::Error| std::io::Error::other(format!("writing the snapshot: {e}"));
+        let mut out = postcard::to_io(&image, out).map_err(failed)?;
         for q in self.queues.values() {
-            out = postcard::to_io(&Messages(&q.messages), out).expect("messages serialize");
+            out = postcard::to_io(&Messages(&q.messages), out).map_err(failed)?;
         }
         let cluster = ClusterImage { retired_nodes: Cow::Borrowed(&self.retired_nodes) };
-        postcard::to_io(&cluster, out).expect("cluster records serialize")
+        postcard::to_io(&cluster, out).map_err(failed)
     }
 
     /// The state a [`State::snapshot`] describes, indexes rebuilt. Message payloads are slices of
@@ -219,6 +233,7 @@ impl State {
         let (version, body) = match bytes.split_first() {
             None => return Err(SnapshotError::Empty),
             Some((&v, body)) if (OLDEST_READABLE..=SNAPSHOT_VERSION).contains(&v) => (v, body),
+            Some((&v, _)) if v > SNAPSHOT_VERSION => return Err(SnapshotError::Newer(v)),
             Some((&v, _)) => return Err(SnapshotError::Version(v)),
         };
         let (image, mut rest): (Image<'_>, _) = postcard::take_from_bytes(body)?;

@@ -150,6 +150,28 @@ fn retired_nodes_are_kept_and_version_5_snapshots_still_restore() {
 }
 
 #[test]
+fn a_newer_format_version_is_refused_as_newer() {
+    let mut bytes = busy_world().state.snapshot();
+    bytes[0] = 7;
+    let err = State::restore(bytes.into()).unwrap_err();
+    assert!(matches!(err, SnapshotError::Newer(7)), "{err:?}");
+    assert_eq!(
+        err.to_string(),
+        "snapshot written by a newer format (state version 7 > 6, the newest this build reads); it needs a newer \
+         turnstile"
+    );
+}
+
+/// Streamed to a writer, a snapshot is the same bytes as made whole.
+#[test]
+fn a_written_snapshot_is_the_same_bytes() {
+    let state = busy_world().state;
+    let written = state.write_snapshot(Vec::new()).unwrap();
+    assert_eq!(written, state.snapshot());
+    assert_eq!(State::restore(written.into()).unwrap(), state);
+}
+
+#[test]
 fn a_truncated_or_extended_snapshot_is_refused() {
     let bytes = busy_world().state.snapshot();
     for len in [1, 2, bytes.len() / 2, bytes.len() - 1] {

@@ -27,6 +27,7 @@
 //! See `README.md` in this crate for one proposal traced file by file.
 
 mod clock;
+mod data_dir;
 mod log_store;
 mod network;
 mod node;
@@ -38,6 +39,7 @@ use serde::{Deserialize, Serialize};
 use turnstile_core::{Command, Reply, Timestamp};
 
 pub use clock::{Clock, ManualClock};
+pub use data_dir::{Backup, RestoreError, check_empty, open_meta};
 pub use log_store::LogStore;
 pub use network::{Deadline, Joining, NoNetwork, NoPeer, PeerClient, TcpNetwork, peek_hello, serve};
 pub use node::{
@@ -45,7 +47,10 @@ pub use node::{
     Storage,
 };
 pub use state_machine::{AppliedEffects, StateMachineStore, StoredSnapshot};
-pub use turnstile_storage::{FsyncPolicy, HeldSaves, JournalStats, Options as StorageOptions};
+pub use turnstile_storage::{
+    BackupHeader, BackupWriter, DataDirMeta, FsyncPolicy, HeldSaves, JournalStats, Options as StorageOptions,
+    StorageError, format_cluster_id, random_cluster_id,
+};
 
 openraft::declare_raft_types!(
     /// openraft's type configuration for Turnstile: a log entry carries a [`Batch`] of commands

@@ -439,6 +439,20 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 }
 
+/// The journal records of a log that has taken a snapshot covering `log_id` and purged everything it
+/// covers: the purge, and the purged entry itself, blank, kept above it to carry its term (see the module
+/// docs). What a restore writes into a new data dir before its first start, so that the node opens it as
+/// it would reopen its own.
+pub(crate) fn purged_through(log_id: LogId) -> io::Result<Vec<Record>> {
+    use openraft::entry::RaftEntry;
+    let data = encode(&Entry::new_blank(log_id))?.into();
+    let mut records = vec![Record::Entry { index: log_id.index(), data }];
+    if let Some(below) = log_id.index().checked_sub(1) {
+        records.push(Record::Purge(below));
+    }
+    Ok(records)
+}
+
 fn encode<T: Serialize>(value: &T) -> io::Result<Vec<u8>> {
     let invalid = |e: postcard::Error| io::Error::new(io::ErrorKind::InvalidData, e);
     // Sized first, so the buffer is allocated once: grown by doubling, a batch's payloads were
@@ -507,6 +521,30 @@ mod tests {
         store.journal.as_ref().unwrap().sync().unwrap();
         drop(store);
         assert_eq!(open(dir.path()).read_committed().await.unwrap(), None);
+    }
+
+    /// A log seeded with `purged_through` (as a restore does) opens as one that purged there
+    /// itself: the same purged log id, term included, and nothing above it.
+    #[tokio::test]
+    async fn a_seeded_log_opens_like_one_that_purged_itself() {
+        let purged_itself = tempfile::tempdir().unwrap();
+        let mut store = open(purged_itself.path());
+        store.append((1..=40).map(entry), IOFlushed::noop()).await.unwrap();
+        store.purge(log_id(1, 40)).await.unwrap();
+        store.journal.as_ref().unwrap().sync().unwrap();
+        drop(store);
+
+        let seeded = tempfile::tempdir().unwrap();
+        let (journal, _) = Journal::open(seeded.path(), Options::default()).unwrap();
+        let (done, written) = std::sync::mpsc::channel();
+        journal.append(purged_through(log_id(1, 40)).unwrap(), Box::new(move |r| done.send(r).unwrap()));
+        written.recv().unwrap().unwrap();
+        journal.close().unwrap();
+
+        let expected = LogState { last_purged_log_id: Some(log_id(1, 40)), last_log_id: Some(log_id(1, 40)) };
+        for dir in [purged_itself.path(), seeded.path()] {
+            assert_eq!(open(dir).get_log_state().await.unwrap(), expected, "{}", dir.display());
+        }
     }
 
     fn entry(index: u64) -> Entry {

@@ -153,10 +153,7 @@ impl StateMachineStore {
     fn keep_snapshot(&self, meta: &SnapshotMeta, data: &Bytes) -> io::Result<()> {
         let in_memory = match &self.shared.disk {
             Some(disk) => {
-                let encoded =
-                    postcard::to_stdvec(meta).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-                let index = meta.last_log_id.map_or(0, |id| id.index());
-                disk.save(index, &encoded, data).map_err(io::Error::other)?;
+                save_snapshot(disk, meta, data)?;
                 None
             }
             None => Some(data.clone()),
@@ -228,6 +225,14 @@ impl StateMachineStore {
         self.publish_deadline(deadline);
         Ok(reply)
     }
+}
+
+/// Writes a snapshot file: `meta` (postcard) and the `State::snapshot` bytes, under the log index
+/// the snapshot covers. [`StateMachineStore::open`] reads it back.
+pub(crate) fn save_snapshot(disk: &SnapshotStore, meta: &SnapshotMeta, data: &[u8]) -> io::Result<()> {
+    let encoded = postcard::to_stdvec(meta).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+    let index = meta.last_log_id.map_or(0, |id| id.index());
+    disk.save(index, &encoded, data).map_err(io::Error::other)
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {

@@ -289,3 +289,52 @@ async fn snapshots_come_by_log_size_against_the_last_snapshots_size() {
     assert_eq!(state(&node).await.query(0, Query::Exists { keys }), Reply::Int(3));
     node.shutdown().await.unwrap();
 }
+
+/// A backup of a running node's state, installed into a new dir, starts a node that holds the
+/// state (holds with their tokens, keys), takes new writes, and keeps both across restarts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restored_backup_starts_a_node_that_goes_on_from_it() {
+    use std::io::Write;
+    use turnstile_raft::{Backup, BackupHeader, BackupWriter};
+
+    let dir = tempfile::tempdir().unwrap();
+    let old = start_in(&dir.path().join("old"), 20_000).await.unwrap();
+    let held = token(old.propose(kept_lock("L")).await.unwrap());
+    old.propose(Command::Set(SetKey::new("k", "v"))).await.unwrap();
+    let (bytes, index) = old.read(|s| (s.snapshot(), s.applied_index())).await.unwrap();
+    old.shutdown().await.unwrap();
+    let header = BackupHeader { index, cluster_id: 5, created_at: 0 };
+    let mut writer = BackupWriter::new(Vec::new(), &header).unwrap();
+    writer.write_all(&bytes).unwrap();
+    let file = dir.path().join("backup.snap");
+    std::fs::write(&file, writer.finish().unwrap()).unwrap();
+
+    let new = dir.path().join("new");
+    Backup::read(&file).unwrap().install(&new, 1, None).unwrap();
+    let node = start_in(&new, 20_000).await.unwrap();
+    assert_eq!(node.status().snapshot_index, Some(index));
+    let restored = state(&node).await;
+    let now = restored.clock();
+    assert_eq!(
+        restored.query(now, Query::Get { key: "k".into() }),
+        Reply::Bytes(bytes::Bytes::from_static(b"v"))
+    );
+    let holders = |s: &State| match s.query(now, Query::LockInfo { name: "L".into() }) {
+        Reply::LockInfo(info) => info.holders.into_iter().map(|h| (h.owner, h.token)).collect::<Vec<_>>(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(holders(&restored), vec![("worker".to_owned(), held)], "the hold, its owner and token");
+    let later = token(node.propose(kept_lock("M")).await.unwrap());
+    assert!(later > held, "tokens go on from the backup's ({later} after {held})");
+    node.propose(Command::Set(SetKey::new("k2", "after"))).await.unwrap();
+    node.shutdown().await.unwrap();
+    drop(node);
+
+    for _ in 0..2 {
+        let node = start_in(&new, 20_000).await.unwrap();
+        let keys = vec!["k".into(), "k2".into()];
+        assert_eq!(state(&node).await.query(0, Query::Exists { keys }), Reply::Int(2));
+        node.propose(Command::Set(SetKey::new("k3", "again"))).await.unwrap();
+        node.shutdown().await.unwrap();
+    }
+}

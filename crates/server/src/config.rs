@@ -36,8 +36,14 @@ pub struct Config {
     /// `raft-addr`. Needs `raft-addr`; excludes `peers`. Kept on restarts: a node that is already
     /// a member only learns the cluster id from it.
     pub join: Option<String>,
-    /// Where the Raft log (`log/`), snapshots (`snapshots/`) and the `LOCK` file live.
+    /// Where the Raft log (`log/`), snapshots (`snapshots/`), the `LOCK` file and `turnstile.meta`
+    /// (the dir's format version and cluster id) live.
     pub data_dir: PathBuf,
+    /// A backup (`turnstile cluster snapshot save`) to start a new cluster of one voter, this
+    /// node, from: installed as the first snapshot of `data-dir`, which must be new or empty, under
+    /// a new cluster id. Alone, or with `peers` naming only this node so that others can `join`
+    /// it. Only for that first start: a restored node restarts without it.
+    pub restore: Option<PathBuf>,
     /// Connections open at once, over every protocol; more are refused (RESP: `-ERR max number
     /// of clients reached`; AMQP: `connection.close` 530; HTTP: 503).
     pub max_clients: usize,
@@ -94,6 +100,7 @@ impl Default for Config {
             raft_addr: None,
             peers: BTreeMap::new(),
             join: None,
+            restore: None,
             max_clients: 10_000,
             max_payload: 16 * 1024 * 1024,
             max_name_len: 1024,
@@ -170,6 +177,24 @@ impl Config {
         if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
             return Err(ConfigError::Invalid(format!("{name} must be at least 1")));
         }
+        if self.restore.is_some() {
+            // A restore starts a new cluster of one voter, this node. Nodes started beside it from
+            // a peers list would start empty and could elect one of them, losing the backup, and a
+            // node that joined another cluster would be sent that cluster's state over it: the
+            // others join the restored node instead.
+            if self.join.is_some() {
+                return Err(ConfigError::Invalid(
+                    "restore starts a new cluster, it cannot join one: leave out join".into(),
+                ));
+            }
+            if self.peers.keys().any(|&id| id != self.node_id) {
+                return Err(ConfigError::Invalid(
+                    "restore starts a new cluster of one voter: list only this node in peers (the others join \
+                     it with join)"
+                        .into(),
+                ));
+            }
+        }
         if let Some(join) = &self.join {
             if !self.peers.is_empty() {
                 return Err(ConfigError::Invalid(
@@ -214,10 +239,11 @@ impl Config {
         self.raft_addr.or_else(|| self.peers.get(&self.node_id).copied())
     }
 
-    /// The cluster id every node-to-node handshake names. For now it is derived from the peer
-    /// list (FNV-1a of its text, ids in order), which every node is given identically: nodes
-    /// started with different lists refuse each other. (Once nodes can join, it will have to be
-    /// made at formation and kept in the data dir, since the membership will outgrow the list.)
+    /// The cluster id a node of a new cluster starts with: derived from the peer list (FNV-1a of
+    /// its text, ids in order), which every node is given identically, so that they all agree
+    /// without talking (nodes started with different lists refuse each other). It is kept in the
+    /// data dir at the first start and read from there afterwards, since the membership outgrows
+    /// the list.
     pub fn cluster_id(&self) -> u64 {
         peers_text(&self.peers)
             .bytes()
@@ -295,6 +321,15 @@ mod tests {
             stranger.validate().unwrap_err().to_string(),
             "invalid setting: node-id 3 is not among the peers (1=127.0.0.1:7381,2=127.0.0.1:7391)"
         );
+        let restored = Config { restore: Some("backup.snap".into()), ..c.clone() };
+        assert_eq!(
+            restored.validate().unwrap_err().to_string(),
+            "invalid setting: restore starts a new cluster of one voter: list only this node in peers (the \
+             others join it with join)"
+        );
+        assert!(Config::from_toml("restore = \"b.snap\"").unwrap().validate().is_ok());
+        let alone = "restore = \"b.snap\"\nnode-id = 2\npeers = \"2=127.0.0.1:7391\"\n";
+        assert!(Config::from_toml(alone).unwrap().validate().is_ok(), "a cluster of this node alone");
         let alone = Config { raft_addr: Some("127.0.0.1:7381".parse().unwrap()), ..Config::default() };
         assert!(alone.validate().is_err());
         assert!(Config::from_toml("peers = \"1=127.0.0.1:1,1=127.0.0.1:2\"").is_err());

@@ -12,7 +12,9 @@ use tokio::sync::{Semaphore, mpsc};
 
 use turnstile_core::Command;
 use turnstile_raft::{
-    Clock, Cluster, Deadline, FsyncPolicy, Joining, Node, NodeConfig, NodeError, Storage, StorageOptions,
+    Backup, Clock, Cluster, DataDirMeta, Deadline, FsyncPolicy, Joining, Node, NodeConfig, NodeError,
+    RestoreError, Storage, StorageError, StorageOptions, check_empty, format_cluster_id, open_meta,
+    random_cluster_id,
 };
 
 use crate::config::{Config, ConfigError, Fsync};
@@ -36,6 +38,8 @@ pub struct Shared {
     pub amqp_addr: SocketAddr,
     /// Where the Raft listener is, in a cluster.
     pub raft_addr: Option<SocketAddr>,
+    /// The cluster this node belongs to, as kept in its data dir (backups carry it).
+    pub cluster_id: u64,
     /// AMQP users and passwords.
     pub amqp_users: std::collections::BTreeMap<String, String>,
     /// One per connection open, over every protocol: `max-clients` of them.
@@ -58,6 +62,13 @@ pub enum ServerError {
     DataDir { path: std::path::PathBuf, source: std::io::Error },
     #[error("cannot listen on {addr}")]
     Bind { addr: SocketAddr, source: std::io::Error },
+    /// The data dir's meta file: of a newer format, damaged, or the dir is locked.
+    #[error("cannot open the data dir")]
+    DataDirMeta(#[source] StorageError),
+    #[error("cannot restore from {path}")]
+    Restore { path: std::path::PathBuf, source: RestoreError },
+    #[error("data dir {dir} belongs to cluster {ours}, but {member} (join) is in cluster {theirs}")]
+    OtherCluster { dir: std::path::PathBuf, ours: String, member: String, theirs: String },
     #[error("raft node")]
     Node(#[from] NodeError),
 }
@@ -128,9 +139,34 @@ impl Server {
     /// use): tests pass a manual one and advance it instead of sleeping.
     pub async fn start_with_clock(config: Config, clock: Clock) -> Result<Server, ServerError> {
         config.validate()?;
+        // A backup to restore is checked whole, and the data dir found empty, before anything is
+        // bound or created: a refused restore leaves no trace.
+        let restore = match &config.restore {
+            Some(path) => {
+                let refused = |source| ServerError::Restore { path: path.clone(), source };
+                let backup = Backup::read(path).map_err(refused)?;
+                check_empty(&config.data_dir).map_err(refused)?;
+                Some((path, backup))
+            }
+            None => None,
+        };
         let bound = Bound::bind(&config).await?;
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|source| ServerError::DataDir { path: config.data_dir.clone(), source })?;
+        // A node that joins learns the cluster id from the member it was given (its welcome); the
+        // membership comes from the leader once this node is added.
+        let joining = match &config.join {
+            Some(member) => Some(
+                Joining::connect(member, config.node_id, Deadline::after(JOIN_CONNECT_TIMEOUT))
+                    .await
+                    .map_err(|e| NodeError::Unavailable(format!("cannot reach {member} to join: {e}")))?,
+            ),
+            None => None,
+        };
+        let meta = match restore {
+            Some((path, backup)) => install(&config, path, &backup)?,
+            None => data_dir_meta(&config, joining.as_ref())?,
+        };
         let fsync = match config.fsync {
             Fsync::Always => FsyncPolicy::Always,
             Fsync::Interval => FsyncPolicy::Interval(Duration::from_millis(config.fsync_interval_ms)),
@@ -156,32 +192,15 @@ impl Server {
         let log_runtime = LogRuntime::start(bound.raft.is_some())
             .map_err(|e| ServerError::Node(NodeError::Fatal(e.to_string())))?;
         let raft_addr = bound.raft.as_ref().map(|(_, addr)| *addr);
-        let mut joining = None;
         let started = match bound.raft {
             None => log_runtime.handle().spawn(Node::start(node_config)),
             Some((listener, _)) => {
-                let (peers, cluster_id) = match &config.join {
-                    None => {
-                        let peers = config.peers.iter().map(|(&id, addr)| (id, addr.to_string())).collect();
-                        (peers, config.cluster_id())
-                    }
-                    // The member tells the cluster id in its welcome; the membership comes from
-                    // the leader once this node is added.
-                    Some(member) => {
-                        let join =
-                            Joining::connect(member, config.node_id, Deadline::after(JOIN_CONNECT_TIMEOUT))
-                                .await
-                                .map_err(|e| {
-                                    NodeError::Unavailable(format!("cannot reach {member} to join: {e}"))
-                                })?;
-                        let cluster_id = join.cluster_id();
-                        joining = Some(join);
-                        (std::collections::BTreeMap::new(), cluster_id)
-                    }
-                };
                 let cluster = Cluster {
-                    peers,
-                    cluster_id,
+                    peers: match &joining {
+                        Some(_) => std::collections::BTreeMap::new(),
+                        None => config.peers.iter().map(|(&id, addr)| (id, addr.to_string())).collect(),
+                    },
+                    cluster_id: meta.cluster_id,
                     listener,
                     // Writes are served by the leader only, so every session is on the leader's
                     // connections: a new leader ends those of the old one (their holds and
@@ -227,6 +246,7 @@ impl Server {
             http_addr: bound.http_addr,
             amqp_addr: bound.amqp_addr,
             raft_addr,
+            cluster_id: meta.cluster_id,
             amqp_users: config.amqp_users.clone(),
             next_client_id: AtomicU64::new(0),
             fsync: config.fsync,
@@ -295,6 +315,58 @@ impl Server {
         drop(log_runtime);
         Ok(())
     }
+}
+
+/// The data dir's meta, written at its first start: a node of a new cluster takes the id every
+/// node computes alike from the peers list, a joining node the one of the cluster it joins, a
+/// single node a random one. Later starts keep the stored id, whatever the peers list says now
+/// (nodes are added and removed after formation); a node told to join another cluster than the
+/// one its data dir belongs to is refused.
+fn data_dir_meta(config: &Config, joining: Option<&Joining>) -> Result<DataDirMeta, ServerError> {
+    let from_peers = (!config.peers.is_empty()).then(|| config.cluster_id());
+    let first = joining.map(Joining::cluster_id).or(from_peers);
+    let meta = open_meta(&config.data_dir, || first.map_or_else(random_cluster_id, Ok))
+        .map_err(ServerError::DataDirMeta)?;
+    if let (Some(joined), Some(member)) = (joining.map(Joining::cluster_id), &config.join) {
+        if joined != meta.cluster_id {
+            return Err(ServerError::OtherCluster {
+                dir: config.data_dir.clone(),
+                ours: format_cluster_id(meta.cluster_id),
+                member: member.clone(),
+                theirs: format_cluster_id(joined),
+            });
+        }
+    }
+    if let Some(from_peers) = from_peers.filter(|id| *id != meta.cluster_id) {
+        tracing::warn!(
+            cluster_id = %format_cluster_id(meta.cluster_id),
+            peers_would_give = %format_cluster_id(from_peers),
+            "the cluster id in the data dir is not the one the peers list gives (the list changed since the \
+             cluster formed, or it was restored from a backup); keeping the stored one"
+        );
+    }
+    tracing::info!(dir = %config.data_dir.display(), cluster_id = %format_cluster_id(meta.cluster_id), "data dir");
+    Ok(meta)
+}
+
+/// Makes the (empty) data dir that of a new cluster of one voter, this node, its first snapshot
+/// the backup at `path`.
+fn install(config: &Config, path: &std::path::Path, backup: &Backup) -> Result<DataDirMeta, ServerError> {
+    // With peers (this node alone), its Raft address is what the nodes that join it will dial.
+    let raft_addr = config.peers.get(&config.node_id).map(ToString::to_string);
+    let meta = backup
+        .install(&config.data_dir, config.node_id, raft_addr.as_deref())
+        .map_err(|source| ServerError::Restore { path: path.to_owned(), source })?;
+    let header = backup.header();
+    tracing::info!(
+        file = %path.display(),
+        dir = %config.data_dir.display(),
+        index = header.index,
+        from_cluster = %format_cluster_id(header.cluster_id),
+        cluster_id = %format_cluster_id(meta.cluster_id),
+        "restored a backup into a new data dir, under a new cluster id"
+    );
+    Ok(meta)
 }
 
 /// The listeners, bound before anything else is done.

@@ -33,6 +33,19 @@ pub enum StorageError {
     )]
     CorruptSnapshot { file: PathBuf, reason: String },
 
+    /// A file written by a newer version of the on-disk format than this build knows: the data dir's meta
+    /// file or a snapshot. Refused whole, before anything is read past the version: a newer format may have
+    /// moved or changed anything after it, and guessing could lose data.
+    #[error(
+        "{file} was written by a newer format ({what} version {found} > {supported}, the newest this build \
+         reads); run a newer turnstile on it"
+    )]
+    NewerFormat { file: PathBuf, what: &'static str, found: u32, supported: u32 },
+
+    /// The data dir's meta file is not one, or is damaged.
+    #[error("{file} is not a valid Turnstile data dir meta file: {reason}")]
+    BadMeta { file: PathBuf, reason: String },
+
     /// An earlier write or fsync failed. After a failed fsync the state of the page cache is unknown, so the
     /// journal refuses every later write instead of retrying; restart the process to recover from disk.
     #[error("journal is poisoned: an earlier write or fsync failed, so writes are refused until restart")]

@@ -16,7 +16,12 @@ use bytes::Bytes;
 use crate::error::{IoContext, StorageError};
 use crate::file::{create_dir_durable, sync_dir};
 
+/// The file format's version is the magic's last two digits: `TSSNAP01` is version 1, the only one so far.
+/// A file whose magic names a later version is refused as newer ([`newer_format`]), not as corrupt.
 const MAGIC: &[u8; 8] = b"TSSNAP01";
+const MAGIC_STEM: &[u8; 6] = b"TSSNAP";
+/// The snapshot file format this build writes and reads (the digits of [`MAGIC`]).
+const FORMAT_VERSION: u32 = 1;
 const HEADER_BYTES: usize = 8 + 8 + 4 + 8;
 const CRC_BYTES: usize = 4;
 const PREFIX: &str = "snapshot-";
@@ -170,6 +175,14 @@ impl SnapshotStore {
             return Ok(None);
         };
         let bytes = Bytes::from(fs::read(&path).ctx(|| format!("reading {}", path.display()))?);
+        if let Some(found) = newer_format(&bytes) {
+            return Err(StorageError::NewerFormat {
+                file: path,
+                what: "snapshot file",
+                found,
+                supported: FORMAT_VERSION,
+            });
+        }
         let corrupt = |reason: String| StorageError::CorruptSnapshot { file: path.clone(), reason };
         let (meta, data) = decode(&bytes, index).map_err(corrupt)?;
         // The data is the file's tail but for the checksum: a slice of the buffer that was read,
@@ -197,6 +210,15 @@ impl SnapshotStore {
         }
         Ok(found)
     }
+}
+
+/// The version a snapshot file's magic names (`TSSNAP` and two digits), when it is newer than
+/// [`FORMAT_VERSION`]: such a file is not damaged, it needs a newer build, and saying "corrupt" would send
+/// the operator the wrong way.
+fn newer_format(bytes: &[u8]) -> Option<u32> {
+    let digits = bytes.get(..MAGIC.len())?.strip_prefix(MAGIC_STEM)?;
+    let found: u32 = std::str::from_utf8(digits).ok()?.parse().ok()?;
+    (found > FORMAT_VERSION).then_some(found)
 }
 
 /// Checks a snapshot file's framing and checksum; returns (meta, data).

@@ -97,6 +97,29 @@ fn a_corrupt_newest_snapshot_does_not_fall_back_to_an_older_one() {
     assert!(matches!(store.load_latest(), Err(StorageError::CorruptSnapshot { .. })));
 }
 
+/// A snapshot whose magic names a later file format is refused as newer (with both versions), not as corrupt.
+#[test]
+fn a_snapshot_of_a_newer_format_is_refused_as_newer() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SnapshotStore::open(dir.path()).unwrap();
+    store.save(6, b"m", b"d").unwrap();
+    let path = dir.path().join(format!("snapshot-{:020}.snap", 6));
+    let mut bytes = std::fs::read(&path).unwrap();
+    assert_eq!(&bytes[..8], b"TSSNAP01", "version 1 is what this build writes");
+    bytes[6..8].copy_from_slice(b"02");
+    std::fs::write(&path, &bytes).unwrap();
+    let error = store.load_latest().unwrap_err();
+    assert!(
+        matches!(&error, StorageError::NewerFormat { file, found: 2, supported: 1, .. } if *file == path),
+        "{error:?}"
+    );
+    assert!(error.to_string().contains("newer format (snapshot file version 2 > 1"), "{error}");
+    // Another magic altogether is still "not a snapshot".
+    bytes[..8].copy_from_slice(b"TSSNAPxy");
+    std::fs::write(&path, &bytes).unwrap();
+    assert!(matches!(store.load_latest(), Err(StorageError::CorruptSnapshot { .. })));
+}
+
 #[test]
 fn a_snapshot_renamed_to_another_index_is_corrupt() {
     let dir = tempfile::tempdir().unwrap();

@@ -1,12 +1,14 @@
-//! Opening a node's storage: the data dir's lock, the newest snapshot and the log after it, or
-//! an in-memory log and state when there is no data dir.
+//! Opening a node's storage: the data dir's lock and meta file, the newest snapshot and the log
+//! after it, or an in-memory log and state when there is no data dir.
 
 use std::sync::Arc;
 use std::sync::mpsc::SyncSender;
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
-use turnstile_storage::{DirLock, Journal, Recovered, SnapshotStore, lock_dir};
+use turnstile_storage::{
+    DataDirMeta, DirLock, Journal, Recovered, SnapshotStore, lock_dir, random_cluster_id,
+};
 
 use super::{NodeError, Storage};
 use crate::log_store::{LogStore, ReplayedTail};
@@ -71,6 +73,10 @@ pub(super) fn open_storage(storage: Option<&Storage>) -> Result<Opened, NodeErro
         });
     };
     let dir_lock = lock_dir(&storage.dir).map_err(|e| fatal(&e))?;
+    // Before the log or a snapshot is read: a dir of a newer format is refused, not misread. (The
+    // server has written the meta already, with the cluster id it chose; a node started on its
+    // own gets a random one.)
+    DataDirMeta::load_or_create(&storage.dir, random_cluster_id).map_err(|e| fatal(&e))?;
     let started = Instant::now();
     let (snapshot, journal) = std::thread::scope(|scope| {
         let (share_tail, shared_tail) = std::sync::mpsc::sync_channel(1);

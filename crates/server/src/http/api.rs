@@ -415,6 +415,16 @@ pub fn routes() -> Vec<Route> {
         },
         Route {
             method: "GET",
+            path: "/api/cluster/snapshot",
+            operation: "cluster_snapshot",
+            summary: "A backup of the whole state at a linearizable read point, as a file: a header (magic, format version, the log index it covers, the cluster id, when it was taken), the state, a CRC-32C. `turnstile cluster snapshot save` writes it to a file; `turnstile server --restore` starts a new node from it.",
+            body: None,
+            query: &[],
+            response: None,
+            handler: get(super::backup::snapshot),
+        },
+        Route {
+            method: "GET",
             path: "/api/wait-for",
             operation: "wait_for",
             summary: "The wait-for graph (owner waits for lock, held or waited for ahead by blocked_by) and recently refused deadlocks with their cycles.",
@@ -575,6 +585,7 @@ async fn overview(State(app): State<App>, ConnectInfo(Peer(peer)): ConnectInfo<P
     ok(json!({
         "version": env!("CARGO_PKG_VERSION"),
         "node_id": stats.node.node_id,
+        "cluster_id": turnstile_raft::format_cluster_id(app.cluster_id),
         "leader": stats.node.leader,
         "term": stats.node.term,
         "uptime_ms": u64::try_from(stats.uptime.as_millis()).unwrap_or(u64::MAX),

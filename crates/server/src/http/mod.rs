@@ -12,6 +12,7 @@
 //! from that table, so the document cannot drift from what is served.
 
 mod api;
+mod backup;
 mod error;
 mod exec;
 mod openapi;

@@ -148,6 +148,7 @@ pub async fn render(shared: &Shared, sections: &[String]) -> String {
             }
             "raft" => {
                 line("node_id", &status.node_id);
+                line("cluster_id", &turnstile_raft::format_cluster_id(shared.cluster_id));
                 line("term", &status.term);
                 line("leader", &status.leader.map_or("none".to_owned(), |l| l.to_string()));
                 line("role", &status.role);
