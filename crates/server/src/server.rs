@@ -125,6 +125,32 @@ impl Drop for LogRuntime {
 /// How long a joining node waits to reach the member it was given.
 const JOIN_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Asks the member to have this node added, until it is or [`JOIN_TIMEOUT`] has passed. A
+/// refusal that may pass (no leader yet, an election, another membership change in progress) is
+/// retried; one that will not (the id is taken or retired) ends the start.
+async fn join_cluster(join: &Joining, id: u64, raft_addr: String) -> Result<(), NodeError> {
+    let deadline = Deadline::after(JOIN_TIMEOUT);
+    loop {
+        let outcome = join
+            .add(id, raft_addr.clone(), deadline)
+            .await
+            .map_err(|e| NodeError::Unavailable(format!("joining failed: {e}")))?;
+        match outcome {
+            Ok(_) => return Ok(()),
+            Err(e @ (NodeError::NotLeader { .. } | NodeError::Unavailable(_)))
+                if tokio::time::Instant::now() + JOIN_RETRY < deadline.at =>
+            {
+                tracing::info!(error = %e, "not added yet; asking again");
+                tokio::time::sleep(JOIN_RETRY).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// The pause between a joining node's requests to be added.
+const JOIN_RETRY: Duration = Duration::from_millis(500);
+
 /// How long a joining node waits to be added: it is sent the whole log (or a snapshot) first.
 const JOIN_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -215,9 +241,7 @@ impl Server {
             let id = config.node_id;
             if !node.local_cluster_status().members.iter().any(|m| m.id == id) {
                 tracing::info!(id, %raft_addr, "asking to join the cluster; answered once this node has caught up");
-                join.add(id, raft_addr.to_string(), Deadline::after(JOIN_TIMEOUT))
-                    .await
-                    .map_err(|e| NodeError::Unavailable(format!("joining failed: {e}")))??;
+                join_cluster(&join, id, raft_addr.to_string()).await?;
                 tracing::info!(id, "joined the cluster as a voter");
             }
         }

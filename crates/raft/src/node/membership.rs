@@ -12,6 +12,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use openraft::async_runtime::WatchReceiver;
+use openraft::errors::{ChangeMembershipError, ClientWriteError, RaftError};
 use openraft::{BasicNode, ChangeMembers, Instant, ReadPolicy, ServerState};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
@@ -20,7 +21,8 @@ use turnstile_core::Command;
 use super::NodeError;
 use super::batcher::Proposal;
 use super::error::read_error;
-use crate::{Raft, StateMachineStore};
+
+use crate::{Raft, StateMachineStore, TypeConfig};
 
 /// What can be asked of the leader about the cluster.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -207,14 +209,17 @@ async fn propose(proposals: &mpsc::Sender<Proposal>, cmd: Command) -> Result<(),
     answer.await.map_err(|_| NodeError::ShuttingDown)?.map(|_| ())
 }
 
-fn change_error(
-    e: openraft::errors::RaftError<crate::TypeConfig, openraft::errors::ClientWriteError<crate::TypeConfig>>,
-) -> NodeError {
+fn change_error(e: RaftError<TypeConfig, ClientWriteError<TypeConfig>>) -> NodeError {
     match e {
-        openraft::errors::RaftError::APIError(e) => match super::error::write_error(e) {
+        // Another change not yet committed (one proposed just before, or the membership of a
+        // new term): worth asking again shortly.
+        RaftError::APIError(ClientWriteError::ChangeMembershipError(ChangeMembershipError::InProgress(
+            e,
+        ))) => NodeError::Unavailable(format!("another membership change is in progress: {e}")),
+        RaftError::APIError(e) => match super::error::write_error(e) {
             NodeError::Fatal(why) => NodeError::Refused(why),
             other => other,
         },
-        openraft::errors::RaftError::Fatal(f) => super::error::fatal_error(f),
+        RaftError::Fatal(f) => super::error::fatal_error(f),
     }
 }
