@@ -3,7 +3,8 @@
 //! ```text
 //!  snapshot ─► [u8 version = 5][postcard(Image)][messages of queue 1]…[messages of queue n]
 //!              Image: clock, applied index, last token, last id,
-//!                     sessions (when opened), locks (holds, lines of waiters),
+//!                     sessions (when opened, host, secret, binding), hosts (expiry, timeout),
+//!                     locks (holds, lines of waiters),
 //!                     queues (id, config, totals, takers, waiting pops, consumers, dedup ids),
 //!                     keys, exchanges and bindings, credit pools (limits)
 //!              messages: postcard sequence of (id, message), in id order, in the order of the
@@ -36,7 +37,7 @@ use crate::exchange::Exchanges;
 use crate::kv::KvEntry;
 use crate::lock::Resource;
 use crate::queue::{CreditPoolState, Message, Queue};
-use crate::session::Session;
+use crate::session::{Host, HostId, Session};
 use crate::timer::{Timer, Timers};
 use crate::{MsgId, QueueId, SessionId, State, Timestamp};
 
@@ -44,7 +45,8 @@ use crate::{MsgId, QueueId, SessionId, State, Timestamp};
 /// 2: the whole state, indexes included. 3: primary data only, indexes rebuilt on restore, each
 /// queue's messages inside its image. 4: the same, messages in their own sections after the image.
 /// 5: exchanges and bindings, credit pools, and the queue and consumer fields AMQP added.
-pub(crate) const SNAPSHOT_VERSION: u8 = 5;
+/// 6: hosts, and each session's host, secret and binding.
+pub(crate) const SNAPSHOT_VERSION: u8 = 6;
 
 /// A snapshot that could not be read back.
 #[derive(Debug, thiserror::Error)]
@@ -69,6 +71,7 @@ struct Image<'a> {
     last_token: u64,
     last_id: u64,
     sessions: Cow<'a, BTreeMap<SessionId, Session>>,
+    hosts: Cow<'a, BTreeMap<HostId, Host>>,
     resources: Cow<'a, BTreeMap<String, Resource>>,
     #[serde(borrow)]
     queues: Vec<QueueImage<'a>>,
@@ -153,11 +156,14 @@ impl State {
             applied_index: self.applied_index,
             last_token: self.last_token,
             last_id: self.last_id,
-            // A snapshot holds only when each session opened; what it owns is rebuilt on restore.
-            sessions: self
-                .sessions
+            // What each session owns, and each host's sessions, are rebuilt on restore.
+            sessions: self.sessions.iter().map(|(&id, s)| (id, s.snapshot_copy())).collect(),
+            hosts: self
+                .hosts
                 .iter()
-                .map(|(&id, s)| (id, Session { opened_at: s.opened_at, ..Session::default() }))
+                .map(|(&id, h)| {
+                    (id, Host { expires_at: h.expires_at, timeout: h.timeout, ..Host::default() })
+                })
                 .collect(),
             resources: self.resources.clone(),
             queues: self.queues.iter().map(|(&id, q)| (id, q.snapshot_copy())).collect(),
@@ -177,6 +183,7 @@ impl State {
             last_token: self.last_token,
             last_id: self.last_id,
             sessions: Cow::Borrowed(&self.sessions),
+            hosts: Cow::Borrowed(&self.hosts),
             resources: Cow::Borrowed(&self.resources),
             queues: self.queues.iter().map(|(&id, q)| QueueImage { id, queue: Cow::Borrowed(q) }).collect(),
             keys: Cow::Borrowed(&self.keys),
@@ -212,6 +219,7 @@ impl State {
             last_token: image.last_token,
             last_id: image.last_id,
             sessions: image.sessions.into_owned(),
+            hosts: image.hosts.into_owned(),
             resources: image.resources.into_owned(),
             keys: image.keys.into_owned(),
             exchanges: image.exchanges.into_owned(),
@@ -220,6 +228,7 @@ impl State {
         };
         state.exchanges.rebuild_index();
         let mut timers = TimerList::new();
+        state.rebuild_host_indexes(&mut timers).map_err(SnapshotError::Inconsistent)?;
         state.rebuild_lock_indexes(&mut timers).map_err(SnapshotError::Inconsistent)?;
         for QueueImage { id, queue } in image.queues {
             let mut decoder = postcard::Deserializer::from_bytes(rest);

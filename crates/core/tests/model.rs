@@ -191,8 +191,8 @@ impl Observer {
                     self.acked_messages.insert(self.receipts[r].1);
                 }
             }
-            (Command::OpenSession, Reply::Session(s)) => self.sessions.push(*s),
-            (Command::CloseSession { session }, Reply::Int(1)) => self.sessions.retain(|s| s != session),
+            (Command::OpenSession { .. }, Reply::Session(s)) => self.sessions.push(*s),
+            (Command::CloseSession { session, .. }, Reply::Int(1)) => self.sessions.retain(|s| s != session),
             (Command::DetachSessions, _) => self.sessions.clear(),
             _ => {}
         }
@@ -271,8 +271,8 @@ fn to_command(op: &Op, obs: &Observer) -> Command {
         })
     };
     match op.clone() {
-        Op::Open => Command::OpenSession,
-        Op::Close { s } => Command::CloseSession { session: session(s) },
+        Op::Open => common::open_session(),
+        Op::Close { s } => Command::CloseSession { session: session(s), binding: None },
         Op::Acquire { s, lock, shared, wait, keep, owner, ttl } => Command::Acquire(Acquire {
             name: LOCKS[lock].into(),
             mode: if shared { Mode::Shared } else { Mode::Exclusive },
@@ -373,9 +373,9 @@ fn run(ops: Vec<Op>) {
             name: "Q1".into(),
             config: QueueConfig { max_len: 4, lease: 500, max_deliveries: 3, ..QueueConfig::default() },
         },
-        Command::OpenSession,
-        Command::OpenSession,
-        Command::OpenSession,
+        common::open_session(),
+        common::open_session(),
+        common::open_session(),
     ];
     let commands = setup.into_iter().chain(ops.iter().map(|_| Command::Tick)).collect::<Vec<_>>();
     for (i, template) in commands.into_iter().enumerate() {

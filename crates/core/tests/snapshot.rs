@@ -85,7 +85,7 @@ fn a_restored_state_goes_on_exactly_like_the_live_one() {
     let steps = [
         (0, Command::Tick),
         (500, Command::Pop(Pop { count: 5, ..pop_one(session, "jobs") })),
-        (0, Command::CloseSession { session }),
+        (0, Command::CloseSession { session, binding: None }),
         (0, Command::Ack { queue: "jobs".into(), receipts: vec![2, 3, 4], fence: None }),
         (3_000, Command::Tick),
         (0, Command::RefreshLeases),
@@ -123,7 +123,7 @@ fn another_format_version_is_refused_by_name() {
     bytes[0] = 2;
     let err = State::restore(bytes.into()).unwrap_err();
     assert!(matches!(err, SnapshotError::Version(2)), "{err:?}");
-    assert_eq!(err.to_string(), "snapshot format version 2 is not supported (this build reads version 5)");
+    assert_eq!(err.to_string(), "snapshot format version 2 is not supported (this build reads version 6)");
     assert!(matches!(State::restore(Bytes::new()), Err(SnapshotError::Empty)));
 }
 
