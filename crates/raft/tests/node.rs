@@ -33,7 +33,15 @@ async fn start_with(config: NodeConfig) -> Node {
 }
 
 async fn open_session(node: &Node) -> SessionId {
-    match node.propose(Command::OpenSession { host: turnstile_core::HostId(1), secret: 1, timeout: turnstile_core::MAX_DURATION }).await.unwrap() {
+    match node
+        .propose(Command::OpenSession {
+            host: turnstile_core::HostId(1),
+            secret: 1,
+            timeout: turnstile_core::MAX_DURATION,
+        })
+        .await
+        .unwrap()
+    {
         Reply::Session(s) => s,
         other => panic!("expected a session, got {other:?}"),
     }

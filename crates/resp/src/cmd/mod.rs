@@ -78,6 +78,14 @@ pub enum ConnCmd {
     Info(Vec<String>),
     /// `COMMAND` and its subcommands, answered from the command table by [`command_reply`].
     Command(CommandQuery),
+    /// `SESSION INFO`: the connection's session id and secret, opening the session if needed.
+    SessionInfo,
+    /// `SESSION RESUME id secret`: bind this connection (which has no session yet) to a session
+    /// whose connection went away.
+    SessionResume {
+        id: u64,
+        secret: u64,
+    },
     Quit,
 }
 
