@@ -31,7 +31,7 @@ use tokio::time::{Instant, sleep_until};
 use turnstile_resp::Frame;
 
 use crate::client::Client;
-use crate::conn::{Cmd, Connection};
+use crate::conn::{Cmd, Connection, closed};
 use crate::error::{Error, Result};
 use crate::reply;
 use crate::session::SessionKey;
@@ -499,14 +499,6 @@ impl Keeper {
             None => self.hold.client.call_idempotent(cmd).await,
         };
         Ok(reply::integer(frame?)? == 1)
-    }
-}
-
-/// Resolves when the connection closes; never, when there is none to watch.
-async fn closed(conn: &mut Option<Connection>) {
-    match conn {
-        Some(conn) => conn.closed().await,
-        None => std::future::pending().await,
     }
 }
 

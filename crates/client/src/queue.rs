@@ -24,7 +24,7 @@ use tokio::task::JoinHandle;
 use turnstile_resp::Frame;
 
 use crate::client::Client;
-use crate::conn::{Arg, Cmd, Connection};
+use crate::conn::{Arg, Cmd, Connection, closed};
 use crate::error::{Error, Result};
 use crate::reply;
 use crate::session::SessionKey;
@@ -326,7 +326,7 @@ async fn reconnect(client: &Client, session: &mut SessionKey) -> Result<Connecti
         Ok(conn) => Ok(conn),
         Err(e) => {
             tracing::warn!(session = session.id, error = %e, "consumer's session not resumed; opening a new one");
-            let (conn, key) = new_session(client).await?;
+            let (conn, key) = client.new_session().await?;
             *session = key;
             Ok(conn)
         }
@@ -506,7 +506,7 @@ impl ConsumerBuilder {
         if self.auto_extend && self.lease.is_none() {
             return Err(Error::Server { code: "ERR".into(), message: "auto_extend needs a lease".into() });
         }
-        let (conn, key) = new_session(&self.client).await?;
+        let (conn, key) = self.client.new_session().await?;
         let slots = Arc::new(Semaphore::new(self.concurrency as usize));
         let stopping = Arc::new(AtomicBool::new(false));
         let (tx, rx) = mpsc::channel(self.concurrency as usize);
@@ -568,13 +568,6 @@ impl Drop for Consumer {
     }
 }
 
-/// A dedicated connection and its session's key, the session opened at once.
-async fn new_session(client: &Client) -> Result<(Connection, SessionKey)> {
-    let mut conn = client.dedicated().await?;
-    let key = Client::session_key(&mut conn).await?;
-    Ok((conn, key))
-}
-
 struct Poller {
     builder: ConsumerBuilder,
     conn: Option<Connection>,
@@ -591,8 +584,25 @@ impl Poller {
         let b = &self.builder;
         let auto_extend = if b.auto_extend { b.lease.unwrap_or_default() } else { Duration::ZERO };
         while !self.stopping.load(Ordering::SeqCst) && !self.tx.is_closed() {
-            // Wait for one free slot, then take every other free one.
-            let Ok(first) = self.slots.clone().acquire_owned().await else { return };
+            // Wait for one free slot, then take every other free one. Meanwhile, watch the
+            // connection: when its node dies, the session (and the deliveries being worked on)
+            // must be resumed elsewhere before the server's session timeout, not at the next pop.
+            let first = tokio::select! {
+                first = self.slots.clone().acquire_owned() => first,
+                () = closed(&mut self.conn) => {
+                    self.conn = None;
+                    match reconnect(&b.client, &mut self.session).await {
+                        Ok(conn) => self.conn = Some(conn),
+                        Err(e) => {
+                            if self.tx.send(Err(e)).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                    continue;
+                }
+            };
+            let Ok(first) = first else { return };
             let mut slots = vec![first];
             while let Ok(more) = self.slots.clone().try_acquire_owned() {
                 slots.push(more);

@@ -47,6 +47,20 @@ impl Client {
         SessionKey::from_reply(conn.call(&SessionKey::info_cmd()).await?)
     }
 
+    /// A new dedicated connection with its session open, and the session's key; on the leader
+    /// (following `-NOTLEADER`, waiting out an election).
+    pub async fn new_session(&self) -> Result<(Connection, SessionKey)> {
+        let mut retry = Retry::new(self.options());
+        loop {
+            let mut conn = self.open().await?;
+            match Client::session_key(&mut conn).await {
+                Err(e) if self.refused_here(&e, &mut conn) && retry.again().await => {}
+                Err(e) => return Err(e),
+                Ok(key) => return Ok((conn, key)),
+            }
+        }
+    }
+
     /// A new connection bound to the session `key`, on whichever node takes it: the leader hint
     /// or the next address, following `-NOTLEADER` and waiting out an election, until
     /// `give_up`. An error reply other than those means the session is gone.
