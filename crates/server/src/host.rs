@@ -15,7 +15,7 @@
 use std::time::Duration;
 
 use turnstile_core::{Command, HostId, Millis};
-use turnstile_raft::Node;
+use turnstile_raft::{Node, NodeError};
 
 use crate::shutdown::Shutdown;
 
@@ -55,9 +55,15 @@ pub async fn run(node: Node, host: HostId, timeout: Millis, mut shutdown: Shutdo
             () = shutdown.recv() => return,
             proposed = node.propose(keep_alive(host, timeout)) => proposed,
         };
-        if let Err(e) = proposed {
-            tracing::warn!(%host, error = %e, "keep-alive not applied; the next one is due in {:?}",
-                Duration::from_millis(interval(timeout)));
+        let every = Duration::from_millis(interval(timeout));
+        match proposed {
+            Ok(_) => {}
+            // A follower that cannot forward to the leader serves no session (its writes are
+            // refused the same way), so there is nothing at risk.
+            Err(e @ NodeError::NotLeader { .. }) => {
+                tracing::debug!(%host, error = %e, "keep-alive not applied; next in {every:?}")
+            }
+            Err(e) => tracing::warn!(%host, error = %e, "keep-alive not applied; next in {every:?}"),
         }
     }
 }

@@ -178,9 +178,10 @@ impl Server {
         let timeout = config.session_timeout_ms;
         match node.propose(host::keep_alive(host, timeout)).await {
             Ok(_) => {}
-            // A node of a cluster may start before there is a leader; its task tries again.
+            // A node of a cluster may start before there is a leader, or as a follower (which
+            // serves no session until it can forward); its task tries again.
             Err(e) if config.in_cluster() => {
-                tracing::warn!(%host, error = %e, "first keep-alive not applied")
+                tracing::debug!(%host, error = %e, "first keep-alive not applied")
             }
             Err(e) => return Err(e.into()),
         }
