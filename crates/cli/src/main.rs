@@ -162,6 +162,10 @@ struct ServerArgs {
     /// With --fsync interval: how often written data is forced to disk [default: 1000].
     #[arg(long, env = "TURNSTILE_FSYNC_INTERVAL_MS", value_name = "MS")]
     fsync_interval_ms: Option<u64>,
+    /// How long a session outlives this process when it dies or is cut off, for its client to
+    /// resume it on another node [default: 10000].
+    #[arg(long, env = "TURNSTILE_SESSION_TIMEOUT_MS", value_name = "MS")]
+    session_timeout_ms: Option<u64>,
     /// Refuse pushes with -OOM once stored payloads pass this many bytes; 0 = no limit [default: 0].
     #[arg(long, env = "TURNSTILE_MAX_MEMORY", value_name = "BYTES")]
     max_memory: Option<u64>,
@@ -219,6 +223,7 @@ impl ServerArgs {
         set(&mut config.worker_threads, &self.worker_threads);
         set(&mut config.fsync, &self.fsync);
         set(&mut config.fsync_interval_ms, &self.fsync_interval_ms);
+        set(&mut config.session_timeout_ms, &self.session_timeout_ms);
         set(&mut config.max_memory, &self.max_memory);
         set(&mut config.snapshot_every, &self.snapshot_every);
         set(&mut config.snapshot_log_bytes, &self.snapshot_log_bytes);

@@ -1,16 +1,20 @@
 //! [`Client`]: the addresses of a cluster, the leader last seen, and a pool of idle connections.
 //!
 //! ```text
-//!  client.call(cmd) ─► pool (idle connection, or connect: leader hint, then each address,
-//!                      │                          with backoff until `retry_for` runs out)
+//!  client.call(cmd) ─► pool (idle connection, or connect: leader hint, then each address from
+//!                      │                          the next one in turn, with backoff until
+//!                      │                          `retry_for` runs out)
 //!                      ├─► reply                  ─► connection back to the pool
-//!                      └─► -NOTLEADER host:port   ─► remember the leader, retry there
+//!                      └─► -NOTLEADER / -TRYAGAIN / -CLUSTERDOWN ─► remember the leader if it
+//!                                                   is one of ours, else try the next address
 //! ```
 //!
 //! A command is retried only when it cannot have been applied: the connect failed, or the node
-//! answered `-NOTLEADER`. A connection that breaks mid-request is an [`Error::Io`]: the write
-//! may or may not have happened, and only the caller knows whether repeating it is safe.
+//! refused it as not the leader (or with no leader to name). A connection that breaks
+//! mid-request is an [`Error::Io`]: the write may or may not have happened, and only the caller
+//! knows whether repeating it is safe — [`Client::call_idempotent`] is for those that are.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -23,8 +27,8 @@ use crate::error::{Error, Result};
 /// The default server address, as `turnstile server` binds it.
 pub const DEFAULT_ADDR: &str = "127.0.0.1:7379";
 
-/// How many `-NOTLEADER` redirects one command follows before giving up.
-const MAX_REDIRECTS: usize = 5;
+/// The longest pause between two attempts while a cluster has no leader.
+const MAX_BACKOFF: Duration = Duration::from_millis(500);
 
 /// How a [`Client`] connects.
 #[derive(Debug, Clone)]
@@ -62,6 +66,9 @@ struct Shared {
     options: Options,
     /// The node that last answered as leader (or told us who is).
     leader: Mutex<Option<String>>,
+    /// The index in `addrs` of the address to try first after the leader hint: moved past a
+    /// node that refused or failed, so that the next attempt goes to the next one.
+    next: AtomicUsize,
     idle: Mutex<Vec<Connection>>,
 }
 
@@ -78,6 +85,7 @@ impl Client {
                 addrs: parse_addrs(url)?,
                 options,
                 leader: Mutex::new(None),
+                next: AtomicUsize::new(0),
                 idle: Mutex::new(Vec::new()),
             }),
         };
@@ -87,25 +95,63 @@ impl Client {
         Ok(client)
     }
 
+    pub(crate) fn options(&self) -> &Options {
+        &self.shared.options
+    }
+
     /// The addresses this client was given.
     pub fn addrs(&self) -> &[String] {
         &self.shared.addrs
     }
 
-    /// Sends one command on a pooled connection, following `-NOTLEADER` redirects.
+    /// Sends one command on a pooled connection, following `-NOTLEADER` redirects and waiting
+    /// out an election (up to [`Options::retry_for`]).
     pub async fn call(&self, cmd: Cmd) -> Result<Frame> {
-        let mut redirects = 0;
+        let mut retry = Retry::new(&self.shared.options);
         loop {
             let mut conn = self.connection().await?;
             match conn.call(&cmd).await {
-                Err(Error::Server { code, message }) if code == "NOTLEADER" && redirects < MAX_REDIRECTS => {
-                    redirects += 1;
-                    conn.retire();
-                    self.redirect(&message);
+                Err(e) if self.refused_here(&e, &mut conn) && retry.again().await => {}
+                other => return other,
+            }
+        }
+    }
+
+    /// [`Client::call`] for a command that is safe to send twice (a renew, an ack, a release by
+    /// token): also retried, on another node if need be, when the connection broke before its
+    /// reply came. The reply is then the second attempt's (an ack that the first attempt made
+    /// counts 0 the second time).
+    pub async fn call_idempotent(&self, cmd: Cmd) -> Result<Frame> {
+        let mut retry = Retry::new(&self.shared.options);
+        loop {
+            let mut conn = self.connection().await?;
+            match conn.call(&cmd).await {
+                Err(e) if self.refused_here(&e, &mut conn) && retry.again().await => {}
+                Err(Error::Io { addr, source }) => {
+                    self.skip(&addr);
+                    if !retry.again().await {
+                        return Err(Error::Io { addr, source });
+                    }
                 }
                 other => return other,
             }
         }
+    }
+
+    /// Whether `e` is a refusal of this node that another may not make: not the leader, or no
+    /// leader (an election). Then the connection is retired, and the next attempt goes to the
+    /// leader it named, if it is one of our addresses, or else to the next address.
+    pub(crate) fn refused_here(&self, e: &Error, conn: &mut Connection) -> bool {
+        let Error::Server { code, message } = e else { return false };
+        if !matches!(code.as_str(), "NOTLEADER" | "TRYAGAIN" | "CLUSTERDOWN") {
+            return false;
+        }
+        conn.retire();
+        self.skip(conn.addr());
+        if code == "NOTLEADER" {
+            self.redirect(message);
+        }
+        true
     }
 
     /// Sends `cmds` in one round trip on one connection; one result per command, in order.
@@ -138,35 +184,24 @@ impl Client {
         self.open().await
     }
 
-    /// Sends `cmd` on a new dedicated connection (following `-NOTLEADER`), and hands back the
-    /// connection with the reply: the session the command opened lives as long as it does.
-    pub(crate) async fn call_dedicated(&self, cmd: &Cmd) -> Result<(Connection, Frame)> {
-        let mut redirects = 0;
-        loop {
-            let mut conn = self.open().await?;
-            match conn.call(cmd).await {
-                Err(Error::Server { code, message }) if code == "NOTLEADER" && redirects < MAX_REDIRECTS => {
-                    redirects += 1;
-                    self.redirect(&message);
-                }
-                Err(e) => return Err(e),
-                Ok(frame) => return Ok((conn, frame)),
-            }
-        }
-    }
-
-    /// Connects to the leader hint, else to each address in turn, with backoff between rounds.
-    async fn open(&self) -> Result<Connection> {
+    /// Connects to the leader hint, else to each address in turn (from the next one), with
+    /// backoff between rounds.
+    pub(crate) async fn open(&self) -> Result<Connection> {
         let options = &self.shared.options;
         let give_up = Instant::now() + options.retry_for;
         let mut backoff = Duration::from_millis(25);
         loop {
             let hint = lock(&self.shared.leader).clone();
+            let addrs = &self.shared.addrs;
+            let first = self.shared.next.load(Ordering::Relaxed) % addrs.len();
             let mut last_error = None;
-            for addr in hint.iter().chain(self.shared.addrs.iter()) {
+            for addr in hint.iter().chain(addrs[first..].iter()).chain(addrs[..first].iter()) {
                 match Connection::connect(addr, options.connect_timeout).await {
                     Ok(conn) => return Ok(conn),
-                    Err(e) => last_error = Some(e),
+                    Err(e) => {
+                        self.skip(addr);
+                        last_error = Some(e);
+                    }
                 }
             }
             let now = Instant::now();
@@ -179,12 +214,27 @@ impl Client {
         }
     }
 
-    /// `-NOTLEADER host:port`: go there next. Idle connections point at the old node: drop them.
+    /// `-NOTLEADER host:port`: go there next, if it is one of our addresses (a node names the
+    /// leader by its cluster address, which may not be where its clients connect). Idle
+    /// connections point at the old node: drop them.
     fn redirect(&self, leader: &str) {
         let leader = leader.trim();
-        tracing::debug!(leader, "redirected to the leader");
-        *lock(&self.shared.leader) = (!leader.is_empty()).then(|| leader.to_owned());
+        let known = self.shared.addrs.iter().any(|a| a == leader);
+        tracing::debug!(leader, known, "refused by a node that is not the leader");
+        *lock(&self.shared.leader) = known.then(|| leader.to_owned());
         lock(&self.shared.idle).clear();
+    }
+
+    /// `addr` refused or failed: the next attempt starts with the address after it, and it is no
+    /// longer taken for the leader.
+    pub(crate) fn skip(&self, addr: &str) {
+        let mut hint = lock(&self.shared.leader);
+        if hint.as_deref() == Some(addr) {
+            *hint = None;
+        }
+        if let Some(i) = self.shared.addrs.iter().position(|a| a == addr) {
+            self.shared.next.store((i + 1) % self.shared.addrs.len(), Ordering::Relaxed);
+        }
     }
 
     fn put_back(&self, conn: Connection) {
@@ -220,6 +270,35 @@ impl Drop for Pooled {
         if let Some(conn) = self.conn.take() {
             self.client.put_back(conn);
         }
+    }
+}
+
+/// Paces the attempts of one request while nodes refuse it (an election) or fail: doubling
+/// pauses, until [`Options::retry_for`] has passed.
+#[derive(Debug)]
+pub(crate) struct Retry {
+    give_up: Instant,
+    backoff: Duration,
+}
+
+impl Retry {
+    pub(crate) fn new(options: &Options) -> Retry {
+        Retry::until(Instant::now() + options.retry_for)
+    }
+
+    pub(crate) fn until(give_up: Instant) -> Retry {
+        Retry { give_up, backoff: Duration::from_millis(10) }
+    }
+
+    /// Waits before the next attempt; `false` (at once) when there is no time left for one.
+    pub(crate) async fn again(&mut self) -> bool {
+        let now = Instant::now();
+        if now >= self.give_up {
+            return false;
+        }
+        tokio::time::sleep(self.backoff.min(self.give_up - now)).await;
+        self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+        true
     }
 }
 

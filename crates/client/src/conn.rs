@@ -271,3 +271,11 @@ impl Connection {
         }
     }
 }
+
+/// Resolves when the connection closes; never, when there is none to watch.
+pub(crate) async fn closed(conn: &mut Option<Connection>) {
+    match conn {
+        Some(conn) => conn.closed().await,
+        None => std::future::pending().await,
+    }
+}

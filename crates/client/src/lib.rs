@@ -5,6 +5,7 @@
 //! - `lock`: [`LockBuilder`] → [`LockGuard`], renewed in the background, with [`LockGuard::lost`].
 //! - `queue`: pushes, pops, [`Consumer`] streams of [`Delivery`], queue admin.
 //! - `conn`: one RESP [`Connection`] and the [`Cmd`]s it sends; `reply`: reading replies.
+//! - `session`: [`SessionKey`], and resuming a session on another node ([`Client::resume`]).
 
 mod client;
 mod conn;
@@ -12,6 +13,7 @@ mod error;
 mod lock;
 mod queue;
 mod reply;
+mod session;
 
 pub use client::{Client, DEFAULT_ADDR, Options, Pooled, parse_addrs};
 pub use conn::{Arg, Cmd, Connection};
@@ -21,4 +23,5 @@ pub use queue::{
     Consumer, ConsumerBuilder, Delivery, Message, Overflow, PopBuilder, PushBuilder, QueueBuilder, QueueStats,
 };
 pub use reply::map as map_reply;
+pub use session::SessionKey;
 pub use turnstile_resp::Frame;

@@ -4,12 +4,18 @@
 //! keeps the hold alive:
 //!
 //! ```text
-//!  acquire ─► [token, lease] ─► keeper task ──(a third of the lease)──► RENEW ─► valid_until moves on
+//!  SESSION INFO + acquire ─► [token, lease] ─► keeper task ──(a third of the lease)──► RENEW
 //!                                   │  valid_until passes first ─────────► lost: Expired
 //!                                   │  RENEW says -LOST ─────────────────► lost: Revoked
-//!                                   │  the connection closes ────────────► lost: Disconnected
+//!                                   │  the connection closes, or its node no longer leads
+//!                                   │    ─► SESSION RESUME on another node (the hold stays)
+//!                                   │       └─ the session is gone ─────► lost: Disconnected
 //!                                   └─ release() or drop ───────────────► RELEASE, task ends
 //! ```
+//!
+//! The server keeps a session whose node died for its session timeout, so a guard whose node is
+//! killed resumes its session on another node of the cluster and keeps its hold (see
+//! `session.rs`).
 //!
 //! `valid_until` is measured from when the acquire or renew was *sent*, on the local monotonic
 //! clock: the server's lease started later than that, so the guard's idea of its validity ends
@@ -25,9 +31,10 @@ use tokio::time::{Instant, sleep_until};
 use turnstile_resp::Frame;
 
 use crate::client::Client;
-use crate::conn::{Cmd, Connection};
+use crate::conn::{Cmd, Connection, closed};
 use crate::error::{Error, Result};
 use crate::reply;
+use crate::session::SessionKey;
 
 /// What a hold is of.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -161,22 +168,24 @@ impl LockBuilder {
 
     /// Like [`LockBuilder::acquire`], but a lock that stayed taken is `Ok(None)`.
     pub async fn try_acquire(self) -> Result<Option<LockGuard>> {
-        let mut cmd = Cmd::new(&format!("{}.ACQUIRE", self.kind.prefix())).arg(&self.name);
-        if let Kind::Semaphore { limit, .. } = self.kind {
-            cmd = cmd.arg(limit);
+        let started = Instant::now();
+        let mut sent = started;
+        let (mut conn, key, mut reply) = self.client.call_in_session(&self.acquire_cmd(self.wait)).await?;
+        // The connection broke (or its node stopped leading) while the acquire was out: resume
+        // the session elsewhere and ask again for what is left of the wait. The same session is
+        // the same owner, so a grant whose reply was lost comes back as the same hold.
+        let give_up = started + self.wait + self.client.options().retry_for;
+        loop {
+            match reply {
+                Err(Error::Io { .. }) if Instant::now() < give_up => {}
+                Err(e) if self.client.refused_here(&e, &mut conn) && Instant::now() < give_up => {}
+                _ => break,
+            }
+            conn = self.client.resume(key, give_up).await?;
+            sent = Instant::now();
+            reply = conn.call(&self.acquire_cmd(self.wait.saturating_sub(started.elapsed()))).await;
         }
-        cmd = cmd.arg(self.ttl);
-        if let Kind::Semaphore { count, .. } = self.kind {
-            cmd = cmd.arg("COUNT").arg(count);
-        }
-        cmd = cmd
-            .opt("WAIT", (!self.wait.is_zero()).then_some(self.wait))
-            .opt("OWNER", self.owner.as_ref())
-            .flag("SHARED", self.kind == Kind::Shared)
-            .flag("KEEP", self.keep);
-        let sent = Instant::now();
-        let (conn, frame) = self.client.call_dedicated(&cmd).await?;
-        let Some(grant) = reply::array_or_nil(frame)? else { return Ok(None) };
+        let Some(grant) = reply::array_or_nil(reply?)? else { return Ok(None) };
         let [token, lease] = <[Frame; 2]>::try_from(grant)
             .map_err(|_| Error::Protocol("a grant is [token, lease-ms]".into()))?;
         let token = reply::unsigned(token)?;
@@ -189,7 +198,23 @@ impl LockBuilder {
             ttl: self.ttl,
             keep: self.keep,
         };
-        Ok(Some(LockGuard::start(hold, conn, sent + lease, lease).await?))
+        Ok(Some(LockGuard::start(hold, conn, key, sent + lease, lease).await?))
+    }
+
+    /// `LOCK.ACQUIRE` (or `SEM.ACQUIRE`) waiting up to `wait`.
+    fn acquire_cmd(&self, wait: Duration) -> Cmd {
+        let mut cmd = Cmd::new(&format!("{}.ACQUIRE", self.kind.prefix())).arg(&self.name);
+        if let Kind::Semaphore { limit, .. } = self.kind {
+            cmd = cmd.arg(limit);
+        }
+        cmd = cmd.arg(self.ttl);
+        if let Kind::Semaphore { count, .. } = self.kind {
+            cmd = cmd.arg("COUNT").arg(count);
+        }
+        cmd.opt("WAIT", (!wait.is_zero()).then_some(wait))
+            .opt("OWNER", self.owner.as_ref())
+            .flag("SHARED", self.kind == Kind::Shared)
+            .flag("KEEP", self.keep)
     }
 }
 
@@ -233,6 +258,7 @@ impl LockGuard {
     async fn start(
         hold: Hold,
         mut conn: Connection,
+        key: SessionKey,
         valid_until: Instant,
         lease: Duration,
     ) -> Result<LockGuard> {
@@ -251,6 +277,7 @@ impl LockGuard {
         let keeper = Keeper {
             hold: hold.clone(),
             conn: Some(conn),
+            session: key,
             valid_until,
             lease,
             shared_valid_until: shared_valid_until.clone(),
@@ -349,6 +376,8 @@ struct Keeper {
     hold: Hold,
     /// `None` after the connection broke, for a `KEEP` hold that outlives it.
     conn: Option<Connection>,
+    /// What resumes the hold's session on another node when the connection breaks.
+    session: SessionKey,
     valid_until: Instant,
     lease: Duration,
     shared_valid_until: Arc<Mutex<Instant>>,
@@ -373,9 +402,7 @@ impl Keeper {
                     return;
                 }
                 () = sleep_until(self.valid_until) => Err(Lost::Expired),
-                () = closed(&mut self.conn), if !self.hold.keep => {
-                    Err(Lost::Disconnected("the server closed it".into()))
-                }
+                () = closed(&mut self.conn), if !self.hold.keep => self.resume().await,
                 () = sleep_until(renew_at) => self.renew().await,
             };
             if let Err(why) = outcome {
@@ -391,21 +418,38 @@ impl Keeper {
         }
     }
 
-    /// One renewal, given up when the validity runs out first.
+    /// Takes the hold's session to a new connection (another node, when this one died or no
+    /// longer leads), within the hold's validity.
+    async fn resume(&mut self) -> Result<(), Lost> {
+        self.conn = None;
+        let give_up = self.valid_until.min(Instant::now() + self.hold.client.options().retry_for);
+        match self.hold.client.resume(self.session, give_up).await {
+            Ok(conn) => {
+                tracing::info!(lock = %self.hold.name, addr = conn.addr(), "hold's session resumed");
+                self.conn = Some(conn);
+                Ok(())
+            }
+            Err(e) => Err(Lost::Disconnected(format!("its session could not be resumed: {e}"))),
+        }
+    }
+
+    /// One renewal, given up when the validity runs out first. On a hold's own connection that
+    /// broke or whose node stopped leading, the session is resumed elsewhere and the renewal
+    /// sent again (a renewal is safe to repeat).
     async fn renew(&mut self) -> Result<(), Lost> {
         let sent = Instant::now();
         let cmd = self.hold.renew_cmd();
         let valid_until = self.valid_until;
-        let call = async {
-            match &mut self.conn {
-                Some(conn) => conn.call(&cmd).await,
-                None => self.hold.client.call(cmd.clone()).await,
-            }
-        };
-        let result = tokio::select! {
-            result = call => result,
-            () = sleep_until(valid_until) => return Err(Lost::Expired),
-        };
+        let mut result = self.renew_once(&cmd, valid_until).await?;
+        if !self.hold.keep
+            && let Some(conn) = &mut self.conn
+            && let Err(e) = &result
+            && (matches!(e, Error::Io { .. } | Error::Protocol(_)) || self.hold.client.refused_here(e, conn))
+        {
+            tracing::debug!(lock = %self.hold.name, error = %e, "renew failed; resuming the session");
+            self.resume().await?;
+            result = self.renew_once(&cmd, valid_until).await?;
+        }
         match result.and_then(reply::unsigned) {
             Ok(ms) => {
                 self.lease = Duration::from_millis(ms);
@@ -429,21 +473,32 @@ impl Keeper {
         }
     }
 
+    /// Sends `cmd` once: on the hold's connection, or through the pool when it has none.
+    /// `Err(Lost::Expired)` when the validity runs out first.
+    async fn renew_once(&mut self, cmd: &Cmd, valid_until: Instant) -> Result<Result<Frame>, Lost> {
+        let call = async {
+            match &mut self.conn {
+                Some(conn) => conn.call(cmd).await,
+                None => self.hold.client.call_idempotent(cmd.clone()).await,
+            }
+        };
+        tokio::select! {
+            result = call => Ok(result),
+            () = sleep_until(valid_until) => Err(Lost::Expired),
+        }
+    }
+
     async fn release(&mut self) -> Result<bool> {
         let cmd = self.hold.release_cmd();
         let frame = match &mut self.conn {
-            Some(conn) => conn.call(&cmd).await,
-            None => self.hold.client.call(cmd).await,
+            // A release by token is safe to repeat: through the pool if this connection broke.
+            Some(conn) => match conn.call(&cmd).await {
+                Err(Error::Io { .. }) => self.hold.client.call_idempotent(cmd).await,
+                other => other,
+            },
+            None => self.hold.client.call_idempotent(cmd).await,
         };
         Ok(reply::integer(frame?)? == 1)
-    }
-}
-
-/// Resolves when the connection closes; never, when there is none to watch.
-async fn closed(conn: &mut Option<Connection>) {
-    match conn {
-        Some(conn) => conn.closed().await,
-        None => std::future::pending().await,
     }
 }
 
@@ -483,13 +538,13 @@ impl Client {
     /// `true` if it was held. `semaphore` picks `SEM.RELEASE` over `LOCK.RELEASE`.
     pub async fn release(&self, name: &str, token: u64, semaphore: bool) -> Result<bool> {
         let cmd = Cmd::new(if semaphore { "SEM.RELEASE" } else { "LOCK.RELEASE" }).arg(name).arg(token);
-        Ok(reply::integer(self.call(cmd).await?)? == 1)
+        Ok(reply::integer(self.call_idempotent(cmd).await?)? == 1)
     }
 
     /// Renews a hold by token; the new lease, or [`Error::Lost`].
     pub async fn renew(&self, name: &str, token: u64, ttl: Duration, semaphore: bool) -> Result<Duration> {
         let cmd = Cmd::new(if semaphore { "SEM.RENEW" } else { "LOCK.RENEW" }).arg(name).arg(token).arg(ttl);
-        Ok(Duration::from_millis(reply::unsigned(self.call(cmd).await?)?))
+        Ok(Duration::from_millis(reply::unsigned(self.call_idempotent(cmd).await?)?))
     }
 
     /// Who holds `name` and who waits; `semaphore` picks `SEM.INFO`.

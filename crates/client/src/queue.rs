@@ -6,6 +6,8 @@
 //!
 //! ```text
 //!  poller task: wait for a free slot (concurrency) ─► Q.POP q COUNT free WAIT 1s ─► Delivery ─► stream
+//!               its connection broke, or its node stopped leading ─► SESSION RESUME elsewhere
+//!               (the deliveries handed out stay in flight, this consumer's)
 //!  handler:     delivery.ack() / nack(delay) / dead()  (any pooled connection; the receipt is global)
 //!               └── auto-extend task: Q.EXTEND every third of the lease until then
 //! ```
@@ -22,9 +24,10 @@ use tokio::task::JoinHandle;
 use turnstile_resp::Frame;
 
 use crate::client::Client;
-use crate::conn::{Arg, Cmd};
+use crate::conn::{Arg, Cmd, Connection, closed};
 use crate::error::{Error, Result};
 use crate::reply;
+use crate::session::SessionKey;
 
 /// How long one poll of a consumer waits on the server before asking again (and checking
 /// whether it was told to stop).
@@ -226,25 +229,27 @@ impl Delivery {
     }
 
     /// Acks: the message is done. `false` if the delivery was no longer in flight (its lease
-    /// ran out, or its session closed) — the message may be delivered again.
+    /// ran out, or its session closed) — the message may be delivered again. An ack whose
+    /// connection broke is sent again (on another node if need be); `false` then may also mean
+    /// the first one got through.
     pub async fn ack(mut self) -> Result<bool> {
         self.stop_extending();
         let cmd = Cmd::new("Q.ACK").arg(&self.queue).arg(self.receipt);
-        Ok(reply::integer(self.client.call(cmd).await?)? == 1)
+        Ok(reply::integer(self.client.call_idempotent(cmd).await?)? == 1)
     }
 
     /// Gives the message back, to be delivered again after `delay`.
     pub async fn nack(mut self, delay: Duration) -> Result<bool> {
         self.stop_extending();
         let cmd = Cmd::new("Q.NACK").arg(&self.queue).arg(self.receipt).opt("DELAY", Some(delay));
-        Ok(reply::integer(self.client.call(cmd).await?)? == 1)
+        Ok(reply::integer(self.client.call_idempotent(cmd).await?)? == 1)
     }
 
     /// Rejects the message: to the dead-letter queue, or discarded when there is none.
     pub async fn dead(mut self) -> Result<bool> {
         self.stop_extending();
         let cmd = Cmd::new("Q.NACK").arg(&self.queue).arg(self.receipt).arg("DEAD");
-        Ok(reply::integer(self.client.call(cmd).await?)? == 1)
+        Ok(reply::integer(self.client.call_idempotent(cmd).await?)? == 1)
     }
 
     /// Extends the lease to `lease` from now; [`Error::Lost`] when the delivery is gone.
@@ -267,7 +272,7 @@ impl Drop for Delivery {
 
 async fn extend(client: &Client, queue: &str, receipt: u64, lease: Duration) -> Result<Duration> {
     let cmd = Cmd::new("Q.EXTEND").arg(queue).arg(receipt).arg(lease);
-    Ok(Duration::from_millis(reply::unsigned(client.call(cmd).await?)?))
+    Ok(Duration::from_millis(reply::unsigned(client.call_idempotent(cmd).await?)?))
 }
 
 /// Reads a `Q.POP` reply. With `auto_extend`, each delivery gets a task extending its lease.
@@ -311,6 +316,21 @@ fn deliveries(
             })
         })
         .collect()
+}
+
+/// A connection for a consumer whose own broke: its session resumed (on another node if need
+/// be), or, when that session is gone, a new one — whose key replaces `session`.
+async fn reconnect(client: &Client, session: &mut SessionKey) -> Result<Connection> {
+    let give_up = tokio::time::Instant::now() + client.options().retry_for;
+    match client.resume(*session, give_up).await {
+        Ok(conn) => Ok(conn),
+        Err(e) => {
+            tracing::warn!(session = session.id, error = %e, "consumer's session not resumed; opening a new one");
+            let (conn, key) = client.new_session().await?;
+            *session = key;
+            Ok(conn)
+        }
+    }
 }
 
 /// A message as `Q.PEEK` shows it (not delivered).
@@ -486,12 +506,18 @@ impl ConsumerBuilder {
         if self.auto_extend && self.lease.is_none() {
             return Err(Error::Server { code: "ERR".into(), message: "auto_extend needs a lease".into() });
         }
-        let conn = self.client.dedicated().await?;
+        let (conn, key) = self.client.new_session().await?;
         let slots = Arc::new(Semaphore::new(self.concurrency as usize));
         let stopping = Arc::new(AtomicBool::new(false));
         let (tx, rx) = mpsc::channel(self.concurrency as usize);
-        let poller =
-            Poller { builder: self, conn: Some(conn), slots: slots.clone(), stopping: stopping.clone(), tx };
+        let poller = Poller {
+            builder: self,
+            conn: Some(conn),
+            session: key,
+            slots: slots.clone(),
+            stopping: stopping.clone(),
+            tx,
+        };
         let task = tokio::spawn(poller.run());
         Ok(Consumer { rx, task, stopping })
     }
@@ -544,7 +570,10 @@ impl Drop for Consumer {
 
 struct Poller {
     builder: ConsumerBuilder,
-    conn: Option<crate::conn::Connection>,
+    conn: Option<Connection>,
+    /// The session the deliveries belong to: resumed on another node when the connection breaks
+    /// or its node stops leading, so that the deliveries handed out stay this consumer's.
+    session: SessionKey,
     slots: Arc<Semaphore>,
     stopping: Arc<AtomicBool>,
     tx: mpsc::Sender<Result<Delivery>>,
@@ -555,8 +584,25 @@ impl Poller {
         let b = &self.builder;
         let auto_extend = if b.auto_extend { b.lease.unwrap_or_default() } else { Duration::ZERO };
         while !self.stopping.load(Ordering::SeqCst) && !self.tx.is_closed() {
-            // Wait for one free slot, then take every other free one.
-            let Ok(first) = self.slots.clone().acquire_owned().await else { return };
+            // Wait for one free slot, then take every other free one. Meanwhile, watch the
+            // connection: when its node dies, the session (and the deliveries being worked on)
+            // must be resumed elsewhere before the server's session timeout, not at the next pop.
+            let first = tokio::select! {
+                first = self.slots.clone().acquire_owned() => first,
+                () = closed(&mut self.conn) => {
+                    self.conn = None;
+                    match reconnect(&b.client, &mut self.session).await {
+                        Ok(conn) => self.conn = Some(conn),
+                        Err(e) => {
+                            if self.tx.send(Err(e)).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                    continue;
+                }
+            };
+            let Ok(first) = first else { return };
             let mut slots = vec![first];
             while let Ok(more) = self.slots.clone().try_acquire_owned() {
                 slots.push(more);
@@ -574,7 +620,7 @@ impl Poller {
                 .opt("LEASE", b.lease);
             let conn = match &mut self.conn {
                 Some(conn) => conn,
-                None => match b.client.dedicated().await {
+                None => match reconnect(&b.client, &mut self.session).await {
                     Ok(conn) => self.conn.insert(conn),
                     Err(e) => {
                         if self.tx.send(Err(e)).await.is_err() {
@@ -586,6 +632,11 @@ impl Poller {
             };
             let frame = match conn.call(&cmd).await {
                 Ok(frame) => frame,
+                // The pop was not made: ask the leader, in the same session.
+                Err(e) if b.client.refused_here(&e, conn) => {
+                    self.conn = None;
+                    continue;
+                }
                 Err(e) => {
                     if conn.is_broken() {
                         self.conn = None;

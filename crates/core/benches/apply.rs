@@ -55,7 +55,11 @@ impl Driver {
     }
 
     fn session(&mut self) -> SessionId {
-        match self.apply(Command::OpenSession) {
+        match self.apply(Command::OpenSession {
+            host: turnstile_core::HostId(1),
+            secret: 1,
+            timeout: turnstile_core::MAX_DURATION,
+        }) {
             (Reply::Session(s), _) => s,
             other => panic!("open session replied {other:?}"),
         }

@@ -52,7 +52,11 @@ impl Driver {
     }
 
     fn session(&mut self) -> SessionId {
-        match self.apply(Command::OpenSession) {
+        match self.apply(Command::OpenSession {
+            host: turnstile_core::HostId(1),
+            secret: 1,
+            timeout: turnstile_core::MAX_DURATION,
+        }) {
             Reply::Session(s) => s,
             other => panic!("open session replied {other:?}"),
         }

@@ -7,32 +7,32 @@
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::{Millis, SessionId};
+use crate::{HostId, Millis, SessionId};
 
 /// A state-changing request. Every variant is applied at a leader-stamped time.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
     /// Advance the clock and fire everything due (leases, wait deadlines, delays, TTLs).
     Tick,
-    /// Start a session (one per client connection). Replies [`crate::Reply::Session`].
-    OpenSession,
-    /// End a session: release its holds, drop its waiters and consumers, return its in-flight
-    /// messages to their queues, all in this one step.
-    CloseSession {
+    /// Start a session, as a binary before sessions had hosts wrote it: kept at its place so
+    /// that a log written then still reads. Applied as [`Command::OpenSession`] held by
+    /// [`crate::LEGACY_HOST`] (nobody keeps it alive; the start that replays it detaches every
+    /// session anyway). New entries use `OpenSession`.
+    LegacyOpenSession,
+    /// End a session, as a binary before bindings wrote it: applied as
+    /// [`Command::CloseSession`] without a binding. New entries use `CloseSession`.
+    LegacyCloseSession {
         session: SessionId,
     },
     /// End every session after a restart (no connection survives one): their waits and
     /// consumers are dropped, their holds and deliveries stay until released, acked or expired.
     /// Replies the number of sessions ended.
     DetachSessions,
-    /// Records that node `node` left the cluster's membership for good: its id is never given to
-    /// a new node (a node that reused it could replay the old node's votes and log). Replies OK.
-    RetireNode {
-        node: u64,
-    },
-    /// Extend every hold and in-flight delivery so that none expires before `now + its TTL`.
-    /// Proposed by a node that has just become leader (or restarted), so that clock differences
-    /// between nodes and downtime never shorten a lease.
+    /// Extend every hold and in-flight delivery so that none expires before `now + its TTL`,
+    /// and every host so that none expires before `now + its timeout`. Proposed by a node that
+    /// has just become leader (or restarted), so that clock differences between nodes and
+    /// downtime never shorten a lease, and the hosts that lost their keep-alives' way to the
+    /// log during the election get a full timeout to send the next one.
     RefreshLeases,
 
     /// Take an exclusive or shared lock, or permits of a semaphore.
@@ -154,6 +154,47 @@ pub enum Command {
         session: SessionId,
         command: Box<Command>,
     },
+
+    // Sessions that outlive their connection. Last, for the same reason as AMQP's.
+    /// `host` is alive: its sessions live until `now + timeout` at least. One per server
+    /// process per interval, whatever its number of sessions. A host not known yet is added.
+    KeepAlive {
+        host: HostId,
+        timeout: Millis,
+    },
+    /// Bind an open session to a new connection, on `host`, when its own went away (its node
+    /// died, or the link broke): holds and deliveries stay; waits and consumers end, as their
+    /// outcomes went to the old connection. Replies `Int(binding)`, the number `CloseSession`
+    /// names from then on; `NotResumable` for a session that is not open or a wrong secret.
+    ResumeSession {
+        session: SessionId,
+        secret: u64,
+        host: HostId,
+        timeout: Millis,
+    },
+    /// Start a session (one per client connection), held by `host`. Replies
+    /// [`crate::Reply::Session`]; the id is also the number of this first binding (see
+    /// `CloseSession`). A host not known yet is added, alive for `timeout` from now.
+    OpenSession {
+        host: HostId,
+        /// What a client must show to resume the session elsewhere; chosen at random by the
+        /// node that proposes this (the state machine draws nothing at random).
+        secret: u64,
+        timeout: Millis,
+    },
+    /// End a session: release its holds, drop its waiters and consumers, return its in-flight
+    /// messages to their queues, all in this one step. With `binding`, only if the session is
+    /// still bound by that open or resume: a connection whose session was resumed elsewhere
+    /// since must not end it (then the reply is `Int(0)`).
+    CloseSession {
+        session: SessionId,
+        binding: Option<u64>,
+    },
+    /// Records that node `node` left the cluster's membership for good: its id is never given to
+    /// a new node (a node that reused it could replay the old node's votes and log). Replies OK.
+    RetireNode {
+        node: u64,
+    },
 }
 
 impl Command {
@@ -212,11 +253,15 @@ impl Command {
         };
         match self {
             Command::Tick
-            | Command::OpenSession
+            | Command::OpenSession { .. }
             | Command::CloseSession { .. }
             | Command::DetachSessions
             | Command::RetireNode { .. }
-            | Command::RefreshLeases => {}
+            | Command::LegacyOpenSession
+            | Command::LegacyCloseSession { .. }
+            | Command::RefreshLeases
+            | Command::KeepAlive { .. }
+            | Command::ResumeSession { .. } => {}
             Command::Acquire(Acquire { name, .. })
             | Command::Release { name, .. }
             | Command::Renew { name, .. } => f(Lock, name),

@@ -40,6 +40,10 @@ pub enum CoreError {
     ModeConflict { name: String, owner: String },
     #[error("unknown session {0}")]
     UnknownSession(SessionId),
+    /// A resume named a session that is not open or a secret that is not its own: one text for
+    /// both, so that resuming does not tell which session ids exist.
+    #[error("no session {0} with that secret (it has ended, or the secret is wrong)")]
+    NotResumable(SessionId),
     #[error("waiting needs a session")]
     WaitWithoutSession,
     #[error("lease or TTL must be between 1 and {max} ms", max = crate::MAX_DURATION)]

@@ -44,14 +44,14 @@ pub use reply::{
     DeadLetter, DeadReason, Delivery, Effect, HolderView, LockInfo, MessageView, QueueStats, QueueTotals,
     Reply, Taker, WaiterView,
 };
-pub use session::SessionView;
+pub use session::{HostId, LEGACY_HOST, LEGACY_TIMEOUT, SessionView};
 pub use snapshot::SnapshotError;
 
 use exchange::Exchanges;
 use kv::KvEntry;
 use lock::Resource;
 use queue::{CreditPoolState, Queue};
-use session::Session;
+use session::{Host, Session};
 use timer::{Timer, Timers};
 
 /// Milliseconds since the Unix epoch, in the leader's clock.
@@ -63,7 +63,7 @@ pub type MsgId = u64;
 /// Queues are referred to by number inside the state, so timers stay small.
 pub(crate) type QueueId = u64;
 
-/// A client session: one per connection.
+/// A client session: one per connection, resumable on another connection (see `session.rs`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct SessionId(pub u64);
 
@@ -91,6 +91,8 @@ pub struct State {
     /// The last id issued to a session, waiter, consumer or message.
     last_id: u64,
     sessions: BTreeMap<SessionId, Session>,
+    /// The server processes that hold sessions' connections, each with its keep-alive deadline.
+    hosts: BTreeMap<HostId, Host>,
     /// Locks and semaphores by name (one namespace for both).
     resources: BTreeMap<String, Resource>,
     /// Live hold token → resource name.
@@ -173,8 +175,14 @@ impl State {
                 self.dispatch(*command, Some(session), fx)
             }
             Command::Tick => Ok(Reply::Ok),
-            Command::OpenSession => Ok(Reply::Session(self.open_session())),
-            Command::CloseSession { session } => self.close_session(session, fx),
+            Command::OpenSession { host, secret, timeout } => self.open_session(host, secret, timeout),
+            Command::CloseSession { session, binding } => self.close_session(session, binding, fx),
+            Command::LegacyOpenSession => self.open_session(LEGACY_HOST, 0, LEGACY_TIMEOUT),
+            Command::LegacyCloseSession { session } => self.close_session(session, None, fx),
+            Command::KeepAlive { host, timeout } => self.keep_alive(host, timeout),
+            Command::ResumeSession { session, secret, host, timeout } => {
+                self.resume_session(session, secret, host, timeout, fx)
+            }
             Command::RefreshLeases => Ok(self.refresh_leases()),
             Command::DetachSessions => Ok(self.detach_sessions(fx)),
             Command::RetireNode { node } => {
@@ -295,6 +303,7 @@ impl State {
                 Timer::MessageExpiry { queue, id } => self.message_expired(queue, id, fx),
                 Timer::DedupExpiry { queue, dedup } => self.dedup_expired(queue, &dedup),
                 Timer::KeyExpiry { key } => self.key_expired(&key),
+                Timer::HostExpiry { host } => self.host_expired(host, fx),
             }
             if self.timers.contains(at, &timer) {
                 debug_assert!(false, "{timer:?} did not clear itself");
@@ -345,7 +354,7 @@ impl State {
         let waits = self.waits.len();
         let queues: usize = self.queues.values().map(Queue::timer_count).sum();
         let keys = self.keys.values().filter(|e| e.expires_at.is_some()).count();
-        holds + waits + queues + keys
+        holds + waits + queues + keys + self.hosts.len()
     }
 }
 

@@ -2,12 +2,65 @@
 //!
 //! Sessions live in the replicated state, not on the node that serves the connection, so a
 //! failover orphans nothing: any node can close a session and every node agrees on what it freed.
+//!
+//! ```text
+//!  host (one server process's run) ── KeepAlive every timeout/3 ──► expires_at = now + timeout
+//!    └─ sessions it holds ──► OpenSession { host, secret }      a new session, bound to it
+//!                             CloseSession { binding }          the connection closed cleanly
+//!                             ResumeSession { secret, host }    moved here: holds and deliveries
+//!                                                               stay, waits and consumers end
+//!  the host's expiry fires ──► each of its sessions closes as CloseSession would
+//! ```
+//!
+//! A host is a process, not a node: a node restarted after a crash is a new host, so its
+//! keep-alives do not keep the sessions of its previous run alive.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{CoreError, Effect, QueueId, Reply, SessionId, State, Timestamp, WaitTarget, ensure};
+use crate::snapshot::TimerList;
+use crate::timer::Timer;
+use crate::{CoreError, Effect, Millis, QueueId, Reply, SessionId, State, Timestamp, WaitTarget, ensure};
+
+/// One run of a server process that holds sessions' connections: a number it drew at random
+/// when it started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct HostId(pub u64);
+
+/// The host of sessions opened by a binary from before hosts (see
+/// [`crate::Command::LegacyOpenSession`]) and of the sessions in a version-5 snapshot: no process
+/// keeps it alive, so they close after [`LEGACY_TIMEOUT`] unless a restart detaches them first.
+pub const LEGACY_HOST: HostId = HostId(0);
+
+/// How long [`LEGACY_HOST`] lives without keep-alives: the default `session-timeout-ms`.
+pub const LEGACY_TIMEOUT: Millis = 10_000;
+
+impl fmt::Display for HostId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
+}
+
+/// A host's keep-alive deadline. A snapshot holds all but `sessions`, an index rebuilt from them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Host {
+    /// Its sessions close then, unless a keep-alive comes first.
+    pub(crate) expires_at: Timestamp,
+    /// The timeout its latest keep-alive named: what a new leader gives it again.
+    pub(crate) timeout: Millis,
+    #[serde(skip)]
+    pub(crate) sessions: BTreeSet<SessionId>,
+}
+
+/// What ending a session's waits and consumers leaves to do once the rest of it is settled.
+struct Ended {
+    /// Lock lines that lost a waiter: they may move up.
+    lines: BTreeSet<String>,
+    /// Queues that lost a consumer: auto-delete ones may go.
+    consumer_queues: Vec<QueueId>,
+}
 
 /// How a session ends: closed by its connection, or detached from a connection that is gone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -16,11 +69,17 @@ enum Ending {
     Detach,
 }
 
-/// What a session owns. A snapshot holds only `opened_at`: the rest are indexes of holds, waiters,
-/// deliveries and consumers that name the session, rebuilt from them on restore.
+/// What a session owns. A snapshot holds its first four fields: the rest are indexes of holds,
+/// waiters, deliveries and consumers that name the session, rebuilt from them on restore.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Session {
     pub(crate) opened_at: Timestamp,
+    /// The process that holds its connection and keeps it alive.
+    pub(crate) host: HostId,
+    pub(crate) secret: u64,
+    /// The open or resume that bound it to its current connection: the session's id at open,
+    /// a fresh id at each resume.
+    pub(crate) binding: u64,
     /// Hold tokens taken without KEEP.
     #[serde(skip)]
     pub(crate) holds: BTreeSet<u64>,
@@ -45,18 +104,64 @@ impl Session {
     ) -> Result<&mut Session, String> {
         sessions.get_mut(&id).ok_or_else(|| format!("an item names session {id}, which is not open"))
     }
+
+    /// What a snapshot holds of it: the fields that are not indexes.
+    pub(crate) fn snapshot_copy(&self) -> Session {
+        Session {
+            opened_at: self.opened_at,
+            host: self.host,
+            secret: self.secret,
+            binding: self.binding,
+            ..Session::default()
+        }
+    }
 }
 
 impl State {
-    pub(crate) fn open_session(&mut self) -> SessionId {
+    /// Rebuilds what a snapshot leaves out about hosts: the sessions each holds, and the
+    /// expiry timers.
+    pub(crate) fn rebuild_host_indexes(&mut self, timers: &mut TimerList) -> Result<(), String> {
+        for (&id, session) in &self.sessions {
+            let host = self.hosts.get_mut(&session.host);
+            let host = host.ok_or_else(|| {
+                format!("session {id} is held by host {}, which is not known", session.host)
+            })?;
+            host.sessions.insert(id);
+        }
+        for (&host, known) in &self.hosts {
+            timers.push((known.expires_at, Timer::HostExpiry { host }));
+        }
+        Ok(())
+    }
+}
+
+impl State {
+    pub(crate) fn open_session(
+        &mut self,
+        host: HostId,
+        secret: u64,
+        timeout: Millis,
+    ) -> Result<Reply, CoreError> {
+        self.know_host(host, timeout)?;
         let id = SessionId(self.next_id());
-        self.sessions.insert(id, Session { opened_at: self.clock, ..Session::default() });
-        id
+        let session = Session { opened_at: self.clock, host, secret, binding: id.0, ..Session::default() };
+        self.sessions.insert(id, session);
+        self.hosts.get_mut(&host).expect("host known").sessions.insert(id);
+        Ok(Reply::Session(id))
     }
 
-    /// Releases holds, drops waits and consumers, and returns in-flight deliveries.
-    pub(crate) fn close_session(&mut self, id: SessionId, fx: &mut Vec<Effect>) -> Result<Reply, CoreError> {
-        self.session(id)?;
+    /// Releases holds, drops waits and consumers, and returns in-flight deliveries; unless
+    /// `binding` names a binding the session no longer has (`Int(0)`).
+    pub(crate) fn close_session(
+        &mut self,
+        id: SessionId,
+        binding: Option<u64>,
+        fx: &mut Vec<Effect>,
+    ) -> Result<Reply, CoreError> {
+        let session = self.session(id)?;
+        if binding.is_some_and(|b| b != session.binding) {
+            return Ok(Reply::Int(0));
+        }
         self.end_session(id, Ending::Close, fx);
         Ok(Reply::Int(1))
     }
@@ -72,6 +177,69 @@ impl State {
         Reply::Int(ids.len() as i64)
     }
 
+    pub(crate) fn keep_alive(&mut self, host: HostId, timeout: Millis) -> Result<Reply, CoreError> {
+        let expires_at = self.deadline(timeout)?;
+        match self.hosts.get_mut(&host) {
+            Some(known) => {
+                let old = known.expires_at;
+                known.expires_at = expires_at;
+                known.timeout = timeout;
+                self.timers.reschedule(old, expires_at, Timer::HostExpiry { host });
+            }
+            None => self.add_host(host, timeout, expires_at),
+        }
+        Ok(Reply::Ok)
+    }
+
+    /// Adds `host` if it is not known, alive for `timeout`: a session is never held by a host
+    /// that cannot expire, even when its first keep-alive has not reached the log yet.
+    fn know_host(&mut self, host: HostId, timeout: Millis) -> Result<(), CoreError> {
+        let expires_at = self.deadline(timeout)?;
+        if !self.hosts.contains_key(&host) {
+            self.add_host(host, timeout, expires_at);
+        }
+        Ok(())
+    }
+
+    fn add_host(&mut self, host: HostId, timeout: Millis, expires_at: Timestamp) {
+        self.hosts.insert(host, Host { expires_at, timeout, sessions: BTreeSet::new() });
+        self.timers.add(expires_at, Timer::HostExpiry { host });
+    }
+
+    /// Moves a session to `host` under a new binding. Its waits and consumers end first: their
+    /// outcomes were to reach the old connection, which nobody reads any more.
+    pub(crate) fn resume_session(
+        &mut self,
+        id: SessionId,
+        secret: u64,
+        host: HostId,
+        timeout: Millis,
+        fx: &mut Vec<Effect>,
+    ) -> Result<Reply, CoreError> {
+        if self.sessions.get(&id).is_none_or(|s| s.secret != secret) {
+            return Err(CoreError::NotResumable(id));
+        }
+        self.know_host(host, timeout)?;
+        let ended = self.end_waits_and_consumers(id);
+        let binding = self.next_id();
+        let session = self.session_mut(id);
+        let old = std::mem::replace(&mut session.host, host);
+        session.binding = binding;
+        self.hosts.get_mut(&old).expect("a session's host is known").sessions.remove(&id);
+        self.hosts.get_mut(&host).expect("host known").sessions.insert(id);
+        self.after_waits_ended(ended, fx);
+        Ok(Reply::Int(i64::try_from(binding).unwrap_or(i64::MAX)))
+    }
+
+    /// A host's keep-alives stopped: every session it held closes, as `CloseSession` would.
+    pub(crate) fn host_expired(&mut self, host: HostId, fx: &mut Vec<Effect>) {
+        let gone = self.hosts.remove(&host).expect("an expiring host is known");
+        self.timers.remove(gone.expires_at, Timer::HostExpiry { host });
+        for id in gone.sessions {
+            self.end_session(id, Ending::Close, fx);
+        }
+    }
+
     fn end_session(&mut self, id: SessionId, ending: Ending, fx: &mut Vec<Effect>) {
         // Its exclusive queues go first, as a `DeleteQueue` of each would (consumers cancelled,
         // messages gone), whether the session is closed or detached.
@@ -79,24 +247,8 @@ impl State {
             let name = self.queues[&qid].name.clone();
             self.delete_queue(&name, fx);
         }
+        let ended = self.end_waits_and_consumers(id);
         let session = self.sessions[&id].clone();
-        // Consumers go first, so returned messages are not handed straight back to them.
-        for &(queue, consumer_id) in &session.consumers {
-            self.remove_consumer(queue, consumer_id);
-        }
-        // Waits leave every line before any line moves up, so nothing is granted to this session.
-        let mut lines = BTreeSet::new();
-        for wait_id in session.waits {
-            match self.waits[&wait_id].clone() {
-                WaitTarget::Lock(name) => {
-                    self.remove_lock_waiter(&name, wait_id);
-                    lines.insert(name);
-                }
-                WaitTarget::Pop(queue) => {
-                    self.remove_pop_waiter(queue, wait_id);
-                }
-            }
-        }
         match ending {
             Ending::Close => {
                 for token in session.holds {
@@ -117,11 +269,44 @@ impl State {
             }
         }
         self.sessions.remove(&id);
-        for name in lines {
+        if let Some(host) = self.hosts.get_mut(&session.host) {
+            host.sessions.remove(&id);
+        }
+        self.after_waits_ended(ended, fx);
+    }
+
+    /// Takes a session's consumers and waits out of their queues and lines. Consumers go first,
+    /// so messages returned next are not handed straight back to them; waits leave every line
+    /// before any line moves up, so nothing is granted to this session. The caller then calls
+    /// [`State::after_waits_ended`].
+    fn end_waits_and_consumers(&mut self, id: SessionId) -> Ended {
+        let session = &self.sessions[&id];
+        let (consumers, waits) = (session.consumers.clone(), session.waits.clone());
+        for &(queue, consumer_id) in &consumers {
+            self.remove_consumer(queue, consumer_id);
+        }
+        let mut lines = BTreeSet::new();
+        for wait_id in waits {
+            match self.waits[&wait_id].clone() {
+                WaitTarget::Lock(name) => {
+                    self.remove_lock_waiter(&name, wait_id);
+                    lines.insert(name);
+                }
+                WaitTarget::Pop(queue) => {
+                    self.remove_pop_waiter(queue, wait_id);
+                }
+            }
+        }
+        Ended { lines, consumer_queues: consumers.into_iter().map(|(queue, _)| queue).collect() }
+    }
+
+    /// Moves up the lines a session's waits left, and deletes the auto-delete queues that just
+    /// lost their last consumer.
+    fn after_waits_ended(&mut self, ended: Ended, fx: &mut Vec<Effect>) {
+        for name in ended.lines {
             self.wake(&name, fx);
         }
-        // Auto-delete queues that just lost their last consumer go too.
-        for (queue, _) in session.consumers {
+        for queue in ended.consumer_queues {
             self.auto_delete_queue(queue, fx);
         }
     }
@@ -129,7 +314,18 @@ impl State {
     pub(crate) fn refresh_leases(&mut self) -> Reply {
         self.refresh_hold_leases();
         self.refresh_delivery_leases();
+        self.refresh_hosts();
         Reply::Ok
+    }
+
+    /// No host expires before a full timeout from now (a new leader's clock).
+    fn refresh_hosts(&mut self) {
+        let clock = self.clock;
+        for (&host, known) in &mut self.hosts {
+            let refreshed = known.expires_at.max(clock + known.timeout);
+            self.timers.reschedule(known.expires_at, refreshed, Timer::HostExpiry { host });
+            known.expires_at = refreshed;
+        }
     }
 
     pub(crate) fn session(&self, id: SessionId) -> Result<&Session, CoreError> {
@@ -158,7 +354,21 @@ impl State {
     }
 
     pub(crate) fn check_sessions(&self) -> Result<(), String> {
+        for (host, known) in &self.hosts {
+            ensure!(
+                self.timers.contains(known.expires_at, &Timer::HostExpiry { host: *host }),
+                "host {host}: no expiry timer"
+            );
+            for id in &known.sessions {
+                ensure!(self.sessions.get(id).is_some_and(|s| s.host == *host), "host {host}: session {id}");
+            }
+        }
         for (id, s) in &self.sessions {
+            ensure!(
+                self.hosts.get(&s.host).is_some_and(|h| h.sessions.contains(id)),
+                "session {id}: its host {} does not list it",
+                s.host
+            );
             for token in &s.holds {
                 let name = self.holds.get(token);
                 let hold = name.and_then(|n| self.resources.get(n)).and_then(|r| r.holds.get(token));

@@ -3,7 +3,8 @@
 //! ```text
 //!  snapshot ─► [u8 version = 6][postcard(Image)][messages of queue 1]…[messages of queue n][Cluster]
 //!              Image: clock, applied index, last token, last id,
-//!                     sessions (when opened), locks (holds, lines of waiters),
+//!                     sessions (when opened, host, secret, binding), hosts (expiry, timeout),
+//!                     locks (holds, lines of waiters),
 //!                     queues (id, config, totals, takers, waiting pops, consumers, dedup ids),
 //!                     keys, exchanges and bindings, credit pools (limits)
 //!              messages: postcard sequence of (id, message), in id order, in the order of the
@@ -37,7 +38,7 @@ use crate::exchange::Exchanges;
 use crate::kv::KvEntry;
 use crate::lock::Resource;
 use crate::queue::{CreditPoolState, Message, Queue};
-use crate::session::Session;
+use crate::session::{Host, HostId, Session};
 use crate::timer::{Timer, Timers};
 use crate::{MsgId, QueueId, SessionId, State, Timestamp};
 
@@ -45,8 +46,10 @@ use crate::{MsgId, QueueId, SessionId, State, Timestamp};
 /// 2: the whole state, indexes included. 3: primary data only, indexes rebuilt on restore, each
 /// queue's messages inside its image. 4: the same, messages in their own sections after the image.
 /// 5: exchanges and bindings, credit pools, and the queue and consumer fields AMQP added.
-/// 6: the [`ClusterImage`] after the messages. Version 5 is still read (no retired nodes), so a
-/// node upgraded in place restarts from the snapshot the old binary wrote.
+/// 6: hosts, and each session's host, secret and binding; the [`ClusterImage`] after the
+/// messages. Version 5 is still read (its sessions are given to [`crate::LEGACY_HOST`], and there
+/// are no retired nodes), so a node upgraded in place restarts from the snapshot the old binary
+/// wrote.
 pub(crate) const SNAPSHOT_VERSION: u8 = 6;
 
 /// The oldest version [`State::restore`] reads.
@@ -56,6 +59,68 @@ const OLDEST_READABLE: u8 = 5;
 #[derive(Serialize, Deserialize)]
 struct ClusterImage<'a> {
     retired_nodes: Cow<'a, std::collections::BTreeSet<u64>>,
+}
+
+/// A session as version 5 wrote it: when it opened, nothing else.
+#[derive(Clone, Serialize, Deserialize)]
+struct SessionV5 {
+    opened_at: Timestamp,
+}
+
+/// The image as version 5 wrote it: no hosts, sessions without host, secret or binding.
+#[derive(Deserialize)]
+struct ImageV5<'a> {
+    clock: Timestamp,
+    applied_index: u64,
+    last_token: u64,
+    last_id: u64,
+    sessions: BTreeMap<SessionId, SessionV5>,
+    resources: Cow<'a, BTreeMap<String, Resource>>,
+    #[serde(borrow)]
+    queues: Vec<QueueImage<'a>>,
+    keys: Cow<'a, BTreeMap<String, KvEntry>>,
+    exchanges: Cow<'a, Exchanges>,
+    pools: Cow<'a, BTreeMap<(SessionId, u64), CreditPoolState>>,
+}
+
+impl<'a> ImageV5<'a> {
+    /// As this version's image: each session held by [`crate::LEGACY_HOST`], alive for
+    /// [`crate::LEGACY_TIMEOUT`] from the snapshot's clock.
+    fn upgrade(self) -> Image<'a> {
+        let sessions: BTreeMap<SessionId, Session> = self
+            .sessions
+            .into_iter()
+            .map(|(id, s)| {
+                let session = Session {
+                    opened_at: s.opened_at,
+                    host: crate::LEGACY_HOST,
+                    binding: id.0,
+                    ..Session::default()
+                };
+                (id, session)
+            })
+            .collect();
+        let hosts = if sessions.is_empty() {
+            BTreeMap::new()
+        } else {
+            let expires_at = self.clock.saturating_add(crate::LEGACY_TIMEOUT);
+            let host = Host { expires_at, timeout: crate::LEGACY_TIMEOUT, ..Host::default() };
+            BTreeMap::from([(crate::LEGACY_HOST, host)])
+        };
+        Image {
+            clock: self.clock,
+            applied_index: self.applied_index,
+            last_token: self.last_token,
+            last_id: self.last_id,
+            sessions: Cow::Owned(sessions),
+            hosts: Cow::Owned(hosts),
+            resources: self.resources,
+            queues: self.queues,
+            keys: self.keys,
+            exchanges: self.exchanges,
+            pools: self.pools,
+        }
+    }
 }
 
 /// A snapshot that could not be read back.
@@ -89,6 +154,7 @@ struct Image<'a> {
     last_token: u64,
     last_id: u64,
     sessions: Cow<'a, BTreeMap<SessionId, Session>>,
+    hosts: Cow<'a, BTreeMap<HostId, Host>>,
     resources: Cow<'a, BTreeMap<String, Resource>>,
     #[serde(borrow)]
     queues: Vec<QueueImage<'a>>,
@@ -173,11 +239,14 @@ impl State {
             applied_index: self.applied_index,
             last_token: self.last_token,
             last_id: self.last_id,
-            // A snapshot holds only when each session opened; what it owns is rebuilt on restore.
-            sessions: self
-                .sessions
+            // What each session owns, and each host's sessions, are rebuilt on restore.
+            sessions: self.sessions.iter().map(|(&id, s)| (id, s.snapshot_copy())).collect(),
+            hosts: self
+                .hosts
                 .iter()
-                .map(|(&id, s)| (id, Session { opened_at: s.opened_at, ..Session::default() }))
+                .map(|(&id, h)| {
+                    (id, Host { expires_at: h.expires_at, timeout: h.timeout, ..Host::default() })
+                })
                 .collect(),
             resources: self.resources.clone(),
             queues: self.queues.iter().map(|(&id, q)| (id, q.snapshot_copy())).collect(),
@@ -210,6 +279,7 @@ impl State {
             last_token: self.last_token,
             last_id: self.last_id,
             sessions: Cow::Borrowed(&self.sessions),
+            hosts: Cow::Borrowed(&self.hosts),
             resources: Cow::Borrowed(&self.resources),
             queues: self.queues.iter().map(|(&id, q)| QueueImage { id, queue: Cow::Borrowed(q) }).collect(),
             keys: Cow::Borrowed(&self.keys),
@@ -236,13 +306,19 @@ impl State {
             Some((&v, _)) if v > SNAPSHOT_VERSION => return Err(SnapshotError::Newer(v)),
             Some((&v, _)) => return Err(SnapshotError::Version(v)),
         };
-        let (image, mut rest): (Image<'_>, _) = postcard::take_from_bytes(body)?;
+        let (image, mut rest): (Image<'_>, _) = if version == 5 {
+            let (old, rest): (ImageV5<'_>, _) = postcard::take_from_bytes(body)?;
+            (old.upgrade(), rest)
+        } else {
+            postcard::take_from_bytes(body)?
+        };
         let mut state = State {
             clock: image.clock,
             applied_index: image.applied_index,
             last_token: image.last_token,
             last_id: image.last_id,
             sessions: image.sessions.into_owned(),
+            hosts: image.hosts.into_owned(),
             resources: image.resources.into_owned(),
             keys: image.keys.into_owned(),
             exchanges: image.exchanges.into_owned(),
@@ -251,6 +327,7 @@ impl State {
         };
         state.exchanges.rebuild_index();
         let mut timers = TimerList::new();
+        state.rebuild_host_indexes(&mut timers).map_err(SnapshotError::Inconsistent)?;
         state.rebuild_lock_indexes(&mut timers).map_err(SnapshotError::Inconsistent)?;
         for QueueImage { id, queue } in image.queues {
             let mut decoder = postcard::Deserializer::from_bytes(rest);

@@ -7,19 +7,42 @@
 
 use std::collections::BTreeSet;
 
-use crate::{MsgId, QueueId, Timestamp};
+use crate::{HostId, MsgId, QueueId, Timestamp};
 
 /// What a timer entry fires. Ordered by variant, then fields: at equal times, holds expire before
 /// waits time out, so a waiter due at the same instant as a lease is granted rather than refused.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum Timer {
-    HoldLease { token: u64 },
-    DeliveryLease { queue: QueueId, receipt: u64 },
-    MessageDue { queue: QueueId, id: MsgId },
-    MessageExpiry { queue: QueueId, id: MsgId },
-    WaitDeadline { wait_id: u64 },
-    DedupExpiry { queue: QueueId, dedup: String },
-    KeyExpiry { key: String },
+    HoldLease {
+        token: u64,
+    },
+    DeliveryLease {
+        queue: QueueId,
+        receipt: u64,
+    },
+    MessageDue {
+        queue: QueueId,
+        id: MsgId,
+    },
+    MessageExpiry {
+        queue: QueueId,
+        id: MsgId,
+    },
+    WaitDeadline {
+        wait_id: u64,
+    },
+    DedupExpiry {
+        queue: QueueId,
+        dedup: String,
+    },
+    KeyExpiry {
+        key: String,
+    },
+    /// A host's keep-alives stopped: its sessions close. Last, so that at equal times the leases
+    /// and waits of its sessions end as they would have without it.
+    HostExpiry {
+        host: HostId,
+    },
 }
 
 /// Never stored in a snapshot: every entry is derived from an item's deadline.

@@ -763,7 +763,7 @@ fn a_snapshot_keeps_exchanges_bindings_pools_and_the_new_options() {
     assert_eq!(delivered_payloads(&live.1).len(), 1, "{live:?}");
     assert_eq!(live, again);
     assert_eq!(restored, w.state);
-    let close = Command::CloseSession { session: a };
+    let close = Command::CloseSession { session: a, binding: None };
     let again = restored.apply(w.state.applied_index() + 1, w.now, close.clone());
     assert_eq!(w.apply(close), again);
     assert_eq!(restored, w.state);
@@ -880,8 +880,10 @@ mod model {
 
         fn observe(&mut self, cmd: &Command, reply: &Reply, fx: &[Effect]) {
             match (cmd, reply) {
-                (Command::OpenSession, Reply::Session(s)) => self.sessions.push(*s),
-                (Command::CloseSession { session }, Reply::Int(1)) => self.sessions.retain(|s| s != session),
+                (Command::OpenSession { .. }, Reply::Session(s)) => self.sessions.push(*s),
+                (Command::CloseSession { session, .. }, Reply::Int(1)) => {
+                    self.sessions.retain(|s| s != session)
+                }
                 (Command::DetachSessions, _) => self.sessions.clear(),
                 (Command::Consume(c), Reply::Consumer { consumer_id }) => {
                     self.consumers.push((c.queue.clone(), *consumer_id))
@@ -913,11 +915,11 @@ mod model {
     fn to_command(op: &Op, seen: &Seen) -> Command {
         // After a restart, clients come back before they do anything.
         if seen.sessions.is_empty() && !matches!(op, Op::Advance { .. }) {
-            return Command::OpenSession;
+            return common::open_session();
         }
         match *op {
-            Op::Open => Command::OpenSession,
-            Op::Close { s } => Command::CloseSession { session: seen.session(s) },
+            Op::Open => common::open_session(),
+            Op::Close { s } => Command::CloseSession { session: seen.session(s), binding: None },
             Op::Detach => Command::DetachSessions,
             Op::Declare { q, s } => {
                 Command::CreateQueue { name: QUEUES[q].into(), config: config(q, seen.session(s)) }
@@ -973,7 +975,7 @@ mod model {
         let mut seen = Seen::default();
         let mut log = Vec::new();
         let mut now = 1_000;
-        let setup = [Command::OpenSession, Command::OpenSession, Command::OpenSession];
+        let setup = [common::open_session(), common::open_session(), common::open_session()];
         let cmds = setup.into_iter().map(Ok).chain(ops.iter().map(Err));
         for (i, item) in cmds.enumerate() {
             let cmd = match item {

@@ -124,7 +124,7 @@ fn set_px_expires_the_key_at_its_tick() {
     let mut w = World::new();
     assert_eq!(w.reply(set_px("k", "v", 500)), Reply::Ok);
     assert_eq!(pttl(&w, "k"), Reply::Int(500));
-    assert_eq!(w.state.next_deadline(), Some(1_500));
+    assert_eq!(w.next_deadline(), Some(1_500));
 
     // A read at a later time already sees it gone, before any tick.
     assert_eq!(w.state.query(1_499, Query::Get { key: "k".into() }), bytes("v"));
@@ -140,7 +140,7 @@ fn set_px_expires_the_key_at_its_tick() {
     assert_eq!(get(&w, "k"), bytes("v"));
     assert_eq!(w.tick_at(1_500), vec![]);
     assert_eq!(get(&w, "k"), Reply::Nil);
-    assert_eq!(w.state.next_deadline(), None);
+    assert_eq!(w.next_deadline(), None);
     assert_eq!(w.state.payload_bytes(), 0);
     // It is gone for NX too.
     assert_eq!(w.reply(set_with("k", "again", |s| s.condition = SetCondition::Nx)), Reply::Ok);
@@ -157,11 +157,11 @@ fn keepttl_keeps_the_ttl_and_a_plain_set_clears_it() {
     // A new PX replaces the TTL.
     assert_eq!(w.reply(set_px("k", "v3", 5_000)), Reply::Ok);
     assert_eq!(pttl(&w, "k"), Reply::Int(5_000));
-    assert_eq!(w.state.next_deadline(), Some(6_200));
+    assert_eq!(w.next_deadline(), Some(6_200));
     // A plain SET clears it.
     assert_eq!(w.reply(set("k", "v4")), Reply::Ok);
     assert_eq!(pttl(&w, "k"), Reply::Int(-1));
-    assert_eq!(w.state.next_deadline(), None);
+    assert_eq!(w.next_deadline(), None);
     assert_eq!(w.tick_at(10_000), vec![]);
     assert_eq!(get(&w, "k"), bytes("v4"));
     // KEEPTTL on a key without a TTL, or a missing one, sets none.
@@ -199,7 +199,7 @@ fn del_counts_removed_keys_and_exists_counts_duplicates() {
     assert_eq!(w.reply(del(&["a", "b", "x", "a"])), Reply::Int(2));
     assert_eq!(exists(&w, &["a", "b", "c"]), Reply::Int(1));
     // b's expiry timer went with it.
-    assert_eq!(w.state.next_deadline(), None);
+    assert_eq!(w.next_deadline(), None);
     assert_eq!(w.reply(del(&["a"])), Reply::Int(0));
 }
 
@@ -228,7 +228,7 @@ fn pexpire_follows_nx_xx_gt_lt() {
     assert_eq!(w.reply(pexpire("k", 4_000, ExpireCondition::Lt)), Reply::Int(0));
     assert_eq!(w.reply(pexpire("k", 500, ExpireCondition::Lt)), Reply::Int(1));
     assert_eq!(pttl(&w, "k"), Reply::Int(500));
-    assert_eq!(w.state.next_deadline(), Some(1_500));
+    assert_eq!(w.next_deadline(), Some(1_500));
 
     // LT on a key without a TTL sets one (anything is less than infinite).
     assert_eq!(w.reply(set("n", "v")), Reply::Ok);
@@ -250,7 +250,7 @@ fn pexpire_with_a_ttl_of_zero_or_less_deletes_the_key() {
 
     assert_eq!(w.reply(pexpire("a", -1, ExpireCondition::Always)), Reply::Int(1));
     assert_eq!(get(&w, "a"), Reply::Nil);
-    assert_eq!(w.state.next_deadline(), None);
+    assert_eq!(w.next_deadline(), None);
     assert_eq!(w.reply(pexpire("b", 0, ExpireCondition::Always)), Reply::Int(1));
     assert_eq!(exists(&w, &["a", "b"]), Reply::Int(0));
     // Conditions still apply: GT never holds for a key without a TTL.
@@ -332,7 +332,7 @@ fn incr_keeps_the_ttl() {
     w.now = 1_300;
     assert_eq!(w.reply(incr_by("n", 1)), Reply::Int(6));
     assert_eq!(pttl(&w, "n"), Reply::Int(700));
-    assert_eq!(w.state.next_deadline(), Some(2_000));
+    assert_eq!(w.next_deadline(), Some(2_000));
     assert_eq!(w.tick_at(2_000), vec![]);
     assert_eq!(get(&w, "n"), Reply::Nil);
     // Expired, it counts from zero again, without a TTL.

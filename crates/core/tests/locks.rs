@@ -275,7 +275,10 @@ fn closing_a_session_releases_its_holds_drops_its_waits_and_keeps_keep_holds() {
             Effect::HoldExpired { name: "L".into(), token: 4, owner: "session:2".into() },
         ]
     );
-    assert_eq!(w.reply(Command::CloseSession { session: a }), Reply::Error(CoreError::UnknownSession(a)));
+    assert_eq!(
+        w.reply(Command::CloseSession { session: a, binding: None }),
+        Reply::Error(CoreError::UnknownSession(a))
+    );
 }
 
 #[test]

@@ -15,19 +15,35 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use proptest::prelude::*;
 use turnstile_core::{
-    Acquire, Command, Consume, Effect, Fence, Mode, Overflow, Pop, Push, Query, QueueConfig, Reply,
+    Acquire, Command, Consume, Effect, Fence, HostId, Mode, Overflow, Pop, Push, Query, QueueConfig, Reply,
     SessionId, SetCondition, SetExpiry, SetKey, State,
 };
 
 const LOCKS: [&str; 3] = ["L0", "L1", "L2"];
 const QUEUES: [&str; 3] = ["Q0", "Q1", "DLQ"];
 const KEYS: [&str; 2] = ["k0", "k1"];
+/// Hosts whose sessions close unless a keep-alive comes within [`HOST_TIMEOUT`].
+const HOSTS: [HostId; 2] = [HostId(0xa), HostId(0xb)];
+const HOST_TIMEOUT: u64 = 3_000;
 
 #[derive(Debug, Clone)]
 enum Op {
     Open,
     Close {
         s: usize,
+    },
+    /// Opens a session on one of [`HOSTS`], which expire unless kept alive.
+    OpenOn {
+        host: usize,
+    },
+    KeepAlive {
+        host: usize,
+    },
+    /// Resumes a session on one of [`HOSTS`], with its secret or a wrong one.
+    Resume {
+        s: usize,
+        host: usize,
+        right: bool,
     },
     Acquire {
         s: usize,
@@ -109,6 +125,9 @@ fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         1 => Just(Op::Open),
         1 => s.clone().prop_map(|s| Op::Close { s }),
+        1 => (0..HOSTS.len()).prop_map(|host| Op::OpenOn { host }),
+        2 => (0..HOSTS.len()).prop_map(|host| Op::KeepAlive { host }),
+        1 => (s.clone(), 0..HOSTS.len(), prop::bool::weighted(0.8)).prop_map(|(s, host, right)| Op::Resume { s, host, right }),
         6 => (s.clone(), 0..LOCKS.len(), any::<bool>(), any::<bool>(), prop::bool::weighted(0.2), prop::option::weighted(0.3, 0..3u8), 50..3_000u64)
             .prop_map(|(s, lock, shared, wait, keep, owner, ttl)| Op::Acquire { s, lock, shared, wait, keep, owner, ttl }),
         2 => (s.clone(), 1..4u32, any::<bool>()).prop_map(|(s, count, wait)| Op::Sem { s, count, wait }),
@@ -191,8 +210,8 @@ impl Observer {
                     self.acked_messages.insert(self.receipts[r].1);
                 }
             }
-            (Command::OpenSession, Reply::Session(s)) => self.sessions.push(*s),
-            (Command::CloseSession { session }, Reply::Int(1)) => self.sessions.retain(|s| s != session),
+            (Command::OpenSession { .. }, Reply::Session(s)) => self.sessions.push(*s),
+            (Command::CloseSession { session, .. }, Reply::Int(1)) => self.sessions.retain(|s| s != session),
             (Command::DetachSessions, _) => self.sessions.clear(),
             _ => {}
         }
@@ -271,8 +290,18 @@ fn to_command(op: &Op, obs: &Observer) -> Command {
         })
     };
     match op.clone() {
-        Op::Open => Command::OpenSession,
-        Op::Close { s } => Command::CloseSession { session: session(s) },
+        Op::Open => common::open_session(),
+        Op::Close { s } => Command::CloseSession { session: session(s), binding: None },
+        Op::OpenOn { host } => {
+            Command::OpenSession { host: HOSTS[host], secret: common::SECRET, timeout: HOST_TIMEOUT }
+        }
+        Op::KeepAlive { host } => Command::KeepAlive { host: HOSTS[host], timeout: HOST_TIMEOUT },
+        Op::Resume { s, host, right } => Command::ResumeSession {
+            session: session(s),
+            secret: if right { common::SECRET } else { common::SECRET ^ 1 },
+            host: HOSTS[host],
+            timeout: HOST_TIMEOUT,
+        },
         Op::Acquire { s, lock, shared, wait, keep, owner, ttl } => Command::Acquire(Acquire {
             name: LOCKS[lock].into(),
             mode: if shared { Mode::Shared } else { Mode::Exclusive },
@@ -373,9 +402,9 @@ fn run(ops: Vec<Op>) {
             name: "Q1".into(),
             config: QueueConfig { max_len: 4, lease: 500, max_deliveries: 3, ..QueueConfig::default() },
         },
-        Command::OpenSession,
-        Command::OpenSession,
-        Command::OpenSession,
+        common::open_session(),
+        common::open_session(),
+        common::open_session(),
     ];
     let commands = setup.into_iter().chain(ops.iter().map(|_| Command::Tick)).collect::<Vec<_>>();
     for (i, template) in commands.into_iter().enumerate() {

@@ -162,7 +162,7 @@ fn push_then_pop_then_ack_leaves_nothing_but_totals() {
         }
     );
     // The lease runs from the pop.
-    assert_eq!(w.state.next_deadline(), Some(1_100 + LEASE));
+    assert_eq!(w.next_deadline(), Some(1_100 + LEASE));
 
     w.now = 1_200;
     assert_eq!(w.reply(ack("jobs", &[1])), Reply::Int(1));
@@ -175,7 +175,7 @@ fn push_then_pop_then_ack_leaves_nothing_but_totals() {
     );
     // Acking twice finds nothing; no lease is left to expire.
     assert_eq!(w.reply(ack("jobs", &[1])), Reply::Int(0));
-    assert_eq!(w.state.next_deadline(), None);
+    assert_eq!(w.next_deadline(), None);
     assert_eq!(w.advance(60_000), vec![]);
 }
 
@@ -293,7 +293,7 @@ fn a_delayed_message_is_invisible_until_its_tick() {
             ..QueueStats::default()
         }
     );
-    assert_eq!(w.state.next_deadline(), Some(1_500));
+    assert_eq!(w.next_deadline(), Some(1_500));
 
     assert_eq!(w.reply(pop_wait(s, "jobs", 10_000)), Reply::Waiting { wait_id: 4 });
     assert_eq!(w.tick_at(1_499), vec![]);
@@ -345,7 +345,7 @@ fn extend_moves_the_lease() {
     assert_eq!(w.reply(extend("jobs", 1, 0)), Reply::Error(CoreError::BadDuration));
     assert_eq!(w.reply(extend("jobs", 1, 5_000)), Reply::Int(5_000));
     assert_eq!(w.reply(extend("other", 1, 5_000)), Reply::Error(CoreError::LostDelivery { receipt: 1 }));
-    assert_eq!(w.state.next_deadline(), Some(6_800));
+    assert_eq!(w.next_deadline(), Some(6_800));
     assert_eq!(w.tick_at(2_000), vec![]);
     assert_eq!(w.tick_at(6_799), vec![]);
     assert_eq!(w.tick_at(6_800), vec![Effect::DeliveryExpired { queue: "jobs".into(), id: 3, receipt: 1 }]);
@@ -808,7 +808,7 @@ fn auto_ack_finishes_a_message_as_it_is_delivered() {
             ..QueueStats::default()
         }
     );
-    assert_eq!(w.state.next_deadline(), None);
+    assert_eq!(w.next_deadline(), None);
 }
 
 #[test]
@@ -911,7 +911,7 @@ fn deleting_a_queue_cancels_its_consumers_and_waiting_pops() {
     );
     // The in-flight message went with the queue.
     assert_eq!(w.reply(ack("jobs", &[1])), Reply::Int(0));
-    assert_eq!(w.state.next_deadline(), None);
+    assert_eq!(w.next_deadline(), None);
     assert_eq!(w.close(s3), vec![]);
     assert_eq!(w.close(s1), vec![]);
     assert_eq!(w.close(s2), vec![]);

@@ -85,7 +85,7 @@ fn a_restored_state_goes_on_exactly_like_the_live_one() {
     let steps = [
         (0, Command::Tick),
         (500, Command::Pop(Pop { count: 5, ..pop_one(session, "jobs") })),
-        (0, Command::CloseSession { session }),
+        (0, Command::CloseSession { session, binding: None }),
         (0, Command::Ack { queue: "jobs".into(), receipts: vec![2, 3, 4], fence: None }),
         (3_000, Command::Tick),
         (0, Command::RefreshLeases),
@@ -130,23 +130,15 @@ fn another_format_version_is_refused_by_name() {
     assert!(matches!(State::restore(Bytes::new()), Err(SnapshotError::Empty)));
 }
 
-/// Retired node ids survive a snapshot; a version-5 snapshot (an older binary's: no cluster
-/// records after the messages) still restores, with none.
+/// Retired node ids survive a snapshot.
 #[test]
-fn retired_nodes_are_kept_and_version_5_snapshots_still_restore() {
+fn retired_nodes_are_kept() {
     let mut w = busy_world();
     w.reply(Command::RetireNode { node: 4 });
     let bytes = w.state.snapshot();
     let restored = State::restore(Bytes::from(bytes.clone())).unwrap();
     assert!(restored.is_retired_node(4) && !restored.is_retired_node(3));
     assert_eq!(restored, w.state);
-
-    // Version 5 is version 6 without the trailing cluster section: one set of one id is 2 bytes.
-    let mut old = bytes[..bytes.len() - 2].to_vec();
-    old[0] = 5;
-    let restored = State::restore(Bytes::from(old)).unwrap();
-    assert!(!restored.is_retired_node(4));
-    assert_eq!(restored.summary(), w.state.summary());
 }
 
 #[test]

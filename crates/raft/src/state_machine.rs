@@ -359,7 +359,11 @@ mod tests {
         let batch = Batch {
             now: 1_000,
             commands: vec![
-                Command::OpenSession,
+                Command::OpenSession {
+                    host: turnstile_core::HostId(1),
+                    secret: 1,
+                    timeout: turnstile_core::MAX_DURATION,
+                },
                 Command::IncrBy { key: "k".into(), delta: 7 },
                 Command::Set(turnstile_core::SetKey {
                     expiry: turnstile_core::SetExpiry::In(5_000),

@@ -61,6 +61,12 @@ pub struct Config {
     /// loss can lose that much), `never` (the kernel decides when).
     pub fsync: Fsync,
     pub fsync_interval_ms: u64,
+    /// How long a session outlives the server process that holds its connection, when that
+    /// process dies or is cut off: the client has this long to resume the session on another
+    /// node (`SESSION RESUME`) before it closes, its holds released and its deliveries returned.
+    /// Each process proposes a keep-alive every third of it. A clean disconnect closes a session
+    /// at once, whatever this says.
+    pub session_timeout_ms: u64,
     /// Pushes are refused with `-OOM` once stored payloads (messages and values) pass this many
     /// bytes; 0 = no limit. Other commands keep working, so consumers can drain.
     pub max_memory: u64,
@@ -110,6 +116,7 @@ impl Default for Config {
             worker_threads: 0,
             fsync: Fsync::Always,
             fsync_interval_ms: 1000,
+            session_timeout_ms: 10_000,
             max_memory: 0,
             snapshot_every: 20_000,
             snapshot_log_bytes: 64 * 1024 * 1024,
@@ -172,10 +179,17 @@ impl Config {
             ("max-batch", self.max_batch),
             ("max-in-flight", self.max_in_flight),
             ("fsync-interval-ms", usize::try_from(self.fsync_interval_ms).unwrap_or(usize::MAX)),
+            ("session-timeout-ms", usize::try_from(self.session_timeout_ms).unwrap_or(usize::MAX)),
             ("snapshot-every", usize::try_from(self.snapshot_every).unwrap_or(usize::MAX)),
         ];
         if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
             return Err(ConfigError::Invalid(format!("{name} must be at least 1")));
+        }
+        if self.session_timeout_ms > turnstile_core::MAX_DURATION {
+            return Err(ConfigError::Invalid(format!(
+                "session-timeout-ms must be at most {} (about 34 years)",
+                turnstile_core::MAX_DURATION
+            )));
         }
         if self.restore.is_some() {
             // A restore starts a new cluster of one voter, this node. Nodes started beside it from
@@ -347,6 +361,16 @@ mod tests {
             )
             .contains("exclude each other")
         );
+
+        let c = Config::from_toml("session-timeout-ms = 1500").unwrap();
+        assert_eq!((c.session_timeout_ms, Config::default().session_timeout_ms), (1500, 10_000));
+        let never = Config { session_timeout_ms: 0, ..Config::default() };
+        assert_eq!(
+            never.validate().unwrap_err().to_string(),
+            "invalid setting: session-timeout-ms must be at least 1"
+        );
+        let forever = Config { session_timeout_ms: u64::MAX, ..Config::default() };
+        assert!(forever.validate().unwrap_err().to_string().contains("session-timeout-ms must be at most"));
         let zero = Config { max_clients: 0, ..Config::default() };
         assert_eq!(
             zero.validate().unwrap_err().to_string(),

@@ -9,12 +9,14 @@
 //!                              ▲                                                     │ applies entries
 //!                              └──── router.rs ◄──── effects, in log order ──────────┘
 //!  ticker.rs ── proposes Tick when State::next_deadline is due
+//!  host.rs ── proposes this process's KeepAlive, which keeps its sessions alive
 //!  stats.rs ── counters and the one snapshot INFO, /metrics and the dashboard render
 //! ```
 
 mod amqp;
 pub mod config;
 mod embedded;
+mod host;
 mod http;
 mod listener;
 mod metrics;

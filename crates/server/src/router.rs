@@ -30,10 +30,12 @@ pub fn settled(effect: Effect, wait_id: u64) -> Option<Reply> {
     }
 }
 
-/// Session → the connection that serves it, on this node.
+/// Session → the connection that serves it, on this node, under which binding (the open or
+/// resume that bound it there: a connection that lost its session to a resume on this same node
+/// must not take the new connection's registration with it when it ends).
 #[derive(Debug)]
 pub struct Router {
-    sessions: Mutex<HashMap<SessionId, mpsc::UnboundedSender<Effect>>>,
+    sessions: Mutex<HashMap<SessionId, (u64, mpsc::UnboundedSender<Effect>)>>,
     /// Where grants after a wait, waits timed out and leases run out are counted.
     stats: Arc<Stats>,
 }
@@ -43,15 +45,20 @@ impl Router {
         Router { sessions: Mutex::default(), stats }
     }
 
-    /// Registers a session's connection; effects for it arrive on the returned receiver.
-    pub fn register(&self, session: SessionId) -> mpsc::UnboundedReceiver<Effect> {
+    /// Registers a session's connection under `binding`, in place of any earlier one; effects
+    /// for it arrive on the returned receiver.
+    pub fn register(&self, session: SessionId, binding: u64) -> mpsc::UnboundedReceiver<Effect> {
         let (tx, rx) = mpsc::unbounded_channel();
-        self.sessions.lock().expect("router lock").insert(session, tx);
+        self.sessions.lock().expect("router lock").insert(session, (binding, tx));
         rx
     }
 
-    pub fn unregister(&self, session: SessionId) {
-        self.sessions.lock().expect("router lock").remove(&session);
+    /// Forgets a session's connection, if it is still the one registered under `binding`.
+    pub fn unregister(&self, session: SessionId, binding: u64) {
+        let mut sessions = self.sessions.lock().expect("router lock");
+        if sessions.get(&session).is_some_and(|(b, _)| *b == binding) {
+            sessions.remove(&session);
+        }
     }
 
     fn route(&self, effect: Effect) {
@@ -80,7 +87,7 @@ impl Router {
         let sessions = self.sessions.lock().expect("router lock");
         match sessions.get(&session) {
             // A send fails only when the connection is gone; closing its session cleans up.
-            Some(tx) => drop(tx.send(effect)),
+            Some((_, tx)) => drop(tx.send(effect)),
             None => tracing::debug!(%session, ?effect, "effect for a session not served here"),
         }
     }

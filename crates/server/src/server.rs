@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, mpsc};
 
-use turnstile_core::Command;
+use turnstile_core::{Command, HostId, Millis};
 use turnstile_raft::{
     Backup, Clock, Cluster, DataDirMeta, Deadline, FsyncPolicy, Joining, Node, NodeConfig, NodeError,
     RestoreError, Storage, StorageError, StorageOptions, check_empty, format_cluster_id, open_meta,
@@ -23,7 +23,7 @@ use crate::router::Router;
 use crate::session::Limits;
 use crate::shutdown::{self, Shutdown, ShutdownTrigger};
 use crate::stats::Stats;
-use crate::ticker;
+use crate::{host, ticker};
 
 /// What every connection shares.
 #[derive(Debug)]
@@ -47,6 +47,10 @@ pub struct Shared {
     /// The last connection id given out (`CLIENT ID`).
     pub next_client_id: AtomicU64,
     pub fsync: Fsync,
+    /// This process, as the host of the sessions of its connections (see `host.rs`).
+    pub host: HostId,
+    /// `session-timeout-ms`: how long the sessions of this process outlive its keep-alives.
+    pub session_timeout: Millis,
     /// Resolves when shutdown begins: HTTP requests parked in a wait end then (RESP connections
     /// get their own copy).
     pub shutdown: Shutdown,
@@ -228,10 +232,9 @@ impl Server {
                     },
                     cluster_id: meta.cluster_id,
                     listener,
-                    // Writes are served by the leader only, so every session is on the leader's
-                    // connections: a new leader ends those of the old one (their holds and
-                    // deliveries stay under their leases, which it has just refreshed).
-                    on_leading: vec![Command::DetachSessions],
+                    // Sessions belong to the cluster: those of a dead node's connections live
+                    // on until their host's timeout, for their clients to resume elsewhere.
+                    on_leading: vec![],
                 };
                 log_runtime.handle().spawn(Node::start_in_cluster(node_config, cluster))
             }
@@ -249,6 +252,19 @@ impl Server {
             // No connection outlives a restart: end the sessions of the previous run (their holds
             // and deliveries stay under their leases, which the node refreshed when it started).
             node.propose(Command::DetachSessions).await?;
+        }
+        // Before any connection is served: a session is never opened by a host the log does not
+        // know yet (`OpenSession` would add it all the same, with the same timeout).
+        let host = HostId(host::random());
+        let timeout = config.session_timeout_ms;
+        match node.propose(host::keep_alive(host, timeout)).await {
+            Ok(_) => {}
+            // A node of a cluster may start before there is a leader, or as a follower (which
+            // serves no session until it can forward); its task tries again.
+            Err(e) if config.in_cluster() => {
+                tracing::debug!(%host, error = %e, "first keep-alive not applied")
+            }
+            Err(e) => return Err(e.into()),
         }
         let limits = Limits {
             max_payload: config.max_payload,
@@ -274,6 +290,8 @@ impl Server {
             amqp_users: config.amqp_users.clone(),
             next_client_id: AtomicU64::new(0),
             fsync: config.fsync,
+            host,
+            session_timeout: timeout,
             shutdown: shutdown.clone(),
         });
         Ok(Server {
@@ -316,6 +334,12 @@ impl Server {
             async move { router.run(effects, shutdown).await }
         });
         let ticker = tokio::spawn(ticker::run(shared.node.clone(), shutdown.clone()));
+        let keep_alive = tokio::spawn(host::run(
+            shared.node.clone(),
+            shared.host,
+            shared.session_timeout,
+            shutdown.clone(),
+        ));
         let http = tokio::spawn(crate::http::serve(http, shared.clone(), shutdown.clone()));
 
         // Each connection holds a clone of `done`; when all are dropped, every connection is over.
@@ -333,6 +357,7 @@ impl Server {
         drop(done);
         let _ = all_done.recv().await;
         let _ = ticker.await;
+        let _ = keep_alive.await;
         let _ = http.await;
         shared.node.shutdown().await?;
         let _ = router.await;

@@ -16,6 +16,12 @@
 //! a client went away mid-request — which releases its holds (except `KEEP` ones) and returns its
 //! deliveries. A limit or a refusal is decided here, so it is the same on every protocol; each
 //! front end only renders [`Refused`] in its own way.
+//!
+//! A session is held by this process (`host.rs`) and has a secret, drawn here when it opens.
+//! A client that lost its connection (the node died, the link broke) shows the id and secret on
+//! a new connection, to any node: [`Session::resume`] binds that connection to the session,
+//! with its holds and deliveries. Its waits do not follow it — their outcomes were to reach the
+//! old connection — so the core ends them at the resume, and the client asks again.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -64,6 +70,9 @@ pub enum Refused {
     NameTooLong { kind: NameKind, limit: usize },
     #[error("command not allowed when used memory > 'max-memory'")]
     OutOfMemory,
+    /// A resume on a connection that already has a session of its own.
+    #[error("this connection already has a session: resume one before any command that opens one")]
+    SessionOpen,
     #[error(transparent)]
     Node(#[from] NodeError),
 }
@@ -75,7 +84,7 @@ impl Refused {
     /// The error code clients see (the RESP error prefix; HTTP's `code`).
     pub fn code(&self) -> &'static str {
         match self {
-            Refused::PayloadTooLarge { .. } | Refused::NameTooLong { .. } => "ERR",
+            Refused::PayloadTooLarge { .. } | Refused::NameTooLong { .. } | Refused::SessionOpen => "ERR",
             Refused::OutOfMemory => "OOM",
             _ if self.cluster_down() => "CLUSTERDOWN",
             Refused::Node(NodeError::NotLeader { .. }) => "NOTLEADER",
@@ -96,32 +105,82 @@ impl Refused {
 #[derive(Debug)]
 pub struct Session {
     shared: Arc<Shared>,
-    /// Opened on first need.
-    id: Option<SessionId>,
+    /// Opened (or resumed) on first need.
+    bound: Option<Bound>,
     /// This session's effects, from the router; there from the moment the session is open, so
     /// no wake-up of a wait it starts can be missed.
     effects: Option<mpsc::UnboundedReceiver<Effect>>,
 }
 
+/// The session a connection is bound to.
+#[derive(Debug, Clone, Copy)]
+struct Bound {
+    id: SessionId,
+    secret: u64,
+    /// The open or resume that bound it here: closing names it, so that a connection whose
+    /// session was resumed elsewhere cannot close it there.
+    binding: u64,
+}
+
 impl Session {
     pub fn new(shared: Arc<Shared>) -> Session {
-        Session { shared, id: None, effects: None }
+        Session { shared, bound: None, effects: None }
     }
 
     /// The session's id, opening it in the log (and registering with the router) the first time.
     pub async fn open(&mut self) -> Result<SessionId, Refused> {
-        if let Some(id) = self.id {
-            return Ok(id);
+        if let Some(bound) = self.bound {
+            return Ok(bound.id);
         }
+        let secret = crate::host::secret();
+        let open =
+            Command::OpenSession { host: self.shared.host, secret, timeout: self.shared.session_timeout };
         // Once per session: boxed, so the callers' futures do not carry its state.
-        match Box::pin(self.shared.node.propose(Command::OpenSession)).await? {
+        match Box::pin(self.shared.node.propose(open)).await? {
             Reply::Session(id) => {
-                self.effects = Some(self.shared.router.register(id));
-                self.id = Some(id);
+                self.bind(Bound { id, secret, binding: id.0 });
                 Ok(id)
             }
+            Reply::Error(e) => Err(NodeError::Fatal(format!("open session refused: {e}")).into()),
             other => Err(NodeError::Fatal(format!("open session replied {other:?}")).into()),
         }
+    }
+
+    /// The session's id and secret (what resumes it elsewhere), opening it if needed.
+    pub async fn info(&mut self) -> Result<(SessionId, u64), Refused> {
+        self.open().await?;
+        let bound = self.bound.expect("open binds the session");
+        Ok((bound.id, bound.secret))
+    }
+
+    /// Binds this connection, which has no session yet, to the open session `id` whose secret
+    /// is `secret`, wherever it was opened: its holds and deliveries are this connection's from
+    /// now on; its waits and consumers have ended. `Ok(Reply::Error)` when the core refuses (no
+    /// such session, or a wrong secret: one text for both).
+    pub async fn resume(&mut self, id: SessionId, secret: u64) -> Result<Reply, Refused> {
+        if self.bound.is_some() {
+            return Err(Refused::SessionOpen);
+        }
+        let resume = Command::ResumeSession {
+            session: id,
+            secret,
+            host: self.shared.host,
+            timeout: self.shared.session_timeout,
+        };
+        match Box::pin(self.shared.node.propose(resume)).await? {
+            Reply::Int(binding) => {
+                let binding = u64::try_from(binding).expect("bindings are ids, never negative");
+                self.bind(Bound { id, secret, binding });
+                Ok(Reply::Ok)
+            }
+            refused @ Reply::Error(_) => Ok(refused),
+            other => Err(NodeError::Fatal(format!("resume session replied {other:?}")).into()),
+        }
+    }
+
+    fn bind(&mut self, bound: Bound) {
+        self.effects = Some(self.shared.router.register(bound.id, bound.binding));
+        self.bound = Some(bound);
     }
 
     /// Checks `cmd` against the limits; see [`admit`].
@@ -192,12 +251,12 @@ impl Session {
         self.effects.take()
     }
 
-    /// Closes the session in the log (if it was opened): its waits and consumers end, its holds
-    /// and deliveries are released unless `KEEP`.
+    /// Closes the session in the log (if it was opened, and was not resumed elsewhere since):
+    /// its waits and consumers end, its holds and deliveries are released unless `KEEP`.
     pub async fn close(mut self) {
-        if let Some(session) = self.id.take() {
-            self.shared.router.unregister(session);
-            close_in_log(&self.shared, session).await;
+        if let Some(bound) = self.bound.take() {
+            self.shared.router.unregister(bound.id, bound.binding);
+            close_in_log(&self.shared, bound).await;
         }
     }
 }
@@ -218,20 +277,22 @@ pub fn admit(shared: &Shared, cmd: &Command) -> Result<(), Refused> {
 /// closed from a task of its own.
 impl Drop for Session {
     fn drop(&mut self) {
-        if let Some(session) = self.id.take() {
-            self.shared.router.unregister(session);
+        if let Some(bound) = self.bound.take() {
+            self.shared.router.unregister(bound.id, bound.binding);
             let shared = self.shared.clone();
-            tokio::spawn(async move { close_in_log(&shared, session).await });
+            tokio::spawn(async move { close_in_log(&shared, bound).await });
         }
     }
 }
 
-async fn close_in_log(shared: &Shared, session: SessionId) {
-    match shared.node.propose(Command::CloseSession { session }).await {
+async fn close_in_log(shared: &Shared, bound: Bound) {
+    let session = bound.id;
+    match shared.node.propose(Command::CloseSession { session, binding: Some(bound.binding) }).await {
+        Ok(Reply::Int(0)) => tracing::debug!(%session, "session resumed elsewhere; left open"),
         Ok(_) => {}
-        // Stopping: the next start detaches every session of this run anyway.
-        Err(NodeError::ShuttingDown) => tracing::debug!(%session, "session left to the next start"),
-        Err(e) => tracing::warn!(%session, error = %e, "session not closed; its leases will end it"),
+        // Stopping: the host's timeout (or, for a single node, the next start) ends it.
+        Err(NodeError::ShuttingDown) => tracing::debug!(%session, "session left to the host's timeout"),
+        Err(e) => tracing::warn!(%session, error = %e, "session not closed; the host's timeout will end it"),
     }
 }
 

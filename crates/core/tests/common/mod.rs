@@ -4,8 +4,21 @@
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
 use turnstile_core::{
-    Acquire, Command, Consume, Effect, Millis, Mode, Pop, Push, Query, Reply, SessionId, State, Timestamp,
+    Acquire, Command, Consume, Effect, HostId, MAX_DURATION, Millis, Mode, Pop, Push, Query, Reply,
+    SessionId, State, Timestamp,
 };
+
+/// The host every session of a [`World`] is opened on. Its timeout is the longest there is, so
+/// that it outlives any test that does not mean to expire it (`sessions.rs` does).
+pub const HOST: HostId = HostId(1);
+
+/// The secret every session of a [`World`] is opened with.
+pub const SECRET: u64 = 0x5ec2e7;
+
+/// Opens a session held by [`HOST`].
+pub fn open_session() -> Command {
+    Command::OpenSession { host: HOST, secret: SECRET, timeout: MAX_DURATION }
+}
 
 pub struct World {
     pub state: State,
@@ -50,19 +63,24 @@ impl World {
         fx
     }
 
+    /// The next deadline of anything but [`HOST`] (which expires only in tests that ask it to).
+    pub fn next_deadline(&self) -> Option<Timestamp> {
+        self.state.next_deadline().filter(|&at| at < MAX_DURATION)
+    }
+
     pub fn advance(&mut self, by: Millis) -> Vec<Effect> {
         self.tick_at(self.now + by)
     }
 
     pub fn session(&mut self) -> SessionId {
-        match self.reply(Command::OpenSession) {
+        match self.reply(open_session()) {
             Reply::Session(s) => s,
             other => panic!("open session replied {other:?}"),
         }
     }
 
     pub fn close(&mut self, session: SessionId) -> Vec<Effect> {
-        let (reply, fx) = self.apply(Command::CloseSession { session });
+        let (reply, fx) = self.apply(Command::CloseSession { session, binding: None });
         assert_eq!(reply, Reply::Int(1));
         fx
     }

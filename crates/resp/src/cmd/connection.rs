@@ -1,4 +1,4 @@
-//! Connection commands: `PING ECHO HELLO AUTH SELECT CLIENT INFO COMMAND QUIT`.
+//! Connection commands: `PING ECHO HELLO AUTH SELECT CLIENT SESSION INFO COMMAND QUIT`.
 //!
 //! These never touch the state machine: they become [`ConnCmd`]s that the connection task answers
 //! itself (it knows the protocol version, the client's name and id, the server's info). Parsing
@@ -7,7 +7,7 @@
 use bytes::Bytes;
 
 use super::spec::{Arg, Flag, Group, Spec, block, command as cmd, container, integer, one_of, string};
-use super::{Action, Args, CommandQuery, ConnCmd, ListFilter, int, syntax_error, wrong_arity};
+use super::{Action, Args, CommandQuery, ConnCmd, ListFilter, int, syntax_error, uint, wrong_arity};
 use crate::Frame;
 
 const COMMAND_NAMES: Arg =
@@ -58,6 +58,7 @@ pub(super) const COMMANDS: &[Spec] = &[
         .errors(&["`ERR DB index is out of range`: any index but 0"])
         .flags(&[Flag::Fast]),
     container("client", Group::Connection, "The connection's name and id.", CLIENT),
+    container("session", Group::Connection, "The connection's session: what holds and deliveries belong to, and how a client takes it to another connection (another node) when its own went away.", SESSION),
     cmd("info", Group::Server, "The server's state as `key:value` lines in `# Section`s: server, clients, memory, persistence, stats, locks, queues, raft.", info)
         .args(&[string("section", "a section's name, or `all`; none = every section").multiple().optional()])
         .reply("the text (a verbatim string in RESP3, a bulk string in RESP2)"),
@@ -105,6 +106,29 @@ const CLIENT: &[Spec] = &[
         "`ERR lib-name cannot contain spaces, newlines or special characters.`",
     ])
     .flags(&[Flag::Fast]),
+];
+
+/// `SESSION`'s subcommands. Anything else is `unknown subcommand '...'. Try SESSION HELP.`
+const SESSION: &[Spec] = &[
+    cmd(
+        "session|info",
+        Group::Connection,
+        "The connection's session id and secret, opening the session if it is not open yet. Keep both to resume the session on another connection.",
+        session_info,
+    )
+    .reply("`[id, secret]`, two integers"),
+    cmd(
+        "session|resume",
+        Group::Connection,
+        "Makes an open session this connection's, when the connection that had it went away (its node died, the link broke): holds and deliveries stay; waits and consumers ended, so ask again. Send it before any command that would open a session. Unless resumed within the server's session-timeout-ms of its node's last keep-alive, a session closes as if disconnected.",
+        session_resume,
+    )
+    .args(&[integer("id", "the session's id"), integer("secret", "its secret")])
+    .reply("`OK`")
+    .errors(&[
+        "`ERR no session ID with that secret (it has ended, or the secret is wrong)`: one text for both",
+        "`ERR this connection already has a session: resume one before any command that opens one`",
+    ]),
 ];
 
 /// `COMMAND`'s subcommands, answered from the table itself.
@@ -234,6 +258,20 @@ fn client_setinfo(mut args: Args<'_>) -> Result<Action, Frame> {
         ));
     }
     Ok(Action::Connection(ConnCmd::ClientSetInfo))
+}
+
+/// `SESSION INFO` → `[id, secret]`.
+fn session_info(args: Args<'_>) -> Result<Action, Frame> {
+    args.end()?;
+    Ok(Action::Connection(ConnCmd::SessionInfo))
+}
+
+/// `SESSION RESUME id secret` → `+OK`, or the core's refusal.
+fn session_resume(mut args: Args<'_>) -> Result<Action, Frame> {
+    let id = uint(args.next()?)?;
+    let secret = uint(args.next()?)?;
+    args.end()?;
+    Ok(Action::Connection(ConnCmd::SessionResume { id, secret }))
 }
 
 /// `INFO [section ...]` → the server's info text; sections are matched in lower case.
@@ -418,6 +456,28 @@ mod tests {
                 "ERR Client names cannot contain spaces, newlines or special characters.".into()
             ))
         );
+    }
+
+    #[test]
+    fn session_subcommands() {
+        assert_eq!(conn("SESSION INFO"), ConnCmd::SessionInfo);
+        assert_eq!(
+            conn("session resume 12 9223372036854775807"),
+            ConnCmd::SessionResume { id: 12, secret: i64::MAX as u64 }
+        );
+        assert_eq!(error_of("SESSION"), "ERR wrong number of arguments for 'session' command");
+        assert_eq!(error_of("SESSION INFO x"), "ERR wrong number of arguments for 'session|info' command");
+        assert_eq!(
+            error_of("SESSION RESUME 1"),
+            "ERR wrong number of arguments for 'session|resume' command"
+        );
+        assert_eq!(
+            error_of("SESSION RESUME 1 2 3"),
+            "ERR wrong number of arguments for 'session|resume' command"
+        );
+        assert_eq!(error_of("SESSION RESUME one 2"), "ERR value is not an integer or out of range");
+        assert_eq!(error_of("SESSION RESUME 1 -2"), "ERR value is not an integer or out of range");
+        assert_eq!(error_of("SESSION KILL"), "ERR unknown subcommand 'KILL'. Try SESSION HELP.");
     }
 
     #[test]

@@ -81,6 +81,14 @@ pub enum ConnCmd {
     Command(CommandQuery),
     /// `CLUSTER.*`: membership and status, run by the leader.
     Cluster(ClusterCmd),
+    /// `SESSION INFO`: the connection's session id and secret, opening the session if needed.
+    SessionInfo,
+    /// `SESSION RESUME id secret`: bind this connection (which has no session yet) to a session
+    /// whose connection went away.
+    SessionResume {
+        id: u64,
+        secret: u64,
+    },
     Quit,
 }
 

@@ -80,9 +80,9 @@ impl Session {
             Ok(answer) => Proposed::Pending(answer),
             Err(Refused::OutOfMemory) => Proposed::Known(Err(NotApplied::MemoryFull)),
             Err(Refused::Node(e)) => Proposed::Known(Err(not_applied(&e))),
-            Err(e @ (Refused::PayloadTooLarge { .. } | Refused::NameTooLong { .. })) => {
-                Proposed::Known(Err(NotApplied::Log(AmqpError::precondition(e.to_string()))))
-            }
+            Err(
+                e @ (Refused::PayloadTooLarge { .. } | Refused::NameTooLong { .. } | Refused::SessionOpen),
+            ) => Proposed::Known(Err(NotApplied::Log(AmqpError::precondition(e.to_string())))),
         }
     }
 

@@ -66,7 +66,7 @@ impl From<Refused> for ApiError {
     fn from(e: Refused) -> ApiError {
         let status = match &e {
             Refused::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            Refused::NameTooLong { .. } => StatusCode::BAD_REQUEST,
+            Refused::NameTooLong { .. } | Refused::SessionOpen => StatusCode::BAD_REQUEST,
             Refused::OutOfMemory => StatusCode::INSUFFICIENT_STORAGE,
             // The node's refusals have their own statuses (and a leader to name).
             Refused::Node(_) => StatusCode::SERVICE_UNAVAILABLE,

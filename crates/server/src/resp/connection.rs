@@ -26,7 +26,7 @@ use std::time::Instant;
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use turnstile_core::{Command, Query, Reply};
+use turnstile_core::{Command, Query, Reply, SessionId};
 use turnstile_raft::{AdminRequest, Answer, NodeError};
 use turnstile_resp::cmd::{self, Action, ConnCmd, ReplyShape};
 use turnstile_resp::{Frame, Protocol, ProtocolError, decode_request};
@@ -370,6 +370,15 @@ impl Connection {
                 Ok(status) => info::cluster_status(&status),
                 Err(e) => refused(&Refused::Node(e)),
             },
+            ConnCmd::SessionInfo => match self.session.info().await {
+                Ok((id, secret)) => Frame::Array(vec![integer(id.0), integer(secret)]),
+                Err(e) => refused(&e),
+            },
+            ConnCmd::SessionResume { id, secret } => match self.session.resume(SessionId(id), secret).await {
+                Ok(Reply::Error(e)) => Frame::error(e.code(), e),
+                Ok(_) => Frame::ok(),
+                Err(e) => refused(&e),
+            },
             ConnCmd::Quit => {
                 self.write(&Frame::ok());
                 return Ok(Flow::Quit);
@@ -398,6 +407,11 @@ impl Connection {
         }
         Ok(())
     }
+}
+
+/// Ids and secrets are below 2^63: a RESP integer holds them.
+fn integer(n: u64) -> Frame {
+    Frame::Integer(i64::try_from(n).unwrap_or(i64::MAX))
 }
 
 /// With no users configured there is only the passwordless `default` user, as in a fresh Redis.
