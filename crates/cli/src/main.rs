@@ -172,6 +172,10 @@ struct ServerArgs {
     /// Take a snapshot every this many log entries [default: 20000].
     #[arg(long, env = "TURNSTILE_SNAPSHOT_EVERY", value_name = "ENTRIES")]
     snapshot_every: Option<u64>,
+    /// In a cluster: a follower that hears nothing from the leader for this long (up to twice
+    /// it) starts an election; failover takes about three times this [default: 250].
+    #[arg(long, env = "TURNSTILE_ELECTION_TIMEOUT_MS", value_name = "MS")]
+    election_timeout_ms: Option<u64>,
     /// Also take a snapshot once the log since the last one holds this many bytes and at least
     /// as many as that snapshot; 0 = by entry count only [default: 67108864].
     #[arg(long, env = "TURNSTILE_SNAPSHOT_LOG_BYTES", value_name = "BYTES")]
@@ -226,6 +230,7 @@ impl ServerArgs {
         set(&mut config.session_timeout_ms, &self.session_timeout_ms);
         set(&mut config.max_memory, &self.max_memory);
         set(&mut config.snapshot_every, &self.snapshot_every);
+        set(&mut config.election_timeout_ms, &self.election_timeout_ms);
         set(&mut config.snapshot_log_bytes, &self.snapshot_log_bytes);
         config.truncate_corrupt |= self.truncate_corrupt;
         config.validate()?;

@@ -210,7 +210,7 @@ fn a_bad_restore_is_refused_and_creates_nothing() {
     refused(
         &good,
         &new,
-        &["--raft-addr", &raft, "--join", &member],
+        &["--raft-addr", &raft, "--join", &member, "--election-timeout-ms", "500"],
         "restore starts a new cluster, it cannot join one",
     );
     assert!(!new.exists(), "nothing is created for a refused restore");
@@ -262,7 +262,16 @@ fn a_restored_node_takes_nodes_that_join_it() {
     );
     let new_cluster = cluster_id(&first);
     assert_ne!(new_cluster, old_cluster);
-    let join = ["--node-id", "2", "--raft-addr", &free_loopback_addr(), "--join", &raft_1];
+    let join = [
+        "--node-id",
+        "2",
+        "--raft-addr",
+        &free_loopback_addr(),
+        "--join",
+        &raft_1,
+        "--election-timeout-ms",
+        "500",
+    ];
     let second = TestServer::start_in(&dir.path().join("2"), &join);
     assert_eq!(cluster_id(&second), new_cluster, "the joining node takes the restored cluster's id");
     let mut con = second.client();
@@ -273,7 +282,16 @@ fn a_restored_node_takes_nodes_that_join_it() {
     // The old node's data dir belongs to the old cluster: told to join the new one, it refuses.
     let (status, output) = run_to_exit(
         source.data_dir(),
-        &["--node-id", "3", "--raft-addr", &free_loopback_addr(), "--join", &raft_1],
+        &[
+            "--node-id",
+            "3",
+            "--raft-addr",
+            &free_loopback_addr(),
+            "--join",
+            &raft_1,
+            "--election-timeout-ms",
+            "500",
+        ],
         WAIT,
     );
     assert!(!status.expect("a refused start exits by itself").success(), "{output}");

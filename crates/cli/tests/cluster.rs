@@ -377,7 +377,7 @@ fn nodes_join_leave_and_hand_over_leadership_under_load() {
     let raft_4 = free_loopback_addr();
     let node_4 = TestServer::start_in(
         dirs[0].path(),
-        &["--node-id", "4", "--raft-addr", &raft_4, "--join", &join_via],
+        &["--node-id", "4", "--raft-addr", &raft_4, "--join", &join_via, "--election-timeout-ms", "500"],
     );
     assert!(members(&via).contains(&(4, "voter".into())), "{:?}", members(&via));
     let mut con4 = node_4.client();

@@ -33,7 +33,17 @@ fn start_cluster(dirs: &[tempfile::TempDir]) -> Vec<TestServer> {
         .map(|(i, dir)| {
             let (dir, peers, id) = (dir.path().to_path_buf(), peers.clone(), (i + 1).to_string());
             std::thread::spawn(move || {
-                let args = ["--node-id", &id, "--peers", &peers, "--session-timeout-ms", SESSION_TIMEOUT_MS];
+                let args = [
+                    "--node-id",
+                    &id,
+                    "--peers",
+                    &peers,
+                    "--session-timeout-ms",
+                    SESSION_TIMEOUT_MS,
+                    // Debug builds on busy cores: see common/cluster.rs.
+                    "--election-timeout-ms",
+                    "500",
+                ];
                 TestServer::start_in(&dir, &args)
             })
         })

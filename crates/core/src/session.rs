@@ -30,12 +30,15 @@ use crate::{CoreError, Effect, Millis, QueueId, Reply, SessionId, State, Timesta
 pub struct HostId(pub u64);
 
 /// The host of sessions opened by a binary from before hosts (see
-/// [`crate::Command::LegacyOpenSession`]) and of the sessions in a version-5 snapshot: no process
-/// keeps it alive, so they close after [`LEGACY_TIMEOUT`] unless a restart detaches them first.
+/// [`crate::Command::LegacyOpenSession`]) and of the sessions in a version-5 snapshot. Nobody
+/// keeps it alive, and it does not expire for as long as a state can run ([`LEGACY_TIMEOUT`]):
+/// those sessions end as they did under that binary, closed by their connection or detached by
+/// a restart. An expiry that binary did not have would make a replayed log come out otherwise
+/// than it did (a hold released early, a later acquire granted that was refused).
 pub const LEGACY_HOST: HostId = HostId(0);
 
-/// How long [`LEGACY_HOST`] lives without keep-alives: the default `session-timeout-ms`.
-pub const LEGACY_TIMEOUT: Millis = 10_000;
+/// [`LEGACY_HOST`]'s timeout: the longest duration a state takes.
+pub const LEGACY_TIMEOUT: Millis = crate::MAX_DURATION;
 
 impl fmt::Display for HostId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -84,8 +84,8 @@ struct ImageV5<'a> {
 }
 
 impl<'a> ImageV5<'a> {
-    /// As this version's image: each session held by [`crate::LEGACY_HOST`], alive for
-    /// [`crate::LEGACY_TIMEOUT`] from the snapshot's clock.
+    /// As this version's image: each session held by [`crate::LEGACY_HOST`] (which does not
+    /// expire: see there).
     fn upgrade(self) -> Image<'a> {
         let sessions: BTreeMap<SessionId, Session> = self
             .sessions

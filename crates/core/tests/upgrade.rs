@@ -65,3 +65,18 @@ fn the_old_log_replays_and_the_old_snapshot_restores_to_the_same_state() {
         assert_eq!(state.query(now, Query::Get { key: "k".into() }), Reply::Bytes(Bytes::from_static(b"v2")));
     }
 }
+
+/// The old release's sessions end as they did there (closed, or detached by a restart), never by
+/// a host expiry that release did not have: a replayed log must come out as it did.
+#[test]
+fn old_sessions_do_not_expire_on_their_own() {
+    let mut restored = State::restore(Bytes::from_static(SNAPSHOT)).expect("restores");
+    let sessions = restored.summary().sessions;
+    assert_eq!(sessions, 2);
+    let later = restored.clock() + 3_600_000;
+    replay(&mut restored, &[(8, later, Command::Tick)]);
+    assert_eq!(restored.summary().sessions, sessions, "an hour on, the old sessions are open");
+    replay(&mut restored, &[(9, later + 1, Command::LegacyOpenSession)]);
+    replay(&mut restored, &[(10, later + 3_600_000, Command::Tick)]);
+    assert_eq!(restored.summary().sessions, sessions + 1);
+}

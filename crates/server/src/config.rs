@@ -72,6 +72,12 @@ pub struct Config {
     pub max_memory: u64,
     /// A snapshot is taken every this many log entries; the log before it is then deleted.
     pub snapshot_every: u64,
+    /// In a cluster: a follower that hears nothing from the leader for between this and twice
+    /// this (at random) starts an election; the leader sends heartbeats five times as often.
+    /// A leader's death is noticed after its lease (twice this) and an election timeout, so
+    /// failover takes about three times this. Raise it where the nodes' clocks or schedulers
+    /// stall for longer (busy machines, debug builds).
+    pub election_timeout_ms: u64,
     /// A snapshot is also taken once the log since the last one holds this many bytes and at
     /// least as many as that snapshot (so a restart replays at most about a snapshot's worth of
     /// log, however large the entries); 0 = by entry count only.
@@ -119,6 +125,7 @@ impl Default for Config {
             session_timeout_ms: 10_000,
             max_memory: 0,
             snapshot_every: 20_000,
+            election_timeout_ms: 250,
             snapshot_log_bytes: 64 * 1024 * 1024,
             truncate_corrupt: false,
         }
@@ -181,6 +188,7 @@ impl Config {
             ("fsync-interval-ms", usize::try_from(self.fsync_interval_ms).unwrap_or(usize::MAX)),
             ("session-timeout-ms", usize::try_from(self.session_timeout_ms).unwrap_or(usize::MAX)),
             ("snapshot-every", usize::try_from(self.snapshot_every).unwrap_or(usize::MAX)),
+            ("election-timeout-ms", usize::try_from(self.election_timeout_ms).unwrap_or(usize::MAX)),
         ];
         if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
             return Err(ConfigError::Invalid(format!("{name} must be at least 1")));

@@ -216,6 +216,7 @@ impl Server {
             max_in_flight: config.max_in_flight,
             storage: Some(storage),
             snapshot_every: config.snapshot_every,
+            election_timeout_ms: config.election_timeout_ms,
             snapshot_log_bytes: config.snapshot_log_bytes,
             clock,
         };

@@ -25,8 +25,13 @@ use super::{TestServer, free_loopback_addr, until};
 /// The bound on each wait for the cluster to get somewhere; far more than any step needs.
 pub const WAIT: Duration = Duration::from_secs(30);
 
-/// `--node-id`, `--raft-addr`, `--peers` and their values: the flags before a test's own.
-const OWN_FLAGS: usize = 6;
+/// `--node-id`, `--raft-addr`, `--peers`, `--election-timeout-ms` and their values: the flags
+/// before a test's own.
+const OWN_FLAGS: usize = 8;
+
+/// Several debug builds on two busy cores stall for longer than the default election timeout
+/// allows, and a stalled heartbeat would start needless elections: the tests' nodes wait longer.
+const ELECTION_TIMEOUT_MS: &str = "500";
 
 /// What a partition does to the links it cuts: packets lost silently, as on a real network, so
 /// nodes learn of it only by their own timeouts.
@@ -99,9 +104,17 @@ impl TestCluster {
             .join(",");
         let args = (0..n)
             .map(|i| {
-                let own =
-                    ["--node-id", &node_id(i).to_string(), "--raft-addr", &raft_addrs[i], "--peers", &peers]
-                        .map(str::to_owned);
+                let own = [
+                    "--node-id",
+                    &node_id(i).to_string(),
+                    "--raft-addr",
+                    &raft_addrs[i],
+                    "--peers",
+                    &peers,
+                    "--election-timeout-ms",
+                    ELECTION_TIMEOUT_MS,
+                ]
+                .map(str::to_owned);
                 own.into_iter().chain(extra.iter().map(|a| (*a).to_owned())).collect()
             })
             .collect();

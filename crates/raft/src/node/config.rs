@@ -25,6 +25,9 @@ pub struct NodeConfig {
     /// with the in-memory log, 2 beat 4, 16 and unlimited at 8 and 50 clients (fewer, larger
     /// entries); 1 would stop the batcher from forming a batch while one is in flight.
     pub max_in_flight: usize,
+    /// In a cluster: the least time without a heartbeat before a follower starts an election
+    /// (the most is twice it; heartbeats go five times as often). See `start_with`.
+    pub election_timeout_ms: u64,
     /// What the batcher stamps each entry with, which is all the time the state machine knows;
     /// the server's ticker waits on it too ([`super::Node::clock`]). The system clock by default;
     /// tests pass [`Clock::manual`] to make leases and waits run out when they say.
@@ -40,6 +43,7 @@ impl Default for NodeConfig {
             storage: None,
             snapshot_every: 20_000,
             snapshot_log_bytes: 64 << 20,
+            election_timeout_ms: 250,
             clock: Clock::system(),
         }
     }

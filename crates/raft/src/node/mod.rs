@@ -216,13 +216,14 @@ impl Node {
             ..Config::default()
         };
         if cluster.is_some() {
+            let election = config.election_timeout_ms.max(10);
             raft_config = Config {
-                // Loose enough for debug builds of several nodes sharing two busy cores, where a
-                // late heartbeat must not start an election; a leader's death is still noticed
-                // within about a second (its lease is election_timeout_max).
-                heartbeat_interval: 100,
-                election_timeout_min: 500,
-                election_timeout_max: 1000,
+                // A follower waits between one and two election timeouts for a heartbeat; the
+                // leader's lease (openraft: election_timeout_max) and then an election timeout
+                // pass before another node campaigns, so failover takes about three of them.
+                heartbeat_interval: (election / 5).max(1),
+                election_timeout_min: election,
+                election_timeout_max: election * 2,
                 // Our transport applies it per snapshot chunk, not to the whole snapshot.
                 install_snapshot_timeout: 2_000,
                 // A restarted or briefly cut-off node asks first, so it does not depose a leader
@@ -234,8 +235,8 @@ impl Node {
                 // A leader that has heard from no quorum for this long steps down, so that a
                 // follower it still reaches (a bridge in a partial partition) stops renewing its
                 // lease and the connected majority can elect another. The least openraft allows:
-                // its lease (election_timeout_max) plus an election timeout.
-                quorum_loss_probe_interval: Some(2_000),
+                // its lease (election_timeout_max) plus election_timeout_max.
+                quorum_loss_probe_interval: Some(election * 4),
                 ..raft_config
             };
         }
