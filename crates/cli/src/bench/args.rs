@@ -28,6 +28,11 @@ pub struct BenchArgs {
     /// clients means contention [default: one per client].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub(super) keys: Option<u32>,
+    /// Locks: how long a Turnstile acquire of a held lock waits in line (`LOCK.ACQUIRE ... WAIT
+    /// ms`) instead of coming back empty-handed to be tried again; etcd's lock always waits, and
+    /// Redis's `SET NX` cannot. Below the 10 s an op may take [default: 0s, no wait].
+    #[arg(long, default_value = "0s", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub(super) wait: Duration,
     /// Payload (queues) or value (kv) size: bytes, or with a unit (KB = 1000, KiB = 1024, MB, MiB).
     #[arg(long, default_value = "1KiB", value_name = "SIZE", value_parser = parse_size)]
     pub(super) size: usize,

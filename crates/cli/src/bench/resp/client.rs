@@ -17,7 +17,7 @@ use crate::bench::report::shorten;
 
 /// An op not answered within this counts as an error and its connection is replaced: a server
 /// that stops answering must not hang the bench.
-const OP_TIMEOUT: Duration = Duration::from_secs(10);
+pub(super) const OP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The pause after a failed reconnect, so a server that is gone is not hammered.
 const RECONNECT_PAUSE: Duration = Duration::from_millis(100);
@@ -148,6 +148,8 @@ pub(super) struct Op {
     pub(super) value: Bytes,
     /// Queues: the payload size.
     pub(super) size: usize,
+    /// Turnstile locks: `WAIT` for an acquire, in ms; 0 sends none.
+    pub(super) wait_ms: u64,
     /// Makes Redis lock values unique across runs.
     pub(super) nonce: u64,
     /// Ops this client started: makes payloads and lock values unique within the run.
@@ -181,10 +183,12 @@ impl Op {
         }
     }
 
-    /// `LOCK.ACQUIRE name ttl` → `[token, lease-ms]`, or nil while another client holds it;
-    /// then `LOCK.RELEASE name token` → 1.
+    /// `LOCK.ACQUIRE name ttl [WAIT ms]` → `[token, lease-ms]`, or nil while another client
+    /// holds it (past the wait); then `LOCK.RELEASE name token` → 1.
     async fn turnstile_lock(&self, conn: &mut Connection) -> anyhow::Result<Outcome> {
-        let reply = call(conn, Cmd::new("LOCK.ACQUIRE").arg(self.key.clone()).arg(LEASE_MS)).await?;
+        let acquire = Cmd::new("LOCK.ACQUIRE").arg(self.key.clone()).arg(LEASE_MS);
+        let acquire = if self.wait_ms > 0 { acquire.arg("WAIT").arg(self.wait_ms) } else { acquire };
+        let reply = call(conn, acquire).await?;
         if is_nil(&reply) {
             return Ok(Outcome::Miss);
         }

@@ -175,6 +175,8 @@ struct Settings {
     /// How many names the clients share; client i uses name i % keys.
     keys: usize,
     size: usize,
+    /// Locks: how long a Turnstile acquire waits in line; zero: not at all.
+    wait: Duration,
     duration: Duration,
     warmup: Duration,
 }
@@ -182,6 +184,11 @@ struct Settings {
 impl Settings {
     fn new(args: &BenchArgs) -> anyhow::Result<Settings> {
         anyhow::ensure!(!args.duration.is_zero(), "--duration must be more than 0");
+        anyhow::ensure!(
+            args.wait < client::OP_TIMEOUT,
+            "--wait must be below {}: an op that takes longer counts as an error",
+            humantime::format_duration(client::OP_TIMEOUT)
+        );
         let clients = usize::try_from(args.clients)?;
         let keys = match args.keys {
             Some(keys) => usize::try_from(keys)?,
@@ -192,6 +199,7 @@ impl Settings {
             clients,
             keys,
             size: args.size,
+            wait: args.wait,
             duration: args.duration,
             warmup: args.warmup,
         })
@@ -205,6 +213,10 @@ impl Settings {
     /// One line above the table saying what was measured.
     fn summary(&self) -> String {
         let (nouns, size) = match self.workload {
+            Workload::Locks if !self.wait.is_zero() => (
+                "locks",
+                format!(", Turnstile acquires waiting up to {}", humantime::format_duration(self.wait)),
+            ),
             Workload::Locks => ("locks", String::new()),
             Workload::Queues => ("queues", format!(", {}-byte payloads", self.size)),
             Workload::Kv => ("keys", format!(", {}-byte values", self.size)),
@@ -331,6 +343,7 @@ async fn measure(target: &Target, settings: &Settings, show_progress: bool) -> a
                 key,
                 value: value.clone(),
                 size: settings.size,
+                wait_ms: u64::try_from(settings.wait.as_millis()).unwrap_or(u64::MAX),
                 nonce,
                 count: 0,
             };
@@ -483,6 +496,13 @@ mod tests {
         assert_eq!((args.workload, args.clients, args.keys), (Workload::Locks, 50, None));
         assert_eq!((args.duration, args.warmup), (Duration::from_secs(10), Duration::from_secs(1)));
         assert_eq!((args.size, args.targets.len(), args.json), (1024, 0, false));
+        assert_eq!(Settings::new(&args).unwrap().wait, Duration::ZERO);
+        assert_eq!(
+            Settings::new(&parse("bench locks --wait 2s").unwrap()).unwrap().wait,
+            Duration::from_secs(2)
+        );
+        let err = Settings::new(&parse("bench locks --wait 10s").unwrap()).unwrap_err();
+        assert!(err.to_string().starts_with("--wait must be below 10s"), "{err}");
 
         let args = parse(
             "bench queues --clients 8 --keys 2 --duration 250ms --warmup 0s --size 4KiB \
@@ -539,6 +559,7 @@ mod tests {
             clients: 4,
             keys: 2,
             size: 100,
+            wait: Duration::ZERO,
             duration: Duration::from_millis(300),
             warmup: Duration::ZERO,
         }
@@ -584,6 +605,11 @@ mod tests {
         for workload in [Workload::Locks, Workload::Queues, Workload::Kv] {
             assert_clean_run(&measure(&target, &quick(workload), false).await?);
         }
+        // Acquires that wait in line for a contended lock never come back empty-handed.
+        let waiting = Settings { wait: Duration::from_secs(5), ..quick(Workload::Locks) };
+        let report = measure(&target, &waiting, false).await?;
+        assert_clean_run(&report);
+        assert_eq!(report.row.busy_or_empty, 0, "{:?}", report.row);
         // Every message pushed was popped and acked.
         let mut conn = Connection::connect(&target.addrs[0], CONNECT_TIMEOUT).await?;
         for name in quick(Workload::Queues).names() {
