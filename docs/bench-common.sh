@@ -71,3 +71,75 @@ start_redis() {
   echo "redis-server did not listen on $redis_port within 10s" >&2
   exit 1
 }
+
+# The rabbitmq-server script to run, or nothing (with a message) when RabbitMQ or Erlang's epmd is
+# missing. Debian's /usr/sbin/rabbitmq-server switches to the rabbitmq user with su; the script
+# behind it runs as whoever calls it, so the temp dirs below are its own.
+find_rabbitmq() {
+  rabbit_server=${RABBITMQ_SERVER:-/usr/lib/rabbitmq/bin/rabbitmq-server}
+  if [[ ! -x $rabbit_server ]]; then
+    rabbit_server=$(command -v rabbitmq-server || true)
+  fi
+  if [[ -z $rabbit_server ]] || ! command -v epmd >/dev/null; then
+    echo "rabbitmq-server (and Erlang's epmd) is not installed (Debian/Ubuntu: apt-get install rabbitmq-server)." >&2
+    return 1
+  fi
+}
+
+# Starts one RabbitMQ node with its own epmd (on a port of its own, so no other Erlang node is
+# touched), node name, ports, config, data and logs under "$1" (created), all on loopback, and
+# waits (60 s at most) for it to listen. Needs find_rabbitmq first. Sets rabbit_pid, epmd_pid,
+# rabbit_port and rabbit_version; stop it with stop_rabbitmq.
+start_rabbitmq() {
+  local dir=$1
+  mkdir -p "$dir/home" "$dir/mnesia" "$dir/log"
+  rabbit_os_pid_file=$dir/rabbit.pid # the Erlang VM's OS pid: a child of the rabbitmq-server script
+  local epmd_port dist_port
+  epmd_port=$(free_port)
+  epmd -address 127.0.0.1 -port "$epmd_port" >"$dir/epmd.log" 2>&1 &
+  epmd_pid=$!
+  rabbit_port=$(free_port)
+  dist_port=$(free_port)
+  echo "listeners.tcp.default = 127.0.0.1:$rabbit_port" >"$dir/rabbitmq.conf"
+  echo '[].' >"$dir/enabled_plugins"
+  (
+    export HOME=$dir/home # the Erlang cookie is made here
+    export ERL_EPMD_ADDRESS=127.0.0.1 ERL_EPMD_PORT=$epmd_port
+    export RABBITMQ_NODENAME=bench-$$@localhost RABBITMQ_NODE_IP_ADDRESS=127.0.0.1
+    export RABBITMQ_NODE_PORT=$rabbit_port RABBITMQ_DIST_PORT=$dist_port
+    export RABBITMQ_CONFIG_FILE=$dir/rabbitmq RABBITMQ_ENABLED_PLUGINS_FILE=$dir/enabled_plugins
+    export RABBITMQ_MNESIA_BASE=$dir/mnesia RABBITMQ_LOG_BASE=$dir/log
+    export RABBITMQ_PID_FILE=$rabbit_os_pid_file
+    exec "$rabbit_server" >"$dir/rabbit.out" 2>&1
+  ) &
+  rabbit_pid=$!
+  for _ in $(seq 600); do
+    listening "$rabbit_port" && break
+    check_alive "$rabbit_pid" "rabbitmq-server" "$dir/rabbit.out"
+    sleep 0.1
+  done
+  if ! listening "$rabbit_port"; then
+    echo "rabbitmq-server did not listen on $rabbit_port within 60s:" >&2
+    cat "$dir/rabbit.out" >&2
+    exit 1
+  fi
+  rabbit_version=$(sed -n 's/.*RabbitMQ \([0-9][0-9.]*\).*/\1/p' "$dir/rabbit.out" | head -1)
+}
+
+# Stops what start_rabbitmq started, if anything: rabbitmq-server stops its node (rabbitmqctl
+# stop) on SIGTERM; it gets 30 s, then its Erlang VM is killed; then epmd.
+stop_rabbitmq() {
+  [[ -n ${rabbit_pid:-} ]] || return 0
+  kill "$rabbit_pid" 2>/dev/null || true
+  for _ in $(seq 300); do
+    kill -0 "$rabbit_pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  if [[ -s $rabbit_os_pid_file ]]; then
+    kill -KILL "$(cat "$rabbit_os_pid_file")" 2>/dev/null || true
+  fi
+  kill -KILL "$rabbit_pid" 2>/dev/null || true
+  [[ -n ${epmd_pid:-} ]] && kill "$epmd_pid" 2>/dev/null || true
+  wait "$rabbit_pid" "${epmd_pid:-}" 2>/dev/null || true
+  rabbit_pid= epmd_pid=
+}

@@ -9,7 +9,8 @@ use serde::Serialize;
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
     /// What one op is: locks (acquire + release), queues (push + pop + ack) or kv (SET + GET);
-    /// or amqp: publishers with confirms and consumers with acks on one queue.
+    /// or amqp: publishers with confirms and consumers with acks on one queue; or failover:
+    /// kill -9 a 3-node cluster's leader, again and again, and time the first write after.
     #[arg(value_enum)]
     pub(super) workload: Workload,
     /// Concurrent clients, each on its own connection, each sending its next op once the last
@@ -27,11 +28,18 @@ pub struct BenchArgs {
     /// clients means contention [default: one per client].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub(super) keys: Option<u32>,
+    /// Locks: how long a Turnstile acquire of a held lock waits in line (`LOCK.ACQUIRE ... WAIT
+    /// ms`) instead of coming back empty-handed to be tried again; etcd's lock always waits, and
+    /// Redis's `SET NX` cannot. Below the 10 s an op may take [default: 0s, no wait].
+    #[arg(long, default_value = "0s", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub(super) wait: Duration,
     /// Payload (queues) or value (kv) size: bytes, or with a unit (KB = 1000, KiB = 1024, MB, MiB).
     #[arg(long, default_value = "1KiB", value_name = "SIZE", value_parser = parse_size)]
     pub(super) size: usize,
-    /// A server to measure, turnstile://HOST:PORT or redis://HOST:PORT (amqp: an
-    /// amqp://USER:PASS@HOST:PORT/VHOST URI); repeat it to compare [default: turnstile://<server>;
+    /// A server to measure, turnstile://HOST:PORT or redis://HOST:PORT, or for locks
+    /// etcd://HOST:PORT (its client URL); several comma-separated addresses spread the clients
+    /// over a cluster's nodes (client i uses address i % N). amqp: an
+    /// amqp://USER:PASS@HOST:PORT/VHOST URI. Repeat it to compare [default: turnstile://<server>;
     /// amqp: amqp://guest:guest@127.0.0.1:6672/%2f].
     #[arg(long = "target", value_name = "URL")]
     pub(super) targets: Vec<String>,
@@ -40,6 +48,8 @@ pub struct BenchArgs {
     pub(super) json: bool,
     #[command(flatten)]
     pub(super) amqp: AmqpArgs,
+    #[command(flatten)]
+    pub(super) failover: FailoverArgs,
 }
 
 /// What one op does.
@@ -57,6 +67,10 @@ pub(super) enum Workload {
     /// AMQP 0-9-1 publishers (with confirms) and consumers (with acks) on one durable queue, so
     /// Turnstile can be compared with RabbitMQ; see `amqp/`.
     Amqp,
+    /// Starts a 3-node cluster of this binary, then kills its leader with SIGKILL `--kills`
+    /// times and times each failover: kill → the first write a surviving node acknowledges;
+    /// see `failover/`.
+    Failover,
 }
 
 impl Workload {
@@ -66,6 +80,7 @@ impl Workload {
             Workload::Queues => "queues",
             Workload::Kv => "kv",
             Workload::Amqp => "amqp",
+            Workload::Failover => "failover",
         }
     }
 
@@ -76,6 +91,7 @@ impl Workload {
             Workload::Queues => "queue",
             Workload::Kv => "kv",
             Workload::Amqp => "amqp",
+            Workload::Failover => "failover",
         };
         format!("bench:{noun}:{n}")
     }
@@ -106,6 +122,16 @@ pub struct AmqpArgs {
     /// counting the missing ones as lost.
     #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub(super) drain_timeout: Duration,
+}
+
+/// The flags only `bench failover` reads (it also takes --json; it needs no server: it starts
+/// its own cluster).
+#[derive(Debug, Clone, clap::Args)]
+#[command(next_help_heading = "Options of bench failover")]
+pub struct FailoverArgs {
+    /// How many times the leader is killed; the cluster is whole again before each kill.
+    #[arg(long, default_value_t = 20, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub(super) kills: u32,
 }
 
 /// Reads a size: plain bytes ("100") or with a unit ("4KiB", "1 MB"). KB and MB are powers of

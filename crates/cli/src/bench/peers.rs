@@ -1,5 +1,5 @@
 //! The servers the bench's tests measure: a Turnstile server in this process, a `redis-server`
-//! they start, and a port where nothing answers.
+//! and an `etcd` they start, and a port where nothing answers.
 
 use std::time::{Duration, Instant};
 
@@ -73,6 +73,61 @@ impl RedisServer {
 }
 
 impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A one-member `etcd` this test started on free ports and a temp data dir, stopped when dropped.
+pub(crate) struct EtcdServer {
+    child: std::process::Child,
+    /// HOST:PORT of its client URL (where the JSON gateway is).
+    pub(crate) client_addr: String,
+    _dir: tempfile::TempDir,
+}
+
+impl EtcdServer {
+    /// `None` when `etcd` is not installed.
+    pub(crate) async fn start() -> anyhow::Result<Option<EtcdServer>> {
+        let dir = tempfile::tempdir()?;
+        let free = || -> std::io::Result<u16> {
+            Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+        };
+        let (client, peer) =
+            (format!("http://127.0.0.1:{}", free()?), format!("http://127.0.0.1:{}", free()?));
+        let spawned = std::process::Command::new("etcd")
+            .args(["--name", "bench", "--listen-client-urls", &client, "--advertise-client-urls", &client])
+            .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
+            .args(["--initial-cluster", &format!("bench={peer}")])
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn();
+        let child = match spawned {
+            Ok(child) => child,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let client_addr = client.trim_start_matches("http://").to_owned();
+        let etcd = EtcdServer { child, client_addr, _dir: dir };
+        // Ready once it has elected itself and grants a lease.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            match super::etcd::Session::open(&etcd.client_addr, Duration::from_secs(1)).await {
+                Ok(session) => {
+                    session.close(Duration::from_secs(5)).await;
+                    return Ok(Some(etcd));
+                }
+                Err(e) => anyhow::ensure!(Instant::now() < deadline, "etcd did not get ready: {e:#}"),
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for EtcdServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();

@@ -1,5 +1,5 @@
 //! One client: ops back to back on its own connection until the run ends, and what one op sends
-//! to Turnstile or to Redis for each workload.
+//! to Turnstile, Redis or etcd for each workload.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -12,17 +12,21 @@ use turnstile_client::{Cmd, Connection, Frame};
 
 use super::{Peer, Run, connect};
 use crate::bench::args::Workload;
+use crate::bench::etcd;
 use crate::bench::report::shorten;
 
 /// An op not answered within this counts as an error and its connection is replaced: a server
 /// that stops answering must not hang the bench.
-const OP_TIMEOUT: Duration = Duration::from_secs(10);
+pub(super) const OP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The pause after a failed reconnect, so a server that is gone is not hammered.
 const RECONNECT_PAUSE: Duration = Duration::from_millis(100);
 
 /// Lock leases, in ms: far longer than an op, so no hold expires while it is measured.
 const LEASE_MS: u64 = 30_000;
+
+/// How long a client, once done, waits for etcd to revoke its lease.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The usual Redis lock release: delete the key only if it still holds this client's value.
 const RELEASE_SCRIPT: &str =
@@ -38,9 +42,33 @@ pub(super) struct ClientStats {
     pub(super) errors: u64,
 }
 
+/// What a client talks over: RESP to Turnstile and Redis, an HTTP session to etcd.
+#[derive(Debug)]
+pub(super) enum Link {
+    Resp(Connection),
+    Etcd(etcd::Session),
+}
+
+impl Link {
+    fn is_broken(&self) -> bool {
+        match self {
+            Link::Resp(conn) => conn.is_broken(),
+            Link::Etcd(session) => session.is_broken(),
+        }
+    }
+
+    /// Ends the link: an etcd session revokes its lease (the lock it may hold goes with it), a
+    /// RESP connection just closes (the server releases its holds).
+    pub(super) async fn close(self) {
+        if let Link::Etcd(session) = self {
+            session.close(CLOSE_TIMEOUT).await;
+        }
+    }
+}
+
 /// One client: ops back to back on its connection until the run ends. An error is counted and
 /// the op is not; a connection the error broke is replaced before the next op.
-pub(super) async fn client(mut op: Op, conn: Connection, run: Arc<Run>) -> ClientStats {
+pub(super) async fn client(mut op: Op, conn: Link, run: Arc<Run>) -> ClientStats {
     // Auto-resizing: it grows only as far as the latencies seen, which keeps many clients cheap.
     let latency = Histogram::new(3).expect("3 significant figures is a valid precision");
     let mut stats = ClientStats { latency, ops: 0, misses: 0, errors: 0 };
@@ -48,10 +76,13 @@ pub(super) async fn client(mut op: Op, conn: Connection, run: Arc<Run>) -> Clien
     loop {
         let started = Instant::now();
         if started >= run.end {
+            if let Some(link) = conn {
+                link.close().await;
+            }
             return stats;
         }
         let Some(live) = conn.as_mut() else {
-            match connect(&run.target).await {
+            match connect(run.peer, &op.addr).await {
                 Ok(fresh) => conn = Some(fresh),
                 Err(e) => {
                     stats.errors += 1;
@@ -78,8 +109,10 @@ pub(super) async fn client(mut op: Op, conn: Connection, run: Arc<Run>) -> Clien
             Ok(Err(e)) => {
                 stats.errors += 1;
                 run.note_error(&e);
-                if live.is_broken() {
-                    conn = None;
+                if live.is_broken()
+                    && let Some(broken) = conn.take()
+                {
+                    broken.close().await;
                 }
             }
             Err(_) => {
@@ -104,6 +137,8 @@ enum Outcome {
 #[derive(Debug)]
 pub(super) struct Op {
     pub(super) peer: Peer,
+    /// The address this client connects (and reconnects) to.
+    pub(super) addr: String,
     pub(super) workload: Workload,
     pub(super) client: u64,
     pub(super) key: Bytes,
@@ -113,6 +148,8 @@ pub(super) struct Op {
     pub(super) value: Bytes,
     /// Queues: the payload size.
     pub(super) size: usize,
+    /// Turnstile locks: `WAIT` for an acquire, in ms; 0 sends none.
+    pub(super) wait_ms: u64,
     /// Makes Redis lock values unique across runs.
     pub(super) nonce: u64,
     /// Ops this client started: makes payloads and lock values unique within the run.
@@ -120,22 +157,38 @@ pub(super) struct Op {
 }
 
 impl Op {
-    async fn run(&mut self, conn: &mut Connection) -> anyhow::Result<Outcome> {
+    async fn run(&mut self, link: &mut Link) -> anyhow::Result<Outcome> {
         self.count += 1;
+        let conn = match link {
+            Link::Resp(conn) => conn,
+            Link::Etcd(session) => return self.etcd_lock(session).await,
+        };
         match (self.workload, self.peer) {
             (Workload::Locks, Peer::Turnstile) => self.turnstile_lock(conn).await,
             (Workload::Locks, Peer::Redis) => self.redis_lock(conn).await,
             (Workload::Queues, Peer::Turnstile) => self.turnstile_queue(conn).await,
             (Workload::Queues, Peer::Redis) => self.redis_queue(conn).await,
             (Workload::Kv, _) => self.kv(conn).await,
-            (Workload::Amqp, _) => Err(anyhow!("the amqp workload does not run over RESP")),
+            (Workload::Amqp | Workload::Failover, _) | (_, Peer::Etcd) => {
+                Err(anyhow!("{} on {} does not run over RESP", self.workload.name(), self.peer.scheme()))
+            }
         }
     }
 
-    /// `LOCK.ACQUIRE name ttl` → `[token, lease-ms]`, or nil while another client holds it;
-    /// then `LOCK.RELEASE name token` → 1.
+    /// etcd's lock (waiting in line while another client holds it) and unlock.
+    async fn etcd_lock(&self, session: &mut etcd::Session) -> anyhow::Result<Outcome> {
+        match self.workload {
+            Workload::Locks => session.lock_cycle(&self.key).await.map(|()| Outcome::Done),
+            other => Err(anyhow!("etcd runs the locks workload only, not {}", other.name())),
+        }
+    }
+
+    /// `LOCK.ACQUIRE name ttl [WAIT ms]` → `[token, lease-ms]`, or nil while another client
+    /// holds it (past the wait); then `LOCK.RELEASE name token` → 1.
     async fn turnstile_lock(&self, conn: &mut Connection) -> anyhow::Result<Outcome> {
-        let reply = call(conn, Cmd::new("LOCK.ACQUIRE").arg(self.key.clone()).arg(LEASE_MS)).await?;
+        let acquire = Cmd::new("LOCK.ACQUIRE").arg(self.key.clone()).arg(LEASE_MS);
+        let acquire = if self.wait_ms > 0 { acquire.arg("WAIT").arg(self.wait_ms) } else { acquire };
+        let reply = call(conn, acquire).await?;
         if is_nil(&reply) {
             return Ok(Outcome::Miss);
         }

@@ -1,18 +1,21 @@
 //! `turnstile bench locks | queues | kv`: a closed-loop load generator that runs one workload
-//! against Turnstile and, in the same invocation, against its peer (Redis), then prints one table
-//! to compare them.
+//! against Turnstile and, in the same invocation, against its peers (Redis; etcd for locks), then
+//! prints one table to compare them.
 //!
 //! ```text
-//!  run ─► every --target answers? ─► for each target, one after the other:
-//!           connect every client ─► clean its bench:* names ─► spawn the clients ─► merge
-//!                                                                │ each: loop { one op; record µs }
-//!                               progress bar (stderr) ◄── ops done ┘
+//!  run ─► every address of every --target answers? ─► for each target, one after the other:
+//!           connect every client (client i to address i % N) ─► clean its bench:* names
+//!           ─► spawn the clients ─► merge
+//!                │ each: loop { one op; record µs }
+//!                └─► ops done ─► progress bar (stderr)
 //!      ─► one table (or JSON) with a row per target
 //! ```
 //!
-//! Both kinds of target are driven by the same [`Connection`] over RESP2, so the client side
-//! costs the same and only the servers differ. One op is one whole cycle (acquire + release,
-//! push + pop + ack, SET + GET): what an application waits for, not a single command.
+//! Turnstile and Redis are driven by the same [`Connection`] over RESP2, so the client side
+//! costs the same and only the servers differ; etcd is driven over its JSON gateway (`../etcd/`).
+//! One op is one whole cycle (acquire + release, push + pop + ack, SET + GET): what an
+//! application waits for, not a single command. A target may list several addresses, the nodes
+//! of a cluster: its clients are spread over them.
 
 mod client;
 
@@ -30,8 +33,9 @@ use serde::Serialize;
 use turnstile_client::{Cmd, Connection};
 
 use super::args::{BenchArgs, Workload};
+use super::etcd;
 use super::report::{CONNECT_TIMEOUT, Phases, Report, describe, progress_bar, render_table, watch};
-use client::{Op, client};
+use client::{Link, Op, client};
 
 /// Runs a RESP workload against every target in turn and prints one row per target.
 /// `server` ("HOST:PORT", or a cluster's list: the first is taken) is the target when no
@@ -45,9 +49,18 @@ pub(super) async fn run(args: &BenchArgs, server: &str) -> anyhow::Result<()> {
             .collect::<anyhow::Result<_>>()?,
         _ => vec![default_target(server)?],
     };
+    for target in &targets {
+        anyhow::ensure!(
+            target.peer != Peer::Etcd || settings.workload == Workload::Locks,
+            "{target}: etcd is a peer of the locks workload only, not of {}",
+            settings.workload.name()
+        );
+    }
     // A target that is down fails the command now, not after the ones before it took their time.
     for target in &targets {
-        connect(target).await?;
+        for addr in &target.addrs {
+            connect(target.peer, addr).await?.close().await;
+        }
     }
     let show_progress = !args.json && std::io::stderr().is_terminal();
     let mut rows = Vec::with_capacity(targets.len());
@@ -72,6 +85,8 @@ pub(super) async fn run(args: &BenchArgs, server: &str) -> anyhow::Result<()> {
 enum Peer {
     Turnstile,
     Redis,
+    /// Over its JSON gateway, locks only.
+    Etcd,
 }
 
 impl Peer {
@@ -79,6 +94,7 @@ impl Peer {
         match self {
             Peer::Turnstile => "turnstile",
             Peer::Redis => "redis",
+            Peer::Etcd => "etcd",
         }
     }
 
@@ -87,43 +103,59 @@ impl Peer {
         match self {
             Peer::Turnstile => "`turnstile server`",
             Peer::Redis => "redis-server",
+            Peer::Etcd => "etcd",
         }
     }
 }
 
-/// One server to measure, from `turnstile://HOST:PORT` or `redis://HOST:PORT`.
+/// One server, or one cluster, to measure: `turnstile://HOST:PORT`, `redis://HOST:PORT`,
+/// `etcd://HOST:PORT`, each with one address or several comma-separated ones.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Target {
     peer: Peer,
-    addr: String,
+    /// Where the clients connect: client i to `addrs[i % addrs.len()]`. Never empty.
+    addrs: Vec<String>,
+}
+
+impl Target {
+    /// The address client `i` connects to.
+    fn addr(&self, i: usize) -> &str {
+        &self.addrs[i % self.addrs.len()]
+    }
 }
 
 impl FromStr for Target {
     type Err = String;
 
     fn from_str(url: &str) -> Result<Target, String> {
-        let expected = "expected turnstile://HOST:PORT or redis://HOST:PORT";
+        let expected = "expected turnstile://HOST:PORT, redis://HOST:PORT or etcd://HOST:PORT, \
+                        or several comma-separated HOST:PORT after the scheme";
         let Some((scheme, rest)) = url.split_once("://") else {
             return Err(format!("invalid target {url:?}: {expected}"));
         };
         let peer = match scheme {
             "turnstile" => Peer::Turnstile,
             "redis" => Peer::Redis,
+            "etcd" => Peer::Etcd,
             other => return Err(format!("unknown scheme {other:?} in target {url:?}: {expected}")),
         };
-        let addr = rest.strip_suffix('/').unwrap_or(rest);
-        let has_port =
-            addr.rsplit_once(':').is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
-        if !has_port {
-            return Err(format!("invalid address in target {url:?}: {expected}"));
+        let list = rest.strip_suffix('/').unwrap_or(rest);
+        let has_port = |addr: &str| {
+            addr.rsplit_once(':').is_some_and(|(host, port)| {
+                !host.is_empty() && !host.contains('/') && port.parse::<u16>().is_ok()
+            })
+        };
+        let addrs: Vec<String> = list.split(',').map(|addr| addr.trim().to_owned()).collect();
+        if let Some(bad) = addrs.iter().find(|addr| !has_port(addr)) {
+            return Err(format!("invalid address {bad:?} in target {url:?}: {expected}"));
         }
-        Ok(Target { peer, addr: addr.to_owned() })
+        Ok(Target { peer, addrs })
     }
 }
 
 impl std::fmt::Display for Target {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}://{}", self.peer.scheme(), self.addr)
+        write!(f, "{}://{}", self.peer.scheme(), self.addrs.join(","))
     }
 }
 
@@ -132,7 +164,7 @@ impl std::fmt::Display for Target {
 fn default_target(server: &str) -> anyhow::Result<Target> {
     let addrs = turnstile_client::parse_addrs(server)?;
     let addr = addrs.into_iter().next().context("no server address")?;
-    Ok(Target { peer: Peer::Turnstile, addr })
+    Ok(Target { peer: Peer::Turnstile, addrs: vec![addr] })
 }
 
 /// The settings one target is measured with; every target gets the same.
@@ -143,6 +175,8 @@ struct Settings {
     /// How many names the clients share; client i uses name i % keys.
     keys: usize,
     size: usize,
+    /// Locks: how long a Turnstile acquire waits in line; zero: not at all.
+    wait: Duration,
     duration: Duration,
     warmup: Duration,
 }
@@ -150,6 +184,11 @@ struct Settings {
 impl Settings {
     fn new(args: &BenchArgs) -> anyhow::Result<Settings> {
         anyhow::ensure!(!args.duration.is_zero(), "--duration must be more than 0");
+        anyhow::ensure!(
+            args.wait < client::OP_TIMEOUT,
+            "--wait must be below {}: an op that takes longer counts as an error",
+            humantime::format_duration(client::OP_TIMEOUT)
+        );
         let clients = usize::try_from(args.clients)?;
         let keys = match args.keys {
             Some(keys) => usize::try_from(keys)?,
@@ -160,6 +199,7 @@ impl Settings {
             clients,
             keys,
             size: args.size,
+            wait: args.wait,
             duration: args.duration,
             warmup: args.warmup,
         })
@@ -173,11 +213,15 @@ impl Settings {
     /// One line above the table saying what was measured.
     fn summary(&self) -> String {
         let (nouns, size) = match self.workload {
+            Workload::Locks if !self.wait.is_zero() => (
+                "locks",
+                format!(", Turnstile acquires waiting up to {}", humantime::format_duration(self.wait)),
+            ),
             Workload::Locks => ("locks", String::new()),
             Workload::Queues => ("queues", format!(", {}-byte payloads", self.size)),
             Workload::Kv => ("keys", format!(", {}-byte values", self.size)),
-            // `bench::run` hands amqp to `amqp::run` before any RESP settings are made.
-            Workload::Amqp => ("queues", String::new()),
+            // `bench::run` hands amqp and failover to their own runs before any settings are made.
+            Workload::Amqp | Workload::Failover => ("queues", String::new()),
         };
         format!(
             "{}: {} clients on {} {nouns}{size}; {} per target after {} of warmup",
@@ -190,10 +234,15 @@ impl Settings {
     }
 }
 
-async fn connect(target: &Target) -> anyhow::Result<Connection> {
-    Connection::connect(&target.addr, CONNECT_TIMEOUT)
-        .await
-        .with_context(|| format!("cannot connect to {} — is {} running?", target.addr, target.peer.program()))
+/// Connects one client to `addr`; to etcd, that includes taking the client's lease.
+async fn connect(peer: Peer, addr: &str) -> anyhow::Result<Link> {
+    let link = match peer {
+        Peer::Turnstile | Peer::Redis => {
+            Connection::connect(addr, CONNECT_TIMEOUT).await.map(Link::Resp).map_err(Into::into)
+        }
+        Peer::Etcd => etcd::Session::open(addr, CONNECT_TIMEOUT).await.map(Link::Etcd),
+    };
+    link.with_context(|| format!("cannot connect to {addr} — is {} running?", peer.program()))
 }
 
 /// Empties what an earlier run left under the names this run uses, so every run starts alike.
@@ -205,11 +254,13 @@ async fn clean(conn: &mut Connection, peer: Peer, settings: &Settings) -> anyhow
         (Peer::Turnstile, Workload::Queues) => names.iter().map(|q| Cmd::new("Q.PURGE").arg(q)).collect(),
         // A Turnstile hold ends with the connection that took it: an earlier run left none.
         (Peer::Turnstile, Workload::Locks) => Vec::new(),
+        // Nor is there anything of etcd's to clean over RESP: its locks end with their lease.
+        (Peer::Etcd, _) => Vec::new(),
         (Peer::Redis, Workload::Queues) => {
             names.iter().flat_map(|q| [del(q), Cmd::new("DEL").arg(format!("{q}:processing"))]).collect()
         }
         (_, Workload::Locks | Workload::Kv) => names.iter().map(del).collect(),
-        (_, Workload::Amqp) => Vec::new(),
+        (_, Workload::Amqp | Workload::Failover) => Vec::new(),
     };
     if !cmds.is_empty() {
         conn.pipeline(&cmds).await.context("cleaning up before the run")?;
@@ -239,7 +290,7 @@ struct Row {
 /// One run against one target, shared by its clients.
 #[derive(Debug)]
 struct Run {
-    target: Target,
+    peer: Peer,
     /// Ops started from here on are measured; before it is warmup.
     measure_from: Instant,
     /// No op starts after this.
@@ -260,10 +311,11 @@ impl Run {
 /// they measured.
 async fn measure(target: &Target, settings: &Settings, show_progress: bool) -> anyhow::Result<Report<Row>> {
     let mut conns = Vec::with_capacity(settings.clients);
-    for _ in 0..settings.clients {
-        conns.push(connect(target).await?);
+    for i in 0..settings.clients {
+        conns.push(connect(target.peer, target.addr(i)).await?);
     }
-    if let Some(conn) = conns.first_mut() {
+    // What one node of a cluster cleans, every node sees.
+    if let Some(Link::Resp(conn)) = conns.first_mut() {
         clean(conn, target.peer, settings).await?;
     }
     // Redis lock values must differ from any other run's; the hasher's keys are random.
@@ -271,7 +323,7 @@ async fn measure(target: &Target, settings: &Settings, show_progress: bool) -> a
     let value = Bytes::from(vec![b'v'; settings.size]);
     let start = Instant::now();
     let run = Arc::new(Run {
-        target: target.clone(),
+        peer: target.peer,
         measure_from: start + settings.warmup,
         end: start + settings.warmup + settings.duration,
         done: AtomicU64::new(0),
@@ -284,12 +336,14 @@ async fn measure(target: &Target, settings: &Settings, show_progress: bool) -> a
             let key = Bytes::from(settings.workload.key(i % settings.keys));
             let op = Op {
                 peer: target.peer,
+                addr: target.addr(i).to_owned(),
                 workload: settings.workload,
                 client: id,
                 processing: Bytes::from(format!("{}:processing", String::from_utf8_lossy(&key))),
                 key,
                 value: value.clone(),
                 size: settings.size,
+                wait_ms: u64::try_from(settings.wait.as_millis()).unwrap_or(u64::MAX),
                 nonce,
                 count: 0,
             };
@@ -382,18 +436,35 @@ mod tests {
     use turnstile_client::Frame;
 
     use crate::bench::args::tests::{ArgsCli, parse_args};
-    use crate::bench::peers::{RedisServer, TurnstileServer, refused_port};
+    use crate::bench::peers::{EtcdServer, RedisServer, TurnstileServer, refused_port};
     use client::call;
 
     #[test]
     fn target_reads_turnstile_and_redis_urls() {
         let turnstile: Target = "turnstile://127.0.0.1:7379".parse().unwrap();
-        assert_eq!(turnstile, Target { peer: Peer::Turnstile, addr: "127.0.0.1:7379".into() });
+        assert_eq!(turnstile, Target { peer: Peer::Turnstile, addrs: vec!["127.0.0.1:7379".into()] });
         let redis: Target = "redis://localhost:6379/".parse().unwrap();
-        assert_eq!(redis, Target { peer: Peer::Redis, addr: "localhost:6379".into() });
+        assert_eq!(redis, Target { peer: Peer::Redis, addrs: vec!["localhost:6379".into()] });
         assert_eq!(redis.to_string(), "redis://localhost:6379");
         let v6: Target = "redis://[::1]:6379".parse().unwrap();
-        assert_eq!(v6.addr, "[::1]:6379");
+        assert_eq!(v6.addrs, ["[::1]:6379"]);
+        let etcd: Target = "etcd://127.0.0.1:2379".parse().unwrap();
+        assert_eq!(etcd, Target { peer: Peer::Etcd, addrs: vec!["127.0.0.1:2379".into()] });
+    }
+
+    #[test]
+    fn a_target_may_list_a_clusters_nodes_and_spreads_its_clients_over_them() {
+        let cluster: Target = "turnstile://a:1,b:2, c:3/".parse().unwrap();
+        assert_eq!(cluster.addrs, ["a:1", "b:2", "c:3"]);
+        assert_eq!(cluster.to_string(), "turnstile://a:1,b:2,c:3");
+        let spread: Vec<&str> = (0..7).map(|i| cluster.addr(i)).collect();
+        assert_eq!(spread, ["a:1", "b:2", "c:3", "a:1", "b:2", "c:3", "a:1"]);
+        let one: Target = "etcd://e:2379".parse().unwrap();
+        assert!((0..3).all(|i| one.addr(i) == "e:2379"));
+        for bad in ["turnstile://a:1,", "turnstile://a:1,,b:2", "etcd://a:1,b", "redis://a:1/x:2"] {
+            let err = bad.parse::<Target>().unwrap_err();
+            assert!(err.starts_with("invalid address"), "{bad:?}: {err}");
+        }
     }
 
     #[test]
@@ -409,7 +480,7 @@ mod tests {
     fn default_target_is_the_server_address() {
         let target = default_target("127.0.0.1:7379").unwrap();
         assert_eq!(target.to_string(), "turnstile://127.0.0.1:7379");
-        assert_eq!(default_target("turnstile://a:1,b:2").unwrap().addr, "a:1");
+        assert_eq!(default_target("turnstile://a:1,b:2").unwrap().addrs, ["a:1"]);
         assert!(default_target("nowhere").is_err());
     }
 
@@ -425,6 +496,13 @@ mod tests {
         assert_eq!((args.workload, args.clients, args.keys), (Workload::Locks, 50, None));
         assert_eq!((args.duration, args.warmup), (Duration::from_secs(10), Duration::from_secs(1)));
         assert_eq!((args.size, args.targets.len(), args.json), (1024, 0, false));
+        assert_eq!(Settings::new(&args).unwrap().wait, Duration::ZERO);
+        assert_eq!(
+            Settings::new(&parse("bench locks --wait 2s").unwrap()).unwrap().wait,
+            Duration::from_secs(2)
+        );
+        let err = Settings::new(&parse("bench locks --wait 10s").unwrap()).unwrap_err();
+        assert!(err.to_string().starts_with("--wait must be below 10s"), "{err}");
 
         let args = parse(
             "bench queues --clients 8 --keys 2 --duration 250ms --warmup 0s --size 4KiB \
@@ -481,6 +559,7 @@ mod tests {
             clients: 4,
             keys: 2,
             size: 100,
+            wait: Duration::ZERO,
             duration: Duration::from_millis(300),
             warmup: Duration::ZERO,
         }
@@ -521,13 +600,18 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn every_workload_runs_against_turnstile() -> anyhow::Result<()> {
         let server = TurnstileServer::start().await?;
-        let target = Target { peer: Peer::Turnstile, addr: server.resp_addr.to_string() };
+        let target = Target { peer: Peer::Turnstile, addrs: vec![server.resp_addr.to_string()] };
 
         for workload in [Workload::Locks, Workload::Queues, Workload::Kv] {
             assert_clean_run(&measure(&target, &quick(workload), false).await?);
         }
+        // Acquires that wait in line for a contended lock never come back empty-handed.
+        let waiting = Settings { wait: Duration::from_secs(5), ..quick(Workload::Locks) };
+        let report = measure(&target, &waiting, false).await?;
+        assert_clean_run(&report);
+        assert_eq!(report.row.busy_or_empty, 0, "{:?}", report.row);
         // Every message pushed was popped and acked.
-        let mut conn = connect(&target).await?;
+        let mut conn = Connection::connect(&target.addrs[0], CONNECT_TIMEOUT).await?;
         for name in quick(Workload::Queues).names() {
             let stats = queue_stats(&mut conn, &name).await?;
             assert_eq!(stats.get("ready"), Some(&0), "{name}: {stats:?}");
@@ -542,12 +626,67 @@ mod tests {
     #[tokio::test]
     async fn a_target_that_is_down_says_what_to_start() {
         let (_held, port) = refused_port();
-        for (url, program) in [("turnstile", "`turnstile server`"), ("redis", "redis-server")] {
+        for (url, program) in
+            [("turnstile", "`turnstile server`"), ("redis", "redis-server"), ("etcd", "etcd")]
+        {
             let target: Target = format!("{url}://127.0.0.1:{port}").parse().unwrap();
-            let err = connect(&target).await.unwrap_err();
+            let err = connect(target.peer, &target.addrs[0]).await.unwrap_err();
             let expected = format!("cannot connect to 127.0.0.1:{port} — is {program} running?");
             assert_eq!(err.to_string(), expected);
         }
+    }
+
+    /// Two servers in one target: each of them serves half the clients.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_clients_of_a_target_with_several_addresses_go_to_every_one() -> anyhow::Result<()> {
+        let servers = [TurnstileServer::start().await?, TurnstileServer::start().await?];
+        let target: Target = format!("turnstile://{},{}", servers[0].resp_addr, servers[1].resp_addr)
+            .parse()
+            .map_err(anyhow::Error::msg)?;
+        assert_clean_run(&measure(&target, &quick(Workload::Locks), false).await?);
+        for server in &servers {
+            let mut conn = Connection::connect(&server.resp_addr.to_string(), CONNECT_TIMEOUT).await?;
+            let Frame::Bulk(text) = call(&mut conn, Cmd::new("INFO").arg("stats")).await? else {
+                anyhow::bail!("INFO is not a bulk string");
+            };
+            let text = String::from_utf8_lossy(&text);
+            let received = text
+                .lines()
+                .find_map(|line| line.strip_prefix("total_connections_received:"))
+                .and_then(|n| n.trim().parse::<u64>().ok());
+            // 2 of the 4 clients, and this connection.
+            assert_eq!(received, Some(3), "{}: {text}", server.resp_addr);
+        }
+        for server in servers {
+            server.stop().await?;
+        }
+        Ok(())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn locks_run_against_etcd_if_installed() -> anyhow::Result<()> {
+        let Some(etcd) = EtcdServer::start().await? else {
+            // CI does not install etcd (yet): the test runs where it is.
+            eprintln!("etcd is not installed: skipped");
+            return Ok(());
+        };
+        let target: Target = format!("etcd://{},{}", etcd.client_addr, etcd.client_addr)
+            .parse()
+            .map_err(anyhow::Error::msg)?;
+        for keys in [1, 2] {
+            let settings = Settings { keys, ..quick(Workload::Locks) };
+            let report = measure(&target, &settings, false).await?;
+            assert_clean_run(&report);
+            // etcd's lock waits in line: a contended acquire is never a miss.
+            assert_eq!(report.row.busy_or_empty, 0, "{:?}", report.row);
+        }
+        // Every client revoked its lease when it was done: no lock is left behind.
+        assert_eq!(crate::bench::etcd::tests::lease_count(&etcd.client_addr).await?, 0);
+        // Only locks are etcd's.
+        let args = parse(&format!("bench kv --target etcd://{}", etcd.client_addr))?;
+        let err = run(&args, "127.0.0.1:1").await.unwrap_err();
+        assert!(err.to_string().contains("etcd is a peer of the locks workload only, not of kv"), "{err}");
+        Ok(())
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -558,12 +697,12 @@ mod tests {
             eprintln!("redis-server is not installed: skipped");
             return Ok(());
         };
-        let target = Target { peer: Peer::Redis, addr: format!("127.0.0.1:{}", redis.port) };
+        let target = Target { peer: Peer::Redis, addrs: vec![format!("127.0.0.1:{}", redis.port)] };
         for workload in [Workload::Locks, Workload::Queues, Workload::Kv] {
             assert_clean_run(&measure(&target, &quick(workload), false).await?);
         }
         // Every message pushed was moved and removed: both lists are gone.
-        let mut conn = connect(&target).await?;
+        let mut conn = Connection::connect(&target.addrs[0], CONNECT_TIMEOUT).await?;
         for name in quick(Workload::Queues).names() {
             for list in [name.clone(), format!("{name}:processing")] {
                 let len = call(&mut conn, Cmd::new("LLEN").arg(&list)).await?;
