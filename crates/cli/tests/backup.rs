@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use common::{TestServer, free_loopback_addr, info, run_to_exit, until};
+use common::{TestServer, free_loopback_addr, holder_tokens, info, run_to_exit, until};
 use redis::Value;
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -45,31 +45,6 @@ fn queued(con: &mut redis::Connection, queue: &str) -> Vec<String> {
             // [id, payload, deliveries, priority, age-ms]
             Value::Array(parts) => redis::from_redis_value(parts[1].clone()).expect("a payload"),
             other => panic!("Q.PEEK: unexpected {other:?}"),
-        })
-        .collect()
-}
-
-/// The fencing tokens of the lock's holders (`LOCK.INFO` holders: `[owner, token, ...]`).
-fn holder_tokens(con: &mut redis::Connection, lock: &str) -> Vec<i64> {
-    let reply: Value = redis::cmd("LOCK.INFO").arg(lock).query(con).expect("LOCK.INFO");
-    let named = |v: &Value| {
-        matches!(v, Value::BulkString(b) if b == b"holders")
-            || matches!(v, Value::SimpleString(s) if s == "holders")
-    };
-    let holders = match &reply {
-        Value::Map(kv) => kv.iter().find(|(k, _)| named(k)).map(|(_, v)| v.clone()),
-        Value::Array(items) => items.chunks(2).find(|kv| named(&kv[0])).map(|kv| kv[1].clone()),
-        _ => None,
-    };
-    let Some(Value::Array(holders)) = holders else { return Vec::new() };
-    holders
-        .iter()
-        .filter_map(|h| match h {
-            Value::Array(parts) => match parts.get(1) {
-                Some(Value::Int(token)) => Some(*token),
-                _ => None,
-            },
-            _ => None,
         })
         .collect()
 }

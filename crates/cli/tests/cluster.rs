@@ -11,7 +11,7 @@
 mod common;
 
 use common::cluster::{TestCluster, WAIT};
-use common::{TestServer, free_loopback_addr, info, info_u64, until};
+use common::{TestServer, free_loopback_addr, holder_tokens, info, info_u64, lock_info_list, until};
 use redis::Value;
 
 fn set(con: &mut redis::Connection, key: &str, value: &str) -> redis::RedisResult<String> {
@@ -20,39 +20,6 @@ fn set(con: &mut redis::Connection, key: &str, value: &str) -> redis::RedisResul
 
 fn get(con: &mut redis::Connection, key: &str) -> redis::RedisResult<Option<String>> {
     redis::cmd("GET").arg(key).query(con)
-}
-
-/// One list of LOCK.INFO's reply: `holders` or `waiters`.
-fn lock_info_list(con: &mut redis::Connection, lock: &str, field: &str) -> Vec<Value> {
-    let reply: Value = redis::cmd("LOCK.INFO").arg(lock).query(con).expect("LOCK.INFO");
-    let named = |v: &Value| {
-        matches!(v, Value::BulkString(b) if b == field.as_bytes())
-            || matches!(v, Value::SimpleString(s) if s == field)
-    };
-    let list = match &reply {
-        Value::Map(kv) => kv.iter().find(|(k, _)| named(k)).map(|(_, v)| v.clone()),
-        Value::Array(items) => items.chunks(2).find(|kv| named(&kv[0])).map(|kv| kv[1].clone()),
-        _ => None,
-    };
-    match list {
-        Some(Value::Array(items)) => items,
-        _ => Vec::new(),
-    }
-}
-
-fn holder_tokens(con: &mut redis::Connection, lock: &str) -> Vec<i64> {
-    let holders = lock_info_list(con, lock, "holders");
-    // Each holder: [owner, token, expires-in, ...].
-    holders
-        .iter()
-        .filter_map(|h| match h {
-            Value::Array(parts) => match parts.get(1) {
-                Some(Value::Int(token)) => Some(*token),
-                _ => None,
-            },
-            _ => None,
-        })
-        .collect()
 }
 
 #[test]

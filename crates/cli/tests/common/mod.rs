@@ -326,3 +326,37 @@ pub fn free_loopback_addr() -> String {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     listener.local_addr().expect("local addr").to_string()
 }
+
+/// One list of LOCK.INFO's reply: `holders` or `waiters`.
+pub fn lock_info_list(con: &mut redis::Connection, lock: &str, field: &str) -> Vec<redis::Value> {
+    let reply: redis::Value = redis::cmd("LOCK.INFO").arg(lock).query(con).expect("LOCK.INFO");
+    let named = |v: &redis::Value| {
+        matches!(v, redis::Value::BulkString(b) if b == field.as_bytes())
+            || matches!(v, redis::Value::SimpleString(s) if s == field)
+    };
+    let list = match &reply {
+        redis::Value::Map(kv) => kv.iter().find(|(k, _)| named(k)).map(|(_, v)| v.clone()),
+        redis::Value::Array(items) => items.chunks(2).find(|kv| named(&kv[0])).map(|kv| kv[1].clone()),
+        _ => None,
+    };
+    match list {
+        Some(redis::Value::Array(items)) => items,
+        _ => Vec::new(),
+    }
+}
+
+/// The fencing tokens `LOCK.INFO` lists among the lock's holders.
+pub fn holder_tokens(con: &mut redis::Connection, lock: &str) -> Vec<i64> {
+    let holders = lock_info_list(con, lock, "holders");
+    // Each holder: [owner, token, expires-in, ...].
+    holders
+        .iter()
+        .filter_map(|h| match h {
+            redis::Value::Array(parts) => match parts.get(1) {
+                Some(redis::Value::Int(token)) => Some(*token),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect()
+}
