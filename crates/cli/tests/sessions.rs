@@ -12,7 +12,8 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{TestServer, free_loopback_addr, until};
+use common::cluster::TestCluster;
+use common::{TestServer, until};
 use redis::Value;
 
 /// The bound on each wait for the cluster to get somewhere; far more than any step needs.
@@ -22,55 +23,12 @@ const WAIT: Duration = Duration::from_secs(60);
 /// client to resume its session after an election on two busy cores.
 const SESSION_TIMEOUT_MS: &str = "5000";
 
-/// Starts a 3-node cluster (in parallel: each node waits a while for a leader before it reports
-/// ready).
-fn start_cluster(dirs: &[tempfile::TempDir]) -> Vec<TestServer> {
-    let raft: Vec<String> = dirs.iter().map(|_| free_loopback_addr()).collect();
-    let peers = raft.iter().enumerate().map(|(i, a)| format!("{}={a}", i + 1)).collect::<Vec<_>>().join(",");
-    let handles: Vec<_> = dirs
-        .iter()
-        .enumerate()
-        .map(|(i, dir)| {
-            let (dir, peers, id) = (dir.path().to_path_buf(), peers.clone(), (i + 1).to_string());
-            std::thread::spawn(move || {
-                let args = [
-                    "--node-id",
-                    &id,
-                    "--peers",
-                    &peers,
-                    "--session-timeout-ms",
-                    SESSION_TIMEOUT_MS,
-                    // Debug builds on busy cores: see common/cluster.rs.
-                    "--election-timeout-ms",
-                    "500",
-                ];
-                TestServer::start_in(&dir, &args)
-            })
-        })
-        .collect();
-    handles.into_iter().map(|h| h.join().expect("node starts")).collect()
-}
-
 /// A connection to `node`, or `None` if it does not answer.
 fn try_client(node: &TestServer) -> Option<redis::Connection> {
     let client = redis::Client::open(node.url()).ok()?;
     let con = client.get_connection_with_timeout(Duration::from_secs(2)).ok()?;
     con.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
     Some(con)
-}
-
-/// The index of the node among `live` that takes a write (the leader), once there is one.
-fn leader_among(nodes: &[TestServer], live: &[usize]) -> usize {
-    let mut found = None;
-    until("a live node takes a write", WAIT, || {
-        found = live.iter().copied().find(|&i| {
-            try_client(&nodes[i]).is_some_and(|mut con| {
-                redis::cmd("SET").arg("probe").arg(i).query::<String>(&mut con).is_ok()
-            })
-        });
-        found.is_some()
-    });
-    found.expect("a leader")
 }
 
 fn fence_check(con: &mut redis::Connection, lock: &str, token: u64) -> bool {
@@ -114,8 +72,8 @@ impl Drop for Spawned {
 }
 
 /// `turnstile ARGS` talking to every node of the cluster.
-fn turnstile(nodes: &[TestServer], args: &[&str]) -> Spawned {
-    let servers = nodes.iter().map(|n| n.addr.clone()).collect::<Vec<_>>().join(",");
+fn turnstile(cluster: &TestCluster, args: &[&str]) -> Spawned {
+    let servers = (0..cluster.len()).map(|i| cluster.node(i).addr.clone()).collect::<Vec<_>>().join(",");
     Command::new(env!("CARGO_BIN_EXE_turnstile"))
         .args(args)
         .env("TURNSTILE_SERVER", format!("turnstile://{servers}"))
@@ -145,21 +103,20 @@ fn wait_exit(child: &mut Spawned) -> i32 {
 
 #[test]
 fn sessions_of_a_killed_leader_are_resumed_elsewhere_or_released_after_the_timeout() {
-    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().expect("temp dir")).collect();
-    let mut nodes = start_cluster(&dirs);
-    let leader = leader_among(&nodes, &[0, 1, 2]);
+    let mut cluster = TestCluster::start(3, &["--session-timeout-ms", SESSION_TIMEOUT_MS]);
+    let leader = cluster.leader();
     let work = tempfile::tempdir().expect("temp dir");
 
     // A raw session on the leader: its id and secret, and a hold.
-    let mut kept = nodes[leader].client();
+    let mut kept = cluster.node(leader).client();
     let (id, secret): (u64, u64) = redis::cmd("SESSION").arg("INFO").query(&mut kept).expect("SESSION INFO");
     let token = acquire(&mut kept, "kept");
     // A second session on the leader, which nobody will resume.
-    let mut dropped = nodes[leader].client();
+    let mut dropped = cluster.node(leader).client();
     let dropped_token = acquire(&mut dropped, "dropped");
     // `lock run` and `queue work`, each with a session on whichever node leads.
     let mut run = turnstile(
-        &nodes,
+        &cluster,
         &[
             "lock",
             "run",
@@ -174,7 +131,7 @@ fn sessions_of_a_killed_leader_are_resumed_elsewhere_or_released_after_the_timeo
     );
     let _: i64 = redis::cmd("Q.PUSH").arg("jobs").arg("the job").query(&mut kept).expect("Q.PUSH");
     let mut worker = turnstile(
-        &nodes,
+        &cluster,
         &[
             "queue",
             "work",
@@ -195,7 +152,7 @@ fn sessions_of_a_killed_leader_are_resumed_elsewhere_or_released_after_the_timeo
     let run_token: u64 = std::fs::read_to_string(&run_token_file).unwrap().trim().parse().expect("a token");
     assert_eq!(queue_stat(&mut kept, "jobs", "in-flight"), 1);
 
-    nodes[leader].kill9();
+    cluster.kill9(leader);
     drop(dropped);
     let live: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
 
@@ -203,15 +160,18 @@ fn sessions_of_a_killed_leader_are_resumed_elsewhere_or_released_after_the_timeo
     let mut resumed = None;
     until("the session is resumed on a live node", WAIT, || {
         resumed = live.iter().find_map(|&i| {
-            let mut con = try_client(&nodes[i])?;
+            let mut con = try_client(cluster.node(i))?;
             let ok: redis::RedisResult<String> =
                 redis::cmd("SESSION").arg("RESUME").arg(id).arg(secret).query(&mut con);
             match ok {
                 Ok(_) => Some((i, con)),
                 Err(e) => {
-                    // The redis crate spells some codes its own way (`TryAgain`).
+                    // The redis crate spells some codes its own way (`TryAgain`). Right after the
+                    // kill, a follower may still forward to the dead leader: "outcome unknown",
+                    // which a resume (idempotent) may simply be asked again after.
                     let text = e.to_string().to_uppercase();
-                    assert!(["NOTLEADER", "TRYAGAIN", "CLUSTERDOWN"].iter().any(|c| text.contains(c)), "{e}");
+                    let expected = ["NOTLEADER", "TRYAGAIN", "CLUSTERDOWN", "OUTCOME UNKNOWN"];
+                    assert!(expected.iter().any(|c| text.contains(c)), "{e}");
                     None
                 }
             }
@@ -221,7 +181,7 @@ fn sessions_of_a_killed_leader_are_resumed_elsewhere_or_released_after_the_timeo
     let (new_leader, mut resumed) = resumed.expect("resumed");
 
     // The session nobody resumed is released once the dead node's sessions time out...
-    let mut other = nodes[new_leader].client();
+    let mut other = cluster.node(new_leader).client();
     until("the session not resumed is released", WAIT, || !fence_check(&mut other, "dropped", dropped_token));
     // ... and by then the resumed one would have been too, had it not moved: its hold is there,
     // with the same token, it renews, and another client's acquire still has to wait.

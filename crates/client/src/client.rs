@@ -127,6 +127,13 @@ impl Client {
             let mut conn = self.connection().await?;
             match conn.call(&cmd).await {
                 Err(e) if self.refused_here(&e, &mut conn) && retry.again().await => {}
+                // A node that forwarded the command to a leader that died meanwhile cannot tell
+                // whether it was applied (`-ERR outcome unknown: ...`): safe to send again here.
+                Err(Error::Server { code, message })
+                    if code == "ERR" && message.starts_with("outcome unknown") && retry.again().await =>
+                {
+                    conn.retire();
+                }
                 Err(Error::Io { addr, source }) => {
                     self.skip(&addr);
                     if !retry.again().await {
