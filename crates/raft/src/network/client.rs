@@ -164,6 +164,11 @@ impl TcpNetwork {
         PeerClient { shared: Arc::clone(&self.shared), target, appends }
     }
 
+    /// A client of the leader `leader` for forwarded requests (they go on the forward connection).
+    fn forward_client(&self, leader: u64) -> PeerClient {
+        PeerClient { shared: Arc::clone(&self.shared), target: leader, appends: ConnectionKind::Forward }
+    }
+
     /// Writes `commands` to the leader `leader` as one forwarded batch, by `deadline`, after
     /// every batch forwarded before it (see `forward.rs`). Returns once the batch is written.
     pub async fn forward(
@@ -172,8 +177,7 @@ impl TcpNetwork {
         commands: Vec<Command>,
         deadline: Deadline,
     ) -> Result<PendingForward, TransportError> {
-        let client =
-            PeerClient { shared: Arc::clone(&self.shared), target: leader, appends: ConnectionKind::Forward };
+        let client = self.forward_client(leader);
         let (peer, connection) = client.connection(ConnectionKind::Forward, deadline).await?;
         let id = connection.next_id();
         let frame =
@@ -194,8 +198,7 @@ impl TcpNetwork {
         request: AdminRequest,
         deadline: Deadline,
     ) -> Result<Result<ClusterStatus, NodeError>, TransportError> {
-        let client =
-            PeerClient { shared: Arc::clone(&self.shared), target: leader, appends: ConnectionKind::Forward };
+        let client = self.forward_client(leader);
         match client.call(ConnectionKind::Forward, RequestBody::Admin(request), deadline).await? {
             ReplyBody::Admin(done) => Ok(done),
             other => Err(client.unexpected("admin", &other)),
@@ -208,8 +211,7 @@ impl TcpNetwork {
         leader: u64,
         deadline: Deadline,
     ) -> Result<Result<ReadPoint, NodeError>, TransportError> {
-        let client =
-            PeerClient { shared: Arc::clone(&self.shared), target: leader, appends: ConnectionKind::Forward };
+        let client = self.forward_client(leader);
         match client.call(ConnectionKind::Forward, RequestBody::ReadIndex, deadline).await? {
             ReplyBody::ReadPoint(point) => Ok(point),
             other => Err(client.unexpected("read-index", &other)),

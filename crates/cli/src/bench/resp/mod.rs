@@ -569,8 +569,8 @@ mod tests {
         let row = &report.row;
         assert!(row.ops > 0, "{row:?}");
         assert_eq!(row.errors, 0, "{row:?}: {:?}", report.first_error);
-        // Every op is at least two round trips over loopback: well above 10 µs.
-        assert!(row.p50_ms > 0.01, "{row:?}");
+        // Latencies were recorded, in order.
+        assert!(row.p50_ms > 0.0 && row.p50_ms <= row.p99_ms, "{row:?}");
         assert!(
             row.p50_ms <= row.p99_ms && row.p99_ms <= row.p99_9_ms && row.p99_9_ms <= row.max_ms,
             "{row:?}"
