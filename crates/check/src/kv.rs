@@ -3,5 +3,5 @@
 use crate::{Call, Verdict};
 
 pub fn check(calls: &[Call<'_>]) -> Verdict {
-    Verdict { checker: "kv", checked: calls.len(), violations: Vec::new() }
+    Verdict::new("kv", calls.len(), Vec::new())
 }

@@ -8,6 +8,8 @@ pub mod history;
 mod kv;
 mod locks;
 mod queues;
+#[cfg(test)]
+mod script;
 
 pub use history::{Call, Delivery, Event, History, Kind, Op, Outcome, Pending, Process, Recorder, Value};
 
@@ -20,9 +22,20 @@ pub struct Verdict {
     pub checked: usize,
     /// What it found wrong, one line each, naming the operations; empty when valid.
     pub violations: Vec<String>,
+    /// What it could not decide within its budget (a KV key whose search ran too long), one line
+    /// each. Not a violation: a run with these is valid but was not fully checked.
+    pub inconclusive: Vec<String>,
+    /// What it counted that the promises allow, for the reader (duplicate deliveries, pushes of
+    /// unknown outcome that were delivered).
+    pub notes: Vec<String>,
 }
 
 impl Verdict {
+    pub(crate) fn new(checker: &'static str, checked: usize, violations: Vec<String>) -> Verdict {
+        Verdict { checker, checked, violations, inconclusive: Vec::new(), notes: Vec::new() }
+    }
+
+    /// No violations. Inconclusive parts do not make a verdict invalid; see `inconclusive`.
     pub fn valid(&self) -> bool {
         self.violations.is_empty()
     }
