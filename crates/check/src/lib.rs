@@ -6,6 +6,7 @@
 
 pub mod history;
 mod kv;
+mod linear;
 mod locks;
 mod queues;
 #[cfg(test)]
