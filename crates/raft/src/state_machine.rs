@@ -36,7 +36,7 @@ use openraft::type_config::alias::{LogIdOf, PayloadOf, SnapshotMetaOf, SnapshotO
 use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
 use tokio::sync::{mpsc, watch};
 use turnstile_core::{Effect, State, Timestamp};
-use turnstile_storage::SnapshotStore;
+use turnstile_storage::{SnapshotStore, StorageError};
 
 use crate::{Batch, BatchReply, TypeConfig};
 
@@ -163,6 +163,29 @@ impl StateMachineStore {
         Ok(())
     }
 
+    /// Writes a snapshot built here, trying again while the disk is full. openraft stops for good
+    /// on any error of a snapshot build, and a full disk is no reason to: the log still holds
+    /// everything the snapshot would (nothing is purged before it is saved), and freed space lets
+    /// the next try succeed. The failed tries leave nothing behind (the temp file is removed).
+    /// Waits between tries are async sleeps, so shutdown is not held up by a disk that stays full.
+    async fn keep_snapshot_when_there_is_room(&self, meta: &SnapshotMeta, data: &Bytes) -> io::Result<()> {
+        let mut pause = SNAPSHOT_RETRY_FIRST;
+        loop {
+            let (store, meta, data) = (self.clone(), meta.clone(), data.clone());
+            let kept = tokio::task::spawn_blocking(move || store.keep_snapshot(&meta, &data)).await.map_err(
+                |e| io::Error::other(format!("writing the snapshot panicked or was cancelled: {e}")),
+            )?;
+            match kept {
+                Err(error) if no_space(&error) => {
+                    tracing::warn!(%error, retry_in_ms = pause.as_millis(), "snapshot not written: the disk is full");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(SNAPSHOT_RETRY_MAX);
+                }
+                kept => return kept,
+            }
+        }
+    }
+
     /// Holds snapshot writes (see [`SnapshotStore::hold_saves_for_test`]); `None` without a disk.
     #[doc(hidden)]
     pub fn hold_snapshot_saves_for_test(&self) -> Option<turnstile_storage::HeldSaves> {
@@ -227,6 +250,20 @@ impl StateMachineStore {
     }
 }
 
+/// The first pause before a snapshot that found the disk full is written again; it doubles up to
+/// [`SNAPSHOT_RETRY_MAX`].
+const SNAPSHOT_RETRY_FIRST: std::time::Duration = std::time::Duration::from_millis(100);
+const SNAPSHOT_RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Whether a snapshot write failed for want of space (see [`save_snapshot`], which wraps the
+/// storage error).
+fn no_space(error: &io::Error) -> bool {
+    error
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<StorageError>())
+        .is_some_and(StorageError::is_no_space)
+}
+
 /// Writes a snapshot file: `meta` (postcard) and the `State::snapshot` bytes, under the log index
 /// the snapshot covers. [`StateMachineStore::open`] reads it back.
 pub(crate) fn save_snapshot(disk: &SnapshotStore, meta: &SnapshotMeta, data: &[u8]) -> io::Result<()> {
@@ -255,18 +292,15 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
             (meta, applied.state.snapshot_copy())
         };
         let copied = started.elapsed();
-        let store = self.clone();
-        let written = tokio::task::spawn_blocking(move || {
+        let (data, serialized) = tokio::task::spawn_blocking(move || {
             let data = Bytes::from(state.snapshot());
-            let serialized = started.elapsed();
             // The copy is dropped here, off the log thread, too.
             drop(state);
-            store.keep_snapshot(&meta, &data)?;
-            Ok::<_, io::Error>((meta, data, serialized))
+            (data, started.elapsed())
         })
         .await
         .map_err(|e| io::Error::other(format!("building the snapshot panicked or was cancelled: {e}")))?;
-        let (meta, data, serialized) = written?;
+        self.keep_snapshot_when_there_is_room(&meta, &data).await?;
         tracing::info!(
             index = ?meta.last_log_id.map(|id| id.index()),
             bytes = data.len(),

@@ -69,9 +69,24 @@ fn pid_suffix(pid: &Option<u32>) -> String {
 }
 
 impl StorageError {
+    /// Whether this is a full disk: an operating-system call that failed with ENOSPC (or EDQUOT, a
+    /// quota: full for this user).
+    pub fn is_no_space(&self) -> bool {
+        matches!(self, StorageError::Io { source, .. }
+            if matches!(source.kind(), io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded))
+    }
+
     /// Wraps an `io::Error` with the operation and file it came from.
     pub(crate) fn io(context: impl Into<String>, source: io::Error) -> Self {
         StorageError::Io { context: context.into(), source: Arc::new(source) }
+    }
+}
+
+/// A copy of `error` (`io::Error` is not `Clone`): the same OS error code, or the same kind and text.
+pub(crate) fn clone_io_error(error: &io::Error) -> io::Error {
+    match error.raw_os_error() {
+        Some(code) => io::Error::from_raw_os_error(code),
+        None => io::Error::new(error.kind(), error.to_string()),
     }
 }
 
@@ -83,5 +98,21 @@ pub(crate) trait IoContext<T> {
 impl<T> IoContext<T> for io::Result<T> {
     fn ctx(self, context: impl FnOnce() -> String) -> Result<T, StorageError> {
         self.map_err(|source| StorageError::io(context(), source))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn enospc_and_edquot_are_a_full_disk_and_nothing_else_is() {
+        let os = |code| StorageError::io("writing segment 1", io::Error::from_raw_os_error(code));
+        assert!(os(28).is_no_space(), "ENOSPC");
+        assert!(os(122).is_no_space(), "EDQUOT");
+        assert!(!os(5).is_no_space(), "EIO");
+        assert!(!StorageError::Poisoned.is_no_space());
+        let copy = clone_io_error(&io::Error::from_raw_os_error(28));
+        assert_eq!(copy.raw_os_error(), Some(28));
     }
 }

@@ -137,13 +137,20 @@ impl SnapshotStore {
             .truncate(true)
             .open(&temp)
             .ctx(|| format!("creating {}", temp.display()))?;
-        file.write_all(&header)
+        let written = file
+            .write_all(&header)
             .and_then(|()| file.write_all(meta))
             .and_then(|()| write_in_steps(&mut file, data))
             .and_then(|()| file.write_all(&crc.to_le_bytes()))
-            .ctx(|| format!("writing {}", temp.display()))?;
-        file.sync_all().ctx(|| format!("fsync of {}", temp.display()))?;
+            .ctx(|| format!("writing {}", temp.display()))
+            .and_then(|()| file.sync_all().ctx(|| format!("fsync of {}", temp.display())));
         drop(file);
+        if let Err(error) = written {
+            // On a full disk the half-written temp file would hold space the journal needs; it is
+            // never read (open deletes leftovers), so it goes now. The snapshot before stays.
+            let _ = fs::remove_file(&temp);
+            return Err(error);
+        }
         fs::rename(&temp, &path).ctx(|| format!("renaming {} to {}", temp.display(), path.display()))?;
         sync_dir(&self.dir)?;
 

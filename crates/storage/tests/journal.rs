@@ -352,6 +352,9 @@ fn a_failed_fsync_poisons_the_journal() {
     );
     assert!(journal.is_poisoned());
     assert!(matches!(append_wait(&journal, vec![entry(3)]), Err(StorageError::Poisoned)));
+    let cause = journal.poisoned_by().expect("the cause is kept");
+    assert!(cause.to_string().contains("injected"), "the first failure, not a later refusal: {cause}");
+    assert!(!cause.is_no_space(), "an fsync error is not a full disk");
     assert!(matches!(journal.sync(), Err(StorageError::Poisoned)));
     assert!(matches!(journal.close(), Err(StorageError::Poisoned)));
 

@@ -33,9 +33,10 @@ use openraft::impls::ProgressResponder;
 use openraft::raft::ClientWriteResult;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use turnstile_core::{Command, Reply};
+use turnstile_storage::Journal;
 
 use super::NodeError;
-use super::error::{fatal_error, write_error};
+use super::error::{fatal_error, journal_stopped, write_error};
 use super::forward::{self, Route, Target};
 use crate::{Batch, Clock, Raft, TypeConfig};
 
@@ -81,6 +82,9 @@ impl Stats {
 /// The batcher task: forms batches from the proposal queue and submits them without waiting. In
 /// a cluster (`route` given), a batch formed while another node leads is forwarded to it whole
 /// instead; it holds its pipeline slot until the leader's replies are in.
+// One caller (`Node::start`), which hands over what the task owns; a struct for it would only
+// rename these.
+#[allow(clippy::too_many_arguments)]
 pub(super) async fn run(
     raft: Raft,
     mut queue: mpsc::Receiver<Proposal>,
@@ -89,6 +93,7 @@ pub(super) async fn run(
     max_in_flight: usize,
     stats: Arc<Stats>,
     route: Option<Route>,
+    journal: Option<Arc<Journal>>,
 ) {
     let slots = Arc::new(Semaphore::new(max_in_flight));
     let mut taken = Vec::with_capacity(max_batch);
@@ -143,9 +148,10 @@ pub(super) async fn run(
         match raft.client_write_ff(batch, Some(responder)).await {
             Ok(()) => {
                 let (raft, self_id) = (raft.clone(), route.as_ref().map(|r| r.self_id));
+                let journal = journal.clone();
                 tokio::spawn(async move {
                     tokio::select! {
-                        () = deliver(done, &mut waiters) => {}
+                        () = deliver(done, &mut waiters, journal.as_deref()) => {}
                         () = cut_off(&raft, self_id) => fail_all(std::mem::take(&mut waiters), NodeError::Indeterminate(
                             "this leader lost contact with a quorum before the write committed; it commits only if this node keeps the leadership".into(),
                         )),
@@ -153,8 +159,18 @@ pub(super) async fn run(
                     drop(slot);
                 });
             }
-            Err(fatal) => fail_all(waiters, fatal_error(fatal)),
+            Err(fatal) => fail_all(waiters, stopped_by_journal(fatal_error(fatal), journal.as_deref())),
         }
+    }
+}
+
+/// Raft stops on a journal failure, and its callers would hear only "fatal" or "shutting down":
+/// say what failed instead (a full disk, say). The entry may have reached other nodes before this
+/// one failed to write it, so its outcome is unknown.
+fn stopped_by_journal(error: NodeError, journal: Option<&Journal>) -> NodeError {
+    match (&error, journal_stopped(journal)) {
+        (NodeError::Fatal(_) | NodeError::ShuttingDown, Some(why)) => NodeError::Indeterminate(why),
+        _ => error,
     }
 }
 
@@ -163,12 +179,15 @@ pub(super) async fn run(
 async fn deliver(
     done: oneshot::Receiver<ClientWriteResult<TypeConfig>>,
     waiters: &mut Vec<oneshot::Sender<Result<Reply, NodeError>>>,
+    journal: Option<&Journal>,
 ) {
     let replies = match done.await {
         Ok(Ok(response)) => response.data.0,
-        Ok(Err(e)) => return fail_all(std::mem::take(waiters), write_error(e)),
+        Ok(Err(e)) => return fail_all(std::mem::take(waiters), stopped_by_journal(write_error(e), journal)),
         // The responder was dropped unanswered: Raft stopped.
-        Err(_) => return fail_all(std::mem::take(waiters), NodeError::ShuttingDown),
+        Err(_) => {
+            return fail_all(std::mem::take(waiters), stopped_by_journal(NodeError::ShuttingDown, journal));
+        }
     };
     let count = replies.len();
     let mut replies = replies.into_iter();

@@ -35,6 +35,31 @@ pub enum NodeError {
     /// Raft stopped on an error (storage failure, panic) or failed to start.
     #[error("fatal: {0}")]
     Fatal(String),
+    /// This node's log stopped taking writes because its journal failed a write or fsync (a full
+    /// disk, say; the text names it). Nothing was applied; reads keep working. See
+    /// [`writes_stopped`].
+    #[error("writes refused: {0}")]
+    WritesStopped(String),
+}
+
+/// Why `journal` takes no more writes, if it has failed.
+pub(crate) fn journal_stopped(journal: Option<&turnstile_storage::Journal>) -> Option<String> {
+    journal?.poisoned_by().map(|cause| writes_stopped(&cause))
+}
+
+/// Why a node whose journal failed takes no more writes, in the words every front end shows: the
+/// cause first (`no space left on device` for a full disk, as Redis's `-MISCONF` puts it), then
+/// what the operator does. Writes stay refused until a restart even once space is freed: the
+/// journal cannot tell a failed write from a failed fsync after the fact, and after a failed
+/// fsync the page cache may hold writes the disk never took (PostgreSQL's "fsyncgate"), so only a
+/// replay from the files is trusted.
+pub(crate) fn writes_stopped(cause: &turnstile_storage::StorageError) -> String {
+    let what =
+        if cause.is_no_space() { "no space left on device" } else { "the disk failed a write or fsync" };
+    format!(
+        "{what} ({cause}); this node's log stopped taking writes at that failure and reads still work; free \
+         space or fix the disk, then restart the server: nothing acknowledged is lost"
+    )
 }
 
 fn leader_address(f: &ForwardToLeader<TypeConfig>) -> Option<String> {

@@ -53,7 +53,7 @@ use crate::network::{NoNetwork, TcpNetwork, serve};
 use crate::state_machine::{AppliedEffects, StateMachineStore};
 use crate::{Clock, Raft, TypeConfig};
 use batcher::{Proposal, Stats};
-use error::{fatal_error, read_error};
+use error::{fatal_error, journal_stopped, read_error};
 use open::open_storage;
 
 pub use config::{Cluster, NodeConfig, Storage};
@@ -336,6 +336,7 @@ impl Node {
             in_flight,
             stats.clone(),
             route.clone(),
+            opened.journal.clone(),
         ));
         let snapshotter = match &opened.journal {
             Some(journal) if config.snapshot_log_bytes > 0 => Some(tokio::spawn(snapshotter::run(
@@ -403,6 +404,10 @@ impl Node {
         if let Err(e) = self.check_open() {
             return Enqueued::Done(Err(e));
         }
+        // Refused before it is queued: certainly not applied, and no wait for a Raft that stopped.
+        if let Some(why) = journal_stopped(self.inner.journal.as_deref()) {
+            return Enqueued::Done(Err(NodeError::WritesStopped(why)));
+        }
         let (reply, answer) = oneshot::channel();
         match self.inner.proposals.try_send(Proposal { cmd, reply }) {
             Ok(()) => Enqueued::Done(Ok(answer)),
@@ -454,6 +459,12 @@ impl Node {
 
     /// The read-index protocol on this node, which leads; returns the time to read at.
     async fn confirm_read_here(&self) -> Result<Timestamp, NodeError> {
+        // A poisoned journal has stopped Raft; when this node is the only voter, nobody can have
+        // moved on, so the applied state answers (see below) without asking the stopped Raft,
+        // which would log an error for every read.
+        if self.journal_poisoned() && self.sole_voter() {
+            return Ok(self.inner.clock.now());
+        }
         // Boxed: openraft's read-index future is large, and inline it would make every read's
         // future (and its callers') that large, to be copied into place on each call.
         match Box::pin(self.inner.raft.ensure_linearizable(ReadPolicy::ReadIndex)).await {
@@ -526,6 +537,12 @@ impl Node {
     /// Whether this node is the leader and the only voter. openraft publishes a membership change
     /// in its metrics before this node can vote for anyone else under it, so a node that another
     /// could replace no longer reads as alone.
+    /// Whether this node is the cluster's only voter (whatever Raft's state).
+    fn sole_voter(&self) -> bool {
+        let id = self.inner.node_id;
+        self.inner.raft.metrics().borrow_watched().membership_config.membership().voter_ids().eq([id])
+    }
+
     fn leads_alone(&self) -> bool {
         let id = self.inner.node_id;
         let metrics = self.inner.raft.metrics();

@@ -91,6 +91,11 @@ impl From<NodeError> for ApiError {
                 tracing::debug!(reason = %e, "refused: no leader reachable");
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "CLUSTERDOWN", CLUSTER_DOWN)
             }
+            // The journal failed (a full disk, say): 507, as a storage that cannot take the
+            // request; the text names the cause.
+            e @ NodeError::WritesStopped(_) => {
+                ApiError::new(StatusCode::INSUFFICIENT_STORAGE, "ERR", e.to_string())
+            }
             other => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "ERR", other.to_string()),
         }
     }
@@ -145,6 +150,13 @@ mod tests {
                 assert_eq!(api.message, text, "the same words as on every protocol");
             }
         }
+    }
+
+    #[test]
+    fn a_node_whose_journal_failed_refuses_with_507_and_the_cause() {
+        let api = ApiError::from(NodeError::WritesStopped("no space left on device (...)".into()));
+        assert_eq!((api.status, api.code), (StatusCode::INSUFFICIENT_STORAGE, "ERR"));
+        assert_eq!(api.message, "writes refused: no space left on device (...)");
     }
 
     #[test]

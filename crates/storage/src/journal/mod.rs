@@ -99,6 +99,8 @@ pub type Done = Box<dyn FnOnce(Result<(), StorageError>) + Send>;
 #[derive(Debug, Default)]
 struct Shared {
     poisoned: AtomicBool,
+    /// The failure that poisoned the journal (the first one), for whoever must say why writes stop.
+    poisoned_by: Mutex<Option<StorageError>>,
     fail_next_sync: AtomicBool,
     /// Test hook: milliseconds the next fdatasync sleeps before it starts (0: none).
     delay_next_sync_ms: std::sync::atomic::AtomicU64,
@@ -114,9 +116,12 @@ impl Shared {
         self.stats.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn poison(&self) {
+    fn poison(&self, cause: &StorageError) {
+        let mut poisoned_by = self.poisoned_by.lock().unwrap_or_else(PoisonError::into_inner);
         if !self.poisoned.swap(true, Ordering::SeqCst) {
+            *poisoned_by = Some(cause.clone());
             tracing::error!(
+                %cause,
                 "journal: a write or fsync failed; refusing all further writes (restart to recover)"
             );
         }
@@ -245,6 +250,12 @@ impl Journal {
         self.inner.shared.poisoned.load(Ordering::SeqCst)
     }
 
+    /// The failure that poisoned the journal, if one has: what a refused write should name (a full
+    /// disk, say: [`StorageError::is_no_space`]).
+    pub fn poisoned_by(&self) -> Option<StorageError> {
+        self.inner.shared.poisoned_by.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
     /// Final fdatasync, background threads joined. Fails if the journal is poisoned or the final fsync fails.
     pub fn close(mut self) -> Result<(), StorageError> {
         self.shut_down()
@@ -309,7 +320,7 @@ impl Journal {
         let ended = if writer.is_poisoned() {
             Err(StorageError::Poisoned)
         } else {
-            writer.end_active().inspect_err(|_| writer.poison())
+            writer.end_active().inspect_err(|e| writer.poison(e))
         };
         // Its sender gone, the deleter finishes what it was given and ends.
         writer.deleter = None;

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use super::commit::Inner;
 use super::writer::Writer;
 use super::{FsyncPolicy, Shared};
+use crate::error::{StorageError, clone_io_error};
 
 /// `Interval`'s background thread: an fdatasync once `interval` has passed since the last one while there
 /// are unsynced writes, until told to stop. The fdatasync runs without the files: the writer keeps
@@ -61,7 +62,8 @@ impl Inner {
         let result = fdatasync(&self.shared, &sync.file);
         if let Err(error) = &result {
             tracing::error!(file = %sync.path.display(), %error, "journal: background fdatasync failed");
-            self.shared.poison();
+            let context = format!("background fdatasync of segment {}", sync.path.display());
+            self.shared.poison(&StorageError::io(context, clone_io_error(error)));
         }
         let finished = FinishedSync { sync, result, took: began.elapsed() };
         *self.finished_sync.lock().unwrap_or_else(PoisonError::into_inner) = Some(finished);

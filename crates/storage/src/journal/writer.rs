@@ -77,8 +77,8 @@ impl Writer {
             let written = self.write_group(&group);
             let synced =
                 written.and_then(|()| if wants_sync && self.dirty { self.sync_active() } else { Ok(()) });
-            if synced.is_err() {
-                self.poison();
+            if let Err(error) = &synced {
+                self.poison(error);
             }
             synced
         };
@@ -267,8 +267,8 @@ impl Writer {
         self.shared.poisoned.load(Ordering::SeqCst)
     }
 
-    pub(super) fn poison(&self) {
-        self.shared.poison();
+    pub(super) fn poison(&self, cause: &StorageError) {
+        self.shared.poison(cause);
     }
 }
 
