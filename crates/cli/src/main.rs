@@ -187,6 +187,11 @@ struct ServerArgs {
     /// Start even if the log has a corrupt record: cut it there, losing everything after it.
     #[arg(long)]
     truncate_corrupt: bool,
+    /// FOR TESTS ONLY, NEVER IN PRODUCTION: serve fault hooks on the HTTP listener
+    /// (PUT /api/faults/fsync-delay {"ms": N} slows every journal fsync by N ms, 0 clears), for
+    /// torture runs that play a slow disk. Without it those paths answer 404.
+    #[arg(long, env = "TURNSTILE_FAULT_INJECTION", value_parser = clap::builder::FalseyValueParser::new())]
+    fault_injection: bool,
     /// Log level: error, warn, info, debug or trace.
     #[arg(long, env = "TURNSTILE_LOG", value_name = "LEVEL", default_value = "info")]
     log: LevelFilter,
@@ -237,6 +242,7 @@ impl ServerArgs {
         set(&mut config.election_timeout_ms, &self.election_timeout_ms);
         set(&mut config.snapshot_log_bytes, &self.snapshot_log_bytes);
         config.truncate_corrupt |= self.truncate_corrupt;
+        config.fault_injection |= self.fault_injection;
         config.validate()?;
         Ok(config)
     }

@@ -85,6 +85,10 @@ pub struct Config {
     /// Operator's choice at start: cut the log at a corrupt record (losing what follows) instead
     /// of refusing to start.
     pub truncate_corrupt: bool,
+    /// For tests only, never in production: serve the fault hooks (`PUT /api/faults/fsync-delay`,
+    /// which slows every fsync of the journal) that a torture run uses to play a slow disk.
+    /// Off, those paths are unknown like any other (404).
+    pub fault_injection: bool,
     /// Threads that run connections; 0 = one per core. The log (openraft, the batcher, the state
     /// machine) runs on a thread of its own besides these, and the journal on another.
     pub worker_threads: usize,
@@ -128,6 +132,7 @@ impl Default for Config {
             election_timeout_ms: 250,
             snapshot_log_bytes: 64 * 1024 * 1024,
             truncate_corrupt: false,
+            fault_injection: false,
         }
     }
 }

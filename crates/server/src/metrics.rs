@@ -609,6 +609,11 @@ impl Exposition {
 
     fn journal(&mut self, j: &JournalStats) {
         self.counter("turnstile_fsync_total", "fdatasync calls on journal segments.", j.fsyncs);
+        self.counter(
+            "turnstile_fsync_delayed_total",
+            "fdatasync calls slowed by a fault hook (--fault-injection only).",
+            j.delayed_fsyncs,
+        );
         self.fsync_histogram(j);
         self.gauge(
             "turnstile_fsync_max_duration_seconds",

@@ -47,6 +47,8 @@ pub struct Shared {
     /// The last connection id given out (`CLIENT ID`).
     pub next_client_id: AtomicU64,
     pub fsync: Fsync,
+    /// `fault-injection`: whether the HTTP listener serves the fault hooks (tests only).
+    pub fault_injection: bool,
     /// This process, as the host of the sessions of its connections (see `host.rs`).
     pub host: HostId,
     /// `session-timeout-ms`: how long the sessions of this process outlive its keep-alives.
@@ -291,6 +293,7 @@ impl Server {
             amqp_users: config.amqp_users.clone(),
             next_client_id: AtomicU64::new(0),
             fsync: config.fsync,
+            fault_injection: config.fault_injection,
             host,
             session_timeout: timeout,
             shutdown: shutdown.clone(),

@@ -574,3 +574,25 @@ fn a_segment_is_zero_filled_ahead_and_a_crash_leaves_nothing_torn() {
     let (_journal, recovered) = Journal::open(dir.path(), Options::default()).unwrap();
     assert_eq!(recovered.entries.len(), 51);
 }
+
+#[test]
+fn a_standing_sync_delay_slows_every_fdatasync_until_cleared() {
+    let dir = tempfile::tempdir().unwrap();
+    let (journal, _) = Journal::open(dir.path(), options(FsyncPolicy::Always)).unwrap();
+    append_wait(&journal, vec![entry(1)]).unwrap();
+    assert_eq!(journal.stats().delayed_fsyncs, 0, "no delay set, none delayed");
+    journal.set_sync_delay(Duration::from_millis(1));
+    assert_eq!(journal.sync_delay(), Duration::from_millis(1));
+    for index in 2..=4 {
+        append_wait(&journal, vec![entry(index)]).unwrap();
+    }
+    let stats = journal.stats();
+    assert_eq!(stats.delayed_fsyncs, 3, "each append's fdatasync was delayed, not only the first");
+    journal.set_sync_delay(Duration::ZERO);
+    append_wait(&journal, vec![entry(5)]).unwrap();
+    assert_eq!(journal.stats().delayed_fsyncs, 3, "cleared: the next fdatasync is not delayed");
+    assert!(journal.stats().fsyncs > stats.fsyncs);
+    journal.close().unwrap();
+    let (_journal, recovered) = Journal::open(dir.path(), Options::default()).unwrap();
+    assert_eq!(recovered.entries.len(), 5, "a slow disk loses nothing");
+}

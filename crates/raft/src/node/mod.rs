@@ -643,6 +643,13 @@ impl Node {
         }
     }
 
+    /// Makes every journal fsync take `delay` longer until set back to zero, as a slow disk would
+    /// (the server's `--fault-injection` hook). False when the log is not durable: nothing to slow.
+    #[doc(hidden)]
+    pub fn set_sync_delay(&self, delay: std::time::Duration) -> bool {
+        self.inner.journal.as_ref().inspect(|journal| journal.set_sync_delay(delay)).is_some()
+    }
+
     /// Makes snapshot writes wait until the returned hold is dropped; `None` without a data dir.
     #[doc(hidden)]
     pub fn hold_snapshot_saves_for_test(&self) -> Option<turnstile_storage::HeldSaves> {

@@ -26,8 +26,8 @@ use super::{ApiError, Peer};
 use crate::server::Shared;
 use crate::stats::{COUNTERS, Snapshot};
 
-type App = Arc<Shared>;
-type ApiResult = Result<Response, ApiError>;
+pub(super) type App = Arc<Shared>;
+pub(super) type ApiResult = Result<Response, ApiError>;
 
 /// One route: what the router serves and what `/openapi.json` documents.
 pub struct Route {
@@ -478,7 +478,7 @@ pub async fn method_not_allowed(request: Request) -> ApiError {
 
 /// A JSON body (whatever the `Content-Type` says, so `curl -d` works); bad JSON is a 400, a
 /// body past the limit a 413, both in the API's error shape.
-pub struct Body<T>(T);
+pub struct Body<T>(pub(super) T);
 
 impl<T: DeserializeOwned> FromRequest<App> for Body<T> {
     type Rejection = ApiError;
@@ -524,7 +524,7 @@ fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(bytes).map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
 }
 
-fn ok(value: impl Serialize) -> ApiResult {
+pub(super) fn ok(value: impl Serialize) -> ApiResult {
     Ok(Json(value).into_response())
 }
 

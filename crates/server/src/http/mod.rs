@@ -15,6 +15,7 @@ mod api;
 mod backup;
 mod error;
 mod exec;
+mod faults;
 mod openapi;
 
 use std::collections::HashMap;
@@ -58,6 +59,9 @@ fn router(shared: Arc<Shared>) -> Router {
     for route in api::routes() {
         operations.entry(route.path).or_default().push((route.method, route.operation));
         router = router.route(route.path, route.handler);
+    }
+    if shared.fault_injection {
+        router = faults::add_routes(router, &mut operations);
     }
     let operations = Arc::new(operations);
     let stats = shared.stats.clone();

@@ -110,6 +110,7 @@ pub async fn render(shared: &Shared, sections: &[String]) -> String {
                 line("fsync", &format!("{:?}", shared.fsync).to_lowercase());
                 if let Some(j) = &snapshot.journal {
                     line("fsyncs", &j.fsyncs);
+                    line("fsyncs_delayed", &j.delayed_fsyncs);
                     line("journal_appends", &j.appends);
                     line("journal_batches", &j.batches);
                     line("journal_bytes", &j.bytes);

@@ -102,6 +102,8 @@ struct Shared {
     fail_next_sync: AtomicBool,
     /// Test hook: milliseconds the next fdatasync sleeps before it starts (0: none).
     delay_next_sync_ms: std::sync::atomic::AtomicU64,
+    /// Fault hook: milliseconds every fdatasync sleeps before it starts while this is set (0: none).
+    sync_delay_ms: std::sync::atomic::AtomicU64,
     stats: Mutex<JournalStats>,
     /// Where every entry in the log is, as of what is in the files.
     index: Mutex<Places>,
@@ -261,6 +263,22 @@ impl Journal {
     pub fn delay_next_sync_for_test(&self, delay: Duration) {
         let millis = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
         self.inner.shared.delay_next_sync_ms.store(millis, Ordering::SeqCst);
+    }
+
+    /// Makes every fdatasync take at least `delay` longer until this is called again with zero, as a
+    /// slow disk would: the fault hook a torture run's nemesis uses (the server offers it only with
+    /// `--fault-injection`). Each delayed fdatasync is counted in [`JournalStats::delayed_fsyncs`],
+    /// so a test can tell the hook acted without timing anything.
+    #[doc(hidden)]
+    pub fn set_sync_delay(&self, delay: Duration) {
+        let millis = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+        self.inner.shared.sync_delay_ms.store(millis, Ordering::SeqCst);
+    }
+
+    /// The standing fdatasync delay set by [`Journal::set_sync_delay`].
+    #[doc(hidden)]
+    pub fn sync_delay(&self) -> Duration {
+        Duration::from_millis(self.inner.shared.sync_delay_ms.load(Ordering::SeqCst))
     }
 
     fn send(&self, command: Command) {

@@ -10,6 +10,8 @@ pub const FSYNC_HISTOGRAM_BUCKETS: usize = 24;
 pub struct JournalStats {
     /// fdatasync calls on segment files (group commits, background syncs, rolls, `sync`, close).
     pub fsyncs: u64,
+    /// fdatasync calls a fault or test hook slowed down ([`Journal::set_sync_delay`](super::Journal::set_sync_delay)).
+    pub delayed_fsyncs: u64,
     /// Records written.
     pub records: u64,
     /// Bytes written to segment files (frames and checkpoints).

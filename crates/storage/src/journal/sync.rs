@@ -144,10 +144,14 @@ pub(super) struct FinishedSync {
 
 /// fdatasync, with the test hooks
 /// ([`Journal::fail_next_sync_for_test`](super::Journal::fail_next_sync_for_test),
-/// [`Journal::delay_next_sync_for_test`](super::Journal::delay_next_sync_for_test)).
+/// [`Journal::delay_next_sync_for_test`](super::Journal::delay_next_sync_for_test)) and the standing
+/// delay ([`Journal::set_sync_delay`](super::Journal::set_sync_delay)).
 pub(super) fn fdatasync(shared: &Shared, file: &File) -> std::io::Result<()> {
-    let delay = shared.delay_next_sync_ms.swap(0, Ordering::SeqCst);
+    let once = shared.delay_next_sync_ms.swap(0, Ordering::SeqCst);
+    let standing = shared.sync_delay_ms.load(Ordering::SeqCst);
+    let delay = once.saturating_add(standing);
     if delay > 0 {
+        shared.stats().delayed_fsyncs += 1;
         std::thread::sleep(Duration::from_millis(delay));
     }
     if shared.fail_next_sync.swap(false, Ordering::SeqCst) {
