@@ -26,7 +26,7 @@ pub struct TortureArgs {
     seed: Option<u64>,
     /// The faults, comma-separated: kill, pause, partition, slow-disk, restart, membership
     /// (slow-disk starts the nodes with --fault-injection). `none` for no faults.
-    #[arg(long, default_value = "kill,pause,partition,restart,membership")]
+    #[arg(long, default_value = "kill,pause,partition,slow-disk,restart,membership")]
     nemesis: String,
     /// Client threads (RESP and HTTP; a quarter as many AMQP clients run beside them).
     #[arg(long, default_value_t = 12)]

@@ -65,7 +65,7 @@ impl Options {
             nodes: 3,
             duration: Duration::from_secs(60),
             seed: 1,
-            nemesis: Fault::ALL.into_iter().filter(|f| *f != Fault::SlowDisk).collect(),
+            nemesis: Fault::ALL.into_iter().collect(),
             clients: 12,
             out: None,
             cycles: None,
