@@ -1,14 +1,23 @@
 //! The AMQP clients: each publishes to `qa` through the default exchange on a confirm channel
-//! (a push is Ok once the broker confirms it) and takes messages with `basic.get`, acking them.
+//! (a push is Ok once the broker confirms it), and takes messages with `basic.get` or with a
+//! consumer of prefetch 1, acking them.
 //!
-//! `basic.get` is a request with a reply, so a delivery's invocation is when the get was sent:
-//! the server cannot have handed the message over earlier. An AMQP ack has no reply, so it is
+//! A delivery's invocation must be no later than when the server could have sent it. For
+//! `basic.get` that is when the get was sent. A consumer's first delivery may come as soon as
+//! `basic.consume` is sent, and with prefetch 1 each next one as soon as the previous one's ack
+//! arrives: so the pop that the next delivery completes is invoked before that ack is sent (by
+//! a process of its own, since the ack is an operation too). An AMQP ack has no reply, so it is
 //! recorded as unknown (`Info`): the checkers may assume it took effect, or not.
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use lapin::options::{BasicAckOptions, BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions};
+use futures_util::StreamExt;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicGetOptions, BasicPublishOptions, BasicQosOptions,
+    ConfirmSelectOptions,
+};
+use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
 use tokio::task::JoinSet;
 use tokio::time::timeout;
@@ -107,7 +116,15 @@ impl AmqpClient {
     /// run stops.
     async fn session(&mut self, ch: &Channel) {
         while !self.shared.stop.load(Ordering::Relaxed) {
-            let ok = if self.rng.bool() { self.publish(ch).await } else { self.get(ch).await };
+            let ok = match self.rng.u32(0..10) {
+                0..=4 => self.publish(ch).await,
+                5..=7 => self.get(ch).await,
+                // A consumer ends its connection (a delivery may be on its way when it stops).
+                _ => {
+                    self.consume(ch).await;
+                    false
+                }
+            };
             if !ok {
                 self.generation += 1;
                 tokio::time::sleep(Duration::from_millis(self.rng.u64(50..250))).await;
@@ -156,6 +173,66 @@ impl AmqpClient {
                 false
             }
         }
+    }
+
+    /// A consumer of prefetch 1 for up to five deliveries, acking each; it stops when none comes
+    /// within a second. The connection is left after it: the pop under way when it stops is
+    /// unknown, and only closing the channel gives an unacked delivery back for sure.
+    async fn consume(&mut self, ch: &Channel) {
+        // Deliveries are recorded by one process, their acks by another.
+        let (pops, acks) = (self.process(), self.process() + (1 << 31));
+        if !matches!(timeout(REPLY_TIMEOUT, ch.basic_qos(1, BasicQosOptions::default())).await, Ok(Ok(()))) {
+            return;
+        }
+        let mut pending = self.shared.recorder.invoke(pops, Op::Pop { queue: QUEUE.to_owned() });
+        let options = BasicConsumeOptions::default();
+        let consumer =
+            timeout(REPLY_TIMEOUT, ch.basic_consume(QUEUE.into(), "".into(), options, FieldTable::default()));
+        let mut consumer = match consumer.await {
+            Ok(Ok(consumer)) => consumer,
+            Ok(Err(e)) => {
+                pending.info(e.to_string());
+                return;
+            }
+            Err(_) => {
+                pending.info("no basic.consume-ok in time");
+                return;
+            }
+        };
+        for _ in 0..self.rng.u32(1..6) {
+            let delivery = match timeout(Duration::from_secs(1), consumer.next()).await {
+                Ok(Some(Ok(delivery))) => delivery,
+                Ok(Some(Err(e))) => {
+                    pending.info(e.to_string());
+                    return;
+                }
+                Ok(None) => {
+                    pending.info("the consumer was cancelled");
+                    return;
+                }
+                Err(_) => break,
+            };
+            let tag = delivery.delivery_tag;
+            let d = Delivery {
+                id: String::from_utf8_lossy(&delivery.data).into_owned(),
+                receipt: format!("amqp-{}-{}-{tag}", self.base, self.generation),
+                queue: QUEUE.to_owned(),
+            };
+            pending.ok(Value::Delivered(vec![d.clone()]));
+            // The next delivery may follow the ack at once: its pop begins first.
+            pending = self.shared.recorder.invoke(pops, Op::Pop { queue: QUEUE.to_owned() });
+            let ack = self
+                .shared
+                .recorder
+                .invoke(acks, Op::Ack { queue: QUEUE.to_owned(), id: d.id, receipt: d.receipt });
+            let sent =
+                matches!(timeout(REPLY_TIMEOUT, delivery.ack(BasicAckOptions::default())).await, Ok(Ok(_)));
+            ack.info(if sent { "sent; an AMQP ack has no reply" } else { "the ack may not have been sent" });
+            if !sent {
+                break;
+            }
+        }
+        pending.info("the consumer stopped; a delivery may have been on its way");
     }
 
     /// One `basic.get`, and an ack of what it got; false when an outcome is unknown.
