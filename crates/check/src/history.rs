@@ -9,6 +9,7 @@
 //! A history is written one JSON event per line (`History::write_jsonl`), so a failing run can
 //! be kept and checked again later (`History::read_jsonl`).
 
+use std::fmt;
 use std::io::{BufRead, Write};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
@@ -260,5 +261,69 @@ impl Pending {
 
     pub fn info(self, why: impl Into<String>) {
         self.recorder.push(self.process, Kind::Info, self.op, Value::Error(why.into()));
+    }
+}
+
+/// Nanoseconds since the run began, as milliseconds a reader can compare by eye.
+pub fn ms(ns: u64) -> String {
+    format!("{}.{:03} ms", ns / 1_000_000, ns % 1_000_000 / 1_000)
+}
+
+impl fmt::Display for Op {
+    /// The command as a client would type it, near enough to find it in a server log.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Op::Acquire { lock, lease_ms, limit: None } => write!(f, "LOCK.ACQUIRE {lock} {lease_ms}"),
+            Op::Acquire { lock, lease_ms, limit: Some(limit) } => {
+                write!(f, "SEM.ACQUIRE {lock} {limit} {lease_ms}")
+            }
+            Op::Renew { lock, token, lease_ms } => write!(f, "RENEW {lock} {token} {lease_ms}"),
+            Op::Release { lock, token } => write!(f, "RELEASE {lock} {token}"),
+            Op::FencedSet { key, value, lock, token } => {
+                write!(f, "SET {key} {value:?} FENCE {lock} {token}")
+            }
+            Op::Get { key } => write!(f, "GET {key}"),
+            Op::Set { key, value } => write!(f, "SET {key} {value:?}"),
+            Op::SetNx { key, value } => write!(f, "SET {key} {value:?} NX"),
+            Op::Push { queue, id, group: None } => write!(f, "PUSH {queue} {id}"),
+            Op::Push { queue, id, group: Some(group) } => write!(f, "PUSH {queue} {id} GROUP {group}"),
+            Op::Pop { queue } => write!(f, "POP {queue}"),
+            Op::Ack { queue, id, receipt } => write!(f, "ACK {queue} {id} ({receipt})"),
+            Op::Nack { queue, id, receipt } => write!(f, "NACK {queue} {id} ({receipt})"),
+            Op::Nemesis { fault } => write!(f, "nemesis {fault}"),
+        }
+    }
+}
+
+impl fmt::Display for Value {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Value::None => write!(f, "-"),
+            Value::Token(token) => write!(f, "token {token}"),
+            Value::Bool(b) => write!(f, "{b}"),
+            Value::Read(None) => write!(f, "nil"),
+            Value::Read(Some(value)) => write!(f, "{value:?}"),
+            Value::Delivered(deliveries) => {
+                let ids: Vec<&str> = deliveries.iter().map(|d| d.id.as_str()).collect();
+                write!(f, "[{}]", ids.join(", "))
+            }
+            Value::Error(why) => write!(f, "error {why:?}"),
+        }
+    }
+}
+
+impl fmt::Display for Call<'_> {
+    /// One line a violation can quote: who, what, how it ended, and when.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "process {} {}", self.process, self.op)?;
+        match self.outcome {
+            Outcome::Ok => write!(f, " -> {}", self.value)?,
+            Outcome::Fail => write!(f, " -> failed")?,
+            Outcome::Info => write!(f, " -> unknown")?,
+        }
+        match self.completed {
+            Some(completed) => write!(f, " [{} .. {}]", ms(self.invoked), ms(completed)),
+            None => write!(f, " [{} .. ?]", ms(self.invoked)),
+        }
     }
 }
