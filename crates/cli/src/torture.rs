@@ -54,19 +54,8 @@ fn parse_nemesis(list: &str) -> anyhow::Result<BTreeSet<Fault>> {
 pub fn run(args: TortureArgs) -> anyhow::Result<ExitCode> {
     if let Some(path) = &args.check {
         let verdicts = turnstile_torture::check_file(path)?;
-        let mut valid = true;
-        for v in &verdicts {
-            valid &= v.valid();
-            println!(
-                "{:<7} {} ({} checked)",
-                v.checker,
-                if v.valid() { "valid" } else { "INVALID" },
-                v.checked
-            );
-            for violation in v.violations.iter().take(20) {
-                println!("  {violation}");
-            }
-        }
+        print!("{}", turnstile_torture::summary(&verdicts));
+        let valid = verdicts.iter().all(turnstile_torture::CheckVerdict::valid);
         return Ok(if valid { ExitCode::SUCCESS } else { ExitCode::from(exit::VIOLATION) });
     }
     let binary = std::env::current_exe().context("finding the turnstile binary to start the nodes from")?;

@@ -65,7 +65,7 @@ fn three_nodes_every_fault_seed_7() {
     let history = out.path().join("history.jsonl");
     let (output, again) = torture(&["--check", history.to_str().expect("a UTF-8 path")]);
     assert!(output.status.success(), "{again}");
-    assert!(again.lines().filter(|l| l.contains(" valid (")).count() == 3, "{again}");
+    assert_eq!(again.lines().filter(|l| l.contains(": valid (")).count(), 3, "{again}");
 }
 
 #[test]

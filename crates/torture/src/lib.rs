@@ -32,6 +32,7 @@ use turnstile_check::{History, Op, Outcome, Recorder, Verdict};
 
 pub use cluster::{Addrs, Cluster, NodeSettings};
 pub use nemesis::Fault;
+pub use turnstile_check::{Verdict as CheckVerdict, summary};
 
 use crate::cluster::State;
 use crate::nemesis::{LeaderWatch, Nemesis};
@@ -99,6 +100,9 @@ pub struct Report {
     /// Leader changes the run saw (each new term with a leader after the first).
     pub failovers: u64,
     pub verdicts: Vec<Verdict>,
+    /// Messages the drain could not reach: still in flight under a lease longer than the run
+    /// waits (a queue's `in-flight` gauge after the drain), per queue.
+    pub stranded: BTreeMap<String, u64>,
     pub wall: Duration,
     /// Where the history and logs were written, if they were.
     pub out: Option<PathBuf>,
@@ -157,19 +161,12 @@ impl fmt::Display for Report {
             self.kills_mid_snapshot,
             self.failovers
         )?;
-        for v in &self.verdicts {
-            writeln!(
-                f,
-                "{:<7} {} ({} checked{})",
-                v.checker,
-                if v.valid() { "valid" } else { "INVALID" },
-                v.checked,
-                if v.valid() { String::new() } else { format!(", {} violations", v.violations.len()) }
-            )?;
-            for violation in v.violations.iter().take(5) {
-                writeln!(f, "  {violation}")?;
-            }
+        if !self.stranded.is_empty() {
+            let list: Vec<String> = self.stranded.iter().map(|(q, n)| format!("{q} {n}")).collect();
+            writeln!(f, "still in flight after the drain (not drained): {}", list.join(", "))?;
         }
+        // One line per checker, its violations (and what it could not decide) below.
+        write!(f, "{}", turnstile_check::summary(&self.verdicts))?;
         write!(f, "wall time: {}", humantime_secs(self.wall))?;
         if let Some(out) = &self.out {
             write!(f, "\nhistory and logs: {}", out.display())?;
@@ -352,6 +349,7 @@ fn run_in(options: &Options, run_dir: &Path) -> anyhow::Result<(Report, History)
     ));
     // The drain's processes come after every client's.
     drain(&shared, 1 << 48)?;
+    let stranded = stranded(&cluster);
 
     let history = recorder.history();
     let verdicts = turnstile_check::check(&history);
@@ -381,6 +379,7 @@ fn run_in(options: &Options, run_dir: &Path) -> anyhow::Result<(Report, History)
         kills_mid_snapshot: tally.kills_mid_snapshot,
         failovers,
         verdicts,
+        stranded,
         wall: started.elapsed(),
         out: None,
     };
@@ -456,6 +455,35 @@ fn drain(shared: &Shared, process: u64) -> anyhow::Result<()> {
     }
     client.read_every_key(deadline);
     Ok(())
+}
+
+/// The queues' `in-flight` gauges after the drain, where not zero (asked of any running member;
+/// empty if none answers).
+fn stranded(cluster: &Cluster) -> BTreeMap<String, u64> {
+    let mut out = BTreeMap::new();
+    let Some(addrs) = cluster.running().into_iter().find_map(|i| cluster.addrs(i)) else { return out };
+    let Ok(mut con) = redis::Client::open(format!("redis://{}/", addrs.resp))
+        .and_then(|c| c.get_connection_with_timeout(Duration::from_secs(2)))
+    else {
+        return out;
+    };
+    for (queue, dlq) in workload::QUEUES {
+        for name in [queue, dlq] {
+            let Ok(stats) = redis::cmd("Q.STATS").arg(name).query::<Vec<redis::Value>>(&mut con) else {
+                continue;
+            };
+            let in_flight = stats.chunks(2).find_map(|kv| match kv {
+                [redis::Value::BulkString(k), redis::Value::Int(n)] if k == b"in-flight" => {
+                    u64::try_from(*n).ok()
+                }
+                _ => None,
+            });
+            if let Some(n) = in_flight.filter(|&n| n > 0) {
+                out.insert(name.to_owned(), n);
+            }
+        }
+    }
+    out
 }
 
 /// One HTTP `PUT` with a JSON body; the status.

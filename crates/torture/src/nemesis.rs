@@ -372,3 +372,25 @@ impl LeaderWatch {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_fault_parses_from_its_name_and_an_unknown_one_is_refused_by_name() {
+        for fault in Fault::ALL {
+            assert_eq!(fault.name().parse::<Fault>(), Ok(fault));
+        }
+        let error = "flood".parse::<Fault>().unwrap_err();
+        assert!(error.contains("unknown fault \"flood\""), "{error}");
+        assert!(error.contains("slow-disk"), "the error lists the faults: {error}");
+    }
+
+    #[test]
+    fn partitions_and_membership_changes_need_three_nodes() {
+        let on_one: Vec<Fault> = Fault::ALL.into_iter().filter(|f| f.fits(1)).collect();
+        assert_eq!(on_one, [Fault::Kill, Fault::Pause, Fault::SlowDisk, Fault::Restart]);
+        assert!(Fault::ALL.into_iter().all(|f| f.fits(3)));
+    }
+}
