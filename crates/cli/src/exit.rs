@@ -15,6 +15,8 @@ pub const TIMEOUT: u8 = 3;
 pub const LOST: u8 = 4;
 /// Waiting would have closed a cycle in the wait-for graph.
 pub const DEADLOCK: u8 = 5;
+/// `torture`: a checker found the history invalid.
+pub const VIOLATION: u8 = 6;
 
 /// The `--help` text listing the statuses above.
 pub const HELP: &str = "\
@@ -25,6 +27,7 @@ Exit status:
   3    nothing within the wait: lock taken, semaphore full, queue empty
   4    the hold was lost (`lock run` stopped CMD; `lock renew` found it gone)
   5    refused: waiting would deadlock
+  6    `torture`: a checker found a violation
 
 The server is found through --server HOST:PORT (or turnstile://HOST:PORT[,HOST:PORT...]),
 else TURNSTILE_SERVER, else 127.0.0.1:7379.";

@@ -1,5 +1,5 @@
 //! `turnstile`: the command line. `turnstile server` runs the server; `lock`, `sem`, `queue`,
-//! `cluster` (members, backups) and `bench` talk to one.
+//! `cluster` (members, backups) and `bench` talk to one; `torture` runs a cluster of it under faults.
 
 mod bench;
 mod cluster;
@@ -10,6 +10,7 @@ mod membership;
 mod output;
 mod queue;
 mod run;
+mod torture;
 mod work;
 
 use std::collections::BTreeMap;
@@ -72,6 +73,9 @@ enum Command {
         #[command(flatten)]
         args: bench::BenchArgs,
     },
+    /// Verification: a cluster of this binary under a workload and injected faults (kill -9,
+    /// pauses, partitions, ...), its history judged by the checkers.
+    Torture(Box<torture::TortureArgs>),
 }
 
 /// Which server a client command talks to, and how it prints.
@@ -266,6 +270,15 @@ fn main() -> ExitCode {
         }
         Command::Bench { server, args } => {
             tokio_runtime().and_then(|rt| rt.block_on(bench::run(args, &server))).map(|()| ExitCode::SUCCESS)
+        }
+        Command::Torture(args) => {
+            // The AMQP client logs every connection the nemesis breaks; those are expected.
+            let level = LevelFilter::ERROR;
+            logging::init(
+                LogFormat::Text,
+                Targets::new().with_default(level).with_target("lapin", LevelFilter::OFF),
+            );
+            torture::run(*args)
         }
     };
     result.unwrap_or_else(|e| exit::report(&e))
