@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, mpsc};
 
-use turnstile_core::{Command, HostId, Millis};
+use turnstile_core::{HostId, Millis};
 use turnstile_raft::{
     Backup, Clock, Cluster, DataDirMeta, Deadline, FsyncPolicy, Joining, Node, NodeConfig, NodeError,
     RestoreError, Storage, StorageError, StorageOptions, check_empty, format_cluster_id, open_meta,
@@ -251,11 +251,10 @@ impl Server {
                 tracing::info!(id, "joined the cluster as a voter");
             }
         }
-        if !config.in_cluster() {
-            // No connection outlives a restart: end the sessions of the previous run (their holds
-            // and deliveries stay under their leases, which the node refreshed when it started).
-            node.propose(Command::DetachSessions).await?;
-        }
+        // The sessions of a previous run live on as a dead node's do in a cluster: until their
+        // host's timeout (counted again from this start), for their clients to resume them; then
+        // they close, releasing what they held and returning their deliveries. (Detaching them at
+        // once kept a delivery with no session under its lease: 30 minutes for AMQP's.)
         // Before any connection is served: a session is never opened by a host the log does not
         // know yet (`OpenSession` would add it all the same, with the same timeout).
         let host = HostId(host::random());
