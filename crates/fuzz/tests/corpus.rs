@@ -19,6 +19,9 @@ fn files(kind: &str) -> Vec<(String, PathBuf)> {
     let Ok(targets) = std::fs::read_dir(&dir) else { return files };
     for target in targets {
         let target = target.expect("a directory entry").path();
+        if !target.is_dir() {
+            continue;
+        }
         let name = target.file_name().and_then(|n| n.to_str()).expect("a UTF-8 name").to_owned();
         assert!(TARGETS.iter().any(|(t, _)| *t == name), "{} names no target", target.display());
         for file in std::fs::read_dir(&target).expect("a target directory lists") {
