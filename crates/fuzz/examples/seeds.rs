@@ -132,10 +132,7 @@ fn amqp(dir: &Path) -> std::io::Result<()> {
         ),
         (
             "basic_qos",
-            AMQPClass::Basic(basic::AMQPMethod::Qos(basic::Qos {
-                prefetch_count: 10,
-                global: true,
-            })),
+            AMQPClass::Basic(basic::AMQPMethod::Qos(basic::Qos { prefetch_count: 10, global: true })),
         ),
         (
             "basic_consume",
