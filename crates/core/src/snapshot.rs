@@ -338,6 +338,9 @@ impl State {
                 .restore_queue(id, queue.into_owned(), messages.into_iter().collect(), &mut timers)
                 .map_err(SnapshotError::Inconsistent)?;
         }
+        // Bindings name exchanges and queues that the image holds apart: a binding whose
+        // exchange or queue is not there would make routing and deletes misbehave later.
+        state.check_exchanges().map_err(SnapshotError::Inconsistent)?;
         if version >= 6 {
             let (cluster, after): (ClusterImage<'_>, _) = postcard::take_from_bytes(rest)?;
             state.retired_nodes = cluster.retired_nodes.into_owned();

@@ -174,3 +174,17 @@ fn a_truncated_or_extended_snapshot_is_refused() {
     longer.push(0);
     assert!(matches!(State::restore(longer.into()), Err(SnapshotError::Inconsistent(_))));
 }
+
+/// Found by the `snapshot_restore` fuzz target: a damaged snapshot whose bindings name an
+/// exchange it does not hold restored, and the state broke its invariants on the first check.
+#[test]
+fn a_snapshot_binding_a_missing_exchange_is_inconsistent() {
+    let file = include_bytes!("../../../fuzz/regressions/snapshot_restore/binding_of_missing_exchange");
+    // The fuzz input's first byte is the target's control byte; the snapshot follows.
+    match turnstile_core::State::restore(Bytes::copy_from_slice(&file[1..])) {
+        Err(turnstile_core::SnapshotError::Inconsistent(why)) => {
+            assert!(why.contains("missing exchange"), "{why}")
+        }
+        other => panic!("expected Inconsistent, got {other:?}"),
+    }
+}

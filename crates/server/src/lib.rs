@@ -32,5 +32,8 @@ pub use config::{
     Config, ConfigError, DEFAULT_AMQP_PORT, DEFAULT_HTTP_PORT, DEFAULT_RESP_PORT, Fsync, parse_peers,
 };
 pub use embedded::Embedded;
+/// The HTTP API's body decoding, for the fuzz targets (see [`http::body_command`]).
+#[doc(hidden)]
+pub use http::{ApiError, BODY_OPERATIONS, body_command};
 pub use server::{Server, ServerError};
 pub use turnstile_raft::{Clock, ManualClock};

@@ -33,6 +33,7 @@ use crate::server::Shared;
 use crate::shutdown::Shutdown;
 use crate::stats::Stats;
 
+pub use api::{BODY_OPERATIONS, body_command};
 pub use error::ApiError;
 
 /// What a request body may hold besides its payload (the JSON around it, escapes).
