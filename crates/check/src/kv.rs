@@ -128,25 +128,7 @@ mod tests {
     use crate::linear::mix;
     use crate::script::*;
 
-    fn verdict(history: &History) -> Verdict {
-        check(&history.calls())
-    }
-
-    fn assert_finds(history: &History, what: &str) {
-        let verdict = verdict(history);
-        assert!(
-            verdict.violations.iter().any(|line| line.contains(what)),
-            "expected a violation containing {what:?}, got {:?}",
-            verdict.violations
-        );
-    }
-
-    fn assert_valid(history: &History) -> Verdict {
-        let verdict = verdict(history);
-        assert!(verdict.valid(), "expected no violations, got {:?}", verdict.violations);
-        assert!(verdict.inconclusive.is_empty(), "{:?}", verdict.inconclusive);
-        verdict
-    }
+    crate::script::judged_by_check!();
 
     #[test]
     fn a_stale_read_is_found() {

@@ -289,23 +289,7 @@ mod tests {
     use crate::script::*;
     use crate::{History, Value};
 
-    fn verdict(history: &History) -> Verdict {
-        check(&history.calls())
-    }
-
-    fn assert_finds(history: &History, what: &str) {
-        let verdict = verdict(history);
-        assert!(
-            verdict.violations.iter().any(|line| line.contains(what)),
-            "expected a violation containing {what:?}, got {:?}",
-            verdict.violations
-        );
-    }
-
-    fn assert_valid(history: &History) {
-        let verdict = verdict(history);
-        assert!(verdict.valid(), "expected no violations, got {:?}", verdict.violations);
-    }
+    crate::script::judged_by_check!();
 
     #[test]
     fn a_double_grant_is_found() {

@@ -210,27 +210,9 @@ fn push_id<'a>(push: &Call<'a>) -> &'a str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::History;
     use crate::script::*;
 
-    fn verdict(history: &History) -> Verdict {
-        check(&history.calls())
-    }
-
-    fn assert_finds(history: &History, what: &str) {
-        let verdict = verdict(history);
-        assert!(
-            verdict.violations.iter().any(|line| line.contains(what)),
-            "expected a violation containing {what:?}, got {:?}",
-            verdict.violations
-        );
-    }
-
-    fn assert_valid(history: &History) -> Verdict {
-        let verdict = verdict(history);
-        assert!(verdict.valid(), "expected no violations, got {:?}", verdict.violations);
-        verdict
-    }
+    crate::script::judged_by_check!();
 
     #[test]
     fn a_delivered_and_acked_message_passes() {

@@ -123,3 +123,31 @@ pub(crate) fn delivered(queue: &str, ids: &[&str]) -> Value {
 pub(crate) fn read(value: Option<&str>) -> Value {
     Value::Read(value.map(str::to_string))
 }
+
+/// The helpers every checker's tests use, judging with that module's own `check`: `verdict`,
+/// `assert_finds` (a violation line containing a text) and `assert_valid` (no violation, nothing
+/// left undecided).
+macro_rules! judged_by_check {
+    () => {
+        fn verdict(history: &crate::History) -> crate::Verdict {
+            check(&history.calls())
+        }
+
+        fn assert_finds(history: &crate::History, what: &str) {
+            let verdict = verdict(history);
+            assert!(
+                verdict.violations.iter().any(|line| line.contains(what)),
+                "expected a violation containing {what:?}, got {:?}",
+                verdict.violations
+            );
+        }
+
+        fn assert_valid(history: &crate::History) -> crate::Verdict {
+            let verdict = verdict(history);
+            assert!(verdict.valid(), "expected no violations, got {:?}", verdict.violations);
+            assert!(verdict.inconclusive.is_empty(), "{:?}", verdict.inconclusive);
+            verdict
+        }
+    };
+}
+pub(crate) use judged_by_check;
