@@ -131,6 +131,13 @@ impl Drop for LogRuntime {
 /// How long a joining node waits to reach the member it was given.
 const JOIN_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Reaches the member a joining node was given: the handshake that tells it the cluster's id.
+async fn join_handshake(member: &str, id: u64) -> Result<Joining, NodeError> {
+    Joining::connect(member, id, Deadline::after(JOIN_CONNECT_TIMEOUT))
+        .await
+        .map_err(|e| NodeError::Unavailable(format!("cannot reach {member} to join: {e}")))
+}
+
 /// Asks the member to have this node added, until it is or [`JOIN_TIMEOUT`] has passed. A
 /// refusal that may pass (no leader yet, an election, another membership change in progress) is
 /// retried; one that will not (the id is taken or retired) ends the start.
@@ -186,14 +193,13 @@ impl Server {
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|source| ServerError::DataDir { path: config.data_dir.clone(), source })?;
         // A node that joins learns the cluster id from the member it was given (its welcome); the
-        // membership comes from the leader once this node is added.
+        // membership comes from the leader once this node is added. A data dir that already
+        // belongs to a cluster knows both: a joined node restarts without that member, which may
+        // have left the cluster since (it asks again below only if it never was added).
+        let known = DataDirMeta::read(&config.data_dir).map_err(ServerError::DataDirMeta)?.is_some();
         let joining = match &config.join {
-            Some(member) => Some(
-                Joining::connect(member, config.node_id, Deadline::after(JOIN_CONNECT_TIMEOUT))
-                    .await
-                    .map_err(|e| NodeError::Unavailable(format!("cannot reach {member} to join: {e}")))?,
-            ),
-            None => None,
+            Some(member) if !known => Some(join_handshake(member, config.node_id).await?),
+            _ => None,
         };
         let meta = match restore {
             Some((path, backup)) => install(&config, path, &backup)?,
@@ -243,9 +249,17 @@ impl Server {
             }
         };
         let node = started.await.map_err(|e| ServerError::Node(NodeError::Fatal(e.to_string())))??;
-        if let (Some(join), Some(raft_addr)) = (joining, config.raft_addr) {
+        if let (Some(member), Some(raft_addr)) = (&config.join, config.raft_addr) {
             let id = config.node_id;
             if !node.local_cluster_status().members.iter().any(|m| m.id == id) {
+                let join = match joining {
+                    Some(join) => join,
+                    None => {
+                        let join = join_handshake(member, id).await?;
+                        same_cluster(&config, &meta, member, &join)?;
+                        join
+                    }
+                };
                 tracing::info!(id, %raft_addr, "asking to join the cluster; answered once this node has caught up");
                 join_cluster(&join, id, raft_addr.to_string()).await?;
                 tracing::info!(id, "joined the cluster as a voter");
@@ -379,15 +393,8 @@ fn data_dir_meta(config: &Config, joining: Option<&Joining>) -> Result<DataDirMe
     let first = joining.map(Joining::cluster_id).or(from_peers);
     let meta = open_meta(&config.data_dir, || first.map_or_else(random_cluster_id, Ok))
         .map_err(ServerError::DataDirMeta)?;
-    if let (Some(joined), Some(member)) = (joining.map(Joining::cluster_id), &config.join) {
-        if joined != meta.cluster_id {
-            return Err(ServerError::OtherCluster {
-                dir: config.data_dir.clone(),
-                ours: format_cluster_id(meta.cluster_id),
-                member: member.clone(),
-                theirs: format_cluster_id(joined),
-            });
-        }
+    if let (Some(join), Some(member)) = (joining, &config.join) {
+        same_cluster(config, &meta, member, join)?;
     }
     if let Some(from_peers) = from_peers.filter(|id| *id != meta.cluster_id) {
         tracing::warn!(
@@ -399,6 +406,24 @@ fn data_dir_meta(config: &Config, joining: Option<&Joining>) -> Result<DataDirMe
     }
     tracing::info!(dir = %config.data_dir.display(), cluster_id = %format_cluster_id(meta.cluster_id), "data dir");
     Ok(meta)
+}
+
+/// Refuses to join `member`'s cluster with a data dir of another.
+fn same_cluster(
+    config: &Config,
+    meta: &DataDirMeta,
+    member: &str,
+    join: &Joining,
+) -> Result<(), ServerError> {
+    if join.cluster_id() == meta.cluster_id {
+        return Ok(());
+    }
+    Err(ServerError::OtherCluster {
+        dir: config.data_dir.clone(),
+        ours: format_cluster_id(meta.cluster_id),
+        member: member.to_owned(),
+        theirs: format_cluster_id(join.cluster_id()),
+    })
 }
 
 /// Makes the (empty) data dir that of a new cluster of one voter, this node, its first snapshot
