@@ -422,6 +422,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 inner.last_purged.map(|p| p.to_string()).unwrap_or_default()
             )));
         }
+        // A follower that installed a snapshot from past its own log purges through an entry it
+        // never had: that entry is written, blank, for its term (as a restore seeds a log).
+        let holds_entry = inner.last.is_some_and(|last| last.index() >= log_id.index());
         let keep = inner.log.split_off(&(log_id.index() + 1));
         let removed = std::mem::replace(&mut inner.log, keep);
         inner.remove_from_window(removed);
@@ -432,7 +435,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         }
         drop(inner);
         // Entry `index` itself stays in the journal: it carries the purged log id's term.
-        if let Some(below) = log_id.index().checked_sub(1) {
+        if !holds_entry {
+            self.journal_quietly(purged_through(log_id)?);
+        } else if let Some(below) = log_id.index().checked_sub(1) {
             self.journal_quietly(vec![Record::Purge(below)]);
         }
         Ok(())
@@ -545,6 +550,27 @@ mod tests {
         for dir in [purged_itself.path(), seeded.path()] {
             assert_eq!(open(dir).get_log_state().await.unwrap(), expected, "{}", dir.display());
         }
+    }
+
+    /// A follower that installs a snapshot from past its own log purges through an entry it never
+    /// had. After a restart it must know that purge, term included: it once came back with no
+    /// purge point, and the node could not start ("log entries 0..=0 left memory").
+    #[tokio::test]
+    async fn a_purge_past_the_last_entry_survives_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = open(dir.path());
+        store.append((1..=10).map(entry), IOFlushed::noop()).await.unwrap();
+        store.purge(log_id(2, 40)).await.unwrap();
+        let mut next = entry(41);
+        next.log_id = log_id(2, 41);
+        store.append([next], IOFlushed::noop()).await.unwrap();
+        store.journal.as_ref().unwrap().sync().unwrap();
+        drop(store);
+
+        let mut store = open(dir.path());
+        let state = store.get_log_state().await.unwrap();
+        assert_eq!((state.last_purged_log_id, state.last_log_id), (Some(log_id(2, 40)), Some(log_id(2, 41))));
+        assert_eq!(ids(&store.try_get_log_entries(..).await.unwrap()), vec![(41, 1_041)]);
     }
 
     fn entry(index: u64) -> Entry {
