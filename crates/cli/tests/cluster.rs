@@ -354,6 +354,15 @@ fn nodes_join_leave_and_hand_over_leadership_under_load() {
     // Adding a member again is refused.
     let (ok, _, err) = cluster_cli(&via, &["add", &format!("4={raft_4}")]);
     assert!(!ok && err.contains("node id 4 is already a member"), "{err}");
+    // But node 4 asking again to join, as it does when it restarts before it has learned that
+    // it is a member, is answered: it is one, at that address.
+    let deadline = || turnstile_raft::Deadline::after(WAIT);
+    let joining =
+        cluster.block_on(turnstile_raft::Joining::connect(&join_via, 4, deadline())).expect("connects");
+    let again = cluster.block_on(joining.add(4, raft_4.clone(), deadline())).expect("an answer");
+    assert!(again.as_ref().is_ok_and(|s| s.members.iter().any(|m| m.id == 4)), "{again:?}");
+    let elsewhere = cluster.block_on(joining.add(4, free_loopback_addr(), deadline())).expect("an answer");
+    assert!(elsewhere.is_err_and(|e| e.to_string().contains("already a member of the cluster, at")));
 
     // Remove a follower other than the one the writer and the CLI use.
     let removed = (0..3).find(|&i| i != leader && i != follower).expect("a third node");

@@ -251,7 +251,8 @@ impl Server {
         let node = started.await.map_err(|e| ServerError::Node(NodeError::Fatal(e.to_string())))??;
         if let (Some(member), Some(raft_addr)) = (&config.join, config.raft_addr) {
             let id = config.node_id;
-            if !node.local_cluster_status().members.iter().any(|m| m.id == id) {
+            // A learner asks again too: its promotion to voter may have been cut short.
+            if !node.local_cluster_status().members.iter().any(|m| m.id == id && m.role != "learner") {
                 let join = match joining {
                     Some(join) => join,
                     None => {

@@ -242,14 +242,15 @@ impl Joining {
     }
 
     /// Asks for this node, reached at `raft_addr`, to be added (as a learner, then a voter once
-    /// it has caught up: this node must be serving Raft by then). Answers once it is a voter.
+    /// it has caught up: this node must be serving Raft by then). Answers once it is a voter, and
+    /// at once if it is one already (a restart while or after joining).
     pub async fn add(
         &self,
         id: u64,
         raft_addr: String,
         deadline: Deadline,
     ) -> Result<Result<ClusterStatus, NodeError>, TransportError> {
-        let request = RequestBody::Admin(AdminRequest::Add { id, addr: raft_addr });
+        let request = RequestBody::Admin(AdminRequest::Join { id, addr: raft_addr });
         match self.connection.call(request, deadline).await? {
             ReplyBody::Admin(done) => Ok(done),
             ReplyBody::Error(message) => Err(TransportError::Remote { node: 0, message }),

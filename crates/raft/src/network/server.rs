@@ -378,7 +378,7 @@ async fn serve_join(
         let body = match (&forwards, request.body) {
             (Some(handler), RequestBody::Admin(admin))
                 if admin == AdminRequest::Status
-                    || matches!(admin, AdminRequest::Add { id, .. } if id == joining) =>
+                    || matches!(admin, AdminRequest::Add { id, .. } | AdminRequest::Join { id, .. } if id == joining) =>
             {
                 ReplyBody::Admin(handler.admin(admin).await)
             }

@@ -39,6 +39,13 @@ pub enum AdminRequest {
     TransferLeader {
         to: u64,
     },
+    /// What a joining node asks for itself: [`AdminRequest::Add`], except that a node already a
+    /// member at `addr` is not refused (it restarted while joining, or after): it is made a voter
+    /// if its add was cut short while it was a learner. Last, for the encoding's sake.
+    Join {
+        id: u64,
+        addr: String,
+    },
 }
 
 /// The cluster as its leader sees it.
@@ -146,25 +153,26 @@ pub(super) async fn run(
             if membership(raft).nodes().any(|(&n, _)| n == id) {
                 return Err(NodeError::Refused(format!("node id {id} is already a member of the cluster")));
             }
-            // Linearizable: a retirement committed just before is applied before the check.
-            raft.ensure_linearizable(ReadPolicy::ReadIndex).await.map_err(read_error)?;
-            let retired = state_machine
-                .with_state(|state| state.is_retired_node(id))
-                .map_err(|e| NodeError::Fatal(e.to_string()))?;
-            if retired {
-                return Err(NodeError::Refused(format!(
-                    "node id {id} belonged to a node that left the cluster; ids are never reused: give the new node an id never used before"
-                )));
+            add(raft, state_machine, id, addr).await?;
+        }
+        AdminRequest::Join { id, addr } => {
+            let membership = membership(raft);
+            match membership.get_node(&id) {
+                None => add(raft, state_machine, id, addr).await?,
+                Some(node) if node.addr != addr => {
+                    return Err(NodeError::Refused(format!(
+                        "node id {id} is already a member of the cluster, at {}",
+                        node.addr
+                    )));
+                }
+                Some(_) if membership.voter_ids().any(|v| v == id) => {}
+                Some(_) => {
+                    tracing::info!(id, "a learner asks again to join: making it a voter");
+                    raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
+                        .await
+                        .map_err(change_error)?;
+                }
             }
-            if !crate::network::dialable(&addr) {
-                return Err(NodeError::Refused(format!("{addr:?} is not a HOST:PORT address")));
-            }
-            tracing::info!(id, %addr, "adding a node: as a learner until it has caught up");
-            raft.add_learner(id, BasicNode::new(&addr), true).await.map_err(change_error)?;
-            raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
-                .await
-                .map_err(change_error)?;
-            tracing::info!(id, "node added as a voter");
         }
         AdminRequest::Remove { id } => {
             let membership = membership(raft);
@@ -197,6 +205,31 @@ pub(super) async fn run(
         }
     }
     Ok(local_status(raft, state_machine, self_id))
+}
+
+/// Adds node `id` at `addr`: a learner until it has caught up, then a voter. Refused for an id
+/// that was retired or an address that cannot be dialed.
+async fn add(raft: &Raft, state_machine: &StateMachineStore, id: u64, addr: String) -> Result<(), NodeError> {
+    // Linearizable: a retirement committed just before is applied before the check.
+    raft.ensure_linearizable(ReadPolicy::ReadIndex).await.map_err(read_error)?;
+    let retired = state_machine
+        .with_state(|state| state.is_retired_node(id))
+        .map_err(|e| NodeError::Fatal(e.to_string()))?;
+    if retired {
+        return Err(NodeError::Refused(format!(
+            "node id {id} belonged to a node that left the cluster; ids are never reused: give the new node an id never used before"
+        )));
+    }
+    if !crate::network::dialable(&addr) {
+        return Err(NodeError::Refused(format!("{addr:?} is not a HOST:PORT address")));
+    }
+    tracing::info!(id, %addr, "adding a node: as a learner until it has caught up");
+    raft.add_learner(id, BasicNode::new(&addr), true).await.map_err(change_error)?;
+    raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
+        .await
+        .map_err(change_error)?;
+    tracing::info!(id, "node added as a voter");
+    Ok(())
 }
 
 fn membership(raft: &Raft) -> openraft::Membership<u64, BasicNode> {

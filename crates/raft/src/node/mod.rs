@@ -318,7 +318,15 @@ impl Node {
                 .await
                 .map_err(|e| NodeError::Fatal(format!("no leadership: {e}")))?;
         } else if joining {
-            // Not a member yet: the caller asks to be added once this node serves Raft.
+            // Not a member yet: the caller asks to be added once this node serves Raft. Or one
+            // that joined before and restarted: the caller must see the membership in its log, so
+            // this waits until openraft has published it.
+            if raft.is_initialized().await.map_err(fatal_error)? {
+                let _ = raft
+                    .wait(Some(LEADER_TIMEOUT))
+                    .metrics(|m| m.membership_config.membership().get_node(&id).is_some(), "its membership")
+                    .await;
+            }
         } else if let Err(e) =
             raft.wait(Some(LEADER_TIMEOUT)).metrics(|m| m.current_leader.is_some(), "a leader is known").await
         {
