@@ -5,7 +5,9 @@
 //!   and AMQP, /readyz 503) while the other two elect a leader and go on; once healed, it follows
 //!   that leader and has every write made without it;
 //! - a follower killed while the leader's log is purged by snapshots catches up, on restart, from
-//!   a snapshot streamed to it.
+//!   a snapshot streamed to it;
+//! - a connection closed on a node cut off from the leader still ends its session (and what it
+//!   held) once the node reaches a leader again, though the node never died.
 //!
 //! A follower serves linearizable reads from its own state (once it has applied up to the
 //! leader's read point), so what a node holds is read through that node.
@@ -15,7 +17,7 @@
 mod common;
 
 use common::cluster::{TestCluster, WAIT};
-use common::{http_request, info, info_u64, until};
+use common::{holder_tokens, http_request, info, info_u64, until};
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Connection, ConnectionProperties};
@@ -181,4 +183,30 @@ fn a_follower_killed_while_the_log_is_purged_catches_up_from_a_snapshot() {
     // And it takes writes (forwarded to the leader) again.
     until("the caught-up node takes a write", WAIT, || set(&mut lcon, "final", "z").is_ok());
     assert_eq!(get(&mut con, "final").expect("GET on the leader").as_deref(), Some("z"));
+}
+
+#[test]
+fn a_connection_closed_while_its_node_is_cut_off_ends_its_session_once_healed() {
+    let cluster = TestCluster::start(3, &[]);
+    let leader = cluster.leader();
+    let follower = (leader + 1) % 3;
+    let mut client = cluster.node(follower).client();
+    // No KEEP: the hold is the session's, and a minute's lease outlasts the test.
+    let grant: Vec<i64> =
+        redis::cmd("LOCK.ACQUIRE").arg("cut-off").arg(60_000).query(&mut client).expect("acquired");
+    let mut watcher = cluster.node(leader).client();
+    assert_eq!(holder_tokens(&mut watcher, "cut-off"), vec![grant[0]]);
+
+    // The follower loses the leader; its client goes away meanwhile, and the close it asks the
+    // leader for cannot be applied then.
+    cluster.isolate(follower);
+    drop(client);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert_eq!(holder_tokens(&mut watcher, "cut-off"), vec![grant[0]], "no close without the follower");
+
+    // Its host keeps alive once healed, so no timeout ends that session: the close must.
+    cluster.heal();
+    until("the closed connection's hold is released", WAIT, || {
+        holder_tokens(&mut watcher, "cut-off").is_empty()
+    });
 }

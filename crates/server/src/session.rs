@@ -285,16 +285,47 @@ impl Drop for Session {
     }
 }
 
-async fn close_in_log(shared: &Shared, bound: Bound) {
+async fn close_in_log(shared: &Arc<Shared>, bound: Bound) {
+    if closed(shared, &bound).await {
+        return;
+    }
+    // No leader now (a partition, an election): this host lives on, so its timeout would never
+    // end the session, and its deliveries would stay out and its holds held. The close is asked
+    // again until it applies (closing twice is harmless: the binding), from a task of its own so
+    // that the connection's end waits for nothing.
+    let shared = shared.clone();
+    tokio::spawn(async move {
+        let mut pause = CLOSE_RETRY_FIRST;
+        loop {
+            tokio::time::sleep(pause).await;
+            if closed(&shared, &bound).await {
+                return;
+            }
+            pause = (pause * 2).min(CLOSE_RETRY_MAX);
+        }
+    });
+}
+
+/// One try at closing a session in the log: false if it should be tried again.
+async fn closed(shared: &Shared, bound: &Bound) -> bool {
     let session = bound.id;
     match shared.node.propose(Command::CloseSession { session, binding: Some(bound.binding) }).await {
         Ok(Reply::Int(0)) => tracing::debug!(%session, "session resumed elsewhere; left open"),
         Ok(_) => {}
         // Stopping: the host's timeout (or, for a single node, the next start) ends it.
         Err(NodeError::ShuttingDown) => tracing::debug!(%session, "session left to the host's timeout"),
+        Err(e @ (NodeError::NotLeader { .. } | NodeError::Unavailable(_) | NodeError::Indeterminate(_))) => {
+            tracing::debug!(%session, error = %e, "session not closed yet; asking again");
+            return false;
+        }
         Err(e) => tracing::warn!(%session, error = %e, "session not closed; the host's timeout will end it"),
     }
+    true
 }
+
+/// The first pause before a session's close is asked again, doubled up to [`CLOSE_RETRY_MAX`].
+const CLOSE_RETRY_FIRST: std::time::Duration = std::time::Duration::from_millis(100);
+const CLOSE_RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Counts a session as blocked while it lives.
 struct Blocked<'a>(&'a Shared);
