@@ -358,19 +358,29 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {
         let slot = self.shared.snapshot.lock().map_err(poisoned)?;
         let Some(stored) = slot.as_ref() else { return Ok(None) };
-        let data = match (&self.shared.disk, &stored.data) {
+        match (&self.shared.disk, &stored.data) {
             // In memory (and shared with the state, when restored from it): a clone is a reference.
-            (_, Some(data)) => data.clone(),
+            (_, Some(data)) => Ok(Some(Snapshot { meta: stored.meta.clone(), snapshot: data.clone() })),
+            // The newest file, with the meta saved beside it. It may be newer than the slot says:
+            // a snapshot is written before the slot is updated, and the older file is gone then.
+            // Failing here stopped the leader for good, when it sent a snapshot to a node that
+            // joined while another was being written.
             (Some(disk), None) => {
                 let wanted = stored.meta.last_log_id.map_or(0, |id| id.index());
                 match disk.load_latest().map_err(io::Error::other)? {
-                    Some((index, _, data)) if index == wanted => data,
-                    _ => return Err(io::Error::other(format!("snapshot {wanted} is no longer on disk"))),
+                    Some((index, _, data)) if index == wanted => {
+                        Ok(Some(Snapshot { meta: stored.meta.clone(), snapshot: data }))
+                    }
+                    Some((index, meta, data)) if index > wanted => {
+                        let meta: SnapshotMeta = postcard::from_bytes(&meta)
+                            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+                        Ok(Some(Snapshot { meta, snapshot: data }))
+                    }
+                    _ => Err(io::Error::other(format!("snapshot {wanted} is no longer on disk"))),
                 }
             }
-            (None, None) => return Ok(None),
-        };
-        Ok(Some(Snapshot { meta: stored.meta.clone(), snapshot: data }))
+            (None, None) => Ok(None),
+        }
     }
 }
 
@@ -383,6 +393,31 @@ mod tests {
     fn log_id(index: u64) -> LogId {
         use openraft::vote::RaftLeaderId;
         LogId::new(openraft::impls::leader_id_adv::LeaderId::new(1, 1), index)
+    }
+
+    /// openraft asks for the current snapshot (to send it to a node that lags or joins) while
+    /// another is being written: the file is replaced before the slot is updated. The newer one
+    /// is served, with its own meta; this once failed and stopped the leader for good.
+    #[tokio::test]
+    async fn a_snapshot_newer_on_disk_than_in_the_slot_is_served() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = SnapshotStore::open(dir.path()).unwrap();
+        let (mut sm, _fx) = StateMachineStore::open(Some(disk.clone())).unwrap();
+        let batch = |delta| Batch { now: 1_000, commands: vec![Command::IncrBy { key: "k".into(), delta }] };
+        sm.apply_entry(log_id(3), EntryPayload::Normal(batch(1))).unwrap();
+        let older = sm.build_snapshot().await.unwrap();
+        assert_eq!(older.meta.last_log_id, Some(log_id(3)));
+
+        // The next snapshot's file is written, and its slot not yet updated.
+        sm.apply_entry(log_id(4), EntryPayload::Normal(batch(2))).unwrap();
+        let mut newer = older.meta.clone();
+        newer.last_log_id = Some(log_id(4));
+        let data = sm.with_state(State::snapshot).unwrap();
+        save_snapshot(&disk, &newer, &data).unwrap();
+
+        let current = sm.get_current_snapshot().await.unwrap().expect("a snapshot");
+        assert_eq!(current.meta, newer);
+        assert_eq!(current.snapshot.as_ref(), data.as_slice());
     }
 
     /// build_snapshot → install_snapshot on a fresh adapter gives an equal state, log position
