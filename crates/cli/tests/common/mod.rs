@@ -197,12 +197,24 @@ fn spawn_ready(dir: &Path, args: &[String], stderr: Stdio) -> Ready {
 /// start). Returns its exit status and everything it wrote to stdout and stderr; `None` as the
 /// status if it was still running after `timeout` (it is killed then).
 pub fn run_to_exit(dir: &Path, args: &[&str], timeout: Duration) -> (Option<ExitStatus>, String) {
-    let mut child = server_command(dir, args)
-        .env_remove("RUST_BACKTRACE")
+    let mut command = server_command(dir, args);
+    command.env_remove("RUST_BACKTRACE");
+    run_bounded(command, timeout)
+}
+
+/// Runs `command` to its end, for at most `timeout`: its exit status and everything it wrote to
+/// stdout, then to stderr; `None` as the status if it was still running after `timeout`. It runs
+/// in a process group of its own, killed whole then: the processes it started would otherwise
+/// keep its pipes open, and this function waiting for them.
+pub fn run_bounded(mut command: Command, timeout: Duration) -> (Option<ExitStatus>, String) {
+    use std::os::unix::process::CommandExt;
+    let mut child = command
+        .process_group(0)
+        .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("turnstile binary starts");
+        .unwrap_or_else(|e| panic!("{command:?} does not start: {e}"));
     let readers: Vec<_> = [
         Box::new(child.stdout.take().expect("stdout piped")) as Box<dyn Read + Send>,
         Box::new(child.stderr.take().expect("stderr piped")),
@@ -216,18 +228,22 @@ pub fn run_to_exit(dir: &Path, args: &[&str], timeout: Duration) -> (Option<Exit
         })
     })
     .collect();
+    let group = nix::unistd::Pid::from_raw(i32::try_from(child.id()).expect("pid"));
+    let kill_group = || nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
     let deadline = Instant::now() + timeout;
     let status = loop {
         match child.try_wait().expect("try_wait") {
             Some(status) => break Some(status),
             None if Instant::now() >= deadline => {
-                let _ = child.kill();
+                let _ = kill_group();
                 let _ = child.wait();
                 break None;
             }
             None => std::thread::sleep(Duration::from_millis(20)),
         }
     };
+    // What it started and left running goes too (none left: the group is gone, and that is fine).
+    let _ = kill_group();
     let mut output = String::new();
     for reader in readers {
         output.push_str(&String::from_utf8_lossy(&reader.join().unwrap_or_default()));
