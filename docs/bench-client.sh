@@ -2,12 +2,15 @@
 # Turnstile vs Redis with `turnstile bench`: the lock, queue and kv workloads, both servers durable
 # (Turnstile's default --fsync always; Redis with appendfsync always), one table per workload.
 # FSYNC=interval compares Turnstile's --fsync interval (1 s) with Redis's appendfsync everysec.
+# WORKLOADS picks others: WORKLOADS="locks evalsha multi" measures Turnstile's own lock cycle, the
+# same cycle released by a Lua script (EVALSHA), and MULTI/EXEC of 3 commands, side by side.
 #
 # Starts its own `turnstile server` and `redis-server` on free loopback ports with temp data dirs,
 # and stops only those two when it exits. Needs target/release/turnstile and redis-server.
 #   usage: docs/bench-client.sh [turnstile bench options...]
 #   e.g.   docs/bench-client.sh --duration 3s --clients 20
 #          FSYNC=interval docs/bench-client.sh
+#          FSYNC=interval WORKLOADS="locks evalsha multi" docs/bench-client.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -47,7 +50,9 @@ start_redis "$tmp/redis"
 
 echo "turnstile $("$bin" --version | cut -d' ' -f2) at $ts_addr (fsync $ts_fsync);" \
   "redis $(redis-server --version | sed 's/.* v=\([^ ]*\).*/\1/') at 127.0.0.1:$redis_port (appendfsync $redis_fsync)" >&2
-for workload in locks queues kv; do
-  [[ $workload == locks ]] || echo
+first=1
+for workload in ${WORKLOADS:-locks queues kv}; do
+  ((first)) || echo
+  first=0
   "$bin" bench "$workload" --target "turnstile://$ts_addr" --target "redis://127.0.0.1:$redis_port" "$@"
 done

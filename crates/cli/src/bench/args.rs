@@ -8,9 +8,11 @@ use serde::Serialize;
 /// `turnstile bench WORKLOAD`: measure one workload against one or more servers, side by side.
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
-    /// What one op is: locks (acquire + release), queues (push + pop + ack) or kv (SET + GET);
-    /// or amqp: publishers with confirms and consumers with acks on one queue; or failover:
-    /// kill -9 a 3-node cluster's leader, again and again, and time the first write after.
+    /// What one op is: locks (acquire + release), queues (push + pop + ack), kv (SET + GET),
+    /// evalsha (SET NX PX + EVALSHA of a lock's release script) or multi (MULTI, 3 commands,
+    /// EXEC); or amqp: publishers with confirms and consumers with acks on one queue; or
+    /// failover: kill -9 a 3-node cluster's leader, again and again, and time the first write
+    /// after.
     #[arg(value_enum)]
     pub(super) workload: Workload,
     /// Concurrent clients, each on its own connection, each sending its next op once the last
@@ -71,6 +73,14 @@ pub(super) enum Workload {
     /// times and times each failover: kill → the first write a surviving node acknowledges;
     /// see `failover/`.
     Failover,
+    /// redis-py's lock cycle, the same commands on both: `SET NX PX`, then `EVALSHA` of the
+    /// compare-and-delete release script (loaded once per target with `SCRIPT LOAD`). Against
+    /// Turnstile's own locks row, it tells what the Lua path costs a client that keeps its
+    /// Redis lock code.
+    Evalsha,
+    /// `MULTI`, `SET` + `INCR` + `GET`, `EXEC` in one round trip, as a client library's
+    /// transactional pipeline sends it; the same commands on both.
+    Multi,
 }
 
 impl Workload {
@@ -81,6 +91,8 @@ impl Workload {
             Workload::Kv => "kv",
             Workload::Amqp => "amqp",
             Workload::Failover => "failover",
+            Workload::Evalsha => "evalsha",
+            Workload::Multi => "multi",
         }
     }
 
@@ -92,6 +104,8 @@ impl Workload {
             Workload::Kv => "kv",
             Workload::Amqp => "amqp",
             Workload::Failover => "failover",
+            Workload::Evalsha => "evalsha",
+            Workload::Multi => "multi",
         };
         format!("bench:{noun}:{n}")
     }

@@ -4,6 +4,7 @@
 //!
 //! ```text
 //!  run ─┬─ locks / queues / kv ─► resp::run      over RESP2: Turnstile and Redis; etcd (locks) over HTTP
+//!       ├─ evalsha / multi ─────► resp::run      the same Lua and transaction commands to both
 //!       ├─ amqp ────────────────► amqp::run      over AMQP 0-9-1: Turnstile and RabbitMQ
 //!       │    each: every --target answers? ─► measure each in turn ─► a table (or JSON), a row per target
 //!       └─ failover ────────────► failover::run  a 3-node cluster of this binary, its leader killed N times
@@ -44,6 +45,8 @@ pub async fn run(args: BenchArgs, server: &str) -> anyhow::Result<()> {
     match args.workload {
         Workload::Amqp => amqp::run(&args).await,
         Workload::Failover => failover::run(&args).await,
-        Workload::Locks | Workload::Queues | Workload::Kv => resp::run(&args, server).await,
+        Workload::Locks | Workload::Queues | Workload::Kv | Workload::Evalsha | Workload::Multi => {
+            resp::run(&args, server).await
+        }
     }
 }

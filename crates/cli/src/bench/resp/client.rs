@@ -28,8 +28,9 @@ const LEASE_MS: u64 = 30_000;
 /// How long a client, once done, waits for etcd to revoke its lease.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// The usual Redis lock release: delete the key only if it still holds this client's value.
-const RELEASE_SCRIPT: &str =
+/// The usual Redis lock release: delete the key only if it still holds this client's value. It
+/// does what redis-py's `Lock.release` script does (and python-redis-lock's, less its signal).
+pub(super) const RELEASE_SCRIPT: &str =
     "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end";
 
 /// What one client measured.
@@ -125,6 +126,24 @@ pub(super) async fn client(mut op: Op, conn: Link, run: Arc<Run>) -> ClientStats
     }
 }
 
+/// How a Redis lock cycle sends its release script.
+#[derive(Debug, Clone, Copy)]
+enum Release {
+    /// The script's text, every time.
+    Eval,
+    /// Its SHA1, the script loaded beforehand: what client libraries send.
+    Evalsha,
+}
+
+impl Release {
+    fn command(self) -> &'static str {
+        match self {
+            Release::Eval => "EVAL",
+            Release::Evalsha => "EVALSHA",
+        }
+    }
+}
+
 /// How an op ended when the server answered as expected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Outcome {
@@ -144,6 +163,10 @@ pub(super) struct Op {
     pub(super) key: Bytes,
     /// Redis queues: the list a moved message waits in until `LREM` (the "ack") removes it.
     pub(super) processing: Bytes,
+    /// Multi: the key each transaction's `INCR` bumps.
+    pub(super) counter: Bytes,
+    /// Evalsha: the release script's SHA1, as `SCRIPT LOAD` answered it.
+    pub(super) script_sha: Bytes,
     /// kv: the value every `SET` writes (one buffer shared by all clients).
     pub(super) value: Bytes,
     /// Queues: the payload size.
@@ -165,7 +188,9 @@ impl Op {
         };
         match (self.workload, self.peer) {
             (Workload::Locks, Peer::Turnstile) => self.turnstile_lock(conn).await,
-            (Workload::Locks, Peer::Redis) => self.redis_lock(conn).await,
+            (Workload::Locks, Peer::Redis) => self.redis_lock(conn, Release::Eval).await,
+            (Workload::Evalsha, _) => self.redis_lock(conn, Release::Evalsha).await,
+            (Workload::Multi, _) => self.multi(conn).await,
             (Workload::Queues, Peer::Turnstile) => self.turnstile_queue(conn).await,
             (Workload::Queues, Peer::Redis) => self.redis_queue(conn).await,
             (Workload::Kv, _) => self.kv(conn).await,
@@ -199,8 +224,8 @@ impl Op {
     }
 
     /// `SET name value NX PX ttl` → `+OK`, or nil while another client holds it; then the
-    /// compare-and-delete script → 1.
-    async fn redis_lock(&self, conn: &mut Connection) -> anyhow::Result<Outcome> {
+    /// compare-and-delete script, by `EVAL` or `EVALSHA` → 1.
+    async fn redis_lock(&self, conn: &mut Connection, by: Release) -> anyhow::Result<Outcome> {
         let value = Bytes::from(format!("{:016x}:{}:{}", self.nonce, self.client, self.count));
         let set = Cmd::new("SET").arg(self.key.clone()).arg(value.clone()).arg("NX").arg("PX").arg(LEASE_MS);
         match call(conn, set).await? {
@@ -208,9 +233,46 @@ impl Op {
             reply if is_nil(&reply) => return Ok(Outcome::Miss),
             reply => return Err(unexpected("SET", &reply)),
         }
-        let release = Cmd::new("EVAL").arg(RELEASE_SCRIPT).arg(1u8).arg(self.key.clone()).arg(value);
-        expect_one("EVAL", &call(conn, release).await?)?;
+        let release = match by {
+            Release::Eval => Cmd::new("EVAL").arg(RELEASE_SCRIPT),
+            Release::Evalsha => Cmd::new("EVALSHA").arg(self.script_sha.clone()),
+        };
+        let released = call(conn, release.arg(1u8).arg(self.key.clone()).arg(value)).await?;
+        expect_one(by.command(), &released)?;
         Ok(Outcome::Done)
+    }
+
+    /// `MULTI`, `SET key value`, `INCR key:n`, `GET key`, `EXEC` in one write → `+OK`, three
+    /// `+QUEUED`, then `[OK, n, value]`: the value this transaction wrote, whoever shares the key.
+    async fn multi(&self, conn: &mut Connection) -> anyhow::Result<Outcome> {
+        let transaction = [
+            Cmd::new("MULTI"),
+            Cmd::new("SET").arg(self.key.clone()).arg(self.value.clone()),
+            Cmd::new("INCR").arg(self.counter.clone()),
+            Cmd::new("GET").arg(self.key.clone()),
+            Cmd::new("EXEC"),
+        ];
+        let names = ["MULTI", "SET", "INCR", "GET", "EXEC"];
+        let mut replies = names.into_iter().zip(conn.pipeline(&transaction).await.context("MULTI")?);
+        for (name, reply) in replies.by_ref().take(names.len() - 1) {
+            let expected = if name == "MULTI" { "OK" } else { "QUEUED" };
+            match reply.context(name)? {
+                Frame::Simple(text) if text == expected => {}
+                reply => return Err(unexpected(name, &reply)),
+            }
+        }
+        let exec = replies.next().context("no reply to EXEC")?.1.context("EXEC")?;
+        match &exec {
+            Frame::Array(results) => match results.as_slice() {
+                [Frame::Simple(ok), Frame::Integer(_), Frame::Bulk(value)]
+                    if ok == "OK" && *value == self.value =>
+                {
+                    Ok(Outcome::Done)
+                }
+                _ => Err(unexpected("EXEC", &exec)),
+            },
+            _ => Err(unexpected("EXEC", &exec)),
+        }
     }
 
     /// `Q.PUSH q payload` → id; `Q.POP q` → `[[id, receipt, payload, deliveries]]`, or nil when

@@ -30,7 +30,7 @@ use anyhow::Context;
 use bytes::Bytes;
 use hdrhistogram::Histogram;
 use serde::Serialize;
-use turnstile_client::{Cmd, Connection};
+use turnstile_client::{Cmd, Connection, Frame};
 
 use super::args::{BenchArgs, Workload};
 use super::etcd;
@@ -220,6 +220,8 @@ impl Settings {
             Workload::Locks => ("locks", String::new()),
             Workload::Queues => ("queues", format!(", {}-byte payloads", self.size)),
             Workload::Kv => ("keys", format!(", {}-byte values", self.size)),
+            Workload::Evalsha => ("locks", ", released by EVALSHA".to_owned()),
+            Workload::Multi => ("keys", format!(", 3 commands per EXEC, {}-byte values", self.size)),
             // `bench::run` hands amqp and failover to their own runs before any settings are made.
             Workload::Amqp | Workload::Failover => ("queues", String::new()),
         };
@@ -259,13 +261,38 @@ async fn clean(conn: &mut Connection, peer: Peer, settings: &Settings) -> anyhow
         (Peer::Redis, Workload::Queues) => {
             names.iter().flat_map(|q| [del(q), Cmd::new("DEL").arg(format!("{q}:processing"))]).collect()
         }
-        (_, Workload::Locks | Workload::Kv) => names.iter().map(del).collect(),
+        (_, Workload::Locks | Workload::Kv | Workload::Evalsha) => names.iter().map(del).collect(),
+        (_, Workload::Multi) => {
+            names.iter().flat_map(|k| [del(k), Cmd::new("DEL").arg(format!("{k}:n"))]).collect()
+        }
         (_, Workload::Amqp | Workload::Failover) => Vec::new(),
     };
     if !cmds.is_empty() {
         conn.pipeline(&cmds).await.context("cleaning up before the run")?;
     }
     Ok(())
+}
+
+/// Loads the lock release script that `evalsha` ops run into every server of the target (the
+/// first connections reach every address: client i connects to address i % N), and returns its
+/// SHA1 as the servers name it. A server that does not know `SCRIPT LOAD` fails the run here,
+/// before anything is measured.
+async fn load_release_script(conns: &mut [Link]) -> anyhow::Result<Bytes> {
+    let mut sha = None;
+    for link in conns {
+        let Link::Resp(conn) = link else { anyhow::bail!("evalsha runs over RESP only") };
+        let loaded =
+            match client::call(conn, Cmd::new("SCRIPT").arg("LOAD").arg(client::RELEASE_SCRIPT)).await? {
+                Frame::Bulk(loaded) => loaded,
+                other => anyhow::bail!("SCRIPT LOAD answered {other:?}"),
+            };
+        anyhow::ensure!(
+            sha.as_ref().is_none_or(|sha| *sha == loaded),
+            "the servers named the script differently"
+        );
+        sha = Some(loaded);
+    }
+    sha.context("no connection to load the script on")
 }
 
 /// One row of the final table (and one object of the JSON array).
@@ -318,6 +345,12 @@ async fn measure(target: &Target, settings: &Settings, show_progress: bool) -> a
     if let Some(Link::Resp(conn)) = conns.first_mut() {
         clean(conn, target.peer, settings).await?;
     }
+    let script_sha = match settings.workload {
+        Workload::Evalsha => {
+            load_release_script(&mut conns[..target.addrs.len().min(settings.clients)]).await?
+        }
+        _ => Bytes::new(),
+    };
     // Redis lock values must differ from any other run's; the hasher's keys are random.
     let nonce = RandomState::new().hash_one(std::process::id());
     let value = Bytes::from(vec![b'v'; settings.size]);
@@ -340,7 +373,9 @@ async fn measure(target: &Target, settings: &Settings, show_progress: bool) -> a
                 workload: settings.workload,
                 client: id,
                 processing: Bytes::from(format!("{}:processing", String::from_utf8_lossy(&key))),
+                counter: Bytes::from(format!("{}:n", String::from_utf8_lossy(&key))),
                 key,
+                script_sha: script_sha.clone(),
                 value: value.clone(),
                 size: settings.size,
                 wait_ms: u64::try_from(settings.wait.as_millis()).unwrap_or(u64::MAX),
@@ -517,6 +552,10 @@ mod tests {
         let settings = Settings::new(&args).unwrap();
         assert_eq!((settings.clients, settings.keys), (8, 2));
 
+        assert_eq!(parse("bench evalsha").unwrap().workload, Workload::Evalsha);
+        assert_eq!(parse("bench multi --clients 50").unwrap().workload, Workload::Multi);
+        assert_eq!(Workload::Evalsha.key(3), "bench:evalsha:3");
+
         for bad in [
             "bench",
             "bench sets",
@@ -551,6 +590,10 @@ mod tests {
         assert!(lines[1].contains("locks  ") && lines[1].contains("23784   2.020"), "{text}");
         assert!(lines.iter().all(|line| line.len() == lines[0].len()), "{text}");
     }
+
+    /// Every workload that runs over RESP.
+    const ALL_RESP: [Workload; 5] =
+        [Workload::Locks, Workload::Queues, Workload::Kv, Workload::Evalsha, Workload::Multi];
 
     /// A short run: 4 clients on 2 names, so locks are contended and queues shared.
     fn quick(workload: Workload) -> Settings {
@@ -620,6 +663,31 @@ mod tests {
         }
         drop(conn);
 
+        server.stop().await
+    }
+
+    /// The workloads of Redis's Lua scripts and transactions, against Turnstile: the release
+    /// script is loaded once, and every op's EXEC answers the transaction's three replies.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn evalsha_and_multi_run_against_turnstile() -> anyhow::Result<()> {
+        let server = TurnstileServer::start().await?;
+        let target = Target { peer: Peer::Turnstile, addrs: vec![server.resp_addr.to_string()] };
+        for workload in [Workload::Evalsha, Workload::Multi] {
+            let report = measure(&target, &quick(workload), false).await?;
+            assert_clean_run(&report);
+            if workload == Workload::Multi {
+                // Each op's INCR bumped its name's counter once (there is no warmup).
+                let mut conn = Connection::connect(&target.addrs[0], CONNECT_TIMEOUT).await?;
+                let mut total = 0;
+                for name in quick(workload).names() {
+                    match call(&mut conn, Cmd::new("GET").arg(format!("{name}:n"))).await? {
+                        Frame::Bulk(n) => total += String::from_utf8_lossy(&n).parse::<u64>()?,
+                        other => anyhow::bail!("{name}:n is {other:?}"),
+                    }
+                }
+                assert_eq!(total, report.row.ops, "one increment per op");
+            }
+        }
         server.stop().await
     }
 
@@ -701,7 +769,7 @@ mod tests {
             return Ok(());
         };
         let target = Target { peer: Peer::Redis, addrs: vec![format!("127.0.0.1:{}", redis.port)] };
-        for workload in [Workload::Locks, Workload::Queues, Workload::Kv] {
+        for workload in ALL_RESP {
             assert_clean_run(&measure(&target, &quick(workload), false).await?);
         }
         // Every message pushed was moved and removed: both lists are gone.
