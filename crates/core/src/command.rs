@@ -217,6 +217,8 @@ pub enum Command {
 
 /// One command queued in a transaction: a write, or a read that sees the writes before it (so it
 /// runs inside the apply too, not at a read point of its own).
+// Most steps are writes: boxing them would cost an allocation each to save room on the reads.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Step {
     Write(Command),

@@ -12,6 +12,9 @@
 //!  socket ◄── out buffer ◄── cmd::render ◄─────────────────────────────────┘
 //! ```
 //!
+//! Inside `MULTI`, requests are queued by the connection's [`Transaction`] instead of run, and
+//! `EXEC` sends them to the log as one entry (`transaction.rs`).
+//!
 //! Requests that arrive together (pipelining) are run in order and their replies are written in
 //! one go; consecutive writes share log entries and consecutive reads share one read-index check.
 //! The session is opened in the log the first time a command needs one (a lock, a pop), and
