@@ -20,11 +20,9 @@
 //! server about itself (`INFO`, `COMMAND`, `CLUSTER.*`) are refused inside one with Redis's text
 //! for commands it does not allow there; `QUIT` acts at once, as in Redis.
 
-use turnstile_core::Query;
-use turnstile_core::{Command, Reply, Step};
-use turnstile_resp::Frame;
-use turnstile_resp::Protocol;
+use turnstile_core::{Command, Query, Reply, Step};
 use turnstile_resp::cmd::{self, Action, ConnCmd, ReplyShape, TxCmd};
+use turnstile_resp::{Frame, Protocol};
 
 use super::connection::refused;
 use crate::session::{Refused, Session};
