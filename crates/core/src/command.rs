@@ -195,6 +195,44 @@ pub enum Command {
     RetireNode {
         node: u64,
     },
+
+    // Transactions (MULTI/EXEC). Last, so that the variant numbers above stay.
+    /// `EXEC`: the steps queued since `MULTI`, applied in order as this one entry, so that they
+    /// are atomic on every node and after a crash. If any watched key's version is no longer the
+    /// one `WATCH` read ([`Query::KeyVersions`]), nothing is applied and the reply is `Nil`;
+    /// otherwise it is an `Array` of each step's reply. A step that fails gives its error element
+    /// and the others still run (Redis's rule: no rollback). Steps never wait (see
+    /// [`Command::without_wait`]).
+    Exec {
+        /// The session the steps that act for one (an acquire, a pop) act for: the front end
+        /// binds it as it binds an acquire's ([`Command::session_mut`]), and each such step is
+        /// given it when applied. One slot for the whole transaction, since all its steps come
+        /// from one connection.
+        session: Option<SessionId>,
+        /// Each watched key with the version `WATCH` read (0: it did not exist).
+        watches: Vec<(String, u64)>,
+        steps: Vec<Step>,
+    },
+}
+
+/// One command queued in a transaction: a write, or a read that sees the writes before it (so it
+/// runs inside the apply too, not at a read point of its own).
+// Most steps are writes: boxing them would cost an allocation each to save room on the reads.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Step {
+    Write(Command),
+    Read(Query),
+}
+
+impl Step {
+    /// The write commands among `steps`.
+    fn writes(steps: &[Step]) -> impl Iterator<Item = &Command> {
+        steps.iter().filter_map(|step| match step {
+            Step::Write(cmd) => Some(cmd),
+            Step::Read(_) => None,
+        })
+    }
 }
 
 impl Command {
@@ -205,17 +243,40 @@ impl Command {
             Command::Acquire(a) => Some(&mut a.session),
             Command::Pop(p) => Some(&mut p.session),
             Command::InSession { command, .. } => command.session_mut(),
+            // The transaction's own slot, only when some step needs a session: a transaction of
+            // plain key commands opens none.
+            Command::Exec { session, steps, .. } => {
+                let needs = steps.iter_mut().any(|step| match step {
+                    Step::Write(cmd) => cmd.session_mut().is_some(),
+                    Step::Read(_) => false,
+                });
+                needs.then_some(session)
+            }
             _ => None,
         }
     }
 
-    /// Whether the command may wait in line (and so its reply may come much later).
+    /// Whether the command may wait in line (and so its reply may come much later). A
+    /// transaction never does: its steps are applied [`Command::without_wait`].
     pub fn may_wait(&self) -> bool {
         match self {
             Command::Acquire(a) => a.wait > 0,
             Command::Pop(p) => p.wait > 0,
             Command::InSession { command, .. } => command.may_wait(),
             _ => false,
+        }
+    }
+
+    /// Turns a command that may wait into one that answers at once, as it would when its wait
+    /// ran out: what a blocking command does inside a transaction (Redis's rule), since an entry
+    /// of the log cannot be left half applied until a wait ends. Every command with a wait
+    /// field belongs here.
+    pub fn without_wait(&mut self) {
+        match self {
+            Command::Acquire(a) => a.wait = 0,
+            Command::Pop(p) => p.wait = 0,
+            Command::InSession { command, .. } => command.without_wait(),
+            _ => {}
         }
     }
 }
@@ -313,6 +374,9 @@ impl Command {
                 fence(&publish.push.fence, f);
             }
             Command::InSession { command, .. } => command.names(f),
+            // What the steps write is checked as if each were sent alone; watched keys and
+            // reads are looked up only, as reads are.
+            Command::Exec { steps, .. } => Step::writes(steps).for_each(|cmd| cmd.names(f)),
         }
     }
 
@@ -323,6 +387,7 @@ impl Command {
             Command::Push(push) | Command::Publish(Publish { push, .. }) => push.payload.len(),
             Command::Set(set) => set.value.len(),
             Command::InSession { command, .. } => command.payload_len(),
+            Command::Exec { steps, .. } => Step::writes(steps).map(Command::payload_len).max().unwrap_or(0),
             _ => 0,
         }
     }
@@ -336,6 +401,10 @@ impl Command {
                 Some(push.payload.len() + push.properties.len())
             }
             Command::InSession { command, .. } => command.message_len(),
+            // Every message the transaction would store, together: it stores all or none.
+            Command::Exec { steps, .. } => {
+                Step::writes(steps).filter_map(Command::message_len).reduce(|a, b| a.saturating_add(b))
+            }
             _ => None,
         }
     }
@@ -614,5 +683,13 @@ pub enum Query {
     /// The queue's stored configuration: [`crate::Reply::QueueConfig`], or `NoSuchQueue`.
     QueueConfig {
         name: String,
+    },
+
+    // Transactions (WATCH). Last, so that the variant numbers above stay.
+    /// Each key's version, what `WATCH` remembers and [`Command::Exec`] compares: an `Array` of
+    /// `Int`, in the order given. The version is the log index of the key's last change (its
+    /// value or its TTL), or 0 for a key that does not exist.
+    KeyVersions {
+        keys: Vec<String>,
     },
 }

@@ -28,6 +28,7 @@ mod reply;
 mod session;
 mod snapshot;
 mod timer;
+mod transaction;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -36,7 +37,7 @@ use serde::{Deserialize, Serialize};
 
 pub use command::{
     Acquire, Binding, Command, Consume, CreditPool, ExchangeDecl, ExchangeKind, ExpireCondition, Fence, Mode,
-    NameKind, Pop, Publish, Push, Query, SetCondition, SetExpiry, SetKey,
+    NameKind, Pop, Publish, Push, Query, SetCondition, SetExpiry, SetKey, Step,
 };
 pub use error::{CoreError, MAX_DURATION, WaitEdge};
 pub use queue::{DeadLetterExchange, Overflow, QueueConfig};
@@ -219,6 +220,7 @@ impl State {
             Command::Del { keys, fence } => self.del(&keys, fence.as_ref()),
             Command::Expire { key, ttl, condition } => Ok(self.expire(&key, ttl, condition)),
             Command::IncrBy { key, delta } => self.incr_by(&key, delta),
+            Command::Exec { session, watches, steps } => Ok(self.exec(session, &watches, steps, actor, fx)),
         }
     }
 
@@ -242,6 +244,7 @@ impl State {
             Query::QueueConfig { name } => {
                 self.queue_id(&name).map(|qid| Reply::QueueConfig(Box::new(self.queues[&qid].config.clone())))
             }
+            Query::KeyVersions { keys } => Ok(self.key_versions(&keys, now)),
         };
         result.unwrap_or_else(Reply::Error)
     }

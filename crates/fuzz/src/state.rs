@@ -10,7 +10,7 @@ use bytes::Bytes;
 use turnstile_core::{
     Acquire, Binding, Command, Consume, CreditPool, DeadLetterExchange, Effect, ExchangeDecl, ExchangeKind,
     ExpireCondition, Fence, HostId, MAX_DURATION, Mode, Overflow, Pop, Publish, Push, Query, QueueConfig,
-    Reply, SessionId, SetCondition, SetExpiry, SetKey, State,
+    Reply, SessionId, SetCondition, SetExpiry, SetKey, State, Step,
 };
 
 const LOCKS: &[&str] = &["a", "b", "c"];
@@ -151,7 +151,7 @@ impl Run {
     }
 
     fn command(&self, u: &mut Unstructured<'_>) -> Result<Command> {
-        Ok(match u.int_in_range(0..=33u8)? {
+        Ok(match u.int_in_range(0..=34u8)? {
             0 => Command::Tick,
             1 => Command::LegacyOpenSession,
             2 => Command::LegacyCloseSession { session: self.session(u)? },
@@ -253,8 +253,36 @@ impl Run {
                 };
                 Command::InSession { session: self.session(u)?, command: Box::new(command) }
             }
+            33 => self.exec(u)?,
             _ => self.session_command(u)?,
         })
+    }
+
+    /// A transaction of a few writes and reads (a nested one now and then), watching a key at
+    /// its version now, or at one it does not have.
+    fn exec(&self, u: &mut Unstructured<'_>) -> Result<Command> {
+        let mut steps = Vec::new();
+        for _ in 0..u.int_in_range(0..=3u8)? {
+            steps.push(if u.ratio(1, 3)? {
+                Step::Read(self.query(u)?)
+            } else {
+                Step::Write(self.command(u)?)
+            });
+        }
+        let mut watches = Vec::new();
+        if u.arbitrary()? {
+            let key = name(u, KEYS)?;
+            let now =
+                match self.state.query(self.state.clock(), Query::KeyVersions { keys: vec![key.clone()] }) {
+                    Reply::Array(versions) => match versions.as_slice() {
+                        [Reply::Int(v)] => u64::try_from(*v).unwrap_or(0),
+                        _ => 0,
+                    },
+                    _ => 0,
+                };
+            watches.push((key, if u.ratio(1, 4)? { now + 1 } else { now }));
+        }
+        Ok(Command::Exec { session: self.maybe_session(u)?, watches, steps })
     }
 
     fn session_command(&self, u: &mut Unstructured<'_>) -> Result<Command> {
@@ -277,7 +305,7 @@ impl Run {
     }
 
     fn query(&self, u: &mut Unstructured<'_>) -> Result<Query> {
-        Ok(match u.int_in_range(0..=10u8)? {
+        Ok(match u.int_in_range(0..=11u8)? {
             0 => Query::LockInfo { name: name(u, LOCKS)? },
             1 => {
                 let (lock, token) = self.token(u)?;
@@ -291,6 +319,7 @@ impl Run {
             7 => Query::Exists { keys: vec![name(u, KEYS)?, name(u, KEYS)?] },
             8 => Query::Pttl { key: name(u, KEYS)? },
             9 => Query::Exchange { name: name(u, EXCHANGES)? },
+            10 => Query::KeyVersions { keys: vec![name(u, KEYS)?, name(u, KEYS)?] },
             _ => Query::QueueConfig { name: name(u, QUEUES)? },
         })
     }

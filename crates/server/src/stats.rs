@@ -113,9 +113,11 @@ impl Stats {
     }
 
     /// Counts a command's reply: a grant that came at once (grants after a wait arrive as
-    /// effects, counted by the router) and a refused deadlock.
+    /// effects, counted by the router) and a refused deadlock, also as a step of a transaction
+    /// (`EXEC`'s array).
     pub fn observe(&self, reply: &turnstile_core::Reply) {
         match reply {
+            turnstile_core::Reply::Array(steps) => steps.iter().for_each(|step| self.observe(step)),
             turnstile_core::Reply::Granted { .. } => bump(&self.counters.lock_grants),
             turnstile_core::Reply::Error(turnstile_core::CoreError::Deadlock { cycle }) => {
                 self.deadlocks.record(cycle)
@@ -289,6 +291,15 @@ mod tests {
             assert!(name.chars().all(|c| c.is_ascii_lowercase() || c == '_'), "{name}");
             assert!(!name.ends_with("_total"), "{name}: the metric adds _total");
         }
+    }
+
+    #[test]
+    fn grants_inside_a_transaction_are_counted() {
+        use turnstile_core::Reply;
+        let stats = Stats::default();
+        stats.observe(&Reply::Granted { token: 1, lease: 10 });
+        stats.observe(&Reply::Array(vec![Reply::Ok, Reply::Granted { token: 2, lease: 10 }, Reply::Nil]));
+        assert_eq!(stats.counters.lock_grants.load(Ordering::Relaxed), 2);
     }
 
     #[test]

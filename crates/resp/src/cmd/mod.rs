@@ -27,9 +27,11 @@ mod lock;
 mod queue;
 mod reference;
 mod spec;
+mod transaction;
 
 pub use introspect::reply as command_reply;
 pub use reference::markdown as reference_markdown;
+pub use transaction::TxCmd;
 
 use bytes::Bytes;
 use turnstile_core::{Command, Fence, Query, Reply};
@@ -90,6 +92,10 @@ pub enum ConnCmd {
         secret: u64,
     },
     Quit,
+
+    // Transactions. Last, with the other features' variants after it.
+    /// `MULTI`, `EXEC`, `DISCARD`, `WATCH`, `UNWATCH`: the connection keeps the transaction.
+    Transaction(TxCmd),
 }
 
 /// What `CLUSTER.*` asked.
@@ -241,8 +247,14 @@ fn render_redis(reply: Reply) -> Frame {
 
 /// The command table: every command, each group's entries in its own file, in the order the
 /// docs list them.
-const TABLE: [&[Spec]; 5] =
-    [lock::COMMANDS, queue::COMMANDS, kv::COMMANDS, connection::COMMANDS, cluster::COMMANDS];
+const TABLE: [&[Spec]; 6] = [
+    lock::COMMANDS,
+    queue::COMMANDS,
+    kv::COMMANDS,
+    connection::COMMANDS,
+    cluster::COMMANDS,
+    transaction::COMMANDS,
+];
 
 /// Every top-level command (subcommands are inside their container's entry).
 fn commands() -> impl Iterator<Item = &'static Spec> {

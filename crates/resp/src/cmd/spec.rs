@@ -81,11 +81,13 @@ pub(super) enum Group {
     Generic,
     Connection,
     Server,
+    /// Redis's `transactions`: MULTI, EXEC, WATCH.
+    Transactions,
 }
 
 impl Group {
     /// Every group, in the order the docs list them.
-    pub(super) const ALL: [Group; 7] = [
+    pub(super) const ALL: [Group; 8] = [
         Group::Lock,
         Group::Semaphore,
         Group::Queue,
@@ -93,6 +95,7 @@ impl Group {
         Group::Generic,
         Group::Connection,
         Group::Server,
+        Group::Transactions,
     ];
 
     /// The name COMMAND DOCS gives (`group`).
@@ -105,6 +108,7 @@ impl Group {
             Group::Generic => "generic",
             Group::Connection => "connection",
             Group::Server => "server",
+            Group::Transactions => "transactions",
         }
     }
 
@@ -118,6 +122,7 @@ impl Group {
             Group::Generic => "Keys",
             Group::Connection => "Connection",
             Group::Server => "Server",
+            Group::Transactions => "Transactions",
         }
     }
 
@@ -127,6 +132,7 @@ impl Group {
             Group::String => Some("@string"),
             Group::Generic => Some("@keyspace"),
             Group::Connection => Some("@connection"),
+            Group::Transactions => Some("@transaction"),
             Group::Lock | Group::Semaphore | Group::Queue | Group::Server => None,
         }
     }

@@ -12,6 +12,9 @@
 //!  socket ◄── out buffer ◄── cmd::render ◄─────────────────────────────────┘
 //! ```
 //!
+//! Inside `MULTI`, requests are queued by the connection's [`Transaction`] instead of run, and
+//! `EXEC` sends them to the log as one entry (`transaction.rs`).
+//!
 //! Requests that arrive together (pipelining) are run in order and their replies are written in
 //! one go; consecutive writes share log entries and consecutive reads share one read-index check.
 //! The session is opened in the log the first time a command needs one (a lock, a pop), and
@@ -32,6 +35,7 @@ use turnstile_resp::cmd::{self, Action, ConnCmd, ReplyShape};
 use turnstile_resp::{Frame, Protocol, ProtocolError, decode_request};
 
 use super::info;
+use super::transaction::Transaction;
 use crate::metrics;
 use crate::server::Shared;
 use crate::session::{CLUSTER_DOWN, Refused, Session};
@@ -80,6 +84,8 @@ pub struct Connection {
     writes: Vec<(Command, ReplyShape)>,
     pending: Vec<(Result<Answer, Refused>, ReplyShape)>,
     command_metrics: metrics::RespCommands,
+    /// `MULTI`'s queue and `WATCH`'s keys (`transaction.rs`).
+    transaction: Transaction,
 }
 
 /// Whether to keep reading after a request.
@@ -105,6 +111,7 @@ impl Connection {
             writes: Vec::new(),
             pending: Vec::new(),
             command_metrics: metrics::RespCommands::default(),
+            transaction: Transaction::default(),
         }
     }
 
@@ -187,6 +194,10 @@ impl Connection {
         let mut actions = requests.iter().map(Vec::as_slice).map(cmd::parse).peekable();
         while let Some(action) = actions.next() {
             match action {
+                action if self.transaction.queues(&action) => {
+                    let frame = self.transaction.queue(action, &self.session);
+                    self.write(&frame);
+                }
                 Err(error) => self.write(&error),
                 // The rare kinds run boxed: their futures are large (INFO, a blocking wait), and
                 // inline they would be copied into place on every call of this one.
@@ -383,6 +394,7 @@ impl Connection {
                 self.write(&Frame::ok());
                 return Ok(Flow::Quit);
             }
+            ConnCmd::Transaction(c) => self.transaction.run(c, &mut self.session, self.protocol).await,
         };
         self.write(&frame);
         Ok(Flow::Continue)
@@ -447,7 +459,7 @@ fn admin_request(cmd: cmd::ClusterCmd) -> AdminRequest {
 
 /// How a refusal reads to a client. A follower names the leader, so clients can redirect; a node
 /// that can reach no leader says so in the words Redis Cluster uses when it cannot serve.
-fn refused(e: &Refused) -> Frame {
+pub(super) fn refused(e: &Refused) -> Frame {
     match e {
         Refused::Node(NodeError::NotLeader { leader: Some(addr) }) => {
             Frame::Error(format!("NOTLEADER {addr}"))

@@ -3,6 +3,7 @@
 
 mod connection;
 pub mod info;
+mod transaction;
 
 use std::sync::Arc;
 
