@@ -504,8 +504,7 @@ impl State {
 
     /// The version `WATCH` remembers: the index of the key's last change, or 0 when it does not
     /// exist (a key created since then has a higher one).
-    #[allow(dead_code)] // the first user is WATCH
-    pub(crate) fn key_version(&self, key: &str, now: Timestamp) -> u64 {
+    pub fn key_version(&self, key: &str, now: Timestamp) -> u64 {
         self.live_key(key, now.max(self.clock)).map_or(0, |e| e.version)
     }
 
