@@ -162,8 +162,9 @@ impl State {
     /// `PEXPIREAT key ms [NX|XX|GT|LT]`: as `PEXPIRE`, at a time; one not after the clock
     /// deletes the key.
     pub(crate) fn expire_at(&mut self, key: &str, at: i64, condition: ExpireCondition) -> Reply {
-        let at =
-            u64::try_from(at).ok().filter(|&at| at > self.clock).map(|at| at.min(self.clock + MAX_DURATION));
+        // A time is kept as given (a client's `EXPIREAT` of 2100 reads back as 2100): unlike a
+        // TTL, it cannot overflow when added to the clock.
+        let at = u64::try_from(at).ok().filter(|&at| at > self.clock);
         self.expire_when(key, at, condition)
     }
 
@@ -236,7 +237,7 @@ impl State {
             Some(KeyExpiry::At(at)) if at <= self.clock => {
                 self.delete_key(key);
             }
-            Some(KeyExpiry::At(at)) => self.retime_key(key, Some(at.min(self.clock + MAX_DURATION))),
+            Some(KeyExpiry::At(at)) => self.retime_key(key, Some(at)),
         }
         Ok(Reply::Bytes(value))
     }

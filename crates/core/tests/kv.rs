@@ -589,6 +589,10 @@ fn expireat_in_the_past_deletes_and_persist_removes_the_ttl() {
     assert_eq!(w.reply(Command::Persist { key: "k".into() }), Reply::Int(1));
     assert_eq!(w.reply(Command::Persist { key: "k".into() }), Reply::Int(0));
     assert_eq!(w.query(Query::ExpireTime { key: "k".into() }), Reply::Int(-1));
+    // A time decades away is kept as given, beyond the longest TTL.
+    let far = 4_102_444_800_000;
+    assert_eq!(w.reply(at(far, ExpireCondition::Always)), Reply::Int(1));
+    assert_eq!(w.query(Query::ExpireTime { key: "k".into() }), Reply::Int(far));
     assert_eq!(w.reply(at(1, ExpireCondition::Always)), Reply::Int(1));
     assert_eq!(get(&w, "k"), Reply::Nil);
     assert_eq!(w.query(Query::ExpireTime { key: "k".into() }), Reply::Int(-2));
