@@ -100,7 +100,7 @@ impl State {
             None => 0,
             Some(v) => std::str::from_utf8(&v)
                 .ok()
-                .and_then(|s| crate::kv::parse_integer(s))
+                .and_then(crate::kv::parse_integer)
                 .ok_or_else(|| CoreError::InvalidArgument("hash value is not an integer".into()))?,
         };
         let value = current.checked_add(delta).ok_or(CoreError::Overflow)?;

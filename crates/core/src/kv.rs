@@ -386,16 +386,14 @@ impl State {
         kind: Option<&str>,
         now: Timestamp,
     ) -> Reply {
-        let mut looked = 0;
         let mut last = None;
         let mut next = 0;
         let mut names = Vec::new();
-        for (hash, key) in self.scan_order.range((cursor, String::new())..) {
+        for (looked, (hash, key)) in (0u64..).zip(self.scan_order.range((cursor, String::new())..)) {
             if looked >= count.max(1) && last != Some(*hash) {
                 next = *hash;
                 break;
             }
-            looked += 1;
             last = Some(*hash);
             let Some(entry) = self.live_key(key, now) else { continue };
             if pattern.is_none_or(|p| glob_match(p, key.as_bytes(), false))
