@@ -3,8 +3,13 @@
 //! lists that Redis lock libraries keep work unchanged.
 //!
 //! Every change to a key goes through [`State::put_key`], [`State::take_key`] or
-//! [`State::update_key`]: they keep the byte count that memory limits read (`key_bytes`) and stamp
-//! the key's `version` (what `WATCH` compares); [`State::set_key_expiry`] keeps its timer.
+//! [`State::update_key`]: they keep the byte count that memory limits read (`key_bytes`) and the
+//! order `SCAN` walks (`scan_order`), and stamp the key's `version` (what `WATCH` compares);
+//! [`State::set_key_expiry`] keeps its timer.
+//!
+//! Reads answer in an order that is the same on every node (they also run inside scripts):
+//! `KEYS` in key order, `SCAN` in the order of a fixed hash of the key, whose value is the cursor
+//! (see [`State::scan`]), hash fields in byte order.
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -449,7 +454,7 @@ impl State {
     }
 
     /// Stores a key (replacing whatever it held), keeping the byte count that memory limits
-    /// read and stamping its version. The caller has moved its expiry timer
+    /// read and the scan order, and stamping its version. The caller has moved its expiry timer
     /// ([`State::set_key_expiry`]) to `expires_at`.
     pub(crate) fn put_key(&mut self, key: String, value: Value, expires_at: Option<Timestamp>) {
         let (key_len, value_len) = (key.len() as u64, value.weight());
