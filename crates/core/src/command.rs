@@ -7,7 +7,7 @@
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::{HostId, Millis, SessionId};
+use crate::{HostId, Millis, SessionId, Timestamp};
 
 /// A state-changing request. Every variant is applied at a leader-stamped time.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -196,6 +196,80 @@ pub enum Command {
         node: u64,
     },
 
+    // Redis keyspace commands: strings, keys of any type, hashes. Last, so that the variant
+    // numbers above (their encoding in the log) stay as they were.
+    /// `GETDEL`: the string's value (nil when missing), and the key deleted.
+    GetDel {
+        key: String,
+    },
+    /// `GETEX`: the string's value (nil when missing), its TTL changed by `expiry` (`None`
+    /// leaves it).
+    GetEx {
+        key: String,
+        expiry: Option<KeyExpiry>,
+    },
+    /// `MSET` (`Ok`), or with `nx` `MSETNX` (`Int(1)` when every key was set, `Int(0)` when one
+    /// existed and none was). Each key replaced whatever it held and lost its TTL, as `SET` does.
+    MSet {
+        pairs: Vec<(String, Bytes)>,
+        nx: bool,
+    },
+    /// `APPEND`: replies the new length.
+    Append {
+        key: String,
+        value: Bytes,
+    },
+    /// `INCRBYFLOAT`: replies the new value as Redis writes it. `delta` is the client's text,
+    /// checked by the front end: the core adds decimals exactly (see `kv.rs`).
+    IncrByFloat {
+        key: String,
+        delta: String,
+    },
+    /// `EXPIREAT` / `PEXPIREAT` (seconds converted by the front end): expire at `at` ms since the
+    /// epoch; a time not after the state's clock deletes the key.
+    ExpireAt {
+        key: String,
+        at: i64,
+        condition: ExpireCondition,
+    },
+    /// `PERSIST`: `Int(1)` when a TTL was removed, else `Int(0)`.
+    Persist {
+        key: String,
+    },
+    /// `RENAME` (`Ok`) / `RENAMENX` (`Int(1)` or `Int(0)` when `to` exists). The TTL moves
+    /// with the value; a missing `from` is `no such key`.
+    Rename {
+        from: String,
+        to: String,
+        nx: bool,
+    },
+    /// `FLUSHDB` / `FLUSHALL`: removes every key (locks, semaphores and queues are not keys and
+    /// stay). Replies `Ok`.
+    FlushKeys,
+    /// `HSET` (`Int(fields added)`), or with `nx` `HSETNX` (one pair: `Int(1)` set, `Int(0)` the
+    /// field existed). A hash's TTL is kept.
+    HSet {
+        key: String,
+        pairs: Vec<(Bytes, Bytes)>,
+        nx: bool,
+    },
+    /// `HDEL`: replies how many fields were removed; the key goes with its last field.
+    HDel {
+        key: String,
+        fields: Vec<Bytes>,
+    },
+    /// `HINCRBY`: replies the new value.
+    HIncrBy {
+        key: String,
+        field: Bytes,
+        delta: i64,
+    },
+    /// `HINCRBYFLOAT`: replies the new value as text, as `IncrByFloat`.
+    HIncrByFloat {
+        key: String,
+        field: Bytes,
+        delta: String,
+    },
     // Transactions (MULTI/EXEC). Last, so that the variant numbers above stay.
     /// `EXEC`: the steps queued since `MULTI`, applied in order as this one entry, so that they
     /// are atomic on every node and after a crash. If any watched key's version is no longer the
@@ -377,6 +451,22 @@ impl Command {
             // What the steps write is checked as if each were sent alone; watched keys and
             // reads are looked up only, as reads are.
             Command::Exec { steps, .. } => Step::writes(steps).for_each(|cmd| cmd.names(f)),
+            Command::GetDel { key }
+            | Command::GetEx { key, .. }
+            | Command::Append { key, .. }
+            | Command::IncrByFloat { key, .. }
+            | Command::ExpireAt { key, .. }
+            | Command::Persist { key }
+            | Command::HSet { key, .. }
+            | Command::HDel { key, .. }
+            | Command::HIncrBy { key, .. }
+            | Command::HIncrByFloat { key, .. } => f(Key, key),
+            Command::MSet { pairs, .. } => pairs.iter().for_each(|(key, _)| f(Key, key)),
+            Command::Rename { from, to, .. } => {
+                f(Key, from);
+                f(Key, to);
+            }
+            Command::FlushKeys => {}
         }
     }
 
@@ -388,6 +478,11 @@ impl Command {
             Command::Set(set) => set.value.len(),
             Command::InSession { command, .. } => command.payload_len(),
             Command::Exec { steps, .. } => Step::writes(steps).map(Command::payload_len).max().unwrap_or(0),
+            Command::MSet { pairs, .. } => pairs.iter().map(|(_, v)| v.len()).max().unwrap_or(0),
+            Command::Append { value, .. } => value.len(),
+            Command::HSet { pairs, .. } => pairs.iter().map(|(f, v)| f.len().max(v.len())).max().unwrap_or(0),
+            Command::HDel { fields, .. } => fields.iter().map(Bytes::len).max().unwrap_or(0),
+            Command::HIncrBy { field, .. } | Command::HIncrByFloat { field, .. } => field.len(),
             _ => 0,
         }
     }
@@ -626,6 +721,18 @@ pub enum SetExpiry {
     In(Millis),
 }
 
+/// How `GETEX` changes a key's TTL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum KeyExpiry {
+    /// Remove the TTL (`PERSIST`).
+    Persist,
+    /// Expire this long from now (`EX`, `PX`; more than 0).
+    In(Millis),
+    /// Expire at this time, ms since the epoch (`EXAT`, `PXAT`); a time already past deletes
+    /// the key.
+    At(Timestamp),
+}
+
 /// Redis 7's `EXPIRE key ttl [NX|XX|GT|LT]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ExpireCondition {
@@ -692,4 +799,93 @@ pub enum Query {
     KeyVersions {
         keys: Vec<String>,
     },
+    // Redis keyspace reads. Last, so that the variant numbers above (forwarded reads) stay.
+    /// `MGET`: an `Array` of each key's value, nil for a missing key or one that is not a
+    /// string (Redis's rule: `MGET` never answers `WRONGTYPE`).
+    MGet {
+        keys: Vec<String>,
+    },
+    /// `STRLEN`: the string's length, 0 when missing.
+    StrLen {
+        key: String,
+    },
+    /// `TYPE`: `Status` `string`, `hash`, `list`, or `none`.
+    Type {
+        key: String,
+    },
+    /// `KEYS pattern`: the matching keys, in key order.
+    Keys {
+        pattern: Bytes,
+    },
+    /// `SCAN cursor [MATCH pattern] [COUNT count] [TYPE type]`: `Array[Bytes(next cursor),
+    /// Array(keys)]`. See `kv.rs` for the cursor.
+    Scan {
+        cursor: u64,
+        pattern: Option<Bytes>,
+        count: u64,
+        kind: Option<String>,
+    },
+    /// `DBSIZE`: how many keys exist.
+    DbSize,
+    /// `OBJECT ENCODING | REFCOUNT | IDLETIME | FREQ key`: nil for a missing key.
+    Object {
+        key: String,
+        field: ObjectField,
+    },
+    /// `PEXPIRETIME`: when the key expires, in ms since the epoch; -1 without a TTL, -2 when
+    /// the key does not exist.
+    ExpireTime {
+        key: String,
+    },
+    /// `HGET`: the field's value, or nil.
+    HGet {
+        key: String,
+        field: Bytes,
+    },
+    /// `HMGET`: an `Array` of the fields' values, nil for a missing one.
+    HMGet {
+        key: String,
+        fields: Vec<Bytes>,
+    },
+    /// `HEXISTS`: `Int(1)` or `Int(0)`.
+    HExists {
+        key: String,
+        field: Bytes,
+    },
+    /// `HGETALL`, `HKEYS`, `HVALS`: an `Array` of fields and values (or only one of them), in
+    /// field order.
+    HGetAll {
+        key: String,
+        fields: bool,
+        values: bool,
+    },
+    /// `HLEN`: the number of fields.
+    HLen {
+        key: String,
+    },
+    /// `HSTRLEN`: the length of the field's value, 0 when missing.
+    HStrLen {
+        key: String,
+        field: Bytes,
+    },
+    /// `HSCAN key cursor [MATCH pattern]`: the whole hash in one batch (`Array[Bytes("0"),
+    /// Array(fields and values)]`), as Redis answers for the small hashes lock libraries keep.
+    HScan {
+        key: String,
+        pattern: Option<Bytes>,
+    },
+}
+
+/// What `OBJECT` asks about a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ObjectField {
+    /// The internal representation Redis would use for the value (see `kv.rs`).
+    Encoding,
+    RefCount,
+    /// Seconds since the key was last accessed: Turnstile keeps no access times (reads do not
+    /// change replicated state), so 0.
+    IdleTime,
+    /// The LFU counter, which Redis refuses to give without an LFU eviction policy; Turnstile
+    /// evicts nothing, so it refuses the same way.
+    Freq,
 }

@@ -19,8 +19,11 @@
 
 mod command;
 mod deadlock;
+mod decimal;
 mod error;
 mod exchange;
+mod glob;
+mod hash;
 mod kv;
 mod lock;
 mod queue;
@@ -36,10 +39,12 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 pub use command::{
-    Acquire, Binding, Command, Consume, CreditPool, ExchangeDecl, ExchangeKind, ExpireCondition, Fence, Mode,
-    NameKind, Pop, Publish, Push, Query, SetCondition, SetExpiry, SetKey, Step,
+    Acquire, Binding, Command, Consume, CreditPool, ExchangeDecl, ExchangeKind, ExpireCondition, Fence,
+    KeyExpiry, Mode, NameKind, ObjectField, Pop, Publish, Push, Query, SetCondition, SetExpiry, SetKey, Step,
 };
+pub use decimal::parse_float;
 pub use error::{CoreError, MAX_DURATION, WaitEdge};
+pub use glob::glob_match;
 pub use queue::{DeadLetterExchange, Overflow, QueueConfig};
 pub use reply::{
     DeadLetter, DeadReason, Delivery, Effect, HolderView, LockInfo, MessageView, QueueStats, QueueTotals,
@@ -107,6 +112,8 @@ pub struct State {
     keys: BTreeMap<String, KvEntry>,
     /// Key and value bytes of every key, kept as keys change.
     key_bytes: u64,
+    /// Every key by its scan hash, the order `SCAN` walks (see `kv.rs`).
+    scan_order: BTreeSet<(u64, String)>,
     /// Lua scripts by the SHA-1 of their source in lower-case hex (`SCRIPT LOAD`, `EVAL`): part of
     /// the replicated state, so `EVALSHA` works on every node and after a restart.
     scripts: BTreeMap<String, bytes::Bytes>,
@@ -221,6 +228,19 @@ impl State {
             Command::Expire { key, ttl, condition } => Ok(self.expire(&key, ttl, condition)),
             Command::IncrBy { key, delta } => self.incr_by(&key, delta),
             Command::Exec { session, watches, steps } => Ok(self.exec(session, &watches, steps, actor, fx)),
+            Command::GetDel { key } => self.get_del(&key),
+            Command::GetEx { key, expiry } => self.get_ex(&key, expiry),
+            Command::MSet { pairs, nx } => Ok(self.mset(pairs, nx)),
+            Command::Append { key, value } => self.append(key, &value),
+            Command::IncrByFloat { key, delta } => self.incr_by_float(key, &delta),
+            Command::ExpireAt { key, at, condition } => Ok(self.expire_at(&key, at, condition)),
+            Command::Persist { key } => Ok(self.persist(&key)),
+            Command::Rename { from, to, nx } => self.rename(&from, to, nx),
+            Command::FlushKeys => Ok(self.flush_keys()),
+            Command::HSet { key, pairs, nx } => self.hset(key, pairs, nx),
+            Command::HDel { key, fields } => self.hdel(&key, &fields),
+            Command::HIncrBy { key, field, delta } => self.hincr_by(key, field, delta),
+            Command::HIncrByFloat { key, field, delta } => self.hincr_by_float(key, field, &delta),
         }
     }
 
@@ -245,6 +265,23 @@ impl State {
                 self.queue_id(&name).map(|qid| Reply::QueueConfig(Box::new(self.queues[&qid].config.clone())))
             }
             Query::KeyVersions { keys } => Ok(self.key_versions(&keys, now)),
+            Query::MGet { keys } => Ok(self.mget(&keys, now)),
+            Query::StrLen { key } => self.strlen(&key, now),
+            Query::Type { key } => Ok(self.key_type(&key, now)),
+            Query::Keys { pattern } => Ok(self.matching_keys(&pattern, now)),
+            Query::Scan { cursor, pattern, count, kind } => {
+                Ok(self.scan(cursor, pattern.as_deref(), count, kind.as_deref(), now))
+            }
+            Query::DbSize => Ok(Reply::Int(self.db_size(now))),
+            Query::Object { key, field } => self.object(&key, field, now),
+            Query::ExpireTime { key } => Ok(Reply::Int(self.expire_time(&key, now))),
+            Query::HGet { key, field } => self.hget(&key, &field, now),
+            Query::HMGet { key, fields } => self.hmget(&key, &fields, now),
+            Query::HExists { key, field } => self.hexists(&key, &field, now),
+            Query::HGetAll { key, fields, values } => self.hgetall(&key, fields, values, now),
+            Query::HLen { key } => self.hlen(&key, now),
+            Query::HStrLen { key, field } => self.hstrlen(&key, &field, now),
+            Query::HScan { key, pattern } => self.hscan(&key, pattern.as_deref(), now),
         };
         result.unwrap_or_else(Reply::Error)
     }

@@ -15,8 +15,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use proptest::prelude::*;
 use turnstile_core::{
-    Acquire, Command, Consume, Effect, Fence, HostId, Mode, Overflow, Pop, Push, Query, QueueConfig, Reply,
-    SessionId, SetCondition, SetExpiry, SetKey, State,
+    Acquire, Command, Consume, Effect, ExpireCondition, Fence, HostId, KeyExpiry, Mode, Overflow, Pop, Push,
+    Query, QueueConfig, Reply, SessionId, SetCondition, SetExpiry, SetKey, State,
 };
 
 const LOCKS: [&str; 3] = ["L0", "L1", "L2"];
@@ -113,6 +113,11 @@ enum Op {
     Incr {
         key: usize,
     },
+    /// One of the other keyspace commands (hashes, renames, TTLs, flush), on the same keys.
+    Keyspace {
+        key: usize,
+        which: u8,
+    },
     Advance {
         ms: u64,
     },
@@ -147,6 +152,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0..QUEUES.len()).prop_map(|q| Op::Purge { q }),
         1 => (0..KEYS.len(), any::<bool>(), prop::option::of(10..2_000u64)).prop_map(|(key, nx, px)| Op::Set { key, nx, px }),
         1 => (0..KEYS.len()).prop_map(|key| Op::Incr { key }),
+        2 => (0..KEYS.len(), 0..10u8).prop_map(|(key, which)| Op::Keyspace { key, which }),
         5 => prop_oneof![Just(0u64), 1..500u64, 500..4_000u64].prop_map(|ms| Op::Advance { ms }),
         1 => Just(Op::RefreshLeases),
         1 => Just(Op::DetachSessions),
@@ -375,6 +381,26 @@ fn to_command(op: &Op, obs: &Observer) -> Command {
             ..SetKey::new(KEYS[key], "v")
         }),
         Op::Incr { key } => Command::IncrBy { key: KEYS[key].into(), delta: 1 },
+        Op::Keyspace { key, which } => {
+            let (key, other) = (KEYS[key].to_owned(), KEYS[1 - key].to_owned());
+            let field = |f: &'static str| bytes::Bytes::from_static(f.as_bytes());
+            match which {
+                0 => Command::HSet {
+                    key,
+                    pairs: vec![(field("a"), field("1")), (field("b"), field("22"))],
+                    nx: false,
+                },
+                1 => Command::HDel { key, fields: vec![field("a")] },
+                2 => Command::HIncrBy { key, field: field("n"), delta: 3 },
+                3 => Command::Rename { from: key, to: other, nx: false },
+                4 => Command::ExpireAt { key, at: 3_000, condition: ExpireCondition::Always },
+                5 => Command::Persist { key },
+                6 => Command::GetEx { key, expiry: Some(KeyExpiry::In(700)) },
+                7 => Command::Append { key, value: field("xy") },
+                8 => Command::MSet { pairs: vec![(key, field("1")), (other, field("2"))], nx: true },
+                _ => Command::FlushKeys,
+            }
+        }
         Op::Advance { .. } | Op::RefreshLeases | Op::DetachSessions => Command::Tick,
     }
 }

@@ -80,3 +80,35 @@ fn old_sessions_do_not_expire_on_their_own() {
     replay(&mut restored, &[(10, later + 3_600_000, Command::Tick)]);
     assert_eq!(restored.summary().sessions, sessions + 1);
 }
+
+/// A snapshot the release before typed keys wrote (format 6, commit 572e2ca): a session, three
+/// string keys (`ttl` expiring at 51 010), a kept lock hold and a queued message, the last
+/// written at index 6 and time 1 040. Its keys come back as strings with their TTLs; the lock and
+/// the queue are untouched.
+const SNAPSHOT_V6: &[u8] = include_bytes!("fixtures/v6.snapshot");
+
+#[test]
+fn a_version_6_snapshot_restores_its_keys_as_strings() {
+    assert_eq!(SNAPSHOT_V6[0], 6, "the fixture is a version-6 snapshot");
+    let mut state = State::restore(Bytes::from_static(SNAPSHOT_V6)).expect("a version-6 snapshot restores");
+    state.check_invariants().expect("the restored state is consistent");
+    assert_eq!((state.applied_index(), state.clock()), (6, 1_040));
+    let now = state.clock();
+    let get = |state: &State, key: &str| state.query(now, Query::Get { key: key.into() });
+    assert_eq!(get(&state, "plain"), Reply::Bytes(Bytes::from_static(b"value")));
+    assert_eq!(get(&state, "ttl"), Reply::Bytes(Bytes::from_static(b"expiring")));
+    assert_eq!(get(&state, "counter"), Reply::Bytes(Bytes::from_static(b"41")));
+    assert_eq!(state.query(now, Query::Pttl { key: "ttl".into() }), Reply::Int(51_010 - 1_040));
+    assert_eq!(state.query(now, Query::Pttl { key: "plain".into() }), Reply::Int(-1));
+    let summary = state.summary();
+    assert_eq!((summary.keys, summary.holds, summary.queues, summary.messages), (3, 1, 1, 1));
+    // The upgraded keys are ordinary keys: a counter counts on, a TTL still fires.
+    assert_eq!(state.apply(7, 2_000, Command::IncrBy { key: "counter".into(), delta: 1 }).0, Reply::Int(42));
+    state.apply(8, 51_010, Command::Tick);
+    assert_eq!(state.query(51_010, Query::Get { key: "ttl".into() }), Reply::Nil);
+    assert_eq!(state.summary().keys, 2);
+    state.check_invariants().expect("consistent after the TTL fired");
+    // And a snapshot of the upgraded state is this version's, and reads back equal.
+    let again = State::restore(state.snapshot().into()).expect("restores");
+    assert_eq!(again, state);
+}

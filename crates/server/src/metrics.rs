@@ -884,7 +884,8 @@ turnstile_fsync_duration_seconds_count 4
         let args = |name: &'static str| vec![Bytes::from_static(name.as_bytes()), Bytes::from_static(b"x")];
         assert_eq!(resp_command_name(&args("Q.PUSH")), "q.push");
         assert_eq!(resp_command_name(&args("client")), "client");
-        assert_eq!(resp_command_name(&args("FLUSHALL")), "unknown");
+        assert_eq!(resp_command_name(&args("FLUSHALL")), "flushall");
+        assert_eq!(resp_command_name(&args("NOSUCH.COMMAND")), "unknown");
         assert_eq!(resp_command_name(&[]), "unknown");
     }
 }

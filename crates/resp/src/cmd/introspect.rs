@@ -122,6 +122,9 @@ fn acl_categories(spec: &Spec) -> Vec<&'static str> {
     if spec.has(Flag::Blocking) {
         categories.push("@blocking");
     }
+    if spec.has(Flag::Admin) {
+        categories.extend(["@admin", "@dangerous"]);
+    }
     categories.extend(spec.group.acl_category());
     categories
 }
@@ -215,41 +218,10 @@ fn map(fields: Vec<(&'static str, Frame)>) -> Frame {
 }
 
 /// Redis's glob, case-insensitive as `COMMAND LIST FILTERBY PATTERN` uses it: `*`, `?`,
-/// `[abc]`, `[a-z]`, `[^x]`, and `\` to take the next character as it is.
+/// `[abc]`, `[a-z]`, `[^x]`, and `\` to take the next character as it is (the same matcher as
+/// `KEYS` and `SCAN MATCH`).
 fn glob(pattern: &[u8], text: &[u8]) -> bool {
-    let Some((&first, rest)) = pattern.split_first() else { return text.is_empty() };
-    match first {
-        b'*' => (0..=text.len()).any(|skip| glob(rest, &text[skip..])),
-        b'?' => !text.is_empty() && glob(rest, &text[1..]),
-        b'[' => {
-            let Some((&c, text_rest)) = text.split_first() else { return false };
-            let (negate, class) = match rest.split_first() {
-                Some((b'^', class)) => (true, class),
-                _ => (false, rest),
-            };
-            let Some(end) = class.iter().position(|&b| b == b']') else { return false };
-            let (class, after) = (&class[..end], &class[end + 1..]);
-            let c = c.to_ascii_lowercase();
-            let mut hit = false;
-            let mut i = 0;
-            while i < class.len() {
-                let low = class[i].to_ascii_lowercase();
-                if i + 2 < class.len() && class[i + 1] == b'-' {
-                    let high = class[i + 2].to_ascii_lowercase();
-                    hit |= (low.min(high)..=low.max(high)).contains(&c);
-                    i += 3;
-                } else {
-                    hit |= low == c;
-                    i += 1;
-                }
-            }
-            hit != negate && glob(after, text_rest)
-        }
-        b'\\' if !rest.is_empty() => {
-            text.first().is_some_and(|c| c.eq_ignore_ascii_case(&rest[0])) && glob(&rest[1..], &text[1..])
-        }
-        _ => text.first().is_some_and(|c| c.eq_ignore_ascii_case(&first)) && glob(rest, &text[1..]),
-    }
+    turnstile_core::glob_match(pattern, text, true)
 }
 
 #[cfg(test)]
@@ -394,7 +366,9 @@ mod tests {
         assert!(!glob(b"[^a-f]*", b"del"));
         assert!(glob(b"lock\\.*", b"lock.info"));
         assert!(!glob(b"lock", b"lock.info"));
-        assert!(!glob(b"[abc", b"a"));
+        // A class never closed runs to the end of the pattern, as in Redis.
+        assert!(glob(b"[abc", b"a"));
+        assert!(!glob(b"[abc", b"ab"));
     }
 
     #[test]

@@ -1,4 +1,10 @@
-//! Redis's string keys: `GET SET DEL EXISTS EXPIRE PEXPIRE TTL PTTL INCR INCRBY DECR DECRBY`.
+//! Redis's strings and the commands on keys of any type: `GET SET SETNX SETEX PSETEX GETSET
+//! GETDEL GETEX MGET MSET MSETNX APPEND STRLEN INCR INCRBY INCRBYFLOAT DECR DECRBY`, `DEL UNLINK
+//! EXISTS TOUCH TYPE RENAME RENAMENX KEYS SCAN DBSIZE FLUSHDB FLUSHALL OBJECT`, and the TTL
+//! commands `EXPIRE PEXPIRE EXPIREAT PEXPIREAT PERSIST TTL PTTL EXPIRETIME PEXPIRETIME`.
+//!
+//! Locks, semaphores and queues are not keys: `TYPE` of a lock's name is `none`, and `FLUSHALL`
+//! leaves them alone, so clearing a Redis cache never frees a lock someone holds.
 //!
 //! Enough for the classic `SET key value NX PX ms` / `DEL key` lock and for counters, with Redis
 //! 7's syntax, error texts and checking order (options first, then their values). One extension:
@@ -6,12 +12,17 @@
 //! is a live hold of `lock` (else `-FENCED` and nothing changes).
 
 use bytes::Bytes;
-use turnstile_core::{Command, ExpireCondition, Fence, Query, Reply, SetCondition, SetExpiry, SetKey};
+use turnstile_core::{
+    Command, ExpireCondition, Fence, KeyExpiry, ObjectField, Query, Reply, SetCondition, SetExpiry, SetKey,
+};
 
 use super::spec::{
-    Arg, FENCE, FENCED, Flag, Group, Keys, Spec, command, integer as int_arg, key, one_of, string, word,
+    Arg, FENCE, FENCED, Flag, Group, Keys, Spec, block, command, container, double, integer as int_arg, key,
+    one_of, string, word,
 };
-use super::{Action, Args, ReplyShape, int, name, read, syntax_error, uint, unexpected, write};
+use super::{
+    Action, Args, ConnCmd, ReplyShape, int, name, read, syntax_error, uint, unexpected, write, wrong_arity,
+};
 use crate::Frame;
 
 const KEY: Arg = key("key", "the key");
@@ -153,6 +164,296 @@ pub(super) const COMMANDS: &[Spec] = &[
         .reply("the ms left; -1 when the key has no TTL, -2 when it does not exist")
         .flags(&[Flag::ReadOnly, Flag::Fast])
         .keys(Keys::FIRST),
+    // The rest of Redis's string commands.
+    command(
+        "setnx",
+        Group::String,
+        "Sets a key's value only if the key does not exist: the classic lock recipe.",
+        setnx,
+    )
+    .args(&[KEY, string("value", "the value")])
+    .reply("`1` if the key was set, `0` if it existed")
+    .flags(&[Flag::Write, Flag::DenyOom, Flag::Fast])
+    .keys(Keys::FIRST),
+    command(
+        "getset",
+        Group::String,
+        "Sets a key's value and answers the old one (`SET key value GET`).",
+        getset,
+    )
+    .args(&[KEY, string("value", "the new value")])
+    .reply("the old value, or nil")
+    .errors(&[WRONGTYPE])
+    .flags(&[Flag::Write, Flag::DenyOom, Flag::Fast])
+    .keys(Keys::FIRST),
+    command("getdel", Group::String, "Answers a key's value and deletes the key.", getdel)
+        .args(&[KEY])
+        .reply("the value, or nil")
+        .errors(&[WRONGTYPE])
+        .flags(&[Flag::Write, Flag::Fast])
+        .keys(Keys::FIRST),
+    command("getex", Group::String, "Answers a key's value and sets or removes its TTL.", getex)
+        .args(&[
+            KEY,
+            one_of(
+                "expiration",
+                &[
+                    int_arg("seconds", "expire after this many seconds").token("EX"),
+                    int_arg("milliseconds", "expire after this many ms").token("PX"),
+                    int_arg("unix-time-seconds", "expire at this Unix time").token("EXAT"),
+                    int_arg("unix-time-milliseconds", "expire at this Unix time in ms").token("PXAT"),
+                    word("PERSIST", "remove the TTL"),
+                ],
+                "the new TTL (default: unchanged); a time already past deletes the key",
+            )
+            .optional(),
+        ])
+        .reply("the value, or nil")
+        .errors(&["`ERR invalid expire time in 'getex' command`", WRONGTYPE])
+        .flags(&[Flag::Write, Flag::Fast])
+        .keys(Keys::FIRST),
+    command("mget", Group::String, "The values of several keys.", mget)
+        .args(&[KEY.multiple()])
+        .reply("an array of the values; nil for a missing key or one that is not a string")
+        .flags(&[Flag::ReadOnly, Flag::Fast])
+        .keys(Keys::ALL),
+    command("mset", Group::String, "Sets several keys at once (one log entry), removing their TTLs.", mset)
+        .args(&[KEY_VALUE.multiple()])
+        .reply("`OK`")
+        .flags(&[Flag::Write, Flag::DenyOom])
+        .keys(Keys::PAIRS),
+    command("msetnx", Group::String, "Sets several keys at once only if none of them exists.", msetnx)
+        .args(&[KEY_VALUE.multiple()])
+        .reply("`1` if every key was set, `0` if one existed and none was set")
+        .flags(&[Flag::Write, Flag::DenyOom])
+        .keys(Keys::PAIRS),
+    command(
+        "append",
+        Group::String,
+        "Appends to a key's value (a missing key counts as empty); keeps its TTL.",
+        append,
+    )
+    .args(&[KEY, string("value", "what to append")])
+    .reply("the value's new length")
+    .errors(&[WRONGTYPE])
+    .flags(&[Flag::Write, Flag::DenyOom, Flag::Fast])
+    .keys(Keys::FIRST),
+    command("strlen", Group::String, "The length of a key's value.", strlen)
+        .args(&[KEY])
+        .reply("the length; 0 when the key does not exist")
+        .errors(&[WRONGTYPE])
+        .flags(&[Flag::ReadOnly, Flag::Fast])
+        .keys(Keys::FIRST),
+    command(
+        "incrbyfloat",
+        Group::String,
+        "Adds a decimal number to a key's value. The sum is exact for numbers written with up to 38 \
+         digits, and kept with at most 17 digits after the point as Redis writes it (`10.5` + `0.1` \
+         is `10.6`); Redis's own sums of large numbers may show its rounding error in the last \
+         digits instead.",
+        incrbyfloat,
+    )
+    .args(&[KEY, double("increment", "a decimal number, exponent allowed (`5.0e3`)")])
+    .reply("the new value, as a bulk string")
+    .errors(&[
+        "`ERR value is not a valid float`: the value or the increment is not a number",
+        "`ERR increment would produce NaN or Infinity`",
+        WRONGTYPE,
+    ])
+    .flags(&[Flag::Write, Flag::DenyOom, Flag::Fast])
+    .keys(Keys::FIRST),
+    // Keys of any type.
+    command(
+        "type",
+        Group::Generic,
+        "The type of a key's value. Locks, semaphores and queues are not keys: their names are `none` here.",
+        key_type,
+    )
+    .args(&[KEY])
+    .reply("`string`, `hash`, `list`, or `none`, as a simple string")
+    .flags(&[Flag::ReadOnly, Flag::Fast])
+    .keys(Keys::FIRST),
+    command(
+        "rename",
+        Group::Generic,
+        "Renames a key, replacing what the new name held; the TTL moves with it.",
+        rename,
+    )
+    .args(&[KEY, key("newkey", "the new name")])
+    .reply("`OK`")
+    .errors(&["`ERR no such key`"])
+    .flags(&[Flag::Write])
+    .keys(Keys::ALL),
+    command("renamenx", Group::Generic, "Renames a key only if the new name does not exist.", renamenx)
+        .args(&[KEY, key("newkey", "the new name")])
+        .reply("`1` if renamed, `0` if the new name exists")
+        .errors(&["`ERR no such key`"])
+        .flags(&[Flag::Write, Flag::Fast])
+        .keys(Keys::ALL),
+    command("keys", Group::Generic, "Every key matching a glob pattern, in key order.", keys)
+        .args(&[string("pattern", "`*` any bytes, `?` one, `[a-z]` `[^a]` a class, `\\` escapes")])
+        .reply("an array of the key names")
+        .flags(&[Flag::ReadOnly]),
+    command(
+        "scan",
+        Group::Generic,
+        "Walks the keys a batch at a time. The cursor is a number to pass back (0 starts, 0 again \
+         ends): it holds no state, so it works on any connection and any node, and every key that \
+         exists for the whole walk is returned at least once while other keys come and go.",
+        scan,
+    )
+    .args(&[
+        int_arg("cursor", "0, or the cursor the last batch answered"),
+        string("pattern", "only keys matching this glob").token("MATCH").optional(),
+        int_arg("count", "how many keys to look at (default 10), before MATCH and TYPE filter them")
+            .token("COUNT")
+            .optional(),
+        string("type", "only keys of this type: `string`, `hash`, `list`").token("TYPE").optional(),
+    ])
+    .reply("`[next cursor, [key ...]]`; a batch may be empty before the walk ends")
+    .errors(&["`ERR invalid cursor`"])
+    .flags(&[Flag::ReadOnly]),
+    command(
+        "dbsize",
+        Group::Generic,
+        "How many keys exist (locks, semaphores and queues are not keys).",
+        dbsize,
+    )
+    .reply("the count")
+    .flags(&[Flag::ReadOnly, Flag::Fast]),
+    command(
+        "flushdb",
+        Group::Generic,
+        "Deletes every key; locks, semaphores and queues stay. As FLUSHALL: there is one database.",
+        flushall,
+    )
+    .args(&[FLUSH_MODE])
+    .reply("`OK`")
+    .flags(&[Flag::Write, Flag::Admin]),
+    command(
+        "flushall",
+        Group::Generic,
+        "Deletes every key; locks, semaphores and queues stay (they are not keys). One log entry, \
+         applied on every node.",
+        flushall,
+    )
+    .args(&[FLUSH_MODE])
+    .reply("`OK`")
+    .flags(&[Flag::Write, Flag::Admin]),
+    command(
+        "touch",
+        Group::Generic,
+        "How many of the keys exist (Turnstile keeps no access times to update).",
+        touch,
+    )
+    .args(&[KEY.multiple()])
+    .reply("the count")
+    .flags(&[Flag::ReadOnly, Flag::Fast])
+    .keys(Keys::ALL),
+    command("unlink", Group::Generic, "Deletes keys, as DEL.", unlink)
+        .args(&[KEY.multiple()])
+        .reply("how many keys were removed")
+        .flags(&[Flag::Write, Flag::Fast])
+        .keys(Keys::ALL),
+    container(
+        "object",
+        Group::Generic,
+        "What Redis would say about a key's internals, for clients that probe them.",
+        OBJECT,
+    ),
+    command("persist", Group::Generic, "Removes a key's TTL.", persist)
+        .args(&[KEY])
+        .reply("`1` if a TTL was removed, `0` if the key is missing or had none")
+        .flags(&[Flag::Write, Flag::Fast])
+        .keys(Keys::FIRST),
+    command(
+        "expireat",
+        Group::Generic,
+        "Sets when a key expires, as a Unix time in seconds; a time past deletes it.",
+        expireat,
+    )
+    .args(&[KEY, int_arg("unix-time-seconds", "when"), EXPIRE_CONDITION])
+    .reply("`1` if the TTL was set, `0` if the key is missing or the condition failed")
+    .errors(&[
+        "`ERR invalid expire time in 'expireat' command`",
+        "`ERR Unsupported option X`",
+        "`ERR NX and XX, GT or LT options at the same time are not compatible`",
+    ])
+    .flags(&[Flag::Write, Flag::Fast])
+    .keys(Keys::FIRST),
+    command("pexpireat", Group::Generic, "Sets when a key expires, as a Unix time in ms.", pexpireat)
+        .args(&[KEY, int_arg("unix-time-milliseconds", "when"), EXPIRE_CONDITION])
+        .reply("`1` if the TTL was set, `0` if the key is missing or the condition failed")
+        .errors(&[
+            "`ERR Unsupported option X`",
+            "`ERR NX and XX, GT or LT options at the same time are not compatible`",
+        ])
+        .flags(&[Flag::Write, Flag::Fast])
+        .keys(Keys::FIRST),
+    command("expiretime", Group::Generic, "When a key expires, as a Unix time in seconds.", expiretime)
+        .args(&[KEY])
+        .reply("the time; -1 when the key has no TTL, -2 when it does not exist")
+        .flags(&[Flag::ReadOnly, Flag::Fast])
+        .keys(Keys::FIRST),
+    command("pexpiretime", Group::Generic, "When a key expires, as a Unix time in ms.", pexpiretime)
+        .args(&[KEY])
+        .reply("the time; -1 when the key has no TTL, -2 when it does not exist")
+        .flags(&[Flag::ReadOnly, Flag::Fast])
+        .keys(Keys::FIRST),
+];
+
+const WRONGTYPE: &str = "`WRONGTYPE Operation against a key holding the wrong kind of value`";
+const KEY_VALUE: Arg =
+    block("data", &[key("key", "a key"), string("value", "its value")], "a key and its value");
+const FLUSH_MODE: Arg = one_of(
+    "flush-type",
+    &[word("ASYNC", "accepted; the flush is one log entry either way"), word("SYNC", "the same")],
+    "Redis's choice of how to free memory",
+)
+.optional();
+
+/// `OBJECT`'s subcommands.
+const OBJECT: &[Spec] = &[
+    command(
+        "object|encoding",
+        Group::Generic,
+        "The encoding Redis 7 would use for the value: `int`, `embstr` or `raw` for strings; \
+         `listpack` or `hashtable` for hashes; `listpack` or `quicklist` for lists, by Redis's \
+         default size thresholds.",
+        object_encoding,
+    )
+    .args(&[KEY])
+    .reply("the encoding, or nil when the key does not exist")
+    .flags(&[Flag::ReadOnly])
+    .keys(Keys::AFTER_SUBCOMMAND),
+    command("object|refcount", Group::Generic, "The value's reference count: always 1.", object_refcount)
+        .args(&[KEY])
+        .reply("1, or nil when the key does not exist")
+        .flags(&[Flag::ReadOnly])
+        .keys(Keys::AFTER_SUBCOMMAND),
+    command(
+        "object|idletime",
+        Group::Generic,
+        "Seconds since the key was used: always 0, as reads change no replicated state.",
+        object_idletime,
+    )
+    .args(&[KEY])
+    .reply("0, or nil when the key does not exist")
+    .flags(&[Flag::ReadOnly])
+    .keys(Keys::AFTER_SUBCOMMAND),
+    command(
+        "object|freq",
+        Group::Generic,
+        "The LFU counter, refused as Redis refuses it without an LFU eviction policy (Turnstile evicts nothing).",
+        object_freq,
+    )
+    .args(&[KEY])
+    .reply("nil when the key does not exist")
+    .errors(&["`ERR An LFU maxmemory policy is not selected, access frequency not tracked. ...`"])
+    .flags(&[Flag::ReadOnly])
+    .keys(Keys::AFTER_SUBCOMMAND),
+    command("object|help", Group::Generic, "The subcommands, one per line.", object_help)
+        .reply("an array of simple strings"),
 ];
 
 /// `GET key` → the value, or nil.
@@ -252,12 +553,23 @@ pub(super) fn exists(args: Args<'_>) -> Result<Action, Frame> {
 /// key), 0 if the key is missing or the condition failed. Seconds that overflow as ms are
 /// `invalid expire time in 'expire' command`.
 pub(super) fn expire(args: Args<'_>) -> Result<Action, Frame> {
-    expire_in(args, Unit::Seconds)
+    expire_in(args, Unit::Seconds, false)
 }
 
 /// `PEXPIRE key ms [NX|XX|GT|LT]`, as `EXPIRE` in milliseconds.
 pub(super) fn pexpire(args: Args<'_>) -> Result<Action, Frame> {
-    expire_in(args, Unit::Millis)
+    expire_in(args, Unit::Millis, false)
+}
+
+/// `EXPIREAT key unix-seconds [NX|XX|GT|LT]`, as `EXPIRE` at a time; one already past deletes
+/// the key.
+pub(super) fn expireat(args: Args<'_>) -> Result<Action, Frame> {
+    expire_in(args, Unit::Seconds, true)
+}
+
+/// `PEXPIREAT key unix-ms [NX|XX|GT|LT]`.
+pub(super) fn pexpireat(args: Args<'_>) -> Result<Action, Frame> {
+    expire_in(args, Unit::Millis, true)
 }
 
 /// `TTL key` → seconds left, rounded to the nearest as Redis does; -1 without a TTL, -2 when the
@@ -301,6 +613,275 @@ pub(super) fn decrby(mut args: Args<'_>) -> Result<Action, Frame> {
     write(Command::IncrBy { key, delta }, ReplyShape::Integer)
 }
 
+/// `SETNX key value` → 1 if set, 0 if the key existed: `SET key value NX` answered as an integer.
+pub(super) fn setnx(mut args: Args<'_>) -> Result<Action, Frame> {
+    let key = args.name()?;
+    let value = args.stored()?;
+    args.end()?;
+    let set = SetKey { condition: SetCondition::Nx, ..SetKey::new(key, value) };
+    write(Command::Set(set), ReplyShape::SetFlag)
+}
+
+/// `GETSET key value` → the old value (or nil): `SET key value GET`.
+pub(super) fn getset(mut args: Args<'_>) -> Result<Action, Frame> {
+    let key = args.name()?;
+    let value = args.stored()?;
+    args.end()?;
+    write(Command::Set(SetKey { get: true, ..SetKey::new(key, value) }), ReplyShape::Value)
+}
+
+/// `GETDEL key` → the value (or nil); the key is deleted.
+pub(super) fn getdel(mut args: Args<'_>) -> Result<Action, Frame> {
+    let key = args.name()?;
+    args.end()?;
+    write(Command::GetDel { key }, ReplyShape::Value)
+}
+
+/// `GETEX key [EX s | PX ms | EXAT unix-s | PXAT unix-ms | PERSIST]` → the value (or nil).
+///
+/// Redis's rules: options first (two different ones are a syntax error, the same one twice
+/// takes the last value), then the value, which must be above 0 and fit in ms.
+pub(super) fn getex(mut args: Args<'_>) -> Result<Action, Frame> {
+    let command = args.command;
+    let key = args.name()?;
+    let mut chosen: Option<(Vec<u8>, Option<&Bytes>)> = None;
+    while let Some(keyword) = args.keyword() {
+        let takes_value = matches!(keyword.as_slice(), b"EX" | b"PX" | b"EXAT" | b"PXAT");
+        if !takes_value && keyword != b"PERSIST" {
+            return Err(syntax_error());
+        }
+        if chosen.as_ref().is_some_and(|(other, _)| *other != keyword) {
+            return Err(syntax_error());
+        }
+        let value = if takes_value { Some(args.value()?) } else { None };
+        chosen = Some((keyword, value));
+    }
+    let invalid = || Frame::error("ERR", format_args!("invalid expire time in '{command}' command"));
+    let expiry = match chosen {
+        None => None,
+        Some((_, None)) => Some(KeyExpiry::Persist),
+        Some((keyword, Some(value))) => {
+            let n = int(value)?;
+            let ms = match keyword.as_slice() {
+                b"EX" | b"EXAT" => n.checked_mul(1000).filter(|_| n > 0),
+                _ => Some(n).filter(|&n| n > 0),
+            };
+            let ms = ms.and_then(|ms| u64::try_from(ms).ok()).ok_or_else(invalid)?;
+            Some(if keyword.ends_with(b"AT") { KeyExpiry::At(ms) } else { KeyExpiry::In(ms) })
+        }
+    };
+    write(Command::GetEx { key, expiry }, ReplyShape::Value)
+}
+
+/// `MGET key [key ...]` → each value; nil for a missing key or one of another type.
+pub(super) fn mget(args: Args<'_>) -> Result<Action, Frame> {
+    let keys = args.remaining().iter().map(name).collect::<Result<_, _>>()?;
+    read(Query::MGet { keys }, ReplyShape::Redis)
+}
+
+/// `MSET key value [key value ...]` → `+OK`.
+pub(super) fn mset(args: Args<'_>) -> Result<Action, Frame> {
+    let pairs = key_value_pairs(&args)?;
+    write(Command::MSet { pairs, nx: false }, ReplyShape::Value)
+}
+
+/// `MSETNX key value [key value ...]` → 1 if every key was set, 0 if none was.
+pub(super) fn msetnx(args: Args<'_>) -> Result<Action, Frame> {
+    let pairs = key_value_pairs(&args)?;
+    write(Command::MSet { pairs, nx: true }, ReplyShape::Integer)
+}
+
+/// The pairs of `MSET`: a key without its value is Redis's arity error.
+fn key_value_pairs(args: &Args<'_>) -> Result<Vec<(String, Bytes)>, Frame> {
+    let rest = args.remaining();
+    if rest.len() % 2 != 0 {
+        return Err(wrong_arity(args.command));
+    }
+    rest.chunks_exact(2).map(|pair| Ok((name(&pair[0])?, Bytes::copy_from_slice(&pair[1])))).collect()
+}
+
+/// `APPEND key value` → the new length.
+pub(super) fn append(mut args: Args<'_>) -> Result<Action, Frame> {
+    let key = args.name()?;
+    let value = args.stored()?;
+    args.end()?;
+    write(Command::Append { key, value }, ReplyShape::Integer)
+}
+
+/// `STRLEN key` → the value's length, 0 when missing.
+pub(super) fn strlen(mut args: Args<'_>) -> Result<Action, Frame> {
+    let key = args.name()?;
+    args.end()?;
+    read(Query::StrLen { key }, ReplyShape::Integer)
+}
+
+/// `INCRBYFLOAT key increment` → the new value. The increment is checked by the core, after
+/// the key's type, in Redis's order (WRONGTYPE first).
+pub(super) fn incrbyfloat(mut args: Args<'_>) -> Result<Action, Frame> {
+    let key = args.name()?;
+    let delta = args.next()?;
+    args.end()?;
+    // Not UTF-8 is not a number either; the core words the error.
+    let delta = String::from_utf8_lossy(delta).into_owned();
+    write(Command::IncrByFloat { key, delta }, ReplyShape::Value)
+}
+
+/// `TYPE key` → `+string`, `+hash`, `+list` or `+none`.
+pub(super) fn key_type(mut args: Args<'_>) -> Result<Action, Frame> {
+    let key = args.name()?;
+    args.end()?;
+    read(Query::Type { key }, ReplyShape::Redis)
+}
+
+/// `RENAME key newkey` → `+OK`.
+pub(super) fn rename(args: Args<'_>) -> Result<Action, Frame> {
+    renaming(args, false)
+}
+
+/// `RENAMENX key newkey` → 1, or 0 when `newkey` exists.
+pub(super) fn renamenx(args: Args<'_>) -> Result<Action, Frame> {
+    renaming(args, true)
+}
+
+fn renaming(mut args: Args<'_>, nx: bool) -> Result<Action, Frame> {
+    let from = args.name()?;
+    let to = args.name()?;
+    args.end()?;
+    let shape = if nx { ReplyShape::Integer } else { ReplyShape::Redis };
+    write(Command::Rename { from, to, nx }, shape)
+}
+
+/// `KEYS pattern` → the matching keys, in key order.
+pub(super) fn keys(mut args: Args<'_>) -> Result<Action, Frame> {
+    let pattern = args.next()?.clone();
+    args.end()?;
+    read(Query::Keys { pattern }, ReplyShape::Names)
+}
+
+/// `SCAN cursor [MATCH pattern] [COUNT count] [TYPE type]` → `[cursor, [key ...]]`.
+pub(super) fn scan(mut args: Args<'_>) -> Result<Action, Frame> {
+    let cursor = scan_cursor(args.next()?)?;
+    let (mut pattern, mut count, mut kind) = (None, 10, None);
+    while let Some(keyword) = args.keyword() {
+        match keyword.as_slice() {
+            b"MATCH" => pattern = Some(args.value()?.clone()),
+            b"COUNT" => count = scan_count(args.value()?)?,
+            b"TYPE" => kind = Some(String::from_utf8_lossy(args.value()?).into_owned()),
+            _ => return Err(syntax_error()),
+        }
+    }
+    read(Query::Scan { cursor, pattern, count, kind }, ReplyShape::Redis)
+}
+
+/// A `SCAN`/`HSCAN` cursor: an unsigned 64-bit number (a negative one wraps, as Redis's
+/// `strtoull` makes it).
+pub(super) fn scan_cursor(arg: &[u8]) -> Result<u64, Frame> {
+    let text = std::str::from_utf8(arg).unwrap_or_default();
+    text.parse::<u64>()
+        .ok()
+        .or_else(|| text.parse::<i64>().ok().map(|n| n as u64))
+        .ok_or_else(|| Frame::error("ERR", "invalid cursor"))
+}
+
+/// `COUNT n`: an integer, at least 1 (Redis answers a smaller one with a syntax error).
+pub(super) fn scan_count(arg: &[u8]) -> Result<u64, Frame> {
+    u64::try_from(int(arg)?).ok().filter(|&n| n >= 1).ok_or_else(syntax_error)
+}
+
+/// `DBSIZE` → the number of keys.
+pub(super) fn dbsize(args: Args<'_>) -> Result<Action, Frame> {
+    args.end()?;
+    read(Query::DbSize, ReplyShape::Integer)
+}
+
+/// `FLUSHALL [ASYNC|SYNC]` and `FLUSHDB` → `+OK`; every key goes.
+pub(super) fn flushall(mut args: Args<'_>) -> Result<Action, Frame> {
+    if let Some(mode) = args.keyword() {
+        if mode != b"ASYNC" && mode != b"SYNC" {
+            return Err(syntax_error());
+        }
+    }
+    args.end()?;
+    write(Command::FlushKeys, ReplyShape::Value)
+}
+
+/// `TOUCH key [key ...]` → how many exist (access times are not kept, so nothing changes).
+pub(super) fn touch(args: Args<'_>) -> Result<Action, Frame> {
+    exists(args)
+}
+
+/// `UNLINK key [key ...]` → how many were removed: `DEL` (freeing memory is never deferred).
+pub(super) fn unlink(args: Args<'_>) -> Result<Action, Frame> {
+    let keys = args.remaining().iter().map(name).collect::<Result<_, _>>()?;
+    write(Command::Del { keys, fence: None }, ReplyShape::Integer)
+}
+
+fn object_field(mut args: Args<'_>, field: ObjectField) -> Result<Action, Frame> {
+    let key = args.name()?;
+    args.end()?;
+    let shape = if field == ObjectField::Encoding { ReplyShape::Value } else { ReplyShape::Redis };
+    read(Query::Object { key, field }, shape)
+}
+
+fn object_encoding(args: Args<'_>) -> Result<Action, Frame> {
+    object_field(args, ObjectField::Encoding)
+}
+
+fn object_refcount(args: Args<'_>) -> Result<Action, Frame> {
+    object_field(args, ObjectField::RefCount)
+}
+
+fn object_idletime(args: Args<'_>) -> Result<Action, Frame> {
+    object_field(args, ObjectField::IdleTime)
+}
+
+fn object_freq(args: Args<'_>) -> Result<Action, Frame> {
+    object_field(args, ObjectField::Freq)
+}
+
+/// `OBJECT HELP` → Redis's help text.
+fn object_help(args: Args<'_>) -> Result<Action, Frame> {
+    args.end()?;
+    Ok(Action::Connection(ConnCmd::Help(&[
+        "OBJECT <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+        "ENCODING <key>",
+        "    Return the kind of internal representation used in order to store the value",
+        "    associated with a <key>.",
+        "FREQ <key>",
+        "    Return the access frequency index of the <key>. The returned integer is",
+        "    proportional to the logarithm of the recent access frequency of the key.",
+        "IDLETIME <key>",
+        "    Return the idle time of the <key>, that is the approximated number of",
+        "    seconds elapsed since the last access to the key.",
+        "REFCOUNT <key>",
+        "    Return the number of references of the value associated with the specified",
+        "    <key>.",
+        "HELP",
+        "    Prints this help.",
+    ])))
+}
+
+/// `PERSIST key` → 1 if a TTL was removed, else 0.
+pub(super) fn persist(mut args: Args<'_>) -> Result<Action, Frame> {
+    let key = args.name()?;
+    args.end()?;
+    write(Command::Persist { key }, ReplyShape::Integer)
+}
+
+/// `EXPIRETIME key` → the Unix time in seconds it expires at; -1 without a TTL, -2 missing.
+pub(super) fn expiretime(mut args: Args<'_>) -> Result<Action, Frame> {
+    let key = args.name()?;
+    args.end()?;
+    read(Query::ExpireTime { key }, ReplyShape::UnixSeconds)
+}
+
+/// `PEXPIRETIME key` → the same in ms.
+pub(super) fn pexpiretime(mut args: Args<'_>) -> Result<Action, Frame> {
+    let key = args.name()?;
+    args.end()?;
+    read(Query::ExpireTime { key }, ReplyShape::Integer)
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Unit {
     Seconds,
@@ -329,7 +910,7 @@ fn invalid_expire(command: &str) -> Frame {
 
 /// `EXPIRE`/`PEXPIRE`: flags first (Redis's texts for unknown and incompatible ones), then the
 /// TTL, which may be negative (the key is deleted) but must fit in ms.
-fn expire_in(mut args: Args<'_>, unit: Unit) -> Result<Action, Frame> {
+fn expire_in(mut args: Args<'_>, unit: Unit, absolute: bool) -> Result<Action, Frame> {
     let command = args.command;
     let key = args.name()?;
     let ttl = args.next()?;
@@ -372,7 +953,12 @@ fn expire_in(mut args: Args<'_>, unit: Unit) -> Result<Action, Frame> {
             .ok_or_else(|| Frame::error("ERR", format_args!("invalid expire time in '{command}' command")))?,
         Unit::Millis => ttl,
     };
-    write(Command::Expire { key, ttl, condition }, ReplyShape::Integer)
+    let cmd = if absolute {
+        Command::ExpireAt { key, at: ttl, condition }
+    } else {
+        Command::Expire { key, ttl, condition }
+    };
+    write(cmd, ReplyShape::Integer)
 }
 
 /// `INCR`/`DECR` with a fixed delta, `INCRBY` with the delta from the arguments.
@@ -393,6 +979,25 @@ pub(super) fn render_value(reply: Reply) -> Frame {
         Reply::Bytes(value) => Frame::Bulk(value),
         Reply::Nil => Frame::Null,
         other => unexpected(ReplyShape::Value, &other),
+    }
+}
+
+/// [`ReplyShape::SetFlag`]: `SETNX`'s 1 when set, 0 when the key existed.
+pub(super) fn render_set_flag(reply: Reply) -> Frame {
+    match reply {
+        Reply::Ok => Frame::Integer(1),
+        Reply::Nil => Frame::Integer(0),
+        other => unexpected(ReplyShape::SetFlag, &other),
+    }
+}
+
+/// [`ReplyShape::UnixSeconds`]: ms cut to whole seconds, as Redis's `EXPIRETIME` does; -1 and
+/// -2 pass unchanged.
+pub(super) fn render_unix_seconds(reply: Reply) -> Frame {
+    match reply {
+        Reply::Int(ms) if ms < 0 => Frame::Integer(ms),
+        Reply::Int(ms) => Frame::Integer(ms / 1000),
+        other => unexpected(ReplyShape::UnixSeconds, &other),
     }
 }
 
@@ -678,5 +1283,165 @@ mod tests {
             encoded(&frame, Protocol::Resp2),
             bytes(b"-ERR value is not an integer or out of range\r\n")
         );
+    }
+
+    fn read_of(line: &str) -> (Query, ReplyShape) {
+        match parse_line(line) {
+            Ok(Action::Read { query, shape }) => (query, shape),
+            other => panic!("{line}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn setnx_and_getset_are_set_with_options() {
+        assert_eq!(
+            parse_line("SETNX k v"),
+            Ok(Action::Write {
+                cmd: Command::Set(SetKey { condition: SetCondition::Nx, ..SetKey::new("k", "v") }),
+                shape: ReplyShape::SetFlag
+            })
+        );
+        assert_eq!(set_of("GETSET k v"), SetKey { get: true, ..SetKey::new("k", "v") });
+        assert_eq!(error_of("SETNX k"), "ERR wrong number of arguments for 'setnx' command");
+        let one = render(ReplyShape::SetFlag, Reply::Ok, Protocol::Resp2);
+        let zero = render(ReplyShape::SetFlag, Reply::Nil, Protocol::Resp2);
+        assert_eq!((one, zero), (Frame::Integer(1), Frame::Integer(0)));
+    }
+
+    #[test]
+    fn getex_options() {
+        let getex = |line| match write_of(line) {
+            Command::GetEx { expiry, .. } => expiry,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(getex("GETEX k"), None);
+        assert_eq!(getex("GETEX k EX 2"), Some(KeyExpiry::In(2_000)));
+        assert_eq!(getex("getex k px 5"), Some(KeyExpiry::In(5)));
+        assert_eq!(getex("GETEX k EXAT 1700000000"), Some(KeyExpiry::At(1_700_000_000_000)));
+        assert_eq!(getex("GETEX k PXAT 1700000000123"), Some(KeyExpiry::At(1_700_000_000_123)));
+        assert_eq!(getex("GETEX k PERSIST"), Some(KeyExpiry::Persist));
+        assert_eq!(
+            getex("GETEX k EX 1 EX 3"),
+            Some(KeyExpiry::In(3_000)),
+            "the same option twice: the last wins"
+        );
+        assert_eq!(error_of("GETEX k EX 0"), "ERR invalid expire time in 'getex' command");
+        assert_eq!(error_of("GETEX k EXAT -1"), "ERR invalid expire time in 'getex' command");
+        assert_eq!(error_of("GETEX k EX 9223372036854776"), "ERR invalid expire time in 'getex' command");
+        assert_eq!(error_of("GETEX k EX x"), "ERR value is not an integer or out of range");
+        assert_eq!(error_of("GETEX k PERSIST EX 1"), "ERR syntax error");
+        assert_eq!(error_of("GETEX k EX 1 PX 1"), "ERR syntax error");
+        assert_eq!(error_of("GETEX k EX"), "ERR syntax error");
+        assert_eq!(error_of("GETEX k FOO"), "ERR syntax error");
+    }
+
+    #[test]
+    fn mset_takes_pairs() {
+        assert_eq!(
+            write_of("MSET a 1 b 2"),
+            Command::MSet {
+                pairs: vec![("a".into(), Bytes::from("1")), ("b".into(), Bytes::from("2"))],
+                nx: false
+            }
+        );
+        assert_eq!(
+            write_of("MSETNX a 1"),
+            Command::MSet { pairs: vec![("a".into(), Bytes::from("1"))], nx: true }
+        );
+        assert_eq!(error_of("MSET a"), "ERR wrong number of arguments for 'mset' command");
+        assert_eq!(error_of("MSET a 1 b"), "ERR wrong number of arguments for 'mset' command");
+        assert_eq!(error_of("MSETNX a 1 b"), "ERR wrong number of arguments for 'msetnx' command");
+        assert_eq!(
+            read_of("MGET a b"),
+            (Query::MGet { keys: vec!["a".into(), "b".into()] }, ReplyShape::Redis)
+        );
+    }
+
+    #[test]
+    fn strings_and_keys_parse_to_their_commands() {
+        assert_eq!(write_of("APPEND k v"), Command::Append { key: "k".into(), value: Bytes::from("v") });
+        assert_eq!(
+            write_of("INCRBYFLOAT k 1.5"),
+            Command::IncrByFloat { key: "k".into(), delta: "1.5".into() }
+        );
+        assert_eq!(write_of("GETDEL k"), Command::GetDel { key: "k".into() });
+        assert_eq!(write_of("PERSIST k"), Command::Persist { key: "k".into() });
+        assert_eq!(write_of("RENAME a b"), Command::Rename { from: "a".into(), to: "b".into(), nx: false });
+        assert_eq!(write_of("RENAMENX a b"), Command::Rename { from: "a".into(), to: "b".into(), nx: true });
+        assert_eq!(
+            write_of("UNLINK a FENCE"),
+            Command::Del { keys: vec!["a".into(), "FENCE".into()], fence: None }
+        );
+        assert_eq!(write_of("FLUSHALL"), Command::FlushKeys);
+        assert_eq!(write_of("flushall async"), Command::FlushKeys);
+        assert_eq!(write_of("FLUSHDB SYNC"), Command::FlushKeys);
+        assert_eq!(error_of("FLUSHALL foo"), "ERR syntax error");
+        assert_eq!(error_of("FLUSHALL SYNC ASYNC"), "ERR syntax error");
+        assert_eq!(read_of("STRLEN k").0, Query::StrLen { key: "k".into() });
+        assert_eq!(read_of("TYPE k"), (Query::Type { key: "k".into() }, ReplyShape::Redis));
+        assert_eq!(read_of("KEYS *").0, Query::Keys { pattern: Bytes::from("*") });
+        assert_eq!(read_of("DBSIZE").0, Query::DbSize);
+        assert_eq!(read_of("TOUCH a b").0, Query::Exists { keys: vec!["a".into(), "b".into()] });
+        assert_eq!(read_of("EXPIRETIME k"), (Query::ExpireTime { key: "k".into() }, ReplyShape::UnixSeconds));
+        assert_eq!(read_of("PEXPIRETIME k"), (Query::ExpireTime { key: "k".into() }, ReplyShape::Integer));
+        assert_eq!(error_of("RENAME a"), "ERR wrong number of arguments for 'rename' command");
+        assert_eq!(error_of("KEYS"), "ERR wrong number of arguments for 'keys' command");
+        assert_eq!(error_of("DBSIZE x"), "ERR wrong number of arguments for 'dbsize' command");
+    }
+
+    #[test]
+    fn expireat_is_absolute() {
+        assert_eq!(
+            write_of("EXPIREAT k 1700000000 GT"),
+            Command::ExpireAt { key: "k".into(), at: 1_700_000_000_000, condition: ExpireCondition::Gt }
+        );
+        assert_eq!(
+            write_of("PEXPIREAT k 5"),
+            Command::ExpireAt { key: "k".into(), at: 5, condition: ExpireCondition::Always }
+        );
+        assert_eq!(error_of("EXPIREAT k 9223372036854776"), "ERR invalid expire time in 'expireat' command");
+        assert_eq!(error_of("EXPIREAT k 1 foo"), "ERR Unsupported option foo");
+        let seconds = render(ReplyShape::UnixSeconds, Reply::Int(1_700_000_000_999), Protocol::Resp2);
+        assert_eq!(seconds, Frame::Integer(1_700_000_000));
+        assert_eq!(render(ReplyShape::UnixSeconds, Reply::Int(-2), Protocol::Resp2), Frame::Integer(-2));
+    }
+
+    #[test]
+    fn scan_options_and_cursor() {
+        let scan = |line| match read_of(line).0 {
+            Query::Scan { cursor, pattern, count, kind } => (cursor, pattern, count, kind),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(scan("SCAN 0"), (0, None, 10, None));
+        assert_eq!(
+            scan("scan 42 match user:* count 100 type hash"),
+            (42, Some(Bytes::from("user:*")), 100, Some("hash".into()))
+        );
+        assert_eq!(scan("SCAN 18446744073709551615").0, u64::MAX);
+        assert_eq!(scan("SCAN -1").0, u64::MAX, "wraps as Redis's strtoull does");
+        assert_eq!(error_of("SCAN x"), "ERR invalid cursor");
+        assert_eq!(error_of("SCAN 18446744073709551616"), "ERR invalid cursor");
+        assert_eq!(error_of("SCAN 0 COUNT 0"), "ERR syntax error");
+        assert_eq!(error_of("SCAN 0 COUNT x"), "ERR value is not an integer or out of range");
+        assert_eq!(error_of("SCAN 0 MATCH"), "ERR syntax error");
+        assert_eq!(error_of("SCAN 0 FOO bar"), "ERR syntax error");
+    }
+
+    #[test]
+    fn object_subcommands() {
+        assert_eq!(
+            read_of("OBJECT ENCODING k"),
+            (Query::Object { key: "k".into(), field: ObjectField::Encoding }, ReplyShape::Value)
+        );
+        assert_eq!(read_of("object freq k").0, Query::Object { key: "k".into(), field: ObjectField::Freq });
+        assert!(
+            matches!(parse_line("OBJECT HELP"), Ok(Action::Connection(ConnCmd::Help(lines))) if lines.len() == 15)
+        );
+        assert_eq!(error_of("OBJECT"), "ERR wrong number of arguments for 'object' command");
+        assert_eq!(
+            error_of("OBJECT ENCODING"),
+            "ERR wrong number of arguments for 'object|encoding' command"
+        );
+        assert_eq!(error_of("OBJECT FOO k"), "ERR unknown subcommand 'FOO'. Try OBJECT HELP.");
     }
 }

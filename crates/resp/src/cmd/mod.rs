@@ -21,6 +21,7 @@
 
 mod cluster;
 mod connection;
+mod hash;
 mod introspect;
 mod kv;
 mod lock;
@@ -96,6 +97,8 @@ pub enum ConnCmd {
     // Transactions. Last, with the other features' variants after it.
     /// `MULTI`, `EXEC`, `DISCARD`, `WATCH`, `UNWATCH`: the connection keeps the transaction.
     Transaction(TxCmd),
+    /// A `HELP` subcommand's lines (`OBJECT HELP`), sent as simple strings.
+    Help(&'static [&'static str]),
 }
 
 /// What `CLUSTER.*` asked.
@@ -165,6 +168,18 @@ pub enum ReplyShape {
     /// string, `Int` → an integer, `Bytes` → a bulk string, `Nil` → nil, `Array` and `Names` →
     /// arrays (an error inside an array stays an error element, as in `EXEC`'s reply).
     Redis,
+
+    // Redis keyspace commands.
+    /// `SETNX`: the core's `SET NX` answer as Redis's integer: `Ok` → 1, nil → 0.
+    SetFlag,
+    /// `+OK` whatever the core counted: `HMSET`, which is `HSET` answering the old way.
+    Done,
+    /// `HGETALL`: fields and values alternating in an `Array`, as a RESP3 map (a flat array in
+    /// RESP2).
+    Pairs,
+    /// `EXPIRETIME`: the core's ms since the epoch as whole seconds, cut as Redis cuts them; -1
+    /// and -2 kept.
+    UnixSeconds,
 }
 
 /// The command table's name for a request's command (`"lock.acquire"`, `"client"`), whatever
@@ -227,6 +242,10 @@ pub fn render(shape: ReplyShape, reply: Reply, protocol: Protocol) -> Frame {
         ReplyShape::QueueStats => queue::render_queue_stats(reply),
         ReplyShape::Messages => queue::render_messages(reply),
         ReplyShape::Redis => render_redis(reply),
+        ReplyShape::SetFlag => kv::render_set_flag(reply),
+        ReplyShape::Done => Frame::ok(),
+        ReplyShape::Pairs => hash::render_pairs(reply),
+        ReplyShape::UnixSeconds => kv::render_unix_seconds(reply),
     }
 }
 
@@ -247,10 +266,11 @@ fn render_redis(reply: Reply) -> Frame {
 
 /// The command table: every command, each group's entries in its own file, in the order the
 /// docs list them.
-const TABLE: [&[Spec]; 6] = [
+const TABLE: [&[Spec]; 7] = [
     lock::COMMANDS,
     queue::COMMANDS,
     kv::COMMANDS,
+    hash::COMMANDS,
     connection::COMMANDS,
     cluster::COMMANDS,
     transaction::COMMANDS,
@@ -650,6 +670,7 @@ mod tests {
             ArgKind::Key => vec!["k".to_owned()],
             ArgKind::String => vec!["v".to_owned()],
             ArgKind::Integer => vec!["2".to_owned()],
+            ArgKind::Double => vec!["2.5".to_owned()],
             ArgKind::PureToken => vec![arg.token.unwrap_or(arg.name).to_owned()],
             ArgKind::OneOf(alternatives) => words(&alternatives[choice.min(alternatives.len() - 1)], full, 0),
             ArgKind::Block(parts) => {

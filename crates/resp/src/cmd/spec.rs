@@ -79,6 +79,8 @@ pub(super) enum Group {
     String,
     /// Redis's `generic`: commands on keys of any type.
     Generic,
+    /// Redis's `hash`: fields and values under one key.
+    Hash,
     Connection,
     Server,
     /// Redis's `transactions`: MULTI, EXEC, WATCH.
@@ -87,12 +89,13 @@ pub(super) enum Group {
 
 impl Group {
     /// Every group, in the order the docs list them.
-    pub(super) const ALL: [Group; 8] = [
+    pub(super) const ALL: [Group; 9] = [
         Group::Lock,
         Group::Semaphore,
         Group::Queue,
         Group::String,
         Group::Generic,
+        Group::Hash,
         Group::Connection,
         Group::Server,
         Group::Transactions,
@@ -106,6 +109,7 @@ impl Group {
             Group::Queue => "queue",
             Group::String => "string",
             Group::Generic => "generic",
+            Group::Hash => "hash",
             Group::Connection => "connection",
             Group::Server => "server",
             Group::Transactions => "transactions",
@@ -120,6 +124,7 @@ impl Group {
             Group::Queue => "Queues",
             Group::String => "Strings",
             Group::Generic => "Keys",
+            Group::Hash => "Hashes",
             Group::Connection => "Connection",
             Group::Server => "Server",
             Group::Transactions => "Transactions",
@@ -131,6 +136,7 @@ impl Group {
         match self {
             Group::String => Some("@string"),
             Group::Generic => Some("@keyspace"),
+            Group::Hash => Some("@hash"),
             Group::Connection => Some("@connection"),
             Group::Transactions => Some("@transaction"),
             Group::Lock | Group::Semaphore | Group::Queue | Group::Server => None,
@@ -153,6 +159,9 @@ pub(super) enum Flag {
     Fast,
     /// Allowed before a client authenticates.
     NoAuth,
+    /// Drastic for the whole server (`FLUSHALL`): ACL categories `@admin` and `@dangerous`, so
+    /// that a deployment's ACL can keep it from applications.
+    Admin,
 }
 
 impl Flag {
@@ -164,6 +173,7 @@ impl Flag {
             Flag::Blocking => "blocking",
             Flag::Fast => "fast",
             Flag::NoAuth => "no_auth",
+            Flag::Admin => "admin",
         }
     }
 }
@@ -183,6 +193,10 @@ impl Keys {
     pub(super) const FIRST: Keys = Keys { first: 1, last: 1, step: 1 };
     /// Every argument is a key.
     pub(super) const ALL: Keys = Keys { first: 1, last: -1, step: 1 };
+    /// Keys and values alternate (`MSET k v k v`).
+    pub(super) const PAIRS: Keys = Keys { first: 1, last: -1, step: 2 };
+    /// The argument after a subcommand's name (`OBJECT ENCODING key`).
+    pub(super) const AFTER_SUBCOMMAND: Keys = Keys { first: 2, last: 2, step: 1 };
 }
 
 /// One documented argument, as COMMAND DOCS describes arguments.
@@ -205,6 +219,8 @@ pub(super) enum ArgKind {
     Key,
     String,
     Integer,
+    /// A decimal number, exponent allowed (`INCRBYFLOAT`'s increment).
+    Double,
     /// A keyword alone (`KEEP`, `NX`).
     PureToken,
     /// Exactly one of these.
@@ -220,6 +236,7 @@ impl ArgKind {
             ArgKind::Key => "key",
             ArgKind::String => "string",
             ArgKind::Integer => "integer",
+            ArgKind::Double => "double",
             ArgKind::PureToken => "pure-token",
             ArgKind::OneOf(_) => "oneof",
             ArgKind::Block(_) => "block",
@@ -244,6 +261,11 @@ pub(super) const fn string(name: &'static str, summary: &'static str) -> Arg {
 /// An integer, as strictly as Redis reads one.
 pub(super) const fn integer(name: &'static str, summary: &'static str) -> Arg {
     arg(name, ArgKind::Integer, summary)
+}
+
+/// A decimal number, as Redis's `INCRBYFLOAT` reads one.
+pub(super) const fn double(name: &'static str, summary: &'static str) -> Arg {
+    arg(name, ArgKind::Double, summary)
 }
 
 /// A keyword alone, optional: `KEEP`, `SHARED`.
@@ -290,7 +312,7 @@ impl Arg {
                 alternatives.iter().map(Arg::syntax).collect::<Vec<_>>().join(" | ")
             }
             ArgKind::Block(parts) => parts.iter().map(Arg::syntax).collect::<Vec<_>>().join(" "),
-            ArgKind::Key | ArgKind::String | ArgKind::Integer => self.name.to_owned(),
+            ArgKind::Key | ArgKind::String | ArgKind::Integer | ArgKind::Double => self.name.to_owned(),
         };
         let one = match (self.kind, self.token) {
             (ArgKind::PureToken, _) | (_, None) => inner,
@@ -444,7 +466,9 @@ const fn width(arg: &Arg) -> (usize, bool) {
         (_, Some(_)) => 1,
     };
     let (words, varies) = match arg.kind {
-        ArgKind::Key | ArgKind::String | ArgKind::Integer | ArgKind::PureToken => (1, false),
+        ArgKind::Key | ArgKind::String | ArgKind::Integer | ArgKind::Double | ArgKind::PureToken => {
+            (1, false)
+        }
         ArgKind::Block(parts) => width_of_all(parts),
         ArgKind::OneOf(alternatives) => {
             let (mut least, mut most, mut varies) = (usize::MAX, 0, false);

@@ -369,6 +369,7 @@ impl Connection {
             ConnCmd::ClientGetName => self.name.clone().map_or(Frame::Null, Frame::Bulk),
             ConnCmd::ClientId => Frame::Integer(i64::try_from(self.id).unwrap_or(i64::MAX)),
             ConnCmd::ClientSetInfo => Frame::ok(),
+            ConnCmd::Help(lines) => Frame::Array(lines.iter().map(|line| Frame::simple(*line)).collect()),
             ConnCmd::Info(sections) => {
                 let text = info::render(&self.shared, &sections).await;
                 match self.protocol {
