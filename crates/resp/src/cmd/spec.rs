@@ -81,11 +81,14 @@ pub(super) enum Group {
     Generic,
     Connection,
     Server,
+    // Pub/sub:
+    /// Redis's `pubsub`: channels, patterns, publishing.
+    PubSub,
 }
 
 impl Group {
     /// Every group, in the order the docs list them.
-    pub(super) const ALL: [Group; 7] = [
+    pub(super) const ALL: [Group; 8] = [
         Group::Lock,
         Group::Semaphore,
         Group::Queue,
@@ -93,6 +96,8 @@ impl Group {
         Group::Generic,
         Group::Connection,
         Group::Server,
+        // Pub/sub:
+        Group::PubSub,
     ];
 
     /// The name COMMAND DOCS gives (`group`).
@@ -105,6 +110,7 @@ impl Group {
             Group::Generic => "generic",
             Group::Connection => "connection",
             Group::Server => "server",
+            Group::PubSub => "pubsub",
         }
     }
 
@@ -118,6 +124,7 @@ impl Group {
             Group::Generic => "Keys",
             Group::Connection => "Connection",
             Group::Server => "Server",
+            Group::PubSub => "Pub/sub",
         }
     }
 
@@ -127,6 +134,7 @@ impl Group {
             Group::String => Some("@string"),
             Group::Generic => Some("@keyspace"),
             Group::Connection => Some("@connection"),
+            Group::PubSub => Some("@pubsub"),
             Group::Lock | Group::Semaphore | Group::Queue | Group::Server => None,
         }
     }
@@ -147,6 +155,11 @@ pub(super) enum Flag {
     Fast,
     /// Allowed before a client authenticates.
     NoAuth,
+    // Pub/sub:
+    /// Redis's `pubsub`: a pub/sub command.
+    PubSub,
+    /// Refused inside a script, as Redis refuses it (a script cannot subscribe).
+    NoScript,
 }
 
 impl Flag {
@@ -158,6 +171,8 @@ impl Flag {
             Flag::Blocking => "blocking",
             Flag::Fast => "fast",
             Flag::NoAuth => "no_auth",
+            Flag::PubSub => "pubsub",
+            Flag::NoScript => "noscript",
         }
     }
 }
