@@ -59,6 +59,11 @@ pub enum CoreError {
     /// Another session's exclusive queue (AMQP 405).
     #[error("{0}")]
     ResourceLocked(String),
+
+    // Redis's keyspace. Last, so that the variant numbers above (forwarded replies) stay.
+    /// A key command met a key of another type: Redis's `WRONGTYPE` error, word for word.
+    #[error("Operation against a key holding the wrong kind of value")]
+    WrongKind,
 }
 
 impl CoreError {
@@ -68,7 +73,7 @@ impl CoreError {
             CoreError::Deadlock { .. } => "DEADLOCK",
             CoreError::Fenced { .. } => "FENCED",
             CoreError::LostHold { .. } | CoreError::LostDelivery { .. } => "LOST",
-            CoreError::WrongType { .. } => "WRONGTYPE",
+            CoreError::WrongType { .. } | CoreError::WrongKind => "WRONGTYPE",
             CoreError::QueueFull { .. } => "FULL",
             _ => "ERR",
         }

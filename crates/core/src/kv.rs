@@ -1,5 +1,12 @@
-//! Redis-style string keys: enough for the classic `SET key value NX PX ms` / `DEL key` lock and
-//! for counters, with Redis's semantics for every option.
+//! Redis-style keys: one keyspace of typed values (strings, hashes, lists) with Redis's semantics
+//! for every option, so the classic `SET key value NX PX ms` lock, counters, and the hashes and
+//! lists that Redis lock libraries keep work unchanged.
+//!
+//! Every change to a key goes through [`State::put_key`], [`State::take_key`] or
+//! [`State::update_key`]: they keep the byte count that memory limits read (`key_bytes`) and stamp
+//! the key's `version` (what `WATCH` compares); [`State::set_key_expiry`] keeps its timer.
+
+use std::collections::{BTreeMap, VecDeque};
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -13,8 +20,59 @@ use crate::{
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct KvEntry {
-    pub(crate) value: Bytes,
+    pub(crate) value: Value,
     pub(crate) expires_at: Option<Timestamp>,
+    /// The log index of the entry that last changed the key (its value or its TTL): `WATCH`
+    /// remembers it and `EXEC` compares. A key written again gets a higher one, even after a
+    /// delete, because indexes only grow.
+    pub(crate) version: u64,
+}
+
+/// What a key holds: Redis's types that lock and queue libraries use. An empty hash or list is
+/// never stored: the key goes when its last field or element does, as in Redis.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum Value {
+    Str(Bytes),
+    Hash(BTreeMap<Bytes, Bytes>),
+    List(VecDeque<Bytes>),
+}
+
+impl Value {
+    /// The bytes the value holds, for memory limits: a string's length; a hash's fields and
+    /// values; a list's elements. O(size) for hashes and lists: changes in place report their own
+    /// difference instead (see [`State::update_key`]).
+    pub(crate) fn weight(&self) -> u64 {
+        match self {
+            Value::Str(v) => v.len() as u64,
+            Value::Hash(h) => h.iter().map(|(f, v)| (f.len() + v.len()) as u64).sum(),
+            Value::List(l) => l.iter().map(|e| e.len() as u64).sum(),
+        }
+    }
+
+    /// Redis's `TYPE` name.
+    pub(crate) fn type_name(&self) -> &'static str {
+        match self {
+            Value::Str(_) => "string",
+            Value::Hash(_) => "hash",
+            Value::List(_) => "list",
+        }
+    }
+
+    fn is_empty_collection(&self) -> bool {
+        match self {
+            Value::Str(_) => false,
+            Value::Hash(h) => h.is_empty(),
+            Value::List(l) => l.is_empty(),
+        }
+    }
+}
+
+/// A string value, or Redis's WRONGTYPE error.
+pub(crate) fn string_value(entry: &KvEntry) -> Result<&Bytes, CoreError> {
+    match &entry.value {
+        Value::Str(v) => Ok(v),
+        _ => Err(CoreError::WrongKind),
+    }
 }
 
 impl State {
@@ -26,7 +84,11 @@ impl State {
         };
         self.check_fence(fence.as_ref())?;
         let old = self.keys.get(&key);
-        let old_value = old.map(|e| e.value.clone());
+        // SET replaces a value of any type, but `GET` asks for a string.
+        let old_value = match old {
+            Some(e) if get => Some(string_value(e)?.clone()),
+            _ => None,
+        };
         let proceed = match condition {
             SetCondition::Always => true,
             SetCondition::Nx => old.is_none(),
@@ -44,7 +106,7 @@ impl State {
         let old_expiry = old.and_then(|e| e.expires_at);
         let expires_at = if expiry == SetExpiry::KeepTtl { old_expiry } else { new_expiry };
         self.set_key_expiry(&key, old_expiry, expires_at);
-        self.put_key(key, KvEntry { value, expires_at });
+        self.put_key(key, Value::Str(value), expires_at);
         Ok(reply(true))
     }
 
@@ -52,8 +114,7 @@ impl State {
         self.check_fence(fence)?;
         let mut removed = 0;
         for key in keys {
-            if let Some(entry) = self.take_key(key) {
-                self.set_key_expiry(key, entry.expires_at, None);
+            if self.delete_key(key).is_some() {
                 removed += 1;
             }
         }
@@ -80,11 +141,13 @@ impl State {
         match new {
             Some(at) => {
                 self.set_key_expiry(key, current, Some(at));
-                self.keys.get_mut(key).expect("checked above").expires_at = Some(at);
+                let version = self.applied_index;
+                let entry = self.keys.get_mut(key).expect("checked above");
+                entry.expires_at = Some(at);
+                entry.version = version;
             }
             None => {
-                self.take_key(key);
-                self.set_key_expiry(key, current, None);
+                self.delete_key(key);
             }
         }
         Reply::Int(1)
@@ -94,7 +157,7 @@ impl State {
         let entry = self.keys.get(key);
         let current = match entry {
             None => 0,
-            Some(e) => std::str::from_utf8(&e.value)
+            Some(e) => std::str::from_utf8(string_value(e)?)
                 .ok()
                 .filter(|s| is_canonical_integer(s))
                 .and_then(|s| s.parse::<i64>().ok())
@@ -103,14 +166,14 @@ impl State {
         let value = current.checked_add(delta).ok_or(CoreError::Overflow)?;
         // INCR keeps the key's TTL.
         let expires_at = entry.and_then(|e| e.expires_at);
-        self.put_key(key.to_owned(), KvEntry { value: Bytes::from(value.to_string()), expires_at });
+        self.put_key(key.to_owned(), Value::Str(Bytes::from(value.to_string())), expires_at);
         Ok(Reply::Int(value))
     }
 
-    pub(crate) fn get(&self, key: &str, now: Timestamp) -> Reply {
+    pub(crate) fn get(&self, key: &str, now: Timestamp) -> Result<Reply, CoreError> {
         match self.live_key(key, now) {
-            Some(e) => Reply::Bytes(e.value.clone()),
-            None => Reply::Nil,
+            Some(e) => Ok(Reply::Bytes(string_value(e)?.clone())),
+            None => Ok(Reply::Nil),
         }
     }
 
@@ -127,33 +190,68 @@ impl State {
         }
     }
 
-    /// Stores a key, keeping the byte count that memory limits read.
-    fn put_key(&mut self, key: String, entry: KvEntry) {
-        let (key_len, value_len) = (key.len() as u64, entry.value.len() as u64);
+    /// Stores a key (replacing whatever it held), keeping the byte count that memory limits
+    /// read and stamping its version. The caller has moved its expiry timer
+    /// ([`State::set_key_expiry`]) to `expires_at`.
+    pub(crate) fn put_key(&mut self, key: String, value: Value, expires_at: Option<Timestamp>) {
+        let (key_len, value_len) = (key.len() as u64, value.weight());
+        let entry = KvEntry { value, expires_at, version: self.applied_index };
         match self.keys.insert(key, entry) {
-            Some(old) => self.key_bytes = self.key_bytes - old.value.len() as u64 + value_len,
+            Some(old) => self.key_bytes = self.key_bytes - old.value.weight() + value_len,
             None => self.key_bytes += key_len + value_len,
         }
     }
 
-    fn take_key(&mut self, key: &str) -> Option<KvEntry> {
+    /// Removes a key, keeping the byte count. The caller removes its expiry timer.
+    pub(crate) fn take_key(&mut self, key: &str) -> Option<KvEntry> {
         let entry = self.keys.remove(key)?;
-        self.key_bytes -= (key.len() + entry.value.len()) as u64;
+        self.key_bytes -= key.len() as u64 + entry.value.weight();
         Some(entry)
     }
 
-    fn live_key(&self, key: &str, now: Timestamp) -> Option<&KvEntry> {
+    /// Removes a key and its expiry timer: `DEL`'s step for one key.
+    pub(crate) fn delete_key(&mut self, key: &str) -> Option<KvEntry> {
+        let entry = self.take_key(key)?;
+        self.set_key_expiry(key, entry.expires_at, None);
+        Some(entry)
+    }
+
+    /// Changes a stored key's value in place. `f` returns its result and how many bytes the
+    /// value gained (negative: lost), so a hash or list is never weighed whole. A hash or list
+    /// left empty is deleted with its timer, as Redis deletes it. `None` when the key is absent.
+    #[allow(dead_code)] // the first users are the hash and list commands
+    pub(crate) fn update_key<R>(&mut self, key: &str, f: impl FnOnce(&mut Value) -> (R, i64)) -> Option<R> {
+        let version = self.applied_index;
+        let entry = self.keys.get_mut(key)?;
+        let (result, delta) = f(&mut entry.value);
+        entry.version = version;
+        let empty = entry.value.is_empty_collection();
+        self.key_bytes = self.key_bytes.saturating_add_signed(delta);
+        if empty {
+            self.delete_key(key);
+        }
+        Some(result)
+    }
+
+    /// The key as a reader at `now` sees it: a key past its TTL whose timer has not fired yet is
+    /// gone. Inside `apply` every due timer has fired, so this is simply the stored key.
+    pub(crate) fn live_key(&self, key: &str, now: Timestamp) -> Option<&KvEntry> {
         self.keys.get(key).filter(|e| e.expires_at.is_none_or(|at| at > now))
     }
 
+    /// The version `WATCH` remembers: the index of the key's last change, or 0 when it does not
+    /// exist (a key created since then has a higher one).
+    #[allow(dead_code)] // the first user is WATCH
+    pub(crate) fn key_version(&self, key: &str, now: Timestamp) -> u64 {
+        self.live_key(key, now.max(self.clock)).map_or(0, |e| e.version)
+    }
+
     pub(crate) fn key_expired(&mut self, key: &str) {
-        if let Some(entry) = self.take_key(key) {
-            self.set_key_expiry(key, entry.expires_at, None);
-        }
+        self.delete_key(key);
     }
 
     /// Moves, adds or removes a key's expiry timer.
-    fn set_key_expiry(&mut self, key: &str, old: Option<Timestamp>, new: Option<Timestamp>) {
+    pub(crate) fn set_key_expiry(&mut self, key: &str, old: Option<Timestamp>, new: Option<Timestamp>) {
         let timer = || Timer::KeyExpiry { key: key.to_owned() };
         match (old, new) {
             (Some(old), Some(new)) => self.timers.reschedule(old, new, timer()),
@@ -167,7 +265,7 @@ impl State {
     /// the expiry timers.
     pub(crate) fn rebuild_key_indexes(&mut self, timers: &mut TimerList) {
         for (key, entry) in &self.keys {
-            self.key_bytes += (key.len() + entry.value.len()) as u64;
+            self.key_bytes += key.len() as u64 + entry.value.weight();
             if let Some(at) = entry.expires_at {
                 timers.push((at, Timer::KeyExpiry { key: key.clone() }));
             }
@@ -175,9 +273,11 @@ impl State {
     }
 
     pub(crate) fn check_keys(&self) -> Result<(), String> {
-        let bytes: u64 = self.keys.iter().map(|(k, e)| (k.len() + e.value.len()) as u64).sum();
+        let bytes: u64 = self.keys.iter().map(|(k, e)| k.len() as u64 + e.value.weight()).sum();
         ensure!(bytes == self.key_bytes, "key bytes {} counted, {bytes} stored", self.key_bytes);
         for (key, e) in &self.keys {
+            ensure!(!e.value.is_empty_collection(), "key {key}: an empty {} is stored", e.value.type_name());
+            ensure!(e.version <= self.applied_index, "key {key}: version {} is ahead of the log", e.version);
             if let Some(at) = e.expires_at {
                 ensure!(
                     self.timers.contains(at, &Timer::KeyExpiry { key: key.clone() }),

@@ -106,6 +106,9 @@ pub struct State {
     keys: BTreeMap<String, KvEntry>,
     /// Key and value bytes of every key, kept as keys change.
     key_bytes: u64,
+    /// Lua scripts by the SHA-1 of their source in lower-case hex (`SCRIPT LOAD`, `EVAL`): part of
+    /// the replicated state, so `EVALSHA` works on every node and after a restart.
+    scripts: BTreeMap<String, bytes::Bytes>,
     timers: Timers,
     exchanges: Exchanges,
     /// Ids of nodes that have left the cluster: never given to a new node.
@@ -232,7 +235,7 @@ impl State {
             Query::Peek { queue, count } => self.peek(&queue, count, now),
             Query::ListQueues => Ok(Reply::Names(self.queue_ids.keys().cloned().collect())),
             Query::ListLocks => Ok(Reply::Names(self.resources.keys().cloned().collect())),
-            Query::Get { key } => Ok(self.get(&key, now)),
+            Query::Get { key } => self.get(&key, now),
             Query::Exists { keys } => Ok(self.exists(&keys, now)),
             Query::Pttl { key } => Ok(Reply::Int(self.pttl(&key, now))),
             Query::Exchange { name } => self.exchange_exists(&name),

@@ -44,6 +44,13 @@ pub enum Reply {
     },
     QueueConfig(Box<crate::QueueConfig>),
     Error(CoreError),
+
+    // Redis-shaped replies (hashes, lists, transactions, scripts). Last, so that the variant
+    // numbers above (forwarded replies) stay.
+    /// A list of replies, each rendered as it would be alone: `HGETALL`, `LRANGE`, `EXEC`.
+    Array(Vec<Reply>),
+    /// A simple string other than `OK`: `TYPE`'s `+hash`, a script's `status_reply`.
+    Status(String),
 }
 
 impl From<CoreError> for Reply {

@@ -1,7 +1,8 @@
 //! Snapshots: the state's primary data as bytes, and a state rebuilt from them.
 //!
 //! ```text
-//!  snapshot ─► [u8 version = 6][postcard(Image)][messages of queue 1]…[messages of queue n][Cluster]
+//!  snapshot ─► [u8 version = 7][postcard(Image)][messages of queue 1]…[messages of queue n][Cluster]
+//!              [Scripts]
 //!              Image: clock, applied index, last token, last id,
 //!                     sessions (when opened, host, secret, binding), hosts (expiry, timeout),
 //!                     locks (holds, lines of waiters),
@@ -10,6 +11,7 @@
 //!              messages: postcard sequence of (id, message), in id order, in the order of the
 //!                     Image's queues
 //!              Cluster: what the cluster itself keeps (retired node ids); absent in version 5
+//!              Scripts: the Lua script cache (sha1 → source); absent before version 7
 //!
 //!  restore  ─► decode the Image, then each queue's messages straight into their final form:
 //!              payloads are `Bytes` slices of the one snapshot buffer (no copy, no allocation each)
@@ -35,7 +37,7 @@ use serde::de::{DeserializeSeed, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::exchange::Exchanges;
-use crate::kv::KvEntry;
+use crate::kv::{KvEntry, Value};
 use crate::lock::Resource;
 use crate::queue::{CreditPoolState, Message, Queue};
 use crate::session::{Host, HostId, Session};
@@ -47,10 +49,11 @@ use crate::{MsgId, QueueId, SessionId, State, Timestamp};
 /// queue's messages inside its image. 4: the same, messages in their own sections after the image.
 /// 5: exchanges and bindings, credit pools, and the queue and consumer fields AMQP added.
 /// 6: hosts, and each session's host, secret and binding; the [`ClusterImage`] after the
-/// messages. Version 5 is still read (its sessions are given to [`crate::LEGACY_HOST`], and there
-/// are no retired nodes), so a node upgraded in place restarts from the snapshot the old binary
-/// wrote.
-pub(crate) const SNAPSHOT_VERSION: u8 = 6;
+/// messages. 7: typed keys (strings, hashes, lists) with their versions, and the [`ScriptsImage`]
+/// last. Versions 5 and 6 are still read (version 5's sessions are given to
+/// [`crate::LEGACY_HOST`], and there are no retired nodes; their keys are strings of version 0),
+/// so a node upgraded in place restarts from the snapshot the old binary wrote.
+pub(crate) const SNAPSHOT_VERSION: u8 = 7;
 
 /// The oldest version [`State::restore`] reads.
 const OLDEST_READABLE: u8 = 5;
@@ -59,6 +62,60 @@ const OLDEST_READABLE: u8 = 5;
 #[derive(Serialize, Deserialize)]
 struct ClusterImage<'a> {
     retired_nodes: Cow<'a, std::collections::BTreeSet<u64>>,
+}
+
+/// The script cache, after the cluster's records (version 7 on).
+#[derive(Serialize, Deserialize)]
+struct ScriptsImage<'a> {
+    scripts: Cow<'a, BTreeMap<String, Bytes>>,
+}
+
+/// A key as versions 5 and 6 wrote it: a string, no version.
+#[derive(Clone, Serialize, Deserialize)]
+struct KvEntryV6 {
+    value: Bytes,
+    expires_at: Option<Timestamp>,
+}
+
+/// Version 6's keys as this version's: strings, last changed before any index this log holds.
+fn upgrade_keys(keys: BTreeMap<String, KvEntryV6>) -> Cow<'static, BTreeMap<String, KvEntry>> {
+    let upgrade = |e: KvEntryV6| KvEntry { value: Value::Str(e.value), expires_at: e.expires_at, version: 0 };
+    Cow::Owned(keys.into_iter().map(|(k, e)| (k, upgrade(e))).collect())
+}
+
+/// The image as version 6 wrote it: this version's, with string keys.
+#[derive(Deserialize)]
+struct ImageV6<'a> {
+    clock: Timestamp,
+    applied_index: u64,
+    last_token: u64,
+    last_id: u64,
+    sessions: Cow<'a, BTreeMap<SessionId, Session>>,
+    hosts: Cow<'a, BTreeMap<HostId, Host>>,
+    resources: Cow<'a, BTreeMap<String, Resource>>,
+    #[serde(borrow)]
+    queues: Vec<QueueImage<'a>>,
+    keys: BTreeMap<String, KvEntryV6>,
+    exchanges: Cow<'a, Exchanges>,
+    pools: Cow<'a, BTreeMap<(SessionId, u64), CreditPoolState>>,
+}
+
+impl<'a> ImageV6<'a> {
+    fn upgrade(self) -> Image<'a> {
+        Image {
+            clock: self.clock,
+            applied_index: self.applied_index,
+            last_token: self.last_token,
+            last_id: self.last_id,
+            sessions: self.sessions,
+            hosts: self.hosts,
+            resources: self.resources,
+            queues: self.queues,
+            keys: upgrade_keys(self.keys),
+            exchanges: self.exchanges,
+            pools: self.pools,
+        }
+    }
 }
 
 /// A session as version 5 wrote it: when it opened, nothing else.
@@ -78,7 +135,7 @@ struct ImageV5<'a> {
     resources: Cow<'a, BTreeMap<String, Resource>>,
     #[serde(borrow)]
     queues: Vec<QueueImage<'a>>,
-    keys: Cow<'a, BTreeMap<String, KvEntry>>,
+    keys: BTreeMap<String, KvEntryV6>,
     exchanges: Cow<'a, Exchanges>,
     pools: Cow<'a, BTreeMap<(SessionId, u64), CreditPoolState>>,
 }
@@ -116,7 +173,7 @@ impl<'a> ImageV5<'a> {
             hosts: Cow::Owned(hosts),
             resources: self.resources,
             queues: self.queues,
-            keys: self.keys,
+            keys: upgrade_keys(self.keys),
             exchanges: self.exchanges,
             pools: self.pools,
         }
@@ -252,6 +309,7 @@ impl State {
             queues: self.queues.iter().map(|(&id, q)| (id, q.snapshot_copy())).collect(),
             keys: self.keys.clone(),
             key_bytes: self.key_bytes,
+            scripts: self.scripts.clone(),
             exchanges: self.exchanges.clone(),
             pools: self.pools.clone(),
             retired_nodes: self.retired_nodes.clone(),
@@ -294,7 +352,8 @@ impl State {
             out = postcard::to_io(&Messages(&q.messages), out).map_err(failed)?;
         }
         let cluster = ClusterImage { retired_nodes: Cow::Borrowed(&self.retired_nodes) };
-        postcard::to_io(&cluster, out).map_err(failed)
+        let out = postcard::to_io(&cluster, out).map_err(failed)?;
+        postcard::to_io(&ScriptsImage { scripts: Cow::Borrowed(&self.scripts) }, out).map_err(failed)
     }
 
     /// The state a [`State::snapshot`] describes, indexes rebuilt. Message payloads are slices of
@@ -306,11 +365,16 @@ impl State {
             Some((&v, _)) if v > SNAPSHOT_VERSION => return Err(SnapshotError::Newer(v)),
             Some((&v, _)) => return Err(SnapshotError::Version(v)),
         };
-        let (image, mut rest): (Image<'_>, _) = if version == 5 {
-            let (old, rest): (ImageV5<'_>, _) = postcard::take_from_bytes(body)?;
-            (old.upgrade(), rest)
-        } else {
-            postcard::take_from_bytes(body)?
+        let (image, mut rest): (Image<'_>, _) = match version {
+            5 => {
+                let (old, rest): (ImageV5<'_>, _) = postcard::take_from_bytes(body)?;
+                (old.upgrade(), rest)
+            }
+            6 => {
+                let (old, rest): (ImageV6<'_>, _) = postcard::take_from_bytes(body)?;
+                (old.upgrade(), rest)
+            }
+            _ => postcard::take_from_bytes(body)?,
         };
         let mut state = State {
             clock: image.clock,
@@ -344,6 +408,11 @@ impl State {
         if version >= 6 {
             let (cluster, after): (ClusterImage<'_>, _) = postcard::take_from_bytes(rest)?;
             state.retired_nodes = cluster.retired_nodes.into_owned();
+            rest = after;
+        }
+        if version >= 7 {
+            let (scripts, after): (ScriptsImage<'_>, _) = postcard::take_from_bytes(rest)?;
+            state.scripts = scripts.scripts.into_owned();
             rest = after;
         }
         if !rest.is_empty() {

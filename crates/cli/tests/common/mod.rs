@@ -12,6 +12,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 pub mod cluster;
+pub mod redis_ref;
 pub mod scrape;
 
 pub struct TestServer {

@@ -190,6 +190,10 @@ pub enum ReplyShape {
     Messages,
     /// `Q.LIST`, `LOCK.LIST`: an array of bulk strings.
     Names,
+    /// A reply in Redis's own terms, nested as it comes: `Ok` → `+OK`, `Status` → a simple
+    /// string, `Int` → an integer, `Bytes` → a bulk string, `Nil` → nil, `Array` and `Names` →
+    /// arrays (an error inside an array stays an error element, as in `EXEC`'s reply).
+    Redis,
 }
 
 /// The command table's name for a request's command (`"lock.acquire"`, `"client"`), whatever
@@ -267,6 +271,22 @@ pub fn render(shape: ReplyShape, reply: Reply, protocol: Protocol) -> Frame {
         ReplyShape::Deliveries => queue::render_deliveries(reply),
         ReplyShape::QueueStats => queue::render_queue_stats(reply),
         ReplyShape::Messages => queue::render_messages(reply),
+        ReplyShape::Redis => render_redis(reply),
+    }
+}
+
+/// [`ReplyShape::Redis`].
+fn render_redis(reply: Reply) -> Frame {
+    match reply {
+        Reply::Ok => Frame::ok(),
+        Reply::Status(s) => Frame::Simple(s),
+        Reply::Int(n) => Frame::Integer(n),
+        Reply::Bytes(b) => Frame::Bulk(b),
+        Reply::Nil => Frame::Null,
+        Reply::Names(names) => Frame::Array(names.into_iter().map(Frame::bulk).collect()),
+        Reply::Array(items) => Frame::Array(items.into_iter().map(render_redis).collect()),
+        Reply::Error(e) => Frame::error(e.code(), e),
+        other => unexpected(ReplyShape::Redis, &other),
     }
 }
 
@@ -505,6 +525,8 @@ fn unexpected(shape: ReplyShape, reply: &Reply) -> Frame {
         Reply::Published { .. } => "Published",
         Reply::QueueConfig(_) => "QueueConfig",
         Reply::Error(_) => "Error",
+        Reply::Array(_) => "Array",
+        Reply::Status(_) => "Status",
     };
     Frame::error("ERR", format_args!("internal error: a {kind} reply cannot be rendered as {shape:?}"))
 }
