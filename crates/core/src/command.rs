@@ -195,6 +195,17 @@ pub enum Command {
     RetireNode {
         node: u64,
     },
+
+    // Pub/sub. Last, as every addition is: variant numbers are in the log.
+    /// Publish `message` on `channel` (Redis's `PUBLISH`, also from a script or inside
+    /// `MULTI`). The state keeps no subscribers and nothing of the message: the apply only
+    /// emits [`crate::Effect::Message`], which every node hands to its own subscribers. Replies
+    /// `Int(0)`, the subscribers the state machine knows of; a front end that can count the
+    /// subscribers of its own node answers that instead.
+    PubSubPublish {
+        channel: Bytes,
+        message: Bytes,
+    },
 }
 
 impl Command {
@@ -261,7 +272,8 @@ impl Command {
             | Command::LegacyCloseSession { .. }
             | Command::RefreshLeases
             | Command::KeepAlive { .. }
-            | Command::ResumeSession { .. } => {}
+            | Command::ResumeSession { .. }
+            | Command::PubSubPublish { .. } => {}
             Command::Acquire(Acquire { name, .. })
             | Command::Release { name, .. }
             | Command::Renew { name, .. } => f(Lock, name),
@@ -323,6 +335,7 @@ impl Command {
             Command::Push(push) | Command::Publish(Publish { push, .. }) => push.payload.len(),
             Command::Set(set) => set.value.len(),
             Command::InSession { command, .. } => command.payload_len(),
+            Command::PubSubPublish { channel, message } => channel.len().max(message.len()),
             _ => 0,
         }
     }

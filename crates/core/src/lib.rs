@@ -219,6 +219,11 @@ impl State {
             Command::Del { keys, fence } => self.del(&keys, fence.as_ref()),
             Command::Expire { key, ttl, condition } => Ok(self.expire(&key, ttl, condition)),
             Command::IncrBy { key, delta } => self.incr_by(&key, delta),
+            // Pub/sub:
+            Command::PubSubPublish { channel, message } => {
+                fx.push(Effect::Message { channel, message, at: self.clock });
+                Ok(Reply::Int(0))
+            }
         }
     }
 

@@ -49,7 +49,11 @@ enum Token {
     Any,
     Byte(u8),
     /// `[...]`: single bytes and inclusive ranges; `negate` for `[^...]`.
-    Class { negate: bool, bytes: Vec<u8>, ranges: Vec<(u8, u8)> },
+    Class {
+        negate: bool,
+        bytes: Vec<u8>,
+        ranges: Vec<(u8, u8)>,
+    },
 }
 
 impl Token {

@@ -675,8 +675,14 @@ mod tests {
     fn client_list_and_info() {
         assert_eq!(conn("CLIENT INFO"), ConnCmd::ClientInfo);
         assert_eq!(conn("CLIENT LIST"), ConnCmd::ClientList(ClientFilter::All));
-        assert_eq!(conn("client list type PubSub"), ConnCmd::ClientList(ClientFilter::Type(ClientType::PubSub)));
-        assert_eq!(conn("CLIENT LIST TYPE slave"), ConnCmd::ClientList(ClientFilter::Type(ClientType::Replica)));
+        assert_eq!(
+            conn("client list type PubSub"),
+            ConnCmd::ClientList(ClientFilter::Type(ClientType::PubSub))
+        );
+        assert_eq!(
+            conn("CLIENT LIST TYPE slave"),
+            ConnCmd::ClientList(ClientFilter::Type(ClientType::Replica))
+        );
         assert_eq!(conn("CLIENT LIST ID 3 -1 0"), ConnCmd::ClientList(ClientFilter::Ids(vec![3, -1, 0])));
         assert_eq!(error_of("CLIENT LIST TYPE bar"), "ERR Unknown client type 'bar'");
         assert_eq!(error_of("CLIENT LIST ID x"), "ERR Invalid client ID");
@@ -724,7 +730,10 @@ mod tests {
         assert_eq!(conn("CLIENT NO-EVICT on"), ConnCmd::ClientAccepted);
         assert_eq!(conn("client no-touch OFF"), ConnCmd::ClientAccepted);
         assert_eq!(error_of("CLIENT NO-EVICT maybe"), "ERR syntax error");
-        assert_eq!(error_of("CLIENT NO-EVICT"), "ERR wrong number of arguments for 'client|no-evict' command");
+        assert_eq!(
+            error_of("CLIENT NO-EVICT"),
+            "ERR wrong number of arguments for 'client|no-evict' command"
+        );
     }
 
     #[test]

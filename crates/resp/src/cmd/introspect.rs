@@ -336,8 +336,8 @@ mod tests {
                 "client|no-touch"
             ]
             .map(Frame::bulk)
-                .iter()
-                .collect::<Vec<_>>()
+            .iter()
+            .collect::<Vec<_>>()
         );
     }
 

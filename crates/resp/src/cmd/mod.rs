@@ -601,8 +601,13 @@ mod tests {
             "ERR unknown command 'XADD', with args beginning with: 's' '*' 'f' 'v' \
              (streams are not supported: push with Q.PUSH)"
         );
-        assert!(error_of("xreadgroup GROUP g c").ends_with("(streams are not supported: take messages with Q.POP; a lease that runs out redelivers)"));
-        assert!(error_of("ZADD z 1 m").starts_with("ERR unknown command 'ZADD', with args beginning with: 'z' '1' 'm' ("));
+        assert!(error_of("xreadgroup GROUP g c").ends_with(
+            "(streams are not supported: take messages with Q.POP; a lease that runs out redelivers)"
+        ));
+        assert!(
+            error_of("ZADD z 1 m")
+                .starts_with("ERR unknown command 'ZADD', with args beginning with: 'z' '1' 'm' (")
+        );
         assert!(error_of("NOSUCH a").ends_with("'a' "), "others keep Redis's text exactly");
     }
 

@@ -306,7 +306,10 @@ mod tests {
             encoded(&message(None, b("c"), b("hi")), Protocol::Resp2),
             bytes(b"*3\r\n$7\r\nmessage\r\n$1\r\nc\r\n$2\r\nhi\r\n")
         );
-        assert_eq!(encoded(&subscribed_pong(None), Protocol::Resp2), bytes(b"*2\r\n$4\r\npong\r\n$0\r\n\r\n"));
+        assert_eq!(
+            encoded(&subscribed_pong(None), Protocol::Resp2),
+            bytes(b"*2\r\n$4\r\npong\r\n$0\r\n\r\n")
+        );
     }
 
     #[test]
