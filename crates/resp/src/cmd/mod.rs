@@ -209,7 +209,9 @@ pub fn command_name(args: &[Bytes]) -> Option<&'static str> {
 pub fn parse(args: &[Bytes]) -> Result<Action, Frame> {
     let (spec, skip) = entry(args)?;
     let parse = spec.parse.ok_or_else(|| wrong_arity(spec.name))?;
-    parse(Args::new(spec.name, &args[skip..]))
+    let mut parsed = Args::new(spec.name, &args[skip..]);
+    parsed.typed = &args[skip - 1];
+    parse(parsed)
 }
 
 /// A request's command as Redis's "full name" (`get`, `client|list`) once its name and
@@ -325,11 +327,14 @@ fn subcommand(full_name: &str) -> &[u8] {
 struct Args<'a> {
     command: &'static str,
     rest: std::slice::Iter<'a, Bytes>,
+    /// The (sub)command's name as the client typed it, for the few texts of Redis's that quote
+    /// it so (`PUBSUB CHANNELS`'s).
+    typed: &'a [u8],
 }
 
 impl<'a> Args<'a> {
     fn new(command: &'static str, args: &'a [Bytes]) -> Args<'a> {
-        Args { command, rest: args.iter() }
+        Args { command, rest: args.iter(), typed: &[] }
     }
 
     /// The next positional argument. Arity checks run first, so a missing one is an arity error.

@@ -89,7 +89,7 @@ const PUBSUB: &[Spec] = &[
     cmd("pubsub|channels", Group::PubSub, "The channels with at least one subscriber on this node (pattern subscriptions not counted).", channels)
         .args(&[string("pattern", "only channels matching this glob pattern").optional()])
         .reply("an array of channel names")
-        .errors(&["`ERR unknown subcommand or wrong number of arguments for 'channels'. Try PUBSUB HELP.`: more than one pattern"])
+        .errors(&["`ERR unknown subcommand or wrong number of arguments for 'CHANNELS'. Try PUBSUB HELP.`: more than one pattern"])
         .flags(&[Flag::PubSub]),
     cmd("pubsub|numsub", Group::PubSub, "How many subscribers channels have on this node (pattern subscriptions not counted).", numsub)
         .args(&[CHANNEL.multiple().optional()])
@@ -136,14 +136,18 @@ fn publish(mut args: Args<'_>) -> Result<Action, Frame> {
     conn(PubSubCmd::Publish { channel, message })
 }
 
-/// `PUBSUB CHANNELS [pattern]`: Redis checks "at most one pattern" itself, with this text.
+/// `PUBSUB CHANNELS [pattern]`: Redis checks "at most one pattern" itself, with this text (which
+/// quotes the subcommand as typed).
 fn channels(args: Args<'_>) -> Result<Action, Frame> {
     match args.remaining() {
         [] => conn(PubSubCmd::Channels(None)),
         [pattern] => conn(PubSubCmd::Channels(Some(pattern.clone()))),
         _ => Err(Frame::error(
             "ERR",
-            "unknown subcommand or wrong number of arguments for 'channels'. Try PUBSUB HELP.",
+            format_args!(
+                "unknown subcommand or wrong number of arguments for '{}'. Try PUBSUB HELP.",
+                String::from_utf8_lossy(args.typed)
+            ),
         )),
     }
 }
@@ -285,7 +289,11 @@ mod tests {
         assert_eq!(error_of("PUBSUB NUMPAT x"), "ERR wrong number of arguments for 'pubsub|numpat' command");
         assert_eq!(
             error_of("PUBSUB CHANNELS a b"),
-            "ERR unknown subcommand or wrong number of arguments for 'channels'. Try PUBSUB HELP."
+            "ERR unknown subcommand or wrong number of arguments for 'CHANNELS'. Try PUBSUB HELP."
+        );
+        assert_eq!(
+            error_of("pubsub Channels a b"),
+            "ERR unknown subcommand or wrong number of arguments for 'Channels'. Try PUBSUB HELP."
         );
     }
 
