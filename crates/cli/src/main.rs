@@ -154,6 +154,10 @@ struct ServerArgs {
     /// Most commands coalesced into one log entry [default: 512].
     #[arg(long, env = "TURNSTILE_MAX_BATCH", value_name = "N")]
     max_batch: Option<usize>,
+    /// Most bytes of pub/sub messages waiting for one slow subscriber before it is disconnected
+    /// [default: 33554432].
+    #[arg(long, env = "TURNSTILE_PUBSUB_OUTPUT_LIMIT", value_name = "BYTES")]
+    pubsub_output_limit: Option<u64>,
     /// Most log entries in flight at once [default: 2].
     #[arg(long, env = "TURNSTILE_MAX_IN_FLIGHT", value_name = "N")]
     max_in_flight: Option<usize>,
@@ -233,6 +237,7 @@ impl ServerArgs {
         set(&mut config.max_args, &self.max_args);
         set(&mut config.max_batch, &self.max_batch);
         set(&mut config.max_in_flight, &self.max_in_flight);
+        set(&mut config.pubsub_output_limit, &self.pubsub_output_limit);
         set(&mut config.worker_threads, &self.worker_threads);
         set(&mut config.fsync, &self.fsync);
         set(&mut config.fsync_interval_ms, &self.fsync_interval_ms);

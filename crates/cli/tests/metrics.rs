@@ -10,7 +10,7 @@ use common::{TestServer, info, until};
 
 /// The counters `INFO` (section `stats`) and the metrics both show, each under one name: INFO
 /// `name` is the metric `turnstile_<name>_total`.
-const COUNTERS: [&str; 7] = [
+const COUNTERS: [&str; 10] = [
     "lock_grants",
     "lock_wait_timeouts",
     "deadlocks_refused",
@@ -18,6 +18,9 @@ const COUNTERS: [&str; 7] = [
     "delivery_leases_expired",
     "pushes_refused_oom",
     "limits_refused",
+    "pubsub_messages",
+    "pubsub_messages_late",
+    "pubsub_clients_disconnected",
 ];
 
 /// How long the test waits for a request it sent to show as waiting: well within the wait the

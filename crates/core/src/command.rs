@@ -270,6 +270,17 @@ pub enum Command {
         field: Bytes,
         delta: String,
     },
+    // Pub/sub. Last, as every addition is: variant numbers are in the log.
+    /// Publish `message` on `channel` (Redis's `PUBLISH`, also from a script or inside
+    /// `MULTI`). The state keeps no subscribers and nothing of the message: the apply only
+    /// emits [`crate::Effect::Message`], which every node hands to its own subscribers. Replies
+    /// `Int(0)`, the subscribers the state machine knows of; a front end that can count the
+    /// subscribers of its own node answers that instead.
+    PubSubPublish {
+        channel: Bytes,
+        message: Bytes,
+    },
+
     // Transactions (MULTI/EXEC). Last, so that the variant numbers above stay.
     /// `EXEC`: the steps queued since `MULTI`, applied in order as this one entry, so that they
     /// are atomic on every node and after a crash. If any watched key's version is no longer the
@@ -396,7 +407,8 @@ impl Command {
             | Command::LegacyCloseSession { .. }
             | Command::RefreshLeases
             | Command::KeepAlive { .. }
-            | Command::ResumeSession { .. } => {}
+            | Command::ResumeSession { .. }
+            | Command::PubSubPublish { .. } => {}
             Command::Acquire(Acquire { name, .. })
             | Command::Release { name, .. }
             | Command::Renew { name, .. } => f(Lock, name),
@@ -483,6 +495,7 @@ impl Command {
             Command::HSet { pairs, .. } => pairs.iter().map(|(f, v)| f.len().max(v.len())).max().unwrap_or(0),
             Command::HDel { fields, .. } => fields.iter().map(Bytes::len).max().unwrap_or(0),
             Command::HIncrBy { field, .. } | Command::HIncrByFloat { field, .. } => field.len(),
+            Command::PubSubPublish { channel, message } => channel.len().max(message.len()),
             _ => 0,
         }
     }

@@ -241,6 +241,11 @@ impl State {
             Command::HDel { key, fields } => self.hdel(&key, &fields),
             Command::HIncrBy { key, field, delta } => self.hincr_by(key, field, delta),
             Command::HIncrByFloat { key, field, delta } => self.hincr_by_float(key, field, &delta),
+            // Pub/sub:
+            Command::PubSubPublish { channel, message } => {
+                fx.push(Effect::Message { channel, message, at: self.clock });
+                Ok(Reply::Int(0))
+            }
         }
     }
 

@@ -3,7 +3,7 @@
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::{CoreError, Millis, MsgId, SessionId};
+use crate::{CoreError, Millis, MsgId, SessionId, Timestamp};
 
 /// The answer to one command or query, sent back to the client that asked.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -77,6 +77,12 @@ pub enum Effect {
     HoldExpired { name: String, token: u64, owner: String },
     /// A delivery's lease ran out before it was acked; the message went back (or to the DLQ).
     DeliveryExpired { queue: String, id: MsgId, receipt: u64 },
+    // Pub/sub:
+    /// A message published on a channel ([`crate::Command::PubSubPublish`]), for every node's
+    /// subscribers. `at` is the state's clock when it was applied: a node that applies the entry
+    /// long after (replaying its log at start, catching up after a partition) can tell it is
+    /// old news and drop it rather than deliver it late.
+    Message { channel: Bytes, message: Bytes, at: Timestamp },
 }
 
 /// Who receives a delivery.

@@ -7,12 +7,14 @@
 //!   `frame::parse` reads replies back with [`parse_frame`].
 //! - `wire`: the syntax both directions share (lines, integers, blobs).
 //! - `error`: [`ProtocolError`], whose texts are Redis's.
+//! - [`glob`]: Redis's glob patterns (pub/sub patterns, `CONFIG GET`).
 //! - [`cmd`]: request arguments → a core `Command`/`Query` ([`cmd::parse`]) and the core's
 //!   `Reply` → a [`Frame`] ([`cmd::render`]); one file per command group.
 
 pub mod cmd;
 mod error;
 mod frame;
+pub mod glob;
 mod request;
 mod wire;
 

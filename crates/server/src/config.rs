@@ -95,6 +95,10 @@ pub struct Config {
     /// Most log entries proposed and not yet applied at once. While they are all in flight,
     /// new commands queue up and form a bigger next entry.
     pub max_in_flight: usize,
+    /// Most bytes of pub/sub messages waiting to be written to one subscriber (Redis's hard
+    /// `client-output-buffer-limit` for pub/sub clients, 32 MiB): a subscriber that reads slower
+    /// than messages come is disconnected past it, rather than letting the server's memory grow.
+    pub pubsub_output_limit: u64,
 }
 
 /// The default RESP port: Redis's 6379 moved up a thousand, so both can run side by side.
@@ -133,6 +137,7 @@ impl Default for Config {
             snapshot_log_bytes: 64 * 1024 * 1024,
             truncate_corrupt: false,
             fault_injection: false,
+            pubsub_output_limit: 32 * 1024 * 1024,
         }
     }
 }
@@ -194,6 +199,7 @@ impl Config {
             ("session-timeout-ms", usize::try_from(self.session_timeout_ms).unwrap_or(usize::MAX)),
             ("snapshot-every", usize::try_from(self.snapshot_every).unwrap_or(usize::MAX)),
             ("election-timeout-ms", usize::try_from(self.election_timeout_ms).unwrap_or(usize::MAX)),
+            ("pubsub-output-limit", usize::try_from(self.pubsub_output_limit).unwrap_or(usize::MAX)),
         ];
         if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
             return Err(ConfigError::Invalid(format!("{name} must be at least 1")));

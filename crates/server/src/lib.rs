@@ -10,16 +10,20 @@
 //!                              └──── router.rs ◄──── effects, in log order ──────────┘
 //!  ticker.rs ── proposes Tick when State::next_deadline is due
 //!  host.rs ── proposes this process's KeepAlive, which keeps its sessions alive
+//!  pubsub.rs ── this node's subscribers; router.rs hands them published messages
+//!  clients.rs ── this node's RESP connections (CLIENT LIST / KILL)
 //!  stats.rs ── counters and the one snapshot INFO, /metrics and the dashboard render
 //! ```
 
 mod amqp;
+mod clients;
 pub mod config;
 mod embedded;
 mod host;
 mod http;
 mod listener;
 mod metrics;
+mod pubsub;
 mod resp;
 mod router;
 mod server;

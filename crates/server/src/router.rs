@@ -3,7 +3,8 @@
 //! Effects arrive in log order from the node. An effect that names a session goes to the channel
 //! that session's connection registered when it opened the session, so a connection never misses
 //! the wake-up for a wait it started: the channel exists before the wait does. Effects that name
-//! no session (leases running out) only update counters.
+//! no session (leases running out) only update counters. A published message goes to this node's
+//! subscribers ([`PubSub::deliver`]), whichever node it was published on.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -11,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 use turnstile_core::{Effect, Reply, SessionId, Taker};
 
+use crate::pubsub::PubSub;
 use crate::shutdown::Shutdown;
 use crate::stats::{Stats, bump};
 
@@ -38,11 +40,12 @@ pub struct Router {
     sessions: Mutex<HashMap<SessionId, (u64, mpsc::UnboundedSender<Effect>)>>,
     /// Where grants after a wait, waits timed out and leases run out are counted.
     stats: Arc<Stats>,
+    pubsub: Arc<PubSub>,
 }
 
 impl Router {
-    pub fn new(stats: Arc<Stats>) -> Router {
-        Router { sessions: Mutex::default(), stats }
+    pub fn new(stats: Arc<Stats>, pubsub: Arc<PubSub>) -> Router {
+        Router { sessions: Mutex::default(), stats, pubsub }
     }
 
     /// Registers a session's connection under `binding`, in place of any earlier one; effects
@@ -81,6 +84,11 @@ impl Router {
             }
             Effect::DeliveryExpired { .. } => {
                 bump(&counters.delivery_leases_expired);
+                return;
+            }
+            // Pub/sub:
+            Effect::Message { channel, message, at } => {
+                self.pubsub.deliver(channel, message, *at);
                 return;
             }
         };

@@ -17,8 +17,10 @@ use turnstile_raft::{
     random_cluster_id,
 };
 
+use crate::clients::Clients;
 use crate::config::{Config, ConfigError, Fsync};
 use crate::listener::{Listener, Protocol};
+use crate::pubsub::PubSub;
 use crate::router::Router;
 use crate::session::Limits;
 use crate::shutdown::{self, Shutdown, ShutdownTrigger};
@@ -30,6 +32,12 @@ use crate::{host, ticker};
 pub struct Shared {
     pub node: Node,
     pub router: Arc<Router>,
+    /// This node's pub/sub subscribers (the router delivers published messages to them).
+    pub pubsub: Arc<PubSub>,
+    /// This node's RESP connections, for CLIENT LIST and CLIENT KILL.
+    pub clients: Clients,
+    /// `pubsub-output-limit`: the bytes of messages one subscriber may have waiting.
+    pub pubsub_output_limit: u64,
     pub limits: Limits,
     pub stats: Arc<Stats>,
     pub started: Instant,
@@ -292,9 +300,13 @@ impl Server {
         };
         let (trigger, shutdown) = shutdown::channel();
         let stats = Arc::new(Stats::default());
+        let pubsub = Arc::new(PubSub::new(stats.clone(), node.clock().clone()));
         let shared = Arc::new(Shared {
+            router: Arc::new(Router::new(stats.clone(), pubsub.clone())),
             node,
-            router: Arc::new(Router::new(stats.clone())),
+            pubsub,
+            clients: Clients::default(),
+            pubsub_output_limit: config.pubsub_output_limit,
             client_slots: Arc::new(Semaphore::new(limits.max_clients)),
             limits,
             stats,

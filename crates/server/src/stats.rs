@@ -58,6 +58,10 @@ pub struct Counters {
     pub delivery_leases_expired: AtomicU64,
     pub pushes_refused_oom: AtomicU64,
     pub limits_refused: AtomicU64,
+    // Pub/sub:
+    pub pubsub_messages: AtomicU64,
+    pub pubsub_messages_late: AtomicU64,
+    pub pubsub_clients_disconnected: AtomicU64,
 }
 
 /// One counter: its name (INFO field; metric `turnstile_<name>_total`) and what it counts.
@@ -104,6 +108,22 @@ pub const COUNTERS: &[Counter] = &[
         name: "limits_refused",
         help: "Requests refused by a size limit (max-payload, max-name-len, max-args).",
         value: |s| s.limits_refused,
+    },
+    // Pub/sub:
+    Counter {
+        name: "pubsub_messages",
+        help: "Published messages handed to this node's subscribers (one per receiving subscription).",
+        value: |s| s.pubsub_messages,
+    },
+    Counter {
+        name: "pubsub_messages_late",
+        help: "Published messages this node applied too long after they were published to deliver (replay at start, catching up).",
+        value: |s| s.pubsub_messages_late,
+    },
+    Counter {
+        name: "pubsub_clients_disconnected",
+        help: "Subscribers disconnected for reading too slowly (pubsub-output-limit).",
+        value: |s| s.pubsub_clients_disconnected,
     },
 ];
 
@@ -154,6 +174,9 @@ pub struct Snapshot {
     pub delivery_leases_expired: u64,
     pub pushes_refused_oom: u64,
     pub limits_refused: u64,
+    pub pubsub_messages: u64,
+    pub pubsub_messages_late: u64,
+    pub pubsub_clients_disconnected: u64,
     /// The state's figures; `None` when the state could not be read (no leader, stopping).
     pub summary: Option<Summary>,
     pub node: NodeStatus,
@@ -208,6 +231,9 @@ impl Snapshot {
             delivery_leases_expired: load(&c.delivery_leases_expired),
             pushes_refused_oom: load(&c.pushes_refused_oom),
             limits_refused: load(&c.limits_refused),
+            pubsub_messages: load(&c.pubsub_messages),
+            pubsub_messages_late: load(&c.pubsub_messages_late),
+            pubsub_clients_disconnected: load(&c.pubsub_clients_disconnected),
             summary,
             node: shared.node.status(),
             cluster: shared.node.local_cluster_status(),

@@ -1,12 +1,15 @@
 //! Connection commands: `PING ECHO HELLO AUTH SELECT CLIENT SESSION INFO COMMAND QUIT`.
 //!
+//! `CLIENT LIST`, `CLIENT INFO` and `CLIENT KILL` reach the node's registry of RESP connections
+//! (every connection there, not just this one); the rest concern the caller alone.
+//!
 //! These never touch the state machine: they become [`ConnCmd`]s that the connection task answers
 //! itself (it knows the protocol version, the client's name and id, the server's info). Parsing
 //! still checks them as Redis does, so a client library's handshake gets the replies it expects.
 
 use bytes::Bytes;
 
-use super::spec::{Arg, Flag, Group, Spec, block, command as cmd, container, integer, one_of, string};
+use super::spec::{Arg, Flag, Group, Spec, block, command as cmd, container, integer, one_of, string, word};
 use super::{Action, Args, CommandQuery, ConnCmd, ListFilter, int, syntax_error, uint, wrong_arity};
 use crate::Frame;
 
@@ -57,7 +60,7 @@ pub(super) const COMMANDS: &[Spec] = &[
         .reply("`OK`")
         .errors(&["`ERR DB index is out of range`: any index but 0"])
         .flags(&[Flag::Fast]),
-    container("client", Group::Connection, "The connection's name and id.", CLIENT),
+    container("client", Group::Connection, "The connection's name, id and library; this node's connections (list, kill).", CLIENT),
     container("session", Group::Connection, "The connection's session: what holds and deliveries belong to, and how a client takes it to another connection (another node) when its own went away.", SESSION),
     cmd("info", Group::Server, "The server's state as `key:value` lines in `# Section`s: server, clients, memory, persistence, stats, locks, queues, raft.", info)
         .args(&[string("section", "a section's name, or `all`; none = every section").multiple().optional()])
@@ -89,7 +92,7 @@ const CLIENT: &[Spec] = &[
     cmd(
         "client|setinfo",
         Group::Connection,
-        "Accepted and ignored: client libraries send their name and version when they connect.",
+        "Records the client library's name or version, which client libraries send when they connect; CLIENT LIST and CLIENT INFO show them.",
         client_setinfo,
     )
     .args(&[one_of(
@@ -106,7 +109,74 @@ const CLIENT: &[Spec] = &[
         "`ERR lib-name cannot contain spaces, newlines or special characters.`",
     ])
     .flags(&[Flag::Fast]),
+    // Client housekeeping:
+    cmd("client|info", Group::Connection, "This connection, as one line of CLIENT LIST.", client_info)
+        .reply("the line (a verbatim string in RESP3)"),
+    cmd("client|list", Group::Connection, "This node's RESP connections, one line each, in Redis's `field=value` format: `id addr laddr fd name age idle flags db sub psub ssub multi ... cmd user redir resp lib-name lib-ver`.", client_list)
+        .args(&[one_of(
+            "filter",
+            &[
+                CLIENT_TYPE,
+                integer("client-id", "only these connections").multiple().token("ID"),
+            ],
+            "",
+        )
+        .optional()])
+        .reply("the lines, each ending in a newline (a verbatim string in RESP3)")
+        .errors(&["`ERR Unknown client type 'x'`", "`ERR Invalid client ID`"]),
+    cmd("client|kill", Group::Connection, "Closes connections of this node. The old form names one address and answers OK; the new form takes filters (all must match) and answers how many it closed, the caller's own connection left out unless `SKIPME no`.", client_kill)
+        .args(&[one_of(
+            "filter",
+            &[
+                string("ip:port", "the old form: the connection from this address"),
+                one_of(
+                    "new-format",
+                    &[
+                        integer("client-id", "the connection with this id (CLIENT ID)").token("ID"),
+                        CLIENT_TYPE,
+                        string("username", "connections of this user: only `default` exists").token("USER"),
+                        string("ip:port", "the connection from this address").token("ADDR"),
+                        string("ip:port", "connections to this local address").token("LADDR"),
+                        one_of("yes/no", &[word("YES", ""), word("NO", "")], "whether to spare the caller (default yes)")
+                            .token("SKIPME"),
+                    ],
+                    "",
+                )
+                .multiple(),
+            ],
+            "",
+        )])
+        .reply("`OK` (old form), or the number of connections closed")
+        .errors(&[
+            "`ERR No such client`: the old form matched none",
+            "`ERR client-id should be greater than 0`",
+            "`ERR Unknown client type 'x'`",
+            "`ERR No such user 'x'`",
+        ]),
+    cmd("client|no-evict", Group::Connection, "Accepted: Turnstile never evicts clients.", client_accepted)
+        .args(&[ON_OFF])
+        .reply("`OK`")
+        .flags(&[Flag::Fast]),
+    cmd("client|no-touch", Group::Connection, "Accepted: keys keep no access times to spare.", client_accepted)
+        .args(&[ON_OFF])
+        .reply("`OK`")
+        .flags(&[Flag::Fast]),
 ];
+
+const CLIENT_TYPE: Arg = one_of(
+    "client-type",
+    &[
+        word("NORMAL", "connections that are not subscribed"),
+        word("MASTER", "none: Turnstile has no Redis replication"),
+        word("SLAVE", "none"),
+        word("REPLICA", "none"),
+        word("PUBSUB", "subscribed connections"),
+    ],
+    "",
+)
+.token("TYPE");
+
+const ON_OFF: Arg = one_of("enabled", &[word("ON", ""), word("OFF", "")], "");
 
 /// `SESSION`'s subcommands. Anything else is `unknown subcommand '...'. Try SESSION HELP.`
 const SESSION: &[Spec] = &[
@@ -242,22 +312,159 @@ fn client_id(args: Args<'_>) -> Result<Action, Frame> {
     Ok(Action::Connection(ConnCmd::ClientId))
 }
 
-/// `CLIENT SETINFO LIB-NAME|LIB-VER value` → `+OK`; checked as Redis 7.2 checks it, then ignored.
+/// `CLIENT SETINFO LIB-NAME|LIB-VER value` → `+OK`; checked as Redis 7.2 checks it, kept for
+/// CLIENT LIST. An empty value clears it.
 fn client_setinfo(mut args: Args<'_>) -> Result<Action, Frame> {
     let attr = args.next()?;
     let value = args.next()?;
     args.end()?;
-    let attr = String::from_utf8_lossy(attr);
-    if !attr.eq_ignore_ascii_case("lib-name") && !attr.eq_ignore_ascii_case("lib-ver") {
-        return Err(Frame::error("ERR", format_args!("Unrecognized option '{attr}'")));
-    }
+    let text = String::from_utf8_lossy(attr);
+    let attr = if text.eq_ignore_ascii_case("lib-name") {
+        LibAttr::Name
+    } else if text.eq_ignore_ascii_case("lib-ver") {
+        LibAttr::Version
+    } else {
+        return Err(Frame::error("ERR", format_args!("Unrecognized option '{text}'")));
+    };
     if !printable(value) {
         return Err(Frame::error(
             "ERR",
-            format_args!("{attr} cannot contain spaces, newlines or special characters."),
+            format_args!("{text} cannot contain spaces, newlines or special characters."),
         ));
     }
-    Ok(Action::Connection(ConnCmd::ClientSetInfo))
+    Ok(Action::Connection(ConnCmd::ClientSetInfo { attr, value: value.clone() }))
+}
+
+/// Which library detail `CLIENT SETINFO` sets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LibAttr {
+    Name,
+    Version,
+}
+
+/// Redis's client types (`TYPE` in CLIENT LIST and CLIENT KILL). There is no Redis replication
+/// here, so no connection is ever a master or a replica; the names are still accepted, as
+/// libraries send them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientType {
+    Normal,
+    Master,
+    Replica,
+    PubSub,
+}
+
+impl ClientType {
+    /// Redis's `getClientTypeByName`, or its error.
+    fn parse(name: &[u8]) -> Result<ClientType, Frame> {
+        match name.to_ascii_lowercase().as_slice() {
+            b"normal" => Ok(ClientType::Normal),
+            b"master" => Ok(ClientType::Master),
+            b"slave" | b"replica" => Ok(ClientType::Replica),
+            b"pubsub" => Ok(ClientType::PubSub),
+            _ => Err(Frame::error(
+                "ERR",
+                format_args!("Unknown client type '{}'", String::from_utf8_lossy(name)),
+            )),
+        }
+    }
+}
+
+/// Which connections `CLIENT LIST` shows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientFilter {
+    All,
+    Type(ClientType),
+    /// These ids, in this order (unknown ones left out); ids are not checked for sign, as in Redis.
+    Ids(Vec<i64>),
+}
+
+/// What `CLIENT KILL` was asked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KillCmd {
+    /// `CLIENT KILL ip:port`: that connection, the caller's own included; `-ERR No such client`
+    /// when there is none.
+    Addr(Bytes),
+    /// `CLIENT KILL filter value ...`: every connection matching all of them.
+    Filters(KillFilters),
+}
+
+/// The new form's filters; `None` matches any connection.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KillFilters {
+    pub id: Option<u64>,
+    pub kind: Option<ClientType>,
+    pub addr: Option<Bytes>,
+    pub laddr: Option<Bytes>,
+    /// Leave the caller's own connection alone (the default, `SKIPME yes`).
+    pub skip_me: bool,
+}
+
+/// `CLIENT INFO` → this connection's line.
+fn client_info(args: Args<'_>) -> Result<Action, Frame> {
+    args.end()?;
+    Ok(Action::Connection(ConnCmd::ClientInfo))
+}
+
+/// `CLIENT LIST [TYPE type | ID id ...]`, checked as Redis 7 checks it.
+fn client_list(args: Args<'_>) -> Result<Action, Frame> {
+    let filter = match args.remaining() {
+        [] => ClientFilter::All,
+        [kw, kind] if kw.eq_ignore_ascii_case(b"TYPE") => ClientFilter::Type(ClientType::parse(kind)?),
+        [kw, ids @ ..] if kw.eq_ignore_ascii_case(b"ID") && !ids.is_empty() => ClientFilter::Ids(
+            ids.iter()
+                .map(|id| crate::wire::parse_int(id).ok_or_else(|| Frame::error("ERR", "Invalid client ID")))
+                .collect::<Result<_, _>>()?,
+        ),
+        _ => return Err(syntax_error()),
+    };
+    Ok(Action::Connection(ConnCmd::ClientList(filter)))
+}
+
+/// `CLIENT KILL ip:port` or `CLIENT KILL filter value [filter value ...]`, with Redis 7's texts.
+fn client_kill(args: Args<'_>) -> Result<Action, Frame> {
+    let rest = args.remaining();
+    if let [addr] = rest {
+        return Ok(Action::Connection(ConnCmd::ClientKill(KillCmd::Addr(addr.clone()))));
+    }
+    let mut filters = KillFilters { skip_me: true, ..KillFilters::default() };
+    for pair in rest.chunks(2) {
+        let [option, value] = pair else { return Err(syntax_error()) };
+        match option.to_ascii_uppercase().as_slice() {
+            b"ID" => {
+                let id = crate::wire::parse_int(value)
+                    .and_then(|id| u64::try_from(id).ok())
+                    .filter(|&id| id > 0)
+                    .ok_or_else(|| Frame::error("ERR", "client-id should be greater than 0"))?;
+                filters.id = Some(id);
+            }
+            b"TYPE" => filters.kind = Some(ClientType::parse(value)?),
+            b"USER" if value.as_ref() == b"default" => {}
+            b"USER" => {
+                return Err(Frame::error(
+                    "ERR",
+                    format_args!("No such user '{}'", String::from_utf8_lossy(value)),
+                ));
+            }
+            b"ADDR" => filters.addr = Some(value.clone()),
+            b"LADDR" => filters.laddr = Some(value.clone()),
+            b"SKIPME" if value.eq_ignore_ascii_case(b"yes") => filters.skip_me = true,
+            b"SKIPME" if value.eq_ignore_ascii_case(b"no") => filters.skip_me = false,
+            _ => return Err(syntax_error()),
+        }
+    }
+    Ok(Action::Connection(ConnCmd::ClientKill(KillCmd::Filters(filters))))
+}
+
+/// `CLIENT NO-EVICT on|off`, `CLIENT NO-TOUCH on|off` → `+OK`; anything but on/off is a syntax
+/// error, as in Redis.
+fn client_accepted(mut args: Args<'_>) -> Result<Action, Frame> {
+    let value = args.next()?;
+    args.end()?;
+    if value.eq_ignore_ascii_case(b"on") || value.eq_ignore_ascii_case(b"off") {
+        Ok(Action::Connection(ConnCmd::ClientAccepted))
+    } else {
+        Err(syntax_error())
+    }
 }
 
 /// `SESSION INFO` → `[id, secret]`.
@@ -425,8 +632,14 @@ mod tests {
         assert_eq!(conn("CLIENT SETNAME app"), ConnCmd::ClientSetName(b("app")));
         assert_eq!(conn("client getname"), ConnCmd::ClientGetName);
         assert_eq!(conn("CLIENT ID"), ConnCmd::ClientId);
-        assert_eq!(conn("CLIENT SETINFO LIB-NAME redis-py"), ConnCmd::ClientSetInfo);
-        assert_eq!(conn("CLIENT SETINFO lib-ver 5.0.1"), ConnCmd::ClientSetInfo);
+        assert_eq!(
+            conn("CLIENT SETINFO LIB-NAME redis-py"),
+            ConnCmd::ClientSetInfo { attr: LibAttr::Name, value: b("redis-py") }
+        );
+        assert_eq!(
+            conn("CLIENT SETINFO lib-ver 5.0.1"),
+            ConnCmd::ClientSetInfo { attr: LibAttr::Version, value: b("5.0.1") }
+        );
         let mut empty = args("CLIENT SETNAME x");
         empty[2] = Bytes::new();
         assert_eq!(parse(&empty), Ok(Action::Connection(ConnCmd::ClientSetName(Bytes::new()))));
@@ -435,7 +648,7 @@ mod tests {
     #[test]
     fn client_errors() {
         assert_eq!(error_of("CLIENT"), "ERR wrong number of arguments for 'client' command");
-        assert_eq!(error_of("CLIENT KILL x"), "ERR unknown subcommand 'KILL'. Try CLIENT HELP.");
+        assert_eq!(error_of("CLIENT FLY x"), "ERR unknown subcommand 'FLY'. Try CLIENT HELP.");
         assert_eq!(error_of("CLIENT ID x"), "ERR wrong number of arguments for 'client|id' command");
         assert_eq!(error_of("CLIENT SETINFO color blue"), "ERR Unrecognized option 'color'");
         assert_eq!(
@@ -455,6 +668,71 @@ mod tests {
             Err(Frame::Error(
                 "ERR Client names cannot contain spaces, newlines or special characters.".into()
             ))
+        );
+    }
+
+    #[test]
+    fn client_list_and_info() {
+        assert_eq!(conn("CLIENT INFO"), ConnCmd::ClientInfo);
+        assert_eq!(conn("CLIENT LIST"), ConnCmd::ClientList(ClientFilter::All));
+        assert_eq!(
+            conn("client list type PubSub"),
+            ConnCmd::ClientList(ClientFilter::Type(ClientType::PubSub))
+        );
+        assert_eq!(
+            conn("CLIENT LIST TYPE slave"),
+            ConnCmd::ClientList(ClientFilter::Type(ClientType::Replica))
+        );
+        assert_eq!(conn("CLIENT LIST ID 3 -1 0"), ConnCmd::ClientList(ClientFilter::Ids(vec![3, -1, 0])));
+        assert_eq!(error_of("CLIENT LIST TYPE bar"), "ERR Unknown client type 'bar'");
+        assert_eq!(error_of("CLIENT LIST ID x"), "ERR Invalid client ID");
+        assert_eq!(error_of("CLIENT LIST TYPE"), "ERR syntax error");
+        assert_eq!(error_of("CLIENT LIST ID"), "ERR syntax error");
+        assert_eq!(error_of("CLIENT LIST foo"), "ERR syntax error");
+        assert_eq!(error_of("CLIENT INFO x"), "ERR wrong number of arguments for 'client|info' command");
+    }
+
+    #[test]
+    fn client_kill_forms_and_errors() {
+        assert_eq!(conn("CLIENT KILL 1.2.3.4:5"), ConnCmd::ClientKill(KillCmd::Addr(b("1.2.3.4:5"))));
+        assert_eq!(conn("CLIENT KILL addr"), ConnCmd::ClientKill(KillCmd::Addr(b("addr"))), "old form");
+        assert_eq!(
+            conn("CLIENT KILL ID 7 type pubsub SKIPME no USER default"),
+            ConnCmd::ClientKill(KillCmd::Filters(KillFilters {
+                id: Some(7),
+                kind: Some(ClientType::PubSub),
+                skip_me: false,
+                ..KillFilters::default()
+            }))
+        );
+        assert_eq!(
+            conn("CLIENT KILL ADDR 1.2.3.4:5 LADDR 127.0.0.1:7379"),
+            ConnCmd::ClientKill(KillCmd::Filters(KillFilters {
+                addr: Some(b("1.2.3.4:5")),
+                laddr: Some(b("127.0.0.1:7379")),
+                skip_me: true,
+                ..KillFilters::default()
+            }))
+        );
+        assert_eq!(error_of("CLIENT KILL"), "ERR wrong number of arguments for 'client|kill' command");
+        for bad in ["x", "0", "-3", "1.5"] {
+            assert_eq!(error_of(&format!("CLIENT KILL ID {bad}")), "ERR client-id should be greater than 0");
+        }
+        assert_eq!(error_of("CLIENT KILL TYPE foo"), "ERR Unknown client type 'foo'");
+        assert_eq!(error_of("CLIENT KILL USER bob"), "ERR No such user 'bob'");
+        assert_eq!(error_of("CLIENT KILL ID 1 SKIPME maybe"), "ERR syntax error");
+        assert_eq!(error_of("CLIENT KILL ID 1 ID"), "ERR syntax error");
+        assert_eq!(error_of("CLIENT KILL MAXAGE 1"), "ERR syntax error");
+    }
+
+    #[test]
+    fn no_evict_and_no_touch_are_accepted() {
+        assert_eq!(conn("CLIENT NO-EVICT on"), ConnCmd::ClientAccepted);
+        assert_eq!(conn("client no-touch OFF"), ConnCmd::ClientAccepted);
+        assert_eq!(error_of("CLIENT NO-EVICT maybe"), "ERR syntax error");
+        assert_eq!(
+            error_of("CLIENT NO-EVICT"),
+            "ERR wrong number of arguments for 'client|no-evict' command"
         );
     }
 

@@ -296,10 +296,20 @@ mod tests {
             .collect();
         assert_eq!(
             subs,
-            ["client|setname", "client|getname", "client|id", "client|setinfo"]
-                .map(Frame::bulk)
-                .iter()
-                .collect::<Vec<_>>()
+            [
+                "client|setname",
+                "client|getname",
+                "client|id",
+                "client|setinfo",
+                "client|info",
+                "client|list",
+                "client|kill",
+                "client|no-evict",
+                "client|no-touch"
+            ]
+            .map(Frame::bulk)
+            .iter()
+            .collect::<Vec<_>>()
         );
     }
 

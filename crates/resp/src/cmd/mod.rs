@@ -29,8 +29,13 @@ mod queue;
 mod reference;
 mod spec;
 mod transaction;
+// Pub/sub and client housekeeping:
+pub mod pubsub;
+mod server;
 
+pub use connection::{ClientFilter, ClientType, KillCmd, KillFilters, LibAttr};
 pub use introspect::reply as command_reply;
+pub use pubsub::PubSubCmd;
 pub use reference::markdown as reference_markdown;
 pub use transaction::TxCmd;
 
@@ -76,8 +81,12 @@ pub enum ConnCmd {
     ClientSetName(Bytes),
     ClientGetName,
     ClientId,
-    /// `CLIENT SETINFO attr value`: accepted and ignored, as client libraries send it at connect.
-    ClientSetInfo,
+    /// `CLIENT SETINFO attr value`: client libraries send their name and version at connect;
+    /// CLIENT LIST shows them. An empty value clears it.
+    ClientSetInfo {
+        attr: LibAttr,
+        value: Bytes,
+    },
     /// `INFO [section ...]` (lower-cased; empty = default sections).
     Info(Vec<String>),
     /// `COMMAND` and its subcommands, answered from the command table by [`command_reply`].
@@ -99,6 +108,32 @@ pub enum ConnCmd {
     Transaction(TxCmd),
     /// A `HELP` subcommand's lines (`OBJECT HELP`), sent as simple strings.
     Help(&'static [&'static str]),
+    // Pub/sub and client housekeeping:
+    /// `SUBSCRIBE`, `PUBLISH`, `PUBSUB` ...: see `pubsub.rs`.
+    PubSub(PubSubCmd),
+    /// `CLIENT INFO`.
+    ClientInfo,
+    /// `CLIENT LIST [TYPE type | ID id ...]`.
+    ClientList(ClientFilter),
+    /// `CLIENT KILL ...`.
+    ClientKill(KillCmd),
+    /// `CLIENT NO-EVICT on|off`, `CLIENT NO-TOUCH on|off`: answered `+OK`, nothing to change.
+    ClientAccepted,
+    /// `CONFIG GET pattern [pattern ...]`.
+    ConfigGet(Vec<Bytes>),
+    /// `CONFIG SET parameter value ...`: refused, naming the first parameter.
+    ConfigSet(Bytes),
+    /// `TIME`.
+    Time,
+    /// `WAIT numreplicas timeout` (timeout in ms, never negative).
+    Wait {
+        replicas: i64,
+        timeout: u64,
+    },
+    /// `READONLY` (true) and `READWRITE` (false).
+    ReadOnly(bool),
+    /// `RESET`.
+    Reset,
 }
 
 /// What `CLUSTER.*` asked.
@@ -193,6 +228,24 @@ pub fn command_name(args: &[Bytes]) -> Option<&'static str> {
 /// Errors are the frames to send back, with Redis's texts. Nothing has been done when one is
 /// returned, so the connection simply answers it and reads the next request.
 pub fn parse(args: &[Bytes]) -> Result<Action, Frame> {
+    let (spec, skip) = entry(args)?;
+    let parse = spec.parse.ok_or_else(|| wrong_arity(spec.name))?;
+    let mut parsed = Args::new(spec.name, &args[skip..]);
+    parsed.typed = &args[skip - 1];
+    parse(parsed)
+}
+
+/// A request's command as Redis's "full name" (`get`, `client|list`) once its name and
+/// argument count are known to be right; else the error [`parse`] would answer. Redis checks
+/// these before anything about the connection's state (a RESP2 subscriber's context), and the
+/// arguments themselves after.
+pub fn full_name(args: &[Bytes]) -> Result<&'static str, Frame> {
+    entry(args).map(|(spec, _)| spec.name)
+}
+
+/// The table entry a request names (the subcommand's for a container), checked for arity, and
+/// how many words its name took.
+fn entry(args: &[Bytes]) -> Result<(&'static Spec, usize), Frame> {
     let Some((name, rest)) = args.split_first() else { return Err(unknown_command(args)) };
     let Some(top) = lookup(name) else { return Err(unknown_command(args)) };
     let (spec, skip) = match rest.first() {
@@ -204,10 +257,10 @@ pub fn parse(args: &[Bytes]) -> Result<Action, Frame> {
         }
         _ => (top, 1),
     };
-    let Some(parse) = spec.parse.filter(|_| spec.arity.allows(args.len())) else {
+    if spec.parse.is_none() || !spec.arity.allows(args.len()) {
         return Err(wrong_arity(spec.name));
-    };
-    parse(Args::new(spec.name, &args[skip..]))
+    }
+    Ok((spec, skip))
 }
 
 /// Turns the core's reply into the frame `shape` promises.
@@ -266,7 +319,7 @@ fn render_redis(reply: Reply) -> Frame {
 
 /// The command table: every command, each group's entries in its own file, in the order the
 /// docs list them.
-const TABLE: [&[Spec]; 7] = [
+const TABLE: [&[Spec]; 9] = [
     lock::COMMANDS,
     queue::COMMANDS,
     kv::COMMANDS,
@@ -274,6 +327,9 @@ const TABLE: [&[Spec]; 7] = [
     connection::COMMANDS,
     cluster::COMMANDS,
     transaction::COMMANDS,
+    // Pub/sub and client housekeeping:
+    pubsub::COMMANDS,
+    server::COMMANDS,
 ];
 
 /// Every top-level command (subcommands are inside their container's entry).
@@ -298,11 +354,14 @@ fn subcommand(full_name: &str) -> &[u8] {
 struct Args<'a> {
     command: &'static str,
     rest: std::slice::Iter<'a, Bytes>,
+    /// The (sub)command's name as the client typed it, for the few texts of Redis's that quote
+    /// it so (`PUBSUB CHANNELS`'s).
+    typed: &'a [u8],
 }
 
 impl<'a> Args<'a> {
     fn new(command: &'static str, args: &'a [Bytes]) -> Args<'a> {
-        Args { command, rest: args.iter() }
+        Args { command, rest: args.iter(), typed: &[] }
     }
 
     /// The next positional argument. Arity checks run first, so a missing one is an arity error.
@@ -432,14 +491,36 @@ fn unknown_command(args: &[Bytes]) -> Frame {
         list.extend_from_slice(&arg[..arg.len().min(room)]);
         list.extend_from_slice(b"' ");
     }
+    let hint = args.first().and_then(|name| native_hint(name)).unwrap_or_default();
     Frame::error(
         "ERR",
         format_args!(
-            "unknown command '{}', with args beginning with: {}",
+            "unknown command '{}', with args beginning with: {}{hint}",
             String::from_utf8_lossy(name),
             String::from_utf8_lossy(&list)
         ),
     )
+}
+
+/// What to use instead of a Redis command that lock and queue recipes are built on but that is
+/// not here, appended to Redis's unknown-command text (whose prefix clients match stays as it
+/// is): a user who points such a recipe at Turnstile learns the native command that does the job
+/// safely, rather than only that something is missing.
+fn native_hint(name: &[u8]) -> Option<&'static str> {
+    let name = name.to_ascii_uppercase();
+    Some(match name.as_slice() {
+        b"XADD" => "(streams are not supported: push with Q.PUSH)",
+        b"XREADGROUP" | b"XREAD" | b"XCLAIM" | b"XAUTOCLAIM" => {
+            "(streams are not supported: take messages with Q.POP; a lease that runs out redelivers)"
+        }
+        b"XACK" => "(streams are not supported: acknowledge with Q.ACK)",
+        b"XPENDING" | b"XLEN" | b"XINFO" => "(streams are not supported: see a queue with Q.STATS or Q.PEEK)",
+        b"XGROUP" => "(streams are not supported: create a queue with Q.CREATE)",
+        b"ZADD" | b"ZRANGEBYSCORE" | b"ZPOPMIN" | b"BZPOPMIN" | b"ZREM" => {
+            "(sorted sets are not supported: for a delay or priority queue use Q.PUSH with DELAY or PRIORITY)"
+        }
+        _ => return None,
+    })
 }
 
 /// Redis 7's text for a container command (`CLIENT`) with an unknown subcommand.
@@ -543,6 +624,32 @@ mod tests {
             parse(&[]).unwrap_err(),
             Frame::Error("ERR unknown command '', with args beginning with: ".into())
         );
+    }
+
+    #[test]
+    fn recipes_that_cannot_work_name_the_native_command_after_redis_text() {
+        assert_eq!(
+            error_of("XADD s * f v"),
+            "ERR unknown command 'XADD', with args beginning with: 's' '*' 'f' 'v' \
+             (streams are not supported: push with Q.PUSH)"
+        );
+        assert!(error_of("xreadgroup GROUP g c").ends_with(
+            "(streams are not supported: take messages with Q.POP; a lease that runs out redelivers)"
+        ));
+        assert!(
+            error_of("ZADD z 1 m")
+                .starts_with("ERR unknown command 'ZADD', with args beginning with: 'z' '1' 'm' (")
+        );
+        assert!(error_of("NOSUCH a").ends_with("'a' "), "others keep Redis's text exactly");
+    }
+
+    #[test]
+    fn full_names_come_after_the_arity_check() {
+        let line = |l: &str| testing::args(l);
+        assert_eq!(full_name(&line("get k")), Ok("get"));
+        assert_eq!(full_name(&line("CLIENT list")), Ok("client|list"));
+        assert_eq!(full_name(&line("get")), Err(wrong_arity("get")));
+        assert!(full_name(&line("nope")).is_err());
     }
 
     #[test]

@@ -85,11 +85,14 @@ pub(super) enum Group {
     Server,
     /// Redis's `transactions`: MULTI, EXEC, WATCH.
     Transactions,
+    // Pub/sub:
+    /// Redis's `pubsub`: channels, patterns, publishing.
+    PubSub,
 }
 
 impl Group {
     /// Every group, in the order the docs list them.
-    pub(super) const ALL: [Group; 9] = [
+    pub(super) const ALL: [Group; 10] = [
         Group::Lock,
         Group::Semaphore,
         Group::Queue,
@@ -99,6 +102,8 @@ impl Group {
         Group::Connection,
         Group::Server,
         Group::Transactions,
+        // Pub/sub:
+        Group::PubSub,
     ];
 
     /// The name COMMAND DOCS gives (`group`).
@@ -113,6 +118,7 @@ impl Group {
             Group::Connection => "connection",
             Group::Server => "server",
             Group::Transactions => "transactions",
+            Group::PubSub => "pubsub",
         }
     }
 
@@ -128,6 +134,7 @@ impl Group {
             Group::Connection => "Connection",
             Group::Server => "Server",
             Group::Transactions => "Transactions",
+            Group::PubSub => "Pub/sub",
         }
     }
 
@@ -139,6 +146,7 @@ impl Group {
             Group::Hash => Some("@hash"),
             Group::Connection => Some("@connection"),
             Group::Transactions => Some("@transaction"),
+            Group::PubSub => Some("@pubsub"),
             Group::Lock | Group::Semaphore | Group::Queue | Group::Server => None,
         }
     }
@@ -162,6 +170,11 @@ pub(super) enum Flag {
     /// Drastic for the whole server (`FLUSHALL`): ACL categories `@admin` and `@dangerous`, so
     /// that a deployment's ACL can keep it from applications.
     Admin,
+    // Pub/sub:
+    /// Redis's `pubsub`: a pub/sub command.
+    PubSub,
+    /// Refused inside a script, as Redis refuses it (a script cannot subscribe).
+    NoScript,
 }
 
 impl Flag {
@@ -174,6 +187,8 @@ impl Flag {
             Flag::Fast => "fast",
             Flag::NoAuth => "no_auth",
             Flag::Admin => "admin",
+            Flag::PubSub => "pubsub",
+            Flag::NoScript => "noscript",
         }
     }
 }

@@ -20,6 +20,11 @@
 //! The session is opened in the log the first time a command needs one (a lock, a pop), and
 //! closed in the log when the connection ends, which releases its holds and returns its
 //! deliveries.
+//!
+//! The connection is listed in the node's registry ([`Client`]) while it is open, for CLIENT LIST
+//! and CLIENT KILL; messages published to its channels wait in its outbox there and are written
+//! whenever it is idle or between two runs of requests. Subscribed mode and the housekeeping
+//! commands live in `connection/pubsub.rs` and `connection/housekeeping.rs`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -36,6 +41,7 @@ use turnstile_resp::{Frame, Protocol, ProtocolError, decode_request};
 
 use super::info;
 use super::transaction::Transaction;
+use crate::clients::Client;
 use crate::metrics;
 use crate::server::Shared;
 use crate::session::{CLUSTER_DOWN, Refused, Session};
@@ -64,7 +70,13 @@ pub enum ConnError {
     FloodWhileBlocked(usize),
     #[error("server is shutting down")]
     Shutdown,
+    #[error("closed by CLIENT KILL, or for reading published messages too slowly")]
+    Killed,
 }
+
+// Pub/sub and client housekeeping:
+mod housekeeping;
+mod pubsub;
 
 pub struct Connection {
     stream: TcpStream,
@@ -75,7 +87,10 @@ pub struct Connection {
     session: Session,
     /// Local connection number (`CLIENT ID`).
     id: u64,
-    name: Option<Bytes>,
+    /// What CLIENT LIST shows of it (its name among it), and its pub/sub outbox.
+    client: Arc<Client>,
+    /// Lists `client` in the node's registry until the connection is dropped.
+    _registration: housekeeping::Registration,
     shared: Arc<Shared>,
     /// What the codec enforces, from the server's limits.
     limits: turnstile_resp::Limits,
@@ -96,7 +111,8 @@ enum Flow {
 }
 
 impl Connection {
-    pub fn new(stream: TcpStream, id: u64, shared: Arc<Shared>) -> Connection {
+    pub fn new(stream: TcpStream, id: u64, peer: SocketAddr, shared: Arc<Shared>) -> Connection {
+        let (client, registration) = housekeeping::register(&stream, id, peer, &shared);
         Connection {
             stream,
             buf: BytesMut::with_capacity(READ_CHUNK),
@@ -104,7 +120,8 @@ impl Connection {
             protocol: Protocol::Resp2,
             session: Session::new(shared.clone()),
             id,
-            name: None,
+            client,
+            _registration: registration,
             limits: shared.limits.resp(),
             shared,
             requests: Vec::new(),
@@ -117,7 +134,12 @@ impl Connection {
 
     /// Serves the connection until it closes, then closes its session.
     pub async fn serve(mut self, peer: SocketAddr, mut shutdown: Shutdown) {
-        match self.run(&mut shutdown).await {
+        let client = self.client.clone();
+        let ended = tokio::select! {
+            ended = self.run(&mut shutdown) => ended,
+            () = client.killed() => Err(ConnError::Killed),
+        };
+        match ended {
             Ok(()) => tracing::debug!(%peer, id = self.id, "connection closed"),
             Err(e @ (ConnError::Protocol(_) | ConnError::FloodWhileBlocked(_))) => {
                 tracing::info!(%peer, id = self.id, error = %e, "closing connection after bad input");
@@ -173,8 +195,10 @@ impl Connection {
                         return Ok(());
                     }
                 }
+                () = self.client.outbox.ready() => {}
                 () = &mut stopped => return Ok(()),
             }
+            self.write_messages();
         }
     }
 
@@ -191,7 +215,12 @@ impl Connection {
         let started = Instant::now();
         let mut timed = 0;
         self.shared.stats.commands.fetch_add(requests.len() as u64, Ordering::Relaxed);
-        let mut actions = requests.iter().map(Vec::as_slice).map(cmd::parse).peekable();
+        if let Some(last) = requests.last() {
+            self.client.command(cmd::full_name(last).unwrap_or("NULL"));
+        }
+        let client = self.client.clone();
+        let mut actions =
+            requests.iter().zip(std::iter::repeat_n(&client, requests.len())).map(pubsub::parse).peekable();
         while let Some(action) = actions.next() {
             match action {
                 action if self.transaction.queues(&action) => {
@@ -325,6 +354,7 @@ impl Connection {
 
     async fn connection_command(&mut self, c: ConnCmd) -> Result<Flow, ConnError> {
         let frame = match c {
+            ConnCmd::Ping(message) if self.subscribed_resp2() => cmd::pubsub::subscribed_pong(message),
             ConnCmd::Ping(None) => Frame::simple("PONG"),
             ConnCmd::Ping(Some(message)) | ConnCmd::Echo(message) => Frame::Bulk(message),
             ConnCmd::Hello { protover, auth, setname } => {
@@ -348,9 +378,10 @@ impl Connection {
                         self.write(&e);
                         return Ok(Flow::Continue);
                     }
-                    self.name = Some(name);
+                    self.client.set_name(Some(name));
                 }
                 self.protocol = protocol;
+                self.client.set_resp3(protocol == Protocol::Resp3);
                 info::hello(self.id, protocol)
             }
             ConnCmd::Auth { user, pass } => match authenticate(user.as_ref(), &pass) {
@@ -361,15 +392,18 @@ impl Connection {
             ConnCmd::Select(_) => Frame::error("ERR", "DB index is out of range"),
             ConnCmd::ClientSetName(name) => match check_client_name(&name) {
                 Ok(()) => {
-                    self.name = Some(name);
+                    self.client.set_name(Some(name));
                     Frame::ok()
                 }
                 Err(e) => e,
             },
-            ConnCmd::ClientGetName => self.name.clone().map_or(Frame::Null, Frame::Bulk),
+            ConnCmd::ClientGetName => self.client.name().map_or(Frame::Null, Frame::Bulk),
             ConnCmd::ClientId => Frame::Integer(i64::try_from(self.id).unwrap_or(i64::MAX)),
-            ConnCmd::ClientSetInfo => Frame::ok(),
             ConnCmd::Help(lines) => Frame::Array(lines.iter().map(|line| Frame::simple(*line)).collect()),
+            ConnCmd::ClientSetInfo { attr, value } => {
+                self.client.set_lib(attr == cmd::LibAttr::Version, value);
+                Frame::ok()
+            }
             ConnCmd::Info(sections) => {
                 let text = info::render(&self.shared, &sections).await;
                 match self.protocol {
@@ -396,6 +430,18 @@ impl Connection {
                 return Ok(Flow::Quit);
             }
             ConnCmd::Transaction(c) => self.transaction.run(c, &mut self.session, self.protocol).await,
+            // Pub/sub and client housekeeping:
+            ConnCmd::PubSub(c) => return self.pubsub(c).await,
+            c @ (ConnCmd::ClientInfo
+            | ConnCmd::ClientList(_)
+            | ConnCmd::ClientKill(_)
+            | ConnCmd::ClientAccepted
+            | ConnCmd::ConfigGet(_)
+            | ConnCmd::ConfigSet(_)
+            | ConnCmd::Time
+            | ConnCmd::Wait { .. }
+            | ConnCmd::ReadOnly(_)
+            | ConnCmd::Reset) => return self.housekeeping(c),
         };
         self.write(&frame);
         Ok(Flow::Continue)

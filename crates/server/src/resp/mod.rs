@@ -14,6 +14,6 @@ use crate::shutdown::Shutdown;
 /// Serves one admitted RESP connection until it closes.
 pub async fn serve(admitted: Admitted, shared: Arc<Shared>, shutdown: Shutdown) {
     let Admitted { stream, peer, id, slot } = admitted;
-    connection::Connection::new(stream, id, shared).serve(peer, shutdown).await;
+    connection::Connection::new(stream, id, peer, shared).serve(peer, shutdown).await;
     drop(slot);
 }

@@ -74,7 +74,7 @@ impl Transaction {
     /// refuses a command over `maxmemory` while queueing, and again when `EXEC` is proposed.
     pub(super) fn queue(&mut self, request: Result<Action, Frame>, session: &Session) -> Frame {
         let queued = self.queued.as_mut().expect("queue is called inside MULTI");
-        let (step, place) = match request {
+        let (step, place) = match request.map(cmd::pubsub::publish_as_write) {
             Err(error) => return queued.refuse(error),
             Ok(Action::Write { mut cmd, shape }) => {
                 cmd.without_wait();
