@@ -22,6 +22,7 @@ mod deadlock;
 mod error;
 mod exchange;
 mod kv;
+mod list;
 mod lock;
 mod queue;
 mod reply;
@@ -35,8 +36,9 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 pub use command::{
-    Acquire, Binding, Command, Consume, CreditPool, ExchangeDecl, ExchangeKind, ExpireCondition, Fence, Mode,
-    NameKind, Pop, Publish, Push, Query, SetCondition, SetExpiry, SetKey,
+    Acquire, Binding, BlockingPop, Command, Consume, CreditPool, End, ExchangeDecl, ExchangeKind,
+    ExpireCondition, Fence, Mode, NameKind, Pop, Publish, Push, Query, SetCondition, SetExpiry, SetKey,
+    WAIT_FOREVER,
 };
 pub use error::{CoreError, MAX_DURATION, WaitEdge};
 pub use queue::{DeadLetterExchange, Overflow, QueueConfig};
@@ -49,6 +51,7 @@ pub use snapshot::SnapshotError;
 
 use exchange::Exchanges;
 use kv::KvEntry;
+use list::ListWaiter;
 use lock::Resource;
 use queue::{CreditPoolState, Queue};
 use session::{Host, Session};
@@ -118,6 +121,14 @@ pub struct State {
     /// Queues whose takers may have gained credit in this step (a pool freed, the single active
     /// consumer changed): served at the end of the step. Always empty between steps.
     to_serve: BTreeSet<QueueId>,
+    /// Blocking list pops (`BLPOP`, `BLMOVE`) waiting, by wait id: part of snapshots.
+    list_waits: BTreeMap<u64, ListWaiter>,
+    /// Key → the list waits on it, oldest first (wait ids grow): an index of `list_waits`.
+    list_lines: BTreeMap<String, BTreeSet<u64>>,
+    /// Lists pushed to in this step that have waiters, in the order they became ready: served
+    /// at the end of the step, as Redis serves blocked clients after the command (or `EXEC`).
+    /// Always empty between steps.
+    ready_lists: Vec<String>,
 }
 
 /// How much the state holds; see [`State::summary`].
@@ -141,6 +152,8 @@ pub struct Summary {
 enum WaitTarget {
     Lock(String),
     Pop(QueueId),
+    /// A blocking list pop; what it waits on is in `State::list_waits`.
+    List,
 }
 
 impl State {
@@ -159,6 +172,7 @@ impl State {
             Err(e) => Reply::Error(e),
         };
         self.serve_pending(&mut fx);
+        self.serve_ready_lists(&mut fx);
         (reply, fx)
     }
 
@@ -219,6 +233,20 @@ impl State {
             Command::Del { keys, fence } => self.del(&keys, fence.as_ref()),
             Command::Expire { key, ttl, condition } => Ok(self.expire(&key, ttl, condition)),
             Command::IncrBy { key, delta } => self.incr_by(&key, delta),
+            Command::ListPush { key, end, elements, only_if_exists } => {
+                self.list_push(key, end, elements, only_if_exists)
+            }
+            Command::ListPop { key, end, count } => self.list_pop(&key, end, count),
+            Command::ListSet { key, index, element } => self.list_set(&key, index, element),
+            Command::ListRem { key, count, element } => self.list_rem(&key, count, &element),
+            Command::ListTrim { key, start, stop } => self.list_trim(&key, start, stop),
+            Command::ListInsert { key, before, pivot, element } => {
+                self.list_insert(&key, before, &pivot, element)
+            }
+            Command::ListMove { source, destination, from, to } => {
+                self.list_move(&source, destination, from, to)
+            }
+            Command::BlockingPop(pop) => self.blocking_pop(pop),
         }
     }
 
@@ -241,6 +269,12 @@ impl State {
             Query::Exchange { name } => self.exchange_exists(&name),
             Query::QueueConfig { name } => {
                 self.queue_id(&name).map(|qid| Reply::QueueConfig(Box::new(self.queues[&qid].config.clone())))
+            }
+            Query::ListLen { key } => self.list_len(&key, now),
+            Query::ListRange { key, start, stop } => self.list_range(&key, start, stop, now),
+            Query::ListIndex { key, index } => self.list_index(&key, index, now),
+            Query::ListPos { key, element, rank, count, max_len } => {
+                self.list_pos(&key, &element, rank, count, max_len, now)
             }
         };
         result.unwrap_or_else(Reply::Error)
@@ -342,6 +376,7 @@ impl State {
         self.check_keys()?;
         self.check_exchanges()?;
         self.check_pools()?;
+        self.check_list_waits()?;
         if !self.to_serve.is_empty() {
             return Err("queues left to serve between steps".into());
         }
@@ -354,7 +389,8 @@ impl State {
 
     fn expected_timers(&self) -> usize {
         let holds = self.holds.len();
-        let waits = self.waits.len();
+        // A list wait without a deadline (Redis's timeout 0) has no timer.
+        let waits = self.waits.len() - self.list_waits.values().filter(|w| w.deadline.is_none()).count();
         let queues: usize = self.queues.values().map(Queue::timer_count).sum();
         let keys = self.keys.values().filter(|e| e.expires_at.is_some()).count();
         holds + waits + queues + keys + self.hosts.len()

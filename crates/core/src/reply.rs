@@ -77,6 +77,12 @@ pub enum Effect {
     HoldExpired { name: String, token: u64, owner: String },
     /// A delivery's lease ran out before it was acked; the message went back (or to the DLQ).
     DeliveryExpired { queue: String, id: MsgId, receipt: u64 },
+
+    // Redis lists. Last, so that the variant numbers above (forwarded effects) stay.
+    /// A blocking list pop ended: `reply` is its answer (`[key, element]` for `BLPOP`, the
+    /// element for `BLMOVE`, nil when it timed out, `WRONGTYPE` when `BLMOVE`'s destination
+    /// had become another type).
+    ListWaitDone { session: SessionId, wait_id: u64, reply: Reply },
 }
 
 /// Who receives a delivery.
