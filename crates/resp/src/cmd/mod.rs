@@ -23,6 +23,7 @@ mod cluster;
 mod connection;
 mod introspect;
 mod kv;
+mod list;
 mod lock;
 mod queue;
 mod reference;
@@ -159,6 +160,9 @@ pub enum ReplyShape {
     /// string, `Int` → an integer, `Bytes` → a bulk string, `Nil` → nil, `Array` and `Names` →
     /// arrays (an error inside an array stays an error element, as in `EXEC`'s reply).
     Redis,
+    /// [`ReplyShape::Redis`], but nil is a nil array (`*-1` in RESP2), as Redis answers a
+    /// blocking pop that timed out and `LPOP key count` on a missing key.
+    RedisNilArray,
 }
 
 /// The command table's name for a request's command (`"lock.acquire"`, `"client"`), whatever
@@ -221,6 +225,10 @@ pub fn render(shape: ReplyShape, reply: Reply, protocol: Protocol) -> Frame {
         ReplyShape::QueueStats => queue::render_queue_stats(reply),
         ReplyShape::Messages => queue::render_messages(reply),
         ReplyShape::Redis => render_redis(reply),
+        ReplyShape::RedisNilArray => match reply {
+            Reply::Nil => Frame::NullArray,
+            other => render_redis(other),
+        },
     }
 }
 
@@ -241,8 +249,8 @@ fn render_redis(reply: Reply) -> Frame {
 
 /// The command table: every command, each group's entries in its own file, in the order the
 /// docs list them.
-const TABLE: [&[Spec]; 5] =
-    [lock::COMMANDS, queue::COMMANDS, kv::COMMANDS, connection::COMMANDS, cluster::COMMANDS];
+const TABLE: [&[Spec]; 6] =
+    [lock::COMMANDS, queue::COMMANDS, kv::COMMANDS, list::COMMANDS, connection::COMMANDS, cluster::COMMANDS];
 
 /// Every top-level command (subcommands are inside their container's entry).
 fn commands() -> impl Iterator<Item = &'static Spec> {
