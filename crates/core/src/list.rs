@@ -207,7 +207,8 @@ impl State {
         if !l.contains(element) {
             return Ok(Reply::Int(0));
         }
-        let limit = if count == 0 { usize::MAX } else { usize::try_from(count.unsigned_abs()).unwrap_or(usize::MAX) };
+        let limit =
+            if count == 0 { usize::MAX } else { usize::try_from(count.unsigned_abs()).unwrap_or(usize::MAX) };
         let removed = self.update_key(key, |value| {
             let l = list_mut(value);
             let mut kept = List::with_capacity(l.len());
@@ -295,7 +296,10 @@ impl State {
             Some((destination, end)) => Reply::Bytes(self.move_one(key, from, destination, *end)),
             None => {
                 let element = self.pop_elements(key, from, 1).pop().expect("a stored list has elements");
-                Reply::Array(vec![Reply::Bytes(Bytes::copy_from_slice(key.as_bytes())), Reply::Bytes(element)])
+                Reply::Array(vec![
+                    Reply::Bytes(Bytes::copy_from_slice(key.as_bytes())),
+                    Reply::Bytes(element),
+                ])
             }
         }
     }
@@ -385,7 +389,13 @@ impl State {
         Ok(Reply::Int(self.live_list(key, now)?.map_or(0, length)))
     }
 
-    pub(crate) fn list_range(&self, key: &str, start: i64, stop: i64, now: Timestamp) -> Result<Reply, CoreError> {
+    pub(crate) fn list_range(
+        &self,
+        key: &str,
+        start: i64,
+        stop: i64,
+        now: Timestamp,
+    ) -> Result<Reply, CoreError> {
         let Some(l) = self.live_list(key, now)? else { return Ok(Reply::Array(Vec::new())) };
         let items = match range(l.len(), start, stop) {
             Some((first, last)) => l.range(first..=last).cloned().map(Reply::Bytes).collect(),
@@ -486,7 +496,10 @@ impl State {
                 );
             }
             if let Some(at) = w.deadline {
-                ensure!(self.timers.contains(at, &Timer::WaitDeadline { wait_id: *wait_id }), "list wait {wait_id}: no timer");
+                ensure!(
+                    self.timers.contains(at, &Timer::WaitDeadline { wait_id: *wait_id }),
+                    "list wait {wait_id}: no timer"
+                );
             }
         }
         for (key, line) in &self.list_lines {
@@ -499,7 +512,11 @@ impl State {
             }
         }
         let targets = self.waits.values().filter(|t| **t == WaitTarget::List).count();
-        ensure!(targets == self.list_waits.len(), "{targets} list wait targets, {} list waits", self.list_waits.len());
+        ensure!(
+            targets == self.list_waits.len(),
+            "{targets} list wait targets, {} list waits",
+            self.list_waits.len()
+        );
         Ok(())
     }
 }

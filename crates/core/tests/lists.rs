@@ -7,7 +7,8 @@ mod common;
 use bytes::Bytes;
 use common::World;
 use turnstile_core::{
-    BlockingPop, Command, CoreError, Effect, End, Millis, Query, Reply, SessionId, SetKey, State, WAIT_FOREVER,
+    BlockingPop, Command, CoreError, Effect, End, Millis, Query, Reply, SessionId, SetKey, State,
+    WAIT_FOREVER,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -134,7 +135,8 @@ fn ranges_indexes_and_positions_count_from_either_end() {
 fn set_rem_trim_and_insert_edit_in_place() {
     let mut w = World::new();
     w.reply(rpush("l", &["a", "b", "a", "c", "a"]));
-    let set = |index, v: &str| Command::ListSet { key: "l".into(), index, element: Bytes::from(v.to_owned()) };
+    let set =
+        |index, v: &str| Command::ListSet { key: "l".into(), index, element: Bytes::from(v.to_owned()) };
     assert_eq!(w.reply(set(-1, "z")), Reply::Ok);
     assert_eq!(w.reply(set(5, "z")), Reply::Error(CoreError::InvalidArgument("index out of range".into())));
     let missing = Command::ListSet { key: "none".into(), index: 0, element: Bytes::from("v") };
@@ -167,7 +169,8 @@ fn set_rem_trim_and_insert_edit_in_place() {
 fn lmove_moves_between_lists_and_rotates_one() {
     let mut w = World::new();
     w.reply(rpush("a", &["1", "2", "3"]));
-    let mv = |s: &str, d: &str, from, to| Command::ListMove { source: s.into(), destination: d.into(), from, to };
+    let mv =
+        |s: &str, d: &str, from, to| Command::ListMove { source: s.into(), destination: d.into(), from, to };
     assert_eq!(w.reply(mv("a", "b", End::Right, End::Left)), b("3"));
     assert_eq!(w.reply(mv("a", "a", End::Left, End::Right)), b("1"));
     assert_eq!(lrange(&w, "a"), arr(&["2", "1"]));
@@ -187,7 +190,12 @@ fn every_list_command_refuses_another_type_with_wrongtype() {
         Command::ListSet { key: "s".into(), index: 0, element: Bytes::from("v") },
         Command::ListRem { key: "s".into(), count: 0, element: Bytes::from("v") },
         Command::ListTrim { key: "s".into(), start: 0, stop: 1 },
-        Command::ListInsert { key: "s".into(), before: true, pivot: Bytes::from("a"), element: Bytes::from("b") },
+        Command::ListInsert {
+            key: "s".into(),
+            before: true,
+            pivot: Bytes::from("a"),
+            element: Bytes::from("b"),
+        },
         Command::ListMove { source: "s".into(), destination: "l".into(), from: End::Left, to: End::Left },
         Command::ListMove { source: "l".into(), destination: "s".into(), from: End::Left, to: End::Left },
         blpop(s, &["s"], 0),
@@ -217,7 +225,12 @@ fn list_bytes_count_toward_memory() {
     assert_eq!(w.state.payload_bytes(), 1 + 6);
     w.reply(Command::ListSet { key: "l".into(), index: 0, element: Bytes::from("x") });
     assert_eq!(w.state.payload_bytes(), 1 + 3);
-    w.reply(Command::ListInsert { key: "l".into(), before: true, pivot: Bytes::from("x"), element: Bytes::from("ccc") });
+    w.reply(Command::ListInsert {
+        key: "l".into(),
+        before: true,
+        pivot: Bytes::from("x"),
+        element: Bytes::from("ccc"),
+    });
     assert_eq!(w.state.payload_bytes(), 1 + 6);
     w.reply(Command::ListPop { key: "l".into(), end: End::Left, count: Some(2) });
     assert_eq!(w.state.payload_bytes(), 1 + 2);
@@ -317,7 +330,8 @@ fn closing_or_resuming_the_session_ends_its_waits_without_an_answer() {
     waiting(&w.reply(blpop(s1, &["k"], WAIT_FOREVER)));
     let later = waiting(&w.reply(blpop(s2, &["k"], 5_000)));
     assert_eq!(w.close(s1), vec![]);
-    let resume = Command::ResumeSession { session: s2, secret: common::SECRET, host: common::HOST, timeout: 60_000 };
+    let resume =
+        Command::ResumeSession { session: s2, secret: common::SECRET, host: common::HOST, timeout: 60_000 };
     let (reply, fx) = w.apply(resume);
     assert!(matches!(reply, Reply::Int(_)), "{reply:?}");
     assert_eq!(fx, vec![], "a resumed session's waits end: nobody reads the old connection");
@@ -339,7 +353,8 @@ fn blmove_waits_and_chains_to_the_destination_waiters() {
     assert_eq!(w.query(Query::Exists { keys: vec!["dst".into()] }), Reply::Int(0));
     // An LMOVE onto a key with waiters serves them too.
     let popper = waiting(&w.reply(blpop(s2, &["dst"], 10_000)));
-    let mv = Command::ListMove { source: "src".into(), destination: "dst".into(), from: End::Left, to: End::Left };
+    let mv =
+        Command::ListMove { source: "src".into(), destination: "dst".into(), from: End::Left, to: End::Left };
     let (reply, fx) = w.apply(mv);
     assert_eq!(reply, b("y"));
     assert_eq!(fx, vec![done(s2, popper, arr(&["dst", "y"]))]);

@@ -9,7 +9,9 @@
 use bytes::Bytes;
 use turnstile_core::{BlockingPop, Command, End, Query, WAIT_FOREVER};
 
-use super::spec::{Arg, Flag, Group, Keys, Spec, command, integer as int_arg, key, one_of, option, string, word};
+use super::spec::{
+    Arg, Flag, Group, Keys, Spec, command, integer as int_arg, key, one_of, option, string, word,
+};
 use super::{Action, Args, ReplyShape, int, name, read, syntax_error, write, wrong_arity};
 use crate::Frame;
 
@@ -17,17 +19,16 @@ const KEY: Arg = key("key", "the list");
 const ELEMENT: Arg = string("element", "an element, binary-safe");
 const WRONGTYPE: &str = "`WRONGTYPE Operation against a key holding the wrong kind of value`";
 const OOM: &str = "`OOM command not allowed when used memory > 'max-memory'`";
-const COUNT_RANGE: &str = "`ERR value is out of range, must be positive`: a count that is negative or not an integer";
+const COUNT_RANGE: &str =
+    "`ERR value is out of range, must be positive`: a count that is negative or not an integer";
 const TIMEOUT_ERRORS: &[&str] = &[
     "`ERR timeout is not a float or out of range`",
     "`ERR timeout is negative`",
     "`ERR timeout is out of range`",
     WRONGTYPE,
 ];
-const TIMEOUT: Arg = int_arg(
-    "timeout",
-    "seconds to wait, fractions allowed (`0.5`); 0 waits until an element comes",
-);
+const TIMEOUT: Arg =
+    int_arg("timeout", "seconds to wait, fractions allowed (`0.5`); 0 waits until an element comes");
 const WHERE_FROM: Arg = one_of(
     "wherefrom",
     &[word("LEFT", "the head"), word("RIGHT", "the tail")],
@@ -46,7 +47,8 @@ const FIRST_TWO: Keys = Keys { first: 1, last: 2, step: 1 };
 // The arguments the shared entries below take: consts, since only in a const item is a slice
 // literal 'static.
 const PUSH_ARGS: &[Arg] = &[KEY, ELEMENT.multiple()];
-const POP_ARGS: &[Arg] = &[KEY, int_arg("count", "pop up to this many (the reply is then an array)").optional()];
+const POP_ARGS: &[Arg] =
+    &[KEY, int_arg("count", "pop up to this many (the reply is then an array)").optional()];
 const BLOCKING_POP_ARGS: &[Arg] = &[KEY.multiple(), TIMEOUT];
 
 const fn push_spec(name: &'static str, summary: &'static str, parse: super::spec::ParseFn) -> Spec {
@@ -394,7 +396,13 @@ fn brpoplpush(mut args: Args<'_>) -> Result<Action, Frame> {
 
 /// A blocking move's reply: the element, or on a timeout a nil array, as Redis 7 answers every
 /// blocking list command that timed out.
-fn blocking_move(source: String, destination: String, from: End, to: End, wait: u64) -> Result<Action, Frame> {
+fn blocking_move(
+    source: String,
+    destination: String,
+    from: End,
+    to: End,
+    wait: u64,
+) -> Result<Action, Frame> {
     let pop = BlockingPop { keys: vec![source], from, to: Some((destination, to)), wait, session: None };
     write(Command::BlockingPop(pop), ReplyShape::RedisNilArray)
 }
@@ -424,7 +432,7 @@ fn timeout_ms(arg: &[u8]) -> Result<u64, Frame> {
     }
     let ms = (seconds * 1000.0).ceil();
     // 2^63 ms: what Redis's cast to a signed 64-bit integer cannot hold.
-    if ms < 0.0 || ms >= 9_223_372_036_854_775_808.0 {
+    if !(0.0..9_223_372_036_854_775_808.0).contains(&ms) {
         return Err(Frame::error("ERR", "timeout is negative"));
     }
     // Whole, positive and below 2^63: the cast neither truncates nor wraps.
@@ -441,9 +449,9 @@ fn timeout_ms(arg: &[u8]) -> Result<u64, Frame> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Protocol;
     use crate::cmd::testing::{error_of, parse_line};
     use crate::cmd::{Action, render};
-    use crate::Protocol;
     use turnstile_core::Reply;
 
     fn cmd(line: &str) -> Command {
