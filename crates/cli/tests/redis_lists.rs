@@ -242,3 +242,25 @@ fn a_blpop_parked_across_a_crash_ends_with_its_session() {
     let got: Vec<String> = redis::cmd("LRANGE").arg("k").arg("0").arg("-1").query(&mut con).unwrap();
     assert_eq!(got, ["kept"]);
 }
+
+/// List elements count toward `--max-memory` as queue messages do: a push past it is refused
+/// with `-OOM` and stores nothing, while pops (which free memory) still work.
+#[test]
+fn pushes_past_max_memory_are_refused_and_pops_go_on() {
+    let server = TestServer::start_with(&["--max-memory", "1000"]);
+    let mut con = server.client();
+    let element = "x".repeat(600);
+    let len: i64 = redis::cmd("RPUSH").arg("l").arg(&element).query(&mut con).unwrap();
+    assert_eq!(len, 1);
+    let refused = redis::cmd("RPUSH").arg("l").arg(&element).query::<i64>(&mut con).unwrap_err();
+    assert_eq!(refused.code(), Some("OOM"), "{refused}");
+    let mut insert = redis::cmd("LINSERT");
+    insert.arg("l").arg("BEFORE").arg(&element).arg(&element);
+    assert_eq!(insert.query::<i64>(&mut con).unwrap_err().code(), Some("OOM"));
+    let len: i64 = redis::cmd("LLEN").arg("l").query(&mut con).unwrap();
+    assert_eq!(len, 1, "nothing refused was stored");
+    let popped: String = redis::cmd("LPOP").arg("l").query(&mut con).unwrap();
+    assert_eq!(popped, element);
+    let len: i64 = redis::cmd("RPUSH").arg("l").arg(&element).query(&mut con).unwrap();
+    assert_eq!(len, 1, "the memory the pop freed takes a push again");
+}
