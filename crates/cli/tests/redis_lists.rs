@@ -257,6 +257,9 @@ fn pushes_past_max_memory_are_refused_and_pops_go_on() {
     let mut insert = redis::cmd("LINSERT");
     insert.arg("l").arg("BEFORE").arg(&element).arg(&element);
     assert_eq!(insert.query::<i64>(&mut con).unwrap_err().code(), Some("OOM"));
+    let mut set = redis::cmd("LSET");
+    set.arg("l").arg(0).arg(&element);
+    assert_eq!(set.query::<String>(&mut con).unwrap_err().code(), Some("OOM"));
     let len: i64 = redis::cmd("LLEN").arg("l").query(&mut con).unwrap();
     assert_eq!(len, 1, "nothing refused was stored");
     let popped: String = redis::cmd("LPOP").arg("l").query(&mut con).unwrap();

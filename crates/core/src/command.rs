@@ -412,7 +412,7 @@ impl Command {
                 Some(push.payload.len() + push.properties.len())
             }
             Command::ListPush { elements, .. } => Some(elements.iter().map(Bytes::len).sum()),
-            Command::ListInsert { element, .. } => Some(element.len()),
+            Command::ListInsert { element, .. } | Command::ListSet { element, .. } => Some(element.len()),
             Command::InSession { command, .. } => command.message_len(),
             _ => None,
         }

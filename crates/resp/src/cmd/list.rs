@@ -41,7 +41,8 @@ const WHERE_TO: Arg = one_of(
 );
 /// `BLPOP key [key ...] timeout`: every argument but the last is a key.
 const ALL_BUT_LAST: Keys = Keys { first: 1, last: -2, step: 1 };
-/// `LMOVE source destination ...`.
+/// `LMOVE source destination ...`. The moves add no bytes, so unlike Redis they are not
+/// `denyoom`: a full server can still move work from one list to another.
 const FIRST_TWO: Keys = Keys { first: 1, last: 2, step: 1 };
 
 // The arguments the shared entries below take: consts, since only in a const item is a slice
@@ -157,13 +158,13 @@ pub(super) const COMMANDS: &[Spec] = &[
         .args(&[key("source", "the list to pop from"), key("destination", "the list to push onto"), WHERE_FROM, WHERE_TO])
         .reply("the element moved, or nil when the source is empty")
         .errors(&[WRONGTYPE])
-        .flags(&[Flag::Write, Flag::DenyOom])
+        .flags(&[Flag::Write])
         .keys(FIRST_TWO),
     command("rpoplpush", Group::List, "`LMOVE source destination RIGHT LEFT`.", rpoplpush)
         .args(&[key("source", "the list to pop from"), key("destination", "the list to push onto")])
         .reply("the element moved, or nil when the source is empty")
         .errors(&[WRONGTYPE])
-        .flags(&[Flag::Write, Flag::DenyOom])
+        .flags(&[Flag::Write])
         .keys(FIRST_TWO),
     blocking_pop_spec("blpop", "Pops the head of the first of the lists that has elements; when none has, waits for a push (clients waiting on a key are served in the order they came). The wait is in the replicated state, as a `Q.POP WAIT` is, and ends with the connection.", blpop),
     blocking_pop_spec("brpop", "`BLPOP` from the tail.", brpop),
@@ -171,13 +172,13 @@ pub(super) const COMMANDS: &[Spec] = &[
         .args(&[key("source", "the list to pop from"), key("destination", "the list to push onto"), WHERE_FROM, WHERE_TO, TIMEOUT])
         .reply("the element moved, or nil (a nil array) when the timeout passed")
         .errors(TIMEOUT_ERRORS)
-        .flags(&[Flag::Write, Flag::DenyOom, Flag::Blocking])
+        .flags(&[Flag::Write, Flag::Blocking])
         .keys(FIRST_TWO),
     command("brpoplpush", Group::List, "`BLMOVE source destination RIGHT LEFT timeout`.", brpoplpush)
         .args(&[key("source", "the list to pop from"), key("destination", "the list to push onto"), TIMEOUT])
         .reply("the element moved, or nil (a nil array) when the timeout passed")
         .errors(TIMEOUT_ERRORS)
-        .flags(&[Flag::Write, Flag::DenyOom, Flag::Blocking])
+        .flags(&[Flag::Write, Flag::Blocking])
         .keys(FIRST_TWO),
 ];
 
