@@ -196,6 +196,60 @@ pub enum Command {
         node: u64,
     },
 
+    // Redis lists. Last, so that the variant numbers above (their encoding in the log) stay.
+    /// `LPUSH` / `RPUSH` (and `LPUSHX` / `RPUSHX` with `only_if_exists`): elements pushed one by
+    /// one at `end`. Replies the list's length after the push (0 when `only_if_exists` found no
+    /// list). A list with waiters serves them at the end of the step (see `list.rs`).
+    ListPush {
+        key: String,
+        end: End,
+        elements: Vec<Bytes>,
+        only_if_exists: bool,
+    },
+    /// `LPOP` / `RPOP`. Without `count`: the element or nil; with it: up to `count` elements,
+    /// or nil when the key does not exist.
+    ListPop {
+        key: String,
+        end: End,
+        count: Option<u64>,
+    },
+    /// `LSET`: replaces the element at `index` (negative counts from the tail).
+    ListSet {
+        key: String,
+        index: i64,
+        element: Bytes,
+    },
+    /// `LREM`: removes `count` elements equal to `element`, from the head (`count > 0`), from the
+    /// tail (`count < 0`), or all (`0`). Replies how many went.
+    ListRem {
+        key: String,
+        count: i64,
+        element: Bytes,
+    },
+    /// `LTRIM`: keeps only the elements from `start` to `stop` (inclusive, negative from the tail).
+    ListTrim {
+        key: String,
+        start: i64,
+        stop: i64,
+    },
+    /// `LINSERT`: inserts `element` before (or after) the first element equal to `pivot`.
+    /// Replies the new length, -1 when the pivot is not there, 0 when the key does not exist.
+    ListInsert {
+        key: String,
+        before: bool,
+        pivot: Bytes,
+        element: Bytes,
+    },
+    /// `LMOVE` (and `RPOPLPUSH`): pops from `source`'s `from` end and pushes onto
+    /// `destination`'s `to` end, in one step. Replies the element, or nil when `source` is empty.
+    ListMove {
+        source: String,
+        destination: String,
+        from: End,
+        to: End,
+    },
+    /// `BLPOP` / `BRPOP` / `BLMOVE` / `BRPOPLPUSH`: see [`BlockingPop`].
+    BlockingPop(BlockingPop),
     // Redis keyspace commands: strings, keys of any type, hashes. Last, so that the variant
     // numbers above (their encoding in the log) stay as they were.
     /// `GETDEL`: the string's value (nil when missing), and the key deleted.
@@ -327,6 +381,7 @@ impl Command {
         match self {
             Command::Acquire(a) => Some(&mut a.session),
             Command::Pop(p) => Some(&mut p.session),
+            Command::BlockingPop(p) => Some(&mut p.session),
             Command::InSession { command, .. } => command.session_mut(),
             // The transaction's own slot, only when some step needs a session: a transaction of
             // plain key commands opens none.
@@ -347,6 +402,7 @@ impl Command {
         match self {
             Command::Acquire(a) => a.wait > 0,
             Command::Pop(p) => p.wait > 0,
+            Command::BlockingPop(p) => p.wait > 0,
             Command::InSession { command, .. } => command.may_wait(),
             _ => false,
         }
@@ -360,6 +416,7 @@ impl Command {
         match self {
             Command::Acquire(a) => a.wait = 0,
             Command::Pop(p) => p.wait = 0,
+            Command::BlockingPop(b) => b.wait = 0,
             Command::InSession { command, .. } => command.without_wait(),
             _ => {}
         }
@@ -479,6 +536,22 @@ impl Command {
                 f(Key, to);
             }
             Command::FlushKeys => {}
+            Command::ListPush { key, .. }
+            | Command::ListPop { key, .. }
+            | Command::ListSet { key, .. }
+            | Command::ListRem { key, .. }
+            | Command::ListTrim { key, .. }
+            | Command::ListInsert { key, .. } => f(Key, key),
+            Command::ListMove { source, destination, .. } => {
+                f(Key, source);
+                f(Key, destination);
+            }
+            Command::BlockingPop(p) => {
+                p.keys.iter().for_each(|key| f(Key, key));
+                if let Some((destination, _)) = &p.to {
+                    f(Key, destination);
+                }
+            }
         }
     }
 
@@ -496,18 +569,23 @@ impl Command {
             Command::HDel { fields, .. } => fields.iter().map(Bytes::len).max().unwrap_or(0),
             Command::HIncrBy { field, .. } | Command::HIncrByFloat { field, .. } => field.len(),
             Command::PubSubPublish { channel, message } => channel.len().max(message.len()),
+            Command::ListPush { elements, .. } => elements.iter().map(Bytes::len).max().unwrap_or(0),
+            Command::ListSet { element, .. } | Command::ListInsert { element, .. } => element.len(),
             _ => 0,
         }
     }
 
     /// The bytes a message would add to the queues (body and properties), for the server's
     /// `max-memory` limit; `None` for a command that stores no message. Only messages are
-    /// refused for memory, so consumers can keep draining.
+    /// refused for memory, so consumers can keep draining. Elements pushed onto a Redis list
+    /// count as messages: a list is a queue its users push to and pop from.
     pub fn message_len(&self) -> Option<usize> {
         match self {
             Command::Push(push) | Command::Publish(Publish { push, .. }) => {
                 Some(push.payload.len() + push.properties.len())
             }
+            Command::ListPush { elements, .. } => Some(elements.iter().map(Bytes::len).sum()),
+            Command::ListInsert { element, .. } | Command::ListSet { element, .. } => Some(element.len()),
             Command::InSession { command, .. } => command.message_len(),
             // Every message the transaction would store, together: it stores all or none.
             Command::Exec { steps, .. } => {
@@ -535,6 +613,32 @@ pub struct Acquire {
     /// Keep the hold when the session closes (only its lease ends it).
     pub keep: bool,
 }
+
+/// An end of a Redis list: `LEFT` is the head, `RIGHT` the tail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum End {
+    Left,
+    Right,
+}
+
+/// A Redis blocking pop: `BLPOP` / `BRPOP` (no `to`) or `BLMOVE` / `BRPOPLPUSH` (with `to`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockingPop {
+    /// Tried in order; the first that holds elements is popped.
+    pub keys: Vec<String>,
+    pub from: End,
+    /// `BLMOVE`'s destination and the end the element is pushed onto.
+    pub to: Option<(String, End)>,
+    /// How long to wait when every key is empty: 0 = answer nil at once (what a blocking pop
+    /// inside `MULTI` or a script does, as in Redis); [`WAIT_FOREVER`] (or anything past
+    /// [`crate::MAX_DURATION`]) = until served (Redis's timeout 0).
+    pub wait: Millis,
+    /// The session the wait belongs to: waiting needs one, to know whom to answer.
+    pub session: Option<SessionId>,
+}
+
+/// [`BlockingPop::wait`] for a wait without a deadline.
+pub const WAIT_FOREVER: Millis = Millis::MAX;
 
 /// What an acquire asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -805,6 +909,32 @@ pub enum Query {
         name: String,
     },
 
+    // Redis lists. Last, so that the variant numbers above (forwarded reads) stay.
+    /// `LLEN`: 0 for a missing key.
+    ListLen {
+        key: String,
+    },
+    /// `LRANGE`: the elements from `start` to `stop` (inclusive, negative from the tail).
+    ListRange {
+        key: String,
+        start: i64,
+        stop: i64,
+    },
+    /// `LINDEX`: the element at `index`, or nil.
+    ListIndex {
+        key: String,
+        index: i64,
+    },
+    /// `LPOS`: where `element` is. `rank` 1 = the first match from the head, -1 the first from
+    /// the tail; `count` None = one index (or nil), Some(0) = every match; `max_len` 0 = look at
+    /// every element.
+    ListPos {
+        key: String,
+        element: Bytes,
+        rank: i64,
+        count: Option<u64>,
+        max_len: u64,
+    },
     // Transactions (WATCH). Last, so that the variant numbers above stay.
     /// Each key's version, what `WATCH` remembers and [`Command::Exec`] compares: an `Array` of
     /// `Int`, in the order given. The version is the log index of the key's last change (its

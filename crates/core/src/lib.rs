@@ -25,6 +25,7 @@ mod exchange;
 mod glob;
 mod hash;
 mod kv;
+mod list;
 mod lock;
 mod queue;
 mod reply;
@@ -39,8 +40,9 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 pub use command::{
-    Acquire, Binding, Command, Consume, CreditPool, ExchangeDecl, ExchangeKind, ExpireCondition, Fence,
-    KeyExpiry, Mode, NameKind, ObjectField, Pop, Publish, Push, Query, SetCondition, SetExpiry, SetKey, Step,
+    Acquire, Binding, BlockingPop, Command, Consume, CreditPool, End, ExchangeDecl, ExchangeKind,
+    ExpireCondition, Fence, KeyExpiry, Mode, NameKind, ObjectField, Pop, Publish, Push, Query, SetCondition,
+    SetExpiry, SetKey, Step, WAIT_FOREVER,
 };
 pub use decimal::parse_float;
 pub use error::{CoreError, MAX_DURATION, WaitEdge};
@@ -55,6 +57,7 @@ pub use snapshot::SnapshotError;
 
 use exchange::Exchanges;
 use kv::KvEntry;
+use list::ListWaiter;
 use lock::Resource;
 use queue::{CreditPoolState, Queue};
 use session::{Host, Session};
@@ -126,6 +129,14 @@ pub struct State {
     /// Queues whose takers may have gained credit in this step (a pool freed, the single active
     /// consumer changed): served at the end of the step. Always empty between steps.
     to_serve: BTreeSet<QueueId>,
+    /// Blocking list pops (`BLPOP`, `BLMOVE`) waiting, by wait id: part of snapshots.
+    list_waits: BTreeMap<u64, ListWaiter>,
+    /// Key → the list waits on it, oldest first (wait ids grow): an index of `list_waits`.
+    list_lines: BTreeMap<String, BTreeSet<u64>>,
+    /// Lists pushed to in this step that have waiters, in the order they became ready: served
+    /// at the end of the step, as Redis serves blocked clients after the command (or `EXEC`).
+    /// Always empty between steps.
+    ready_lists: Vec<String>,
 }
 
 /// How much the state holds; see [`State::summary`].
@@ -149,6 +160,8 @@ pub struct Summary {
 enum WaitTarget {
     Lock(String),
     Pop(QueueId),
+    /// A blocking list pop; what it waits on is in `State::list_waits`.
+    List,
 }
 
 impl State {
@@ -167,6 +180,7 @@ impl State {
             Err(e) => Reply::Error(e),
         };
         self.serve_pending(&mut fx);
+        self.serve_ready_lists(&mut fx);
         (reply, fx)
     }
 
@@ -246,6 +260,20 @@ impl State {
                 fx.push(Effect::Message { channel, message, at: self.clock });
                 Ok(Reply::Int(0))
             }
+            Command::ListPush { key, end, elements, only_if_exists } => {
+                self.list_push(key, end, elements, only_if_exists)
+            }
+            Command::ListPop { key, end, count } => self.list_pop(&key, end, count),
+            Command::ListSet { key, index, element } => self.list_set(&key, index, element),
+            Command::ListRem { key, count, element } => self.list_rem(&key, count, &element),
+            Command::ListTrim { key, start, stop } => self.list_trim(&key, start, stop),
+            Command::ListInsert { key, before, pivot, element } => {
+                self.list_insert(&key, before, &pivot, element)
+            }
+            Command::ListMove { source, destination, from, to } => {
+                self.list_move(&source, destination, from, to)
+            }
+            Command::BlockingPop(pop) => self.blocking_pop(pop),
         }
     }
 
@@ -287,6 +315,12 @@ impl State {
             Query::HLen { key } => self.hlen(&key, now),
             Query::HStrLen { key, field } => self.hstrlen(&key, &field, now),
             Query::HScan { key, pattern } => self.hscan(&key, pattern.as_deref(), now),
+            Query::ListLen { key } => self.list_len(&key, now),
+            Query::ListRange { key, start, stop } => self.list_range(&key, start, stop, now),
+            Query::ListIndex { key, index } => self.list_index(&key, index, now),
+            Query::ListPos { key, element, rank, count, max_len } => {
+                self.list_pos(&key, &element, rank, count, max_len, now)
+            }
         };
         result.unwrap_or_else(Reply::Error)
     }
@@ -387,6 +421,7 @@ impl State {
         self.check_keys()?;
         self.check_exchanges()?;
         self.check_pools()?;
+        self.check_list_waits()?;
         if !self.to_serve.is_empty() {
             return Err("queues left to serve between steps".into());
         }
@@ -399,7 +434,8 @@ impl State {
 
     fn expected_timers(&self) -> usize {
         let holds = self.holds.len();
-        let waits = self.waits.len();
+        // A list wait without a deadline (Redis's timeout 0) has no timer.
+        let waits = self.waits.len() - self.list_waits.values().filter(|w| w.deadline.is_none()).count();
         let queues: usize = self.queues.values().map(Queue::timer_count).sum();
         let keys = self.keys.values().filter(|e| e.expires_at.is_some()).count();
         holds + waits + queues + keys + self.hosts.len()

@@ -83,6 +83,12 @@ pub enum Effect {
     /// long after (replaying its log at start, catching up after a partition) can tell it is
     /// old news and drop it rather than deliver it late.
     Message { channel: Bytes, message: Bytes, at: Timestamp },
+
+    // Redis lists. Last, so that the variant numbers above (forwarded effects) stay.
+    /// A blocking list pop ended: `reply` is its answer (`[key, element]` for `BLPOP`, the
+    /// element for `BLMOVE`, nil when it timed out, `WRONGTYPE` when `BLMOVE`'s destination
+    /// had become another type).
+    ListWaitDone { session: SessionId, wait_id: u64, reply: Reply },
 }
 
 /// Who receives a delivery.

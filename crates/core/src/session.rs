@@ -298,6 +298,9 @@ impl State {
                 WaitTarget::Pop(queue) => {
                     self.remove_pop_waiter(queue, wait_id);
                 }
+                WaitTarget::List => {
+                    self.remove_list_waiter(wait_id);
+                }
             }
         }
         Ended { lines, consumer_queues: consumers.into_iter().map(|(queue, _)| queue).collect() }
@@ -352,6 +355,10 @@ impl State {
                 let session = self.remove_pop_waiter(queue, wait_id);
                 let queue = self.queues[&queue].name.clone();
                 fx.push(Effect::PopTimedOut { session, wait_id, queue });
+            }
+            WaitTarget::List => {
+                let waiter = self.remove_list_waiter(wait_id);
+                fx.push(Effect::ListWaitDone { session: waiter.session, wait_id, reply: Reply::Nil });
             }
         }
     }

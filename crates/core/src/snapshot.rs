@@ -2,7 +2,7 @@
 //!
 //! ```text
 //!  snapshot ─► [u8 version = 7][postcard(Image)][messages of queue 1]…[messages of queue n][Cluster]
-//!              [Scripts]
+//!              [Redis]
 //!              Image: clock, applied index, last token, last id,
 //!                     sessions (when opened, host, secret, binding), hosts (expiry, timeout),
 //!                     locks (holds, lines of waiters),
@@ -11,7 +11,8 @@
 //!              messages: postcard sequence of (id, message), in id order, in the order of the
 //!                     Image's queues
 //!              Cluster: what the cluster itself keeps (retired node ids); absent in version 5
-//!              Scripts: the Lua script cache (sha1 → source); absent before version 7
+//!              Redis: the Lua script cache (sha1 → source) and the blocking list pops waiting;
+//!                     absent before version 7
 //!
 //!  restore  ─► decode the Image, then each queue's messages straight into their final form:
 //!              payloads are `Bytes` slices of the one snapshot buffer (no copy, no allocation each)
@@ -38,6 +39,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::exchange::Exchanges;
 use crate::kv::{KvEntry, Value};
+use crate::list::ListWaiter;
 use crate::lock::Resource;
 use crate::queue::{CreditPoolState, Message, Queue};
 use crate::session::{Host, HostId, Session};
@@ -49,7 +51,7 @@ use crate::{MsgId, QueueId, SessionId, State, Timestamp};
 /// queue's messages inside its image. 4: the same, messages in their own sections after the image.
 /// 5: exchanges and bindings, credit pools, and the queue and consumer fields AMQP added.
 /// 6: hosts, and each session's host, secret and binding; the [`ClusterImage`] after the
-/// messages. 7: typed keys (strings, hashes, lists) with their versions, and the [`ScriptsImage`]
+/// messages. 7: typed keys (strings, hashes, lists) with their versions, and the [`RedisImage`]
 /// last. Versions 5 and 6 are still read (version 5's sessions are given to
 /// [`crate::LEGACY_HOST`], and there are no retired nodes; their keys are strings of version 0),
 /// so a node upgraded in place restarts from the snapshot the old binary wrote.
@@ -64,10 +66,12 @@ struct ClusterImage<'a> {
     retired_nodes: Cow<'a, std::collections::BTreeSet<u64>>,
 }
 
-/// The script cache, after the cluster's records (version 7 on).
+/// What the Redis commands keep besides keys, after the cluster's records (version 7 on): the
+/// script cache, and the blocking list pops waiting (their lines and timers are rebuilt).
 #[derive(Serialize, Deserialize)]
-struct ScriptsImage<'a> {
+struct RedisImage<'a> {
     scripts: Cow<'a, BTreeMap<String, Bytes>>,
+    list_waits: Cow<'a, BTreeMap<u64, ListWaiter>>,
 }
 
 /// A key as versions 5 and 6 wrote it: a string, no version.
@@ -310,6 +314,7 @@ impl State {
             keys: self.keys.clone(),
             key_bytes: self.key_bytes,
             scripts: self.scripts.clone(),
+            list_waits: self.list_waits.clone(),
             exchanges: self.exchanges.clone(),
             pools: self.pools.clone(),
             retired_nodes: self.retired_nodes.clone(),
@@ -353,7 +358,9 @@ impl State {
         }
         let cluster = ClusterImage { retired_nodes: Cow::Borrowed(&self.retired_nodes) };
         let out = postcard::to_io(&cluster, out).map_err(failed)?;
-        postcard::to_io(&ScriptsImage { scripts: Cow::Borrowed(&self.scripts) }, out).map_err(failed)
+        let redis =
+            RedisImage { scripts: Cow::Borrowed(&self.scripts), list_waits: Cow::Borrowed(&self.list_waits) };
+        postcard::to_io(&redis, out).map_err(failed)
     }
 
     /// The state a [`State::snapshot`] describes, indexes rebuilt. Message payloads are slices of
@@ -411,8 +418,10 @@ impl State {
             rest = after;
         }
         if version >= 7 {
-            let (scripts, after): (ScriptsImage<'_>, _) = postcard::take_from_bytes(rest)?;
-            state.scripts = scripts.scripts.into_owned();
+            let (redis, after): (RedisImage<'_>, _) = postcard::take_from_bytes(rest)?;
+            state.scripts = redis.scripts.into_owned();
+            state.list_waits = redis.list_waits.into_owned();
+            state.rebuild_list_indexes(&mut timers).map_err(SnapshotError::Inconsistent)?;
             rest = after;
         }
         if !rest.is_empty() {

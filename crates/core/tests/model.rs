@@ -6,6 +6,8 @@
 //! - a released or expired hold's token is never granted again;
 //! - every message is in exactly one place, and pushes are all accounted for;
 //! - an acked message is never delivered again;
+//! - every element pushed onto a list is stored, or was popped exactly once (by a pop or a
+//!   blocking pop's wait);
 //! - replaying the same log gives the same state, and after every step a snapshot restores it
 //!   exactly, indexes included (they are rebuilt, not stored).
 
@@ -15,13 +17,17 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use proptest::prelude::*;
 use turnstile_core::{
-    Acquire, Command, Consume, Effect, ExpireCondition, Fence, HostId, KeyExpiry, Mode, Overflow, Pop, Push,
-    Query, QueueConfig, Reply, SessionId, SetCondition, SetExpiry, SetKey, State,
+    Acquire, BlockingPop, Command, Consume, Effect, End, ExpireCondition, Fence, HostId, KeyExpiry, Mode,
+    Overflow, Pop, Push, Query, QueueConfig, Reply, SessionId, SetCondition, SetExpiry, SetKey, State,
+    WAIT_FOREVER,
 };
 
 const LOCKS: [&str; 3] = ["L0", "L1", "L2"];
 const QUEUES: [&str; 3] = ["Q0", "Q1", "DLQ"];
 const KEYS: [&str; 2] = ["k0", "k1"];
+/// Lists; blocking pops also name `k0`, a string key when set (WRONGTYPE), but nothing pushes
+/// onto it, so every element stays countable (a `SET` over a list would drop its elements).
+const LISTS: [&str; 2] = ["l0", "l1"];
 /// Hosts whose sessions close unless a keep-alive comes within [`HOST_TIMEOUT`].
 const HOSTS: [HostId; 2] = [HostId(0xa), HostId(0xb)];
 const HOST_TIMEOUT: u64 = 3_000;
@@ -118,6 +124,26 @@ enum Op {
         key: usize,
         which: u8,
     },
+    ListPush {
+        list: usize,
+        right: bool,
+        n: usize,
+    },
+    ListPop {
+        list: usize,
+        right: bool,
+        count: Option<u64>,
+    },
+    ListMove {
+        from: usize,
+        to: usize,
+    },
+    BlockingPop {
+        s: usize,
+        keys: Vec<usize>,
+        wait: u64,
+        to: Option<usize>,
+    },
     Advance {
         ms: u64,
     },
@@ -153,6 +179,13 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0..KEYS.len(), any::<bool>(), prop::option::of(10..2_000u64)).prop_map(|(key, nx, px)| Op::Set { key, nx, px }),
         1 => (0..KEYS.len()).prop_map(|key| Op::Incr { key }),
         2 => (0..KEYS.len(), 0..10u8).prop_map(|(key, which)| Op::Keyspace { key, which }),
+        3 => (0..LISTS.len(), any::<bool>(), 1..4usize).prop_map(|(list, right, n)| Op::ListPush { list, right, n }),
+        2 => (0..LISTS.len(), any::<bool>(), prop::option::of(0..3u64))
+            .prop_map(|(list, right, count)| Op::ListPop { list, right, count }),
+        1 => (0..LISTS.len(), 0..LISTS.len()).prop_map(|(from, to)| Op::ListMove { from, to }),
+        3 => (s.clone(), prop::collection::vec(0..LISTS.len() + 1, 1..3),
+              prop_oneof![Just(0u64), 1..2_000u64, Just(WAIT_FOREVER)], prop::option::weighted(0.3, 0..LISTS.len()))
+            .prop_map(|(s, keys, wait, to)| Op::BlockingPop { s, keys, wait, to }),
         5 => prop_oneof![Just(0u64), 1..500u64, 500..4_000u64].prop_map(|ms| Op::Advance { ms }),
         1 => Just(Op::RefreshLeases),
         1 => Just(Op::DetachSessions),
@@ -173,6 +206,9 @@ struct Observer {
     receipts: BTreeMap<u64, (String, u64)>,
     acked_messages: BTreeSet<u64>,
     stored_pushes: u64,
+    /// Elements pushed onto lists, and popped from them (not moved: a move keeps it stored).
+    list_pushed: u64,
+    list_popped: u64,
 }
 
 impl Observer {
@@ -219,6 +255,10 @@ impl Observer {
             (Command::OpenSession { .. }, Reply::Session(s)) => self.sessions.push(*s),
             (Command::CloseSession { session, .. }, Reply::Int(1)) => self.sessions.retain(|s| s != session),
             (Command::DetachSessions, _) => self.sessions.clear(),
+            (Command::ListPush { elements, .. }, Reply::Int(_)) => self.list_pushed += elements.len() as u64,
+            (Command::ListPop { .. }, Reply::Bytes(_)) => self.list_popped += 1,
+            (Command::ListPop { .. }, Reply::Array(items)) => self.list_popped += items.len() as u64,
+            (Command::BlockingPop(p), Reply::Array(_)) if p.to.is_none() => self.list_popped += 1,
             _ => {}
         }
         for effect in fx {
@@ -229,6 +269,8 @@ impl Observer {
                         self.deliver(queue, d);
                     }
                 }
+                // A BLPOP served later; a BLMOVE's element stays stored (moved), a timeout is nil.
+                Effect::ListWaitDone { reply: Reply::Array(_), .. } => self.list_popped += 1,
                 _ => {}
             }
         }
@@ -275,6 +317,21 @@ impl Observer {
         assert_eq!(pushed, self.stored_pushes, "pushes stored vs counted");
         assert_eq!(dead_out, dead_in, "dead letters sent vs received");
         assert_eq!(redrive_out, redrive_in, "redriven out vs in");
+    }
+
+    fn check_lists(&self, state: &State, now: u64) {
+        let stored = self.stored_list_elements(state, now);
+        assert_eq!(self.list_pushed, self.list_popped + stored, "elements pushed vs popped and stored");
+    }
+
+    fn stored_list_elements(&self, state: &State, now: u64) -> u64 {
+        LISTS
+            .iter()
+            .map(|l| match state.query(now, Query::ListLen { key: (*l).into() }) {
+                Reply::Int(n) => u64::try_from(n).unwrap(),
+                other => panic!("LLEN {l}: {other:?}"),
+            })
+            .sum()
     }
 }
 
@@ -401,6 +458,30 @@ fn to_command(op: &Op, obs: &Observer) -> Command {
                 _ => Command::FlushKeys,
             }
         }
+        Op::ListPush { list, right, n } => Command::ListPush {
+            key: LISTS[list].into(),
+            end: if right { End::Right } else { End::Left },
+            elements: (0..n).map(|i| bytes::Bytes::from(format!("e{i}"))).collect(),
+            only_if_exists: false,
+        },
+        Op::ListPop { list, right, count } => Command::ListPop {
+            key: LISTS[list].into(),
+            end: if right { End::Right } else { End::Left },
+            count,
+        },
+        Op::ListMove { from, to } => Command::ListMove {
+            source: LISTS[from].into(),
+            destination: LISTS[to].into(),
+            from: End::Left,
+            to: End::Right,
+        },
+        Op::BlockingPop { s, keys, wait, to } => Command::BlockingPop(BlockingPop {
+            keys: keys.iter().map(|&k| LISTS.get(k).copied().unwrap_or("k0").to_owned()).collect(),
+            from: End::Left,
+            to: to.map(|t| (LISTS[t].to_owned(), End::Left)),
+            wait,
+            session: Some(session(s)),
+        }),
         Op::Advance { .. } | Op::RefreshLeases | Op::DetachSessions => Command::Tick,
     }
 }
@@ -446,10 +527,15 @@ fn run(ops: Vec<Op>) {
         };
         let index = i as u64 + 1;
         log.push((index, now, cmd.clone()));
+        if cmd == Command::FlushKeys {
+            // FLUSHALL removes the lists too: their elements leave as if popped.
+            obs.list_popped += obs.stored_list_elements(&state, now);
+        }
         let (reply, fx) = common::apply_checked(&mut state, index, now, &cmd);
         obs.observe(&cmd, &reply, &fx);
         obs.check_holds(&state, now);
         obs.check_queues(&state, now);
+        obs.check_lists(&state, now);
     }
     assert_eq!(common::replay(&log), state, "replaying the log gave a different state");
 }

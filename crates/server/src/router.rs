@@ -28,6 +28,7 @@ pub fn settled(effect: Effect, wait_id: u64) -> Option<Reply> {
         Effect::Delivered { to: Taker::Pop { wait_id: w }, deliveries, .. } if w == wait_id => {
             Some(Reply::Deliveries(deliveries))
         }
+        Effect::ListWaitDone { wait_id: w, reply, .. } if w == wait_id => Some(reply),
         _ => None,
     }
 }
@@ -77,7 +78,8 @@ impl Router {
             }
             Effect::Delivered { session, .. }
             | Effect::PopTimedOut { session, .. }
-            | Effect::ConsumerCancelled { session, .. } => *session,
+            | Effect::ConsumerCancelled { session, .. }
+            | Effect::ListWaitDone { session, .. } => *session,
             Effect::HoldExpired { .. } => {
                 bump(&counters.lock_leases_expired);
                 return;

@@ -24,6 +24,7 @@ mod connection;
 mod hash;
 mod introspect;
 mod kv;
+mod list;
 mod lock;
 mod queue;
 mod reference;
@@ -215,6 +216,9 @@ pub enum ReplyShape {
     /// `EXPIRETIME`: the core's ms since the epoch as whole seconds, cut as Redis cuts them; -1
     /// and -2 kept.
     UnixSeconds,
+    /// [`ReplyShape::Redis`], but nil is a nil array (`*-1` in RESP2), as Redis answers a
+    /// blocking pop that timed out and `LPOP key count` on a missing key.
+    RedisNilArray,
 }
 
 /// The command table's name for a request's command (`"lock.acquire"`, `"client"`), whatever
@@ -299,6 +303,10 @@ pub fn render(shape: ReplyShape, reply: Reply, protocol: Protocol) -> Frame {
         ReplyShape::Done => Frame::ok(),
         ReplyShape::Pairs => hash::render_pairs(reply),
         ReplyShape::UnixSeconds => kv::render_unix_seconds(reply),
+        ReplyShape::RedisNilArray => match reply {
+            Reply::Nil => Frame::NullArray,
+            other => render_redis(other),
+        },
     }
 }
 
@@ -319,11 +327,12 @@ fn render_redis(reply: Reply) -> Frame {
 
 /// The command table: every command, each group's entries in its own file, in the order the
 /// docs list them.
-const TABLE: [&[Spec]; 9] = [
+const TABLE: [&[Spec]; 10] = [
     lock::COMMANDS,
     queue::COMMANDS,
     kv::COMMANDS,
     hash::COMMANDS,
+    list::COMMANDS,
     connection::COMMANDS,
     cluster::COMMANDS,
     transaction::COMMANDS,

@@ -81,6 +81,8 @@ pub(super) enum Group {
     Generic,
     /// Redis's `hash`: fields and values under one key.
     Hash,
+    /// Redis's `list`.
+    List,
     Connection,
     Server,
     /// Redis's `transactions`: MULTI, EXEC, WATCH.
@@ -92,13 +94,14 @@ pub(super) enum Group {
 
 impl Group {
     /// Every group, in the order the docs list them.
-    pub(super) const ALL: [Group; 10] = [
+    pub(super) const ALL: [Group; 11] = [
         Group::Lock,
         Group::Semaphore,
         Group::Queue,
         Group::String,
         Group::Generic,
         Group::Hash,
+        Group::List,
         Group::Connection,
         Group::Server,
         Group::Transactions,
@@ -115,6 +118,7 @@ impl Group {
             Group::String => "string",
             Group::Generic => "generic",
             Group::Hash => "hash",
+            Group::List => "list",
             Group::Connection => "connection",
             Group::Server => "server",
             Group::Transactions => "transactions",
@@ -131,6 +135,7 @@ impl Group {
             Group::String => "Strings",
             Group::Generic => "Keys",
             Group::Hash => "Hashes",
+            Group::List => "Lists",
             Group::Connection => "Connection",
             Group::Server => "Server",
             Group::Transactions => "Transactions",
@@ -144,6 +149,7 @@ impl Group {
             Group::String => Some("@string"),
             Group::Generic => Some("@keyspace"),
             Group::Hash => Some("@hash"),
+            Group::List => Some("@list"),
             Group::Connection => Some("@connection"),
             Group::Transactions => Some("@transaction"),
             Group::PubSub => Some("@pubsub"),
