@@ -195,6 +195,19 @@ pub enum Command {
     RetireNode {
         node: u64,
     },
+
+    // Lua scripts (EVAL, SCRIPT). Last, for the same reason as AMQP's.
+    /// Run a Lua script inside the state machine (`EVAL`, `EVALSHA`): every node runs it on the
+    /// same state, so it is deterministic. Replies the script's value converted the Redis way;
+    /// `NoScript` when `Sha` names no cached script; a script error raised by the script keeps
+    /// its writes (Redis's rule), going over its budget undoes them. See `script.rs`.
+    Eval(Eval),
+    /// Compile a script and add it to the cache (`SCRIPT LOAD`). Replies its SHA-1 in hex.
+    ScriptLoad {
+        source: Bytes,
+    },
+    /// Empty the script cache (`SCRIPT FLUSH`). Replies OK.
+    ScriptFlush,
 }
 
 impl Command {
@@ -204,7 +217,17 @@ impl Command {
         match self {
             Command::Acquire(a) => Some(&mut a.session),
             Command::Pop(p) => Some(&mut p.session),
+            Command::Eval(eval) => Some(&mut eval.session),
             Command::InSession { command, .. } => command.session_mut(),
+            _ => None,
+        }
+    }
+
+    /// The instruction budget of a script, so the node that proposes it decides it once for
+    /// every node (see [`Eval::budget`]).
+    pub fn script_budget_mut(&mut self) -> Option<&mut u64> {
+        match self {
+            Command::Eval(eval) => Some(&mut eval.budget),
             _ => None,
         }
     }
@@ -261,7 +284,12 @@ impl Command {
             | Command::LegacyCloseSession { .. }
             | Command::RefreshLeases
             | Command::KeepAlive { .. }
-            | Command::ResumeSession { .. } => {}
+            | Command::ResumeSession { .. }
+            | Command::ScriptLoad { .. }
+            | Command::ScriptFlush => {}
+            // A script's keys are checked by the commands it runs, which the limits do not see
+            // (they are parsed inside the state machine); here they are only bytes.
+            Command::Eval(_) => {}
             Command::Acquire(Acquire { name, .. })
             | Command::Release { name, .. }
             | Command::Renew { name, .. } => f(Lock, name),
@@ -322,6 +350,8 @@ impl Command {
         match self {
             Command::Push(push) | Command::Publish(Publish { push, .. }) => push.payload.len(),
             Command::Set(set) => set.value.len(),
+            Command::Eval(eval) => eval.keys.iter().chain(&eval.args).map(Bytes::len).max().unwrap_or(0),
+            Command::ScriptLoad { source } => source.len(),
             Command::InSession { command, .. } => command.payload_len(),
             _ => 0,
         }
@@ -615,4 +645,47 @@ pub enum Query {
     QueueConfig {
         name: String,
     },
+
+    // Lua scripts (EVAL_RO, SCRIPT EXISTS). Last, so that the variant numbers above stay.
+    /// A read-only script (`EVAL_RO`, `EVALSHA_RO`): its writes are refused, so it needs no log
+    /// entry. Replies as [`Command::Eval`].
+    Eval(Eval),
+    /// `SCRIPT EXISTS sha ...`: `Array` of `Int(1)` or `Int(0)`, one per SHA in order.
+    ScriptExists {
+        shas: Vec<String>,
+    },
+}
+
+impl Query {
+    /// The instruction budget of a read-only script: a read runs on one node only, so that
+    /// node's own setting is the one that counts.
+    pub fn script_budget_mut(&mut self) -> Option<&mut u64> {
+        match self {
+            Query::Eval(eval) => Some(&mut eval.budget),
+            _ => None,
+        }
+    }
+}
+
+/// `EVAL` and its variants: which script, its `KEYS` and `ARGV`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Eval {
+    pub script: ScriptRef,
+    pub keys: Vec<Bytes>,
+    pub args: Vec<Bytes>,
+    /// The caller's session: a `LOCK.ACQUIRE` or `Q.POP` the script runs is the caller's.
+    pub session: Option<SessionId>,
+    /// Lua VM instructions the script may run before it is stopped and its writes are undone.
+    /// Carried in the entry, so nodes configured differently still agree on the verdict.
+    pub budget: u64,
+}
+
+/// The script an [`Eval`] runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ScriptRef {
+    /// `EVAL`: the source itself (also added to the cache).
+    Source(Bytes),
+    /// `EVALSHA`: a cached script's SHA-1, lower-case hex, looked up when the entry is applied,
+    /// so a missing script is `NOSCRIPT` on every node alike.
+    Sha(String),
 }

@@ -25,6 +25,7 @@ mod kv;
 mod lock;
 mod queue;
 mod reply;
+mod script;
 mod session;
 mod snapshot;
 mod timer;
@@ -35,14 +36,17 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 pub use command::{
-    Acquire, Binding, Command, Consume, CreditPool, ExchangeDecl, ExchangeKind, ExpireCondition, Fence, Mode,
-    NameKind, Pop, Publish, Push, Query, SetCondition, SetExpiry, SetKey,
+    Acquire, Binding, Command, Consume, CreditPool, Eval, ExchangeDecl, ExchangeKind, ExpireCondition, Fence,
+    Mode, NameKind, Pop, Publish, Push, Query, ScriptRef, SetCondition, SetExpiry, SetKey,
 };
 pub use error::{CoreError, MAX_DURATION, WaitEdge};
 pub use queue::{DeadLetterExchange, Overflow, QueueConfig};
 pub use reply::{
     DeadLetter, DeadReason, Delivery, Effect, HolderView, LockInfo, MessageView, QueueStats, QueueTotals,
     Reply, Taker, WaiterView,
+};
+pub use script::{
+    DEFAULT_SCRIPT_BUDGET, ScriptCtx, ScriptHost, ScriptOutcome, install_script_host, sha1_hex,
 };
 pub use session::{HostId, LEGACY_HOST, LEGACY_TIMEOUT, SessionView};
 pub use snapshot::SnapshotError;
@@ -219,6 +223,9 @@ impl State {
             Command::Del { keys, fence } => self.del(&keys, fence.as_ref()),
             Command::Expire { key, ttl, condition } => Ok(self.expire(&key, ttl, condition)),
             Command::IncrBy { key, delta } => self.incr_by(&key, delta),
+            Command::Eval(eval) => self.eval(eval, fx),
+            Command::ScriptLoad { source } => self.script_load(source),
+            Command::ScriptFlush => Ok(self.script_flush()),
         }
     }
 
@@ -242,6 +249,8 @@ impl State {
             Query::QueueConfig { name } => {
                 self.queue_id(&name).map(|qid| Reply::QueueConfig(Box::new(self.queues[&qid].config.clone())))
             }
+            Query::Eval(eval) => self.eval_read(now, eval),
+            Query::ScriptExists { shas } => Ok(self.script_exists(&shas)),
         };
         result.unwrap_or_else(Reply::Error)
     }

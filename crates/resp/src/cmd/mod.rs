@@ -26,6 +26,7 @@ mod kv;
 mod lock;
 mod queue;
 mod reference;
+mod script;
 mod spec;
 
 pub use introspect::reply as command_reply;
@@ -201,7 +202,7 @@ pub fn parse(args: &[Bytes]) -> Result<Action, Frame> {
 pub fn render(shape: ReplyShape, reply: Reply, protocol: Protocol) -> Frame {
     let _ = protocol;
     if let Reply::Error(e) = reply {
-        return Frame::error(e.code(), e);
+        return error_frame(e);
     }
     match shape {
         ReplyShape::Integer => match reply {
@@ -234,15 +235,30 @@ fn render_redis(reply: Reply) -> Frame {
         Reply::Nil => Frame::Null,
         Reply::Names(names) => Frame::Array(names.into_iter().map(Frame::bulk).collect()),
         Reply::Array(items) => Frame::Array(items.into_iter().map(render_redis).collect()),
-        Reply::Error(e) => Frame::error(e.code(), e),
+        Reply::Error(e) => error_frame(e),
         other => unexpected(ReplyShape::Redis, &other),
+    }
+}
+
+/// `-{code} {message}`; a script's error carries its code in its text (`redis.error_reply`
+/// may give any), so that text is sent whole.
+fn error_frame(e: turnstile_core::CoreError) -> Frame {
+    match e {
+        turnstile_core::CoreError::Script(text) => Frame::Error(text),
+        e => Frame::error(e.code(), e),
     }
 }
 
 /// The command table: every command, each group's entries in its own file, in the order the
 /// docs list them.
-const TABLE: [&[Spec]; 5] =
-    [lock::COMMANDS, queue::COMMANDS, kv::COMMANDS, connection::COMMANDS, cluster::COMMANDS];
+const TABLE: [&[Spec]; 6] = [
+    lock::COMMANDS,
+    queue::COMMANDS,
+    kv::COMMANDS,
+    script::COMMANDS,
+    connection::COMMANDS,
+    cluster::COMMANDS,
+];
 
 /// Every top-level command (subcommands are inside their container's entry).
 fn commands() -> impl Iterator<Item = &'static Spec> {
@@ -637,6 +653,8 @@ mod tests {
         let body = match arg.kind {
             ArgKind::Key => vec!["k".to_owned()],
             ArgKind::String => vec!["v".to_owned()],
+            // A key count must not count more arguments than the form has.
+            ArgKind::Integer if arg.name == "numkeys" => vec!["0".to_owned()],
             ArgKind::Integer => vec!["2".to_owned()],
             ArgKind::PureToken => vec![arg.token.unwrap_or(arg.name).to_owned()],
             ArgKind::OneOf(alternatives) => words(&alternatives[choice.min(alternatives.len() - 1)], full, 0),

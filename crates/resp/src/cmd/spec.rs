@@ -79,18 +79,21 @@ pub(super) enum Group {
     String,
     /// Redis's `generic`: commands on keys of any type.
     Generic,
+    /// Redis's `scripting`: Lua scripts and their cache.
+    Scripting,
     Connection,
     Server,
 }
 
 impl Group {
     /// Every group, in the order the docs list them.
-    pub(super) const ALL: [Group; 7] = [
+    pub(super) const ALL: [Group; 8] = [
         Group::Lock,
         Group::Semaphore,
         Group::Queue,
         Group::String,
         Group::Generic,
+        Group::Scripting,
         Group::Connection,
         Group::Server,
     ];
@@ -103,6 +106,7 @@ impl Group {
             Group::Queue => "queue",
             Group::String => "string",
             Group::Generic => "generic",
+            Group::Scripting => "scripting",
             Group::Connection => "connection",
             Group::Server => "server",
         }
@@ -116,6 +120,7 @@ impl Group {
             Group::Queue => "Queues",
             Group::String => "Strings",
             Group::Generic => "Keys",
+            Group::Scripting => "Scripts",
             Group::Connection => "Connection",
             Group::Server => "Server",
         }
@@ -126,6 +131,7 @@ impl Group {
         match self {
             Group::String => Some("@string"),
             Group::Generic => Some("@keyspace"),
+            Group::Scripting => Some("@scripting"),
             Group::Connection => Some("@connection"),
             Group::Lock | Group::Semaphore | Group::Queue | Group::Server => None,
         }
