@@ -144,6 +144,13 @@ impl ScriptCtx<'_> {
         if let Some(slot) = cmd.session_mut() {
             *slot = self.session;
         }
+        if cmd.may_wait() {
+            // A blocking command this does not know how to make answer at once: it would park
+            // a waiter for a script that has long finished.
+            return Reply::Error(CoreError::Script(
+                "ERR This Redis command is not allowed from script".into(),
+            ));
+        }
         if self.saved.is_none() {
             if let Some(keys) = written_keys(&cmd) {
                 for key in keys {

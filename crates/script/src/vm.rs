@@ -9,7 +9,8 @@
 //! - the globals, and every library table, are read-only proxies: assigning to one is
 //!   `Attempt to modify a readonly table`, reading a global that does not exist is
 //!   `Script attempted to access nonexistent global variable`, as in Redis 7; `rawset` refuses
-//!   them, and their metatables (the string metatable's too) are hidden.
+//!   them, and their metatables (the string metatable's too) are hidden;
+//! - `tostring` of a table or function is its type alone: an address would differ between nodes.
 //!
 //! The budget: a count hook fires every [`STEP`] instructions and adds them to the script's
 //! count; past its budget the hook raises an error, and keeps raising it at every later step
@@ -107,16 +108,6 @@ impl Vm {
                 Ok(err)
             })?
         };
-        let hook_meter = meter.clone();
-        lua.set_hook(HookTriggers::new().every_nth_instruction(STEP), move |_, _| {
-            let used = hook_meter.used.get().saturating_add(u64::from(STEP));
-            hook_meter.used.set(used);
-            if used > hook_meter.budget.get() {
-                hook_meter.over.set(true);
-                return Err(mlua::Error::runtime("script over its instruction budget"));
-            }
-            Ok(VmState::Continue)
-        })?;
         Ok(Vm { lua, globals, redis, xpcall, handler, functions: HashMap::new(), meter })
     }
 
@@ -157,6 +148,11 @@ impl Vm {
         meter.over.set(false);
         meter.error_line.set(None);
         meter.seed.set(SEED);
+        // Set anew for every script: setting the hook restarts its count, which would otherwise
+        // carry what the previous script on this VM left, and this VM's history is its own.
+        if let Err(e) = self.set_hook() {
+            return ScriptOutcome::Done(script_error(format!("ERR {e} script: {sha}")));
+        }
         let result = self.call(ctx, f, keys, args);
         // Drop what the script left in the VM (its tables, KEYS and ARGV) before the next one.
         let _ = self.globals.raw_set("KEYS", Value::Nil);
@@ -177,6 +173,20 @@ impl Vm {
                 script_error(format!("ERR {text} script: {sha}, on @user_script:{}.", line()))
             }
             Err(e) => script_error(format!("ERR {e} script: {sha}")),
+        })
+    }
+
+    /// The budget's count hook: see the module docs.
+    fn set_hook(&self) -> mlua::Result<()> {
+        let meter = self.meter.clone();
+        self.lua.set_hook(HookTriggers::new().every_nth_instruction(STEP), move |_, _| {
+            let used = meter.used.get().saturating_add(u64::from(STEP));
+            meter.used.set(used);
+            if used > meter.budget.get() {
+                meter.over.set(true);
+                return Err(mlua::Error::runtime("script over its instruction budget"));
+            }
+            Ok(VmState::Continue)
         })
     }
 
@@ -439,6 +449,16 @@ local env = setmetatable({}, {
 })
 protected[env] = true
 G._G = env
+-- A table's or function's address differs from node to node: its text must not show it.
+local tostring0, type = tostring, type
+G.tostring = function(v)
+  local kind = type(v)
+  if (kind == "table" or kind == "function" or kind == "userdata" or kind == "thread")
+      and not (getmetatable(v) and getmetatable(v).__tostring) then
+    return kind
+  end
+  return tostring0(v)
+end
 G.rawset = function(t, k, v)
   if protected[t] then error("Attempt to modify a readonly table", 2) end
   return rawset(t, k, v)

@@ -371,3 +371,35 @@ fn the_same_log_of_scripts_gives_the_same_state_and_snapshot() {
     let restored = State::restore(Bytes::from(a.snapshot())).unwrap();
     assert_eq!(restored.script_shas().count(), 4, "the cache is in the snapshot");
 }
+
+#[test]
+fn the_budget_s_verdict_does_not_depend_on_what_the_vm_ran_before() {
+    // The edge of the budget, on a VM that has run other scripts and on a fresh one (another
+    // thread): a count carried over from an earlier script would move the edge on one only.
+    let edge = "local n = 0 for i = 1, 3000 do n = n + i end return n";
+    let verdicts = |warm_up: bool| {
+        let mut w = World::new();
+        if warm_up {
+            w.eval("local n = 0 for i = 1, 777 do n = n + 1 end return n", &[], &[]);
+        }
+        (1..40u64)
+            .map(|k| {
+                let reply = w.apply(eval(edge, &[], &[], k * 500));
+                matches!(reply, Reply::Int(_))
+            })
+            .collect::<Vec<bool>>()
+    };
+    let warm = verdicts(true);
+    let fresh = std::thread::spawn(move || verdicts(false)).join().unwrap();
+    assert_eq!(warm, fresh);
+    assert!(warm.contains(&true) && warm.contains(&false), "the edge is inside the range: {warm:?}");
+}
+
+#[test]
+fn tostring_shows_no_addresses() {
+    let mut w = World::new();
+    assert_eq!(
+        w.eval("return {tostring({}), tostring(tostring), tostring(12), tostring('s')}", &[], &[]),
+        Reply::Array(vec![bytes("table"), bytes("function"), bytes("12"), bytes("s")])
+    );
+}
