@@ -177,6 +177,10 @@ struct ServerArgs {
     /// Refuse pushes with -OOM once stored payloads pass this many bytes; 0 = no limit [default: 0].
     #[arg(long, env = "TURNSTILE_MAX_MEMORY", value_name = "BYTES")]
     max_memory: Option<u64>,
+    /// Lua instructions one script may run before it is stopped and its writes undone
+    /// [default: 100000000].
+    #[arg(long, env = "TURNSTILE_SCRIPT_BUDGET", value_name = "INSTRUCTIONS")]
+    script_budget: Option<u64>,
     /// Take a snapshot every this many log entries [default: 20000].
     #[arg(long, env = "TURNSTILE_SNAPSHOT_EVERY", value_name = "ENTRIES")]
     snapshot_every: Option<u64>,
@@ -243,6 +247,7 @@ impl ServerArgs {
         set(&mut config.fsync_interval_ms, &self.fsync_interval_ms);
         set(&mut config.session_timeout_ms, &self.session_timeout_ms);
         set(&mut config.max_memory, &self.max_memory);
+        set(&mut config.script_budget, &self.script_budget);
         set(&mut config.snapshot_every, &self.snapshot_every);
         set(&mut config.election_timeout_ms, &self.election_timeout_ms);
         set(&mut config.snapshot_log_bytes, &self.snapshot_log_bytes);

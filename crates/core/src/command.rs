@@ -196,6 +196,18 @@ pub enum Command {
         node: u64,
     },
 
+    // Lua scripts (EVAL, SCRIPT). Last, for the same reason as AMQP's.
+    /// Run a Lua script inside the state machine (`EVAL`, `EVALSHA`): every node runs it on the
+    /// same state, so it is deterministic. Replies the script's value converted the Redis way;
+    /// `NoScript` when `Sha` names no cached script; a script error raised by the script keeps
+    /// its writes (Redis's rule), going over its budget undoes them. See `script.rs`.
+    Eval(Eval),
+    /// Compile a script and add it to the cache (`SCRIPT LOAD`). Replies its SHA-1 in hex.
+    ScriptLoad {
+        source: Bytes,
+    },
+    /// Empty the script cache (`SCRIPT FLUSH`). Replies OK.
+    ScriptFlush,
     // Redis lists. Last, so that the variant numbers above (their encoding in the log) stay.
     /// `LPUSH` / `RPUSH` (and `LPUSHX` / `RPUSHX` with `only_if_exists`): elements pushed one by
     /// one at `end`. Replies the list's length after the push (0 when `only_if_exists` found no
@@ -382,6 +394,7 @@ impl Command {
             Command::Acquire(a) => Some(&mut a.session),
             Command::Pop(p) => Some(&mut p.session),
             Command::BlockingPop(p) => Some(&mut p.session),
+            Command::Eval(eval) => Some(&mut eval.session),
             Command::InSession { command, .. } => command.session_mut(),
             // The transaction's own slot, only when some step needs a session: a transaction of
             // plain key commands opens none.
@@ -392,6 +405,15 @@ impl Command {
                 });
                 needs.then_some(session)
             }
+            _ => None,
+        }
+    }
+
+    /// The instruction budget of a script, so the node that proposes it decides it once for
+    /// every node (see [`Eval::budget`]).
+    pub fn script_budget_mut(&mut self) -> Option<&mut u64> {
+        match self {
+            Command::Eval(eval) => Some(&mut eval.budget),
             _ => None,
         }
     }
@@ -466,6 +488,11 @@ impl Command {
             | Command::KeepAlive { .. }
             | Command::ResumeSession { .. }
             | Command::PubSubPublish { .. } => {}
+            | Command::ScriptLoad { .. }
+            | Command::ScriptFlush => {}
+            // A script's keys are checked by the commands it runs, which the limits do not see
+            // (they are parsed inside the state machine); here they are only bytes.
+            Command::Eval(_) => {}
             Command::Acquire(Acquire { name, .. })
             | Command::Release { name, .. }
             | Command::Renew { name, .. } => f(Lock, name),
@@ -561,6 +588,8 @@ impl Command {
         match self {
             Command::Push(push) | Command::Publish(Publish { push, .. }) => push.payload.len(),
             Command::Set(set) => set.value.len(),
+            Command::Eval(eval) => eval.keys.iter().chain(&eval.args).map(Bytes::len).max().unwrap_or(0),
+            Command::ScriptLoad { source } => source.len(),
             Command::InSession { command, .. } => command.payload_len(),
             Command::Exec { steps, .. } => Step::writes(steps).map(Command::payload_len).max().unwrap_or(0),
             Command::MSet { pairs, .. } => pairs.iter().map(|(_, v)| v.len()).max().unwrap_or(0),
@@ -909,6 +938,14 @@ pub enum Query {
         name: String,
     },
 
+    // Lua scripts (EVAL_RO, SCRIPT EXISTS). Last, so that the variant numbers above stay.
+    /// A read-only script (`EVAL_RO`, `EVALSHA_RO`): its writes are refused, so it needs no log
+    /// entry. Replies as [`Command::Eval`].
+    Eval(Eval),
+    /// `SCRIPT EXISTS sha ...`: `Array` of `Int(1)` or `Int(0)`, one per SHA in order.
+    ScriptExists {
+        shas: Vec<String>,
+    },
     // Redis lists. Last, so that the variant numbers above (forwarded reads) stay.
     /// `LLEN`: 0 for a missing key.
     ListLen {
@@ -1031,4 +1068,38 @@ pub enum ObjectField {
     /// The LFU counter, which Redis refuses to give without an LFU eviction policy; Turnstile
     /// evicts nothing, so it refuses the same way.
     Freq,
+}
+
+impl Query {
+    /// The instruction budget of a read-only script: a read runs on one node only, so that
+    /// node's own setting is the one that counts.
+    pub fn script_budget_mut(&mut self) -> Option<&mut u64> {
+        match self {
+            Query::Eval(eval) => Some(&mut eval.budget),
+            _ => None,
+        }
+    }
+}
+
+/// `EVAL` and its variants: which script, its `KEYS` and `ARGV`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Eval {
+    pub script: ScriptRef,
+    pub keys: Vec<Bytes>,
+    pub args: Vec<Bytes>,
+    /// The caller's session: a `LOCK.ACQUIRE` or `Q.POP` the script runs is the caller's.
+    pub session: Option<SessionId>,
+    /// Lua VM instructions the script may run before it is stopped and its writes are undone.
+    /// Carried in the entry, so nodes configured differently still agree on the verdict.
+    pub budget: u64,
+}
+
+/// The script an [`Eval`] runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ScriptRef {
+    /// `EVAL`: the source itself (also added to the cache).
+    Source(Bytes),
+    /// `EVALSHA`: a cached script's SHA-1, lower-case hex, looked up when the entry is applied,
+    /// so a missing script is `NOSCRIPT` on every node alike.
+    Sha(String),
 }

@@ -64,6 +64,16 @@ pub enum CoreError {
     /// A key command met a key of another type: Redis's `WRONGTYPE` error, word for word.
     #[error("Operation against a key holding the wrong kind of value")]
     WrongKind,
+
+    // Lua scripts. Last, for the same reason.
+    /// `EVALSHA` of a script that is not in the cache: Redis's `NOSCRIPT`, word for word.
+    #[error("No matching script. Please use EVAL.")]
+    NoScript,
+    /// A script's error, its code included (`ERR user_script:1: boom script: ...`, or whatever
+    /// `redis.error_reply` was given): RESP sends the text whole. Unlike the other errors, the
+    /// writes the script made before it failed stay, as in Redis; see `script.rs`.
+    #[error("{0}")]
+    Script(String),
 }
 
 impl CoreError {
@@ -75,6 +85,7 @@ impl CoreError {
             CoreError::LostHold { .. } | CoreError::LostDelivery { .. } => "LOST",
             CoreError::WrongType { .. } | CoreError::WrongKind => "WRONGTYPE",
             CoreError::QueueFull { .. } => "FULL",
+            CoreError::NoScript => "NOSCRIPT",
             _ => "ERR",
         }
     }

@@ -512,6 +512,18 @@ impl State {
         self.live_key(key, now.max(self.clock)).map_or(0, |e| e.version)
     }
 
+    /// Puts a key back exactly as it was (`None`: absent), version included: how a script over
+    /// its budget undoes its key writes. Timers and byte counts follow.
+    pub(crate) fn restore_key(&mut self, key: &str, entry: Option<KvEntry>) {
+        self.delete_key(key);
+        if let Some(entry) = entry {
+            self.set_key_expiry(key, None, entry.expires_at);
+            self.key_bytes += key.len() as u64 + entry.value.weight();
+            self.scan_order.insert((scan_hash(key), key.to_owned()));
+            self.keys.insert(key.to_owned(), entry);
+        }
+    }
+
     pub(crate) fn key_expired(&mut self, key: &str) {
         self.delete_key(key);
     }

@@ -29,6 +29,7 @@ mod list;
 mod lock;
 mod queue;
 mod reply;
+mod script;
 mod session;
 mod snapshot;
 mod timer;
@@ -40,9 +41,9 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 pub use command::{
-    Acquire, Binding, BlockingPop, Command, Consume, CreditPool, End, ExchangeDecl, ExchangeKind,
-    ExpireCondition, Fence, KeyExpiry, Mode, NameKind, ObjectField, Pop, Publish, Push, Query, SetCondition,
-    SetExpiry, SetKey, Step, WAIT_FOREVER,
+    Acquire, Binding, BlockingPop, Command, Consume, CreditPool, End, Eval, ExchangeDecl, ExchangeKind,
+    ExpireCondition, Fence, KeyExpiry, Mode, NameKind, ObjectField, Pop, Publish, Push, Query, ScriptRef,
+    SetCondition, SetExpiry, SetKey, Step, WAIT_FOREVER,
 };
 pub use decimal::parse_float;
 pub use error::{CoreError, MAX_DURATION, WaitEdge};
@@ -51,6 +52,9 @@ pub use queue::{DeadLetterExchange, Overflow, QueueConfig};
 pub use reply::{
     DeadLetter, DeadReason, Delivery, Effect, HolderView, LockInfo, MessageView, QueueStats, QueueTotals,
     Reply, Taker, WaiterView,
+};
+pub use script::{
+    DEFAULT_SCRIPT_BUDGET, ScriptCtx, ScriptHost, ScriptOutcome, install_script_host, sha1_hex,
 };
 pub use session::{HostId, LEGACY_HOST, LEGACY_TIMEOUT, SessionView};
 pub use snapshot::SnapshotError;
@@ -274,6 +278,9 @@ impl State {
                 self.list_move(&source, destination, from, to)
             }
             Command::BlockingPop(pop) => self.blocking_pop(pop),
+            Command::Eval(eval) => self.eval(eval, fx),
+            Command::ScriptLoad { source } => self.script_load(source),
+            Command::ScriptFlush => Ok(self.script_flush()),
         }
     }
 
@@ -321,6 +328,8 @@ impl State {
             Query::ListPos { key, element, rank, count, max_len } => {
                 self.list_pos(&key, &element, rank, count, max_len, now)
             }
+            Query::Eval(eval) => self.eval_read(now, eval),
+            Query::ScriptExists { shas } => Ok(self.script_exists(&shas)),
         };
         result.unwrap_or_else(Reply::Error)
     }

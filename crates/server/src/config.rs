@@ -70,6 +70,10 @@ pub struct Config {
     /// Pushes are refused with `-OOM` once stored payloads (messages and values) pass this many
     /// bytes; 0 = no limit. Other commands keep working, so consumers can drain.
     pub max_memory: u64,
+    /// Lua VM instructions one script (`EVAL`) may run before it is stopped and its writes are
+    /// undone. The node that proposes a script puts its own setting in the log entry, so nodes
+    /// set differently still agree on every verdict.
+    pub script_budget: u64,
     /// A snapshot is taken every this many log entries; the log before it is then deleted.
     pub snapshot_every: u64,
     /// In a cluster: a follower that hears nothing from the leader for between this and twice
@@ -132,6 +136,7 @@ impl Default for Config {
             fsync_interval_ms: 1000,
             session_timeout_ms: 10_000,
             max_memory: 0,
+            script_budget: turnstile_core::DEFAULT_SCRIPT_BUDGET,
             snapshot_every: 20_000,
             election_timeout_ms: 250,
             snapshot_log_bytes: 64 * 1024 * 1024,
@@ -200,6 +205,7 @@ impl Config {
             ("snapshot-every", usize::try_from(self.snapshot_every).unwrap_or(usize::MAX)),
             ("election-timeout-ms", usize::try_from(self.election_timeout_ms).unwrap_or(usize::MAX)),
             ("pubsub-output-limit", usize::try_from(self.pubsub_output_limit).unwrap_or(usize::MAX)),
+            ("script-budget", usize::try_from(self.script_budget).unwrap_or(usize::MAX)),
         ];
         if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
             return Err(ConfigError::Invalid(format!("{name} must be at least 1")));
@@ -394,6 +400,17 @@ mod tests {
         assert_eq!(
             zero.validate().unwrap_err().to_string(),
             "invalid setting: max-clients must be at least 1"
+        );
+    }
+
+    #[test]
+    fn the_script_budget_reads_from_the_file_and_must_allow_something() {
+        assert_eq!(Config::default().script_budget, 100_000_000);
+        assert_eq!(Config::from_toml("script-budget = 5000").unwrap().script_budget, 5000);
+        let none = Config::from_toml("script-budget = 0").unwrap();
+        assert_eq!(
+            none.validate().unwrap_err().to_string(),
+            "invalid setting: script-budget must be at least 1"
         );
     }
 }

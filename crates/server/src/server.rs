@@ -186,6 +186,8 @@ impl Server {
     /// use): tests pass a manual one and advance it instead of sleeping.
     pub async fn start_with_clock(config: Config, clock: Clock) -> Result<Server, ServerError> {
         config.validate()?;
+        // Before any entry is applied: a script in the log must run the same on every start.
+        turnstile_script::install();
         // A backup to restore is checked whole, and the data dir found empty, before anything is
         // bound or created: a refused restore leaves no trace.
         let restore = match &config.restore {
@@ -297,6 +299,7 @@ impl Server {
             max_args: config.max_args,
             max_memory: config.max_memory,
             max_clients: config.max_clients,
+            script_budget: config.script_budget,
         };
         let (trigger, shutdown) = shutdown::channel();
         let stats = Arc::new(Stats::default());

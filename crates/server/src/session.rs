@@ -47,6 +47,8 @@ pub struct Limits {
     pub max_memory: u64,
     /// `max-clients`: connections open at once, over every protocol.
     pub max_clients: usize,
+    /// `script-budget`: the Lua instructions one script may run.
+    pub script_budget: u64,
 }
 
 impl Limits {
@@ -196,6 +198,9 @@ impl Session {
         if let Some(slot) = cmd.session_mut() {
             *slot = Some(self.open().await?);
         }
+        if let Some(budget) = cmd.script_budget_mut() {
+            *budget = self.shared.limits.script_budget;
+        }
         Ok(self.shared.node.submit(cmd).await?)
     }
 
@@ -216,7 +221,10 @@ impl Session {
 
     /// Runs queries at one linearizable read point, at the leader's clock (the state machine's
     /// stamps come from it), on whichever node this is.
-    pub async fn read(&self, queries: Vec<Query>) -> Result<Vec<Reply>, Refused> {
+    pub async fn read(&self, mut queries: Vec<Query>) -> Result<Vec<Reply>, Refused> {
+        for budget in queries.iter_mut().filter_map(Query::script_budget_mut) {
+            *budget = self.shared.limits.script_budget;
+        }
         let replies = self
             .shared
             .node
@@ -374,7 +382,14 @@ mod tests {
     use super::*;
 
     fn limits() -> Limits {
-        Limits { max_payload: 8, max_name_len: 4, max_args: 16, max_memory: 100, max_clients: 10 }
+        Limits {
+            max_payload: 8,
+            max_name_len: 4,
+            max_args: 16,
+            max_memory: 100,
+            max_clients: 10,
+            script_budget: 1000,
+        }
     }
 
     /// A known leader is a redirect; no leader, or a leader without its quorum, is CLUSTERDOWN.

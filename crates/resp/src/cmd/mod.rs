@@ -28,6 +28,7 @@ mod list;
 mod lock;
 mod queue;
 mod reference;
+mod script;
 mod spec;
 mod transaction;
 // Pub/sub and client housekeeping:
@@ -279,7 +280,7 @@ fn entry(args: &[Bytes]) -> Result<(&'static Spec, usize), Frame> {
 pub fn render(shape: ReplyShape, reply: Reply, protocol: Protocol) -> Frame {
     let _ = protocol;
     if let Reply::Error(e) = reply {
-        return Frame::error(e.code(), e);
+        return error_frame(e);
     }
     match shape {
         ReplyShape::Integer => match reply {
@@ -320,14 +321,23 @@ fn render_redis(reply: Reply) -> Frame {
         Reply::Nil => Frame::Null,
         Reply::Names(names) => Frame::Array(names.into_iter().map(Frame::bulk).collect()),
         Reply::Array(items) => Frame::Array(items.into_iter().map(render_redis).collect()),
-        Reply::Error(e) => Frame::error(e.code(), e),
+        Reply::Error(e) => error_frame(e),
         other => unexpected(ReplyShape::Redis, &other),
+    }
+}
+
+/// `-{code} {message}`; a script's error carries its code in its text (`redis.error_reply`
+/// may give any), so that text is sent whole.
+fn error_frame(e: turnstile_core::CoreError) -> Frame {
+    match e {
+        turnstile_core::CoreError::Script(text) => Frame::Error(text),
+        e => Frame::error(e.code(), e),
     }
 }
 
 /// The command table: every command, each group's entries in its own file, in the order the
 /// docs list them.
-const TABLE: [&[Spec]; 10] = [
+const TABLE: [&[Spec]; 11] = [
     lock::COMMANDS,
     queue::COMMANDS,
     kv::COMMANDS,
@@ -339,6 +349,7 @@ const TABLE: [&[Spec]; 10] = [
     // Pub/sub and client housekeeping:
     pubsub::COMMANDS,
     server::COMMANDS,
+    script::COMMANDS,
 ];
 
 /// Every top-level command (subcommands are inside their container's entry).
@@ -785,6 +796,8 @@ mod tests {
         let body = match arg.kind {
             ArgKind::Key => vec!["k".to_owned()],
             ArgKind::String => vec!["v".to_owned()],
+            // A key count must not count more arguments than the form has.
+            ArgKind::Integer if arg.name == "numkeys" => vec!["0".to_owned()],
             ArgKind::Integer => vec!["2".to_owned()],
             ArgKind::Double => vec!["2.5".to_owned()],
             ArgKind::PureToken => vec![arg.token.unwrap_or(arg.name).to_owned()],

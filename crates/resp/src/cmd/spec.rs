@@ -83,6 +83,8 @@ pub(super) enum Group {
     Hash,
     /// Redis's `list`.
     List,
+    /// Redis's `scripting`: Lua scripts and their cache.
+    Scripting,
     Connection,
     Server,
     /// Redis's `transactions`: MULTI, EXEC, WATCH.
@@ -94,7 +96,7 @@ pub(super) enum Group {
 
 impl Group {
     /// Every group, in the order the docs list them.
-    pub(super) const ALL: [Group; 11] = [
+    pub(super) const ALL: [Group; 12] = [
         Group::Lock,
         Group::Semaphore,
         Group::Queue,
@@ -102,6 +104,7 @@ impl Group {
         Group::Generic,
         Group::Hash,
         Group::List,
+        Group::Scripting,
         Group::Connection,
         Group::Server,
         Group::Transactions,
@@ -119,6 +122,7 @@ impl Group {
             Group::Generic => "generic",
             Group::Hash => "hash",
             Group::List => "list",
+            Group::Scripting => "scripting",
             Group::Connection => "connection",
             Group::Server => "server",
             Group::Transactions => "transactions",
@@ -136,6 +140,7 @@ impl Group {
             Group::Generic => "Keys",
             Group::Hash => "Hashes",
             Group::List => "Lists",
+            Group::Scripting => "Scripts",
             Group::Connection => "Connection",
             Group::Server => "Server",
             Group::Transactions => "Transactions",
@@ -150,6 +155,7 @@ impl Group {
             Group::Generic => Some("@keyspace"),
             Group::Hash => Some("@hash"),
             Group::List => Some("@list"),
+            Group::Scripting => Some("@scripting"),
             Group::Connection => Some("@connection"),
             Group::Transactions => Some("@transaction"),
             Group::PubSub => Some("@pubsub"),
