@@ -488,8 +488,7 @@ impl Command {
             | Command::KeepAlive { .. }
             | Command::ResumeSession { .. }
             | Command::PubSubPublish { .. } => {}
-            | Command::ScriptLoad { .. }
-            | Command::ScriptFlush => {}
+            Command::ScriptLoad { .. } | Command::ScriptFlush => {}
             // A script's keys are checked by the commands it runs, which the limits do not see
             // (they are parsed inside the state machine); here they are only bytes.
             Command::Eval(_) => {}
