@@ -540,3 +540,37 @@ fn housekeeping_and_pubsub_error_texts_are_redis_7s() {
         ],
     );
 }
+
+/// `PUBLISH` sent from a Lua script and queued inside `MULTI` is a log entry like any write: the
+/// subscriber gets both messages, in the order their entries applied, and the messages a
+/// transaction publishes come out only once its `EXEC` applies.
+#[test]
+fn a_publish_from_a_script_or_inside_multi_reaches_subscribers() {
+    let server = TestServer::start();
+    let addr = format!("127.0.0.1:{}", server.port());
+    let mut sub = Raw::connect(&addr);
+    sub.send(&["SUBSCRIBE", "events"]);
+    assert_eq!(nth(sub.frame(), 2), Frame::Integer(1));
+
+    let mut con = server.client();
+    let script = "return redis.call('PUBLISH', KEYS[1], ARGV[1])";
+    // Inside a script the state machine answers: it counts no subscribers.
+    assert_eq!(int(&mut con, &["EVAL", script, "1", "events", "from-lua"]), 0);
+    let pushed = sub.frame();
+    assert_eq!(bulk_text(&nth(pushed.clone(), 0)), "message");
+    assert_eq!(bulk_text(&nth(pushed, 2)), "from-lua");
+
+    let mut tx = Raw::connect(&addr);
+    assert_eq!(tx.ask(&["MULTI"]), "+OK\r\n");
+    assert_eq!(tx.ask(&["PUBLISH", "events", "from-multi"]), "+QUEUED\r\n");
+    assert_eq!(tx.ask(&["SET", "k", "v"]), "+QUEUED\r\n");
+    assert_eq!(tx.ask(&["EXEC"]), "*2\r\n:0\r\n+OK\r\n");
+    assert_eq!(bulk_text(&nth(sub.frame(), 2)), "from-multi");
+
+    // A DISCARDed transaction publishes nothing: the next message is the next PUBLISH's.
+    assert_eq!(tx.ask(&["MULTI"]), "+OK\r\n");
+    assert_eq!(tx.ask(&["PUBLISH", "events", "discarded"]), "+QUEUED\r\n");
+    assert_eq!(tx.ask(&["DISCARD"]), "+OK\r\n");
+    assert_eq!(int(&mut con, &["PUBLISH", "events", "plain"]), 1);
+    assert_eq!(bulk_text(&nth(sub.frame(), 2)), "plain");
+}

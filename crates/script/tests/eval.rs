@@ -227,6 +227,33 @@ fn over_its_budget_a_script_is_stopped_and_its_key_writes_undone() {
     assert_eq!(w.get("kept"), bytes("old"));
 }
 
+/// Hashes, lists, renames and the other keyspace commands take the undo log too (a key at a
+/// time, no copy of the state): the state after the rollback is the one before, snapshot bytes,
+/// versions, timers and byte counts included.
+#[test]
+fn over_its_budget_a_script_s_hash_list_and_rename_writes_are_undone_key_by_key() {
+    let mut w = World::new();
+    w.eval(
+        "redis.call('HSET', 'h', 'a', '1') redis.call('RPUSH', 'l', 'x', 'y', 'z') \
+         redis.call('SET', 'from', 'v', 'PX', 5000) redis.call('MSET', 'm1', '1', 'm2', '2')",
+        &[],
+        &[],
+    );
+    let runaway = "redis.call('HSET', 'h', 'a', '2', 'b', '3') redis.call('HDEL', 'h', 'a') \
+                   redis.call('HINCRBY', 'h', 'n', 5) redis.call('LPOP', 'l') redis.call('LSET', 'l', 0, 'w') \
+                   redis.call('LTRIM', 'l', 0, 0) redis.call('RENAME', 'from', 'to') \
+                   redis.call('MSET', 'm1', 'x', 'm3', 'y') redis.call('APPEND', 'm2', 'zz') \
+                   redis.call('GETDEL', 'm1') redis.call('PERSIST', 'to') while true do end";
+    let source = Bytes::copy_from_slice(runaway.as_bytes());
+    let mut expected = w.state.clone();
+    expected.apply(w.index + 1, w.now, Command::ScriptLoad { source });
+    let reply = w.apply(eval(runaway, &[], &[], 200_000));
+    assert!(error_text(&reply).contains("budget"), "{reply:?}");
+    assert_eq!(w.state.snapshot(), expected.snapshot());
+    assert_eq!(w.state.query(w.now, Query::Pttl { key: "from".into() }), Reply::Int(5000));
+    assert_eq!(w.get("m2"), bytes("2"));
+}
+
 #[test]
 fn over_its_budget_a_script_s_lock_and_queue_writes_are_undone_too() {
     let mut w = World::new();
