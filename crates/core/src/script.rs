@@ -30,7 +30,9 @@ use bytes::Bytes;
 use sha1::{Digest, Sha1};
 
 use crate::kv::KvEntry;
-use crate::{Command, CoreError, Effect, Eval, Query, Reply, ScriptRef, SessionId, State, Timestamp};
+use crate::{
+    Command, CoreError, Effect, Eval, NameKind, Query, Reply, ScriptRef, SessionId, State, Timestamp,
+};
 
 /// The budget a script gets when the server is not told otherwise: about a second of Lua.
 pub const DEFAULT_SCRIPT_BUDGET: u64 = 100_000_000;
@@ -152,7 +154,8 @@ impl ScriptCtx<'_> {
         if self.saved.is_none() {
             if let Some(keys) = written_keys(&cmd) {
                 for key in keys {
-                    self.undo.push((key.clone(), state.keys.get(key).cloned()));
+                    let entry = state.keys.get(&key).cloned();
+                    self.undo.push((key, entry));
                 }
             } else {
                 self.saved = Some((Box::new((**state).clone()), self.undo.len()));
@@ -195,31 +198,39 @@ impl ScriptCtx<'_> {
 /// A list push or move may serve a blocked pop (a waiter, another session's effect), and
 /// `FLUSHALL` names no keys: those take the copy. A pop never serves anyone (waiters wait only on
 /// empty lists).
-fn written_keys(cmd: &Command) -> Option<Vec<&String>> {
-    match cmd {
-        Command::Set(set) => Some(vec![&set.key]),
-        Command::Del { keys, .. } => Some(keys.iter().collect()),
-        Command::MSet { pairs, .. } => Some(pairs.iter().map(|(key, _)| key).collect()),
-        Command::Rename { from, to, .. } => Some(vec![from, to]),
-        Command::Expire { key, .. }
-        | Command::IncrBy { key, .. }
-        | Command::GetDel { key }
-        | Command::GetEx { key, .. }
-        | Command::Append { key, .. }
-        | Command::IncrByFloat { key, .. }
-        | Command::ExpireAt { key, .. }
-        | Command::Persist { key }
-        | Command::HSet { key, .. }
-        | Command::HDel { key, .. }
-        | Command::HIncrBy { key, .. }
-        | Command::HIncrByFloat { key, .. }
-        | Command::ListPop { key, .. }
-        | Command::ListSet { key, .. }
-        | Command::ListRem { key, .. }
-        | Command::ListTrim { key, .. }
-        | Command::ListInsert { key, .. } => Some(vec![key]),
-        _ => None,
-    }
+fn written_keys(cmd: &Command) -> Option<Vec<String>> {
+    let keys_only = matches!(
+        cmd,
+        Command::Set(_)
+            | Command::Del { .. }
+            | Command::MSet { .. }
+            | Command::Rename { .. }
+            | Command::Expire { .. }
+            | Command::IncrBy { .. }
+            | Command::GetDel { .. }
+            | Command::GetEx { .. }
+            | Command::Append { .. }
+            | Command::IncrByFloat { .. }
+            | Command::ExpireAt { .. }
+            | Command::Persist { .. }
+            | Command::HSet { .. }
+            | Command::HDel { .. }
+            | Command::HIncrBy { .. }
+            | Command::HIncrByFloat { .. }
+            | Command::ListPop { .. }
+            | Command::ListSet { .. }
+            | Command::ListRem { .. }
+            | Command::ListTrim { .. }
+            | Command::ListInsert { .. }
+    );
+    let mut keys = Vec::new();
+    // The keys are the ones the command names (a fence's lock is only read).
+    cmd.names(&mut |kind, name| {
+        if kind == NameKind::Key {
+            keys.push(name.to_owned());
+        }
+    });
+    keys_only.then_some(keys)
 }
 
 impl State {
