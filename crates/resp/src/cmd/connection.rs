@@ -555,15 +555,8 @@ fn printable(text: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::super::parse;
-    use super::super::testing::{args, error_of, parse_line};
+    use super::super::testing::{args, conn, error_of, parse_line};
     use super::*;
-
-    fn conn(line: &str) -> ConnCmd {
-        match parse_line(line) {
-            Ok(Action::Connection(cmd)) => cmd,
-            other => panic!("{line}: {other:?}"),
-        }
-    }
 
     fn b(text: &'static str) -> Bytes {
         Bytes::from_static(text.as_bytes())

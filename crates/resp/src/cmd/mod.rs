@@ -588,7 +588,7 @@ fn unexpected(shape: ReplyShape, reply: &Reply) -> Frame {
 pub(crate) mod testing {
     use bytes::{Bytes, BytesMut};
 
-    use super::{Action, parse};
+    use super::{Action, ConnCmd, parse};
     use crate::{Frame, Protocol};
 
     /// Splits a command line on spaces into arguments.
@@ -599,6 +599,14 @@ pub(crate) mod testing {
     /// Parses a command line written with spaces between arguments.
     pub(crate) fn parse_line(line: &str) -> Result<Action, Frame> {
         parse(&args(line))
+    }
+
+    /// The connection command a command line parses to; panics on anything else.
+    pub(crate) fn conn(line: &str) -> ConnCmd {
+        match parse_line(line) {
+            Ok(Action::Connection(cmd)) => cmd,
+            other => panic!("{line}: {other:?}"),
+        }
     }
 
     /// The error text a command line is refused with; panics if it parses.

@@ -93,15 +93,8 @@ fn reset(args: Args<'_>) -> Result<Action, Frame> {
 mod tests {
     use bytes::Bytes;
 
-    use super::super::testing::{error_of, parse_line};
+    use super::super::testing::{conn, error_of};
     use super::*;
-
-    fn conn(line: &str) -> ConnCmd {
-        match parse_line(line) {
-            Ok(Action::Connection(cmd)) => cmd,
-            other => panic!("{line}: {other:?}"),
-        }
-    }
 
     #[test]
     fn forms() {
