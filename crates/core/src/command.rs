@@ -364,6 +364,29 @@ pub enum Command {
         watches: Vec<(String, u64)>,
         steps: Vec<Step>,
     },
+
+    // Users (ACL SETUSER / DELUSER) and who runs a command. Last, so that the variant numbers
+    // above stay. See `acl.rs`.
+    /// Creates or replaces a user of the table's log-kept layer (over the config file's users):
+    /// the whole user, as the proposing node computed it from the rules. Replies OK and emits
+    /// [`crate::Effect::UsersChanged`].
+    AclSetUser {
+        user: crate::User,
+    },
+    /// Deletes users: a user of the config file stays deleted (a tombstone in the layer).
+    /// Replies OK and emits [`crate::Effect::UsersChanged`].
+    AclDelUser {
+        names: Vec<String>,
+    },
+    /// Applies `command` for `caller`: a session opened records its user; holds and deliveries
+    /// taken record theirs; releasing, renewing, acking or nacking one that another user took,
+    /// or resuming their session, is `NoPerm` unless the caller is an admin; a script's
+    /// commands are checked against the caller's permissions. A nested wrapper is
+    /// `InvalidArgument`.
+    AsUser {
+        caller: crate::Caller,
+        command: Box<Command>,
+    },
 }
 
 /// One command queued in a transaction: a write, or a read that sees the writes before it (so it
@@ -395,7 +418,7 @@ impl Command {
             Command::Pop(p) => Some(&mut p.session),
             Command::BlockingPop(p) => Some(&mut p.session),
             Command::Eval(eval) => Some(&mut eval.session),
-            Command::InSession { command, .. } => command.session_mut(),
+            Command::InSession { command, .. } | Command::AsUser { command, .. } => command.session_mut(),
             // The transaction's own slot, only when some step needs a session: a transaction of
             // plain key commands opens none.
             Command::Exec { session, steps, .. } => {
@@ -414,6 +437,7 @@ impl Command {
     pub fn script_budget_mut(&mut self) -> Option<&mut u64> {
         match self {
             Command::Eval(eval) => Some(&mut eval.budget),
+            Command::AsUser { command, .. } => command.script_budget_mut(),
             _ => None,
         }
     }
@@ -425,7 +449,7 @@ impl Command {
             Command::Acquire(a) => a.wait > 0,
             Command::Pop(p) => p.wait > 0,
             Command::BlockingPop(p) => p.wait > 0,
-            Command::InSession { command, .. } => command.may_wait(),
+            Command::InSession { command, .. } | Command::AsUser { command, .. } => command.may_wait(),
             _ => false,
         }
     }
@@ -439,7 +463,7 @@ impl Command {
             Command::Acquire(a) => a.wait = 0,
             Command::Pop(p) => p.wait = 0,
             Command::BlockingPop(b) => b.wait = 0,
-            Command::InSession { command, .. } => command.without_wait(),
+            Command::InSession { command, .. } | Command::AsUser { command, .. } => command.without_wait(),
             _ => {}
         }
     }
@@ -542,7 +566,8 @@ impl Command {
                 f(Exchange, &publish.exchange);
                 fence(&publish.push.fence, f);
             }
-            Command::InSession { command, .. } => command.names(f),
+            Command::InSession { command, .. } | Command::AsUser { command, .. } => command.names(f),
+            Command::AclSetUser { .. } | Command::AclDelUser { .. } => {}
             // What the steps write is checked as if each were sent alone; watched keys and
             // reads are looked up only, as reads are.
             Command::Exec { steps, .. } => Step::writes(steps).for_each(|cmd| cmd.names(f)),
@@ -589,7 +614,7 @@ impl Command {
             Command::Set(set) => set.value.len(),
             Command::Eval(eval) => eval.keys.iter().chain(&eval.args).map(Bytes::len).max().unwrap_or(0),
             Command::ScriptLoad { source } => source.len(),
-            Command::InSession { command, .. } => command.payload_len(),
+            Command::InSession { command, .. } | Command::AsUser { command, .. } => command.payload_len(),
             Command::Exec { steps, .. } => Step::writes(steps).map(Command::payload_len).max().unwrap_or(0),
             Command::MSet { pairs, .. } => pairs.iter().map(|(_, v)| v.len()).max().unwrap_or(0),
             Command::Append { value, .. } => value.len(),
@@ -614,7 +639,7 @@ impl Command {
             }
             Command::ListPush { elements, .. } => Some(elements.iter().map(Bytes::len).sum()),
             Command::ListInsert { element, .. } | Command::ListSet { element, .. } => Some(element.len()),
-            Command::InSession { command, .. } => command.message_len(),
+            Command::InSession { command, .. } | Command::AsUser { command, .. } => command.message_len(),
             // Every message the transaction would store, together: it stores all or none.
             Command::Exec { steps, .. } => {
                 Step::writes(steps).filter_map(Command::message_len).reduce(|a, b| a.saturating_add(b))

@@ -74,6 +74,12 @@ pub enum CoreError {
     /// writes the script made before it failed stay, as in Redis; see `script.rs`.
     #[error("{0}")]
     Script(String),
+
+    // Users. Last, for the same reason.
+    /// A user acting on what another user owns, or a script's command the caller may not run:
+    /// Redis's `NOPERM`, with its texts (see [`crate::Denied`]).
+    #[error("{0}")]
+    NoPerm(String),
 }
 
 impl CoreError {
@@ -86,6 +92,7 @@ impl CoreError {
             CoreError::WrongType { .. } | CoreError::WrongKind => "WRONGTYPE",
             CoreError::QueueFull { .. } => "FULL",
             CoreError::NoScript => "NOSCRIPT",
+            CoreError::NoPerm(_) => "NOPERM",
             _ => "ERR",
         }
     }

@@ -17,6 +17,7 @@
 //! value, so tokens are unique and strictly increasing across the whole system, even when one
 //! entry grants several holds or makes several deliveries.
 
+mod acl;
 mod command;
 mod deadlock;
 mod decimal;
@@ -40,6 +41,10 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+pub use acl::{
+    Caller, Categories, Category, CommandRule, DEFAULT_USER, Denied, Perms, RuleError, Selector, User,
+    hash_secret, is_hash,
+};
 pub use command::{
     Acquire, Binding, BlockingPop, Command, Consume, CreditPool, End, Eval, ExchangeDecl, ExchangeKind,
     ExpireCondition, Fence, KeyExpiry, Mode, NameKind, ObjectField, Pop, Publish, Push, Query, ScriptRef,
@@ -141,6 +146,17 @@ pub struct State {
     /// at the end of the step, as Redis serves blocked clients after the command (or `EXEC`).
     /// Always empty between steps.
     ready_lists: Vec<String>,
+    /// The users `ACL SETUSER` / `DELUSER` made, over the config file's: `None` is a deleted
+    /// user. Part of snapshots (version 8 on).
+    acl_layer: BTreeMap<String, Option<User>>,
+    /// The user each session was opened by, for sessions opened under [`Command::AsUser`].
+    session_users: BTreeMap<SessionId, String>,
+    /// The user each live hold (by token) and delivery (by receipt) was taken for, when it was
+    /// taken for one: who may release, renew, ack or nack it (see `acl.rs`).
+    token_users: BTreeMap<u64, String>,
+    /// Who the command being applied runs for: set by [`Command::AsUser`] for its command only.
+    /// Never set between steps.
+    caller: Option<Caller>,
 }
 
 /// How much the state holds; see [`State::summary`].
@@ -203,6 +219,25 @@ impl State {
                 self.session(session)?;
                 self.dispatch(*command, Some(session), fx)
             }
+            Command::AsUser { caller, command } => {
+                if self.caller.is_some() || matches!(*command, Command::AsUser { .. }) {
+                    return Err(CoreError::InvalidArgument("AsUser cannot be nested".into()));
+                }
+                self.caller = Some(caller);
+                let reply = self.dispatch(*command, actor, fx);
+                self.caller = None;
+                reply
+            }
+            Command::AclSetUser { user } => {
+                self.acl_layer.insert(user.name.clone(), Some(user));
+                fx.push(Effect::UsersChanged);
+                Ok(Reply::Ok)
+            }
+            Command::AclDelUser { names } => {
+                self.acl_layer.extend(names.into_iter().map(|name| (name, None)));
+                fx.push(Effect::UsersChanged);
+                Ok(Reply::Ok)
+            }
             Command::Tick => Ok(Reply::Ok),
             Command::OpenSession { host, secret, timeout } => self.open_session(host, secret, timeout),
             Command::CloseSession { session, binding } => self.close_session(session, binding, fx),
@@ -219,8 +254,14 @@ impl State {
                 Ok(Reply::Ok)
             }
             Command::Acquire(req) => self.acquire(req),
-            Command::Release { name, token } => Ok(self.release(&name, token, fx)),
-            Command::Renew { name, token, ttl } => self.renew(&name, token, ttl),
+            Command::Release { name, token } => {
+                self.check_token_owner([token], "hold")?;
+                Ok(self.release(&name, token, fx))
+            }
+            Command::Renew { name, token, ttl } => {
+                self.check_token_owner([token], "hold")?;
+                self.renew(&name, token, ttl)
+            }
             Command::CreateQueue { name, config } => self.create_queue(name, config),
             Command::DeleteQueue { name, if_unused, if_empty } => {
                 self.delete_queue_checked(&name, if_unused, if_empty, actor, fx)
@@ -228,11 +269,18 @@ impl State {
             Command::PurgeQueue { name } => self.purge_queue(&name, actor),
             Command::Push(push) => self.push(push, fx),
             Command::Pop(pop) => self.pop(pop, fx),
-            Command::Ack { queue, receipts, fence } => self.ack(&queue, &receipts, fence.as_ref(), fx),
+            Command::Ack { queue, receipts, fence } => {
+                self.check_token_owner(receipts.iter().copied(), "delivery")?;
+                self.ack(&queue, &receipts, fence.as_ref(), fx)
+            }
             Command::Nack { queue, receipt, delay, dead_letter } => {
+                self.check_token_owner([receipt], "delivery")?;
                 self.nack(&queue, receipt, delay, dead_letter, fx)
             }
-            Command::Extend { queue, receipt, lease } => self.extend(&queue, receipt, lease),
+            Command::Extend { queue, receipt, lease } => {
+                self.check_token_owner([receipt], "delivery")?;
+                self.extend(&queue, receipt, lease)
+            }
             Command::Consume(consume) => self.consume(consume, fx),
             Command::Cancel { queue, consumer_id } => Ok(self.cancel(&queue, consumer_id, fx)),
             Command::Redrive { from, to, count } => self.redrive(&from, to, count, fx),
@@ -431,6 +479,7 @@ impl State {
         self.check_exchanges()?;
         self.check_pools()?;
         self.check_list_waits()?;
+        self.check_users()?;
         if !self.to_serve.is_empty() {
             return Err("queues left to serve between steps".into());
         }

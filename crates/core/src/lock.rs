@@ -145,8 +145,9 @@ impl State {
             waiters: VecDeque::new(),
         });
         if resource.waiters.is_empty() && resource.fits(mode, |_| true) {
+            let user = self.user_of(session).or_else(|| self.caller.as_ref().map(|c| c.user.clone()));
             let session = if keep { None } else { session };
-            let token = self.grant(&name, owner, session, mode, ttl);
+            let token = self.grant(&name, owner, session, mode, ttl, user);
             return Ok(Reply::Granted { token, lease: ttl });
         }
         if wait == 0 {
@@ -179,8 +180,12 @@ impl State {
         session: Option<SessionId>,
         mode: Mode,
         ttl: Millis,
+        user: Option<String>,
     ) -> u64 {
         let token = self.next_token();
+        if let Some(user) = user {
+            self.token_users.insert(token, user);
+        }
         let expires_at = self.clock + ttl;
         let resource = self.resources.get_mut(name).expect("resource exists");
         resource.owners.insert(owner.clone(), token);
@@ -237,6 +242,7 @@ impl State {
     /// Removes a hold from every index, its lease timer included.
     fn remove_hold(&mut self, token: u64) -> Hold {
         let name = self.holds.remove(&token).expect("live hold");
+        self.token_users.remove(&token);
         let resource = self.resources.get_mut(&name).expect("resource of a live hold");
         let hold = resource.holds.remove(&token).expect("hold indexed");
         resource.owners.remove(&hold.owner);
@@ -267,8 +273,9 @@ impl State {
                     token
                 }
                 None => {
+                    let user = self.user_of(Some(waiter.session));
                     let session = if waiter.keep { None } else { Some(waiter.session) };
-                    self.grant(name, waiter.owner, session, waiter.mode, waiter.ttl)
+                    self.grant(name, waiter.owner, session, waiter.mode, waiter.ttl, user)
                 }
             };
             fx.push(Effect::Granted {

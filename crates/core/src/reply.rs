@@ -89,6 +89,11 @@ pub enum Effect {
     /// element for `BLMOVE`, nil when it timed out, `WRONGTYPE` when `BLMOVE`'s destination
     /// had become another type).
     ListWaitDone { session: SessionId, wait_id: u64, reply: Reply },
+
+    // Users. Last, for the same reason.
+    /// The log-kept layer of the user table changed (`ACL SETUSER` / `DELUSER`): every node's
+    /// front ends reload their table from [`crate::State::acl_layer`].
+    UsersChanged,
 }
 
 /// Who receives a delivery.

@@ -150,6 +150,9 @@ impl State {
         let session = Session { opened_at: self.clock, host, secret, binding: id.0, ..Session::default() };
         self.sessions.insert(id, session);
         self.hosts.get_mut(&host).expect("host known").sessions.insert(id);
+        if let Some(caller) = &self.caller {
+            self.session_users.insert(id, caller.user.clone());
+        }
         Ok(Reply::Session(id))
     }
 
@@ -222,6 +225,7 @@ impl State {
         if self.sessions.get(&id).is_none_or(|s| s.secret != secret) {
             return Err(CoreError::NotResumable(id));
         }
+        self.check_owner([(id.0, self.session_users.get(&id))], "session")?;
         self.know_host(host, timeout)?;
         let ended = self.end_waits_and_consumers(id);
         let binding = self.next_id();
@@ -272,6 +276,7 @@ impl State {
             }
         }
         self.sessions.remove(&id);
+        self.session_users.remove(&id);
         if let Some(host) = self.hosts.get_mut(&session.host) {
             host.sessions.remove(&id);
         }

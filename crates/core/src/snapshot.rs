@@ -1,8 +1,8 @@
 //! Snapshots: the state's primary data as bytes, and a state rebuilt from them.
 //!
 //! ```text
-//!  snapshot ─► [u8 version = 7][postcard(Image)][messages of queue 1]…[messages of queue n][Cluster]
-//!              [Redis]
+//!  snapshot ─► [u8 version = 8][postcard(Image)][messages of queue 1]…[messages of queue n][Cluster]
+//!              [Redis][Acl]
 //!              Image: clock, applied index, last token, last id,
 //!                     sessions (when opened, host, secret, binding), hosts (expiry, timeout),
 //!                     locks (holds, lines of waiters),
@@ -13,6 +13,8 @@
 //!              Cluster: what the cluster itself keeps (retired node ids); absent in version 5
 //!              Redis: the Lua script cache (sha1 → source) and the blocking list pops waiting;
 //!                     absent before version 7
+//!              Acl: the users ACL SETUSER made, the user of each session, hold and delivery;
+//!                     absent before version 8
 //!
 //!  restore  ─► decode the Image, then each queue's messages straight into their final form:
 //!              payloads are `Bytes` slices of the one snapshot buffer (no copy, no allocation each)
@@ -52,10 +54,11 @@ use crate::{MsgId, QueueId, SessionId, State, Timestamp};
 /// 5: exchanges and bindings, credit pools, and the queue and consumer fields AMQP added.
 /// 6: hosts, and each session's host, secret and binding; the [`ClusterImage`] after the
 /// messages. 7: typed keys (strings, hashes, lists) with their versions, and the [`RedisImage`]
-/// last. Versions 5 and 6 are still read (version 5's sessions are given to
+/// last. 8: the [`AclImage`] last (users, and who owns each session, hold and delivery).
+/// Versions 5 to 7 are still read (version 5's sessions are given to
 /// [`crate::LEGACY_HOST`], and there are no retired nodes; their keys are strings of version 0),
 /// so a node upgraded in place restarts from the snapshot the old binary wrote.
-pub(crate) const SNAPSHOT_VERSION: u8 = 7;
+pub(crate) const SNAPSHOT_VERSION: u8 = 8;
 
 /// The oldest version [`State::restore`] reads.
 const OLDEST_READABLE: u8 = 5;
@@ -72,6 +75,14 @@ struct ClusterImage<'a> {
 struct RedisImage<'a> {
     scripts: Cow<'a, BTreeMap<String, Bytes>>,
     list_waits: Cow<'a, BTreeMap<u64, ListWaiter>>,
+}
+
+/// The users' records, last (version 8 on); see `acl.rs`.
+#[derive(Serialize, Deserialize)]
+struct AclImage<'a> {
+    layer: Cow<'a, BTreeMap<String, Option<crate::User>>>,
+    session_users: Cow<'a, BTreeMap<SessionId, String>>,
+    token_users: Cow<'a, BTreeMap<u64, String>>,
 }
 
 /// A key as versions 5 and 6 wrote it: a string, no version.
@@ -318,6 +329,9 @@ impl State {
             exchanges: self.exchanges.clone(),
             pools: self.pools.clone(),
             retired_nodes: self.retired_nodes.clone(),
+            acl_layer: self.acl_layer.clone(),
+            session_users: self.session_users.clone(),
+            token_users: self.token_users.clone(),
             ..State::default()
         }
     }
@@ -360,7 +374,13 @@ impl State {
         let out = postcard::to_io(&cluster, out).map_err(failed)?;
         let redis =
             RedisImage { scripts: Cow::Borrowed(&self.scripts), list_waits: Cow::Borrowed(&self.list_waits) };
-        postcard::to_io(&redis, out).map_err(failed)
+        let out = postcard::to_io(&redis, out).map_err(failed)?;
+        let acl = AclImage {
+            layer: Cow::Borrowed(&self.acl_layer),
+            session_users: Cow::Borrowed(&self.session_users),
+            token_users: Cow::Borrowed(&self.token_users),
+        };
+        postcard::to_io(&acl, out).map_err(failed)
     }
 
     /// The state a [`State::snapshot`] describes, indexes rebuilt. Message payloads are slices of
@@ -422,6 +442,13 @@ impl State {
             state.scripts = redis.scripts.into_owned();
             state.list_waits = redis.list_waits.into_owned();
             state.rebuild_list_indexes(&mut timers).map_err(SnapshotError::Inconsistent)?;
+            rest = after;
+        }
+        if version >= 8 {
+            let (acl, after): (AclImage<'_>, _) = postcard::take_from_bytes(rest)?;
+            state.acl_layer = acl.layer.into_owned();
+            state.session_users = acl.session_users.into_owned();
+            state.token_users = acl.token_users.into_owned();
             rest = after;
         }
         if !rest.is_empty() {

@@ -125,7 +125,7 @@ fn another_format_version_is_refused_by_name() {
     assert!(matches!(err, SnapshotError::Version(2)), "{err:?}");
     assert_eq!(
         err.to_string(),
-        "snapshot format version 2 is not supported (this build reads versions 5 to 7)"
+        "snapshot format version 2 is not supported (this build reads versions 5 to 8)"
     );
     assert!(matches!(State::restore(Bytes::new()), Err(SnapshotError::Empty)));
 }
@@ -144,12 +144,12 @@ fn retired_nodes_are_kept() {
 #[test]
 fn a_newer_format_version_is_refused_as_newer() {
     let mut bytes = busy_world().state.snapshot();
-    bytes[0] = 8;
+    bytes[0] = 9;
     let err = State::restore(bytes.into()).unwrap_err();
-    assert!(matches!(err, SnapshotError::Newer(8)), "{err:?}");
+    assert!(matches!(err, SnapshotError::Newer(9)), "{err:?}");
     assert_eq!(
         err.to_string(),
-        "snapshot written by a newer format (state version 8 > 7, the newest this build reads); it needs a newer \
+        "snapshot written by a newer format (state version 9 > 8, the newest this build reads); it needs a newer \
          turnstile"
     );
 }

@@ -112,3 +112,23 @@ fn a_version_6_snapshot_restores_its_keys_as_strings() {
     let again = State::restore(state.snapshot().into()).expect("restores");
     assert_eq!(again, state);
 }
+
+/// A snapshot the release before users wrote (format 7, commit 3b575a8): session 1 holding `lk`
+/// (token 1) and a kept hold of `kept` (token 2), a message in `q`, a hash `h` and a list `l`,
+/// the last entry (a refused script load) at index 7 and time 1 060. It restores with no users and no owners: what it
+/// holds belongs to nobody, as it did.
+const SNAPSHOT_V7: &[u8] = include_bytes!("fixtures/v7.snapshot");
+
+#[test]
+fn a_version_7_snapshot_restores_with_no_users() {
+    assert_eq!(SNAPSHOT_V7[0], 7, "the fixture is a version-7 snapshot");
+    let state = State::restore(Bytes::from_static(SNAPSHOT_V7)).expect("a version-7 snapshot restores");
+    state.check_invariants().expect("the restored state is consistent");
+    assert_eq!((state.applied_index(), state.clock()), (7, 1_060));
+    let summary = state.summary();
+    assert_eq!((summary.sessions, summary.holds, summary.messages, summary.keys), (1, 2, 1, 2));
+    assert!(state.acl_layer().is_empty());
+    assert_eq!((state.token_user(1), state.token_user(2)), (None, None));
+    let again = State::restore(state.snapshot().into()).expect("restores");
+    assert_eq!(again, state);
+}

@@ -103,6 +103,42 @@ pub struct Config {
     /// `client-output-buffer-limit` for pub/sub clients, 32 MiB): a subscriber that reads slower
     /// than messages come is disconnected past it, rather than letting the server's memory grow.
     pub pubsub_output_limit: u64,
+    /// The `default` user's password (Redis's `requirepass`): set, a client must authenticate
+    /// (`AUTH`, HTTP Basic/Bearer, AMQP PLAIN) before anything but the handshake.
+    pub requirepass: Option<String>,
+    /// Users of every protocol (RESP, AMQP, HTTP), by name: `[users.alice]` tables. With any
+    /// user or `requirepass`, authentication is required. `ACL SETUSER` / `DELUSER` change this
+    /// table through the log, over what the file says (see `docs/security.md`).
+    pub users: BTreeMap<String, UserConfig>,
+}
+
+/// One user of the config file: `[users.NAME]`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct UserConfig {
+    /// Off: the user cannot authenticate. On unless said.
+    pub enabled: Option<bool>,
+    /// The password in plain text (for tests; prefer `password-sha256`).
+    pub password: Option<String>,
+    /// The SHA-256 of the password in lower-case hex (`echo -n pw | sha256sum`), as Redis's
+    /// `#<hash>` rule takes it.
+    pub password_sha256: Option<String>,
+    /// Any password is accepted (Redis's `nopass`).
+    pub nopass: bool,
+    /// Command rules in order, Redis's syntax: `["+@all", "-@admin"]`, `["+@lock", "+@read"]`.
+    pub categories: Vec<String>,
+    /// Name patterns (globs) per kind: the names this user may touch. Empty: none.
+    pub keys: Vec<String>,
+    pub locks: Vec<String>,
+    /// Queues and exchanges.
+    pub queues: Vec<String>,
+    pub channels: Vec<String>,
+    /// HTTP bearer tokens in plain text (for tests; prefer `tokens-sha256`).
+    pub tokens: Vec<String>,
+    /// HTTP bearer tokens as SHA-256 in lower-case hex.
+    pub tokens_sha256: Vec<String>,
+    /// Connections this user may have open on this node at once; 0 = no limit.
+    pub max_connections: u32,
 }
 
 /// The default RESP port: Redis's 6379 moved up a thousand, so both can run side by side.
@@ -143,6 +179,8 @@ impl Default for Config {
             truncate_corrupt: false,
             fault_injection: false,
             pubsub_output_limit: 32 * 1024 * 1024,
+            requirepass: None,
+            users: BTreeMap::new(),
         }
     }
 }

@@ -12,10 +12,12 @@
 //!  host.rs ── proposes this process's KeepAlive, which keeps its sessions alive
 //!  pubsub.rs ── this node's subscribers; router.rs hands them published messages
 //!  clients.rs ── this node's RESP connections (CLIENT LIST / KILL)
+//!  auth.rs ── the user table (config file + ACL SETUSER's layer) and each connection's identity
 //!  stats.rs ── counters and the one snapshot INFO, /metrics and the dashboard render
 //! ```
 
 mod amqp;
+pub mod auth;
 mod clients;
 pub mod config;
 mod embedded;

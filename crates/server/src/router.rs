@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 use turnstile_core::{Effect, Reply, SessionId, Taker};
 
+use crate::auth::Users;
 use crate::pubsub::PubSub;
 use crate::shutdown::Shutdown;
 use crate::stats::{Stats, bump};
@@ -42,11 +43,12 @@ pub struct Router {
     /// Where grants after a wait, waits timed out and leases run out are counted.
     stats: Arc<Stats>,
     pubsub: Arc<PubSub>,
+    users: Arc<Users>,
 }
 
 impl Router {
-    pub fn new(stats: Arc<Stats>, pubsub: Arc<PubSub>) -> Router {
-        Router { sessions: Mutex::default(), stats, pubsub }
+    pub fn new(stats: Arc<Stats>, pubsub: Arc<PubSub>, users: Arc<Users>) -> Router {
+        Router { sessions: Mutex::default(), stats, pubsub, users }
     }
 
     /// Registers a session's connection under `binding`, in place of any earlier one; effects
@@ -91,6 +93,10 @@ impl Router {
             // Pub/sub:
             Effect::Message { channel, message, at } => {
                 self.pubsub.deliver(channel, message, *at);
+                return;
+            }
+            Effect::UsersChanged => {
+                self.users.mark_changed();
                 return;
             }
         };

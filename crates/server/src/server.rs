@@ -50,6 +50,8 @@ pub struct Shared {
     pub cluster_id: u64,
     /// AMQP users and passwords.
     pub amqp_users: std::collections::BTreeMap<String, String>,
+    /// The users of every protocol (see `auth.rs`).
+    pub users: Arc<crate::auth::Users>,
     /// One per connection open, over every protocol: `max-clients` of them.
     pub client_slots: Arc<Semaphore>,
     /// The last connection id given out (`CLIENT ID`).
@@ -301,11 +303,12 @@ impl Server {
             max_clients: config.max_clients,
             script_budget: config.script_budget,
         };
+        let users = Arc::new(crate::auth::Users::from_config(&config)?);
         let (trigger, shutdown) = shutdown::channel();
         let stats = Arc::new(Stats::default());
         let pubsub = Arc::new(PubSub::new(stats.clone(), node.clock().clone()));
         let shared = Arc::new(Shared {
-            router: Arc::new(Router::new(stats.clone(), pubsub.clone())),
+            router: Arc::new(Router::new(stats.clone(), pubsub.clone(), users.clone())),
             node,
             pubsub,
             clients: Clients::default(),
@@ -320,6 +323,7 @@ impl Server {
             raft_addr,
             cluster_id: meta.cluster_id,
             amqp_users: config.amqp_users.clone(),
+            users,
             next_client_id: AtomicU64::new(0),
             fsync: config.fsync,
             fault_injection: config.fault_injection,
@@ -367,6 +371,7 @@ impl Server {
             async move { router.run(effects, shutdown).await }
         });
         let ticker = tokio::spawn(ticker::run(shared.node.clone(), shutdown.clone()));
+        let users = tokio::spawn(crate::auth::follow(shared.clone(), shutdown.clone()));
         let keep_alive = tokio::spawn(host::run(
             shared.node.clone(),
             shared.host,
@@ -390,6 +395,7 @@ impl Server {
         drop(done);
         let _ = all_done.recv().await;
         let _ = ticker.await;
+        let _ = users.await;
         let _ = keep_alive.await;
         let _ = http.await;
         shared.node.shutdown().await?;

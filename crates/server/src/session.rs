@@ -30,6 +30,7 @@ use tokio::sync::mpsc;
 use turnstile_core::{Command, Effect, NameKind, Query, Reply, SessionId};
 use turnstile_raft::{Answer, NodeError};
 
+use crate::auth::{AuthError, Identity};
 use crate::router::settled;
 use crate::server::Shared;
 use crate::stats::bump;
@@ -77,6 +78,12 @@ pub enum Refused {
     SessionOpen,
     #[error(transparent)]
     Node(#[from] NodeError),
+    /// The user may not run the command or touch one of its names (`NOPERM`).
+    #[error("{0}")]
+    NoPerm(#[from] turnstile_core::Denied),
+    /// The connection has not authenticated, or its user is gone (`NOAUTH`, `WRONGPASS`).
+    #[error("{0}")]
+    Auth(#[from] crate::auth::AuthError),
 }
 
 /// What every front end says when this node can reach no leader, after the code `CLUSTERDOWN`.
@@ -88,6 +95,8 @@ impl Refused {
         match self {
             Refused::PayloadTooLarge { .. } | Refused::NameTooLong { .. } | Refused::SessionOpen => "ERR",
             Refused::OutOfMemory => "OOM",
+            Refused::NoPerm(_) => "NOPERM",
+            Refused::Auth(e) => e.code(),
             _ if self.cluster_down() => "CLUSTERDOWN",
             Refused::Node(NodeError::NotLeader { .. }) => "NOTLEADER",
             Refused::Node(_) => "ERR",
@@ -107,6 +116,11 @@ impl Refused {
 #[derive(Debug)]
 pub struct Session {
     shared: Arc<Shared>,
+    /// Who the client is: `None` until it authenticates, where authentication is required.
+    identity: Option<Identity>,
+    /// Whether commands are checked against the user's rules here (by [`Command::categories`]);
+    /// RESP checks them itself, by its command table, and leaves only names to the session.
+    check_commands: bool,
     /// Opened (or resumed) on first need.
     bound: Option<Bound>,
     /// This session's effects, from the router; there from the moment the session is open, so
@@ -126,7 +140,60 @@ struct Bound {
 
 impl Session {
     pub fn new(shared: Arc<Shared>) -> Session {
-        Session { shared, bound: None, effects: None }
+        let identity = shared.users.unauthenticated();
+        Session { shared, identity, check_commands: true, bound: None, effects: None }
+    }
+
+    /// Who the client is now; `None` before it authenticates (where it must).
+    pub fn identity(&self) -> Option<&Identity> {
+        self.identity.as_ref()
+    }
+
+    /// The client authenticated as `identity` (`AUTH`, `HELLO`, a login, a request's
+    /// credentials). A session already open stays its first user's.
+    pub fn set_identity(&mut self, identity: Identity) {
+        self.identity = Some(identity);
+    }
+
+    /// The front end checks each command's rules itself (RESP, by its command table); the
+    /// session then checks only the names a command touches.
+    pub fn commands_checked_by_front_end(&mut self) {
+        self.check_commands = false;
+    }
+
+    /// The client's identity as the user table says now: refused when it never authenticated
+    /// (where it must) or its user was deleted or turned off since.
+    pub fn who(&mut self) -> Result<&Identity, Refused> {
+        let now = match &self.identity {
+            None => return Err(AuthError::NoAuth.into()),
+            Some(identity) => self.shared.users.refresh(identity),
+        };
+        self.identity = now;
+        self.identity.as_ref().ok_or(Refused::Auth(AuthError::NoAuth))
+    }
+
+    /// Checks `cmd` against the user's permissions, and wraps it to run as the user.
+    fn permit(&mut self, cmd: Command) -> Result<Command, Refused> {
+        let check_commands = self.check_commands;
+        let who = self.who()?;
+        if check_commands {
+            who.check(&cmd)?;
+        } else {
+            who.perms().check_names(&cmd)?;
+        }
+        Ok(who.wrap(cmd))
+    }
+
+    /// Checks a read against the user's permissions.
+    fn permit_query(&mut self, query: &Query) -> Result<(), Refused> {
+        let check_commands = self.check_commands;
+        let who = self.who()?;
+        if check_commands {
+            who.check_query(query)?;
+        } else {
+            who.perms().check_query_names(query)?;
+        }
+        Ok(())
     }
 
     /// The session's id, opening it in the log (and registering with the router) the first time.
@@ -137,6 +204,7 @@ impl Session {
         let secret = crate::host::secret();
         let open =
             Command::OpenSession { host: self.shared.host, secret, timeout: self.shared.session_timeout };
+        let open = self.who()?.wrap(open);
         // Once per session: boxed, so the callers' futures do not carry its state.
         match Box::pin(self.shared.node.propose(open)).await? {
             Reply::Session(id) => {
@@ -169,6 +237,7 @@ impl Session {
             host: self.shared.host,
             timeout: self.shared.session_timeout,
         };
+        let resume = self.who()?.wrap(resume);
         match Box::pin(self.shared.node.propose(resume)).await? {
             Reply::Int(binding) => {
                 let binding = u64::try_from(binding).expect("bindings are ids, never negative");
@@ -201,6 +270,7 @@ impl Session {
         if let Some(budget) = cmd.script_budget_mut() {
             *budget = self.shared.limits.script_budget;
         }
+        let cmd = self.permit(cmd)?;
         Ok(self.shared.node.submit(cmd).await?)
     }
 
@@ -221,7 +291,10 @@ impl Session {
 
     /// Runs queries at one linearizable read point, at the leader's clock (the state machine's
     /// stamps come from it), on whichever node this is.
-    pub async fn read(&self, mut queries: Vec<Query>) -> Result<Vec<Reply>, Refused> {
+    pub async fn read(&mut self, mut queries: Vec<Query>) -> Result<Vec<Reply>, Refused> {
+        for query in &queries {
+            self.permit_query(query)?;
+        }
         for budget in queries.iter_mut().filter_map(Query::script_budget_mut) {
             *budget = self.shared.limits.script_budget;
         }
@@ -234,7 +307,8 @@ impl Session {
     }
 
     /// Runs one query at a linearizable read point.
-    pub async fn query(&self, query: Query) -> Result<Reply, Refused> {
+    pub async fn query(&mut self, query: Query) -> Result<Reply, Refused> {
+        self.permit_query(&query)?;
         Ok(self.shared.node.read_at(move |state, now| state.query(now, query)).await?)
     }
 

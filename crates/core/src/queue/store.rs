@@ -66,6 +66,9 @@ impl State {
             }
             MsgState::InFlight { receipt, lease_until, session, consumer, .. } => {
                 q.in_flight.insert(receipt, id);
+                if let Some(user) = session.and_then(|s| self.session_users.get(&s)) {
+                    self.token_users.insert(receipt, user.clone());
+                }
                 if let Some(c) = consumer.and_then(|c| q.consumers.get_mut(&c)) {
                     c.unacked += 1;
                     if let Some(pool) = c.pool.and_then(|p| self.pools.get_mut(&(c.session, p))) {
@@ -102,6 +105,7 @@ impl State {
             }
             MsgState::InFlight { receipt, lease_until, session, consumer, .. } => {
                 q.in_flight.remove(&receipt);
+                self.token_users.remove(&receipt);
                 if let Some(c) = consumer.and_then(|c| q.consumers.get_mut(&c)) {
                     c.unacked -= 1;
                     if let Some(pool) = c.pool.and_then(|p| self.pools.get_mut(&(c.session, p))) {

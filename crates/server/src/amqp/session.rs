@@ -80,6 +80,9 @@ impl Session {
             Ok(answer) => Proposed::Pending(answer),
             Err(Refused::OutOfMemory) => Proposed::Known(Err(NotApplied::MemoryFull)),
             Err(Refused::Node(e)) => Proposed::Known(Err(not_applied(&e))),
+            Err(e @ (Refused::NoPerm(_) | Refused::Auth(_))) => {
+                Proposed::Known(Err(NotApplied::Log(AmqpError::access_refused(e.to_string()))))
+            }
             Err(
                 e @ (Refused::PayloadTooLarge { .. } | Refused::NameTooLong { .. } | Refused::SessionOpen),
             ) => Proposed::Known(Err(NotApplied::Log(AmqpError::precondition(e.to_string())))),
@@ -87,9 +90,12 @@ impl Session {
     }
 
     /// Runs a query at a linearizable read point.
-    pub async fn query(&self, query: Query) -> Result<Reply, NotApplied> {
+    pub async fn query(&mut self, query: Query) -> Result<Reply, NotApplied> {
         self.inner.query(query).await.map_err(|e| match e {
             Refused::Node(e) => not_applied(&e),
+            e @ (Refused::NoPerm(_) | Refused::Auth(_)) => {
+                NotApplied::Log(AmqpError::access_refused(e.to_string()))
+            }
             other => NotApplied::Log(AmqpError::precondition(other.to_string())),
         })
     }

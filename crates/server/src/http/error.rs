@@ -68,6 +68,8 @@ impl From<Refused> for ApiError {
             Refused::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Refused::NameTooLong { .. } | Refused::SessionOpen => StatusCode::BAD_REQUEST,
             Refused::OutOfMemory => StatusCode::INSUFFICIENT_STORAGE,
+            Refused::NoPerm(_) => StatusCode::FORBIDDEN,
+            Refused::Auth(_) => StatusCode::UNAUTHORIZED,
             // The node's refusals have their own statuses (and a leader to name).
             Refused::Node(_) => StatusCode::SERVICE_UNAVAILABLE,
         };

@@ -129,7 +129,7 @@ impl Transaction {
         }
     }
 
-    async fn watch(&mut self, keys: Vec<String>, session: &Session) -> Frame {
+    async fn watch(&mut self, keys: Vec<String>, session: &mut Session) -> Frame {
         let versions = match session.query(Query::KeyVersions { keys: keys.clone() }).await {
             Ok(Reply::Array(versions)) if versions.len() == keys.len() => versions,
             Ok(other) => return unexpected(&other),

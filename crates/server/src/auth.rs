@@ -1,0 +1,359 @@
+//! The user table every front end authenticates against, and who each connection is.
+//!
+//! ```text
+//!  config file: requirepass, [users.*], [amqp-users] ──┐
+//!                                                      ├─► Users::reload ─► Table (one Arc, swapped)
+//!  the log: ACL SETUSER / DELUSER (State::acl_layer) ──┘        ▲
+//!        apply emits Effect::UsersChanged ─► router ─► notify ──┘ (a task re-reads the layer)
+//!
+//!  front end: AUTH / HTTP Basic, Bearer / AMQP PLAIN ─► Users::authenticate ─► Identity
+//!  every command: Session checks Identity's Perms; with authentication on, it runs as
+//!                 Command::AsUser, so the state machine knows whose holds are whose
+//! ```
+//!
+//! With neither `requirepass` nor `[users]` configured, authentication is off: every connection
+//! is the `default` user with every permission, as in Redis, and nothing is wrapped (the plain
+//! path pays nothing). `[amqp-users]` (RabbitMQ-style logins, `guest` by default) are users of
+//! the table with every permission; they do not turn authentication on by themselves.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+use tokio::sync::Notify;
+use turnstile_core::{Caller, Command, DEFAULT_USER, Denied, Perms, Query, User, is_hash};
+
+use crate::config::{Config, ConfigError, UserConfig};
+
+/// The users as this node sees them now.
+#[derive(Debug)]
+pub struct Users {
+    /// The config file's users (and the default user it implies).
+    config: BTreeMap<String, User>,
+    /// Whether clients must authenticate: `requirepass` or `[users]` is set.
+    required: bool,
+    table: RwLock<Arc<Table>>,
+    /// Bumped on every reload: an [`Identity`] refreshes its user when it sees a new one.
+    generation: AtomicU64,
+    /// Woken when the log's layer changed (the router sees [`turnstile_core::Effect::UsersChanged`]).
+    changed: Notify,
+}
+
+/// The effective users: the config file's with the log's layer over them.
+#[derive(Debug, Default)]
+pub struct Table {
+    pub users: BTreeMap<String, Arc<User>>,
+}
+
+/// Why authentication failed, with Redis's texts.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    /// A wrong password, an unknown or disabled user: one text for all, as Redis does.
+    #[error("invalid username-password pair or user is disabled.")]
+    WrongPass,
+    /// The connection has not authenticated and must.
+    #[error("Authentication required.")]
+    NoAuth,
+}
+
+impl AuthError {
+    /// The RESP error prefix.
+    pub fn code(&self) -> &'static str {
+        match self {
+            AuthError::WrongPass => "WRONGPASS",
+            AuthError::NoAuth => "NOAUTH",
+        }
+    }
+}
+
+impl Users {
+    /// The table the config file describes, before the log's layer.
+    pub fn from_config(config: &Config) -> Result<Users, ConfigError> {
+        let mut users = BTreeMap::new();
+        for (name, password) in &config.amqp_users {
+            let mut user = User::open_default();
+            user.name = name.clone();
+            user.nopass = false;
+            user.passwords.insert(turnstile_core::hash_secret(password.as_bytes()));
+            users.insert(name.clone(), user);
+        }
+        let mut default = User::open_default();
+        if let Some(pass) = &config.requirepass {
+            default.nopass = false;
+            default.passwords.insert(turnstile_core::hash_secret(pass.as_bytes()));
+        }
+        users.insert(DEFAULT_USER.to_owned(), default);
+        for (name, entry) in &config.users {
+            users.insert(name.clone(), user_from_config(name, entry)?);
+        }
+        let required = config.requirepass.is_some() || !config.users.is_empty();
+        let table = Table { users: users.iter().map(|(n, u)| (n.clone(), Arc::new(u.clone()))).collect() };
+        Ok(Users {
+            config: users,
+            required,
+            table: RwLock::new(Arc::new(table)),
+            generation: AtomicU64::new(0),
+            changed: Notify::new(),
+        })
+    }
+
+    /// Whether clients must authenticate.
+    pub fn required(&self) -> bool {
+        self.required
+    }
+
+    /// The table now.
+    pub fn table(&self) -> Arc<Table> {
+        self.table.read().expect("users lock").clone()
+    }
+
+    /// Rebuilds the table from the config file's users and the log's `layer`.
+    pub fn reload(&self, layer: &BTreeMap<String, Option<User>>) {
+        let mut users: BTreeMap<String, Arc<User>> =
+            self.config.iter().map(|(n, u)| (n.clone(), Arc::new(u.clone()))).collect();
+        for (name, user) in layer {
+            match user {
+                Some(user) => users.insert(name.clone(), Arc::new(user.clone())),
+                None => users.remove(name),
+            };
+        }
+        *self.table.write().expect("users lock") = Arc::new(Table { users });
+        self.generation.fetch_add(1, Ordering::Release);
+    }
+
+    /// Says the log's layer changed: [`Users::changes`] wakes.
+    pub fn mark_changed(&self) {
+        self.changed.notify_one();
+    }
+
+    /// Resolves when the log's layer changed since the last call.
+    pub async fn changes(&self) {
+        self.changed.notified().await;
+    }
+
+    /// The user `name` if `password` authenticates it.
+    pub fn authenticate(&self, name: &str, password: &[u8]) -> Result<Identity, AuthError> {
+        let table = self.table();
+        match table.users.get(name) {
+            Some(user) if user.accepts_password(password) => Ok(self.identity(user.clone())),
+            _ => Err(AuthError::WrongPass),
+        }
+    }
+
+    /// The user whose bearer token `token` is (HTTP).
+    pub fn authenticate_token(&self, token: &[u8]) -> Result<Identity, AuthError> {
+        let table = self.table();
+        let user = table.users.values().find(|u| u.accepts_token(token)).ok_or(AuthError::WrongPass)?;
+        Ok(self.identity(user.clone()))
+    }
+
+    /// Who a connection is before it authenticates: the `default` user when it needs no
+    /// password (authentication is off, or it was given `nopass`), else nobody.
+    pub fn unauthenticated(&self) -> Option<Identity> {
+        let table = self.table();
+        let default = table.users.get(DEFAULT_USER)?;
+        (default.enabled && default.nopass).then(|| self.identity(default.clone()))
+    }
+
+    /// The user `name` as it is now (a client certificate's name, a connection's refresh).
+    pub fn user(&self, name: &str) -> Option<Identity> {
+        self.table().users.get(name).map(|user| self.identity(user.clone()))
+    }
+
+    fn identity(&self, user: Arc<User>) -> Identity {
+        Identity { user, generation: self.generation.load(Ordering::Acquire), wrap: self.required }
+    }
+
+    /// `identity` as the table says now: `None` if its user was deleted or turned off since
+    /// (its connections are then closed, as Redis closes a deleted user's clients).
+    pub fn refresh(&self, identity: &Identity) -> Option<Identity> {
+        if identity.generation == self.generation.load(Ordering::Acquire) {
+            return Some(identity.clone());
+        }
+        self.user(&identity.user.name).filter(|id| id.user.enabled)
+    }
+}
+
+fn user_from_config(name: &str, entry: &UserConfig) -> Result<User, ConfigError> {
+    let invalid = |what: String| ConfigError::Invalid(format!("users.{name}: {what}"));
+    let mut user = User::new(name);
+    user.enabled = entry.enabled.unwrap_or(true);
+    user.nopass = entry.nopass;
+    if let Some(password) = &entry.password {
+        user.passwords.insert(turnstile_core::hash_secret(password.as_bytes()));
+    }
+    if let Some(hash) = &entry.password_sha256 {
+        if !is_hash(hash) {
+            return Err(invalid("password-sha256 must be 64 lower-case hex digits".into()));
+        }
+        user.passwords.insert(hash.clone());
+    }
+    for token in &entry.tokens {
+        user.tokens.insert(turnstile_core::hash_secret(token.as_bytes()));
+    }
+    for hash in &entry.tokens_sha256 {
+        if !is_hash(hash) {
+            return Err(invalid("tokens-sha256 must be 64 lower-case hex digits each".into()));
+        }
+        user.tokens.insert(hash.clone());
+    }
+    // Command rules only here; names come from their own lists.
+    for rule in &entry.categories {
+        if !rule.starts_with(['+', '-']) {
+            return Err(invalid(format!("categories: {rule:?} is not a +… or -… rule")));
+        }
+        user.apply_rule(rule, &|_| true).map_err(|e| invalid(e.to_string()))?;
+    }
+    user.perms.keys = entry.keys.clone();
+    user.perms.locks = entry.locks.clone();
+    user.perms.queues = entry.queues.clone();
+    user.perms.channels = entry.channels.clone();
+    user.max_connections = entry.max_connections;
+    if !user.nopass && user.passwords.is_empty() && user.tokens.is_empty() {
+        return Err(invalid("needs a password, password-sha256, tokens or nopass".into()));
+    }
+    Ok(user)
+}
+
+/// Who a connection is: a user of the table, as it was at some generation of it.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    user: Arc<User>,
+    generation: u64,
+    /// Whether commands run as [`Command::AsUser`] (authentication is on).
+    wrap: bool,
+}
+
+impl Identity {
+    /// Every permission, unwrapped: for the server's own work and for tests.
+    pub fn open() -> Identity {
+        Identity { user: Arc::new(User::open_default()), generation: 0, wrap: false }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.user.name
+    }
+
+    pub fn user(&self) -> &User {
+        &self.user
+    }
+
+    pub fn perms(&self) -> &Perms {
+        &self.user.perms
+    }
+
+    pub fn is_admin(&self) -> bool {
+        self.user.perms.is_admin()
+    }
+
+    /// Checks a command of a front end without a command table (HTTP, AMQP) against the user's
+    /// rules and names; RESP checks its table's rules itself and then only names.
+    pub fn check(&self, cmd: &Command) -> Result<(), Denied> {
+        self.user.perms.check(&self.user.name, cmd)
+    }
+
+    pub fn check_query(&self, query: &Query) -> Result<(), Denied> {
+        self.user.perms.check_query(&self.user.name, query)
+    }
+
+    /// `cmd`, to run as this user: wrapped when authentication is on.
+    pub fn wrap(&self, cmd: Command) -> Command {
+        if !self.wrap {
+            return cmd;
+        }
+        let caller = Caller { user: self.user.name.clone(), perms: self.user.perms.clone() };
+        Command::AsUser { caller, command: Box::new(cmd) }
+    }
+}
+
+/// Keeps this node's table in step with the log's layer: reads it once the node can read
+/// (at start; in a cluster, once a leader is known), then again each time an applied entry
+/// changed it.
+pub async fn follow(shared: Arc<crate::server::Shared>, mut shutdown: crate::shutdown::Shutdown) {
+    loop {
+        match shared.node.read(|state| state.acl_layer().clone()).await {
+            Ok(layer) => shared.users.reload(&layer),
+            Err(e) => {
+                tracing::debug!(error = %e, "users not reloaded yet; asking again");
+                tokio::select! {
+                    () = tokio::time::sleep(std::time::Duration::from_millis(200)) => continue,
+                    () = shutdown.recv() => return,
+                }
+            }
+        }
+        tokio::select! {
+            () = shared.users.changes() => {}
+            () = shutdown.recv() => return,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(text: &str) -> Config {
+        Config::from_toml(text).expect("parses")
+    }
+
+    #[test]
+    fn without_users_or_requirepass_everyone_is_the_open_default_user() {
+        let users = Users::from_config(&Config::default()).unwrap();
+        assert!(!users.required());
+        let id = users.unauthenticated().expect("no password needed");
+        assert_eq!(id.name(), "default");
+        assert!(id.is_admin());
+        assert_eq!(id.wrap(Command::Tick), Command::Tick, "nothing is wrapped");
+        // The AMQP users of old are users of the table too.
+        assert!(users.authenticate("guest", b"guest").is_ok());
+    }
+
+    #[test]
+    fn requirepass_and_users_turn_authentication_on() {
+        let users = Users::from_config(&config(
+            r#"
+            requirepass = "pw"
+            [users.alice]
+            password = "a"
+            categories = ["+@all", "-@admin"]
+            locks = ["billing:*"]
+            "#,
+        ))
+        .unwrap();
+        assert!(users.required());
+        assert!(users.unauthenticated().is_none());
+        assert_eq!(users.authenticate("default", b"nope").unwrap_err(), AuthError::WrongPass);
+        assert!(users.authenticate("default", b"pw").unwrap().is_admin());
+        let alice = users.authenticate("alice", b"a").unwrap();
+        assert!(!alice.is_admin());
+        assert!(alice.perms().allows_name(turnstile_core::NameKind::Lock, b"billing:1"));
+        assert!(!alice.perms().allows_name(turnstile_core::NameKind::Lock, b"other"));
+        assert!(matches!(alice.wrap(Command::Tick), Command::AsUser { .. }));
+    }
+
+    #[test]
+    fn the_logs_layer_overrides_and_deletes_config_users() {
+        let users =
+            Users::from_config(&config("[users.alice]\npassword = \"a\"\ncategories = [\"+@all\"]")).unwrap();
+        let alice = users.authenticate("alice", b"a").unwrap();
+        let mut bob = User::new("bob");
+        bob.apply_rules(["on", ">b"], &|_| true).unwrap();
+        users.reload(&BTreeMap::from([("alice".to_owned(), None), ("bob".to_owned(), Some(bob))]));
+        assert!(users.authenticate("alice", b"a").is_err());
+        assert!(users.refresh(&alice).is_none(), "a deleted user's connections end");
+        assert!(users.authenticate("bob", b"b").is_ok());
+    }
+
+    #[test]
+    fn bad_users_are_refused_at_start() {
+        for (text, says) in [
+            ("[users.a]\ncategories = [\"+@all\"]", "needs a password"),
+            ("[users.a]\npassword = \"x\"\ncategories = [\"+@nosuch\"]", "Unknown command or category"),
+            ("[users.a]\npassword-sha256 = \"abc\"", "64 lower-case hex"),
+            ("[users.a]\npassword = \"x\"\ncategories = [\"allkeys\"]", "is not a +"),
+        ] {
+            let err = Users::from_config(&config(text)).unwrap_err().to_string();
+            assert!(err.contains(says), "{text}: {err}");
+        }
+    }
+}
