@@ -37,6 +37,10 @@ pub struct Users {
     generation: AtomicU64,
     /// Woken when the log's layer changed (the router sees [`turnstile_core::Effect::UsersChanged`]).
     changed: Notify,
+    /// Connections open per user here.
+    connections: Connections,
+    /// `ACL LOG`.
+    pub log: AclLog,
 }
 
 /// The effective users: the config file's with the log's layer over them.
@@ -94,6 +98,8 @@ impl Users {
             table: RwLock::new(Arc::new(table)),
             generation: AtomicU64::new(0),
             changed: Notify::new(),
+            connections: Connections::default(),
+            log: AclLog::default(),
         })
     }
 
@@ -288,6 +294,194 @@ pub async fn follow(shared: Arc<crate::server::Shared>, mut shutdown: crate::shu
     }
 }
 
+/// Creates or changes user `name` by `ACL SETUSER`-style rules (RESP's `ACL SETUSER`, HTTP's
+/// user routes): the rules apply to the user as the table has it now (a new user starts off,
+/// with nothing allowed), and the whole result goes through the log, so every node, and every
+/// restart, has it. The table here is reloaded before this returns.
+pub async fn set_user(
+    shared: &crate::server::Shared,
+    session: &mut crate::session::Session,
+    name: &str,
+    rules: &[&str],
+    known_command: &dyn Fn(&str) -> bool,
+) -> Result<(), SetUserError> {
+    let mut user = shared.users.table().users.get(name).map_or_else(|| User::new(name), |u| (**u).clone());
+    user.apply_rules(rules.iter().copied(), known_command)?;
+    apply_change(shared, session, Command::AclSetUser { user }).await
+}
+
+/// Deletes users (`ACL DELUSER`); the `default` user cannot be. Returns how many existed.
+pub async fn del_users(
+    shared: &crate::server::Shared,
+    session: &mut crate::session::Session,
+    names: Vec<String>,
+) -> Result<usize, SetUserError> {
+    if names.iter().any(|n| n == DEFAULT_USER) {
+        return Err(SetUserError::Default);
+    }
+    let table = shared.users.table();
+    let existed = names.iter().filter(|n| table.users.contains_key(*n)).count();
+    if existed > 0 {
+        apply_change(shared, session, Command::AclDelUser { names }).await?;
+    }
+    Ok(existed)
+}
+
+async fn apply_change(
+    shared: &crate::server::Shared,
+    session: &mut crate::session::Session,
+    change: Command,
+) -> Result<(), SetUserError> {
+    match session.propose(change).await? {
+        turnstile_core::Reply::Ok => {}
+        turnstile_core::Reply::Error(e) => return Err(SetUserError::Core(e.to_string())),
+        other => return Err(SetUserError::Core(format!("unexpected reply {other:?}"))),
+    }
+    let layer =
+        shared.node.read(|state| state.acl_layer().clone()).await.map_err(crate::session::Refused::from)?;
+    shared.users.reload(&layer);
+    Ok(())
+}
+
+/// Why a user change was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum SetUserError {
+    #[error(transparent)]
+    Rule(#[from] turnstile_core::RuleError),
+    #[error("The 'default' user cannot be removed")]
+    Default,
+    #[error(transparent)]
+    Refused(#[from] crate::session::Refused),
+    #[error("{0}")]
+    Core(String),
+}
+
+/// Connections open per user on this node, for `max-connections`.
+#[derive(Debug, Default)]
+pub struct Connections {
+    open: std::sync::Mutex<BTreeMap<String, u32>>,
+}
+
+/// One connection counted against its user until dropped.
+#[derive(Debug)]
+pub struct Counted {
+    users: Arc<Users>,
+    name: String,
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        let mut open = self.users.connections.open.lock().expect("connections lock");
+        if let Some(n) = open.get_mut(&self.name) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.name);
+            }
+        }
+    }
+}
+
+impl Users {
+    /// Counts a connection of `identity`'s user; refused once it has `max-connections` open.
+    pub fn connect(self: &Arc<Self>, identity: &Identity) -> Result<Counted, TooManyConnections> {
+        let mut open = self.connections.open.lock().expect("connections lock");
+        let n = open.entry(identity.name().to_owned()).or_default();
+        let max = identity.user().max_connections;
+        if max > 0 && *n >= max {
+            return Err(TooManyConnections { user: identity.name().to_owned(), max });
+        }
+        *n += 1;
+        Ok(Counted { users: self.clone(), name: identity.name().to_owned() })
+    }
+}
+
+/// A user's `max-connections` reached.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("user {user} has reached max-connections ({max})")]
+pub struct TooManyConnections {
+    pub user: String,
+    pub max: u32,
+}
+
+/// What `ACL LOG` shows: authentication failures and permission refusals on this node, newest
+/// first, over every protocol. Also written to the server's log (`tracing`, target `audit`),
+/// with admin actions.
+#[derive(Debug, Default)]
+pub struct AclLog {
+    entries: std::sync::Mutex<std::collections::VecDeque<AclLogEntry>>,
+    next_id: AtomicU64,
+}
+
+/// One `ACL LOG` entry (Redis's fields).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AclLogEntry {
+    pub entry_id: u64,
+    /// `auth`, `command`, `key`, `channel` (Redis's), or ours: `lock`, `queue`, `owner`.
+    pub reason: String,
+    /// `toplevel`, `multi`, `lua`, or the protocol (`amqp`, `http`).
+    pub context: String,
+    /// The command, key, channel or user name refused.
+    pub object: String,
+    pub username: String,
+    /// Who, from where: `protocol=resp addr=127.0.0.1:5000 id=7`.
+    pub client_info: String,
+    pub count: u64,
+    pub created: std::time::Instant,
+    pub updated: std::time::Instant,
+}
+
+/// Redis keeps this many (`acllog-max-len`).
+pub const ACL_LOG_MAX: usize = 128;
+
+impl AclLog {
+    /// Records a refusal; the same one again (reason, context, object, user, client) within a
+    /// minute counts on the newest entry, as Redis's does.
+    pub fn record(&self, reason: &str, context: &str, object: &str, username: &str, client_info: &str) {
+        tracing::warn!(target: "audit", reason, context, object, username, client = client_info, "refused");
+        let now = std::time::Instant::now();
+        let mut entries = self.entries.lock().expect("acl log lock");
+        if let Some(e) = entries.iter_mut().find(|e| {
+            e.reason == reason
+                && e.context == context
+                && e.object == object
+                && e.username == username
+                && e.client_info == client_info
+                && now.duration_since(e.updated) < std::time::Duration::from_secs(60)
+        }) {
+            e.count += 1;
+            e.updated = now;
+            return;
+        }
+        let entry_id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        entries.push_front(AclLogEntry {
+            entry_id,
+            reason: reason.into(),
+            context: context.into(),
+            object: object.into(),
+            username: username.into(),
+            client_info: client_info.into(),
+            count: 1,
+            created: now,
+            updated: now,
+        });
+        entries.truncate(ACL_LOG_MAX);
+    }
+
+    /// The newest `count` entries.
+    pub fn entries(&self, count: usize) -> Vec<AclLogEntry> {
+        self.entries.lock().expect("acl log lock").iter().take(count).cloned().collect()
+    }
+
+    pub fn reset(&self) {
+        self.entries.lock().expect("acl log lock").clear();
+    }
+}
+
+/// Writes an admin action to the server's log: who, from where, what.
+pub fn audit_admin(username: &str, client_info: &str, action: &str) {
+    tracing::info!(target: "audit", username, client = client_info, action, "admin action");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -355,5 +549,36 @@ mod tests {
             let err = Users::from_config(&config(text)).unwrap_err().to_string();
             assert!(err.contains(says), "{text}: {err}");
         }
+    }
+
+    #[test]
+    fn a_users_connections_are_counted_up_to_its_limit() {
+        let users = Arc::new(
+            Users::from_config(&config("[users.a]\npassword = \"x\"\nmax-connections = 2")).unwrap(),
+        );
+        let a = users.authenticate("a", b"x").unwrap();
+        let first = users.connect(&a).unwrap();
+        let _second = users.connect(&a).unwrap();
+        assert_eq!(users.connect(&a).unwrap_err().to_string(), "user a has reached max-connections (2)");
+        drop(first);
+        assert!(users.connect(&a).is_ok(), "a closed connection frees its place");
+    }
+
+    #[test]
+    fn the_acl_log_counts_repeats_and_keeps_the_newest() {
+        let log = AclLog::default();
+        log.record("auth", "toplevel", "AUTH", "bob", "addr=1");
+        log.record("auth", "toplevel", "AUTH", "bob", "addr=1");
+        log.record("key", "multi", "other:1", "alice", "addr=2");
+        let entries = log.entries(10);
+        assert_eq!(entries.len(), 2);
+        assert_eq!((entries[0].reason.as_str(), entries[0].count), ("key", 1));
+        assert_eq!((entries[1].reason.as_str(), entries[1].count), ("auth", 2));
+        for i in 0..200 {
+            log.record("command", "toplevel", &format!("c{i}"), "x", "addr=3");
+        }
+        assert_eq!(log.entries(1000).len(), ACL_LOG_MAX);
+        log.reset();
+        assert!(log.entries(10).is_empty());
     }
 }
