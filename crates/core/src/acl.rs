@@ -641,6 +641,19 @@ mod tests {
         assert_eq!(p.check_names(&push), Ok(()));
         let push = Command::Push(crate::Push::new("mail", "x"));
         assert_eq!(p.check_names(&push).unwrap_err().to_string(), "No permissions to access a queue");
+        // A publish to the default exchange touches the queue its routing key names; to any
+        // other exchange, that exchange.
+        let publish = |exchange: &str, key: &str| {
+            Command::Publish(crate::Publish {
+                exchange: exchange.into(),
+                routing_key: key.into(),
+                push: crate::Push::new("", "x"),
+            })
+        };
+        assert_eq!(p.check_names(&publish("", "jobs.a")), Ok(()));
+        assert_eq!(p.check_names(&publish("", "mail")), Err(Denied::Name("queue")));
+        assert_eq!(p.check_names(&publish("jobs.x", "mail")), Ok(()));
+        assert_eq!(p.check_names(&publish("amq.topic", "jobs.a")), Err(Denied::Name("exchange")));
     }
 
     #[test]

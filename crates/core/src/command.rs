@@ -562,6 +562,13 @@ impl Command {
                 f(Exchange, &binding.exchange);
                 f(Queue, &binding.queue);
             }
+            // The default exchange is no exchange of anyone's: it routes only to the queue its
+            // routing key names, as `PUSH` does, so that queue is the name a publish to it touches
+            // (a user limited to `queue~app.*` may publish to `app.x` through it, not to `other`).
+            Command::Publish(publish) if publish.exchange.is_empty() => {
+                f(Queue, &publish.routing_key);
+                fence(&publish.push.fence, f);
+            }
             Command::Publish(publish) => {
                 f(Exchange, &publish.exchange);
                 fence(&publish.push.fence, f);
