@@ -158,6 +158,14 @@ struct ServerArgs {
     /// [default: 33554432].
     #[arg(long, env = "TURNSTILE_PUBSUB_OUTPUT_LIMIT", value_name = "BYTES")]
     pubsub_output_limit: Option<u64>,
+    /// Most bytes of unparsed input one RESP client may have buffered before it is closed
+    /// [default: 1073741824].
+    #[arg(long, env = "TURNSTILE_CLIENT_QUERY_BUFFER_LIMIT", value_name = "BYTES")]
+    client_query_buffer_limit: Option<u64>,
+    /// yes: while no password or user is configured, only clients on this host are served; others
+    /// are refused (RESP -DENIED, AMQP and HTTP 403). no: everyone is served [default: yes].
+    #[arg(long, env = "TURNSTILE_PROTECTED_MODE", value_name = "yes|no", value_parser = yes_no)]
+    protected_mode: Option<bool>,
     /// Most log entries in flight at once [default: 2].
     #[arg(long, env = "TURNSTILE_MAX_IN_FLIGHT", value_name = "N")]
     max_in_flight: Option<usize>,
@@ -242,6 +250,8 @@ impl ServerArgs {
         set(&mut config.max_batch, &self.max_batch);
         set(&mut config.max_in_flight, &self.max_in_flight);
         set(&mut config.pubsub_output_limit, &self.pubsub_output_limit);
+        set(&mut config.client_query_buffer_limit, &self.client_query_buffer_limit);
+        set(&mut config.protected_mode, &self.protected_mode);
         set(&mut config.worker_threads, &self.worker_threads);
         set(&mut config.fsync, &self.fsync);
         set(&mut config.fsync_interval_ms, &self.fsync_interval_ms);
@@ -255,6 +265,15 @@ impl ServerArgs {
         config.fault_injection |= self.fault_injection;
         config.validate()?;
         Ok(config)
+    }
+}
+
+/// A yes/no flag, in Redis's words.
+fn yes_no(text: &str) -> Result<bool, String> {
+    match text {
+        "yes" => Ok(true),
+        "no" => Ok(false),
+        other => Err(format!("expected yes or no, not {other:?}")),
     }
 }
 

@@ -103,6 +103,17 @@ pub struct Config {
     /// `client-output-buffer-limit` for pub/sub clients, 32 MiB): a subscriber that reads slower
     /// than messages come is disconnected past it, rather than letting the server's memory grow.
     pub pubsub_output_limit: u64,
+    /// Most bytes of unparsed input one RESP connection may have buffered (a request not yet
+    /// complete, and the pipelined ones behind it): a client past it is closed (Redis's
+    /// `client-query-buffer-limit`, 1 GiB).
+    pub client_query_buffer_limit: u64,
+    /// Redis's protected mode: while no authentication is configured (no `requirepass`, no
+    /// `[users]`), connections from other hosts than this one are answered with an error and
+    /// closed (RESP `-DENIED`, AMQP 403, HTTP 403). AMQP is exempt when `[amqp-users]` names a
+    /// user other than `guest`: every AMQP login then needs a password the operator chose.
+    /// `true`/`false`, or Redis's `"yes"`/`"no"`.
+    #[serde(deserialize_with = "yes_no")]
+    pub protected_mode: bool,
     /// The `default` user's password (Redis's `requirepass`): set, a client must authenticate
     /// (`AUTH`, HTTP Basic/Bearer, AMQP PLAIN) before anything but the handshake.
     pub requirepass: Option<String>,
@@ -179,6 +190,8 @@ impl Default for Config {
             truncate_corrupt: false,
             fault_injection: false,
             pubsub_output_limit: 32 * 1024 * 1024,
+            client_query_buffer_limit: 1024 * 1024 * 1024,
+            protected_mode: true,
             requirepass: None,
             users: BTreeMap::new(),
         }
@@ -243,6 +256,10 @@ impl Config {
             ("snapshot-every", usize::try_from(self.snapshot_every).unwrap_or(usize::MAX)),
             ("election-timeout-ms", usize::try_from(self.election_timeout_ms).unwrap_or(usize::MAX)),
             ("pubsub-output-limit", usize::try_from(self.pubsub_output_limit).unwrap_or(usize::MAX)),
+            (
+                "client-query-buffer-limit",
+                usize::try_from(self.client_query_buffer_limit).unwrap_or(usize::MAX),
+            ),
             ("script-budget", usize::try_from(self.script_budget).unwrap_or(usize::MAX)),
         ];
         if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
@@ -349,6 +366,22 @@ fn peers_text(peers: &BTreeMap<u64, SocketAddr>) -> String {
     peers.iter().map(|(id, addr)| format!("{id}={addr}")).collect::<Vec<_>>().join(",")
 }
 
+/// A switch written as a boolean or as Redis writes one, `yes` / `no`.
+fn yes_no<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Switch {
+        Bool(bool),
+        Text(String),
+    }
+    match Switch::deserialize(d)? {
+        Switch::Bool(on) => Ok(on),
+        Switch::Text(text) if text == "yes" => Ok(true),
+        Switch::Text(text) if text == "no" => Ok(false),
+        Switch::Text(text) => Err(serde::de::Error::custom(format!("expected yes or no, not {text:?}"))),
+    }
+}
+
 fn peers_from_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<BTreeMap<u64, SocketAddr>, D::Error> {
     let text = String::deserialize(d)?;
     parse_peers(&text).map_err(serde::de::Error::custom)
@@ -369,6 +402,20 @@ mod tests {
         assert_eq!(c.amqp_addr, "127.0.0.1:5673".parse().unwrap());
         assert_eq!(c.amqp_users.get("alice").map(String::as_str), Some("s3cret"));
         assert!(!c.amqp_users.contains_key("guest"), "a users table replaces the default guest");
+    }
+
+    #[test]
+    fn protected_mode_is_on_unless_turned_off_either_way() {
+        assert!(Config::default().protected_mode);
+        assert!(!Config::from_toml("protected-mode = false").unwrap().protected_mode);
+        assert!(!Config::from_toml("protected-mode = \"no\"").unwrap().protected_mode);
+        assert!(Config::from_toml("protected-mode = \"yes\"").unwrap().protected_mode);
+        assert!(Config::from_toml("protected-mode = \"maybe\"").is_err());
+        let c = Config::from_toml("client-query-buffer-limit = 0").unwrap();
+        assert_eq!(
+            c.validate().unwrap_err().to_string(),
+            "invalid setting: client-query-buffer-limit must be at least 1"
+        );
     }
 
     #[test]

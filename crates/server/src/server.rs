@@ -38,6 +38,10 @@ pub struct Shared {
     pub clients: Clients,
     /// `pubsub-output-limit`: the bytes of messages one subscriber may have waiting.
     pub pubsub_output_limit: u64,
+    /// `client-query-buffer-limit`: the bytes of unparsed input one RESP client may have buffered.
+    pub client_query_buffer_limit: u64,
+    /// `protected-mode`: without authentication, only loopback clients are served (`listener.rs`).
+    pub protected_mode: bool,
     pub limits: Limits,
     pub stats: Arc<Stats>,
     pub started: Instant,
@@ -313,6 +317,8 @@ impl Server {
             pubsub,
             clients: Clients::default(),
             pubsub_output_limit: config.pubsub_output_limit,
+            client_query_buffer_limit: config.client_query_buffer_limit,
+            protected_mode: config.protected_mode,
             client_slots: Arc::new(Semaphore::new(limits.max_clients)),
             limits,
             stats,
@@ -365,6 +371,7 @@ impl Server {
     /// connection close its session, stop the node.
     pub async fn run(self, stop: impl Future<Output = ()>) -> Result<(), ServerError> {
         let Server { resp, http, amqp, shared, trigger, shutdown, log_runtime } = self;
+        crate::listener::warn_if_exposed(&shared);
         let effects = shared.node.take_effects().expect("effects are taken once, here");
         let router = tokio::spawn({
             let (router, shutdown) = (shared.router.clone(), shutdown.clone());

@@ -62,6 +62,10 @@ pub struct Counters {
     pub pubsub_messages: AtomicU64,
     pub pubsub_messages_late: AtomicU64,
     pub pubsub_clients_disconnected: AtomicU64,
+    // Protection:
+    pub protected_mode_refused: AtomicU64,
+    pub user_connections_refused: AtomicU64,
+    pub query_buffer_closed: AtomicU64,
 }
 
 /// One counter: its name (INFO field; metric `turnstile_<name>_total`) and what it counts.
@@ -125,6 +129,22 @@ pub const COUNTERS: &[Counter] = &[
         help: "Subscribers disconnected for reading too slowly (pubsub-output-limit).",
         value: |s| s.pubsub_clients_disconnected,
     },
+    // Protection:
+    Counter {
+        name: "protected_mode_refused",
+        help: "Connections from other hosts refused because no authentication is configured (protected-mode).",
+        value: |s| s.protected_mode_refused,
+    },
+    Counter {
+        name: "user_connections_refused",
+        help: "Connections refused because their user had max-connections open.",
+        value: |s| s.user_connections_refused,
+    },
+    Counter {
+        name: "query_buffer_closed",
+        help: "RESP clients closed for sending more unparsed input than client-query-buffer-limit.",
+        value: |s| s.query_buffer_closed,
+    },
 ];
 
 impl Stats {
@@ -177,6 +197,9 @@ pub struct Snapshot {
     pub pubsub_messages: u64,
     pub pubsub_messages_late: u64,
     pub pubsub_clients_disconnected: u64,
+    pub protected_mode_refused: u64,
+    pub user_connections_refused: u64,
+    pub query_buffer_closed: u64,
     /// The state's figures; `None` when the state could not be read (no leader, stopping).
     pub summary: Option<Summary>,
     pub node: NodeStatus,
@@ -234,6 +257,9 @@ impl Snapshot {
             pubsub_messages: load(&c.pubsub_messages),
             pubsub_messages_late: load(&c.pubsub_messages_late),
             pubsub_clients_disconnected: load(&c.pubsub_clients_disconnected),
+            protected_mode_refused: load(&c.protected_mode_refused),
+            user_connections_refused: load(&c.user_connections_refused),
+            query_buffer_closed: load(&c.query_buffer_closed),
             summary,
             node: shared.node.status(),
             cluster: shared.node.local_cluster_status(),

@@ -22,7 +22,7 @@ use tokio::sync::mpsc;
 use tokio::sync::oneshot::error::TryRecvError;
 use turnstile_amqp::content::write_content;
 use turnstile_amqp::frame::write_heartbeat;
-use turnstile_amqp::{AmqpError, decode, write_method};
+use turnstile_amqp::{AmqpError, code, decode, write_method};
 use turnstile_core::{Effect, Reply};
 use turnstile_raft::Answer;
 
@@ -42,11 +42,18 @@ const MAX_EFFECTS_PER_WRITE: usize = 256;
 /// Deliveries are handed to the writer once this much is queued, not only at the end of a batch.
 const FLUSH_AT: usize = 64 * 1024;
 
-pub async fn serve(mut stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>, mut shutdown: Shutdown) {
+pub async fn serve(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    id: u64,
+    shared: Arc<Shared>,
+    mut shutdown: Shutdown,
+) {
     let mut buf = BytesMut::with_capacity(16 * 1024);
+    let client = super::client_info(peer, id);
     let tuned = match tokio::time::timeout(
         HANDSHAKE_TIMEOUT,
-        handshake(&mut stream, &mut buf, peer, &shared.amqp_users),
+        handshake(&mut stream, &mut buf, peer, &shared.users, &client),
     )
     .await
     {
@@ -60,10 +67,30 @@ pub async fn serve(mut stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>,
             return;
         }
     };
+    // The user's `max-connections`, counted until the connection ends; past it the connection
+    // is refused at `Connection.Open` with RabbitMQ's words for its per-user limit.
+    let _counted = match shared.users.connect(&tuned.identity) {
+        Ok(counted) => counted,
+        Err(e) => {
+            crate::stats::bump(&shared.stats.counters.user_connections_refused);
+            tracing::info!(%peer, user = %e.user, "amqp connection refused: {e}");
+            let e = AmqpError::new(
+                code::NOT_ALLOWED,
+                format!(
+                    "access to vhost '/' refused for user '{}': user connection limit ({}) is reached \
+                     (max-connections)",
+                    e.user, e.max
+                ),
+            );
+            let _ = tokio::time::timeout(CLOSE_TIMEOUT, refuse_open(&mut stream, e)).await;
+            return;
+        }
+    };
     // The session is opened (a log entry) before `Connection.Open` is answered, so a node that
     // cannot open one (no leader reachable) refuses the connection at connect, with the reason,
     // before the client sends anything else.
-    let (session, effects) = match Session::open(&shared).await {
+    let user = tuned.identity.name().to_owned();
+    let (session, effects) = match Session::open(&shared, tuned.identity.clone(), client).await {
         Ok(opened) => opened,
         Err(e) => {
             let _ = tokio::time::timeout(CLOSE_TIMEOUT, refuse_open(&mut stream, e)).await;
@@ -86,7 +113,7 @@ pub async fn serve(mut stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>,
     let (read, write) = stream.into_split();
     let (tx, rx) = mpsc::unbounded_channel();
     let writer = tokio::spawn(write_loop(write, rx));
-    tracing::debug!(%peer, user = %tuned.user, session = %session.id(), "amqp connection open");
+    tracing::debug!(%peer, %user, session = %session.id(), "amqp connection open");
     let mut conn = Connection {
         session,
         machine,

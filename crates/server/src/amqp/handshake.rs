@@ -13,6 +13,7 @@ use turnstile_amqp::{
 };
 
 use super::{CHANNEL_MAX, FRAME_MAX, HEARTBEAT};
+use crate::auth::{Identity, Users};
 
 /// RabbitMQ's `handshake_timeout`: a client that has not opened its connection by then is dropped.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -24,7 +25,8 @@ pub struct Tuned {
     pub channel_max: u16,
     /// Seconds; 0 = no heartbeats.
     pub heartbeat: u16,
-    pub user: String,
+    /// Who logged in.
+    pub identity: Identity,
     /// The client shows `Connection.Blocked` / `Unblocked` (capability `connection.blocked`).
     pub blocked_notify: bool,
     /// The client handles a server-sent `Basic.Cancel` (capability `consumer_cancel_notify`).
@@ -53,37 +55,16 @@ pub async fn handshake(
     stream: &mut TcpStream,
     buf: &mut BytesMut,
     peer: SocketAddr,
-    users: &std::collections::BTreeMap<String, String>,
+    users: &Users,
+    client: &str,
 ) -> Result<Tuned, HandshakeError> {
-    while buf.len() < PROTOCOL_HEADER.len() {
-        if stream.read_buf(buf).await? == 0 {
-            return Err(HandshakeError::Closed);
-        }
-        if !PROTOCOL_HEADER.starts_with(&buf[..buf.len().min(PROTOCOL_HEADER.len())]) {
-            break;
-        }
-    }
-    if &buf[..PROTOCOL_HEADER.len().min(buf.len())] != PROTOCOL_HEADER {
-        // The spec's answer to a header it does not speak: its own header, then close.
-        stream.write_all(PROTOCOL_HEADER).await?;
-        return Err(HandshakeError::BadHeader(buf[..buf.len().min(8)].to_vec()));
-    }
-    let _ = buf.split_to(PROTOCOL_HEADER.len());
-
-    let mut out = BytesMut::new();
-    write_method(&mut out, 0, &AMQPClass::Connection(connection::AMQPMethod::Start(start())));
-    stream.write_all(&out).await?;
-
-    let start_ok = match next_method(stream, buf).await? {
-        AMQPClass::Connection(connection::AMQPMethod::StartOk(ok)) => ok,
-        _ => return refuse(stream, AmqpError::command_invalid("expected 'connection.start_ok'")).await,
-    };
+    let start_ok = start_ok(stream, buf).await?;
     let capabilities = client_capabilities(&start_ok.client_properties);
-    let user = match authenticate(&start_ok, peer, users) {
-        Ok(user) => user,
+    let identity = match authenticate(&start_ok, peer, users, client) {
+        Ok(identity) => identity,
         Err(e) => return refuse(stream, e).await,
     };
-    out.clear();
+    let mut out = BytesMut::new();
     let tune = connection::Tune { channel_max: CHANNEL_MAX, frame_max: FRAME_MAX, heartbeat: HEARTBEAT };
     write_method(&mut out, 0, &AMQPClass::Connection(connection::AMQPMethod::Tune(tune)));
     stream.write_all(&out).await?;
@@ -117,10 +98,44 @@ pub async fn handshake(
         frame_max,
         channel_max,
         heartbeat: tune_ok.heartbeat,
-        user,
+        identity,
         blocked_notify: capabilities.contains(&"connection.blocked"),
         cancel_notify: capabilities.contains(&"consumer_cancel_notify"),
     })
+}
+
+/// The protocol header, the server's `Start`, and the client's `StartOk` with its credentials.
+async fn start_ok(stream: &mut TcpStream, buf: &mut BytesMut) -> Result<connection::StartOk, HandshakeError> {
+    while buf.len() < PROTOCOL_HEADER.len() {
+        if stream.read_buf(buf).await? == 0 {
+            return Err(HandshakeError::Closed);
+        }
+        if !PROTOCOL_HEADER.starts_with(&buf[..buf.len().min(PROTOCOL_HEADER.len())]) {
+            break;
+        }
+    }
+    if &buf[..PROTOCOL_HEADER.len().min(buf.len())] != PROTOCOL_HEADER {
+        // The spec's answer to a header it does not speak: its own header, then close.
+        stream.write_all(PROTOCOL_HEADER).await?;
+        return Err(HandshakeError::BadHeader(buf[..buf.len().min(8)].to_vec()));
+    }
+    let _ = buf.split_to(PROTOCOL_HEADER.len());
+
+    let mut out = BytesMut::new();
+    write_method(&mut out, 0, &AMQPClass::Connection(connection::AMQPMethod::Start(start())));
+    stream.write_all(&out).await?;
+
+    match next_method(stream, buf).await? {
+        AMQPClass::Connection(connection::AMQPMethod::StartOk(ok)) => Ok(ok),
+        _ => refuse(stream, AmqpError::command_invalid("expected 'connection.start_ok'")).await,
+    }
+}
+
+/// Refuses a connection at its login, whatever it logs in as, with `e` (protected mode): the
+/// client learns why where a refused login would tell it.
+pub async fn deny(stream: &mut TcpStream, buf: &mut BytesMut, e: AmqpError) -> Result<(), HandshakeError> {
+    start_ok(stream, buf).await?;
+    refuse(stream, e.on(10, 11)).await
 }
 
 /// Answers the client's `Connection.Open`: the connection is open.
@@ -187,12 +202,15 @@ fn client_capabilities(props: &FieldTable) -> Vec<&'static str> {
         .collect()
 }
 
-/// Checks the credentials in `StartOk`; the user name on success.
+/// Checks the credentials in `StartOk` against the user table (the same users as every other
+/// protocol; `[amqp-users]` among them); who logged in on success. A refusal has RabbitMQ's
+/// words, which say nothing of why (the log and `ACL LOG` do), and is recorded in `ACL LOG`.
 fn authenticate(
     ok: &connection::StartOk,
     peer: SocketAddr,
-    users: &std::collections::BTreeMap<String, String>,
-) -> Result<String, AmqpError> {
+    users: &Users,
+    client: &str,
+) -> Result<Identity, AmqpError> {
     let mechanism = ok.mechanism.as_str();
     let refused = || {
         AmqpError::access_refused(format!(
@@ -206,9 +224,7 @@ fn authenticate(
             let mut parts = ok.response.as_bytes().splitn(3, |b| *b == 0);
             let (_, user, password) = (parts.next(), parts.next(), parts.next());
             match (user, password) {
-                (Some(u), Some(p)) => {
-                    (String::from_utf8_lossy(u).into_owned(), String::from_utf8_lossy(p).into_owned())
-                }
+                (Some(u), Some(p)) => (String::from_utf8_lossy(u).into_owned(), p.to_vec()),
                 _ => return Err(refused()),
             }
         }
@@ -222,12 +238,12 @@ fn authenticate(
                 None => return Err(refused()),
             };
             let text = |key: &str| match table.inner().get(key) {
-                Some(AMQPValue::LongString(s)) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
-                Some(AMQPValue::ShortString(s)) => Some(s.as_str().to_owned()),
+                Some(AMQPValue::LongString(s)) => Some(s.as_bytes().to_vec()),
+                Some(AMQPValue::ShortString(s)) => Some(s.as_str().as_bytes().to_vec()),
                 _ => None,
             };
             match (text("LOGIN"), text("PASSWORD")) {
-                (Some(u), Some(p)) => (u, p),
+                (Some(u), Some(p)) => (String::from_utf8_lossy(&u).into_owned(), p),
                 _ => return Err(refused()),
             }
         }
@@ -238,15 +254,24 @@ fn authenticate(
             .on(10, 11));
         }
     };
-    if users.get(&user) != Some(&password) {
-        tracing::info!(%peer, %user, "amqp login refused: bad credentials");
-        return Err(refused());
+    let refuse = |why: &str| {
+        tracing::info!(%peer, %user, "amqp login refused: {why}");
+        users.log.record("auth", "amqp", &user, &user, client);
+        Err(refused())
+    };
+    let identity = match users.authenticate(&user, &password) {
+        Ok(identity) => identity,
+        Err(_) => return refuse("bad credentials"),
+    };
+    // With authentication off the `default` user needs no password; an AMQP login always names
+    // a user with one, as before there was a user table.
+    if !users.required() && identity.user().nopass {
+        return refuse("user has no password and authentication is off");
     }
-    if user == "guest" && !peer.ip().is_loopback() {
-        tracing::info!(%peer, "amqp login refused: user 'guest' may only connect from localhost");
-        return Err(refused());
+    if user == "guest" && !peer.ip().to_canonical().is_loopback() {
+        return refuse("user 'guest' may only connect from localhost");
     }
-    Ok(user)
+    Ok(identity)
 }
 
 /// Reads the next method on channel 0 (heartbeats skipped).

@@ -50,9 +50,14 @@ const HEARTBEAT: u16 = 60;
 
 /// Serves one admitted AMQP connection until it closes.
 pub async fn serve(admitted: Admitted, shared: Arc<Shared>, shutdown: Shutdown) {
-    let Admitted { stream, peer, slot, .. } = admitted;
-    connection::serve(stream, peer, shared, shutdown).await;
+    let Admitted { stream, peer, id, slot, .. } = admitted;
+    connection::serve(stream, peer, id, shared, shutdown).await;
     drop(slot);
+}
+
+/// Who a connection is, for the log and `ACL LOG` (the words RESP's use).
+fn client_info(peer: SocketAddr, id: u64) -> String {
+    format!("protocol=amqp addr={peer} id={id}")
 }
 
 /// Refuses a connection the AMQP way: the handshake runs until `Connection.Open`, which is
@@ -66,13 +71,29 @@ pub async fn refuse(
 ) -> std::io::Result<()> {
     let mut buf = BytesMut::new();
     let refusal = AmqpError::new(code::NOT_ALLOWED, reason.to_owned());
-    match handshake::handshake(stream, &mut buf, peer, &shared.amqp_users).await {
+    match handshake::handshake(stream, &mut buf, peer, &shared.users, &client_info(peer, 0)).await {
         Ok(_) => return handshake::refuse_open(stream, refusal).await,
         Err(handshake::HandshakeError::Io(e)) => return Err(e),
         Err(e) => tracing::debug!(%peer, error = %e, "amqp connection refused"),
     }
-    // Wait for the client's CloseOk (or for it to go), so the close reaches it before the socket
-    // does; the caller bounds the wait.
+    drain(stream).await
+}
+
+/// Refuses a connection in protected mode: its login, whatever it names, is answered with
+/// `Connection.Close` `403 ACCESS_REFUSED` and `reason`.
+pub async fn deny(stream: &mut TcpStream, peer: SocketAddr, reason: &str) -> std::io::Result<()> {
+    let mut buf = BytesMut::new();
+    match handshake::deny(stream, &mut buf, AmqpError::access_refused(reason.to_owned())).await {
+        Err(handshake::HandshakeError::Io(e)) => return Err(e),
+        Err(e) => tracing::debug!(%peer, error = %e, "amqp connection denied"),
+        Ok(()) => {}
+    }
+    drain(stream).await
+}
+
+/// Waits for the client's CloseOk (or for it to go), so the close reaches it before the socket
+/// does; the caller bounds the wait.
+async fn drain(stream: &mut TcpStream) -> std::io::Result<()> {
     let mut rest = [0u8; 512];
     while stream.read(&mut rest).await? > 0 {}
     Ok(())

@@ -6,10 +6,11 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc;
 use turnstile_amqp::{AmqpError, code};
-use turnstile_core::{Command, Effect, Query, Reply, SessionId};
+use turnstile_core::{Command, Denied, Effect, NameKind, Query, Reply, SessionId};
 use turnstile_raft::{Answer, NodeError};
 
 use super::machine::NotApplied;
+use crate::auth::Identity;
 use crate::server::Shared;
 use crate::session::{self, Refused};
 
@@ -18,6 +19,8 @@ pub(super) struct Session {
     inner: session::Session,
     id: SessionId,
     shared: Arc<Shared>,
+    /// Who, from where, for `ACL LOG`.
+    client: String,
 }
 
 /// Where a proposed command's reply will come from.
@@ -30,13 +33,19 @@ pub(super) enum Proposed {
 }
 
 impl Session {
-    /// Opens a session in the core; its effects (deliveries, cancels) come on the receiver.
-    pub async fn open(shared: &Arc<Shared>) -> Result<(Session, mpsc::UnboundedReceiver<Effect>), AmqpError> {
+    /// Opens a session in the core for the user who logged in; its effects (deliveries,
+    /// cancels) come on the receiver.
+    pub async fn open(
+        shared: &Arc<Shared>,
+        identity: Identity,
+        client: String,
+    ) -> Result<(Session, mpsc::UnboundedReceiver<Effect>), AmqpError> {
         let mut inner = session::Session::new(shared.clone());
+        inner.set_identity(identity);
         match inner.open().await {
             Ok(id) => {
                 let effects = inner.take_effects().expect("an open session has its effects");
-                Ok((Session { inner, id, shared: shared.clone() }, effects))
+                Ok((Session { inner, id, shared: shared.clone(), client }, effects))
             }
             Err(e) if e.cluster_down() => Err(cluster_down(&e)),
             Err(e) => {
@@ -74,8 +83,11 @@ impl Session {
         }
     }
 
-    /// Puts a command in the log, checked against the limits first.
+    /// Puts a command in the log, checked against the user's permissions and the limits first.
     pub async fn propose(&mut self, command: Command) -> Proposed {
+        if let Err(e) = self.permit(|mut f| command.names(&mut f), |who| who.check(&command)) {
+            return Proposed::Known(Err(NotApplied::Log(e)));
+        }
         match self.inner.submit(command).await {
             Ok(answer) => Proposed::Pending(answer),
             Err(Refused::OutOfMemory) => Proposed::Known(Err(NotApplied::MemoryFull)),
@@ -91,6 +103,7 @@ impl Session {
 
     /// Runs a query at a linearizable read point.
     pub async fn query(&mut self, query: Query) -> Result<Reply, NotApplied> {
+        self.permit(|mut f| query.names(&mut f), |who| who.check_query(&query)).map_err(NotApplied::Log)?;
         self.inner.query(query).await.map_err(|e| match e {
             Refused::Node(e) => not_applied(&e),
             e @ (Refused::NoPerm(_) | Refused::Auth(_)) => {
@@ -100,10 +113,61 @@ impl Session {
         })
     }
 
+    /// With authentication on, checks what a method does against the user's permissions first
+    /// (the session checks again), to refuse it in RabbitMQ's words, which name the queue or
+    /// exchange: `ACCESS_REFUSED - access to queue 'x' in vhost '/' refused for user 'alice'`.
+    /// The refusal is recorded in `ACL LOG`.
+    fn permit(
+        &mut self,
+        names: impl Fn(&mut dyn FnMut(NameKind, &str)),
+        check: impl FnOnce(&Identity) -> Result<(), Denied>,
+    ) -> Result<(), AmqpError> {
+        if !self.shared.users.required() {
+            return Ok(());
+        }
+        let who = self.inner.who().map_err(|e| AmqpError::access_refused(e.to_string()))?;
+        let Err(denied) = check(who) else { return Ok(()) };
+        let (reason, object, text) = refusal(who, &denied, names);
+        self.shared.users.log.record(reason, "amqp", &object, who.name(), &self.client);
+        Err(AmqpError::access_refused(text))
+    }
+
     /// Whether stored messages are at the memory limit (`Connection.Blocked` lasts until not).
     pub fn memory_full(&self) -> bool {
         let max = self.shared.limits.max_memory;
         max > 0 && self.shared.node.payload_bytes() >= max
+    }
+}
+
+/// What `ACL LOG` and the client are told of a refusal: its reason and object there, and
+/// RabbitMQ's text. The queue or exchange named is the first the user may not touch, or, when
+/// the command itself was refused (its category), the first the method names.
+fn refusal(
+    who: &Identity,
+    denied: &Denied,
+    names: impl Fn(&mut dyn FnMut(NameKind, &str)),
+) -> (&'static str, String, String) {
+    let mut first = None;
+    let mut refused = None;
+    names(&mut |kind, name| {
+        if matches!(kind, NameKind::Queue | NameKind::Exchange) {
+            first.get_or_insert_with(|| (kind, name.to_owned()));
+            if refused.is_none() && !who.perms().allows_name(kind, name.as_bytes()) {
+                refused = Some((kind, name.to_owned()));
+            }
+        }
+    });
+    let user = who.name();
+    let reason = match denied {
+        Denied::Command { .. } => "command",
+        _ => refused.as_ref().map_or("command", |(kind, _)| kind.as_str()),
+    };
+    match refused.or(first) {
+        Some((kind, name)) => {
+            let text = format!("access to {} '{name}' in vhost '/' refused for user '{user}'", kind.as_str());
+            (reason, name, text)
+        }
+        None => (reason, String::new(), format!("access refused for user '{user}': {denied}")),
     }
 }
 

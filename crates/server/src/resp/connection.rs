@@ -72,6 +72,8 @@ pub enum ConnError {
     Shutdown,
     #[error("closed by CLIENT KILL, or for reading published messages too slowly")]
     Killed,
+    #[error("closing client that reached max query buffer length ({buffered} bytes unparsed; client-query-buffer-limit is {limit})")]
+    QueryBufferLimit { buffered: usize, limit: u64 },
 }
 
 // Pub/sub and client housekeeping:
@@ -144,6 +146,10 @@ impl Connection {
             Err(e @ (ConnError::Protocol(_) | ConnError::FloodWhileBlocked(_))) => {
                 tracing::info!(%peer, id = self.id, error = %e, "closing connection after bad input");
             }
+            Err(e @ ConnError::QueryBufferLimit { .. }) => {
+                crate::stats::bump(&self.shared.stats.counters.query_buffer_closed);
+                tracing::warn!(%peer, id = self.id, "{e}");
+            }
             Err(e) => tracing::debug!(%peer, id = self.id, error = %e, "connection ended"),
         }
         self.session.close().await;
@@ -194,6 +200,7 @@ impl Connection {
                         // half-read was acted on.
                         return Ok(());
                     }
+                    self.check_query_buffer()?;
                 }
                 () = self.client.outbox.ready() => {}
                 () = &mut stopped => return Ok(()),
@@ -346,10 +353,23 @@ impl Connection {
                     if self.buf.len() > limit {
                         return Err(ConnError::FloodWhileBlocked(limit));
                     }
+                    self.check_query_buffer()?;
                 }
                 () = shutdown.recv() => return Err(ConnError::Shutdown),
             }
         }
+    }
+
+    /// `client-query-buffer-limit`: input is read only while fewer than a pipeline's worth of
+    /// requests are complete, so what is buffered is at most that and one request being received,
+    /// which the codec's own limits (`max-payload`, `max-args`) allow to be very large. A client
+    /// past the limit is closed, as Redis closes it, before it costs the server more memory.
+    fn check_query_buffer(&self) -> Result<(), ConnError> {
+        let limit = self.shared.client_query_buffer_limit;
+        if self.buf.len() as u64 > limit {
+            return Err(ConnError::QueryBufferLimit { buffered: self.buf.len(), limit });
+        }
+        Ok(())
     }
 
     async fn connection_command(&mut self, c: ConnCmd) -> Result<Flow, ConnError> {
