@@ -166,6 +166,12 @@ struct ServerArgs {
     /// are refused (RESP -DENIED, AMQP and HTTP 403). no: everyone is served [default: yes].
     #[arg(long, env = "TURNSTILE_PROTECTED_MODE", value_name = "yes|no", value_parser = yes_no)]
     protected_mode: Option<bool>,
+    /// Most holds one session may have (taken, or waited for); 0 = no limit [default: 0].
+    #[arg(long, env = "TURNSTILE_MAX_HOLDS_PER_SESSION", value_name = "N")]
+    max_holds_per_session: Option<u32>,
+    /// Most waits (acquires, pops) one session may have at once; 0 = no limit [default: 0].
+    #[arg(long, env = "TURNSTILE_MAX_WAITS_PER_SESSION", value_name = "N")]
+    max_waits_per_session: Option<u32>,
     /// Most log entries in flight at once [default: 2].
     #[arg(long, env = "TURNSTILE_MAX_IN_FLIGHT", value_name = "N")]
     max_in_flight: Option<usize>,
@@ -252,6 +258,8 @@ impl ServerArgs {
         set(&mut config.pubsub_output_limit, &self.pubsub_output_limit);
         set(&mut config.client_query_buffer_limit, &self.client_query_buffer_limit);
         set(&mut config.protected_mode, &self.protected_mode);
+        set(&mut config.max_holds_per_session, &self.max_holds_per_session);
+        set(&mut config.max_waits_per_session, &self.max_waits_per_session);
         set(&mut config.worker_threads, &self.worker_threads);
         set(&mut config.fsync, &self.fsync);
         set(&mut config.fsync_interval_ms, &self.fsync_interval_ms);

@@ -369,3 +369,29 @@ fn a_client_that_does_not_read_its_replies_blocks_only_itself() {
     slow.read_exact(&mut first).expect("reply");
     assert!(first.starts_with(b"$1048576\r\nvvvvvv"), "{:?}", String::from_utf8_lossy(&first));
 }
+
+#[test]
+fn a_session_past_max_holds_is_refused_another_until_it_releases_one() {
+    let server = common::TestServer::start_with(&["--max-holds-per-session", "2"]);
+    let mut a = server.client();
+    let acquire = |con: &mut redis::Connection, name: &str| -> redis::RedisResult<Option<(u64, u64)>> {
+        redis::cmd("LOCK.ACQUIRE").arg(name).arg(60_000).query(con)
+    };
+    let (first, _) = acquire(&mut a, "a").expect("a").expect("granted");
+    acquire(&mut a, "b").expect("b").expect("granted");
+    let err = acquire(&mut a, "c").expect_err("a third hold is refused");
+    assert_eq!(err.code(), Some("ERR"));
+    assert_eq!(
+        err.detail(),
+        Some("max-holds-per-session reached (2): end one of this session's before starting another")
+    );
+    // Another session is not limited by this one's holds.
+    let mut b = server.client();
+    let (c_token, _) = acquire(&mut b, "c").expect("c").expect("granted to another session");
+    let _: i64 = redis::cmd("LOCK.RELEASE").arg("c").arg(c_token).query(&mut b).expect("release c");
+    // Releasing one makes room.
+    let _: i64 = redis::cmd("LOCK.RELEASE").arg("a").arg(first).query(&mut a).expect("release a");
+    acquire(&mut a, "c").expect("c").expect("granted once a hold ended");
+    let (_, scrape) = Scrape::get(&server.http_addr);
+    assert_eq!(scrape.value("turnstile_session_limits_refused_total", &[]), 1.0);
+}

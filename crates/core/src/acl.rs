@@ -271,7 +271,9 @@ impl Perms {
             }
             return Ok(());
         }
-        if let Command::InSession { command, .. } | Command::AsUser { command, .. } = cmd {
+        if let Command::InSession { command, .. } | Command::AsUser { command, .. } | Command::Limited { command, .. } =
+            cmd
+        {
             return self.check_names(command);
         }
         let mut denied = None;
@@ -782,7 +784,7 @@ impl Command {
             Command::ScriptLoad { .. } => ("script", SCRIPT),
             Command::ScriptFlush => ("script", SCRIPT.with(Dangerous)),
             Command::AclSetUser { .. } | Command::AclDelUser { .. } => ("acl", ADMIN),
-            Command::InSession { command, .. } | Command::AsUser { command, .. } => command.categories(),
+            Command::InSession { command, .. } | Command::AsUser { command, .. } | Command::Limited { command, .. } => command.categories(),
         }
     }
 }

@@ -387,6 +387,37 @@ pub enum Command {
         caller: crate::Caller,
         command: Box<Command>,
     },
+    /// Applies `command` (an acquire, or a command that may wait) under the proposing node's
+    /// per-session limits, carried in the entry the way a script's budget is, so every node
+    /// decides alike: refused with [`crate::CoreError::SessionLimit`] when its session already has
+    /// `max_holds` holds (taken or waited for) or `max_waits` waits.
+    Limited {
+        limits: SessionLimits,
+        command: Box<Command>,
+    },
+}
+
+/// `max-holds-per-session` and `max-waits-per-session`; 0 = no limit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionLimits {
+    pub max_holds: u32,
+    pub max_waits: u32,
+}
+
+impl SessionLimits {
+    /// Whether any limit is set.
+    pub fn any(self) -> bool {
+        self.max_holds > 0 || self.max_waits > 0
+    }
+
+    /// `command` under these limits, when they can concern it: an acquire, or a command that
+    /// may wait.
+    pub fn wrap(self, command: Command) -> Command {
+        if !self.any() || !(matches!(command, Command::Acquire(_)) || command.may_wait()) {
+            return command;
+        }
+        Command::Limited { limits: self, command: Box::new(command) }
+    }
 }
 
 /// One command queued in a transaction: a write, or a read that sees the writes before it (so it
@@ -418,7 +449,7 @@ impl Command {
             Command::Pop(p) => Some(&mut p.session),
             Command::BlockingPop(p) => Some(&mut p.session),
             Command::Eval(eval) => Some(&mut eval.session),
-            Command::InSession { command, .. } | Command::AsUser { command, .. } => command.session_mut(),
+            Command::InSession { command, .. } | Command::AsUser { command, .. } | Command::Limited { command, .. } => command.session_mut(),
             // The transaction's own slot, only when some step needs a session: a transaction of
             // plain key commands opens none.
             Command::Exec { session, steps, .. } => {
@@ -437,7 +468,7 @@ impl Command {
     pub fn script_budget_mut(&mut self) -> Option<&mut u64> {
         match self {
             Command::Eval(eval) => Some(&mut eval.budget),
-            Command::AsUser { command, .. } => command.script_budget_mut(),
+            Command::AsUser { command, .. } | Command::Limited { command, .. } => command.script_budget_mut(),
             _ => None,
         }
     }
@@ -449,7 +480,7 @@ impl Command {
             Command::Acquire(a) => a.wait > 0,
             Command::Pop(p) => p.wait > 0,
             Command::BlockingPop(p) => p.wait > 0,
-            Command::InSession { command, .. } | Command::AsUser { command, .. } => command.may_wait(),
+            Command::InSession { command, .. } | Command::AsUser { command, .. } | Command::Limited { command, .. } => command.may_wait(),
             _ => false,
         }
     }
@@ -463,7 +494,7 @@ impl Command {
             Command::Acquire(a) => a.wait = 0,
             Command::Pop(p) => p.wait = 0,
             Command::BlockingPop(b) => b.wait = 0,
-            Command::InSession { command, .. } | Command::AsUser { command, .. } => command.without_wait(),
+            Command::InSession { command, .. } | Command::AsUser { command, .. } | Command::Limited { command, .. } => command.without_wait(),
             _ => {}
         }
     }
@@ -573,7 +604,7 @@ impl Command {
                 f(Exchange, &publish.exchange);
                 fence(&publish.push.fence, f);
             }
-            Command::InSession { command, .. } | Command::AsUser { command, .. } => command.names(f),
+            Command::InSession { command, .. } | Command::AsUser { command, .. } | Command::Limited { command, .. } => command.names(f),
             Command::AclSetUser { .. } | Command::AclDelUser { .. } => {}
             // What the steps write is checked as if each were sent alone; watched keys and
             // reads are looked up only, as reads are.
@@ -621,7 +652,7 @@ impl Command {
             Command::Set(set) => set.value.len(),
             Command::Eval(eval) => eval.keys.iter().chain(&eval.args).map(Bytes::len).max().unwrap_or(0),
             Command::ScriptLoad { source } => source.len(),
-            Command::InSession { command, .. } | Command::AsUser { command, .. } => command.payload_len(),
+            Command::InSession { command, .. } | Command::AsUser { command, .. } | Command::Limited { command, .. } => command.payload_len(),
             Command::Exec { steps, .. } => Step::writes(steps).map(Command::payload_len).max().unwrap_or(0),
             Command::MSet { pairs, .. } => pairs.iter().map(|(_, v)| v.len()).max().unwrap_or(0),
             Command::Append { value, .. } => value.len(),
@@ -646,7 +677,7 @@ impl Command {
             }
             Command::ListPush { elements, .. } => Some(elements.iter().map(Bytes::len).sum()),
             Command::ListInsert { element, .. } | Command::ListSet { element, .. } => Some(element.len()),
-            Command::InSession { command, .. } | Command::AsUser { command, .. } => command.message_len(),
+            Command::InSession { command, .. } | Command::AsUser { command, .. } | Command::Limited { command, .. } => command.message_len(),
             // Every message the transaction would store, together: it stores all or none.
             Command::Exec { steps, .. } => {
                 Step::writes(steps).filter_map(Command::message_len).reduce(|a, b| a.saturating_add(b))

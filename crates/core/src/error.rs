@@ -80,6 +80,11 @@ pub enum CoreError {
     /// Redis's `NOPERM`, with its texts (see [`crate::Denied`]).
     #[error("{0}")]
     NoPerm(String),
+
+    // Per-session limits. Last, for the same reason.
+    /// A session at `max-holds-per-session` or `max-waits-per-session` (`setting`).
+    #[error("{setting} reached ({limit}): end one of this session's before starting another")]
+    SessionLimit { setting: String, limit: u32 },
 }
 
 impl CoreError {

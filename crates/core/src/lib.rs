@@ -48,7 +48,7 @@ pub use acl::{
 pub use command::{
     Acquire, Binding, BlockingPop, Command, Consume, CreditPool, End, Eval, ExchangeDecl, ExchangeKind,
     ExpireCondition, Fence, KeyExpiry, Mode, NameKind, ObjectField, Pop, Publish, Push, Query, ScriptRef,
-    SetCondition, SetExpiry, SetKey, Step, WAIT_FOREVER,
+    SessionLimits, SetCondition, SetExpiry, SetKey, Step, WAIT_FOREVER,
 };
 pub use decimal::parse_float;
 pub use error::{CoreError, MAX_DURATION, WaitEdge};
@@ -227,6 +227,13 @@ impl State {
                 let reply = self.dispatch(*command, actor, fx);
                 self.caller = None;
                 reply
+            }
+            Command::Limited { limits, command } => {
+                if matches!(*command, Command::Limited { .. }) {
+                    return Err(CoreError::InvalidArgument("Limited cannot be nested".into()));
+                }
+                self.check_session_limits(limits, &command)?;
+                self.dispatch(*command, actor, fx)
             }
             Command::AclSetUser { user } => {
                 self.acl_layer.insert(user.name.clone(), Some(user));

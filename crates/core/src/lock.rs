@@ -530,4 +530,62 @@ mod tests {
         assert_eq!(error_text(sem(3, 5)), "cannot take 5 permits of a semaphore whose limit is 3");
         assert!(matches!(sem(3, 3), Reply::Granted { .. }));
     }
+
+    /// `max-holds-per-session` and `max-waits-per-session`, carried in the command.
+    #[test]
+    fn a_session_at_its_limits_is_refused_more_holds_and_waits() {
+        let mut state = State::new();
+        let mut index = 0;
+        let mut apply = |state: &mut State, cmd: Command| {
+            index += 1;
+            state.apply(index, 0, cmd).0
+        };
+        let open = Command::OpenSession { host: crate::HostId(1), secret: 7, timeout: 10_000 };
+        let (Reply::Session(a), Reply::Session(b)) = (apply(&mut state, open.clone()), apply(&mut state, open))
+        else {
+            panic!("sessions open")
+        };
+        let limits = crate::SessionLimits { max_holds: 2, max_waits: 1 };
+        let acquire = |name: &str, session, wait| {
+            let acquire = Acquire {
+                name: name.into(),
+                mode: Mode::Exclusive,
+                ttl: 60_000,
+                wait,
+                owner: None,
+                session: Some(session),
+                keep: false,
+            };
+            limits.wrap(Command::Acquire(acquire))
+        };
+        let Reply::Granted { token: x, .. } = apply(&mut state, acquire("x", a, 0)) else { panic!("x") };
+        assert!(matches!(apply(&mut state, acquire("y", a, 0)), Reply::Granted { .. }));
+        assert_eq!(
+            error_text(apply(&mut state, acquire("z", a, 0))),
+            "max-holds-per-session reached (2): end one of this session's before starting another"
+        );
+        // Acquiring a lock it holds takes no new hold.
+        assert!(matches!(apply(&mut state, acquire("x", a, 0)), Reply::Granted { .. }));
+        assert!(matches!(apply(&mut state, Command::Release { name: "x".into(), token: x }), Reply::Int(1)));
+        assert!(matches!(apply(&mut state, acquire("z", a, 0)), Reply::Granted { .. }));
+
+        // One wait at most: a second acquire that may wait is refused, one that may not is not.
+        assert!(matches!(apply(&mut state, acquire("y", b, 5_000)), Reply::Waiting { .. }));
+        assert_eq!(
+            error_text(apply(&mut state, acquire("z", b, 5_000))),
+            "max-waits-per-session reached (1): end one of this session's before starting another"
+        );
+        assert!(matches!(apply(&mut state, acquire("w", b, 0)), Reply::Granted { .. }));
+        // A waiting acquire counts as a hold to come: b has one hold and one waiting.
+        assert_eq!(
+            error_text(apply(&mut state, acquire("v", b, 0))),
+            "max-holds-per-session reached (2): end one of this session's before starting another"
+        );
+        // Without the wrapper there is no limit.
+        let Command::Limited { command, .. } = acquire("v", b, 0) else { panic!("wrapped") };
+        assert!(matches!(apply(&mut state, *command), Reply::Granted { .. }));
+        // No limits set: nothing is wrapped.
+        let open = crate::SessionLimits::default().wrap(Command::Tick);
+        assert_eq!(open, Command::Tick);
+    }
 }

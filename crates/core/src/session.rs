@@ -343,6 +343,43 @@ impl State {
         self.sessions.get(&id).ok_or(CoreError::UnknownSession(id))
     }
 
+    /// Refuses `cmd` when its session is at a per-session limit ([`crate::Command::Limited`]):
+    /// an acquire while the session has `max_holds` holds and acquires waiting (a lock it holds
+    /// already may be acquired again: that takes no new hold), a command that may wait while it
+    /// has `max_waits` waits. Holds taken with `KEEP` are not the session's and do not count.
+    pub(crate) fn check_session_limits(
+        &self,
+        limits: crate::SessionLimits,
+        cmd: &crate::Command,
+    ) -> Result<(), CoreError> {
+        use crate::Command;
+        let id = match cmd {
+            Command::Acquire(a) => a.session,
+            Command::Pop(p) => p.session,
+            Command::BlockingPop(p) => p.session,
+            _ => None,
+        };
+        // No session: the command itself says so (a wait needs one).
+        let Some(session) = id.and_then(|id| self.sessions.get(&id)) else { return Ok(()) };
+        if let Command::Acquire(a) = cmd
+            && limits.max_holds > 0
+        {
+            let holds_it = session.holds.iter().any(|token| self.holds.get(token) == Some(&a.name));
+            let lock_waits =
+                session.waits.iter().filter(|w| matches!(self.waits.get(w), Some(WaitTarget::Lock(_)))).count();
+            if !holds_it && session.holds.len() + lock_waits >= limits.max_holds as usize {
+                return Err(CoreError::SessionLimit {
+                    setting: "max-holds-per-session".into(),
+                    limit: limits.max_holds,
+                });
+            }
+        }
+        if cmd.may_wait() && limits.max_waits > 0 && session.waits.len() >= limits.max_waits as usize {
+            return Err(CoreError::SessionLimit { setting: "max-waits-per-session".into(), limit: limits.max_waits });
+        }
+        Ok(())
+    }
+
     /// The session of an item that references it; its existence is an invariant.
     pub(crate) fn session_mut(&mut self, id: SessionId) -> &mut Session {
         self.sessions.get_mut(&id).expect("items reference only open sessions")

@@ -107,6 +107,12 @@ pub struct Config {
     /// complete, and the pipelined ones behind it): a client past it is closed (Redis's
     /// `client-query-buffer-limit`, 1 GiB).
     pub client_query_buffer_limit: u64,
+    /// Most holds one session may have (taken without `KEEP`, or waited for); an acquire past
+    /// it is refused. 0 = no limit.
+    pub max_holds_per_session: u32,
+    /// Most waits (acquires and pops waiting in line) one session may have at once; a command
+    /// that may wait past it is refused. 0 = no limit.
+    pub max_waits_per_session: u32,
     /// Redis's protected mode: while no authentication is configured (no `requirepass`, no
     /// `[users]`), connections from other hosts than this one are answered with an error and
     /// closed (RESP `-DENIED`, AMQP 403, HTTP 403). AMQP is exempt when `[amqp-users]` names a
@@ -191,6 +197,8 @@ impl Default for Config {
             fault_injection: false,
             pubsub_output_limit: 32 * 1024 * 1024,
             client_query_buffer_limit: 1024 * 1024 * 1024,
+            max_holds_per_session: 0,
+            max_waits_per_session: 0,
             protected_mode: true,
             requirepass: None,
             users: BTreeMap::new(),

@@ -42,6 +42,8 @@ pub struct Shared {
     pub client_query_buffer_limit: u64,
     /// `protected-mode`: without authentication, only loopback clients are served (`listener.rs`).
     pub protected_mode: bool,
+    /// `max-holds-per-session` and `max-waits-per-session`, carried in the commands they concern.
+    pub session_limits: turnstile_core::SessionLimits,
     pub limits: Limits,
     pub stats: Arc<Stats>,
     pub started: Instant,
@@ -319,6 +321,10 @@ impl Server {
             pubsub_output_limit: config.pubsub_output_limit,
             client_query_buffer_limit: config.client_query_buffer_limit,
             protected_mode: config.protected_mode,
+            session_limits: turnstile_core::SessionLimits {
+                max_holds: config.max_holds_per_session,
+                max_waits: config.max_waits_per_session,
+            },
             client_slots: Arc::new(Semaphore::new(limits.max_clients)),
             limits,
             stats,

@@ -270,6 +270,8 @@ impl Session {
         if let Some(budget) = cmd.script_budget_mut() {
             *budget = self.shared.limits.script_budget;
         }
+        // Checked where the session's holds and waits are, in the state machine.
+        let cmd = self.shared.session_limits.wrap(cmd);
         let cmd = self.permit(cmd)?;
         Ok(self.shared.node.submit(cmd).await?)
     }

@@ -66,6 +66,7 @@ pub struct Counters {
     pub protected_mode_refused: AtomicU64,
     pub user_connections_refused: AtomicU64,
     pub query_buffer_closed: AtomicU64,
+    pub session_limits_refused: AtomicU64,
 }
 
 /// One counter: its name (INFO field; metric `turnstile_<name>_total`) and what it counts.
@@ -145,6 +146,11 @@ pub const COUNTERS: &[Counter] = &[
         help: "RESP clients closed for sending more unparsed input than client-query-buffer-limit.",
         value: |s| s.query_buffer_closed,
     },
+    Counter {
+        name: "session_limits_refused",
+        help: "Acquires and waits refused by max-holds-per-session or max-waits-per-session.",
+        value: |s| s.session_limits_refused,
+    },
 ];
 
 impl Stats {
@@ -161,6 +167,9 @@ impl Stats {
             turnstile_core::Reply::Granted { .. } => bump(&self.counters.lock_grants),
             turnstile_core::Reply::Error(turnstile_core::CoreError::Deadlock { cycle }) => {
                 self.deadlocks.record(cycle)
+            }
+            turnstile_core::Reply::Error(turnstile_core::CoreError::SessionLimit { .. }) => {
+                bump(&self.counters.session_limits_refused)
             }
             _ => {}
         }
@@ -200,6 +209,7 @@ pub struct Snapshot {
     pub protected_mode_refused: u64,
     pub user_connections_refused: u64,
     pub query_buffer_closed: u64,
+    pub session_limits_refused: u64,
     /// The state's figures; `None` when the state could not be read (no leader, stopping).
     pub summary: Option<Summary>,
     pub node: NodeStatus,
@@ -260,6 +270,7 @@ impl Snapshot {
             protected_mode_refused: load(&c.protected_mode_refused),
             user_connections_refused: load(&c.user_connections_refused),
             query_buffer_closed: load(&c.query_buffer_closed),
+            session_limits_refused: load(&c.session_limits_refused),
             summary,
             node: shared.node.status(),
             cluster: shared.node.local_cluster_status(),
