@@ -115,7 +115,8 @@ struct ServerArgs {
     #[arg(long, env = "TURNSTILE_HTTP_ADDR", value_name = "HOST:PORT")]
     http_addr: Option<SocketAddr>,
     /// Address of the AMQP 0-9-1 (RabbitMQ protocol) listener [default: 127.0.0.1:6672]; port 0
-    /// picks one. Users come from `amqp-users` in the config file [default: guest/guest, loopback only].
+    /// picks one. Logins are the users of every protocol, `amqp-users` among them [default:
+    /// guest/guest, loopback only].
     #[arg(long, env = "TURNSTILE_AMQP_ADDR", value_name = "HOST:PORT")]
     amqp_addr: Option<SocketAddr>,
     /// This node's id in its cluster; stable across restarts, never reused [default: 1].

@@ -81,7 +81,7 @@ async fn a_wrong_password_is_refused_with_403_and_audited() {
         }
     });
 
-    let err = connect(&url(&server, "alice", "wrong")).await.err().expect("a wrong password is refused");
+    let err = connect(&url(&server, "alice", "wrong")).await.expect_err("a wrong password is refused");
     assert_eq!(
         refusal(&err),
         (
@@ -93,7 +93,7 @@ async fn a_wrong_password_is_refused_with_403_and_audited() {
     );
     // An unknown user gets the same words, and so does guest once users are configured (it is
     // not among them).
-    let err = connect(&url(&server, "nobody", "x")).await.err().expect("an unknown user is refused");
+    let err = connect(&url(&server, "nobody", "x")).await.expect_err("an unknown user is refused");
     assert_eq!(refusal(&err).0, 403);
 
     // The audit log names the refused login: reason, protocol, user and where from.
@@ -139,7 +139,8 @@ async fn a_user_limited_to_app_queues_is_refused_the_others_in_rabbitmqs_words()
             .expect("confirm");
         assert!(confirm.is_ack(), "publish to app.x confirmed");
     }
-    let got = ch.basic_get("app.x".into(), BasicGetOptions::default()).await.expect("get").expect("a message");
+    let got =
+        ch.basic_get("app.x".into(), BasicGetOptions::default()).await.expect("get").expect("a message");
     assert_eq!(got.delivery.data, b"one");
     got.delivery.ack(BasicAckOptions::default()).await.expect("ack");
     let _consumer = ch
@@ -152,8 +153,7 @@ async fn a_user_limited_to_app_queues_is_refused_the_others_in_rabbitmqs_words()
     let err = other
         .queue_declare("other".into(), QueueDeclareOptions::default(), FieldTable::default())
         .await
-        .err()
-        .expect("declare other refused");
+        .expect_err("declare other refused");
     assert_eq!(
         refusal(&err),
         (403, "ACCESS_REFUSED - access to queue 'other' in vhost '/' refused for user 'alice'".to_owned())
@@ -164,10 +164,16 @@ async fn a_user_limited_to_app_queues_is_refused_the_others_in_rabbitmqs_words()
     let other = conn.create_channel().await.expect("channel");
     other.confirm_select(ConfirmSelectOptions::default()).await.expect("confirm.select");
     let published = other
-        .basic_publish("".into(), "other".into(), BasicPublishOptions::default(), b"x", BasicProperties::default())
+        .basic_publish(
+            "".into(),
+            "other".into(),
+            BasicPublishOptions::default(),
+            b"x",
+            BasicProperties::default(),
+        )
         .await;
     let err = match published {
-        Ok(confirm) => confirm.await.err().expect("publish to other refused"),
+        Ok(confirm) => confirm.await.expect_err("publish to other refused"),
         Err(e) => e,
     };
     assert_eq!(
@@ -185,11 +191,14 @@ async fn a_user_limited_to_app_queues_is_refused_the_others_in_rabbitmqs_words()
             FieldTable::default(),
         )
         .await
-        .err()
-        .expect("declare audit.events refused");
+        .expect_err("declare audit.events refused");
     assert_eq!(
         refusal(&err),
-        (403, "ACCESS_REFUSED - access to exchange 'audit.events' in vhost '/' refused for user 'alice'".to_owned())
+        (
+            403,
+            "ACCESS_REFUSED - access to exchange 'audit.events' in vhost '/' refused for user 'alice'"
+                .to_owned()
+        )
     );
 
     // Consuming another queue (declared by someone allowed to) is refused the same way.
@@ -202,8 +211,7 @@ async fn a_user_limited_to_app_queues_is_refused_the_others_in_rabbitmqs_words()
     let err = other
         .basic_consume("other".into(), "c".into(), BasicConsumeOptions::default(), FieldTable::default())
         .await
-        .err()
-        .expect("consume other refused");
+        .expect_err("consume other refused");
     assert_eq!(refusal(&err).0, 403, "{err}");
 
     // The connection and the allowed channel are still fine.
@@ -223,9 +231,9 @@ async fn guest_from_loopback_works_while_authentication_is_off() {
         .expect("guest has every queue");
     // Authentication off: the default user has no password, but an AMQP login always names a
     // user with one, as before.
-    let err = connect(&url(&server, "default", "whatever")).await.err().expect("default refused");
+    let err = connect(&url(&server, "default", "whatever")).await.expect_err("default refused");
     assert_eq!(refusal(&err).0, 403);
-    let err = connect(&url(&server, "guest", "wrong")).await.err().expect("wrong guest password refused");
+    let err = connect(&url(&server, "guest", "wrong")).await.expect_err("wrong guest password refused");
     assert_eq!(refusal(&err).0, 403);
 }
 
@@ -234,7 +242,7 @@ async fn a_users_max_connections_are_enforced_and_freed_on_close() {
     let (server, _dir) = server_with(USERS, &[]);
     let first = connect(&url(&server, "capped", "cappedpw")).await.expect("first");
     let second = connect(&url(&server, "capped", "cappedpw")).await.expect("second");
-    let err = connect(&url(&server, "capped", "cappedpw")).await.err().expect("third refused");
+    let err = connect(&url(&server, "capped", "cappedpw")).await.expect_err("third refused");
     assert_eq!(
         refusal(&err),
         (

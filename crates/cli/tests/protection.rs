@@ -126,7 +126,15 @@ impl Exposed {
         let path = dir.path().join("turnstile.toml");
         std::fs::write(&path, config).expect("config written");
         let mut child = Command::new(env!("CARGO_BIN_EXE_turnstile"))
-            .args(["server", "--resp-addr", "0.0.0.0:0", "--http-addr", "0.0.0.0:0", "--amqp-addr", "0.0.0.0:0"])
+            .args([
+                "server",
+                "--resp-addr",
+                "0.0.0.0:0",
+                "--http-addr",
+                "0.0.0.0:0",
+                "--amqp-addr",
+                "0.0.0.0:0",
+            ])
             .args(["--log", "info", "--config"])
             .arg(&path)
             .arg("--data-dir")
@@ -253,14 +261,20 @@ fn protected_mode_refuses_other_hosts_on_every_protocol_and_serves_loopback() {
     assert!(resp_answer.starts_with(DENIED_START), "{resp_answer:?}");
     assert!(resp_answer.contains("'--protected-mode no'") && resp_answer.ends_with("outside.\r\n"));
     assert_eq!(status, 403, "{body}");
-    assert!(body.starts_with(r#"{"code":"DENIED","message":"Turnstile is running in protected mode"#), "{body}");
+    assert!(
+        body.starts_with(r#"{"code":"DENIED","message":"Turnstile is running in protected mode"#),
+        "{body}"
+    );
     let (code, text) = amqp_answer.expect_err("AMQP refused");
     assert_eq!(code, 403);
     assert!(text.starts_with("ACCESS_REFUSED - Turnstile is running in protected mode"), "{text}");
 
     // This host is served as ever.
     assert_eq!(send_and_read_line(&server.loopback(server.resp), b"PING\r\n"), "+PONG\r\n");
-    assert_eq!(amqp_declare(&format!("amqp://guest:guest@{}/%2f", server.loopback(server.amqp)), "q"), Ok(()));
+    assert_eq!(
+        amqp_declare(&format!("amqp://guest:guest@{}/%2f", server.loopback(server.amqp)), "q"),
+        Ok(())
+    );
     assert_eq!(server.counter("turnstile_protected_mode_refused_total"), 3.0);
 }
 
@@ -298,7 +312,10 @@ fn amqp_users_of_the_operators_own_let_other_hosts_log_in_over_amqp_only() {
     let server = Exposed::start("[amqp-users]\nalice = \"alicepw\"\n", &[]);
     let (resp, amqp) = (other.addr(server.resp), other.addr(server.amqp));
     let (login, resp_answer) = other.run(|| {
-        (amqp_declare(&format!("amqp://alice:alicepw@{amqp}/%2f"), "q"), send_and_read_to_close(&resp, b"PING\r\n"))
+        (
+            amqp_declare(&format!("amqp://alice:alicepw@{amqp}/%2f"), "q"),
+            send_and_read_to_close(&resp, b"PING\r\n"),
+        )
     });
     assert_eq!(login, Ok(()), "an AMQP login with the operator's password");
     assert!(resp_answer.starts_with(DENIED_START), "RESP is still protected: {resp_answer:?}");

@@ -271,8 +271,9 @@ impl Perms {
             }
             return Ok(());
         }
-        if let Command::InSession { command, .. } | Command::AsUser { command, .. } | Command::Limited { command, .. } =
-            cmd
+        if let Command::InSession { command, .. }
+        | Command::AsUser { command, .. }
+        | Command::Limited { command, .. } = cmd
         {
             return self.check_names(command);
         }
@@ -784,7 +785,9 @@ impl Command {
             Command::ScriptLoad { .. } => ("script", SCRIPT),
             Command::ScriptFlush => ("script", SCRIPT.with(Dangerous)),
             Command::AclSetUser { .. } | Command::AclDelUser { .. } => ("acl", ADMIN),
-            Command::InSession { command, .. } | Command::AsUser { command, .. } | Command::Limited { command, .. } => command.categories(),
+            Command::InSession { command, .. }
+            | Command::AsUser { command, .. }
+            | Command::Limited { command, .. } => command.categories(),
         }
     }
 }

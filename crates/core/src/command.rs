@@ -449,7 +449,9 @@ impl Command {
             Command::Pop(p) => Some(&mut p.session),
             Command::BlockingPop(p) => Some(&mut p.session),
             Command::Eval(eval) => Some(&mut eval.session),
-            Command::InSession { command, .. } | Command::AsUser { command, .. } | Command::Limited { command, .. } => command.session_mut(),
+            Command::InSession { command, .. }
+            | Command::AsUser { command, .. }
+            | Command::Limited { command, .. } => command.session_mut(),
             // The transaction's own slot, only when some step needs a session: a transaction of
             // plain key commands opens none.
             Command::Exec { session, steps, .. } => {
@@ -480,7 +482,9 @@ impl Command {
             Command::Acquire(a) => a.wait > 0,
             Command::Pop(p) => p.wait > 0,
             Command::BlockingPop(p) => p.wait > 0,
-            Command::InSession { command, .. } | Command::AsUser { command, .. } | Command::Limited { command, .. } => command.may_wait(),
+            Command::InSession { command, .. }
+            | Command::AsUser { command, .. }
+            | Command::Limited { command, .. } => command.may_wait(),
             _ => false,
         }
     }
@@ -494,7 +498,9 @@ impl Command {
             Command::Acquire(a) => a.wait = 0,
             Command::Pop(p) => p.wait = 0,
             Command::BlockingPop(b) => b.wait = 0,
-            Command::InSession { command, .. } | Command::AsUser { command, .. } | Command::Limited { command, .. } => command.without_wait(),
+            Command::InSession { command, .. }
+            | Command::AsUser { command, .. }
+            | Command::Limited { command, .. } => command.without_wait(),
             _ => {}
         }
     }
@@ -604,7 +610,9 @@ impl Command {
                 f(Exchange, &publish.exchange);
                 fence(&publish.push.fence, f);
             }
-            Command::InSession { command, .. } | Command::AsUser { command, .. } | Command::Limited { command, .. } => command.names(f),
+            Command::InSession { command, .. }
+            | Command::AsUser { command, .. }
+            | Command::Limited { command, .. } => command.names(f),
             Command::AclSetUser { .. } | Command::AclDelUser { .. } => {}
             // What the steps write is checked as if each were sent alone; watched keys and
             // reads are looked up only, as reads are.
@@ -652,7 +660,9 @@ impl Command {
             Command::Set(set) => set.value.len(),
             Command::Eval(eval) => eval.keys.iter().chain(&eval.args).map(Bytes::len).max().unwrap_or(0),
             Command::ScriptLoad { source } => source.len(),
-            Command::InSession { command, .. } | Command::AsUser { command, .. } | Command::Limited { command, .. } => command.payload_len(),
+            Command::InSession { command, .. }
+            | Command::AsUser { command, .. }
+            | Command::Limited { command, .. } => command.payload_len(),
             Command::Exec { steps, .. } => Step::writes(steps).map(Command::payload_len).max().unwrap_or(0),
             Command::MSet { pairs, .. } => pairs.iter().map(|(_, v)| v.len()).max().unwrap_or(0),
             Command::Append { value, .. } => value.len(),
@@ -677,7 +687,9 @@ impl Command {
             }
             Command::ListPush { elements, .. } => Some(elements.iter().map(Bytes::len).sum()),
             Command::ListInsert { element, .. } | Command::ListSet { element, .. } => Some(element.len()),
-            Command::InSession { command, .. } | Command::AsUser { command, .. } | Command::Limited { command, .. } => command.message_len(),
+            Command::InSession { command, .. }
+            | Command::AsUser { command, .. }
+            | Command::Limited { command, .. } => command.message_len(),
             // Every message the transaction would store, together: it stores all or none.
             Command::Exec { steps, .. } => {
                 Step::writes(steps).filter_map(Command::message_len).reduce(|a, b| a.saturating_add(b))

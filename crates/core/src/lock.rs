@@ -541,7 +541,8 @@ mod tests {
             state.apply(index, 0, cmd).0
         };
         let open = Command::OpenSession { host: crate::HostId(1), secret: 7, timeout: 10_000 };
-        let (Reply::Session(a), Reply::Session(b)) = (apply(&mut state, open.clone()), apply(&mut state, open))
+        let (Reply::Session(a), Reply::Session(b)) =
+            (apply(&mut state, open.clone()), apply(&mut state, open))
         else {
             panic!("sessions open")
         };

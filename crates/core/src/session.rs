@@ -365,8 +365,11 @@ impl State {
             && limits.max_holds > 0
         {
             let holds_it = session.holds.iter().any(|token| self.holds.get(token) == Some(&a.name));
-            let lock_waits =
-                session.waits.iter().filter(|w| matches!(self.waits.get(w), Some(WaitTarget::Lock(_)))).count();
+            let lock_waits = session
+                .waits
+                .iter()
+                .filter(|w| matches!(self.waits.get(w), Some(WaitTarget::Lock(_))))
+                .count();
             if !holds_it && session.holds.len() + lock_waits >= limits.max_holds as usize {
                 return Err(CoreError::SessionLimit {
                     setting: "max-holds-per-session".into(),
@@ -375,7 +378,10 @@ impl State {
             }
         }
         if cmd.may_wait() && limits.max_waits > 0 && session.waits.len() >= limits.max_waits as usize {
-            return Err(CoreError::SessionLimit { setting: "max-waits-per-session".into(), limit: limits.max_waits });
+            return Err(CoreError::SessionLimit {
+                setting: "max-waits-per-session".into(),
+                limit: limits.max_waits,
+            });
         }
         Ok(())
     }

@@ -194,7 +194,13 @@ enum Refusal {
 }
 
 /// Answers a refused connection in its protocol's way, then closes it.
-async fn refuse(protocol: Protocol, mut stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>, why: Refusal) {
+async fn refuse(
+    protocol: Protocol,
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    why: Refusal,
+) {
     let (code, message, status) = match why {
         Refusal::MaxClients => ("ERR", MAX_CLIENTS_REACHED, "503 Service Unavailable"),
         Refusal::Protected => ("DENIED", PROTECTED_MODE_DENIED, "403 Forbidden"),
@@ -223,7 +229,9 @@ async fn refuse(protocol: Protocol, mut stream: TcpStream, peer: SocketAddr, sha
                 stream.write_all(response.as_bytes()).await
             }
             Protocol::Amqp => match why {
-                Refusal::MaxClients => crate::amqp::refuse(&mut stream, peer, &shared, MAX_CLIENTS_REACHED).await,
+                Refusal::MaxClients => {
+                    crate::amqp::refuse(&mut stream, peer, &shared, MAX_CLIENTS_REACHED).await
+                }
                 Refusal::Protected => crate::amqp::deny(&mut stream, peer, PROTECTED_MODE_DENIED_AMQP).await,
             },
         }

@@ -72,7 +72,9 @@ pub enum ConnError {
     Shutdown,
     #[error("closed by CLIENT KILL, or for reading published messages too slowly")]
     Killed,
-    #[error("closing client that reached max query buffer length ({buffered} bytes unparsed; client-query-buffer-limit is {limit})")]
+    #[error(
+        "closing client that reached max query buffer length ({buffered} bytes unparsed; client-query-buffer-limit is {limit})"
+    )]
     QueryBufferLimit { buffered: usize, limit: u64 },
 }
 
