@@ -134,7 +134,10 @@ impl ScriptCtx<'_> {
             Command::Eval(_)
             | Command::ScriptLoad { .. }
             | Command::ScriptFlush
-            | Command::InSession { .. } => {
+            | Command::InSession { .. }
+            | Command::AsUser { .. }
+            | Command::AclSetUser { .. }
+            | Command::AclDelUser { .. } => {
                 return Reply::Error(CoreError::Script(
                     "ERR This Redis command is not allowed from script".into(),
                 ));
