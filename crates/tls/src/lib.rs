@@ -27,11 +27,12 @@ use rustls::crypto::CryptoProvider;
 use rustls::pki_types::ServerName;
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
+use tokio::net::TcpStream;
 use rustls::{ClientConfig, RootCertStore, ServerConfig, SignatureScheme};
 
 pub use name::common_name;
 pub use pem::PemError;
-pub use stream::MaybeTls;
+pub use stream::{MaybeTls, ReadHalf, WriteHalf};
 pub use tokio_rustls::{TlsAcceptor, TlsConnector, client, server};
 
 /// The certificate files of a node: its own chain and key, and optionally the CA its clients'
@@ -186,6 +187,36 @@ impl ServerTls {
             .with_root_certificates(roots)
             .with_client_cert_resolver(self.cert.clone());
         Ok(Arc::new(config))
+    }
+}
+
+/// Both ends of a node's transport to its peers under mutual TLS: its listener's side and its
+/// dialing side, with the same certificate and CA.
+#[derive(Debug, Clone)]
+pub struct PeerTls {
+    server: Arc<ServerTls>,
+    client: Arc<ClientConfig>,
+}
+
+impl PeerTls {
+    /// Needs a CA: each node checks the other's certificate against it, both ways.
+    pub fn new(server: Arc<ServerTls>) -> Result<PeerTls, TlsError> {
+        let client = server.peer_client_config()?;
+        Ok(PeerTls { server, client })
+    }
+
+    /// The listening side's handshake on an accepted connection.
+    pub async fn accept(&self, tcp: TcpStream) -> std::io::Result<MaybeTls> {
+        let stream = self.server.acceptor().accept(tcp).await?;
+        Ok(MaybeTls::Tls(Box::new(stream.into())))
+    }
+
+    /// The dialing side's handshake on a connection to `addr` (`HOST:PORT`), whose certificate
+    /// must name that host.
+    pub async fn connect(&self, addr: &str, tcp: TcpStream) -> std::io::Result<MaybeTls> {
+        let name = server_name(addr).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+        let stream = TlsConnector::from(self.client.clone()).connect(name, tcp).await?;
+        Ok(MaybeTls::Tls(Box::new(stream.into())))
     }
 }
 
