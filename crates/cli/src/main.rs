@@ -282,9 +282,11 @@ impl ServerArgs {
                 *setting = flag;
             }
         }
-        for (setting, flag) in
-            [(&mut config.tls_cert, &self.tls_cert), (&mut config.tls_key, &self.tls_key), (&mut config.tls_ca, &self.tls_ca)]
-        {
+        for (setting, flag) in [
+            (&mut config.tls_cert, &self.tls_cert),
+            (&mut config.tls_key, &self.tls_key),
+            (&mut config.tls_ca, &self.tls_ca),
+        ] {
             if flag.is_some() {
                 setting.clone_from(flag);
             }
@@ -415,13 +417,17 @@ fn server(args: ServerArgs) -> anyhow::Result<()> {
 async fn reload_on_hangup(tls: std::sync::Arc<turnstile_server::ServerTls>) {
     let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
         Ok(hangup) => hangup,
-        Err(e) => return tracing::warn!(error = %e, "cannot listen for SIGHUP: TLS certificates will not reload"),
+        Err(e) => {
+            return tracing::warn!(error = %e, "cannot listen for SIGHUP: TLS certificates will not reload");
+        }
     };
     while hangup.recv().await.is_some() {
         let cert = tls.files().cert.display().to_string();
         match tls.reload() {
             Ok(()) => tracing::info!(%cert, "SIGHUP: reloaded the TLS certificate, key and CA"),
-            Err(e) => tracing::error!(%cert, "SIGHUP: TLS certificate not reloaded, keeping the current one: {:#}", anyhow::Error::new(e)),
+            Err(e) => {
+                tracing::error!(%cert, "SIGHUP: TLS certificate not reloaded, keeping the current one: {:#}", anyhow::Error::new(e))
+            }
         }
     }
 }

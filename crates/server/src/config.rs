@@ -503,8 +503,13 @@ mod tests {
         assert!(refused("tls-cert = \"c.pem\"\ntls-key = \"k.pem\"").contains("give one"));
         let peer = "tls-peer = true\ntls-cert = \"c.pem\"\ntls-key = \"k.pem\"\npeers = \"1=127.0.0.1:7381\"";
         assert!(refused(peer).contains("tls-peer needs tls-ca"));
-        assert!(refused("tls-peer = true\ntls-cert = \"c\"\ntls-key = \"k\"\ntls-ca = \"a\"").contains("needs a cluster"));
-        let good = Config::from_toml(&format!("{peer}\ntls-ca = \"ca.pem\"\ntls-amqp-addr = \"127.0.0.1:7391\"")).unwrap();
+        assert!(
+            refused("tls-peer = true\ntls-cert = \"c\"\ntls-key = \"k\"\ntls-ca = \"a\"")
+                .contains("needs a cluster")
+        );
+        let good =
+            Config::from_toml(&format!("{peer}\ntls-ca = \"ca.pem\"\ntls-amqp-addr = \"127.0.0.1:7391\""))
+                .unwrap();
         good.validate().unwrap();
         assert_eq!(good.tls_files().unwrap().ca.as_deref(), Some(std::path::Path::new("ca.pem")));
         assert_eq!(Config::default().tls_files(), None);

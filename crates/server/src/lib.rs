@@ -40,5 +40,5 @@ pub use embedded::Embedded;
 #[doc(hidden)]
 pub use http::{ApiError, BODY_OPERATIONS, body_command};
 pub use server::{Server, ServerError, TlsAddrs};
-pub use turnstile_tls::ServerTls;
 pub use turnstile_raft::{Clock, ManualClock};
+pub use turnstile_tls::ServerTls;

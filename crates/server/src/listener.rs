@@ -118,7 +118,12 @@ impl Listener {
     }
 
     /// A listener whose clients speak TLS, with the certificate `tls` holds when each connects.
-    pub fn with_tls(inner: TcpListener, protocol: Protocol, shared: Arc<Shared>, tls: Arc<ServerTls>) -> Listener {
+    pub fn with_tls(
+        inner: TcpListener,
+        protocol: Protocol,
+        shared: Arc<Shared>,
+        tls: Arc<ServerTls>,
+    ) -> Listener {
         // A handful of handshakes done and not yet taken is plenty: the accept loop takes them as
         // fast as they come.
         let (done, ready) = mpsc::channel(64);
@@ -219,7 +224,13 @@ async fn handshake(admitted: Admitted, tls: &ServerTls) -> Option<Admitted> {
 
 /// Answers a connection over `max-clients` in its protocol's way (after a TLS handshake, on a
 /// TLS listener), then closes it.
-async fn refuse(protocol: Protocol, stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>, tls: Option<Arc<ServerTls>>) {
+async fn refuse(
+    protocol: Protocol,
+    stream: TcpStream,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    tls: Option<Arc<ServerTls>>,
+) {
     let answered = tokio::time::timeout(REFUSAL_TIMEOUT, async {
         let mut stream = match tls {
             None => MaybeTls::Plain(stream),

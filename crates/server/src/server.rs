@@ -159,8 +159,8 @@ impl Drop for LogRuntime {
 const JOIN_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Reaches the member a joining node was given: the handshake that tells it the cluster's id.
-async fn join_handshake(member: &str, id: u64) -> Result<Joining, NodeError> {
-    Joining::connect(member, id, Deadline::after(JOIN_CONNECT_TIMEOUT))
+async fn join_handshake(member: &str, id: u64, tls: Option<&PeerTls>) -> Result<Joining, NodeError> {
+    Joining::connect(member, id, tls, Deadline::after(JOIN_CONNECT_TIMEOUT))
         .await
         .map_err(|e| NodeError::Unavailable(format!("cannot reach {member} to join: {e}")))
 }
@@ -234,7 +234,7 @@ impl Server {
         // have left the cluster since (it asks again below only if it never was added).
         let known = DataDirMeta::read(&config.data_dir).map_err(ServerError::DataDirMeta)?.is_some();
         let joining = match &config.join {
-            Some(member) if !known => Some(join_handshake(member, config.node_id).await?),
+            Some(member) if !known => Some(join_handshake(member, config.node_id, peer_tls.as_ref()).await?),
             _ => None,
         };
         let meta = match restore {
@@ -281,6 +281,7 @@ impl Server {
                     // Sessions belong to the cluster: those of a dead node's connections live
                     // on until their host's timeout, for their clients to resume elsewhere.
                     on_leading: vec![],
+                    tls: peer_tls.clone(),
                 };
                 log_runtime.handle().spawn(Node::start_in_cluster(node_config, cluster))
             }
@@ -293,7 +294,7 @@ impl Server {
                 let join = match joining {
                     Some(join) => join,
                     None => {
-                        let join = join_handshake(member, id).await?;
+                        let join = join_handshake(member, id, peer_tls.as_ref()).await?;
                         same_cluster(&config, &meta, member, &join)?;
                         join
                     }
@@ -402,8 +403,19 @@ impl Server {
     /// Serves until `stop` resolves, then shuts down gracefully: stop accepting, let every
     /// connection close its session, stop the node.
     pub async fn run(self, stop: impl Future<Output = ()>) -> Result<(), ServerError> {
-        let Server { resp, http, amqp, tls_resp, tls_http, tls_amqp, tls: _, shared, trigger, shutdown, log_runtime } =
-            self;
+        let Server {
+            resp,
+            http,
+            amqp,
+            tls_resp,
+            tls_http,
+            tls_amqp,
+            tls: _,
+            shared,
+            trigger,
+            shutdown,
+            log_runtime,
+        } = self;
         let effects = shared.node.take_effects().expect("effects are taken once, here");
         let router = tokio::spawn({
             let (router, shutdown) = (shared.router.clone(), shutdown.clone());
@@ -417,7 +429,8 @@ impl Server {
             shutdown.clone(),
         ));
         let http = tokio::spawn(crate::http::serve(http, shared.clone(), shutdown.clone()));
-        let https = tls_http.map(|https| tokio::spawn(crate::http::serve(https, shared.clone(), shutdown.clone())));
+        let https =
+            tls_http.map(|https| tokio::spawn(crate::http::serve(https, shared.clone(), shutdown.clone())));
 
         // Each connection holds a clone of `done`; when all are dropped, every connection is over.
         let (done, mut all_done) = mpsc::channel::<()>(1);

@@ -27,8 +27,8 @@ use rustls::crypto::CryptoProvider;
 use rustls::pki_types::ServerName;
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
-use tokio::net::TcpStream;
 use rustls::{ClientConfig, RootCertStore, ServerConfig, SignatureScheme};
+use tokio::net::TcpStream;
 
 pub use name::common_name;
 pub use pem::PemError;
@@ -89,7 +89,8 @@ pub struct TlsInfo {
 impl TlsInfo {
     /// What the handshake of `connection` established.
     pub fn of(connection: &rustls::ServerConnection) -> TlsInfo {
-        let client_name = connection.peer_certificates().and_then(|chain| chain.first()).and_then(|c| common_name(c));
+        let client_name =
+            connection.peer_certificates().and_then(|chain| chain.first()).and_then(|c| common_name(c));
         TlsInfo { client_name }
     }
 }

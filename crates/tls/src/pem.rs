@@ -19,7 +19,8 @@ pub enum PemError {
 /// Every certificate in the file, in order; at least one.
 pub fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, PemError> {
     let read = |source| PemError::Read { path: path.into(), source };
-    let certs = CertificateDer::pem_file_iter(path).map_err(read)?.collect::<Result<Vec<_>, _>>().map_err(read)?;
+    let certs =
+        CertificateDer::pem_file_iter(path).map_err(read)?.collect::<Result<Vec<_>, _>>().map_err(read)?;
     if certs.is_empty() {
         return Err(PemError::NoCertificate { path: path.into() });
     }

@@ -33,7 +33,8 @@ impl Pki {
         let ca_cert = params.self_signed(&ca_key).unwrap();
         let issuer = Issuer::new(params, ca_key);
         let leaf_key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
+        let mut params =
+            CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
         params.distinguished_name.push(DnType::OrganizationName, "Turnstile tests");
         params.distinguished_name.push(DnType::CommonName, leaf_cn);
         let leaf_cert = params.signed_by(&leaf_key, &issuer).unwrap();

@@ -16,8 +16,6 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use turnstile_tls::MaybeTls;
-use turnstile_tls::{ReadHalf, WriteHalf};
 use tokio::sync::mpsc;
 use tokio::sync::oneshot::error::TryRecvError;
 use turnstile_amqp::content::write_content;
@@ -25,6 +23,8 @@ use turnstile_amqp::frame::write_heartbeat;
 use turnstile_amqp::{AmqpError, decode, write_method};
 use turnstile_core::{Effect, Reply};
 use turnstile_raft::Answer;
+use turnstile_tls::MaybeTls;
+use turnstile_tls::{ReadHalf, WriteHalf};
 
 use super::handshake::{HANDSHAKE_TIMEOUT, Tuned, accept, handshake, refuse_open};
 use super::machine::{Action, CLOSE_TIMEOUT, CallId, Input, Machine, NotApplied, Settings};

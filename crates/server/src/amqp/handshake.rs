@@ -6,11 +6,11 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use turnstile_tls::MaybeTls;
 use turnstile_amqp::frame::{FRAME_MIN_SIZE, write_method};
 use turnstile_amqp::{
     AMQPClass, AMQPValue, AmqpError, FieldTable, Frame, PROTOCOL_HEADER, code, connection, decode,
 };
+use turnstile_tls::MaybeTls;
 
 use super::{CHANNEL_MAX, FRAME_MAX, HEARTBEAT};
 

@@ -30,8 +30,8 @@ use std::sync::Arc;
 
 use bytes::BytesMut;
 use tokio::io::AsyncReadExt;
-use turnstile_tls::MaybeTls;
 use turnstile_amqp::{AmqpError, code};
+use turnstile_tls::MaybeTls;
 
 use crate::listener::Admitted;
 use crate::server::Shared;

@@ -33,11 +33,11 @@ use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use turnstile_tls::MaybeTls;
 use turnstile_core::{Command, Query, Reply, SessionId};
 use turnstile_raft::{AdminRequest, Answer, NodeError};
 use turnstile_resp::cmd::{self, Action, ConnCmd, ReplyShape};
 use turnstile_resp::{Frame, Protocol, ProtocolError, decode_request};
+use turnstile_tls::MaybeTls;
 
 use super::info;
 use super::transaction::Transaction;
