@@ -7,6 +7,11 @@
 //!                                    └─no──► refused: RESP `-ERR max number of clients reached`,
 //!                                            AMQP `connection.close 530`, HTTP `503`, then closed
 //! ```
+//!
+//! A TLS listener admits the same way, then shakes hands on a task of the connection's own,
+//! within [`HANDSHAKE_TIMEOUT`]: a client that connects and never finishes its handshake holds
+//! one slot for that long and delays nobody. Only connections whose handshake succeeded reach
+//! the front end, which serves them exactly as the plain listener's.
 
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -17,7 +22,8 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, mpsc};
+use tokio::sync::{Mutex, OwnedSemaphorePermit, mpsc};
+use turnstile_tls::{MaybeTls, ServerTls, TlsInfo};
 
 use crate::server::Shared;
 use crate::stats::bump;
@@ -27,6 +33,9 @@ pub const MAX_CLIENTS_REACHED: &str = "max number of clients reached";
 
 /// How long a refused connection is given to say what it wanted before it gets its answer.
 const REFUSAL_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How long a client of a TLS listener has to complete its handshake.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The front ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -58,20 +67,32 @@ impl Protocol {
     }
 }
 
-/// A bound listener of one protocol.
+/// A bound listener of one protocol, plain or under TLS.
 #[derive(Debug)]
 pub struct Listener {
     inner: TcpListener,
     protocol: Protocol,
     shared: Arc<Shared>,
+    tls: Option<Handshakes>,
+}
+
+/// A TLS listener's handshakes under way: each on a task of its own, which hands the connection
+/// over here when it is done.
+#[derive(Debug)]
+struct Handshakes {
+    tls: Arc<ServerTls>,
+    done: mpsc::Sender<Admitted>,
+    ready: Mutex<mpsc::Receiver<Admitted>>,
 }
 
 /// An admitted connection. It holds one of the `max-clients` slots, and counts as open, until
 /// dropped.
 #[derive(Debug)]
 pub struct Admitted {
-    pub stream: TcpStream,
+    pub stream: MaybeTls,
     pub peer: SocketAddr,
+    /// What the TLS handshake established; `None` on a plain listener.
+    pub tls: Option<TlsInfo>,
     /// Unique among this server's connections of every protocol (`CLIENT ID`).
     pub id: u64,
     pub slot: Slot,
@@ -93,12 +114,46 @@ impl Drop for Slot {
 
 impl Listener {
     pub fn new(inner: TcpListener, protocol: Protocol, shared: Arc<Shared>) -> Listener {
-        Listener { inner, protocol, shared }
+        Listener { inner, protocol, shared, tls: None }
+    }
+
+    /// A listener whose clients speak TLS, with the certificate `tls` holds when each connects.
+    pub fn with_tls(
+        inner: TcpListener,
+        protocol: Protocol,
+        shared: Arc<Shared>,
+        tls: Arc<ServerTls>,
+    ) -> Listener {
+        // A handful of handshakes done and not yet taken is plenty: the accept loop takes them as
+        // fast as they come.
+        let (done, ready) = mpsc::channel(64);
+        Listener { inner, protocol, shared, tls: Some(Handshakes { tls, done, ready: Mutex::new(ready) }) }
     }
 
     /// The next connection this server serves; connections over `max-clients` are refused
     /// (from a task of their own, so a slow refused client delays nobody) in the meantime.
     pub async fn accept(&self) -> Admitted {
+        let Some(handshakes) = &self.tls else {
+            return self.admit().await;
+        };
+        let mut ready = handshakes.ready.lock().await;
+        loop {
+            tokio::select! {
+                Some(admitted) = ready.recv() => return admitted,
+                admitted = self.admit() => {
+                    let (tls, done) = (handshakes.tls.clone(), handshakes.done.clone());
+                    tokio::spawn(async move {
+                        if let Some(admitted) = handshake(admitted, &tls).await {
+                            let _ = done.send(admitted).await;
+                        }
+                    });
+                }
+            }
+        }
+    }
+
+    /// The next TCP connection, with its slot.
+    async fn admit(&self) -> Admitted {
         let counts = self.shared.stats.connections(self.protocol);
         loop {
             let (stream, peer) = match self.inner.accept().await {
@@ -113,7 +168,8 @@ impl Listener {
             let Ok(permit) = self.shared.client_slots.clone().try_acquire_owned() else {
                 bump(&counts.refused);
                 tracing::info!(%peer, protocol = self.protocol.as_str(), "refused: {MAX_CLIENTS_REACHED}");
-                tokio::spawn(refuse(self.protocol, stream, peer, self.shared.clone()));
+                let tls = self.tls.as_ref().map(|handshakes| handshakes.tls.clone());
+                tokio::spawn(refuse(self.protocol, stream, peer, self.shared.clone(), tls));
                 continue;
             };
             bump(&counts.accepted);
@@ -121,7 +177,7 @@ impl Listener {
             let _ = stream.set_nodelay(true);
             let id = self.shared.next_client_id.fetch_add(1, Ordering::Relaxed) + 1;
             let slot = Slot { _permit: permit, protocol: self.protocol, shared: self.shared.clone() };
-            return Admitted { stream, peer, id, slot };
+            return Admitted { stream: MaybeTls::Plain(stream), peer, tls: None, id, slot };
         }
     }
 
@@ -143,10 +199,44 @@ impl Listener {
     }
 }
 
-/// Answers a connection over `max-clients` in its protocol's way, then closes it.
-async fn refuse(protocol: Protocol, mut stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
+/// The TLS handshake of an admitted connection, within [`HANDSHAKE_TIMEOUT`]; `None` (and the
+/// connection closed, its slot given back) when it fails.
+async fn handshake(admitted: Admitted, tls: &ServerTls) -> Option<Admitted> {
+    let Admitted { stream: MaybeTls::Plain(tcp), peer, id, slot, .. } = admitted else {
+        unreachable!("a connection is admitted plain and shakes hands once")
+    };
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.acceptor().accept(tcp)).await {
+        Ok(Ok(stream)) => {
+            let info = TlsInfo::of(stream.get_ref().1);
+            let stream = MaybeTls::Tls(Box::new(stream.into()));
+            Some(Admitted { stream, peer, tls: Some(info), id, slot })
+        }
+        Ok(Err(e)) => {
+            tracing::info!(%peer, protocol = slot.protocol.as_str(), error = %e, "TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            tracing::info!(%peer, protocol = slot.protocol.as_str(), "no TLS handshake within {HANDSHAKE_TIMEOUT:?}");
+            None
+        }
+    }
+}
+
+/// Answers a connection over `max-clients` in its protocol's way (after a TLS handshake, on a
+/// TLS listener), then closes it.
+async fn refuse(
+    protocol: Protocol,
+    stream: TcpStream,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    tls: Option<Arc<ServerTls>>,
+) {
     let answered = tokio::time::timeout(REFUSAL_TIMEOUT, async {
-        match protocol {
+        let mut stream = match tls {
+            None => MaybeTls::Plain(stream),
+            Some(tls) => MaybeTls::Tls(Box::new(tls.acceptor().accept(stream).await?.into())),
+        };
+        let answered = match protocol {
             Protocol::Resp => {
                 let refusal = format!("-ERR {MAX_CLIENTS_REACHED}\r\n");
                 stream.write_all(refusal.as_bytes()).await
@@ -169,13 +259,14 @@ async fn refuse(protocol: Protocol, mut stream: TcpStream, peer: SocketAddr, sha
                 stream.write_all(response.as_bytes()).await
             }
             Protocol::Amqp => crate::amqp::refuse(&mut stream, peer, &shared, MAX_CLIENTS_REACHED).await,
-        }
+        };
+        let _ = stream.shutdown().await;
+        answered
     })
     .await;
     if let Ok(Err(e)) = answered {
         tracing::debug!(%peer, error = %e, "refused connection not answered");
     }
-    let _ = stream.shutdown().await;
 }
 
 /// HTTP is served by axum from this listener.

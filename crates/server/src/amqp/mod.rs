@@ -30,8 +30,8 @@ use std::sync::Arc;
 
 use bytes::BytesMut;
 use tokio::io::AsyncReadExt;
-use tokio::net::TcpStream;
 use turnstile_amqp::{AmqpError, code};
+use turnstile_tls::MaybeTls;
 
 use crate::listener::Admitted;
 use crate::server::Shared;
@@ -50,7 +50,11 @@ const HEARTBEAT: u16 = 60;
 
 /// Serves one admitted AMQP connection until it closes.
 pub async fn serve(admitted: Admitted, shared: Arc<Shared>, shutdown: Shutdown) {
-    let Admitted { stream, peer, slot, .. } = admitted;
+    let Admitted { stream, peer, slot, tls, .. } = admitted;
+    // The verified client certificate's name is where a user can be taken from (not yet).
+    if let Some(tls) = tls {
+        tracing::debug!(%peer, client_name = ?tls.client_name, "amqp client over TLS");
+    }
     connection::serve(stream, peer, shared, shutdown).await;
     drop(slot);
 }
@@ -59,7 +63,7 @@ pub async fn serve(admitted: Admitted, shared: Arc<Shared>, shutdown: Shutdown) 
 /// answered with `Connection.Close` `530 NOT_ALLOWED` and `reason`, as RabbitMQ refuses a
 /// connection over a limit.
 pub async fn refuse(
-    stream: &mut TcpStream,
+    stream: &mut MaybeTls,
     peer: SocketAddr,
     shared: &Shared,
     reason: &str,

@@ -33,11 +33,11 @@ use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use turnstile_core::{Command, Query, Reply, SessionId};
 use turnstile_raft::{AdminRequest, Answer, NodeError};
 use turnstile_resp::cmd::{self, Action, ConnCmd, ReplyShape};
 use turnstile_resp::{Frame, Protocol, ProtocolError, decode_request};
+use turnstile_tls::MaybeTls;
 
 use super::info;
 use super::transaction::Transaction;
@@ -79,7 +79,7 @@ mod housekeeping;
 mod pubsub;
 
 pub struct Connection {
-    stream: TcpStream,
+    stream: MaybeTls,
     buf: BytesMut,
     out: BytesMut,
     protocol: Protocol,
@@ -111,8 +111,8 @@ enum Flow {
 }
 
 impl Connection {
-    pub fn new(stream: TcpStream, id: u64, peer: SocketAddr, shared: Arc<Shared>) -> Connection {
-        let (client, registration) = housekeeping::register(&stream, id, peer, &shared);
+    pub fn new(stream: MaybeTls, id: u64, peer: SocketAddr, shared: Arc<Shared>) -> Connection {
+        let (client, registration) = housekeeping::register(stream.tcp(), id, peer, &shared);
         Connection {
             stream,
             buf: BytesMut::with_capacity(READ_CHUNK),
