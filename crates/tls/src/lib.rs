@@ -27,11 +27,12 @@ use rustls::crypto::CryptoProvider;
 use rustls::pki_types::ServerName;
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
-use rustls::{ClientConfig, RootCertStore, ServerConfig, SignatureScheme};
+use rustls::{RootCertStore, ServerConfig, SignatureScheme};
 use tokio::net::TcpStream;
 
 pub use name::common_name;
 pub use pem::PemError;
+pub use rustls::ClientConfig;
 pub use stream::{MaybeTls, ReadHalf, WriteHalf};
 pub use tokio_rustls::{TlsAcceptor, TlsConnector, client, server};
 
