@@ -29,6 +29,12 @@ password = "bob-pw"
 categories = ["+@all", "-@admin"]
 queues = ["*"]
 locks = ["*"]
+
+[users.dave]
+password = "dave-pw"
+categories = ["+@all", "-@admin"]
+locks = ["*"]
+max-connections = 1
 "#;
 
 /// A server with [`USERS`]; the config file lives in the returned dir.
@@ -320,4 +326,27 @@ fn without_users_everything_stays_open_to_a_loopback_client() {
     assert_eq!(get(&server, "/api/queues", Auth::Basic("x", "y")).status, 200);
     post(&server, "/api/queues/q/messages", Auth::None, json!({"payload": "x"}));
     assert_eq!(post(&server, "/api/queues/q/purge", Auth::None, json!({})).body, json!({"purged": 1}));
+}
+
+#[test]
+fn a_request_in_progress_is_one_of_its_users_max_connections() {
+    let (server, _dir) = start();
+    let dave = Auth::Basic("dave", "dave-pw");
+    let grant = post(&server, "/api/locks/busy/acquire", ROOT, json!({"ttl_ms": 60_000}));
+    let token = grant.body["token"].as_u64().expect("granted");
+    std::thread::scope(|scope| {
+        let waiting = scope.spawn(|| {
+            post(&server, "/api/locks/busy/acquire", dave, json!({"ttl_ms": 60_000, "wait_ms": 30_000}))
+        });
+        until("dave's request waits in line", Duration::from_secs(10), || {
+            get(&server, "/api/locks/busy", ROOT).body["waiters"].as_array().is_some_and(|w| w.len() == 1)
+        });
+        let refused = get(&server, "/api/whoami", dave);
+        assert_eq!(refused.status, 429, "{}", refused.body);
+        assert_eq!(refused.body["message"], "user dave has reached max-connections (1)");
+        assert_eq!(get(&server, "/api/whoami", BOB).status, 200, "other users are not limited by dave's");
+        post(&server, "/api/locks/busy/release", ROOT, json!({"token": token}));
+        assert_eq!(waiting.join().expect("the waiting request").body["granted"], true);
+    });
+    assert_eq!(get(&server, "/api/whoami", dave).status, 200, "a finished request frees its place");
 }

@@ -59,6 +59,7 @@ pub async fn authenticate(State(app): State<App>, mut request: Request, next: Ne
     if OPEN_PATHS.contains(&request.uri().path()) {
         return next.run(request).await;
     }
+    // Every listener gives the peer's address; without one, the client counts as not local.
     let addr = request
         .extensions()
         .get::<ConnectInfo<Peer>>()
