@@ -303,7 +303,8 @@ pub async fn set_user(
     session: &mut crate::session::Session,
     name: &str,
     rules: &[&str],
-    known_command: &dyn Fn(&str) -> bool,
+    // Sync: the future of a request handler holds it across the log's await, and must be Send.
+    known_command: &(dyn Fn(&str) -> bool + Sync),
 ) -> Result<(), SetUserError> {
     let mut user = shared.users.table().users.get(name).map_or_else(|| User::new(name), |u| (**u).clone());
     user.apply_rules(rules.iter().copied(), known_command)?;
