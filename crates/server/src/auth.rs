@@ -278,7 +278,10 @@ impl Identity {
 pub async fn follow(shared: Arc<crate::server::Shared>, mut shutdown: crate::shutdown::Shutdown) {
     loop {
         match shared.node.read(|state| state.acl_layer().clone()).await {
-            Ok(layer) => shared.users.reload(&layer),
+            Ok(layer) => {
+                shared.users.reload(&layer);
+                crate::resp::close_gone(&shared);
+            }
             Err(e) => {
                 tracing::debug!(error = %e, "users not reloaded yet; asking again");
                 tokio::select! {
@@ -303,7 +306,7 @@ pub async fn set_user(
     session: &mut crate::session::Session,
     name: &str,
     rules: &[&str],
-    known_command: &dyn Fn(&str) -> bool,
+    known_command: &(dyn Fn(&str) -> bool + Sync),
 ) -> Result<(), SetUserError> {
     let mut user = shared.users.table().users.get(name).map_or_else(|| User::new(name), |u| (**u).clone());
     user.apply_rules(rules.iter().copied(), known_command)?;
