@@ -127,6 +127,15 @@ fn denied_name(identity: &Identity, action: &Action) -> Option<(Denied, String)>
             found = Some((denied, name.to_owned()));
         }
     };
+    // A script's declared keys are checked before it runs, as Redis checks them.
+    let declared = match action {
+        Action::Write { cmd: turnstile_core::Command::Eval(eval), .. }
+        | Action::Read { query: turnstile_core::Query::Eval(eval), .. } => eval.keys.as_slice(),
+        _ => &[],
+    };
+    if let Some(key) = declared.iter().find(|k| !perms.allows_name(NameKind::Key, k)) {
+        return Some((Denied::Key, String::from_utf8_lossy(key).into_owned()));
+    }
     match action {
         Action::Write { cmd, .. } => cmd.names(&mut look),
         Action::Read { query, .. } => query.names(&mut look),
@@ -306,13 +315,19 @@ fn getuser(user: &turnstile_core::User) -> Frame {
     Frame::Map(vec![
         field("flags", Frame::Array(flags)),
         field("passwords", Frame::Array(user.passwords.iter().map(|h| Frame::bulk(h.clone())).collect())),
-        field("commands", Frame::bulk(p.commands_text())),
+        field("commands", Frame::bulk(commands_text(p))),
         field("keys", patterns("~", &p.keys)),
         field("channels", patterns("&", &p.channels)),
         field("selectors", Frame::Array(vec![])),
         field("locks", patterns("lock~", &p.locks)),
         field("queues", patterns("queue~", &p.queues)),
     ])
+}
+
+/// The command rules as Redis 7 shows them: from `-@all` unless they start from `+@all`.
+fn commands_text(perms: &turnstile_core::Perms) -> String {
+    let text = perms.commands_text();
+    if text.starts_with("+@all") || text.starts_with("-@all") { text } else { format!("-@all {text}") }
 }
 
 /// One `ACL LOG` entry: Redis 7.0's fields.
