@@ -317,7 +317,7 @@ mod tests {
                 Ok(Action::Write { cmd, .. }) => cmd.categories(),
                 Ok(Action::Read { query, .. }) => query.categories(),
                 Ok(Action::Connection(ConnCmd::Transaction(super::super::TxCmd::Watch(keys)))) => {
-                    turnstile_core::Query::KeyVersions { keys: keys }.categories()
+                    turnstile_core::Query::KeyVersions { keys }.categories()
                 }
                 other => panic!("{request}: {other:?}"),
             };
