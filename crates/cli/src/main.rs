@@ -142,6 +142,10 @@ struct ServerArgs {
     /// Most client connections at once [default: 10000].
     #[arg(long, env = "TURNSTILE_MAX_CLIENTS", value_name = "N")]
     max_clients: Option<usize>,
+    /// The `default` user's password, as Redis's `requirepass`: clients must then authenticate
+    /// (`AUTH password`, `HELLO 3 AUTH default password`) before anything else.
+    #[arg(long, env = "TURNSTILE_REQUIREPASS", value_name = "PASSWORD", hide_env_values = true)]
+    requirepass: Option<String>,
     /// Largest payload, key or value a client may send, in bytes [default: 16777216].
     #[arg(long, env = "TURNSTILE_MAX_PAYLOAD", value_name = "BYTES")]
     max_payload: Option<usize>,
@@ -256,6 +260,9 @@ impl ServerArgs {
         }
         if self.restore.is_some() {
             config.restore.clone_from(&self.restore);
+        }
+        if self.requirepass.is_some() {
+            config.requirepass.clone_from(&self.requirepass);
         }
         set(&mut config.max_clients, &self.max_clients);
         set(&mut config.max_payload, &self.max_payload);

@@ -278,7 +278,10 @@ impl Identity {
 pub async fn follow(shared: Arc<crate::server::Shared>, mut shutdown: crate::shutdown::Shutdown) {
     loop {
         match shared.node.read(|state| state.acl_layer().clone()).await {
-            Ok(layer) => shared.users.reload(&layer),
+            Ok(layer) => {
+                shared.users.reload(&layer);
+                crate::resp::close_gone(&shared);
+            }
             Err(e) => {
                 tracing::debug!(error = %e, "users not reloaded yet; asking again");
                 tokio::select! {

@@ -62,6 +62,9 @@ pub struct Counters {
     pub pubsub_messages: AtomicU64,
     pub pubsub_messages_late: AtomicU64,
     pub pubsub_clients_disconnected: AtomicU64,
+    // Users and ACLs (RESP):
+    pub resp_auth_failures: AtomicU64,
+    pub user_connections_refused: AtomicU64,
 }
 
 /// One counter: its name (INFO field; metric `turnstile_<name>_total`) and what it counts.
@@ -125,6 +128,17 @@ pub const COUNTERS: &[Counter] = &[
         help: "Subscribers disconnected for reading too slowly (pubsub-output-limit).",
         value: |s| s.pubsub_clients_disconnected,
     },
+    // Users and ACLs (RESP):
+    Counter {
+        name: "resp_auth_failures",
+        help: "RESP authentications refused (AUTH, HELLO AUTH): a wrong password, an unknown or disabled user.",
+        value: |s| s.resp_auth_failures,
+    },
+    Counter {
+        name: "user_connections_refused",
+        help: "Authentications refused because the user had max-connections open on this node.",
+        value: |s| s.user_connections_refused,
+    },
 ];
 
 impl Stats {
@@ -177,6 +191,9 @@ pub struct Snapshot {
     pub pubsub_messages: u64,
     pub pubsub_messages_late: u64,
     pub pubsub_clients_disconnected: u64,
+    // Users and ACLs (RESP):
+    pub resp_auth_failures: u64,
+    pub user_connections_refused: u64,
     /// The state's figures; `None` when the state could not be read (no leader, stopping).
     pub summary: Option<Summary>,
     pub node: NodeStatus,
@@ -234,6 +251,8 @@ impl Snapshot {
             pubsub_messages: load(&c.pubsub_messages),
             pubsub_messages_late: load(&c.pubsub_messages_late),
             pubsub_clients_disconnected: load(&c.pubsub_clients_disconnected),
+            resp_auth_failures: load(&c.resp_auth_failures),
+            user_connections_refused: load(&c.user_connections_refused),
             summary,
             node: shared.node.status(),
             cluster: shared.node.local_cluster_status(),

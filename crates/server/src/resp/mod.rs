@@ -5,6 +5,8 @@ mod connection;
 pub mod info;
 mod transaction;
 
+pub(crate) use connection::close_gone;
+
 use std::sync::Arc;
 
 use crate::listener::Admitted;
