@@ -87,6 +87,20 @@ struct Target {
     /// Print data as JSON.
     #[arg(long, global = true)]
     json: bool,
+    /// The user to authenticate as, on a server with users [default: `default`].
+    #[arg(long, global = true, env = "TURNSTILE_USER")]
+    user: Option<String>,
+    /// The password to authenticate with (`AUTH`; HTTP Basic for `cluster snapshot save`), on a
+    /// server that requires one. Prefer the environment variable: a flag shows in `ps`.
+    #[arg(long, global = true, env = "TURNSTILE_PASSWORD", hide_env_values = true)]
+    password: Option<String>,
+}
+
+impl Target {
+    fn credentials(&self) -> Option<turnstile_client::Credentials> {
+        let password = self.password.clone()?;
+        Some(turnstile_client::Credentials { user: self.user.clone(), password })
+    }
 }
 
 /// What `turnstile server --help` says after the flags: the setting that only the file takes.
@@ -324,7 +338,8 @@ fn main() -> ExitCode {
         }
         Command::Cluster { target, command: cluster::ClusterCommand::Snapshot { command } } => {
             quiet_logging();
-            tokio_runtime().and_then(|rt| rt.block_on(cluster::snapshot(command, target.json)))
+            let credentials = target.credentials();
+            tokio_runtime().and_then(|rt| rt.block_on(cluster::snapshot(command, credentials, target.json)))
         }
         Command::Bench { server, args } => {
             tokio_runtime().and_then(|rt| rt.block_on(bench::run(args, &server))).map(|()| ExitCode::SUCCESS)
@@ -349,7 +364,8 @@ fn client_command(
 ) -> anyhow::Result<ExitCode> {
     quiet_logging();
     tokio_runtime()?.block_on(async {
-        let client = turnstile_client::Client::connect(&target.server).await?;
+        let options = turnstile_client::Options { credentials: target.credentials(), ..Default::default() };
+        let client = turnstile_client::Client::with_options(&target.server, options).await?;
         command(&client).await
     })
 }
