@@ -52,9 +52,13 @@ pub struct SaveArgs {
     pub http: String,
 }
 
-pub async fn snapshot(command: SnapshotCommand, json: bool) -> anyhow::Result<ExitCode> {
+pub async fn snapshot(
+    command: SnapshotCommand,
+    credentials: Option<turnstile_client::Credentials>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
     match command {
-        SnapshotCommand::Save(args) => save(&args.http, &args.file, json).await,
+        SnapshotCommand::Save(args) => save(&args.http, &args.file, credentials.as_ref(), json).await,
     }
 }
 
@@ -68,8 +72,13 @@ struct Saved {
     created_at_ms: u64,
 }
 
-async fn save(http: &str, file: &Path, json: bool) -> anyhow::Result<ExitCode> {
-    let response = get(http, "/api/cluster/snapshot").await?;
+async fn save(
+    http: &str,
+    file: &Path,
+    credentials: Option<&turnstile_client::Credentials>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let response = get(http, "/api/cluster/snapshot", credentials).await?;
     let temp = TempFile::new(file);
     let mut out =
         File::create(&temp.path).with_context(|| format!("cannot create {}", temp.path.display()))?;
@@ -139,7 +148,11 @@ impl Drop for TempFile {
 }
 
 /// A GET on a connection of its own; a status other than 200 is an error with the API's message.
-async fn get(addr: &str, path: &str) -> anyhow::Result<Response<Incoming>> {
+async fn get(
+    addr: &str,
+    path: &str,
+    credentials: Option<&turnstile_client::Credentials>,
+) -> anyhow::Result<Response<Incoming>> {
     let stream =
         tokio::net::TcpStream::connect(addr).await.with_context(|| format!("cannot connect to {addr}"))?;
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
@@ -150,7 +163,15 @@ async fn get(addr: &str, path: &str) -> anyhow::Result<Response<Incoming>> {
             tracing::debug!(error = %e, "HTTP connection ended");
         }
     });
-    let request = Request::get(path).header(hyper::header::HOST, addr).body(Empty::<Bytes>::new())?;
+    let mut request = Request::get(path).header(hyper::header::HOST, addr);
+    if let Some(credentials) = credentials {
+        use base64::Engine;
+        let user = credentials.user.as_deref().unwrap_or("default");
+        let basic =
+            base64::engine::general_purpose::STANDARD.encode(format!("{user}:{}", credentials.password));
+        request = request.header(hyper::header::AUTHORIZATION, format!("Basic {basic}"));
+    }
+    let request = request.body(Empty::<Bytes>::new())?;
     let response = sender.send_request(request).await.with_context(|| format!("GET {path} on {addr}"))?;
     if response.status() == StatusCode::OK {
         return Ok(response);

@@ -87,6 +87,20 @@ struct Target {
     /// Print data as JSON.
     #[arg(long, global = true)]
     json: bool,
+    /// The user to authenticate as, on a server with users [default: `default`].
+    #[arg(long, global = true, env = "TURNSTILE_USER")]
+    user: Option<String>,
+    /// The password to authenticate with (`AUTH`; HTTP Basic for `cluster snapshot save`), on a
+    /// server that requires one. Prefer the environment variable: a flag shows in `ps`.
+    #[arg(long, global = true, env = "TURNSTILE_PASSWORD", hide_env_values = true)]
+    password: Option<String>,
+}
+
+impl Target {
+    fn credentials(&self) -> Option<turnstile_client::Credentials> {
+        let password = self.password.clone()?;
+        Some(turnstile_client::Credentials { user: self.user.clone(), password })
+    }
 }
 
 /// What `turnstile server --help` says after the flags: the setting that only the file takes.
@@ -143,6 +157,10 @@ struct ServerArgs {
     /// Most client connections at once [default: 10000].
     #[arg(long, env = "TURNSTILE_MAX_CLIENTS", value_name = "N")]
     max_clients: Option<usize>,
+    /// The `default` user's password, as Redis's `requirepass`: clients must then authenticate
+    /// (`AUTH password`, `HELLO 3 AUTH default password`) before anything else.
+    #[arg(long, env = "TURNSTILE_REQUIREPASS", value_name = "PASSWORD", hide_env_values = true)]
+    requirepass: Option<String>,
     /// Largest payload, key or value a client may send, in bytes [default: 16777216].
     #[arg(long, env = "TURNSTILE_MAX_PAYLOAD", value_name = "BYTES")]
     max_payload: Option<usize>,
@@ -207,6 +225,28 @@ struct ServerArgs {
     /// as many as that snapshot; 0 = by entry count only [default: 67108864].
     #[arg(long, env = "TURNSTILE_SNAPSHOT_LOG_BYTES", value_name = "BYTES")]
     snapshot_log_bytes: Option<u64>,
+    /// Also serve RESP under TLS here (Redis's tls-port); needs --tls-cert and --tls-key.
+    #[arg(long, env = "TURNSTILE_TLS_RESP_ADDR", value_name = "ADDR")]
+    tls_resp_addr: Option<SocketAddr>,
+    /// Also serve AMQP under TLS (AMQPS) here; needs --tls-cert and --tls-key.
+    #[arg(long, env = "TURNSTILE_TLS_AMQP_ADDR", value_name = "ADDR")]
+    tls_amqp_addr: Option<SocketAddr>,
+    /// Also serve HTTP under TLS (HTTPS) here; needs --tls-cert and --tls-key.
+    #[arg(long, env = "TURNSTILE_TLS_HTTP_ADDR", value_name = "ADDR")]
+    tls_http_addr: Option<SocketAddr>,
+    /// PEM certificate chain of the TLS listeners and of --tls-peer; read again on SIGHUP.
+    #[arg(long, env = "TURNSTILE_TLS_CERT", value_name = "FILE")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert; read again on SIGHUP.
+    #[arg(long, env = "TURNSTILE_TLS_KEY", value_name = "FILE")]
+    tls_key: Option<PathBuf>,
+    /// PEM CA certificates: TLS clients must then present a certificate they signed (mutual
+    /// TLS); read again on SIGHUP.
+    #[arg(long, env = "TURNSTILE_TLS_CA", value_name = "FILE")]
+    tls_ca: Option<PathBuf>,
+    /// Mutual TLS between the nodes of a cluster, with --tls-cert, --tls-key and --tls-ca.
+    #[arg(long, env = "TURNSTILE_TLS_PEER", value_parser = clap::builder::FalseyValueParser::new())]
+    tls_peer: bool,
     /// Start even if the log has a corrupt record: cut it there, losing everything after it.
     #[arg(long)]
     truncate_corrupt: bool,
@@ -250,6 +290,9 @@ impl ServerArgs {
         if self.restore.is_some() {
             config.restore.clone_from(&self.restore);
         }
+        if self.requirepass.is_some() {
+            config.requirepass.clone_from(&self.requirepass);
+        }
         set(&mut config.max_clients, &self.max_clients);
         set(&mut config.max_payload, &self.max_payload);
         set(&mut config.max_name_len, &self.max_name_len);
@@ -270,6 +313,25 @@ impl ServerArgs {
         set(&mut config.snapshot_every, &self.snapshot_every);
         set(&mut config.election_timeout_ms, &self.election_timeout_ms);
         set(&mut config.snapshot_log_bytes, &self.snapshot_log_bytes);
+        for (setting, flag) in [
+            (&mut config.tls_resp_addr, self.tls_resp_addr),
+            (&mut config.tls_amqp_addr, self.tls_amqp_addr),
+            (&mut config.tls_http_addr, self.tls_http_addr),
+        ] {
+            if flag.is_some() {
+                *setting = flag;
+            }
+        }
+        for (setting, flag) in [
+            (&mut config.tls_cert, &self.tls_cert),
+            (&mut config.tls_key, &self.tls_key),
+            (&mut config.tls_ca, &self.tls_ca),
+        ] {
+            if flag.is_some() {
+                setting.clone_from(flag);
+            }
+        }
+        config.tls_peer |= self.tls_peer;
         config.truncate_corrupt |= self.truncate_corrupt;
         config.fault_injection |= self.fault_injection;
         config.validate()?;
@@ -304,7 +366,8 @@ fn main() -> ExitCode {
         }
         Command::Cluster { target, command: cluster::ClusterCommand::Snapshot { command } } => {
             quiet_logging();
-            tokio_runtime().and_then(|rt| rt.block_on(cluster::snapshot(command, target.json)))
+            let credentials = target.credentials();
+            tokio_runtime().and_then(|rt| rt.block_on(cluster::snapshot(command, credentials, target.json)))
         }
         Command::Bench { server, args } => {
             tokio_runtime().and_then(|rt| rt.block_on(bench::run(args, &server))).map(|()| ExitCode::SUCCESS)
@@ -329,7 +392,8 @@ fn client_command(
 ) -> anyhow::Result<ExitCode> {
     quiet_logging();
     tokio_runtime()?.block_on(async {
-        let client = turnstile_client::Client::connect(&target.server).await?;
+        let options = turnstile_client::Options { credentials: target.credentials(), ..Default::default() };
+        let client = turnstile_client::Client::with_options(&target.server, options).await?;
         command(&client).await
     })
 }
@@ -377,18 +441,46 @@ fn server(args: ServerArgs) -> anyhow::Result<()> {
         let server = Server::start(config).await?;
         // Scripts and tests read this line to learn the address (port 0 picks a free one).
         let raft = server.raft_addr().map(|addr| format!(" raft={addr}")).unwrap_or_default();
+        let tls = server.tls_addrs();
+        let tls = [("tls-resp", tls.resp), ("tls-http", tls.http), ("tls-amqp", tls.amqp)]
+            .into_iter()
+            .filter_map(|(name, addr)| addr.map(|addr| format!(" {name}={addr}")))
+            .collect::<String>();
         println!(
-            "turnstile {} ready: resp={} http={} amqp={}{raft}",
+            "turnstile {} ready: resp={} http={} amqp={}{raft}{tls}",
             env!("CARGO_PKG_VERSION"),
             server.resp_addr(),
             server.http_addr(),
             server.amqp_addr()
         );
         tracing::info!(resp = %server.resp_addr(), http = %server.http_addr(), amqp = %server.amqp_addr(), "ready");
+        if let Some(tls) = server.tls() {
+            tokio::spawn(reload_on_hangup(tls));
+        }
         server.run(stop_signal()).await?;
         tracing::info!("stopped");
         Ok(())
     })
+}
+
+/// Reads the TLS certificate, key and CA again on each SIGHUP. New handshakes use them; open
+/// connections keep the session they have. A file that cannot be used keeps the old ones.
+async fn reload_on_hangup(tls: std::sync::Arc<turnstile_server::ServerTls>) {
+    let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(hangup) => hangup,
+        Err(e) => {
+            return tracing::warn!(error = %e, "cannot listen for SIGHUP: TLS certificates will not reload");
+        }
+    };
+    while hangup.recv().await.is_some() {
+        let cert = tls.files().cert.display().to_string();
+        match tls.reload() {
+            Ok(()) => tracing::info!(%cert, "SIGHUP: reloaded the TLS certificate, key and CA"),
+            Err(e) => {
+                tracing::error!(%cert, "SIGHUP: TLS certificate not reloaded, keeping the current one: {:#}", anyhow::Error::new(e))
+            }
+        }
+    }
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -358,7 +358,7 @@ fn nodes_join_leave_and_hand_over_leadership_under_load() {
     // it is a member, is answered: it is one, at that address.
     let deadline = || turnstile_raft::Deadline::after(WAIT);
     let joining =
-        cluster.block_on(turnstile_raft::Joining::connect(&join_via, 4, deadline())).expect("connects");
+        cluster.block_on(turnstile_raft::Joining::connect(&join_via, 4, None, deadline())).expect("connects");
     let again = cluster.block_on(joining.add(4, raft_4.clone(), deadline())).expect("an answer");
     assert!(again.as_ref().is_ok_and(|s| s.members.iter().any(|m| m.id == 4)), "{again:?}");
     let elsewhere = cluster.block_on(joining.add(4, free_loopback_addr(), deadline())).expect("an answer");

@@ -257,6 +257,62 @@ fn the_dashboard_shows_queues_and_locks_and_releases_a_hold() {
     drop(holder);
 }
 
+/// What the page shows about logging in: its state, whether the form is up, who is logged in.
+const LOGIN_STATE: &str = r#"
+    return {
+        page: document.body.dataset.state,
+        form: !document.querySelector('#login').hidden,
+        who: document.querySelector('#who').hidden ? null : document.querySelector('#who [data-field="user"]').textContent,
+        admin: state.admin,
+        result: document.querySelector('#login-result').textContent,
+    };
+"#;
+
+#[test]
+fn with_users_the_dashboard_asks_for_credentials_and_shows_who_is_logged_in() {
+    let Some((chromedriver, chromium)) = browser() else { return };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("users.toml");
+    std::fs::write(
+        &config,
+        "requirepass = \"root-pw\"\n[users.alice]\npassword = \"alice-pw\"\ncategories = [\"+@all\", \"-@admin\"]\nqueues = [\"*\"]\nlocks = [\"*\"]\n",
+    )
+    .expect("config written");
+    let server = TestServer::start_with(&["--config", config.to_str().expect("utf-8 path")]);
+    let browser = WebDriver::start(&chromedriver, &chromium);
+    browser.navigate(&format!("http://{}/", server.http_addr));
+    let wait_for = |what: &str, condition: &str| {
+        browser.wait_for(
+            what,
+            &format!("const s = (() => {{ {LOGIN_STATE} }})(); return ({condition}) ? s : null;"),
+        )
+    };
+    let log_in = |user: &str, password: &str| {
+        browser.execute(&format!(
+            "document.querySelector('#login-user').value = {user:?}; document.querySelector('#login-password').value = {password:?}; return null;"
+        ));
+        browser.click("#login button[type=submit]");
+    };
+    // The API answered 401: the form, no data, and no dialog of the browser's own over it.
+    wait_for("the login form", "s.page === 'login' && s.form");
+
+    log_in("alice", "wrong");
+    let refused = wait_for("the refusal", "s.result !== ''");
+    assert_eq!(refused["result"], "wrong user name, password or token", "{refused:#}");
+
+    log_in("alice", "alice-pw");
+    let alice = wait_for("alice logged in", "s.page === 'ok' && s.who === 'alice'");
+    assert_eq!((alice["form"].as_bool(), alice["admin"].as_bool()), (Some(false), Some(false)), "{alice:#}");
+
+    browser.click("#logout");
+    wait_for("the login form again", "s.page === 'login' && s.form && s.who === null");
+
+    // The default user (an empty name), an admin: the admin buttons are offered.
+    log_in("", "root-pw");
+    let root = wait_for("the admin logged in", "s.page === 'ok' && s.who === 'default'");
+    assert_eq!(root["admin"], true, "{root:#}");
+}
+
 /// chromedriver and Chromium from PATH; `None` (the test is skipped) if either is missing and
 /// CI did not ask for them.
 fn browser() -> Option<(PathBuf, PathBuf)> {

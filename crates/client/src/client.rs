@@ -39,11 +39,34 @@ pub struct Options {
     pub connect_timeout: Duration,
     /// How long to keep trying (with backoff) before a connect fails for good.
     pub retry_for: Duration,
+    /// Who each connection authenticates as (`AUTH`) before anything else, on a server that
+    /// requires it.
+    pub credentials: Option<Credentials>,
+}
+
+/// A user and password for `AUTH`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    /// `None`: Redis's `AUTH password`, the `default` user.
+    pub user: Option<String>,
+    pub password: String,
+}
+
+/// Never prints the password.
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials").field("user", &self.user).finish_non_exhaustive()
+    }
 }
 
 impl Default for Options {
     fn default() -> Options {
-        Options { pool_size: 16, connect_timeout: Duration::from_secs(2), retry_for: Duration::from_secs(5) }
+        Options {
+            pool_size: 16,
+            connect_timeout: Duration::from_secs(2),
+            retry_for: Duration::from_secs(5),
+            credentials: None,
+        }
     }
 }
 
@@ -204,7 +227,17 @@ impl Client {
             let mut last_error = None;
             for addr in hint.iter().chain(addrs[first..].iter()).chain(addrs[..first].iter()) {
                 match Connection::connect(addr, options.connect_timeout).await {
-                    Ok(conn) => return Ok(conn),
+                    Ok(mut conn) => {
+                        if let Some(credentials) = &options.credentials {
+                            // A refusal (a wrong password) is final: another node has the same users.
+                            let auth = match &credentials.user {
+                                Some(user) => Cmd::new("AUTH").arg(user).arg(&credentials.password),
+                                None => Cmd::new("AUTH").arg(&credentials.password),
+                            };
+                            conn.call(&auth).await?;
+                        }
+                        return Ok(conn);
+                    }
                     Err(e) => {
                         self.skip(addr);
                         last_error = Some(e);

@@ -11,6 +11,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use turnstile_resp::{Frame, parse_frame};
+use turnstile_tls::MaybeTls;
 
 use crate::error::{Error, Result};
 
@@ -136,7 +137,7 @@ integer_args!(u8, u32, u64, usize, i64);
 #[derive(Debug)]
 pub struct Connection {
     addr: String,
-    stream: TcpStream,
+    stream: MaybeTls,
     read: BytesMut,
     write: BytesMut,
     /// Set when an I/O or protocol error left the stream in an unknown place; the pool drops it.
@@ -150,13 +151,38 @@ impl Connection {
             .await
             .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
         stream.set_nodelay(true)?;
-        Ok(Connection {
+        Ok(Connection::over(addr, MaybeTls::Plain(stream)))
+    }
+
+    /// Connects to one `HOST:PORT` under TLS, trusting what `tls` trusts (see
+    /// [`turnstile_tls::client_config`]); the server's certificate must name the host. The
+    /// handshake counts in `timeout`.
+    pub async fn connect_tls(
+        addr: &str,
+        timeout: Duration,
+        tls: std::sync::Arc<turnstile_tls::ClientConfig>,
+    ) -> std::io::Result<Connection> {
+        let invalid = |e: turnstile_tls::TlsError| std::io::Error::new(std::io::ErrorKind::InvalidInput, e);
+        let name = turnstile_tls::server_name(addr).map_err(invalid)?;
+        let stream = tokio::time::timeout(timeout, async {
+            let tcp = TcpStream::connect(addr).await?;
+            tcp.set_nodelay(true)?;
+            let tls = turnstile_tls::TlsConnector::from(tls).connect(name, tcp).await?;
+            Ok::<_, std::io::Error>(MaybeTls::Tls(Box::new(tls.into())))
+        })
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
+        Ok(Connection::over(addr, stream))
+    }
+
+    fn over(addr: &str, stream: MaybeTls) -> Connection {
+        Connection {
             addr: addr.to_owned(),
             stream,
             read: BytesMut::with_capacity(16 * 1024),
             write: BytesMut::with_capacity(4 * 1024),
             broken: false,
-        })
+        }
     }
 
     /// The address this connection went to.
@@ -176,8 +202,11 @@ impl Connection {
 
     /// Whether an idle connection is closed (or has unexpected bytes waiting): not to be reused.
     pub(crate) fn is_stale(&self) -> bool {
+        // Under TLS, bytes waiting may be the server's session tickets, not a close: the next
+        // command finds out instead.
+        let MaybeTls::Plain(tcp) = &self.stream else { return false };
         let mut probe = [0u8; 1];
-        !matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+        !matches!(tcp.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
     }
 
     /// Sends one command and reads its reply. An error reply is `Err` ([`Error::from_reply`]).

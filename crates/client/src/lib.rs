@@ -15,7 +15,7 @@ mod queue;
 mod reply;
 mod session;
 
-pub use client::{Client, DEFAULT_ADDR, Options, Pooled, parse_addrs};
+pub use client::{Client, Credentials, DEFAULT_ADDR, Options, Pooled, parse_addrs};
 pub use conn::{Arg, Cmd, Connection};
 pub use error::{Error, Result};
 pub use lock::{Holder, Kind, LockBuilder, LockGuard, LockInfo, Lost, Waiter};

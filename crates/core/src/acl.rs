@@ -892,6 +892,29 @@ impl crate::State {
         self.token_users.get(&token).map(String::as_str)
     }
 
+    /// The user whose session waits in a lock's line with wait `wait_id`, if it was opened for
+    /// one (listings show other users' waiters to admins only).
+    pub fn wait_user(&self, wait_id: u64) -> Option<&str> {
+        let Some(crate::WaitTarget::Lock(name)) = self.waits.get(&wait_id) else { return None };
+        let waiter = self.resources.get(name)?.waiters.iter().find(|w| w.wait_id == wait_id)?;
+        self.session_user(waiter.session)
+    }
+
+    /// Records whose KEEP deliveries are: they belong to no session (only their lease ends
+    /// them), but they are still the popping user's, so another user cannot ack or nack them
+    /// by receipt.
+    pub(crate) fn own_kept_deliveries(&mut self, user: Option<String>, receipts: &[u64]) {
+        let Some(user) = user else { return };
+        for receipt in receipts {
+            self.token_users.insert(*receipt, user.clone());
+        }
+    }
+
+    /// Who a pop being applied now pops for: its session's user, else the caller's.
+    pub(crate) fn popping_user(&self, session: Option<crate::SessionId>) -> Option<String> {
+        self.user_of(session).or_else(|| self.caller.as_ref().map(|c| c.user.clone()))
+    }
+
     /// The user a hold or delivery taken for `session` now belongs to.
     pub(crate) fn user_of(&self, session: Option<crate::SessionId>) -> Option<String> {
         session.and_then(|s| self.session_users.get(&s).cloned())

@@ -31,7 +31,7 @@ use sha1::{Digest, Sha1};
 
 use crate::kv::KvEntry;
 use crate::{
-    Command, CoreError, Effect, Eval, NameKind, Query, Reply, ScriptRef, SessionId, State, Timestamp,
+    Caller, Command, CoreError, Effect, Eval, NameKind, Query, Reply, ScriptRef, SessionId, State, Timestamp,
 };
 
 /// The budget a script gets when the server is not told otherwise: about a second of Lua.
@@ -92,6 +92,9 @@ pub struct ScriptCtx<'a> {
     now: Timestamp,
     session: Option<SessionId>,
     budget: u64,
+    /// Who runs the script (the entry's [`Command::AsUser`], or the reader): each of its calls
+    /// is checked against these permissions. `None` when authentication is off.
+    caller: Option<Caller>,
     /// Keys as they were before the script first wrote them, oldest first: `None` for a key
     /// that did not exist.
     undo: Vec<(String, Option<KvEntry>)>,
@@ -117,6 +120,13 @@ impl ScriptCtx<'_> {
         self.budget
     }
 
+    /// Who runs the script: the host checks each call against the caller's permissions, by
+    /// the same rules as the command sent by the client. Only the entry's caller counts, so
+    /// every node decides the same.
+    pub fn caller(&self) -> Option<&Caller> {
+        self.caller.as_ref()
+    }
+
     /// The caller's session, which the script's holds and pops belong to.
     pub fn session(&self) -> Option<SessionId> {
         self.session
@@ -134,7 +144,10 @@ impl ScriptCtx<'_> {
             Command::Eval(_)
             | Command::ScriptLoad { .. }
             | Command::ScriptFlush
-            | Command::InSession { .. } => {
+            | Command::InSession { .. }
+            | Command::AsUser { .. }
+            | Command::AclSetUser { .. }
+            | Command::AclDelUser { .. } => {
                 return Reply::Error(CoreError::Script(
                     "ERR This Redis command is not allowed from script".into(),
                 ));
@@ -248,11 +261,13 @@ impl State {
         };
         let fx_before = fx.len();
         let now = self.clock;
+        let caller = self.caller.clone();
         let mut ctx = ScriptCtx {
             target: Target::Apply { state: self, fx },
             now,
             session,
             budget,
+            caller,
             undo: Vec::new(),
             saved: None,
         };
@@ -272,8 +287,13 @@ impl State {
         Ok(reply)
     }
 
-    /// `EVAL_RO`, `EVALSHA_RO`: a script whose writes are refused, run on a read.
-    pub(crate) fn eval_read(&self, now: Timestamp, eval: Eval) -> Result<Reply, CoreError> {
+    /// `EVAL_RO`, `EVALSHA_RO`: a script whose writes are refused, run on a read for `caller`.
+    pub(crate) fn eval_read(
+        &self,
+        now: Timestamp,
+        eval: Eval,
+        caller: Option<&Caller>,
+    ) -> Result<Reply, CoreError> {
         let host = host()?;
         let Eval { script, keys, args, session, budget } = eval;
         let (sha, source) = match script {
@@ -284,8 +304,15 @@ impl State {
                 (sha, source)
             }
         };
-        let mut ctx =
-            ScriptCtx { target: Target::Read(self), now, session, budget, undo: Vec::new(), saved: None };
+        let mut ctx = ScriptCtx {
+            target: Target::Read(self),
+            now,
+            session,
+            budget,
+            caller: caller.cloned(),
+            undo: Vec::new(),
+            saved: None,
+        };
         match host.run(&mut ctx, &sha, &source, &keys, &args) {
             ScriptOutcome::Done(reply) => Ok(reply),
             ScriptOutcome::Invalid(text) | ScriptOutcome::OverBudget(text) => Err(CoreError::Script(text)),

@@ -486,6 +486,11 @@ fn to_command(op: &Op, obs: &Observer) -> Command {
     }
 }
 
+fn as_user(cmd: Command) -> Command {
+    let perms = turnstile_core::Perms::default();
+    Command::AsUser { caller: turnstile_core::Caller { user: "u".into(), perms }, command: Box::new(cmd) }
+}
+
 fn run(ops: Vec<Op>) {
     let mut state = State::new();
     let mut log = Vec::new();
@@ -526,12 +531,15 @@ fn run(ops: Vec<Op>) {
             Some(op) => to_command(op, &obs),
         };
         let index = i as u64 + 1;
-        log.push((index, now, cmd.clone()));
+        // Every other command runs as a user (one user: never refused), so that who owns each
+        // session, hold and delivery is kept through every way they end (`check_invariants`).
+        let applied = if i % 2 == 0 { as_user(cmd.clone()) } else { cmd.clone() };
+        log.push((index, now, applied.clone()));
         if cmd == Command::FlushKeys {
             // FLUSHALL removes the lists too: their elements leave as if popped.
             obs.list_popped += obs.stored_list_elements(&state, now);
         }
-        let (reply, fx) = common::apply_checked(&mut state, index, now, &cmd);
+        let (reply, fx) = common::apply_checked(&mut state, index, now, &applied);
         obs.observe(&cmd, &reply, &fx);
         obs.check_holds(&state, now);
         obs.check_queues(&state, now);

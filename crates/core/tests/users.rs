@@ -142,6 +142,65 @@ fn deliveries_are_acked_only_by_their_user() {
 }
 
 #[test]
+fn kept_deliveries_are_acked_only_by_their_user_with_or_without_a_session() {
+    let mut w = World::new();
+    let pop = |session, wait| Pop {
+        queue: "q".into(),
+        session,
+        count: 1,
+        wait,
+        lease: None,
+        auto_ack: false,
+        keep: true,
+    };
+    let receipt = |reply: Reply| match reply {
+        Reply::Deliveries(d) => d[0].receipt,
+        other => panic!("{other:?}"),
+    };
+    // Popped at once, in no session (HTTP's plain pop): the caller's.
+    w.reply(Command::Push(Push::new("q", "m1")));
+    let r = receipt(w.reply(as_user(alice(), Command::Pop(pop(None, 0)))));
+    assert_eq!(w.state.token_user(r), Some("alice"));
+    let ack = |r| Command::Ack { queue: "q".into(), receipts: vec![r], fence: None };
+    assert!(no_perm(&w.reply(as_user(bob(), ack(r)))));
+    assert_eq!(w.reply(as_user(alice(), ack(r))), Reply::Int(1));
+
+    // Waited for, then served by bob's push: still alice's (her session's), not the pusher's.
+    let a = session_of(&mut w, alice());
+    assert!(matches!(w.reply(as_user(alice(), Command::Pop(pop(Some(a), 10_000)))), Reply::Waiting { .. }));
+    let (_, fx) = w.apply(as_user(bob(), Command::Push(Push::new("q", "m2"))));
+    let r = fx
+        .iter()
+        .find_map(|e| match e {
+            Effect::Delivered { deliveries, .. } => Some(deliveries[0].receipt),
+            _ => None,
+        })
+        .expect("alice's pop is served");
+    w.apply(Command::CloseSession { session: a, binding: None });
+    assert_eq!(w.state.token_user(r), Some("alice"), "a kept delivery outlives its session");
+    let nack = Command::Nack { queue: "q".into(), receipt: r, delay: 0, dead_letter: false };
+    assert!(no_perm(&w.reply(as_user(bob(), nack.clone()))));
+    assert_eq!(w.reply(as_user(admin(), nack)), Reply::Int(1));
+    assert_eq!(w.state.token_user(r), None);
+}
+
+#[test]
+fn a_lock_waiter_names_its_sessions_user() {
+    let mut w = World::new();
+    let a = session_of(&mut w, alice());
+    let b = session_of(&mut w, bob());
+    token(w.reply(as_user(alice(), acquire("x", a, 0, false))));
+    let Reply::Waiting { wait_id } = w.reply(as_user(bob(), acquire("x", b, 10_000, false))) else {
+        panic!("bob waits")
+    };
+    assert_eq!(w.state.wait_user(wait_id), Some("bob"));
+    assert_eq!(w.state.wait_user(wait_id + 1000), None);
+    let s = w.session();
+    let Reply::Waiting { wait_id } = w.reply(acquire("x", s, 10_000, false)) else { panic!("waits") };
+    assert_eq!(w.state.wait_user(wait_id), None, "a session opened for no user");
+}
+
+#[test]
 fn a_session_is_resumed_only_by_its_user() {
     let mut w = World::new();
     let a = session_of(&mut w, alice());

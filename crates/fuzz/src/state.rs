@@ -8,9 +8,9 @@
 use arbitrary::{Result, Unstructured};
 use bytes::Bytes;
 use turnstile_core::{
-    Acquire, Binding, Command, Consume, CreditPool, DeadLetterExchange, Effect, ExchangeDecl, ExchangeKind,
-    ExpireCondition, Fence, HostId, MAX_DURATION, Mode, Overflow, Pop, Publish, Push, Query, QueueConfig,
-    Reply, SessionId, SetCondition, SetExpiry, SetKey, State, Step,
+    Acquire, Binding, Caller, Command, Consume, CreditPool, DeadLetterExchange, Effect, ExchangeDecl,
+    ExchangeKind, ExpireCondition, Fence, HostId, MAX_DURATION, Mode, Overflow, Pop, Publish, Push, Query,
+    QueueConfig, Reply, SessionId, SetCondition, SetExpiry, SetKey, State, Step, User,
 };
 
 const LOCKS: &[&str] = &["a", "b", "c"];
@@ -150,7 +150,33 @@ impl Run {
         }
     }
 
+    /// A command, run as no user, one of two users, or an admin (who may act on the others'
+    /// holds and deliveries); now and then a change of the user table.
     fn command(&self, u: &mut Unstructured<'_>) -> Result<Command> {
+        let user = |name: &str, rules: &[&str]| {
+            let mut user = User::new(name);
+            user.apply_rules(rules.iter().copied(), &|_| true).expect("valid rules");
+            user
+        };
+        Ok(match u.int_in_range(0..=9u8)? {
+            0..=3 => self.plain_command(u)?,
+            4..=8 => {
+                let caller = match u.int_in_range(0..=2u8)? {
+                    0 => user("u1", &["on", "+@all", "-@admin"]),
+                    1 => user("u2", &["on", "+@all", "-@admin"]),
+                    _ => user("root", &["on", "+@all"]),
+                };
+                let caller = Caller { user: caller.name, perms: caller.perms };
+                Command::AsUser { caller, command: Box::new(self.plain_command(u)?) }
+            }
+            _ if u.arbitrary()? => {
+                Command::AclSetUser { user: user(name(u, &["u1", "u2"])?.as_str(), &["on", ">pw"]) }
+            }
+            _ => Command::AclDelUser { names: vec![name(u, &["u1", "u2"])?] },
+        })
+    }
+
+    fn plain_command(&self, u: &mut Unstructured<'_>) -> Result<Command> {
         Ok(match u.int_in_range(0..=34u8)? {
             0 => Command::Tick,
             1 => Command::LegacyOpenSession,
@@ -249,7 +275,7 @@ impl Run {
                 let command = if u.ratio(1, 16)? {
                     Command::InSession { session: self.session(u)?, command: Box::new(Command::Tick) }
                 } else {
-                    self.command(u)?
+                    self.plain_command(u)?
                 };
                 Command::InSession { session: self.session(u)?, command: Box::new(command) }
             }
@@ -266,7 +292,7 @@ impl Run {
             steps.push(if u.ratio(1, 3)? {
                 Step::Read(self.query(u)?)
             } else {
-                Step::Write(self.command(u)?)
+                Step::Write(self.plain_command(u)?)
             });
         }
         let mut watches = Vec::new();

@@ -53,7 +53,7 @@ impl TestNode {
 
     fn serve(&mut self, listener: TcpListener) {
         let (stop, stopped) = oneshot::channel::<()>();
-        let served = tokio::spawn(serve(listener, self.raft.clone(), CLUSTER, self.id, None, async {
+        let served = tokio::spawn(serve(listener, self.raft.clone(), CLUSTER, self.id, None, None, async {
             let _ = stopped.await;
         }));
         self.serving = Some((stop, served));
@@ -247,7 +247,7 @@ async fn a_mismatched_handshake_is_refused() {
     let addr = listener.local_addr().unwrap().to_string();
     let (state, _effects) = StateMachineStore::new();
     let raft = Raft::new(2, config(), NoNetwork, LogStore::in_memory(), state).await.unwrap();
-    let served = tokio::spawn(serve(listener, raft.clone(), CLUSTER, 2, None, std::future::pending()));
+    let served = tokio::spawn(serve(listener, raft.clone(), CLUSTER, 2, None, None, std::future::pending()));
 
     let vote = VoteRequest::new(VoteOf::<turnstile_raft::TypeConfig>::new(1, 1), None);
     let ask = |cluster: u64, from: u64, to: u64| {

@@ -327,6 +327,13 @@ fn dispatch(
     if cmd::command_name(&words).is_none() {
         return failed("ERR Unknown Redis command called from script");
     }
+    // The caller's rules, by the command table as for the same command sent by a client.
+    let perms = ctx.caller().map(|caller| caller.perms.clone());
+    if let Some(perms) = &perms
+        && cmd::permitted(&words, perms).is_err()
+    {
+        return failed("ERR The user executing the script can't run this command or subcommand");
+    }
     // PUBLISH from a script is a write like any other (its reply counts no subscribers).
     let frame = match cmd::parse(&words).map(cmd::pubsub::publish_as_write) {
         Err(Frame::Error(text)) if text.starts_with("ERR wrong number of arguments") => {
@@ -334,6 +341,9 @@ fn dispatch(
         }
         Err(Frame::Error(text)) => return failed(&text),
         Err(other) => other,
+        Ok(action) if let Some(text) = perms.as_ref().and_then(|p| denied_name(p, &action)) => {
+            return failed(text);
+        }
         Ok(Action::Write { .. }) if ctx.read_only() => {
             return failed("ERR Write commands are not allowed from read-only scripts.");
         }
@@ -345,6 +355,27 @@ fn dispatch(
         Frame::Error(text) => failed(&text),
         frame => Ok(Ok(frame_to_lua(lua, frame)?)),
     }
+}
+
+/// Redis's text for a script's call that names what its caller may not touch.
+fn denied_name(perms: &turnstile_core::Perms, action: &Action) -> Option<&'static str> {
+    let denied = match action {
+        Action::Write { cmd, .. } => perms.check_names(cmd).err(),
+        Action::Read { query, .. } => perms.check_query_names(query).err(),
+        Action::Connection(_) => None,
+    };
+    denied.map(|d| match d {
+        turnstile_core::Denied::Channel => {
+            "ERR The user executing the script can't publish to the channel mentioned in the command"
+        }
+        turnstile_core::Denied::Name("lock") => {
+            "ERR The user executing the script can't access at least one of the locks mentioned in the command arguments"
+        }
+        turnstile_core::Denied::Name(_) => {
+            "ERR The user executing the script can't access at least one of the queues mentioned in the command arguments"
+        }
+        _ => "ERR The user executing the script can't access at least one of the keys mentioned in the command arguments",
+    })
 }
 
 fn render(shape: ReplyShape, reply: Reply) -> Frame {

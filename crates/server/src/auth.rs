@@ -73,8 +73,17 @@ impl AuthError {
 impl Users {
     /// The table the config file describes, before the log's layer.
     pub fn from_config(config: &Config) -> Result<Users, ConfigError> {
+        let required = config.requirepass.is_some() || !config.users.is_empty();
         let mut users = BTreeMap::new();
-        for (name, password) in &config.amqp_users {
+        // The built-in guest/guest is a convenience for a server nobody else can reach; once
+        // authentication is on it would be a well-known password with every permission.
+        let builtin_guest = Config::default().amqp_users;
+        let amqp_users = if required && config.amqp_users == builtin_guest {
+            &BTreeMap::new()
+        } else {
+            &config.amqp_users
+        };
+        for (name, password) in amqp_users {
             let mut user = User::open_default();
             user.name = name.clone();
             user.nopass = false;
@@ -85,12 +94,16 @@ impl Users {
         if let Some(pass) = &config.requirepass {
             default.nopass = false;
             default.passwords.insert(turnstile_core::hash_secret(pass.as_bytes()));
+        } else if required {
+            // Users without requirepass: the default user is off (Redis would leave it open, with
+            // every permission, to anyone who does not authenticate). `[users.default]` decides
+            // otherwise.
+            default.enabled = false;
         }
         users.insert(DEFAULT_USER.to_owned(), default);
         for (name, entry) in &config.users {
             users.insert(name.clone(), user_from_config(name, entry)?);
         }
-        let required = config.requirepass.is_some() || !config.users.is_empty();
         let table = Table { users: users.iter().map(|(n, u)| (n.clone(), Arc::new(u.clone()))).collect() };
         Ok(Users {
             config: users,
@@ -278,7 +291,10 @@ impl Identity {
 pub async fn follow(shared: Arc<crate::server::Shared>, mut shutdown: crate::shutdown::Shutdown) {
     loop {
         match shared.node.read(|state| state.acl_layer().clone()).await {
-            Ok(layer) => shared.users.reload(&layer),
+            Ok(layer) => {
+                shared.users.reload(&layer);
+                crate::resp::close_gone(&shared);
+            }
             Err(e) => {
                 tracing::debug!(error = %e, "users not reloaded yet; asking again");
                 tokio::select! {
@@ -303,7 +319,8 @@ pub async fn set_user(
     session: &mut crate::session::Session,
     name: &str,
     rules: &[&str],
-    known_command: &dyn Fn(&str) -> bool,
+    // Sync: the future of a request handler holds it across the log's await, and must be Send.
+    known_command: &(dyn Fn(&str) -> bool + Sync),
 ) -> Result<(), SetUserError> {
     let mut user = shared.users.table().users.get(name).map_or_else(|| User::new(name), |u| (**u).clone());
     user.apply_rules(rules.iter().copied(), known_command)?;
@@ -523,6 +540,20 @@ mod tests {
         assert!(alice.perms().allows_name(turnstile_core::NameKind::Lock, b"billing:1"));
         assert!(!alice.perms().allows_name(turnstile_core::NameKind::Lock, b"other"));
         assert!(matches!(alice.wrap(Command::Tick), Command::AsUser { .. }));
+    }
+
+    #[test]
+    fn users_without_requirepass_turn_the_default_user_off_and_the_builtin_guest_is_gone() {
+        let users =
+            Users::from_config(&config("[users.alice]\npassword = \"a\"\ncategories = [\"+@all\"]")).unwrap();
+        assert!(users.required());
+        assert!(users.unauthenticated().is_none(), "nobody is the open default user");
+        assert!(users.authenticate("default", b"").is_err());
+        assert!(users.authenticate("guest", b"guest").is_err(), "guest/guest is no login once users exist");
+        // A guest the operator named stays.
+        let users =
+            Users::from_config(&config("requirepass = \"pw\"\n[amqp-users]\nguest = \"s3cret\"")).unwrap();
+        assert!(users.authenticate("guest", b"s3cret").is_ok());
     }
 
     #[test]

@@ -87,6 +87,8 @@ struct Details {
     /// The full name of the last command (`get`, `client|list`).
     last_command: &'static str,
     readonly: bool,
+    /// The user it authenticated as; `None` is `default`.
+    user: Option<String>,
 }
 
 /// A connection's subscriptions, in name order.
@@ -157,6 +159,15 @@ impl Client {
         self.resp3.load(Ordering::Relaxed)
     }
 
+    /// The user it authenticated as (`CLIENT LIST`'s `user=`).
+    pub fn set_user(&self, user: &str) {
+        self.details().user = Some(user.to_owned());
+    }
+
+    pub fn user(&self) -> String {
+        self.details().user.clone().unwrap_or_else(|| turnstile_core::DEFAULT_USER.to_owned())
+    }
+
     pub fn set_readonly(&self, readonly: bool) {
         self.details().readonly = readonly;
     }
@@ -165,7 +176,8 @@ impl Client {
     pub fn reset(&self) {
         let mut details = self.details();
         let last_command = details.last_command;
-        *details = Details { last_command, ..Details::default() };
+        let user = details.user.take();
+        *details = Details { last_command, user, ..Details::default() };
         self.set_resp3(false);
     }
 
@@ -233,7 +245,7 @@ impl Client {
         let _ = write!(
             line,
             "id={} addr={} laddr={} fd={} name={} age={} idle={} flags={flags} db=0 sub={sub} psub={psub} \
-             ssub=0 multi=-1 oll={oll} omem={omem} events=r cmd={} user=default redir=-1 resp={} \
+             ssub=0 multi=-1 oll={oll} omem={omem} events=r cmd={} user={} redir=-1 resp={} \
              lib-name={} lib-ver={}",
             self.id,
             self.addr,
@@ -243,6 +255,7 @@ impl Client {
             now.as_secs(),
             idle_ms / 1000,
             details.last_command,
+            details.user.as_deref().unwrap_or(turnstile_core::DEFAULT_USER),
             if self.resp3() { 3 } else { 2 },
             text(&details.lib_name),
             text(&details.lib_ver),

@@ -120,6 +120,25 @@ pub struct Config {
     /// `true`/`false`, or Redis's `"yes"`/`"no"`.
     #[serde(deserialize_with = "yes_no")]
     pub protected_mode: bool,
+    /// Where a RESP listener under TLS binds (Redis's `tls-port`); unset: none. It serves the
+    /// same commands as `resp-addr`, which stays open beside it.
+    pub tls_resp_addr: Option<SocketAddr>,
+    /// Where an AMQP listener under TLS (AMQPS) binds; unset: none.
+    pub tls_amqp_addr: Option<SocketAddr>,
+    /// Where an HTTP listener under TLS (HTTPS) binds; unset: none.
+    pub tls_http_addr: Option<SocketAddr>,
+    /// PEM file: the certificate chain the TLS listeners (and, with `tls-peer`, this node to its
+    /// peers) present, its own certificate first. Read again on `SIGHUP`.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM file: the private key of `tls-cert`. Read again on `SIGHUP`.
+    pub tls_key: Option<PathBuf>,
+    /// PEM file: CA certificates. Given, every TLS client must present a certificate one of them
+    /// signed (mutual TLS), and its common name is known to the server. Read again on `SIGHUP`.
+    pub tls_ca: Option<PathBuf>,
+    /// The node-to-node transport under mutual TLS: each node presents `tls-cert` and accepts
+    /// only peers whose certificate `tls-ca` signed, and a dialed node's certificate must name
+    /// the host of its Raft address. Every node of a cluster must agree on it.
+    pub tls_peer: bool,
     /// The `default` user's password (Redis's `requirepass`): set, a client must authenticate
     /// (`AUTH`, HTTP Basic/Bearer, AMQP PLAIN) before anything but the handshake.
     pub requirepass: Option<String>,
@@ -202,6 +221,13 @@ impl Default for Config {
             protected_mode: true,
             requirepass: None,
             users: BTreeMap::new(),
+            tls_resp_addr: None,
+            tls_amqp_addr: None,
+            tls_http_addr: None,
+            tls_cert: None,
+            tls_key: None,
+            tls_ca: None,
+            tls_peer: false,
         }
     }
 }
@@ -328,7 +354,56 @@ impl Config {
                 peers_text(&self.peers)
             )));
         }
+        self.validate_tls()
+    }
+
+    /// TLS settings that belong together: the files are read (and refused, naming the file)
+    /// when the server starts.
+    fn validate_tls(&self) -> Result<(), ConfigError> {
+        let listeners = [
+            ("tls-resp-addr", self.tls_resp_addr),
+            ("tls-amqp-addr", self.tls_amqp_addr),
+            ("tls-http-addr", self.tls_http_addr),
+        ];
+        let user = listeners.iter().find(|(_, addr)| addr.is_some()).map(|(name, _)| *name);
+        let user = user.or(self.tls_peer.then_some("tls-peer"));
+        match (user, &self.tls_cert, &self.tls_key) {
+            (Some(name), None, _) => {
+                return Err(ConfigError::Invalid(format!("{name} needs tls-cert (and tls-key)")));
+            }
+            (Some(name), _, None) => return Err(ConfigError::Invalid(format!("{name} needs tls-key"))),
+            (None, Some(_), _) | (None, _, Some(_)) => {
+                return Err(ConfigError::Invalid(
+                    "tls-cert and tls-key are used by a TLS listener (tls-resp-addr, tls-amqp-addr, \
+                     tls-http-addr) or tls-peer: give one"
+                        .into(),
+                ));
+            }
+            _ => {}
+        }
+        if self.tls_peer {
+            if self.tls_ca.is_none() {
+                return Err(ConfigError::Invalid(
+                    "tls-peer needs tls-ca: each node checks the other nodes' certificates against it".into(),
+                ));
+            }
+            if !self.in_cluster() {
+                return Err(ConfigError::Invalid("tls-peer needs a cluster (peers or join)".into()));
+            }
+        }
+        if self.tls_ca.is_some() && user.is_none() {
+            return Err(ConfigError::Invalid("tls-ca needs a TLS listener or tls-peer".into()));
+        }
         Ok(())
+    }
+
+    /// The TLS files, when any TLS is configured.
+    pub fn tls_files(&self) -> Option<turnstile_tls::TlsFiles> {
+        Some(turnstile_tls::TlsFiles {
+            cert: self.tls_cert.clone()?,
+            key: self.tls_key.clone()?,
+            ca: self.tls_ca.clone(),
+        })
     }
 
     /// Whether this node is one of a cluster of several nodes (it has `peers`, or joins one).
@@ -505,5 +580,31 @@ mod tests {
             none.validate().unwrap_err().to_string(),
             "invalid setting: script-budget must be at least 1"
         );
+    }
+
+    #[test]
+    fn tls_settings_that_belong_together_are_refused_apart() {
+        let refused = |toml: &str| Config::from_toml(toml).unwrap().validate().unwrap_err().to_string();
+        assert_eq!(
+            refused("tls-resp-addr = \"127.0.0.1:7390\""),
+            "invalid setting: tls-resp-addr needs tls-cert (and tls-key)"
+        );
+        assert_eq!(
+            refused("tls-http-addr = \"127.0.0.1:7390\"\ntls-cert = \"c.pem\""),
+            "invalid setting: tls-http-addr needs tls-key"
+        );
+        assert!(refused("tls-cert = \"c.pem\"\ntls-key = \"k.pem\"").contains("give one"));
+        let peer = "tls-peer = true\ntls-cert = \"c.pem\"\ntls-key = \"k.pem\"\npeers = \"1=127.0.0.1:7381\"";
+        assert!(refused(peer).contains("tls-peer needs tls-ca"));
+        assert!(
+            refused("tls-peer = true\ntls-cert = \"c\"\ntls-key = \"k\"\ntls-ca = \"a\"")
+                .contains("needs a cluster")
+        );
+        let good =
+            Config::from_toml(&format!("{peer}\ntls-ca = \"ca.pem\"\ntls-amqp-addr = \"127.0.0.1:7391\""))
+                .unwrap();
+        good.validate().unwrap();
+        assert_eq!(good.tls_files().unwrap().ca.as_deref(), Some(std::path::Path::new("ca.pem")));
+        assert_eq!(Config::default().tls_files(), None);
     }
 }

@@ -41,5 +41,6 @@ pub use embedded::Embedded;
 /// The HTTP API's body decoding, for the fuzz targets (see [`http::body_command`]).
 #[doc(hidden)]
 pub use http::{ApiError, BODY_OPERATIONS, body_command};
-pub use server::{Server, ServerError};
+pub use server::{Server, ServerError, TlsAddrs};
 pub use turnstile_raft::{Clock, ManualClock};
+pub use turnstile_tls::ServerTls;

@@ -10,6 +10,11 @@
 //!
 //! Before that, protected mode (Redis's): while no authentication is configured, a connection
 //! from another host is answered with [`PROTECTED_MODE_DENIED`] in its protocol and closed.
+//!
+//! A TLS listener admits the same way, then shakes hands on a task of the connection's own,
+//! within [`HANDSHAKE_TIMEOUT`]: a client that connects and never finishes its handshake holds
+//! one slot for that long and delays nobody. Only connections whose handshake succeeded reach
+//! the front end, which serves them exactly as the plain listener's.
 
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -20,7 +25,8 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, mpsc};
+use tokio::sync::{Mutex, OwnedSemaphorePermit, mpsc};
+use turnstile_tls::{MaybeTls, ServerTls, TlsInfo};
 
 use crate::server::Shared;
 use crate::stats::bump;
@@ -46,6 +52,9 @@ than guest, or start with --protected-mode no";
 
 /// How long a refused connection is given to say what it wanted before it gets its answer.
 const REFUSAL_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How long a client of a TLS listener has to complete its handshake.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The front ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -77,20 +86,32 @@ impl Protocol {
     }
 }
 
-/// A bound listener of one protocol.
+/// A bound listener of one protocol, plain or under TLS.
 #[derive(Debug)]
 pub struct Listener {
     inner: TcpListener,
     protocol: Protocol,
     shared: Arc<Shared>,
+    tls: Option<Handshakes>,
+}
+
+/// A TLS listener's handshakes under way: each on a task of its own, which hands the connection
+/// over here when it is done.
+#[derive(Debug)]
+struct Handshakes {
+    tls: Arc<ServerTls>,
+    done: mpsc::Sender<Admitted>,
+    ready: Mutex<mpsc::Receiver<Admitted>>,
 }
 
 /// An admitted connection. It holds one of the `max-clients` slots, and counts as open, until
 /// dropped.
 #[derive(Debug)]
 pub struct Admitted {
-    pub stream: TcpStream,
+    pub stream: MaybeTls,
     pub peer: SocketAddr,
+    /// What the TLS handshake established; `None` on a plain listener.
+    pub tls: Option<TlsInfo>,
     /// Unique among this server's connections of every protocol (`CLIENT ID`).
     pub id: u64,
     pub slot: Slot,
@@ -112,12 +133,46 @@ impl Drop for Slot {
 
 impl Listener {
     pub fn new(inner: TcpListener, protocol: Protocol, shared: Arc<Shared>) -> Listener {
-        Listener { inner, protocol, shared }
+        Listener { inner, protocol, shared, tls: None }
+    }
+
+    /// A listener whose clients speak TLS, with the certificate `tls` holds when each connects.
+    pub fn with_tls(
+        inner: TcpListener,
+        protocol: Protocol,
+        shared: Arc<Shared>,
+        tls: Arc<ServerTls>,
+    ) -> Listener {
+        // A handful of handshakes done and not yet taken is plenty: the accept loop takes them as
+        // fast as they come.
+        let (done, ready) = mpsc::channel(64);
+        Listener { inner, protocol, shared, tls: Some(Handshakes { tls, done, ready: Mutex::new(ready) }) }
     }
 
     /// The next connection this server serves; connections over `max-clients` are refused
     /// (from a task of their own, so a slow refused client delays nobody) in the meantime.
     pub async fn accept(&self) -> Admitted {
+        let Some(handshakes) = &self.tls else {
+            return self.admit().await;
+        };
+        let mut ready = handshakes.ready.lock().await;
+        loop {
+            tokio::select! {
+                Some(admitted) = ready.recv() => return admitted,
+                admitted = self.admit() => {
+                    let (tls, done) = (handshakes.tls.clone(), handshakes.done.clone());
+                    tokio::spawn(async move {
+                        if let Some(admitted) = handshake(admitted, &tls).await {
+                            let _ = done.send(admitted).await;
+                        }
+                    });
+                }
+            }
+        }
+    }
+
+    /// The next TCP connection, with its slot.
+    async fn admit(&self) -> Admitted {
         let counts = self.shared.stats.connections(self.protocol);
         loop {
             let (stream, peer) = match self.inner.accept().await {
@@ -136,13 +191,29 @@ impl Listener {
                     protocol = self.protocol.as_str(),
                     "refused: protected mode (no authentication configured; only loopback clients are served)"
                 );
-                tokio::spawn(refuse(self.protocol, stream, peer, self.shared.clone(), Refusal::Protected));
+                let tls = self.tls.as_ref().map(|handshakes| handshakes.tls.clone());
+                tokio::spawn(refuse(
+                    self.protocol,
+                    stream,
+                    peer,
+                    self.shared.clone(),
+                    tls,
+                    Refusal::Protected,
+                ));
                 continue;
             }
             let Ok(permit) = self.shared.client_slots.clone().try_acquire_owned() else {
                 bump(&counts.refused);
                 tracing::info!(%peer, protocol = self.protocol.as_str(), "refused: {MAX_CLIENTS_REACHED}");
-                tokio::spawn(refuse(self.protocol, stream, peer, self.shared.clone(), Refusal::MaxClients));
+                let tls = self.tls.as_ref().map(|handshakes| handshakes.tls.clone());
+                tokio::spawn(refuse(
+                    self.protocol,
+                    stream,
+                    peer,
+                    self.shared.clone(),
+                    tls,
+                    Refusal::MaxClients,
+                ));
                 continue;
             };
             bump(&counts.accepted);
@@ -150,7 +221,7 @@ impl Listener {
             let _ = stream.set_nodelay(true);
             let id = self.shared.next_client_id.fetch_add(1, Ordering::Relaxed) + 1;
             let slot = Slot { _permit: permit, protocol: self.protocol, shared: self.shared.clone() };
-            return Admitted { stream, peer, id, slot };
+            return Admitted { stream: MaybeTls::Plain(stream), peer, tls: None, id, slot };
         }
     }
 
@@ -184,6 +255,29 @@ impl Listener {
     }
 }
 
+/// The TLS handshake of an admitted connection, within [`HANDSHAKE_TIMEOUT`]; `None` (and the
+/// connection closed, its slot given back) when it fails.
+async fn handshake(admitted: Admitted, tls: &ServerTls) -> Option<Admitted> {
+    let Admitted { stream: MaybeTls::Plain(tcp), peer, id, slot, .. } = admitted else {
+        unreachable!("a connection is admitted plain and shakes hands once")
+    };
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.acceptor().accept(tcp)).await {
+        Ok(Ok(stream)) => {
+            let info = TlsInfo::of(stream.get_ref().1);
+            let stream = MaybeTls::Tls(Box::new(stream.into()));
+            Some(Admitted { stream, peer, tls: Some(info), id, slot })
+        }
+        Ok(Err(e)) => {
+            tracing::info!(%peer, protocol = slot.protocol.as_str(), error = %e, "TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            tracing::info!(%peer, protocol = slot.protocol.as_str(), "no TLS handshake within {HANDSHAKE_TIMEOUT:?}");
+            None
+        }
+    }
+}
+
 /// Why a connection is refused before it is served.
 #[derive(Debug, Clone, Copy)]
 enum Refusal {
@@ -193,12 +287,14 @@ enum Refusal {
     Protected,
 }
 
-/// Answers a refused connection in its protocol's way, then closes it.
+/// Answers a refused connection in its protocol's way (after a TLS handshake, on a TLS
+/// listener), then closes it.
 async fn refuse(
     protocol: Protocol,
-    mut stream: TcpStream,
+    stream: TcpStream,
     peer: SocketAddr,
     shared: Arc<Shared>,
+    tls: Option<Arc<ServerTls>>,
     why: Refusal,
 ) {
     let (code, message, status) = match why {
@@ -206,7 +302,11 @@ async fn refuse(
         Refusal::Protected => ("DENIED", PROTECTED_MODE_DENIED, "403 Forbidden"),
     };
     let answered = tokio::time::timeout(REFUSAL_TIMEOUT, async {
-        match protocol {
+        let mut stream = match tls {
+            None => MaybeTls::Plain(stream),
+            Some(tls) => MaybeTls::Tls(Box::new(tls.acceptor().accept(stream).await?.into())),
+        };
+        let answered = match protocol {
             Protocol::Resp => {
                 let refusal = format!("-{code} {message}\r\n");
                 stream.write_all(refusal.as_bytes()).await
@@ -234,13 +334,14 @@ async fn refuse(
                 }
                 Refusal::Protected => crate::amqp::deny(&mut stream, peer, PROTECTED_MODE_DENIED_AMQP).await,
             },
-        }
+        };
+        let _ = stream.shutdown().await;
+        answered
     })
     .await;
     if let Ok(Err(e)) = answered {
         tracing::debug!(%peer, error = %e, "refused connection not answered");
     }
-    let _ = stream.shutdown().await;
 }
 
 /// Says at start what a listener beyond loopback without authentication means: refused by
@@ -249,12 +350,16 @@ pub fn warn_if_exposed(shared: &Shared) {
     if shared.users.required() {
         return;
     }
+    let tls = &shared.tls_addrs;
     let listeners = [
-        (Protocol::Resp, shared.resp_addr),
-        (Protocol::Amqp, shared.amqp_addr),
-        (Protocol::Http, shared.http_addr),
+        (Protocol::Resp, Some(shared.resp_addr)),
+        (Protocol::Amqp, Some(shared.amqp_addr)),
+        (Protocol::Http, Some(shared.http_addr)),
+        (Protocol::Resp, tls.resp),
+        (Protocol::Amqp, tls.amqp),
+        (Protocol::Http, tls.http),
     ];
-    for (protocol, addr) in listeners {
+    for (protocol, addr) in listeners.into_iter().filter_map(|(protocol, addr)| Some((protocol, addr?))) {
         if addr.ip().to_canonical().is_loopback() {
             continue;
         }

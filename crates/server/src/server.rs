@@ -17,6 +17,8 @@ use turnstile_raft::{
     random_cluster_id,
 };
 
+use turnstile_tls::{PeerTls, ServerTls};
+
 use crate::clients::Clients;
 use crate::config::{Config, ConfigError, Fsync};
 use crate::listener::{Listener, Protocol};
@@ -52,6 +54,8 @@ pub struct Shared {
     pub amqp_addr: SocketAddr,
     /// Where the Raft listener is, in a cluster.
     pub raft_addr: Option<SocketAddr>,
+    /// Where the TLS listeners are, those configured.
+    pub tls_addrs: TlsAddrs,
     /// The cluster this node belongs to, as kept in its data dir (backups carry it).
     pub cluster_id: u64,
     /// AMQP users and passwords.
@@ -93,6 +97,16 @@ pub enum ServerError {
     OtherCluster { dir: std::path::PathBuf, ours: String, member: String, theirs: String },
     #[error("raft node")]
     Node(#[from] NodeError),
+    #[error("TLS")]
+    Tls(#[from] turnstile_tls::TlsError),
+}
+
+/// The addresses of the TLS listeners; each `None` when not configured.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TlsAddrs {
+    pub resp: Option<SocketAddr>,
+    pub amqp: Option<SocketAddr>,
+    pub http: Option<SocketAddr>,
 }
 
 /// A started server: listening, with its node leading.
@@ -101,6 +115,11 @@ pub struct Server {
     resp: Listener,
     http: Listener,
     amqp: Listener,
+    tls_resp: Option<Listener>,
+    tls_http: Option<Listener>,
+    tls_amqp: Option<Listener>,
+    /// The certificate the TLS listeners (and the node's peer transport) present.
+    tls: Option<Arc<ServerTls>>,
     shared: Arc<Shared>,
     trigger: ShutdownTrigger,
     shutdown: Shutdown,
@@ -148,8 +167,8 @@ impl Drop for LogRuntime {
 const JOIN_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Reaches the member a joining node was given: the handshake that tells it the cluster's id.
-async fn join_handshake(member: &str, id: u64) -> Result<Joining, NodeError> {
-    Joining::connect(member, id, Deadline::after(JOIN_CONNECT_TIMEOUT))
+async fn join_handshake(member: &str, id: u64, tls: Option<&PeerTls>) -> Result<Joining, NodeError> {
+    Joining::connect(member, id, tls, Deadline::after(JOIN_CONNECT_TIMEOUT))
         .await
         .map_err(|e| NodeError::Unavailable(format!("cannot reach {member} to join: {e}")))
 }
@@ -207,6 +226,13 @@ impl Server {
             }
             None => None,
         };
+        // The certificate files are read before anything is bound: a bad one refuses the start,
+        // naming the file.
+        let tls = config.tls_files().map(ServerTls::load).transpose()?.map(Arc::new);
+        let peer_tls = match (&tls, config.tls_peer) {
+            (Some(tls), true) => Some(PeerTls::new(tls.clone())?),
+            _ => None,
+        };
         let bound = Bound::bind(&config).await?;
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|source| ServerError::DataDir { path: config.data_dir.clone(), source })?;
@@ -216,7 +242,7 @@ impl Server {
         // have left the cluster since (it asks again below only if it never was added).
         let known = DataDirMeta::read(&config.data_dir).map_err(ServerError::DataDirMeta)?.is_some();
         let joining = match &config.join {
-            Some(member) if !known => Some(join_handshake(member, config.node_id).await?),
+            Some(member) if !known => Some(join_handshake(member, config.node_id, peer_tls.as_ref()).await?),
             _ => None,
         };
         let meta = match restore {
@@ -246,6 +272,7 @@ impl Server {
             snapshot_log_bytes: config.snapshot_log_bytes,
             clock,
         };
+        let tls_addrs = bound.tls_addrs();
         let log_runtime = LogRuntime::start(bound.raft.is_some())
             .map_err(|e| ServerError::Node(NodeError::Fatal(e.to_string())))?;
         let raft_addr = bound.raft.as_ref().map(|(_, addr)| *addr);
@@ -262,6 +289,7 @@ impl Server {
                     // Sessions belong to the cluster: those of a dead node's connections live
                     // on until their host's timeout, for their clients to resume elsewhere.
                     on_leading: vec![],
+                    tls: peer_tls.clone(),
                 };
                 log_runtime.handle().spawn(Node::start_in_cluster(node_config, cluster))
             }
@@ -274,7 +302,7 @@ impl Server {
                 let join = match joining {
                     Some(join) => join,
                     None => {
-                        let join = join_handshake(member, id).await?;
+                        let join = join_handshake(member, id, peer_tls.as_ref()).await?;
                         same_cluster(&config, &meta, member, &join)?;
                         join
                     }
@@ -333,6 +361,7 @@ impl Server {
             http_addr: bound.http_addr,
             amqp_addr: bound.amqp_addr,
             raft_addr,
+            tls_addrs,
             cluster_id: meta.cluster_id,
             amqp_users: config.amqp_users.clone(),
             users,
@@ -347,6 +376,10 @@ impl Server {
             resp: Listener::new(bound.resp, Protocol::Resp, shared.clone()),
             http: Listener::new(bound.http, Protocol::Http, shared.clone()),
             amqp: Listener::new(bound.amqp, Protocol::Amqp, shared.clone()),
+            tls_resp: tls_listener(bound.tls_resp, Protocol::Resp, &shared, &tls),
+            tls_http: tls_listener(bound.tls_http, Protocol::Http, &shared, &tls),
+            tls_amqp: tls_listener(bound.tls_amqp, Protocol::Amqp, &shared, &tls),
+            tls,
             shared,
             trigger,
             shutdown,
@@ -373,10 +406,32 @@ impl Server {
         self.shared.raft_addr
     }
 
+    /// Where the TLS listeners are, those configured.
+    pub fn tls_addrs(&self) -> TlsAddrs {
+        self.shared.tls_addrs
+    }
+
+    /// The certificate of the TLS listeners and the peer transport, to reload (`SIGHUP`).
+    pub fn tls(&self) -> Option<Arc<ServerTls>> {
+        self.tls.clone()
+    }
+
     /// Serves until `stop` resolves, then shuts down gracefully: stop accepting, let every
     /// connection close its session, stop the node.
     pub async fn run(self, stop: impl Future<Output = ()>) -> Result<(), ServerError> {
-        let Server { resp, http, amqp, shared, trigger, shutdown, log_runtime } = self;
+        let Server {
+            resp,
+            http,
+            amqp,
+            tls_resp,
+            tls_http,
+            tls_amqp,
+            tls: _,
+            shared,
+            trigger,
+            shutdown,
+            log_runtime,
+        } = self;
         crate::listener::warn_if_exposed(&shared);
         let effects = shared.node.take_effects().expect("effects are taken once, here");
         let router = tokio::spawn({
@@ -392,6 +447,8 @@ impl Server {
             shutdown.clone(),
         ));
         let http = tokio::spawn(crate::http::serve(http, shared.clone(), shutdown.clone()));
+        let https =
+            tls_http.map(|https| tokio::spawn(crate::http::serve(https, shared.clone(), shutdown.clone())));
 
         // Each connection holds a clone of `done`; when all are dropped, every connection is over.
         let (done, mut all_done) = mpsc::channel::<()>(1);
@@ -399,18 +456,27 @@ impl Server {
             resp.serve_each(&done, |admitted| crate::resp::serve(admitted, shared.clone(), shutdown.clone()));
         let serve_amqp =
             amqp.serve_each(&done, |admitted| crate::amqp::serve(admitted, shared.clone(), shutdown.clone()));
+        let serve_tls_resp = serve_optional(tls_resp.as_ref(), &done, |admitted| {
+            crate::resp::serve(admitted, shared.clone(), shutdown.clone())
+        });
+        let serve_tls_amqp = serve_optional(tls_amqp.as_ref(), &done, |admitted| {
+            crate::amqp::serve(admitted, shared.clone(), shutdown.clone())
+        });
         tokio::select! {
-            _ = async { tokio::join!(serve_resp, serve_amqp) } => {}
+            _ = async { tokio::join!(serve_resp, serve_amqp, serve_tls_resp, serve_tls_amqp) } => {}
             () = stop => tracing::info!("shutting down"),
         }
         trigger.trigger();
-        drop((resp, amqp));
+        drop((resp, amqp, tls_resp, tls_amqp));
         drop(done);
         let _ = all_done.recv().await;
         let _ = ticker.await;
         let _ = users.await;
         let _ = keep_alive.await;
         let _ = http.await;
+        if let Some(https) = https {
+            let _ = https.await;
+        }
         shared.node.shutdown().await?;
         let _ = router.await;
         drop(log_runtime);
@@ -492,6 +558,9 @@ struct Bound {
     http_addr: SocketAddr,
     amqp: TcpListener,
     amqp_addr: SocketAddr,
+    tls_resp: Option<(TcpListener, SocketAddr)>,
+    tls_http: Option<(TcpListener, SocketAddr)>,
+    tls_amqp: Option<(TcpListener, SocketAddr)>,
 }
 
 impl Bound {
@@ -506,8 +575,48 @@ impl Bound {
             }
             None => None,
         };
-        Ok(Bound { raft, resp, resp_addr, http, http_addr, amqp, amqp_addr })
+        let tls_resp = bind_optional(config.tls_resp_addr).await?;
+        let tls_http = bind_optional(config.tls_http_addr).await?;
+        let tls_amqp = bind_optional(config.tls_amqp_addr).await?;
+        Ok(Bound { raft, resp, resp_addr, http, http_addr, amqp, amqp_addr, tls_resp, tls_http, tls_amqp })
     }
+
+    fn tls_addrs(&self) -> TlsAddrs {
+        let addr = |bound: &Option<(TcpListener, SocketAddr)>| bound.as_ref().map(|(_, addr)| *addr);
+        TlsAddrs { resp: addr(&self.tls_resp), amqp: addr(&self.tls_amqp), http: addr(&self.tls_http) }
+    }
+}
+
+/// [`Listener::serve_each`] on a listener that may not be configured (then it never ends).
+async fn serve_optional<F, Fut>(listener: Option<&Listener>, done: &mpsc::Sender<()>, serve: F)
+where
+    F: Fn(crate::listener::Admitted) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    match listener {
+        Some(listener) => listener.serve_each(done, serve).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn bind_optional(addr: Option<SocketAddr>) -> Result<Option<(TcpListener, SocketAddr)>, ServerError> {
+    match addr {
+        Some(addr) => Ok(Some(bind(addr).await?)),
+        None => Ok(None),
+    }
+}
+
+/// A TLS listener, when one is bound (a TLS listener is bound only with a certificate: the
+/// config says so before anything is).
+fn tls_listener(
+    bound: Option<(TcpListener, SocketAddr)>,
+    protocol: Protocol,
+    shared: &Arc<Shared>,
+    tls: &Option<Arc<ServerTls>>,
+) -> Option<Listener> {
+    let (listener, _) = bound?;
+    let tls = tls.clone().expect("validate refuses a TLS listener without a certificate");
+    Some(Listener::with_tls(listener, protocol, shared.clone(), tls))
 }
 
 async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), ServerError> {

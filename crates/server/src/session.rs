@@ -300,18 +300,25 @@ impl Session {
         for budget in queries.iter_mut().filter_map(Query::script_budget_mut) {
             *budget = self.shared.limits.script_budget;
         }
+        // A read-only script is checked call by call against its caller's permissions.
+        let caller = self
+            .identity
+            .as_ref()
+            .filter(|_| self.shared.users.required() && queries.iter().any(|q| matches!(q, Query::Eval(_))))
+            .map(|id| turnstile_core::Caller { user: id.name().to_owned(), perms: id.perms().clone() });
         let replies = self
             .shared
             .node
-            .read_at(move |state, now| queries.into_iter().map(|q| state.query(now, q)).collect::<Vec<_>>())
+            .read_at(move |state, now| {
+                queries.into_iter().map(|q| state.query_as(now, q, caller.as_ref())).collect::<Vec<_>>()
+            })
             .await?;
         Ok(replies)
     }
 
     /// Runs one query at a linearizable read point.
     pub async fn query(&mut self, query: Query) -> Result<Reply, Refused> {
-        self.permit_query(&query)?;
-        Ok(self.shared.node.read_at(move |state, now| state.query(now, query)).await?)
+        Ok(self.read(vec![query]).await?.pop().expect("one reply per query"))
     }
 
     /// Parks until the state machine settles wait `wait_id` (granted, delivered or timed out)

@@ -62,9 +62,11 @@ pub struct Counters {
     pub pubsub_messages: AtomicU64,
     pub pubsub_messages_late: AtomicU64,
     pub pubsub_clients_disconnected: AtomicU64,
+    // Users and ACLs:
+    pub resp_auth_failures: AtomicU64,
+    pub user_connections_refused: AtomicU64,
     // Protection:
     pub protected_mode_refused: AtomicU64,
-    pub user_connections_refused: AtomicU64,
     pub query_buffer_closed: AtomicU64,
     pub session_limits_refused: AtomicU64,
 }
@@ -130,16 +132,22 @@ pub const COUNTERS: &[Counter] = &[
         help: "Subscribers disconnected for reading too slowly (pubsub-output-limit).",
         value: |s| s.pubsub_clients_disconnected,
     },
+    // Users and ACLs (RESP):
+    Counter {
+        name: "resp_auth_failures",
+        help: "RESP authentications refused (AUTH, HELLO AUTH): a wrong password, an unknown or disabled user.",
+        value: |s| s.resp_auth_failures,
+    },
+    Counter {
+        name: "user_connections_refused",
+        help: "Connections and logins refused because their user had max-connections open on this node.",
+        value: |s| s.user_connections_refused,
+    },
     // Protection:
     Counter {
         name: "protected_mode_refused",
         help: "Connections from other hosts refused because no authentication is configured (protected-mode).",
         value: |s| s.protected_mode_refused,
-    },
-    Counter {
-        name: "user_connections_refused",
-        help: "Connections refused because their user had max-connections open.",
-        value: |s| s.user_connections_refused,
     },
     Counter {
         name: "query_buffer_closed",
@@ -206,8 +214,10 @@ pub struct Snapshot {
     pub pubsub_messages: u64,
     pub pubsub_messages_late: u64,
     pub pubsub_clients_disconnected: u64,
-    pub protected_mode_refused: u64,
+    // Users and ACLs (RESP):
+    pub resp_auth_failures: u64,
     pub user_connections_refused: u64,
+    pub protected_mode_refused: u64,
     pub query_buffer_closed: u64,
     pub session_limits_refused: u64,
     /// The state's figures; `None` when the state could not be read (no leader, stopping).
@@ -267,8 +277,9 @@ impl Snapshot {
             pubsub_messages: load(&c.pubsub_messages),
             pubsub_messages_late: load(&c.pubsub_messages_late),
             pubsub_clients_disconnected: load(&c.pubsub_clients_disconnected),
-            protected_mode_refused: load(&c.protected_mode_refused),
+            resp_auth_failures: load(&c.resp_auth_failures),
             user_connections_refused: load(&c.user_connections_refused),
+            protected_mode_refused: load(&c.protected_mode_refused),
             query_buffer_closed: load(&c.query_buffer_closed),
             session_limits_refused: load(&c.session_limits_refused),
             summary,

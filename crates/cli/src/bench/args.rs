@@ -45,6 +45,11 @@ pub struct BenchArgs {
     /// amqp: amqp://guest:guest@127.0.0.1:6672/%2f].
     #[arg(long = "target", value_name = "URL")]
     pub(super) targets: Vec<String>,
+    /// PEM file of the CA certificates that sign the servers' certificates, for the targets
+    /// under TLS: `rediss://` and `turnstiles://` (each server's certificate must name the host
+    /// of its address).
+    #[arg(long, value_name = "FILE")]
+    pub(super) tls_ca: Option<std::path::PathBuf>,
     /// Print the results as JSON, and nothing else, on stdout.
     #[arg(long)]
     pub(super) json: bool,

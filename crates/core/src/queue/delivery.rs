@@ -36,6 +36,9 @@ impl State {
         if !self.queues[&qid].eligible.is_empty() {
             let owner = if p.keep { None } else { p.session };
             let deliveries = self.deliver(qid, p.count, owner, None, lease, p.auto_ack);
+            if p.keep && !p.auto_ack {
+                self.own_kept_deliveries(self.popping_user(p.session), &receipts(&deliveries));
+            }
             self.serve(qid, fx);
             return Ok(Reply::Deliveries(deliveries));
         }
@@ -183,6 +186,11 @@ impl State {
                     self.remove_pop_waiter(qid, wait_id);
                     let owner = if w.keep { None } else { Some(w.session) };
                     let deliveries = self.deliver(qid, w.count, owner, None, w.lease, w.auto_ack);
+                    if w.keep && !w.auto_ack {
+                        // Served now, perhaps under another user's command: the waiter's session
+                        // alone names whose they are.
+                        self.own_kept_deliveries(self.user_of(Some(w.session)), &receipts(&deliveries));
+                    }
                     fx.push(Effect::Delivered {
                         session: w.session,
                         to: Taker::Pop { wait_id },
@@ -243,4 +251,8 @@ impl State {
         }
         out
     }
+}
+
+fn receipts(deliveries: &[Delivery]) -> Vec<u64> {
+    deliveries.iter().map(|d| d.receipt).collect()
 }

@@ -39,6 +39,7 @@ use openraft::{OptionalSend, RPCTypes, RaftNetworkFactory, RaftNetworkV2};
 use tokio::sync::oneshot;
 use tokio::time::{Instant, timeout_at};
 use turnstile_core::Command;
+use turnstile_tls::PeerTls;
 
 use super::connection::{Connection, Deadline, Link};
 use super::error::TransportError;
@@ -79,6 +80,8 @@ struct Shared {
     next_stream: AtomicU64,
     /// The largest frame sent: [`MAX_FRAME`], smaller in tests.
     frame_limit: usize,
+    /// Mutual TLS to every peer (`tls-peer`); `None`: plain TCP.
+    tls: Option<PeerTls>,
 }
 
 /// One peer: where it listens, and the three connections to it.
@@ -123,12 +126,22 @@ impl TcpNetwork {
     /// The network of node `self_id` in cluster `cluster_id`, knowing no peer yet: addresses come
     /// from [`TcpNetwork::set_peer`] and from the membership (see [`RaftNetworkFactory`]).
     pub fn new(cluster_id: u64, self_id: u64) -> TcpNetwork {
-        TcpNetwork::with_frame_limit(cluster_id, self_id, MAX_FRAME)
+        TcpNetwork::with_frame_limit(cluster_id, self_id, MAX_FRAME, None)
+    }
+
+    /// [`TcpNetwork::new`], every connection under mutual TLS with `tls`.
+    pub fn with_tls(cluster_id: u64, self_id: u64, tls: Option<PeerTls>) -> TcpNetwork {
+        TcpNetwork::with_frame_limit(cluster_id, self_id, MAX_FRAME, tls)
     }
 
     /// A network that sends no frame larger than `frame_limit` (smaller than [`MAX_FRAME`] only
     /// in tests, to cut large appends without building 256 MiB of them).
-    fn with_frame_limit(cluster_id: u64, self_id: u64, frame_limit: usize) -> TcpNetwork {
+    fn with_frame_limit(
+        cluster_id: u64,
+        self_id: u64,
+        frame_limit: usize,
+        tls: Option<PeerTls>,
+    ) -> TcpNetwork {
         TcpNetwork {
             shared: Arc::new(Shared {
                 cluster_id,
@@ -136,6 +149,7 @@ impl TcpNetwork {
                 peers: Mutex::new(HashMap::new()),
                 next_stream: AtomicU64::new(1),
                 frame_limit,
+                tls,
             }),
         }
     }
@@ -228,9 +242,15 @@ pub struct Joining {
 
 impl Joining {
     /// Connects to the member at `addr` as node `self_id`, by `deadline`.
-    pub async fn connect(addr: &str, self_id: u64, deadline: Deadline) -> Result<Joining, TransportError> {
+    /// Under mutual TLS with `tls` when the cluster's transport uses it.
+    pub async fn connect(
+        addr: &str,
+        self_id: u64,
+        tls: Option<&PeerTls>,
+        deadline: Deadline,
+    ) -> Result<Joining, TransportError> {
         let hello = Hello { cluster_id: 0, from: self_id, to: 0, kind: ConnectionKind::Join };
-        match timeout_at(deadline.at, Connection::open(addr, hello)).await {
+        match timeout_at(deadline.at, Connection::open(addr, hello, tls)).await {
             Ok(connection) => Ok(Joining { connection: connection? }),
             Err(_) => Err(TransportError::ConnectTimeout { node: 0, addr: addr.to_string() }),
         }
@@ -339,7 +359,10 @@ impl PeerClient {
         deadline: Deadline,
     ) -> Result<(Arc<Peer>, Arc<Connection>), TransportError> {
         let peer = self.peer()?;
-        let connection = peer.link(kind).connection(&peer.addr, self.hello(kind), deadline).await?;
+        let connection = peer
+            .link(kind)
+            .connection(&peer.addr, self.hello(kind), self.shared.tls.as_ref(), deadline)
+            .await?;
         Ok((peer, connection))
     }
 
@@ -972,7 +995,7 @@ mod tests {
     #[tokio::test]
     async fn an_append_too_large_for_a_frame_is_cut() {
         let mut fake = FakePeer::start(2).await;
-        let mut network = TcpNetwork::with_frame_limit(CLUSTER, 1, 4 << 10);
+        let mut network = TcpNetwork::with_frame_limit(CLUSTER, 1, 4 << 10, None);
         network.set_peer(2, fake.addr.as_str());
         let mut client = network.new_client(2, &BasicNode::default()).await;
         // 8 entries of 1.2 KB: 4 are too many for 4 KiB, 2 fit.

@@ -20,10 +20,10 @@ use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, timeout_at};
+use turnstile_tls::{MaybeTls, PeerTls, ReadHalf, WriteHalf};
 
 use super::error::TransportError;
 use super::handshake::{self, Refused};
@@ -49,7 +49,7 @@ pub struct Connection {
     node: u64,
     addr: String,
     /// `None` once closed. Locked while one frame is written, so frames never interleave.
-    writer: tokio::sync::Mutex<Option<OwnedWriteHalf>>,
+    writer: tokio::sync::Mutex<Option<WriteHalf>>,
     waiting: Arc<Mutex<Waiting>>,
     next_id: AtomicU64,
     reader: JoinHandle<()>,
@@ -71,8 +71,9 @@ fn lock(waiting: &Mutex<Waiting>) -> MutexGuard<'_, Waiting> {
 }
 
 impl Connection {
-    /// Connects to `addr` and shakes hands as `hello` says. The caller bounds the time.
-    pub async fn open(addr: &str, hello: Hello) -> Result<Connection, TransportError> {
+    /// Connects to `addr` (under mutual TLS with `tls`) and shakes hands as `hello` says. The
+    /// caller bounds the time.
+    pub async fn open(addr: &str, hello: Hello, tls: Option<&PeerTls>) -> Result<Connection, TransportError> {
         let node = hello.to;
         let stream = TcpStream::connect(addr).await.map_err(|source| TransportError::Connect {
             node,
@@ -85,6 +86,14 @@ impl Connection {
             addr: addr.to_string(),
             source: e.into(),
         })?;
+        let stream = match tls {
+            None => MaybeTls::Plain(stream),
+            Some(tls) => tls.connect(addr, stream).await.map_err(|source| TransportError::Tls {
+                node,
+                addr: addr.to_string(),
+                source,
+            })?,
+        };
         let (read, mut write) = stream.into_split();
         let mut frames = FrameReader::new(read, MAX_HELLO_FRAME);
         let cluster_id = handshake::greet(&mut frames, &mut write, &hello, addr).await?;
@@ -219,7 +228,7 @@ impl Drop for CloseUnlessDone<'_> {
 
 /// Hands each reply to the request waiting for it, until the connection ends.
 async fn read_replies(
-    mut frames: FrameReader<OwnedReadHalf>,
+    mut frames: FrameReader<ReadHalf>,
     waiting: Arc<Mutex<Waiting>>,
     node: u64,
     addr: String,
@@ -268,6 +277,7 @@ impl Link {
         &self,
         addr: &str,
         hello: Hello,
+        tls: Option<&PeerTls>,
         deadline: Deadline,
     ) -> Result<Arc<Connection>, TransportError> {
         let node = hello.to;
@@ -277,7 +287,7 @@ impl Link {
                 return Ok(Arc::clone(open));
             }
             *current = None;
-            let connection = Arc::new(Connection::open(addr, hello).await?);
+            let connection = Arc::new(Connection::open(addr, hello, tls).await?);
             *current = Some(Arc::clone(&connection));
             Ok(connection)
         };

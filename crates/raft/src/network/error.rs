@@ -26,6 +26,10 @@ pub enum TransportError {
     SelfTarget { node: u64 },
     #[error("cannot connect to node {node} at {addr}: {source}")]
     Connect { node: u64, addr: String, source: io::Error },
+    /// The TLS handshake failed: a certificate another CA signed, or one that does not name the
+    /// address dialed.
+    #[error("TLS handshake with node {node} at {addr} failed: {source}")]
+    Tls { node: u64, addr: String, source: io::Error },
     #[error("connecting to node {node} at {addr} timed out")]
     ConnectTimeout { node: u64, addr: String },
     /// The handshake was refused (by either side): a wrong address or another cluster.
@@ -51,6 +55,7 @@ impl TransportError {
             TransportError::NoAddress { .. }
                 | TransportError::SelfTarget { .. }
                 | TransportError::Connect { .. }
+                | TransportError::Tls { .. }
                 | TransportError::ConnectTimeout { .. }
                 | TransportError::Refused(_)
         )

@@ -20,10 +20,10 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use openraft::raft::AppendEntriesRequest;
 use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
+use turnstile_tls::{MaybeTls, PeerTls, ReadHalf, WriteHalf};
 
 use super::forward::Handler;
 use super::handshake::{self, HandshakeError};
@@ -65,13 +65,16 @@ type AppendQueue = mpsc::Sender<(u64, AppendEntriesRequest<TypeConfig>)>;
 
 /// Serves the node-to-node connections of node `self_id` of cluster `cluster_id` on `listener`
 /// until `shutdown` completes; then every connection is closed. Forwarded requests go to
-/// `forwards` (refused when it is `None`).
+/// `forwards` (refused when it is `None`). With `tls`, every peer must open with a TLS handshake
+/// and present a certificate the cluster's CA signed.
+#[allow(clippy::too_many_arguments)]
 pub async fn serve(
     listener: TcpListener,
     raft: Raft,
     cluster_id: u64,
     self_id: u64,
     forwards: Handler,
+    tls: Option<PeerTls>,
     shutdown: impl Future<Output = ()>,
 ) {
     let room = Arc::new(Semaphore::new(MAX_CONNECTIONS));
@@ -101,9 +104,9 @@ pub async fn serve(
             tracing::warn!(%peer, "refused a peer connection: {MAX_CONNECTIONS} are open already");
             continue;
         };
-        let (raft, forwards) = (raft.clone(), forwards.clone());
+        let (raft, forwards, tls) = (raft.clone(), forwards.clone(), tls.clone());
         connections.spawn(async move {
-            serve_connection(stream, peer, raft, cluster_id, self_id, forwards).await;
+            serve_connection(stream, peer, raft, cluster_id, self_id, forwards, tls.as_ref()).await;
             drop(permit);
         });
     }
@@ -118,11 +121,28 @@ async fn serve_connection(
     cluster_id: u64,
     self_id: u64,
     forwards: Handler,
+    tls: Option<&PeerTls>,
 ) {
     if let Err(e) = stream.set_nodelay(true) {
         tracing::debug!(%peer, "closing a peer connection: {e}");
         return;
     }
+    // The TLS handshake, on this connection's task and within the hello's time: a peer that
+    // never finishes one holds up no other.
+    let stream = match tls {
+        None => MaybeTls::Plain(stream),
+        Some(tls) => match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(stream)).await {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(e)) => {
+                tracing::warn!(%peer, "refused a peer connection: TLS handshake failed: {e}");
+                return;
+            }
+            Err(_) => {
+                tracing::warn!(%peer, "closing a peer connection: no TLS handshake within {HANDSHAKE_TIMEOUT:?}");
+                return;
+            }
+        },
+    };
     let (read, mut write) = stream.into_split();
     let mut frames = FrameReader::new(read, MAX_HELLO_FRAME);
     let answered = tokio::time::timeout(
@@ -168,7 +188,7 @@ async fn serve_connection(
 
 /// The append connection: each stream's requests go into one `Raft::stream_append`.
 async fn serve_appends(
-    frames: &mut FrameReader<OwnedReadHalf>,
+    frames: &mut FrameReader<ReadHalf>,
     raft: &Raft,
     replies: &mpsc::Sender<Reply>,
     tasks: &mut JoinSet<()>,
@@ -233,7 +253,7 @@ fn start_pipeline(raft: Raft, replies: mpsc::Sender<Reply>, tasks: &mut JoinSet<
 
 /// The control connection: every request is served in a task of its own and answered when done.
 async fn serve_control(
-    frames: &mut FrameReader<OwnedReadHalf>,
+    frames: &mut FrameReader<ReadHalf>,
     raft: &Raft,
     replies: &mpsc::Sender<Reply>,
     tasks: &mut JoinSet<()>,
@@ -276,7 +296,7 @@ async fn answer_control(raft: &Raft, id: u64, body: RequestBody) -> Reply {
 
 /// The snapshot connection: chunks in order, the snapshot installed after the last.
 async fn serve_snapshots(
-    frames: &mut FrameReader<OwnedReadHalf>,
+    frames: &mut FrameReader<ReadHalf>,
     raft: &Raft,
     replies: &mpsc::Sender<Reply>,
 ) -> Result<(), WireError> {
@@ -318,7 +338,7 @@ async fn serve_snapshots(
 /// applied in the order they came), and answered once applied; read points are served as they
 /// come.
 async fn serve_forwards(
-    frames: &mut FrameReader<OwnedReadHalf>,
+    frames: &mut FrameReader<ReadHalf>,
     forwards: Handler,
     replies: &mpsc::Sender<Reply>,
     tasks: &mut JoinSet<()>,
@@ -369,7 +389,7 @@ async fn serve_forwards(
 
 /// A joining node's connection: it may ask for itself to be added, and for the status.
 async fn serve_join(
-    frames: &mut FrameReader<OwnedReadHalf>,
+    frames: &mut FrameReader<ReadHalf>,
     forwards: Handler,
     replies: &mpsc::Sender<Reply>,
     joining: u64,
@@ -402,7 +422,7 @@ fn not_served(id: u64, body: &RequestBody, kind: ConnectionKind) -> Reply {
 }
 
 /// Writes the connection's replies, as many per write as are queued.
-async fn write_replies(mut write: OwnedWriteHalf, mut queue: mpsc::Receiver<Reply>) {
+async fn write_replies(mut write: WriteHalf, mut queue: mpsc::Receiver<Reply>) {
     let mut batch = Vec::new();
     while let Some(reply) = queue.recv().await {
         let mut next = Some(reply);
@@ -437,6 +457,7 @@ mod tests {
     use openraft::type_config::alias::VoteOf;
     use openraft::{BasicNode, Config, RaftNetworkFactory, RaftNetworkV2};
     use tokio::io::AsyncReadExt;
+    use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
     use tokio::sync::oneshot;
     use tokio::time::timeout;
 
@@ -459,7 +480,7 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
-        let served = tokio::spawn(serve(listener, raft, CLUSTER, 2, None, async {
+        let served = tokio::spawn(serve(listener, raft, CLUSTER, 2, None, None, async {
             let _ = stopped.await;
         }));
         (addr, stop, served)

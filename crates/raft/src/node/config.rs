@@ -73,4 +73,7 @@ pub struct Cluster {
     /// Commands proposed, after [`turnstile_core::Command::RefreshLeases`], each time this node
     /// becomes leader.
     pub on_leading: Vec<turnstile_core::Command>,
+    /// Mutual TLS between the nodes (`tls-peer`), both when listening and when dialing; `None`:
+    /// plain TCP.
+    pub tls: Option<turnstile_tls::PeerTls>,
 }

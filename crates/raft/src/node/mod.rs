@@ -252,7 +252,7 @@ impl Node {
                 (raft, None, None)
             }
             Some(cluster) => {
-                let network = TcpNetwork::new(cluster.cluster_id, id);
+                let network = TcpNetwork::with_tls(cluster.cluster_id, id, cluster.tls.clone());
                 for (&peer, addr) in &cluster.peers {
                     if peer != id {
                         network.set_peer(peer, addr.clone());
@@ -293,10 +293,17 @@ impl Node {
                 });
                 door = Some(Arc::clone(&forwards));
                 let forwards: crate::network::Handler = Some(forwards);
-                let task =
-                    tokio::spawn(serve(listener, raft.clone(), cluster.cluster_id, id, forwards, async {
+                let task = tokio::spawn(serve(
+                    listener,
+                    raft.clone(),
+                    cluster.cluster_id,
+                    id,
+                    forwards,
+                    cluster.tls.clone(),
+                    async {
                         let _ = stopped.await;
-                    }));
+                    },
+                ));
                 serving = Some((stop, task));
                 // Watching before initializing: the first leadership is not missed.
                 leading = Some(LeaderHook { _watch: on_leading(&raft, &proposals, cluster.on_leading) });

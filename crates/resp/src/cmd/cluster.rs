@@ -7,6 +7,7 @@
 use super::spec::{Group, Spec, command as cmd, integer, string};
 use super::{Action, Args, ClusterCmd, ConnCmd};
 use crate::Frame;
+use turnstile_core::Category as C;
 
 /// The cluster commands, in the order the docs list them.
 pub(super) const COMMANDS: &[Spec] = &[
@@ -15,15 +16,18 @@ pub(super) const COMMANDS: &[Spec] = &[
     cmd("cluster.add", Group::Server, "Adds a node to the cluster: as a learner first, promoted to voter once it has caught up. Answers when it votes. One membership change at a time; a node id is never reused.", add)
         .args(&[integer("id", "the new node's id, never used in this cluster before"), string("addr", "HOST:PORT of its Raft listener (its `--raft-addr`)")])
         .reply("the status, as CLUSTER.STATUS")
-        .errors(&["`ERR node id N is already a member of the cluster`", "`ERR node id N belonged to a node that left the cluster; ...`"]),
+        .errors(&["`ERR node id N is already a member of the cluster`", "`ERR node id N belonged to a node that left the cluster; ...`"])
+        .acl(&[C::Admin, C::Dangerous]),
     cmd("cluster.remove", Group::Server, "Removes a node from the cluster and retires its id. Removing the leader makes another node lead.", remove)
         .args(&[integer("id", "the node's id")])
         .reply("the status, as CLUSTER.STATUS")
-        .errors(&["`ERR node N is not a member of the cluster`", "`ERR node N is the only voter; a cluster needs one`"]),
+        .errors(&["`ERR node N is not a member of the cluster`", "`ERR node N is the only voter; a cluster needs one`"])
+        .acl(&[C::Admin, C::Dangerous]),
     cmd("cluster.transfer", Group::Server, "Makes another voter the leader (before a rolling restart of the leader, say). Answers once it leads.", transfer)
         .args(&[integer("id", "the voter to lead")])
         .reply("the status, as CLUSTER.STATUS")
-        .errors(&["`ERR node N is not a voter of the cluster`"]),
+        .errors(&["`ERR node N is not a voter of the cluster`"])
+        .acl(&[C::Admin, C::Dangerous]),
 ];
 
 fn status(args: Args<'_>) -> Result<Action, Frame> {

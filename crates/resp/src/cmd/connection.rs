@@ -12,6 +12,7 @@ use bytes::Bytes;
 use super::spec::{Arg, Flag, Group, Spec, block, command as cmd, container, integer, one_of, string, word};
 use super::{Action, Args, CommandQuery, ConnCmd, ListFilter, int, syntax_error, uint, wrong_arity};
 use crate::Frame;
+use turnstile_core::Category as C;
 
 const COMMAND_NAMES: Arg =
     string("command-name", "a command's name; `container|sub` names a subcommand").multiple().optional();
@@ -47,12 +48,13 @@ pub(super) const COMMANDS: &[Spec] = &[
             "`WRONGPASS invalid username-password pair or user is disabled.`",
         ])
         .flags(&[Flag::Fast, Flag::NoAuth]),
-    cmd("auth", Group::Connection, "Authenticates the connection. Until users exist, only the user `default` (with any password) is accepted.", auth)
+    cmd("auth", Group::Connection, "Authenticates the connection as a user of the server's table (`default` when no user is named). Needed before any other command once `requirepass` or users are configured.", auth)
         .args(&[string("username", "the user (default: `default`)").optional(), string("password", "its password")])
         .reply("`OK`")
         .errors(&[
             "`WRONGPASS invalid username-password pair or user is disabled.`",
             "`ERR AUTH <password> called without any password configured for the default user. ...`",
+            "`ERR user NAME has reached max-connections (N)`",
         ])
         .flags(&[Flag::Fast, Flag::NoAuth]),
     cmd("select", Group::Connection, "Picks a database: there is one keyspace, database 0.", select)
@@ -64,10 +66,12 @@ pub(super) const COMMANDS: &[Spec] = &[
     container("session", Group::Connection, "The connection's session: what holds and deliveries belong to, and how a client takes it to another connection (another node) when its own went away.", SESSION),
     cmd("info", Group::Server, "The server's state as `key:value` lines in `# Section`s: server, clients, memory, persistence, stats, locks, queues, raft.", info)
         .args(&[string("section", "a section's name, or `all`; none = every section").multiple().optional()])
-        .reply("the text (a verbatim string in RESP3, a bulk string in RESP2)"),
+        .reply("the text (a verbatim string in RESP3, a bulk string in RESP2)")
+        .acl(&[C::Dangerous]),
     cmd("command", Group::Server, "Every command's details, from the same table the parser and this reference are built from.", command_all)
         .subcommands(COMMAND)
-        .reply("an array with each command's COMMAND INFO entry"),
+        .reply("an array with each command's COMMAND INFO entry")
+        .acl(&[C::Connection]),
     cmd("quit", Group::Connection, "Closes the connection once the reply is sent.", quit).reply("`OK`").flags(&[Flag::Fast, Flag::NoAuth]),
 ];
 
@@ -79,16 +83,19 @@ const CLIENT: &[Spec] = &[
         "Names the connection (printable, no spaces); an empty name clears it.",
         client_setname,
     )
+    .acl_only(&[C::Connection, C::Slow])
     .args(&[string("connection-name", "the name")])
     .reply("`OK`")
     .errors(&["`ERR Client names cannot contain spaces, newlines or special characters.`"])
     .flags(&[Flag::Fast]),
     cmd("client|getname", Group::Connection, "The connection's name.", client_getname)
         .reply("the name, or nil")
-        .flags(&[Flag::Fast]),
+        .flags(&[Flag::Fast])
+        .acl_only(&[C::Connection, C::Slow]),
     cmd("client|id", Group::Connection, "The connection's id.", client_id)
         .reply("the id")
-        .flags(&[Flag::Fast]),
+        .flags(&[Flag::Fast])
+        .acl_only(&[C::Connection, C::Slow]),
     cmd(
         "client|setinfo",
         Group::Connection,
@@ -123,7 +130,8 @@ const CLIENT: &[Spec] = &[
         )
         .optional()])
         .reply("the lines, each ending in a newline (a verbatim string in RESP3)")
-        .errors(&["`ERR Unknown client type 'x'`", "`ERR Invalid client ID`"]),
+        .errors(&["`ERR Unknown client type 'x'`", "`ERR Invalid client ID`"])
+        .acl(&[C::Admin, C::Dangerous]),
     cmd("client|kill", Group::Connection, "Closes connections of this node. The old form names one address and answers OK; the new form takes filters (all must match) and answers how many it closed, the caller's own connection left out unless `SKIPME no`.", client_kill)
         .args(&[one_of(
             "filter",
@@ -152,11 +160,13 @@ const CLIENT: &[Spec] = &[
             "`ERR client-id should be greater than 0`",
             "`ERR Unknown client type 'x'`",
             "`ERR No such user 'x'`",
-        ]),
+        ])
+        .acl(&[C::Admin, C::Dangerous]),
     cmd("client|no-evict", Group::Connection, "Accepted: Turnstile never evicts clients.", client_accepted)
         .args(&[ON_OFF])
         .reply("`OK`")
-        .flags(&[Flag::Fast]),
+        .flags(&[Flag::Fast])
+        .acl_only(&[C::Admin, C::Connection, C::Dangerous, C::Slow]),
     cmd("client|no-touch", Group::Connection, "Accepted: keys keep no access times to spare.", client_accepted)
         .args(&[ON_OFF])
         .reply("`OK`")
@@ -203,13 +213,16 @@ const SESSION: &[Spec] = &[
 
 /// `COMMAND`'s subcommands, answered from the table itself.
 const COMMAND: &[Spec] = &[
-    cmd("command|count", Group::Server, "How many commands there are (subcommands not counted).", command_count).reply("the count"),
+    cmd("command|count", Group::Server, "How many commands there are (subcommands not counted).", command_count).reply("the count")
+        .acl(&[C::Connection]),
     cmd("command|docs", Group::Server, "Commands' documentation as Redis 7 gives it; redis-cli builds its hints from it.", command_docs)
         .args(&[COMMAND_NAMES])
-        .reply("a map from each named command (all when none is named; unknown names left out) to its docs: `summary`, `since`, `group`, `arguments` (each with `name`, `type`, and `token`, `flags`, `arguments` where they apply), `subcommands`"),
+        .reply("a map from each named command (all when none is named; unknown names left out) to its docs: `summary`, `since`, `group`, `arguments` (each with `name`, `type`, and `token`, `flags`, `arguments` where they apply), `subcommands`")
+        .acl(&[C::Connection]),
     cmd("command|info", Group::Server, "Commands' details as Redis 7 gives them.", command_info)
         .args(&[COMMAND_NAMES])
-        .reply("an array with, for each named command (all when none is named), `[name, arity, flags, first-key, last-key, key-step, acl-categories, tips, key-specs, subcommands]`, or nil for an unknown name"),
+        .reply("an array with, for each named command (all when none is named), `[name, arity, flags, first-key, last-key, key-step, acl-categories, tips, key-specs, subcommands]`, or nil for an unknown name")
+        .acl(&[C::Connection]),
     cmd("command|list", Group::Server, "Every command's name, subcommands included.", command_list)
         .args(&[one_of(
             "filterby",
@@ -222,8 +235,10 @@ const COMMAND: &[Spec] = &[
         )
         .token("FILTERBY")
         .optional()])
-        .reply("an array of names"),
-    cmd("command|help", Group::Server, "What COMMAND's subcommands do.", command_help).reply("an array of lines"),
+        .reply("an array of names")
+        .acl(&[C::Connection]),
+    cmd("command|help", Group::Server, "What COMMAND's subcommands do.", command_help).reply("an array of lines")
+        .acl(&[C::Connection]),
 ];
 
 /// `PING [message]` → `PONG`, or the message as a bulk string.

@@ -86,7 +86,7 @@ fn listed(spec: &Spec, filter: &ListFilter) -> bool {
         ListFilter::Module(_) => false,
         ListFilter::AclCategory(category) => {
             let category = category.strip_prefix(b"@").unwrap_or(category);
-            acl_categories(spec).iter().any(|c| category.eq_ignore_ascii_case(&c.as_bytes()[1..]))
+            spec.categories().iter().any(|c| category.eq_ignore_ascii_case(c.as_str().as_bytes()))
         }
         ListFilter::Pattern(pattern) => glob(pattern, spec.name.as_bytes()),
     }
@@ -102,31 +102,11 @@ fn info(spec: &Spec) -> Frame {
         Frame::Integer(first),
         Frame::Integer(last),
         Frame::Integer(step),
-        Frame::Set(acl_categories(spec).into_iter().map(Frame::simple).collect()),
+        Frame::Set(spec.categories().iter().map(|c| Frame::simple(format!("@{}", c.as_str()))).collect()),
         Frame::Array(vec![]),
         Frame::Array(key_specs(spec)),
         Frame::Array(spec.subcommands.iter().map(info).collect()),
     ])
-}
-
-/// The ACL categories Redis would file the command under, from its flags and group.
-fn acl_categories(spec: &Spec) -> Vec<&'static str> {
-    let mut categories = Vec::new();
-    if spec.has(Flag::Write) {
-        categories.push("@write");
-    }
-    if spec.has(Flag::ReadOnly) {
-        categories.push("@read");
-    }
-    categories.push(if spec.has(Flag::Fast) { "@fast" } else { "@slow" });
-    if spec.has(Flag::Blocking) {
-        categories.push("@blocking");
-    }
-    if spec.has(Flag::Admin) {
-        categories.extend(["@admin", "@dangerous"]);
-    }
-    categories.extend(spec.group.acl_category());
-    categories
 }
 
 /// Redis 7's key specifications for the legacy range: the keys begin at an index and run to
@@ -265,7 +245,7 @@ mod tests {
         assert_eq!(acquire[3..6], [Frame::Integer(1), Frame::Integer(1), Frame::Integer(1)]);
         assert_eq!(
             acquire[6],
-            Frame::Set(vec![Frame::simple("@write"), Frame::simple("@slow"), Frame::simple("@blocking")])
+            Frame::Set(["@write", "@slow", "@blocking", "@lock"].into_iter().map(Frame::simple).collect())
         );
         let Frame::Array(specs) = &acquire[8] else { panic!() };
         assert_eq!(

@@ -24,6 +24,7 @@ use super::{
     Action, Args, ConnCmd, ReplyShape, int, name, read, syntax_error, uint, unexpected, write, wrong_arity,
 };
 use crate::Frame;
+use turnstile_core::Category as C;
 
 const KEY: Arg = key("key", "the key");
 const NOT_INTEGER: &str = "`ERR value is not an integer or out of range`: the stored value is not an integer";
@@ -293,7 +294,8 @@ pub(super) const COMMANDS: &[Spec] = &[
     command("keys", Group::Generic, "Every key matching a glob pattern, in key order.", keys)
         .args(&[string("pattern", "`*` any bytes, `?` one, `[a-z]` `[^a]` a class, `\\` escapes")])
         .reply("an array of the key names")
-        .flags(&[Flag::ReadOnly]),
+        .flags(&[Flag::ReadOnly])
+        .acl(&[C::Dangerous]),
     command(
         "scan",
         Group::Generic,
@@ -327,6 +329,7 @@ pub(super) const COMMANDS: &[Spec] = &[
         "Deletes every key; locks, semaphores and queues stay. As FLUSHALL: there is one database.",
         flushall,
     )
+    .acl_only(&[C::Keyspace, C::Write, C::Slow, C::Dangerous, C::Kv])
     .args(&[FLUSH_MODE])
     .reply("`OK`")
     .flags(&[Flag::Write, Flag::Admin]),
@@ -337,6 +340,7 @@ pub(super) const COMMANDS: &[Spec] = &[
          applied on every node.",
         flushall,
     )
+    .acl_only(&[C::Keyspace, C::Write, C::Slow, C::Dangerous, C::Kv])
     .args(&[FLUSH_MODE])
     .reply("`OK`")
     .flags(&[Flag::Write, Flag::Admin]),

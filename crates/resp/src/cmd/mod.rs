@@ -34,7 +34,10 @@ mod transaction;
 // Pub/sub and client housekeeping:
 pub mod pubsub;
 mod server;
+// Users and ACLs:
+mod acl;
 
+pub use acl::{AclCmd, categories_text, category_commands};
 pub use connection::{ClientFilter, ClientType, KillCmd, KillFilters, LibAttr};
 pub use introspect::reply as command_reply;
 pub use pubsub::PubSubCmd;
@@ -42,7 +45,7 @@ pub use reference::markdown as reference_markdown;
 pub use transaction::TxCmd;
 
 use bytes::Bytes;
-use turnstile_core::{Command, Fence, Query, Reply};
+use turnstile_core::{Categories, Command, Fence, Perms, Query, Reply, Selector};
 
 use self::spec::Spec;
 use crate::wire::parse_int;
@@ -136,6 +139,9 @@ pub enum ConnCmd {
     ReadOnly(bool),
     /// `RESET`.
     Reset,
+    // Users and ACLs:
+    /// `ACL ...`: see `acl.rs`.
+    Acl(AclCmd),
 }
 
 /// What `CLUSTER.*` asked.
@@ -248,6 +254,58 @@ pub fn full_name(args: &[Bytes]) -> Result<&'static str, Frame> {
     entry(args).map(|(spec, _)| spec.name)
 }
 
+/// Whether a request may be sent before the connection authenticates (`AUTH`, `HELLO`, `QUIT`,
+/// `RESET`). A request the table refuses (an unknown command, a wrong arity) counts as one that
+/// may: Redis answers those errors before it looks at authentication.
+pub fn runs_unauthenticated(args: &[Bytes]) -> bool {
+    entry(args).map_or(true, |(spec, _)| spec.has(spec::Flag::NoAuth))
+}
+
+/// Whether `perms`'s command rules let the request's command run: `Err` with the command's full
+/// name (`get`, `client|kill`) when they do not. A rule names the command by its categories, by
+/// its full name, or (for a subcommand) by its container's name; the last rule that names it
+/// decides, as [`Perms::allows_command`] does. A request the table refuses passes: the parse
+/// answers its error.
+pub fn permitted(args: &[Bytes], perms: &Perms) -> Result<(), &'static str> {
+    let Ok((spec, _)) = entry(args) else { return Ok(()) };
+    if allows(perms, spec) { Ok(()) } else { Err(spec.name) }
+}
+
+fn allows(perms: &Perms, spec: &Spec) -> bool {
+    let categories = spec.categories();
+    let container = spec.name.split_once('|').map(|(container, _)| container);
+    perms.commands.iter().rev().find_map(|rule| {
+        let named = match &rule.selector {
+            Selector::All => true,
+            Selector::Category(c) => categories.contains(*c),
+            Selector::Command(name) => name == spec.name || container == Some(name.as_str()),
+        };
+        named.then_some(rule.allow)
+    }) == Some(true)
+}
+
+/// The ACL categories of a command by its full name (`get`, `client|list`), in any case.
+pub fn categories_of(full_name: &str) -> Option<Categories> {
+    let (top, sub) = match full_name.split_once('|') {
+        Some((top, sub)) => (top, Some(sub)),
+        None => (full_name, None),
+    };
+    let top = lookup(top.as_bytes())?;
+    match sub {
+        None => Some(top.categories()),
+        Some(sub) => top
+            .subcommands
+            .iter()
+            .find(|s| sub.as_bytes().eq_ignore_ascii_case(subcommand(s.name)))
+            .map(Spec::categories),
+    }
+}
+
+/// Whether `+name` / `-name` names a command of the table: a command or a `container|sub`.
+pub fn known_command(name: &str) -> bool {
+    categories_of(name).is_some()
+}
+
 /// The table entry a request names (the subcommand's for a container), checked for arity, and
 /// how many words its name took.
 fn entry(args: &[Bytes]) -> Result<(&'static Spec, usize), Frame> {
@@ -337,7 +395,7 @@ fn error_frame(e: turnstile_core::CoreError) -> Frame {
 
 /// The command table: every command, each group's entries in its own file, in the order the
 /// docs list them.
-const TABLE: [&[Spec]; 11] = [
+const TABLE: [&[Spec]; 12] = [
     lock::COMMANDS,
     queue::COMMANDS,
     kv::COMMANDS,
@@ -350,6 +408,8 @@ const TABLE: [&[Spec]; 11] = [
     pubsub::COMMANDS,
     server::COMMANDS,
     script::COMMANDS,
+    // Users and ACLs:
+    acl::COMMANDS,
 ];
 
 /// Every top-level command (subcommands are inside their container's entry).

@@ -16,6 +16,7 @@ use super::{
     write, wrong_arity,
 };
 use crate::Frame;
+use turnstile_core::Category as C;
 
 const QUEUE: Arg = key("name", "the queue's name");
 const RECEIPT: Arg = int_arg("receipt", "the receipt the delivery carried (a fencing token of its own)");
@@ -116,12 +117,14 @@ pub(super) const COMMANDS: &[Spec] = &[
         .args(&[QUEUE])
         .reply("how many messages were removed")
         .flags(&[Flag::Write])
-        .keys(Keys::FIRST),
+        .keys(Keys::FIRST)
+        .acl(&[C::Dangerous]),
     command("q.del", Group::Queue, "Deletes a queue with every message in it.", del)
         .args(&[QUEUE])
         .reply("`1` if the queue existed, else `0`")
         .flags(&[Flag::Write])
-        .keys(Keys::FIRST),
+        .keys(Keys::FIRST)
+        .acl(&[C::Dangerous]),
     command("q.list", Group::Queue, "Every queue's name, sorted.", list)
         .reply("an array of names")
         .flags(&[Flag::ReadOnly]),
@@ -134,7 +137,8 @@ pub(super) const COMMANDS: &[Spec] = &[
         .reply("how many messages moved")
         .errors(&[NO_QUEUE, "`ERR redrive source and target must differ`"])
         .flags(&[Flag::Write])
-        .keys(Keys { first: 1, last: 2, step: 1 }),
+        .keys(Keys { first: 1, last: 2, step: 1 })
+        .acl(&[C::Dangerous]),
 ];
 
 /// `Q.CREATE name [MAXLEN n] [OVERFLOW reject|drop-head] [MAXDELIVER n] [DLQ name] [LEASE ms]

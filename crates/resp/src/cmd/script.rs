@@ -11,6 +11,7 @@ use turnstile_core::{Command, DEFAULT_SCRIPT_BUDGET, Eval, Query, ScriptRef};
 use super::spec::{Flag, Group, Spec, command, container, integer, key, one_of, string, word};
 use super::{Action, Args, ReplyShape, int, read, write};
 use crate::Frame;
+use turnstile_core::Category as C;
 
 const NUMKEYS: &str =
     "`ERR Number of keys can't be greater than number of args`, `ERR Number of keys can't be negative`";
@@ -26,6 +27,7 @@ pub(super) const COMMANDS: &[Spec] = &[
         "Runs a Lua script inside the state machine, atomically, on every node. The script is cached by its SHA-1.",
         eval,
     )
+    .acl_only(&[C::Scripting, C::Slow])
     .args(EVAL_ARGS)
     .reply("the script's value, converted as Redis converts it")
     .errors(&[NUMKEYS, SCRIPT_ERROR, OVER_BUDGET])
@@ -34,17 +36,20 @@ pub(super) const COMMANDS: &[Spec] = &[
         .args(EVALSHA_ARGS)
         .reply("the script's value")
         .errors(&["`NOSCRIPT No matching script. Please use EVAL.`", NUMKEYS, SCRIPT_ERROR, OVER_BUDGET])
-        .flags(&[Flag::Write, Flag::DenyOom]),
+        .flags(&[Flag::Write, Flag::DenyOom])
+        .acl_only(&[C::Scripting, C::Slow]),
     command("eval_ro", Group::Scripting, "Runs a Lua script that may only read.", eval_ro)
         .args(EVAL_ARGS)
         .reply("the script's value")
         .errors(&["`ERR Write commands are not allowed from read-only scripts. ...`", NUMKEYS, SCRIPT_ERROR])
-        .flags(&[Flag::ReadOnly]),
+        .flags(&[Flag::ReadOnly])
+        .acl_only(&[C::Scripting, C::Slow]),
     command("evalsha_ro", Group::Scripting, "Runs a cached script that may only read.", evalsha_ro)
         .args(EVALSHA_ARGS)
         .reply("the script's value")
         .errors(&["`NOSCRIPT No matching script. Please use EVAL.`", NUMKEYS, SCRIPT_ERROR])
-        .flags(&[Flag::ReadOnly]),
+        .flags(&[Flag::ReadOnly])
+        .acl_only(&[C::Scripting, C::Slow]),
     container("script", Group::Scripting, "The script cache, which is replicated state: it survives restarts and is the same on every node.", SCRIPT),
 ];
 
@@ -68,11 +73,13 @@ const SCRIPT: &[Spec] = &[
         .args(&[string("script", "the Lua source")])
         .reply("the script's SHA-1, in lower-case hex")
         .errors(&["`ERR Error compiling script (new function): user_script:1: ...`"])
-        .flags(&[Flag::Write, Flag::DenyOom]),
+        .flags(&[Flag::Write, Flag::DenyOom])
+        .acl_only(&[C::Scripting, C::Slow]),
     command("script|exists", Group::Scripting, "Whether scripts are in the cache.", script_exists)
         .args(&[string("sha1", "a script's SHA-1").multiple()])
         .reply("an array of 1 (cached) or 0, one per SHA-1")
-        .flags(&[Flag::ReadOnly]),
+        .flags(&[Flag::ReadOnly])
+        .acl_only(&[C::Scripting, C::Slow]),
     command("script|flush", Group::Scripting, "Empties the script cache on every node.", script_flush)
         .args(&[one_of(
             "mode",
@@ -81,7 +88,8 @@ const SCRIPT: &[Spec] = &[
         )
         .optional()])
         .reply("`OK`")
-        .flags(&[Flag::Write]),
+        .flags(&[Flag::Write])
+        .acl_only(&[C::Scripting, C::Slow]),
 ];
 
 /// `EVAL script numkeys [key ...] [arg ...]` → the script's value.

@@ -8,6 +8,7 @@
 use super::spec::{Flag, Group, Spec, block, command as cmd, container, integer, string};
 use super::{Action, Args, ConnCmd, int};
 use crate::Frame;
+use turnstile_core::Category as C;
 
 /// The server commands of this file, in the order the docs list them.
 pub(super) const COMMANDS: &[Spec] = &[
@@ -22,7 +23,8 @@ pub(super) const COMMANDS: &[Spec] = &[
         ])
         .reply("the number of other nodes that hold every acknowledged write")
         .errors(&["`ERR timeout is not an integer or out of range`", "`ERR timeout is negative`"])
-        .flags(&[Flag::NoScript]),
+        .flags(&[Flag::NoScript])
+        .acl(&[C::Connection]),
     cmd("readonly", Group::Connection, "Accepted, for cluster-aware clients: every node serves reads (linearizable) and writes (forwarded to the leader).", readonly)
         .reply("`OK`")
         .flags(&[Flag::Fast]),
@@ -38,10 +40,12 @@ pub(super) const COMMANDS: &[Spec] = &[
 const CONFIG: &[Spec] = &[
     cmd("config|get", Group::Server, "The settings whose names match the patterns: the ones client libraries probe, Redis's names and values (`maxmemory`, `maxclients`, `appendonly`, `appendfsync`, `save`, `databases`, `timeout`, `notify-keyspace-events`, `cluster-enabled`, `lua-time-limit`, `busy-reply-threshold`, `client-output-buffer-limit` ...). Unknown names match nothing.", config_get)
         .args(&[string("parameter", "a name or a glob pattern, case-insensitive").multiple()])
-        .reply("a map of name to value (a flat array in RESP2); empty when nothing matches"),
+        .reply("a map of name to value (a flat array in RESP2); empty when nothing matches")
+        .acl(&[C::Admin, C::Dangerous]),
     cmd("config|set", Group::Server, "Refused: Turnstile's settings are given at start (command line or config file).", config_set)
         .args(&[block("data", &[string("parameter", "a setting"), string("value", "its value")], "").multiple()])
-        .errors(&["`ERR CONFIG SET is not supported: ...`"]),
+        .errors(&["`ERR CONFIG SET is not supported: ...`"])
+        .acl(&[C::Admin, C::Dangerous]),
 ];
 
 /// `CONFIG GET parameter [parameter ...]`.

@@ -13,6 +13,8 @@
 //! describe. The group files (`lock.rs`, `queue.rs`, `kv.rs`, `connection.rs`) each hold the
 //! entries of their commands, next to the parse functions the entries point to.
 
+use turnstile_core::{Categories, Category};
+
 use super::{Action, Args};
 use crate::Frame;
 
@@ -41,6 +43,11 @@ pub(super) struct Spec {
     pub(super) arity: Arity,
     /// `None` for a container that does nothing without a subcommand (`CLIENT`).
     pub(super) parse: Option<ParseFn>,
+    /// ACL categories besides the ones its flags and group file it under (see
+    /// [`Spec::categories`]): `@dangerous` for `KEYS`, `@lock` for a lock command.
+    pub(super) acl: &'static [Category],
+    /// `acl` is the whole list (Redis's own, where its flags would imply another).
+    pub(super) acl_only: bool,
     pub(super) subcommands: &'static [Spec],
 }
 
@@ -148,18 +155,21 @@ impl Group {
         }
     }
 
-    /// The ACL category Redis files the group under, if it has one.
-    pub(super) fn acl_category(self) -> Option<&'static str> {
+    /// The ACL categories every command of the group is in: Redis's for its groups, with `@kv`
+    /// on the key groups; `@lock` and `@queue` for ours.
+    pub(super) fn categories(self) -> &'static [Category] {
         match self {
-            Group::String => Some("@string"),
-            Group::Generic => Some("@keyspace"),
-            Group::Hash => Some("@hash"),
-            Group::List => Some("@list"),
-            Group::Scripting => Some("@scripting"),
-            Group::Connection => Some("@connection"),
-            Group::Transactions => Some("@transaction"),
-            Group::PubSub => Some("@pubsub"),
-            Group::Lock | Group::Semaphore | Group::Queue | Group::Server => None,
+            Group::String => &[Category::String, Category::Kv],
+            Group::Generic => &[Category::Keyspace, Category::Kv],
+            Group::Hash => &[Category::Hash, Category::Kv],
+            Group::List => &[Category::List, Category::Kv],
+            Group::Scripting => &[Category::Scripting],
+            Group::Connection => &[Category::Connection],
+            Group::Transactions => &[Category::Transaction],
+            Group::PubSub => &[Category::PubSub],
+            Group::Lock | Group::Semaphore => &[Category::Lock],
+            Group::Queue => &[Category::Queue],
+            Group::Server => &[],
         }
     }
 }
@@ -383,6 +393,8 @@ const fn blank(name: &'static str, group: Group, summary: &'static str) -> Spec 
         arity: Arity::Exactly(depth(name)),
         parse: None,
         subcommands: &[],
+        acl: &[],
+        acl_only: false,
     }
 }
 
@@ -436,6 +448,52 @@ impl Spec {
             Arity::Exactly(n) | Arity::AtLeast(n) => Arity::AtLeast(n),
         };
         Spec { subcommands, arity, ..self }
+    }
+
+    /// Categories besides those the flags and the group imply.
+    pub(super) const fn acl(self, acl: &'static [Category]) -> Spec {
+        Spec { acl, ..self }
+    }
+
+    /// The categories, all of them: Redis's list where its flags would imply another
+    /// (`EVAL` writes, yet is only `@scripting @slow`).
+    pub(super) const fn acl_only(self, acl: &'static [Category]) -> Spec {
+        Spec { acl, acl_only: true, ..self }
+    }
+
+    /// The ACL categories the command is filed under: Redis's for Redis's commands (its flags
+    /// imply `@write`, `@read`, `@fast` or `@slow`, `@blocking`, `@admin` `@dangerous`; its group
+    /// `@string`, `@keyspace` ...), with `@kv` on every key command and `@lock` / `@queue` on
+    /// ours. What `+@…` / `-@…` rules match, and what `COMMAND INFO` and `ACL CAT` show.
+    pub(super) fn categories(&self) -> Categories {
+        let mut cats = Categories::NONE;
+        if self.acl_only {
+            return Categories::of(self.acl);
+        }
+        if self.parse.is_none() {
+            // A container alone runs nothing: Redis files it under `@slow` only.
+            return cats.with(Category::Slow);
+        }
+        if self.has(Flag::Write) {
+            cats = cats.with(Category::Write);
+        }
+        if self.has(Flag::ReadOnly) {
+            cats = cats.with(Category::Read);
+        }
+        cats = cats.with(if self.has(Flag::Fast) { Category::Fast } else { Category::Slow });
+        if self.has(Flag::Blocking) {
+            cats = cats.with(Category::Blocking);
+        }
+        if self.has(Flag::Admin) {
+            cats = cats.with(Category::Admin).with(Category::Dangerous);
+        }
+        for c in self.group.categories() {
+            cats = cats.with(*c);
+        }
+        for c in self.acl {
+            cats = cats.with(*c);
+        }
+        cats
     }
 
     pub(super) fn has(&self, flag: Flag) -> bool {

@@ -16,8 +16,6 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::mpsc;
 use tokio::sync::oneshot::error::TryRecvError;
 use turnstile_amqp::content::write_content;
@@ -25,6 +23,8 @@ use turnstile_amqp::frame::write_heartbeat;
 use turnstile_amqp::{AmqpError, code, decode, write_method};
 use turnstile_core::{Effect, Reply};
 use turnstile_raft::Answer;
+use turnstile_tls::MaybeTls;
+use turnstile_tls::{ReadHalf, WriteHalf};
 
 use super::handshake::{HANDSHAKE_TIMEOUT, Tuned, accept, handshake, refuse_open};
 use super::machine::{Action, CLOSE_TIMEOUT, CallId, Input, Machine, NotApplied, Settings};
@@ -43,7 +43,7 @@ const MAX_EFFECTS_PER_WRITE: usize = 256;
 const FLUSH_AT: usize = 64 * 1024;
 
 pub async fn serve(
-    mut stream: TcpStream,
+    mut stream: MaybeTls,
     peer: SocketAddr,
     id: u64,
     shared: Arc<Shared>,
@@ -143,7 +143,7 @@ pub async fn serve(
 /// Writes what the connection produces, so a slow reader never stops the connection from
 /// reading (a client blocked writing publishes while the server is blocked writing deliveries
 /// would be a deadlock).
-async fn write_loop(mut write: OwnedWriteHalf, mut rx: mpsc::UnboundedReceiver<Bytes>) {
+async fn write_loop(mut write: WriteHalf, mut rx: mpsc::UnboundedReceiver<Bytes>) {
     while let Some(bytes) = rx.recv().await {
         if write.write_all(&bytes).await.is_err() {
             return;
@@ -167,7 +167,7 @@ struct Connection {
     session: Session,
     machine: Machine,
     tuned: Tuned,
-    read: OwnedReadHalf,
+    read: ReadHalf,
     buf: BytesMut,
     out: BytesMut,
     tx: mpsc::UnboundedSender<Bytes>,

@@ -6,11 +6,11 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use turnstile_amqp::frame::{FRAME_MIN_SIZE, write_method};
 use turnstile_amqp::{
     AMQPClass, AMQPValue, AmqpError, FieldTable, Frame, PROTOCOL_HEADER, code, connection, decode,
 };
+use turnstile_tls::MaybeTls;
 
 use super::{CHANNEL_MAX, FRAME_MAX, HEARTBEAT};
 use crate::auth::{Identity, Users};
@@ -52,7 +52,7 @@ pub enum HandshakeError {
 /// it could not before `Open`, and has sent nothing else yet). Frames that arrive after `Open`
 /// stay in `buf`.
 pub async fn handshake(
-    stream: &mut TcpStream,
+    stream: &mut MaybeTls,
     buf: &mut BytesMut,
     peer: SocketAddr,
     users: &Users,
@@ -105,7 +105,7 @@ pub async fn handshake(
 }
 
 /// The protocol header, the server's `Start`, and the client's `StartOk` with its credentials.
-async fn start_ok(stream: &mut TcpStream, buf: &mut BytesMut) -> Result<connection::StartOk, HandshakeError> {
+async fn start_ok(stream: &mut MaybeTls, buf: &mut BytesMut) -> Result<connection::StartOk, HandshakeError> {
     while buf.len() < PROTOCOL_HEADER.len() {
         if stream.read_buf(buf).await? == 0 {
             return Err(HandshakeError::Closed);
@@ -133,13 +133,13 @@ async fn start_ok(stream: &mut TcpStream, buf: &mut BytesMut) -> Result<connecti
 
 /// Refuses a connection at its login, whatever it logs in as, with `e` (protected mode): the
 /// client learns why where a refused login would tell it.
-pub async fn deny(stream: &mut TcpStream, buf: &mut BytesMut, e: AmqpError) -> Result<(), HandshakeError> {
+pub async fn deny(stream: &mut MaybeTls, buf: &mut BytesMut, e: AmqpError) -> Result<(), HandshakeError> {
     start_ok(stream, buf).await?;
     refuse(stream, e.on(10, 11)).await
 }
 
 /// Answers the client's `Connection.Open`: the connection is open.
-pub async fn accept(stream: &mut TcpStream) -> std::io::Result<()> {
+pub async fn accept(stream: &mut MaybeTls) -> std::io::Result<()> {
     let mut out = BytesMut::new();
     write_method(&mut out, 0, &AMQPClass::Connection(connection::AMQPMethod::OpenOk(connection::OpenOk {})));
     stream.write_all(&out).await
@@ -148,7 +148,7 @@ pub async fn accept(stream: &mut TcpStream) -> std::io::Result<()> {
 /// Answers the client's `Connection.Open` with `Connection.Close` carrying `e`, then waits for
 /// the client's `CloseOk` (or for it to go), so the close reaches it before the socket is closed.
 /// The caller bounds the wait.
-pub async fn refuse_open(stream: &mut TcpStream, e: AmqpError) -> std::io::Result<()> {
+pub async fn refuse_open(stream: &mut MaybeTls, e: AmqpError) -> std::io::Result<()> {
     if let Err(HandshakeError::Io(e)) = refuse::<()>(stream, e.on(10, 40)).await {
         return Err(e);
     }
@@ -275,7 +275,7 @@ fn authenticate(
 }
 
 /// Reads the next method on channel 0 (heartbeats skipped).
-async fn next_method(stream: &mut TcpStream, buf: &mut BytesMut) -> Result<AMQPClass, HandshakeError> {
+async fn next_method(stream: &mut MaybeTls, buf: &mut BytesMut) -> Result<AMQPClass, HandshakeError> {
     loop {
         match decode(buf, FRAME_MAX) {
             Ok(Some(Frame::Method { channel: 0, method })) => return Ok(method),
@@ -296,7 +296,7 @@ async fn next_method(stream: &mut TcpStream, buf: &mut BytesMut) -> Result<AMQPC
 }
 
 /// Sends `Connection.Close` with the error and gives up on the connection.
-async fn refuse<T>(stream: &mut TcpStream, e: AmqpError) -> Result<T, HandshakeError> {
+async fn refuse<T>(stream: &mut MaybeTls, e: AmqpError) -> Result<T, HandshakeError> {
     let mut out = BytesMut::new();
     let close = connection::Close {
         reply_code: e.code,

@@ -30,8 +30,8 @@ use std::sync::Arc;
 
 use bytes::BytesMut;
 use tokio::io::AsyncReadExt;
-use tokio::net::TcpStream;
 use turnstile_amqp::{AmqpError, code};
+use turnstile_tls::MaybeTls;
 
 use crate::listener::Admitted;
 use crate::server::Shared;
@@ -50,7 +50,11 @@ const HEARTBEAT: u16 = 60;
 
 /// Serves one admitted AMQP connection until it closes.
 pub async fn serve(admitted: Admitted, shared: Arc<Shared>, shutdown: Shutdown) {
-    let Admitted { stream, peer, id, slot, .. } = admitted;
+    let Admitted { stream, peer, id, slot, tls, .. } = admitted;
+    // The verified client certificate's name is where a user can be taken from (not yet).
+    if let Some(tls) = tls {
+        tracing::debug!(%peer, client_name = ?tls.client_name, "amqp client over TLS");
+    }
     connection::serve(stream, peer, id, shared, shutdown).await;
     drop(slot);
 }
@@ -64,7 +68,7 @@ fn client_info(peer: SocketAddr, id: u64) -> String {
 /// answered with `Connection.Close` `530 NOT_ALLOWED` and `reason`, as RabbitMQ refuses a
 /// connection over a limit.
 pub async fn refuse(
-    stream: &mut TcpStream,
+    stream: &mut MaybeTls,
     peer: SocketAddr,
     shared: &Shared,
     reason: &str,
@@ -81,7 +85,7 @@ pub async fn refuse(
 
 /// Refuses a connection in protected mode: its login, whatever it names, is answered with
 /// `Connection.Close` `403 ACCESS_REFUSED` and `reason`.
-pub async fn deny(stream: &mut TcpStream, peer: SocketAddr, reason: &str) -> std::io::Result<()> {
+pub async fn deny(stream: &mut MaybeTls, peer: SocketAddr, reason: &str) -> std::io::Result<()> {
     let mut buf = BytesMut::new();
     match handshake::deny(stream, &mut buf, AmqpError::access_refused(reason.to_owned())).await {
         Err(handshake::HandshakeError::Io(e)) => return Err(e),
@@ -93,7 +97,7 @@ pub async fn deny(stream: &mut TcpStream, peer: SocketAddr, reason: &str) -> std
 
 /// Waits for the client's CloseOk (or for it to go), so the close reaches it before the socket
 /// does; the caller bounds the wait.
-async fn drain(stream: &mut TcpStream) -> std::io::Result<()> {
+async fn drain(stream: &mut MaybeTls) -> std::io::Result<()> {
     let mut rest = [0u8; 512];
     while stream.read(&mut rest).await? > 0 {}
     Ok(())

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::UNIX_EPOCH;
 
 use axum::Json;
-use axum::extract::{ConnectInfo, FromRequest, Path, Query, Request, State};
+use axum::extract::{FromRequest, Path, Query, Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{MethodRouter, delete, get, post, put};
@@ -21,8 +21,9 @@ use turnstile_core::{
     QueueStats, Reply,
 };
 
+use super::ApiError;
+use super::client::Client;
 use super::exec::{read, write, write_in_session};
-use super::{ApiError, Peer};
 use crate::server::Shared;
 use crate::stats::{COUNTERS, Snapshot};
 
@@ -93,7 +94,7 @@ pub fn routes() -> Vec<Route> {
     let array = |items: &Value| json!({"type": "array", "items": items});
     let count = |name: &str| object(json!({ name: int() }), &[name]);
     let flag = |name: &str| object(json!({ name: {"type": "boolean"} }), &[name]);
-    vec![
+    let mut routes = vec![
         Route {
             method: "GET",
             path: "/healthz",
@@ -166,7 +167,7 @@ pub fn routes() -> Vec<Route> {
             method: "GET",
             path: "/api/overview",
             operation: "overview",
-            summary: "Node, leader, uptime, counts, memory; `admin` tells whether this client may use admin actions.",
+            summary: "Node, leader, uptime, counts, memory; `user` is who the request runs as, `admin` whether it may use the admin actions (an admin user; without users, a loopback client).",
             body: None,
             query: &[],
             response: Some(json!({"type": "object"})),
@@ -176,7 +177,7 @@ pub fn routes() -> Vec<Route> {
             method: "GET",
             path: "/api/locks",
             operation: "list_locks",
-            summary: "Every lock and semaphore held or waited for, with holders and waiters.",
+            summary: "Every lock and semaphore held or waited for whose name the user may touch, with holders and waiters (a user who is not an admin sees only its own).",
             body: None,
             query: &[("prefix", "only names starting with this")],
             response: Some(array(&lock)),
@@ -216,7 +217,7 @@ pub fn routes() -> Vec<Route> {
             method: "POST",
             path: "/api/locks/{name}/release",
             operation: "lock_release",
-            summary: "Release a hold by token.",
+            summary: "Release a hold by token (403 NOPERM for another user's hold, unless an admin releases it).",
             body: Some(object(json!({"token": int()}), &["token"])),
             query: &[],
             response: Some(flag("released")),
@@ -266,7 +267,7 @@ pub fn routes() -> Vec<Route> {
             method: "GET",
             path: "/api/queues",
             operation: "list_queues",
-            summary: "Every queue with its gauges and totals, sorted by name.",
+            summary: "Every queue whose name the user may touch, with its gauges and totals, sorted by name.",
             body: None,
             query: &[("prefix", "only names starting with this")],
             response: Some(array(&stats)),
@@ -300,7 +301,7 @@ pub fn routes() -> Vec<Route> {
             method: "DELETE",
             path: "/api/queues/{name}",
             operation: "queue_delete",
-            summary: "Delete a queue and every message in it.",
+            summary: "Admin. Delete a queue and every message in it.",
             body: None,
             query: &[],
             response: Some(flag("deleted")),
@@ -383,7 +384,7 @@ pub fn routes() -> Vec<Route> {
             method: "POST",
             path: "/api/queues/{name}/purge",
             operation: "queue_purge",
-            summary: "Remove the ready and delayed messages (in-flight ones stay).",
+            summary: "Admin. Remove the ready and delayed messages (in-flight ones stay).",
             body: None,
             query: &[],
             response: Some(count("purged")),
@@ -393,7 +394,7 @@ pub fn routes() -> Vec<Route> {
             method: "POST",
             path: "/api/queues/{name}/redrive",
             operation: "queue_redrive",
-            summary: "Move up to `count` (default all) ready messages of this (dead-letter) queue to `target`.",
+            summary: "Admin. Move up to `count` (default all) ready messages of this (dead-letter) queue to `target`.",
             body: Some(object(json!({"target": string(), "count": int()}), &["target"])),
             query: &[],
             response: Some(count("moved")),
@@ -403,7 +404,7 @@ pub fn routes() -> Vec<Route> {
             method: "GET",
             path: "/api/sessions",
             operation: "sessions",
-            summary: "Every open session (a connection, or an HTTP request that waits).",
+            summary: "Every open session (a connection, or an HTTP request that waits); a user who is not an admin sees only its own.",
             body: None,
             query: &[],
             response: Some(array(&object(
@@ -417,7 +418,7 @@ pub fn routes() -> Vec<Route> {
             method: "GET",
             path: "/api/cluster/snapshot",
             operation: "cluster_snapshot",
-            summary: "A backup of the whole state at a linearizable read point, as a file: a header (magic, format version, the log index it covers, the cluster id, when it was taken), the state, a CRC-32C. `turnstile cluster snapshot save` writes it to a file; `turnstile server --restore` starts a new node from it.",
+            summary: "Admin. A backup of the whole state at a linearizable read point, as a file: a header (magic, format version, the log index it covers, the cluster id, when it was taken), the state, a CRC-32C. `turnstile cluster snapshot save` writes it to a file; `turnstile server --restore` starts a new node from it.",
             body: None,
             query: &[],
             response: None,
@@ -433,7 +434,9 @@ pub fn routes() -> Vec<Route> {
             response: Some(json!({"type": "object"})),
             handler: get(wait_for),
         },
-    ]
+    ];
+    routes.extend(super::users::routes());
+    routes
 }
 
 /// `Q.STATS` fields as JSON names, in the order the server reports them.
@@ -619,7 +622,7 @@ async fn dashboard() -> Html<&'static str> {
     Html(include_str!("dashboard.html"))
 }
 
-async fn overview(State(app): State<App>, ConnectInfo(Peer(peer)): ConnectInfo<Peer>) -> ApiResult {
+async fn overview(State(app): State<App>, client: Client) -> ApiResult {
     let summary = app.node.read(|state| state.summary()).await.map_err(crate::session::Refused::from)?;
     let stats = Snapshot::with_summary(&app, Some(summary));
     let connections: serde_json::Map<String, Value> = stats
@@ -656,8 +659,11 @@ async fn overview(State(app): State<App>, ConnectInfo(Peer(peer)): ConnectInfo<P
         "messages": summary.messages,
         "payload_bytes": stats.payload_bytes,
         "max_memory": stats.max_memory,
-        // Until users exist, admin actions are for loopback clients only.
-        "admin": peer.ip().is_loopback(),
+        // Whether the admin actions are this client's (the server checks them on every request
+        // too): an admin user's, or without users, a loopback client's.
+        "admin": client.is_admin(),
+        "user": client.name(),
+        "authentication": app.users.required(),
     }))
 }
 
@@ -681,39 +687,67 @@ fn lock_json(name: &str, info: LockInfo) -> Value {
     })
 }
 
-/// Every lock with its info, read at one point.
-async fn all_locks(app: &App, prefix: Option<String>) -> Result<Vec<(String, LockInfo)>, ApiError> {
+/// The locks a client may see, with their info, read at one point: those whose names its user
+/// may touch (all of them, or the one `only` names), and in each only the holders and waiters
+/// that are its user's own, unless it is an admin.
+async fn all_locks(
+    app: &App,
+    client: &Client,
+    prefix: Option<String>,
+    only: Option<String>,
+) -> Result<Vec<(String, LockInfo)>, ApiError> {
+    match &only {
+        Some(name) => client.check_query(app, &CoreQuery::LockInfo { name: name.clone() })?,
+        None => client.check_query(app, &CoreQuery::ListLocks)?,
+    }
+    let perms = client.identity().perms().clone();
+    let viewer = client.viewer().map(str::to_owned);
     let locks = app
         .node
         .read_at(move |state, now| {
-            let Reply::Names(names) = state.query(now, CoreQuery::ListLocks) else { return Vec::new() };
+            let names = match only {
+                Some(name) => vec![name],
+                None => match state.query(now, CoreQuery::ListLocks) {
+                    Reply::Names(names) => names,
+                    _ => Vec::new(),
+                },
+            };
             names
                 .into_iter()
                 .filter(|n| prefix.as_ref().is_none_or(|p| n.starts_with(p.as_str())))
+                .filter(|n| perms.allows_name(turnstile_core::NameKind::Lock, n.as_bytes()))
                 .filter_map(|name| match state.query(now, CoreQuery::LockInfo { name: name.clone() }) {
-                    Reply::LockInfo(info) => Some((name, info)),
+                    Reply::LockInfo(mut info) => {
+                        if let Some(me) = viewer.as_deref() {
+                            info.holders.retain(|h| state.token_user(h.token) == Some(me));
+                            info.waiters.retain(|w| state.wait_user(w.wait_id) == Some(me));
+                        }
+                        Some((name, info))
+                    }
                     _ => None,
                 })
                 .collect()
         })
-        .await?;
+        .await
+        .map_err(|e| client.refused(app, e.into(), "lock.list"))?;
     Ok(locks)
 }
 
-async fn list_locks(State(app): State<App>, Query(q): Query<PrefixQuery>) -> ApiResult {
-    let locks = all_locks(&app, q.prefix).await?;
+async fn list_locks(State(app): State<App>, client: Client, Query(q): Query<PrefixQuery>) -> ApiResult {
+    let locks = all_locks(&app, &client, q.prefix, None).await?;
     ok(locks.into_iter().map(|(name, info)| lock_json(&name, info)).collect::<Vec<_>>())
 }
 
-async fn lock_info(State(app): State<App>, Path(name): Path<String>) -> ApiResult {
-    match read(&app, CoreQuery::LockInfo { name: name.clone() }).await? {
-        Reply::LockInfo(info) => ok(lock_json(&name, info)),
-        other => Err(unexpected(other)),
+async fn lock_info(State(app): State<App>, client: Client, Path(name): Path<String>) -> ApiResult {
+    let mut locks = all_locks(&app, &client, None, Some(name)).await?;
+    match locks.pop() {
+        Some((name, info)) => ok(lock_json(&name, info)),
+        None => Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "ERR", "no lock info")),
     }
 }
 
-async fn semaphore_info(app: State<App>, name: Path<String>) -> ApiResult {
-    lock_info(app, name).await
+async fn semaphore_info(app: State<App>, client: Client, name: Path<String>) -> ApiResult {
+    lock_info(app, client, name).await
 }
 
 #[derive(Deserialize)]
@@ -759,9 +793,9 @@ impl AcquireBody {
     }
 }
 
-async fn acquire(app: &App, cmd: Command) -> ApiResult {
+async fn acquire(app: &App, client: &Client, cmd: Command) -> ApiResult {
     // Always in a session of its own: it is the owner when the body names none.
-    let reply = write_in_session(app, cmd).await?;
+    let reply = write_in_session(app, client, cmd).await?;
     match reply {
         Reply::Granted { token, lease } => ok(json!({"granted": true, "token": token, "ttl_ms": lease})),
         Reply::Nil => ok(json!({"granted": false})),
@@ -771,18 +805,20 @@ async fn acquire(app: &App, cmd: Command) -> ApiResult {
 
 async fn lock_acquire(
     State(app): State<App>,
+    client: Client,
     Path(name): Path<String>,
     Body(body): Body<AcquireBody>,
 ) -> ApiResult {
-    acquire(&app, body.command(name, false)?).await
+    acquire(&app, &client, body.command(name, false)?).await
 }
 
 async fn semaphore_acquire(
     State(app): State<App>,
+    client: Client,
     Path(name): Path<String>,
     Body(body): Body<AcquireBody>,
 ) -> ApiResult {
-    acquire(&app, body.command(name, true)?).await
+    acquire(&app, &client, body.command(name, true)?).await
 }
 
 #[derive(Deserialize)]
@@ -792,8 +828,13 @@ struct RenewBody {
     ttl_ms: u64,
 }
 
-async fn renew(State(app): State<App>, Path(name): Path<String>, Body(body): Body<RenewBody>) -> ApiResult {
-    match write(&app, body.command(name)).await? {
+async fn renew(
+    State(app): State<App>,
+    client: Client,
+    Path(name): Path<String>,
+    Body(body): Body<RenewBody>,
+) -> ApiResult {
+    match write(&app, &client, body.command(name)).await? {
         Reply::Int(lease) => ok(json!({"ttl_ms": lease})),
         other => Err(unexpected(other)),
     }
@@ -811,8 +852,13 @@ struct TokenBody {
     token: u64,
 }
 
-async fn release(State(app): State<App>, Path(name): Path<String>, Body(body): Body<TokenBody>) -> ApiResult {
-    match write(&app, body.command(name)).await? {
+async fn release(
+    State(app): State<App>,
+    client: Client,
+    Path(name): Path<String>,
+    Body(body): Body<TokenBody>,
+) -> ApiResult {
+    match write(&app, &client, body.command(name)).await? {
         Reply::Int(n) => ok(json!({"released": n == 1})),
         other => Err(unexpected(other)),
     }
@@ -857,8 +903,11 @@ fn stats_json(name: &str, s: &QueueStats) -> Value {
     Value::Object(object)
 }
 
-async fn list_queues(State(app): State<App>, Query(q): Query<PrefixQuery>) -> ApiResult {
+/// The queues whose names the client's user may touch.
+async fn list_queues(State(app): State<App>, client: Client, Query(q): Query<PrefixQuery>) -> ApiResult {
+    client.check_query(&app, &CoreQuery::ListQueues)?;
     let prefix = q.prefix;
+    let perms = client.identity().perms().clone();
     let queues = app
         .node
         .read_at(move |state, now| {
@@ -866,18 +915,20 @@ async fn list_queues(State(app): State<App>, Query(q): Query<PrefixQuery>) -> Ap
             names
                 .into_iter()
                 .filter(|n| prefix.as_ref().is_none_or(|p| n.starts_with(p.as_str())))
+                .filter(|n| perms.allows_name(turnstile_core::NameKind::Queue, n.as_bytes()))
                 .filter_map(|name| match state.query(now, CoreQuery::QueueStats { name: name.clone() }) {
                     Reply::QueueStats(stats) => Some(stats_json(&name, &stats)),
                     _ => None,
                 })
                 .collect::<Vec<_>>()
         })
-        .await?;
+        .await
+        .map_err(|e| client.refused(&app, e.into(), "q.list"))?;
     ok(queues)
 }
 
-async fn queue_stats(State(app): State<App>, Path(name): Path<String>) -> ApiResult {
-    match read(&app, CoreQuery::QueueStats { name: name.clone() }).await? {
+async fn queue_stats(State(app): State<App>, client: Client, Path(name): Path<String>) -> ApiResult {
+    match read(&app, &client, CoreQuery::QueueStats { name: name.clone() }).await? {
         Reply::QueueStats(stats) => ok(stats_json(&name, &stats)),
         other => Err(unexpected(other)),
     }
@@ -897,10 +948,11 @@ struct CreateBody {
 
 async fn queue_create(
     State(app): State<App>,
+    client: Client,
     Path(name): Path<String>,
     OptionalBody(body): OptionalBody<CreateBody>,
 ) -> ApiResult {
-    match write(&app, body.command(name)?).await? {
+    match write(&app, &client, body.command(name)?).await? {
         Reply::Int(n) => ok(json!({"created": n == 1})),
         other => Err(unexpected(other)),
     }
@@ -933,8 +985,9 @@ impl CreateBody {
     }
 }
 
-async fn queue_delete(State(app): State<App>, Path(name): Path<String>) -> ApiResult {
-    match write(&app, Command::DeleteQueue { name, if_unused: false, if_empty: false }).await? {
+async fn queue_delete(State(app): State<App>, client: Client, Path(name): Path<String>) -> ApiResult {
+    client.admin(&app, "q.del", &format!("delete queue {name:?}"))?;
+    match write(&app, &client, Command::DeleteQueue { name, if_unused: false, if_empty: false }).await? {
         Reply::Int(n) => ok(json!({"deleted": n == 1})),
         other => Err(unexpected(other)),
     }
@@ -969,10 +1022,11 @@ struct PushBody {
 
 async fn queue_push(
     State(app): State<App>,
+    client: Client,
     Path(name): Path<String>,
     Body(body): Body<PushBody>,
 ) -> ApiResult {
-    let reply = write(&app, body.command(name)?).await?;
+    let reply = write(&app, &client, body.command(name)?).await?;
     match reply {
         Reply::Pushed { id, duplicate } => ok(json!({"id": id, "duplicate": duplicate})),
         other => Err(unexpected(other)),
@@ -1003,10 +1057,11 @@ struct CountQuery {
 
 async fn queue_peek(
     State(app): State<App>,
+    client: Client,
     Path(queue): Path<String>,
     Query(q): Query<CountQuery>,
 ) -> ApiResult {
-    match read(&app, CoreQuery::Peek { queue, count: q.count.unwrap_or(10) }).await? {
+    match read(&app, &client, CoreQuery::Peek { queue, count: q.count.unwrap_or(10) }).await? {
         Reply::Messages(messages) => ok(messages
             .iter()
             .map(|m| {
@@ -1031,11 +1086,16 @@ struct PopBody {
 
 async fn queue_pop(
     State(app): State<App>,
+    client: Client,
     Path(queue): Path<String>,
     OptionalBody(body): OptionalBody<PopBody>,
 ) -> ApiResult {
     let cmd = body.command(queue);
-    let reply = if cmd.may_wait() { write_in_session(&app, cmd).await? } else { write(&app, cmd).await? };
+    let reply = if cmd.may_wait() {
+        write_in_session(&app, &client, cmd).await?
+    } else {
+        write(&app, &client, cmd).await?
+    };
     let deliveries = match reply {
         Reply::Deliveries(deliveries) => deliveries,
         Reply::Nil => Vec::new(),
@@ -1069,10 +1129,11 @@ struct AckBody {
 
 async fn queue_ack(
     State(app): State<App>,
+    client: Client,
     Path(queue): Path<String>,
     Body(body): Body<AckBody>,
 ) -> ApiResult {
-    match write(&app, body.command(queue)?).await? {
+    match write(&app, &client, body.command(queue)?).await? {
         Reply::Int(n) => ok(json!({"acked": n})),
         other => Err(unexpected(other)),
     }
@@ -1099,10 +1160,11 @@ struct NackBody {
 
 async fn queue_nack(
     State(app): State<App>,
+    client: Client,
     Path(queue): Path<String>,
     Body(body): Body<NackBody>,
 ) -> ApiResult {
-    match write(&app, body.command(queue)).await? {
+    match write(&app, &client, body.command(queue)).await? {
         Reply::Int(n) => ok(json!({"nacked": n == 1})),
         other => Err(unexpected(other)),
     }
@@ -1123,10 +1185,11 @@ struct ExtendBody {
 
 async fn queue_extend(
     State(app): State<App>,
+    client: Client,
     Path(queue): Path<String>,
     Body(body): Body<ExtendBody>,
 ) -> ApiResult {
-    match write(&app, body.command(queue)).await? {
+    match write(&app, &client, body.command(queue)).await? {
         Reply::Int(lease) => ok(json!({"lease_ms": lease})),
         other => Err(unexpected(other)),
     }
@@ -1138,8 +1201,9 @@ impl ExtendBody {
     }
 }
 
-async fn queue_purge(State(app): State<App>, Path(name): Path<String>) -> ApiResult {
-    match write(&app, Command::PurgeQueue { name }).await? {
+async fn queue_purge(State(app): State<App>, client: Client, Path(name): Path<String>) -> ApiResult {
+    client.admin(&app, "q.purge", &format!("purge queue {name:?}"))?;
+    match write(&app, &client, Command::PurgeQueue { name }).await? {
         Reply::Int(n) => ok(json!({"purged": n})),
         other => Err(unexpected(other)),
     }
@@ -1154,10 +1218,12 @@ struct RedriveBody {
 
 async fn queue_redrive(
     State(app): State<App>,
+    client: Client,
     Path(from): Path<String>,
     Body(body): Body<RedriveBody>,
 ) -> ApiResult {
-    match write(&app, body.command(from)).await? {
+    client.admin(&app, "q.redrive", &format!("redrive queue {from:?} to {:?}", body.target))?;
+    match write(&app, &client, body.command(from)).await? {
         Reply::Int(n) => ok(json!({"moved": n})),
         other => Err(unexpected(other)),
     }
@@ -1169,8 +1235,19 @@ impl RedriveBody {
     }
 }
 
-async fn sessions(State(app): State<App>) -> ApiResult {
-    let sessions = app.node.read(|state| state.sessions()).await?;
+/// The open sessions: every one to an admin, else those opened by the client's user.
+async fn sessions(State(app): State<App>, client: Client) -> ApiResult {
+    let viewer = client.viewer().map(str::to_owned);
+    let sessions = app
+        .node
+        .read(move |state| {
+            let mut sessions = state.sessions();
+            if let Some(me) = viewer.as_deref() {
+                sessions.retain(|s| state.session_user(s.id) == Some(me));
+            }
+            sessions
+        })
+        .await?;
     ok(sessions
         .iter()
         .map(|s| {
@@ -1184,9 +1261,12 @@ async fn sessions(State(app): State<App>) -> ApiResult {
 
 /// Edges from each waiter to the holders of the lock it waits for, plus the waiters ahead of
 /// it (strict FIFO: a waiter also waits for those), and the latest refused deadlocks.
-async fn wait_for(State(app): State<App>) -> ApiResult {
+///
+/// A client that is not an admin sees the edges among its own user's holds and waiters, and no
+/// refused deadlocks (their cycles name other users' owners).
+async fn wait_for(State(app): State<App>, client: Client) -> ApiResult {
     let mut edges = Vec::new();
-    for (name, info) in all_locks(&app, None).await? {
+    for (name, info) in all_locks(&app, &client, None, None).await? {
         for (i, waiter) in info.waiters.iter().enumerate() {
             let ahead =
                 info.holders.iter().map(|h| &h.owner).chain(info.waiters[..i].iter().map(|w| &w.owner));
@@ -1195,10 +1275,8 @@ async fn wait_for(State(app): State<App>) -> ApiResult {
             }
         }
     }
-    let deadlocks: Vec<Value> = app
-        .stats
-        .deadlocks
-        .list()
+    let seen = if client.viewer().is_none() { app.stats.deadlocks.list() } else { Vec::new() };
+    let deadlocks: Vec<Value> = seen
         .into_iter()
         .map(|d| {
             let at_ms =

@@ -22,6 +22,7 @@ use tokio::sync::mpsc;
 use turnstile_raft::{BackupHeader, BackupWriter, format_cluster_id};
 
 use super::ApiError;
+use super::client::Client;
 use crate::server::Shared;
 
 type App = std::sync::Arc<Shared>;
@@ -33,7 +34,9 @@ const CHUNKS_AHEAD: usize = 4;
 /// The serializer's small writes are gathered this much before they are checksummed.
 const GATHER_BYTES: usize = 64 * 1024;
 
-pub async fn snapshot(State(app): State<App>) -> Result<Response, ApiError> {
+/// An admin action: a backup holds every user's data.
+pub async fn snapshot(State(app): State<App>, client: Client) -> Result<Response, ApiError> {
+    client.admin(&app, "backup", "backup snapshot")?;
     let (copy, index) = app.node.read(|state| (state.snapshot_copy(), state.applied_index())).await?;
     let header = BackupHeader { index, cluster_id: app.cluster_id, created_at: app.node.clock().now() };
     let (chunks, body) = mpsc::channel::<io::Result<Bytes>>(CHUNKS_AHEAD);

@@ -1,6 +1,7 @@
 //! API errors: JSON `{"code", "message"}` with a stable `code` (the RESP error prefixes:
-//! `ERR`, `WRONGTYPE`, `DEADLOCK`, `FENCED`, `LOST`, `FULL`, `OOM`, `NOTLEADER`, `CLUSTERDOWN`, ...)
-//! and the HTTP status that fits it.
+//! `ERR`, `WRONGTYPE`, `DEADLOCK`, `FENCED`, `LOST`, `FULL`, `OOM`, `NOTLEADER`, `CLUSTERDOWN`,
+//! `NOAUTH`, `WRONGPASS`, `NOPERM`, ...) and the HTTP status that fits it (401 for the first two,
+//! with a challenge added by `client.rs`; 403 for `NOPERM`).
 
 use axum::Json;
 use axum::http::StatusCode;
@@ -56,6 +57,8 @@ impl From<CoreError> for ApiError {
             | CoreError::QueueConfigMismatch(_)
             | CoreError::LimitMismatch { .. }
             | CoreError::ModeConflict { .. } => StatusCode::CONFLICT,
+            // Another user's hold, delivery or session.
+            CoreError::NoPerm(_) => StatusCode::FORBIDDEN,
             _ => StatusCode::BAD_REQUEST,
         };
         ApiError::new(status, e.code(), e.to_string())
@@ -116,6 +119,7 @@ mod tests {
             (CoreError::NoSuchQueue("q".into()), StatusCode::NOT_FOUND, "ERR"),
             (CoreError::QueueFull { name: "q".into(), max_len: 1 }, StatusCode::TOO_MANY_REQUESTS, "FULL"),
             (CoreError::BadDuration, StatusCode::BAD_REQUEST, "ERR"),
+            (CoreError::NoPerm("hold 3 belongs to another user".into()), StatusCode::FORBIDDEN, "NOPERM"),
         ];
         for (error, status, code) in cases {
             let api = ApiError::from(error);
@@ -133,6 +137,9 @@ mod tests {
                 "ERR",
             ),
             (Refused::OutOfMemory, StatusCode::INSUFFICIENT_STORAGE, "OOM"),
+            (Refused::NoPerm(turnstile_core::Denied::Key), StatusCode::FORBIDDEN, "NOPERM"),
+            (Refused::Auth(crate::auth::AuthError::NoAuth), StatusCode::UNAUTHORIZED, "NOAUTH"),
+            (Refused::Auth(crate::auth::AuthError::WrongPass), StatusCode::UNAUTHORIZED, "WRONGPASS"),
             (
                 Refused::Node(NodeError::NotLeader { leader: None }),
                 StatusCode::SERVICE_UNAVAILABLE,

@@ -9,38 +9,52 @@
 //!
 //! Holds and deliveries taken over HTTP are `KEEP`: they outlive that session, and only their
 //! lease (or a release, ack or nack by token / receipt) ends them.
+//!
+//! Every command runs as the request's user ([`Client::session`]): the session checks the user's
+//! rules and names, and with authentication on the core records whose holds and deliveries are,
+//! and refuses another user's release, renew, ack or nack by token / receipt (403 `NOPERM`)
+//! unless the caller is an admin.
 
 use std::sync::Arc;
 
-use turnstile_core::{Command, Query, Reply};
+use turnstile_core::{Command, CoreError, Query, Reply};
 
 use super::ApiError;
+use super::client::Client;
 use crate::server::Shared;
-use crate::session::Session;
+use crate::session::Refused;
 
-/// Proposes one command; a refusal or an error reply becomes an [`ApiError`].
-pub async fn write(shared: &Arc<Shared>, cmd: Command) -> Result<Reply, ApiError> {
-    let reply = Session::new(shared.clone()).propose(cmd).await?;
-    ok(reply)
+/// Proposes one command as `client`'s user; a refusal or an error reply becomes an [`ApiError`].
+pub async fn write(shared: &Arc<Shared>, client: &Client, cmd: Command) -> Result<Reply, ApiError> {
+    let name = cmd.categories().0;
+    let reply = client.session(shared).propose(cmd).await.map_err(|e| client.refused(shared, e, name))?;
+    ok(shared, client, name, reply)
 }
 
-/// Runs one query at a linearizable read point.
-pub async fn read(shared: &Arc<Shared>, query: Query) -> Result<Reply, ApiError> {
-    let reply = Session::new(shared.clone()).query(query).await?;
-    ok(reply)
+/// Runs one query as `client`'s user at a linearizable read point.
+pub async fn read(shared: &Arc<Shared>, client: &Client, query: Query) -> Result<Reply, ApiError> {
+    let name = query.categories().0;
+    let reply = client.session(shared).query(query).await.map_err(|e| client.refused(shared, e, name))?;
+    ok(shared, client, name, reply)
 }
 
 /// Proposes a command in a session opened for it: one that may wait in line, or an acquire
 /// whose default owner is that session.
-pub async fn write_in_session(shared: &Arc<Shared>, cmd: Command) -> Result<Reply, ApiError> {
-    let mut session = Session::new(shared.clone());
-    session.open().await?;
-    let reply = match session.propose(cmd).await? {
+pub async fn write_in_session(
+    shared: &Arc<Shared>,
+    client: &Client,
+    cmd: Command,
+) -> Result<Reply, ApiError> {
+    let name = cmd.categories().0;
+    let refused = |e: Refused| client.refused(shared, e, name);
+    let mut session = client.session(shared);
+    session.open().await.map_err(refused)?;
+    let reply = match session.propose(cmd).await.map_err(refused)? {
         Reply::Waiting { wait_id } => {
             // The ticker stops at shutdown, so this wait would never time out: end it.
             let mut shutdown = shared.shutdown.clone();
             tokio::select! {
-                settled = session.settled(wait_id) => settled?,
+                settled = session.settled(wait_id) => settled.map_err(refused)?,
                 () = shutdown.recv() => return Err(ApiError::new(
                     axum::http::StatusCode::SERVICE_UNAVAILABLE,
                     "TRYAGAIN",
@@ -53,12 +67,19 @@ pub async fn write_in_session(shared: &Arc<Shared>, cmd: Command) -> Result<Repl
     // Dropped, not closed here: the close goes to the log from a task of its own, so the reply
     // does not wait for it.
     drop(session);
-    ok(reply)
+    ok(shared, client, name, reply)
 }
 
-fn ok(reply: Reply) -> Result<Reply, ApiError> {
+/// An error reply becomes an [`ApiError`]; the core's refusal of another user's hold, delivery
+/// or session (`NOPERM`) is recorded in `ACL LOG` as well.
+fn ok(shared: &Shared, client: &Client, name: &str, reply: Reply) -> Result<Reply, ApiError> {
     match reply {
-        Reply::Error(e) => Err(e.into()),
+        Reply::Error(e) => {
+            if matches!(e, CoreError::NoPerm(_)) {
+                client.refused_by_owner(shared, name);
+            }
+            Err(e.into())
+        }
         reply => Ok(reply),
     }
 }

@@ -16,6 +16,7 @@ use axum::routing::put;
 use serde::{Deserialize, Serialize};
 
 use super::api::{ApiResult, App, Body, ok};
+use super::client::Client;
 use super::{ApiError, Operations};
 
 /// The longest fsync delay a hook may set: a delay is a slow disk, not a stopped one (a stopped
@@ -37,7 +38,8 @@ struct FsyncDelay {
     ms: u64,
 }
 
-async fn set_fsync_delay(State(app): State<App>, Body(delay): Body<FsyncDelay>) -> ApiResult {
+async fn set_fsync_delay(State(app): State<App>, client: Client, Body(delay): Body<FsyncDelay>) -> ApiResult {
+    client.admin(&app, "debug", &format!("fault injection: fsync delay {} ms", delay.ms))?;
     if delay.ms > MAX_FSYNC_DELAY_MS {
         return Err(ApiError::bad_request(format!(
             "fsync delay of {} ms is over the limit of {MAX_FSYNC_DELAY_MS} ms",

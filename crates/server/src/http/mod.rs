@@ -2,8 +2,9 @@
 //! Prometheus `/metrics`, the OpenAPI document and the dashboard.
 //!
 //! ```text
-//!  request ─► axum router (built from api::ROUTES) ─► handler ─► Command / Query (same core types as RESP)
-//!                                                      │            └─► node.propose / node.read
+//!  request ─► client.rs: who sent it (Basic / Bearer when users are configured; 401 otherwise)
+//!          ─► axum router (built from api::ROUTES) ─► handler ─► Command / Query (same core types as RESP)
+//!                                                      │            └─► Session (the user's permissions) ─► node
 //!                                                      │  may wait? ─► session of its own (exec.rs), parked on the router
 //!  response ◄── JSON body, or an error {code, message} with its HTTP status (error.rs)
 //! ```
@@ -13,10 +14,12 @@
 
 mod api;
 mod backup;
+mod client;
 mod error;
 mod exec;
 mod faults;
 mod openapi;
+mod users;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -69,6 +72,7 @@ fn router(shared: Arc<Shared>) -> Router {
     router
         .fallback(api::not_found)
         .method_not_allowed_fallback(api::method_not_allowed)
+        .layer(middleware::from_fn_with_state(shared.clone(), client::authenticate))
         .layer(middleware::from_fn(move |request, next| {
             measure(operations.clone(), stats.clone(), request, next)
         }))
@@ -92,7 +96,7 @@ async fn measure(operations: Arc<Operations>, stats: Arc<Stats>, request: Reques
     response
 }
 
-/// The client's address, for handlers (`ConnectInfo<Peer>`): admin actions are for loopback.
+/// The client's address (`ConnectInfo<Peer>`): without users, admin actions are for loopback.
 #[derive(Debug, Clone, Copy)]
 pub struct Peer(pub SocketAddr);
 

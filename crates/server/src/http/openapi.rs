@@ -24,6 +24,9 @@ pub fn document(routes: &[Route]) -> Value {
             "parameters": parameters,
             "responses": {"200": ok, "default": {"$ref": "#/components/responses/Error"}},
         });
+        if super::client::OPEN_PATHS.contains(&route.path) {
+            operation["security"] = json!([]);
+        }
         if let Some(body) = &route.body {
             operation["requestBody"] =
                 json!({"required": true, "content": {"application/json": {"schema": body}}});
@@ -36,8 +39,9 @@ pub fn document(routes: &[Route]) -> Value {
         "info": {
             "title": "Turnstile HTTP API",
             "version": env!("CARGO_PKG_VERSION"),
-            "description": "Locks, semaphores and queues over HTTP/JSON. Durations are milliseconds. Holds and deliveries taken over HTTP are KEEP: only their lease, or a release / ack / nack by token or receipt, ends them.",
+            "description": "Locks, semaphores and queues over HTTP/JSON. Durations are milliseconds. Holds and deliveries taken over HTTP are KEEP: only their lease, or a release / ack / nack by token or receipt, ends them. When the server has users (requirepass or [users]), every route but the health checks, the dashboard page and this document needs HTTP Basic (user:password) or a Bearer token of a user; each request runs with that user's permissions.",
         },
+        "security": [{"basic": []}, {"bearer": []}],
         "paths": paths,
         "components": {
             "schemas": {
@@ -45,15 +49,19 @@ pub fn document(routes: &[Route]) -> Value {
                     "type": "object",
                     "required": ["code", "message"],
                     "properties": {
-                        "code": {"type": "string", "description": "Stable: ERR, WRONGTYPE, DEADLOCK, FENCED, LOST, FULL, OOM, NOTLEADER, CLUSTERDOWN, TRYAGAIN"},
+                        "code": {"type": "string", "description": "Stable: ERR, WRONGTYPE, DEADLOCK, FENCED, LOST, FULL, OOM, NOTLEADER, CLUSTERDOWN, TRYAGAIN, NOAUTH, WRONGPASS, NOPERM"},
                         "message": {"type": "string"},
                         "leader": {"type": "string", "description": "With NOTLEADER: the leader's address"},
                     },
                 },
             },
+            "securitySchemes": {
+                "basic": {"type": "http", "scheme": "basic", "description": "A user's name and password; an empty name is the default user (requirepass)."},
+                "bearer": {"type": "http", "scheme": "bearer", "description": "One of a user's tokens (config `tokens` / `tokens-sha256`)."},
+            },
             "responses": {
                 "Error": {
-                    "description": "400 bad input, 404 no such queue or route, 409 DEADLOCK / FENCED / conflicting configuration, 413 body too large, 423 LOST, 429 FULL, 503 NOTLEADER / CLUSTERDOWN / TRYAGAIN, 507 OOM",
+                    "description": "400 bad input, 401 NOAUTH / WRONGPASS (no or wrong credentials; with WWW-Authenticate), 403 NOPERM (the user may not run this, touch this name, or act on another user's hold or delivery; admin actions), 404 no such queue or route, 429 max-connections of the user reached, 409 DEADLOCK / FENCED / conflicting configuration, 413 body too large, 423 LOST, 429 FULL, 503 NOTLEADER / CLUSTERDOWN / TRYAGAIN, 507 OOM",
                     "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
                 },
             },

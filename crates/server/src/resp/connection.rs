@@ -33,11 +33,11 @@ use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use turnstile_core::{Command, Query, Reply, SessionId};
 use turnstile_raft::{AdminRequest, Answer, NodeError};
 use turnstile_resp::cmd::{self, Action, ConnCmd, ReplyShape};
 use turnstile_resp::{Frame, Protocol, ProtocolError, decode_request};
+use turnstile_tls::MaybeTls;
 
 use super::info;
 use super::transaction::Transaction;
@@ -81,9 +81,14 @@ pub enum ConnError {
 // Pub/sub and client housekeeping:
 mod housekeeping;
 mod pubsub;
+// Users and ACLs:
+mod acl;
+
+use acl::Gate;
+pub(crate) use acl::close_gone;
 
 pub struct Connection {
-    stream: TcpStream,
+    stream: MaybeTls,
     buf: BytesMut,
     out: BytesMut,
     protocol: Protocol,
@@ -105,6 +110,10 @@ pub struct Connection {
     command_metrics: metrics::RespCommands,
     /// `MULTI`'s queue and `WATCH`'s keys (`transaction.rs`).
     transaction: Transaction,
+    /// Who may run what (`acl.rs`).
+    gate: Arc<Gate>,
+    /// Counts the connection against its user's `max-connections` once it authenticated.
+    counted: Option<crate::auth::Counted>,
 }
 
 /// Whether to keep reading after a request.
@@ -115,14 +124,18 @@ enum Flow {
 }
 
 impl Connection {
-    pub fn new(stream: TcpStream, id: u64, peer: SocketAddr, shared: Arc<Shared>) -> Connection {
-        let (client, registration) = housekeeping::register(&stream, id, peer, &shared);
+    pub fn new(stream: MaybeTls, id: u64, peer: SocketAddr, shared: Arc<Shared>) -> Connection {
+        let (client, registration) = housekeeping::register(stream.tcp(), id, peer, &shared);
+        let mut session = Session::new(shared.clone());
+        // Commands are checked by the command table here; the session checks their names.
+        session.commands_checked_by_front_end();
+        let gate = Arc::new(Gate::new(shared.clone(), session.identity().cloned()));
         Connection {
             stream,
             buf: BytesMut::with_capacity(READ_CHUNK),
             out: BytesMut::with_capacity(4 * 1024),
             protocol: Protocol::Resp2,
-            session: Session::new(shared.clone()),
+            session,
             id,
             client,
             _registration: registration,
@@ -133,12 +146,27 @@ impl Connection {
             pending: Vec::new(),
             command_metrics: metrics::RespCommands::default(),
             transaction: Transaction::default(),
+            gate,
+            counted: None,
         }
     }
 
     /// Serves the connection until it closes, then closes its session.
     pub async fn serve(mut self, peer: SocketAddr, mut shutdown: Shutdown) {
         let client = self.client.clone();
+        // A connection that needs no AUTH (the default user without a password) counts against
+        // its user's max-connections from the start.
+        if let Some(identity) = self.session.identity().filter(|id| id.user().max_connections > 0).cloned() {
+            match self.shared.users.connect(&identity) {
+                Ok(counted) => self.counted = Some(counted),
+                Err(e) => {
+                    crate::stats::bump(&self.shared.stats.counters.user_connections_refused);
+                    self.write(&Frame::error("ERR", e));
+                    let _ = self.flush().await;
+                    return;
+                }
+            }
+        }
         let ended = tokio::select! {
             ended = self.run(&mut shutdown) => ended,
             () = client.killed() => Err(ConnError::Killed),
@@ -228,9 +256,14 @@ impl Connection {
             self.client.command(cmd::full_name(last).unwrap_or("NULL"));
         }
         let client = self.client.clone();
+        let gate = self.gate.clone();
         let mut actions =
-            requests.iter().zip(std::iter::repeat_n(&client, requests.len())).map(pubsub::parse).peekable();
+            requests.iter().zip(std::iter::repeat_n((&client, &gate), requests.len())).map(gated).peekable();
         while let Some(action) = actions.next() {
+            if gate.gone() {
+                // Its user was deleted or turned off: closed, as Redis closes such clients.
+                return Ok(Flow::Quit);
+            }
             match action {
                 action if self.transaction.queues(&action) => {
                     let frame = self.transaction.queue(action, &self.session);
@@ -390,10 +423,18 @@ impl Connection {
                     }
                 };
                 if let Some((user, pass)) = auth {
-                    if let Err(e) = authenticate(Some(&user), &pass) {
+                    if let Err(e) = self.authenticate(Some(&user), &pass, "HELLO") {
                         self.write(&e);
                         return Ok(Flow::Continue);
                     }
+                } else if self.session.identity().is_none() {
+                    self.write(&Frame::error(
+                        "NOAUTH",
+                        "HELLO must be called with the client already authenticated, otherwise the HELLO \
+                         AUTH <user> <pass> option can be used to authenticate the client and select the RESP \
+                         protocol version at the same time",
+                    ));
+                    return Ok(Flow::Continue);
                 }
                 if let Some(name) = setname {
                     if let Err(e) = check_client_name(&name) {
@@ -406,7 +447,7 @@ impl Connection {
                 self.client.set_resp3(protocol == Protocol::Resp3);
                 info::hello(self.id, protocol)
             }
-            ConnCmd::Auth { user, pass } => match authenticate(user.as_ref(), &pass) {
+            ConnCmd::Auth { user, pass } => match self.authenticate(user.as_ref(), &pass, "AUTH") {
                 Ok(()) => Frame::ok(),
                 Err(e) => e,
             },
@@ -454,6 +495,8 @@ impl Connection {
             ConnCmd::Transaction(c) => self.transaction.run(c, &mut self.session, self.protocol).await,
             // Pub/sub and client housekeeping:
             ConnCmd::PubSub(c) => return self.pubsub(c).await,
+            // Users and ACLs:
+            ConnCmd::Acl(c) => Box::pin(self.acl(c)).await,
             c @ (ConnCmd::ClientInfo
             | ConnCmd::ClientList(_)
             | ConnCmd::ClientKill(_)
@@ -495,25 +538,18 @@ fn integer(n: u64) -> Frame {
     Frame::Integer(i64::try_from(n).unwrap_or(i64::MAX))
 }
 
-/// With no users configured there is only the passwordless `default` user, as in a fresh Redis.
-fn authenticate(user: Option<&Bytes>, _pass: &Bytes) -> Result<(), Frame> {
-    match user {
-        None => Err(Frame::error(
-            "ERR",
-            "AUTH <password> called without any password configured for the default user. \
-             Are you sure your configuration is correct?",
-        )),
-        Some(user) if user.as_ref() == b"default" => Ok(()),
-        Some(_) => Err(Frame::error("WRONGPASS", "invalid username-password pair or user is disabled.")),
-    }
-}
-
 fn check_client_name(name: &[u8]) -> Result<(), Frame> {
     if name.iter().all(|b| (b'!'..=b'~').contains(b)) {
         Ok(())
     } else {
         Err(Frame::error("ERR", "Client names cannot contain spaces, newlines or special characters."))
     }
+}
+
+/// The gate's check, then the parse (a function of a pair for the same reason as
+/// [`pubsub::parse`]).
+fn gated((args, (client, gate)): (&Vec<Bytes>, (&Arc<Client>, &Arc<Gate>))) -> Result<Action, Frame> {
+    gate.check(args, client, || pubsub::parse((args, client)))
 }
 
 /// `CLUSTER.*` as the node's admin request.
@@ -533,6 +569,7 @@ pub(super) fn refused(e: &Refused) -> Frame {
         Refused::Node(NodeError::NotLeader { leader: Some(addr) }) => {
             Frame::Error(format!("NOTLEADER {addr}"))
         }
+        Refused::NoPerm(denied) => acl::no_perm(denied),
         e if e.cluster_down() => {
             tracing::debug!(reason = %e, "refused: no leader reachable");
             Frame::error("CLUSTERDOWN", CLUSTER_DOWN)

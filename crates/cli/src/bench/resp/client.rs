@@ -83,7 +83,7 @@ pub(super) async fn client(mut op: Op, conn: Link, run: Arc<Run>) -> ClientStats
             return stats;
         }
         let Some(live) = conn.as_mut() else {
-            match connect(run.peer, &op.addr).await {
+            match connect(&run.dial, &op.addr).await {
                 Ok(fresh) => conn = Some(fresh),
                 Err(e) => {
                     stats.errors += 1;

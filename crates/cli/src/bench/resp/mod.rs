@@ -58,8 +58,9 @@ pub(super) async fn run(args: &BenchArgs, server: &str) -> anyhow::Result<()> {
     }
     // A target that is down fails the command now, not after the ones before it took their time.
     for target in &targets {
+        let dial = Dial::new(target, settings.tls_ca.as_deref())?;
         for addr in &target.addrs {
-            connect(target.peer, addr).await?.close().await;
+            connect(&dial, addr).await?.close().await;
         }
     }
     let show_progress = !args.json && std::io::stderr().is_terminal();
@@ -109,12 +110,38 @@ impl Peer {
 }
 
 /// One server, or one cluster, to measure: `turnstile://HOST:PORT`, `redis://HOST:PORT`,
-/// `etcd://HOST:PORT`, each with one address or several comma-separated ones.
+/// `etcd://HOST:PORT`, each with one address or several comma-separated ones. `turnstiles://`
+/// and `rediss://` connect under TLS; `[USER:]PASSWORD@` before the addresses authenticates
+/// each connection with `AUTH` first.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Target {
     peer: Peer,
     /// Where the clients connect: client i to `addrs[i % addrs.len()]`. Never empty.
     addrs: Vec<String>,
+    tls: bool,
+    /// The user (or `None`: the default user) and password `AUTH` names.
+    auth: Option<(Option<String>, String)>,
+}
+
+/// How a client reaches its target: what [`connect`] needs besides the address.
+#[derive(Debug, Clone)]
+pub(super) struct Dial {
+    peer: Peer,
+    tls: Option<std::sync::Arc<turnstile_tls::ClientConfig>>,
+    auth: Option<(Option<String>, String)>,
+}
+
+impl Dial {
+    fn new(target: &Target, tls_ca: Option<&std::path::Path>) -> anyhow::Result<Dial> {
+        let tls = match (target.tls, tls_ca) {
+            (false, _) => None,
+            (true, Some(ca)) => Some(turnstile_tls::client_config(ca, None)?),
+            (true, None) => {
+                anyhow::bail!("{target} is under TLS: give --tls-ca, the CA that signed its certificate")
+            }
+        };
+        Ok(Dial { peer: target.peer, tls, auth: target.auth.clone() })
+    }
 }
 
 impl Target {
@@ -133,11 +160,24 @@ impl FromStr for Target {
         let Some((scheme, rest)) = url.split_once("://") else {
             return Err(format!("invalid target {url:?}: {expected}"));
         };
-        let peer = match scheme {
-            "turnstile" => Peer::Turnstile,
-            "redis" => Peer::Redis,
-            "etcd" => Peer::Etcd,
+        let (peer, tls) = match scheme {
+            "turnstile" => (Peer::Turnstile, false),
+            "turnstiles" => (Peer::Turnstile, true),
+            "redis" => (Peer::Redis, false),
+            "rediss" => (Peer::Redis, true),
+            "etcd" => (Peer::Etcd, false),
             other => return Err(format!("unknown scheme {other:?} in target {url:?}: {expected}")),
+        };
+        let (auth, rest) = match rest.rsplit_once('@') {
+            None => (None, rest),
+            Some((userinfo, rest)) => {
+                let auth = match userinfo.split_once(':') {
+                    Some((user, pass)) if !user.is_empty() => (Some(user.to_owned()), pass.to_owned()),
+                    Some((_, pass)) => (None, pass.to_owned()),
+                    None => (None, userinfo.to_owned()),
+                };
+                (Some(auth), rest)
+            }
         };
         let list = rest.strip_suffix('/').unwrap_or(rest);
         let has_port = |addr: &str| {
@@ -149,13 +189,20 @@ impl FromStr for Target {
         if let Some(bad) = addrs.iter().find(|addr| !has_port(addr)) {
             return Err(format!("invalid address {bad:?} in target {url:?}: {expected}"));
         }
-        Ok(Target { peer, addrs })
+        Ok(Target { peer, addrs, tls, auth })
     }
 }
 
+/// The target without its password.
 impl std::fmt::Display for Target {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}://{}", self.peer.scheme(), self.addrs.join(","))
+        let s = if self.tls { "s" } else { "" };
+        let user = match &self.auth {
+            Some((Some(user), _)) => format!("{user}@"),
+            Some((None, _)) => "default@".to_owned(),
+            None => String::new(),
+        };
+        write!(f, "{}{s}://{user}{}", self.peer.scheme(), self.addrs.join(","))
     }
 }
 
@@ -164,7 +211,7 @@ impl std::fmt::Display for Target {
 fn default_target(server: &str) -> anyhow::Result<Target> {
     let addrs = turnstile_client::parse_addrs(server)?;
     let addr = addrs.into_iter().next().context("no server address")?;
-    Ok(Target { peer: Peer::Turnstile, addrs: vec![addr] })
+    Ok(Target { peer: Peer::Turnstile, addrs: vec![addr], tls: false, auth: None })
 }
 
 /// The settings one target is measured with; every target gets the same.
@@ -179,6 +226,8 @@ struct Settings {
     wait: Duration,
     duration: Duration,
     warmup: Duration,
+    /// The CA for targets under TLS.
+    tls_ca: Option<std::path::PathBuf>,
 }
 
 impl Settings {
@@ -202,6 +251,7 @@ impl Settings {
             wait: args.wait,
             duration: args.duration,
             warmup: args.warmup,
+            tls_ca: args.tls_ca.clone(),
         })
     }
 
@@ -237,14 +287,28 @@ impl Settings {
 }
 
 /// Connects one client to `addr`; to etcd, that includes taking the client's lease.
-async fn connect(peer: Peer, addr: &str) -> anyhow::Result<Link> {
+async fn connect(dial: &Dial, addr: &str) -> anyhow::Result<Link> {
+    let peer = dial.peer;
     let link = match peer {
         Peer::Turnstile | Peer::Redis => {
-            Connection::connect(addr, CONNECT_TIMEOUT).await.map(Link::Resp).map_err(Into::into)
+            let conn = match &dial.tls {
+                None => Connection::connect(addr, CONNECT_TIMEOUT).await,
+                Some(tls) => Connection::connect_tls(addr, CONNECT_TIMEOUT, tls.clone()).await,
+            };
+            conn.map(Link::Resp).map_err(Into::into)
         }
         Peer::Etcd => etcd::Session::open(addr, CONNECT_TIMEOUT).await.map(Link::Etcd),
     };
-    link.with_context(|| format!("cannot connect to {addr} — is {} running?", peer.program()))
+    let mut link =
+        link.with_context(|| format!("cannot connect to {addr} — is {} running?", peer.program()))?;
+    if let (Some((user, pass)), Link::Resp(conn)) = (&dial.auth, &mut link) {
+        let auth = match user {
+            Some(user) => Cmd::new("AUTH").arg(user).arg(pass),
+            None => Cmd::new("AUTH").arg(pass),
+        };
+        conn.call(&auth).await.with_context(|| format!("AUTH at {addr}"))?;
+    }
+    Ok(link)
 }
 
 /// Empties what an earlier run left under the names this run uses, so every run starts alike.
@@ -317,7 +381,8 @@ struct Row {
 /// One run against one target, shared by its clients.
 #[derive(Debug)]
 struct Run {
-    peer: Peer,
+    /// How a client reconnects.
+    dial: Dial,
     /// Ops started from here on are measured; before it is warmup.
     measure_from: Instant,
     /// No op starts after this.
@@ -337,9 +402,10 @@ impl Run {
 /// Connects the clients, cleans up, runs them for the warmup and the duration, and merges what
 /// they measured.
 async fn measure(target: &Target, settings: &Settings, show_progress: bool) -> anyhow::Result<Report<Row>> {
+    let dial = Dial::new(target, settings.tls_ca.as_deref())?;
     let mut conns = Vec::with_capacity(settings.clients);
     for i in 0..settings.clients {
-        conns.push(connect(target.peer, target.addr(i)).await?);
+        conns.push(connect(&dial, target.addr(i)).await?);
     }
     // What one node of a cluster cleans, every node sees.
     if let Some(Link::Resp(conn)) = conns.first_mut() {
@@ -356,7 +422,7 @@ async fn measure(target: &Target, settings: &Settings, show_progress: bool) -> a
     let value = Bytes::from(vec![b'v'; settings.size]);
     let start = Instant::now();
     let run = Arc::new(Run {
-        peer: target.peer,
+        dial,
         measure_from: start + settings.warmup,
         end: start + settings.warmup + settings.duration,
         done: AtomicU64::new(0),
@@ -477,14 +543,35 @@ mod tests {
     #[test]
     fn target_reads_turnstile_and_redis_urls() {
         let turnstile: Target = "turnstile://127.0.0.1:7379".parse().unwrap();
-        assert_eq!(turnstile, Target { peer: Peer::Turnstile, addrs: vec!["127.0.0.1:7379".into()] });
+        assert_eq!(
+            turnstile,
+            Target { peer: Peer::Turnstile, addrs: vec!["127.0.0.1:7379".into()], tls: false, auth: None }
+        );
         let redis: Target = "redis://localhost:6379/".parse().unwrap();
-        assert_eq!(redis, Target { peer: Peer::Redis, addrs: vec!["localhost:6379".into()] });
+        assert_eq!(
+            redis,
+            Target { peer: Peer::Redis, addrs: vec!["localhost:6379".into()], tls: false, auth: None }
+        );
         assert_eq!(redis.to_string(), "redis://localhost:6379");
         let v6: Target = "redis://[::1]:6379".parse().unwrap();
         assert_eq!(v6.addrs, ["[::1]:6379"]);
         let etcd: Target = "etcd://127.0.0.1:2379".parse().unwrap();
-        assert_eq!(etcd, Target { peer: Peer::Etcd, addrs: vec!["127.0.0.1:2379".into()] });
+        assert_eq!(
+            etcd,
+            Target { peer: Peer::Etcd, addrs: vec!["127.0.0.1:2379".into()], tls: false, auth: None }
+        );
+    }
+
+    #[test]
+    fn a_target_may_be_under_tls_and_authenticate() {
+        let t: Target = "turnstiles://alice:s3cret@127.0.0.1:7390".parse().unwrap();
+        assert!(t.tls);
+        assert_eq!(t.auth, Some((Some("alice".into()), "s3cret".into())));
+        assert_eq!(t.to_string(), "turnstiles://alice@127.0.0.1:7390", "no password shown");
+        let r: Target = "rediss://pw@localhost:6390".parse().unwrap();
+        assert_eq!((r.peer, r.tls, r.auth), (Peer::Redis, true, Some((None, "pw".into()))));
+        let err = Dial::new(&"rediss://localhost:6390".parse().unwrap(), None).unwrap_err();
+        assert!(err.to_string().contains("--tls-ca"), "{err}");
     }
 
     #[test]
@@ -605,6 +692,7 @@ mod tests {
             wait: Duration::ZERO,
             duration: Duration::from_millis(300),
             warmup: Duration::ZERO,
+            tls_ca: None,
         }
     }
 
@@ -643,7 +731,12 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn every_workload_runs_against_turnstile() -> anyhow::Result<()> {
         let server = TurnstileServer::start().await?;
-        let target = Target { peer: Peer::Turnstile, addrs: vec![server.resp_addr.to_string()] };
+        let target = Target {
+            peer: Peer::Turnstile,
+            addrs: vec![server.resp_addr.to_string()],
+            tls: false,
+            auth: None,
+        };
 
         for workload in [Workload::Locks, Workload::Queues, Workload::Kv] {
             assert_clean_run(&measure(&target, &quick(workload), false).await?);
@@ -671,7 +764,12 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn evalsha_and_multi_run_against_turnstile() -> anyhow::Result<()> {
         let server = TurnstileServer::start().await?;
-        let target = Target { peer: Peer::Turnstile, addrs: vec![server.resp_addr.to_string()] };
+        let target = Target {
+            peer: Peer::Turnstile,
+            addrs: vec![server.resp_addr.to_string()],
+            tls: false,
+            auth: None,
+        };
         for workload in [Workload::Evalsha, Workload::Multi] {
             let report = measure(&target, &quick(workload), false).await?;
             assert_clean_run(&report);
@@ -698,7 +796,7 @@ mod tests {
             [("turnstile", "`turnstile server`"), ("redis", "redis-server"), ("etcd", "etcd")]
         {
             let target: Target = format!("{url}://127.0.0.1:{port}").parse().unwrap();
-            let err = connect(target.peer, &target.addrs[0]).await.unwrap_err();
+            let err = connect(&Dial::new(&target, None).unwrap(), &target.addrs[0]).await.unwrap_err();
             let expected = format!("cannot connect to 127.0.0.1:{port} — is {program} running?");
             assert_eq!(err.to_string(), expected);
         }
@@ -768,7 +866,12 @@ mod tests {
             eprintln!("redis-server is not installed: skipped");
             return Ok(());
         };
-        let target = Target { peer: Peer::Redis, addrs: vec![format!("127.0.0.1:{}", redis.port)] };
+        let target = Target {
+            peer: Peer::Redis,
+            addrs: vec![format!("127.0.0.1:{}", redis.port)],
+            tls: false,
+            auth: None,
+        };
         for workload in ALL_RESP {
             assert_clean_run(&measure(&target, &quick(workload), false).await?);
         }

@@ -121,6 +121,8 @@ impl Connection {
     /// `CLIENT KILL`: closes the other matching connections at once; a connection that kills
     /// itself is answered first, then closed, as in Redis.
     fn kill(&mut self, kill: KillCmd) -> Flow {
+        let action = format!("CLIENT KILL {kill:?}");
+        crate::auth::audit_admin(&self.client.user(), &self.client.line(), &action);
         let clients = self.shared.clients.list();
         let (matching, old_form): (Vec<&Arc<Client>>, bool) = match &kill {
             KillCmd::Addr(addr) => (clients.iter().filter(|c| same_addr(c.addr, addr)).collect(), true),
