@@ -108,6 +108,8 @@ const SERVER_HELP: &str = "\
 Config file only:
   amqp-users  AMQP users (PLAIN and AMQPLAIN): an [amqp-users] table of name = \"password\" lines,
               which replaces the default guest = \"guest\" (guest may log in from loopback only)
+  users       users of every protocol: [users.NAME] tables (password, categories, keys, locks,
+              queues, channels, tokens, max-connections); see docs/security.md
 
 Every flag above but --config and the logging ones is also a config file key of the same name,
 e.g. max-clients = 5000. Later sources win: defaults, the file, TURNSTILE_* variables, flags.";

@@ -108,6 +108,16 @@ async fn a_wrong_password_is_refused_with_403_and_audited() {
     };
     assert!(audited.contains("\"auth\"") && audited.contains("protocol=amqp addr=127.0.0.1:"), "{audited}");
 
+    // And so does `ACL LOG`, as for RESP's refusals.
+    let mut con = server.client();
+    let _: () = redis::cmd("AUTH").arg("admin").arg("adminpw").query(&mut con).expect("AUTH");
+    let log: Vec<redis::Value> = redis::cmd("ACL").arg("LOG").query(&mut con).expect("ACL LOG");
+    let entries = format!("{log:?}");
+    assert!(
+        entries.contains("amqp") && entries.contains("alice") && entries.contains("auth"),
+        "ACL LOG has the refused AMQP login: {entries}"
+    );
+
     // The right password logs in.
     let conn = connect(&url(&server, "alice", "alicepw")).await.expect("alice logs in");
     conn.close(200, "bye".into()).await.expect("close");
@@ -254,8 +264,9 @@ async fn a_users_max_connections_are_enforced_and_freed_on_close() {
     );
     // Another user is not counted against it.
     let alice = connect(&url(&server, "alice", "alicepw")).await.expect("alice is not capped's");
-    let (_, scrape) = common::scrape::Scrape::get(&server.http_addr);
-    assert_eq!(scrape.value("turnstile_user_connections_refused_total", &[]), 1.0);
+    let mut con = server.client();
+    let _: () = redis::cmd("AUTH").arg("admin").arg("adminpw").query(&mut con).expect("AUTH");
+    assert_eq!(common::info_u64(&mut con, "stats", "user_connections_refused"), 1);
 
     // A closed connection frees its place (once the server has seen it go).
     first.close(200, "bye".into()).await.expect("close");

@@ -211,12 +211,22 @@ fn send_and_read_to_close(addr: &str, request: &[u8]) -> String {
 
 /// Sends `request` and reads one line of answer (the connection stays open).
 fn send_and_read_line(addr: &str, request: &[u8]) -> String {
+    send_and_read_lines(addr, request, 1).remove(0)
+}
+
+/// Sends `request` and reads `n` lines of answer.
+fn send_and_read_lines(addr: &str, request: &[u8], n: usize) -> Vec<String> {
     let stream = TcpStream::connect(addr).expect("connects");
     stream.set_read_timeout(Some(WAIT)).expect("timeout");
     (&stream).write_all(request).expect("write");
-    let mut line = String::new();
-    BufReader::new(&stream).read_line(&mut line).expect("a reply line");
-    line
+    let mut reader = BufReader::new(&stream);
+    (0..n)
+        .map(|_| {
+            let mut line = String::new();
+            reader.read_line(&mut line).expect("a reply line");
+            line
+        })
+        .collect()
 }
 
 /// Logs in over AMQP and declares a queue; the refusal's code and text if any.
@@ -283,16 +293,22 @@ fn with_a_password_other_hosts_must_authenticate_instead() {
     let other = OtherHost::create();
     let server = Exposed::start("requirepass = \"s3cret\"\n", &[]);
     let (resp, amqp) = (other.addr(server.resp), other.addr(server.amqp));
-    let (get, login, bad_login) = other.run(|| {
+    let (get, authed, login, bad_login) = other.run(|| {
         let get = send_and_read_line(&resp, b"GET k\r\n");
+        let authed = send_and_read_lines(&resp, b"AUTH s3cret\r\nPING\r\n", 2);
         let login = amqp_declare(&format!("amqp://default:s3cret@{amqp}/%2f"), "q");
         let bad_login = amqp_declare(&format!("amqp://default:wrong@{amqp}/%2f"), "q");
-        (get, login, bad_login)
+        (get, authed, login, bad_login)
     });
     assert_eq!(get, "-NOAUTH Authentication required.\r\n");
+    assert_eq!(authed, ["+OK\r\n", "+PONG\r\n"], "the other host authenticates and is served");
     assert_eq!(login, Ok(()), "the default user logs in with its password from another host");
     assert_eq!(bad_login.expect_err("a wrong password is refused").0, 403);
-    assert_eq!(server.counter("turnstile_protected_mode_refused_total"), 0.0);
+    let mut con = redis::Client::open(format!("redis://:s3cret@{}/", server.loopback(server.resp)))
+        .expect("url")
+        .get_connection_with_timeout(WAIT)
+        .expect("connects with the password");
+    assert_eq!(common::info_u64(&mut con, "stats", "protected_mode_refused"), 0);
 }
 
 #[test]
