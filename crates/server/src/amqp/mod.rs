@@ -16,6 +16,11 @@
 //! credit are the core's, so RESP and AMQP see the same state. Replies the client waits for are
 //! sent in order per channel: a synchronous method first waits for the connection's earlier
 //! publishes to be applied.
+//!
+//! A login (PLAIN, AMQPLAIN) names a user of the table every protocol shares (`auth.rs`); the
+//! connection's session runs as that user, so its permissions are checked on every method and a
+//! refusal closes the channel in RabbitMQ's words (`session.rs`). Delivery tags belong to their
+//! channel, so no client can ack or nack another user's delivery over AMQP.
 
 mod channel;
 mod connection;
