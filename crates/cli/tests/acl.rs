@@ -242,3 +242,32 @@ fn max_connections_per_user_is_enforced() {
         reply(&mut second, &["AUTH", "gina", "g"]).is_ok()
     });
 }
+
+/// The CLI's client commands authenticate with `--user` / `--password` (or their variables):
+/// without them a server with users refuses, with them the command runs as that user, and a hold
+/// taken so is the user's own.
+#[test]
+fn the_cli_authenticates_with_user_and_password() {
+    let (server, _config) = server();
+    let run = |env: &[(&str, &str)], args: &[&str]| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_turnstile"));
+        cmd.args(args).env("TURNSTILE_SERVER", &server.addr).env_remove("TURNSTILE_LOG");
+        cmd.env_remove("TURNSTILE_USER").env_remove("TURNSTILE_PASSWORD");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let (status, out) = common::run_bounded(cmd, Duration::from_secs(60));
+        (status.expect("the CLI exits").success(), out)
+    };
+    let (ok, out) = run(&[], &["lock", "acquire", "app:cli", "--ttl", "60s"]);
+    assert!(!ok && out.contains("NOAUTH"), "{out}");
+    let (ok, out) = run(&[("TURNSTILE_PASSWORD", "wrong")], &["lock", "acquire", "app:cli", "--ttl", "60s"]);
+    assert!(!ok && out.contains("WRONGPASS"), "{out}");
+    let alice = [("TURNSTILE_USER", "alice"), ("TURNSTILE_PASSWORD", "pw")];
+    let (ok, out) = run(&alice, &["lock", "acquire", "app:cli", "--ttl", "60s"]);
+    assert!(ok, "{out}");
+    let (ok, out) = run(&alice, &["lock", "acquire", "other:cli", "--ttl", "60s"]);
+    assert!(!ok && out.contains("NOPERM"), "alice's patterns hold on the CLI too: {out}");
+    let (ok, out) = run(&[], &["lock", "info", "app:cli", "--user", "default", "--password", "admin-pw"]);
+    assert!(ok && out.contains("app:cli"), "{out}");
+}
