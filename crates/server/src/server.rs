@@ -78,6 +78,9 @@ pub struct Shared {
     pub shutdown: Shutdown,
 }
 
+/// How long a start waits to read the users `ACL SETUSER` changed (see `Server::start`).
+const USERS_FIRST_READ: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Why the server could not start or stopped. The cause of each is its `source`, not part of its
 /// text, so that a printer of the whole chain (`{:#}`, the command line's) says it once.
 #[derive(Debug, thiserror::Error)]
@@ -372,6 +375,15 @@ impl Server {
             session_timeout: timeout,
             shutdown: shutdown.clone(),
         });
+        // The users `ACL SETUSER` changed, before any client can log in: a user deleted or changed
+        // there must not log in with what the config file says. A node of a cluster that has no
+        // leader yet cannot read; `auth::follow` reads as soon as it can.
+        match tokio::time::timeout(USERS_FIRST_READ, shared.node.read(|s| s.acl_layer().clone())).await {
+            Ok(Ok(layer)) => shared.users.reload(&layer),
+            _ => tracing::info!(
+                "users changed by ACL SETUSER not read yet; the config file's apply until they are"
+            ),
+        }
         Ok(Server {
             resp: Listener::new(bound.resp, Protocol::Resp, shared.clone()),
             http: Listener::new(bound.http, Protocol::Http, shared.clone()),
