@@ -206,6 +206,16 @@ impl Perms {
         }
     }
 
+    /// What a log entry carries of a user that runs no script: only whether it is an admin.
+    pub fn admin_only(admin: bool) -> Perms {
+        let commands = if admin {
+            vec![CommandRule { allow: true, selector: Selector::Category(Category::Admin) }]
+        } else {
+            Vec::new()
+        };
+        Perms { commands, ..Perms::default() }
+    }
+
     /// Whether the command named `name` (RESP's name, lower case; for a command of another
     /// protocol, the name of its RESP twin) in `categories` is allowed.
     pub fn allows_command(&self, name: &str, categories: Categories) -> bool {
@@ -788,6 +798,21 @@ impl Command {
             Command::InSession { command, .. }
             | Command::AsUser { command, .. }
             | Command::Limited { command, .. } => command.categories(),
+        }
+    }
+}
+
+impl Command {
+    /// Whether applying the command runs a Lua script (whose commands are checked against the
+    /// caller's permissions in the state machine).
+    pub fn runs_script(&self) -> bool {
+        match self {
+            Command::Eval(_) => true,
+            Command::Exec { steps, .. } => {
+                steps.iter().any(|step| matches!(step, Step::Write(cmd) if cmd.runs_script()))
+            }
+            Command::InSession { command, .. } | Command::AsUser { command, .. } => command.runs_script(),
+            _ => false,
         }
     }
 }
