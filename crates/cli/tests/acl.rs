@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::io::Write as _;
 use std::time::Duration;
 
 use common::redis_ref::{RedisRef, reply, same_replies};
@@ -23,10 +22,7 @@ channels = ["news"]
 "#;
 
 fn server() -> (TestServer, tempfile::NamedTempFile) {
-    let mut file = tempfile::NamedTempFile::new().expect("temp file");
-    file.write_all(CONFIG.as_bytes()).expect("config written");
-    let path = file.path().to_str().expect("utf-8 path").to_owned();
-    (TestServer::start_with(&["--config", &path]), file)
+    TestServer::start_with_config(CONFIG, &[])
 }
 
 fn connect(addr: &str, user: &str, pass: &str) -> redis::Connection {
@@ -207,10 +203,9 @@ fn redis_cli_and_redis_py_authenticate_with_a_user() {
 
 #[test]
 fn a_user_set_on_one_node_authenticates_on_another() {
-    let mut file = tempfile::NamedTempFile::new().expect("temp file");
-    file.write_all(b"requirepass = \"admin-pw\"\n").expect("config written");
-    let path = file.path().to_str().expect("utf-8 path").to_owned();
-    let cluster = common::cluster::TestCluster::start(3, &["--config", &path]);
+    let file = common::config_file("requirepass = \"admin-pw\"\n");
+    let cluster =
+        common::cluster::TestCluster::start(3, &["--config", file.path().to_str().expect("utf-8 path")]);
     let mut set = false;
     until("a node takes ACL SETUSER", Duration::from_secs(20), || {
         (0..3).any(|i| {
@@ -230,10 +225,8 @@ fn a_user_set_on_one_node_authenticates_on_another() {
 
 #[test]
 fn max_connections_per_user_is_enforced() {
-    let mut file = tempfile::NamedTempFile::new().expect("temp file");
-    file.write_all(b"[users.gina]\npassword = \"g\"\ncategories = [\"+@all\"]\nmax-connections = 1\n")
-        .unwrap();
-    let server = TestServer::start_with(&["--config", file.path().to_str().unwrap()]);
+    let config = "[users.gina]\npassword = \"g\"\ncategories = [\"+@all\"]\nmax-connections = 1\n";
+    let (server, _config) = TestServer::start_with_config(config, &[]);
     let first = connect(&server.addr, "gina", "g");
     let mut second = anonymous(&server.addr);
     assert_eq!(err(&mut second, &["AUTH", "gina", "g"]), "ERR user gina has reached max-connections (1)");

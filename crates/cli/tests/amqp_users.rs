@@ -42,16 +42,6 @@ queues = ["*"]
 max-connections = 2
 "#;
 
-/// A server started with `config` as its config file; the temp dir holding it lives as long.
-fn server_with(config: &str, args: &[&str]) -> (TestServer, tempfile::TempDir) {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let path = dir.path().join("turnstile.toml");
-    std::fs::write(&path, config).expect("config written");
-    let mut all = vec!["--config", path.to_str().expect("utf-8 path")];
-    all.extend_from_slice(args);
-    (TestServer::start_with(&all), dir)
-}
-
 fn url(server: &TestServer, user: &str, password: &str) -> String {
     format!("amqp://{user}:{password}@{}/%2f", server.amqp_addr)
 }
@@ -70,10 +60,8 @@ fn refusal(error: &lapin::Error) -> (u16, String) {
 
 #[tokio::test]
 async fn a_wrong_password_is_refused_with_403_and_audited() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let path = dir.path().join("turnstile.toml");
-    std::fs::write(&path, USERS).expect("config written");
-    let (server, stderr) = TestServer::start_with_stderr(&["--config", path.to_str().unwrap()]);
+    let config = common::config_file(USERS);
+    let (server, stderr) = TestServer::start_with_stderr(&["--config", config.path().to_str().unwrap()]);
     let (lines_tx, lines) = mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
@@ -125,7 +113,7 @@ async fn a_wrong_password_is_refused_with_403_and_audited() {
 
 #[tokio::test]
 async fn a_user_limited_to_app_queues_is_refused_the_others_in_rabbitmqs_words() {
-    let (server, _dir) = server_with(USERS, &[]);
+    let (server, _dir) = TestServer::start_with_config(USERS, &[]);
     let conn = connect(&url(&server, "alice", "alicepw")).await.expect("alice logs in");
 
     // Her own queue: declare, publish (default exchange, confirmed), get, consume.
@@ -249,7 +237,7 @@ async fn guest_from_loopback_works_while_authentication_is_off() {
 
 #[tokio::test]
 async fn a_users_max_connections_are_enforced_and_freed_on_close() {
-    let (server, _dir) = server_with(USERS, &[]);
+    let (server, _dir) = TestServer::start_with_config(USERS, &[]);
     let first = connect(&url(&server, "capped", "cappedpw")).await.expect("first");
     let second = connect(&url(&server, "capped", "cappedpw")).await.expect("second");
     let err = connect(&url(&server, "capped", "cappedpw")).await.expect_err("third refused");

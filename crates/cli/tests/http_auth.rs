@@ -37,13 +37,9 @@ locks = ["*"]
 max-connections = 1
 "#;
 
-/// A server with [`USERS`]; the config file lives in the returned dir.
-fn start() -> (TestServer, tempfile::TempDir) {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let config = dir.path().join("turnstile.toml");
-    std::fs::write(&config, USERS).expect("config written");
-    let server = TestServer::start_with(&["--config", config.to_str().expect("utf-8 path")]);
-    (server, dir)
+/// A server with [`USERS`]; the config file lives as long as the returned handle.
+fn start() -> (TestServer, tempfile::NamedTempFile) {
+    TestServer::start_with_config(USERS, &[])
 }
 
 /// Credentials a request carries.

@@ -432,9 +432,10 @@ impl User {
         self.enabled && (self.nopass || self.passwords.contains(&hash_secret(password)))
     }
 
-    /// Whether `token` is one of this user's bearer tokens (who must be on).
-    pub fn accepts_token(&self, token: &[u8]) -> bool {
-        self.enabled && self.tokens.contains(&hash_secret(token))
+    /// Whether the bearer token whose [`hash_secret`] is `hash` is one of this user's (who must
+    /// be on). The caller hashes once for the whole table.
+    pub fn accepts_token_hash(&self, hash: &str) -> bool {
+        self.enabled && self.tokens.contains(hash)
     }
 
     /// Applies `ACL SETUSER` rules in order. `known_command` says whether `+name` / `-name`

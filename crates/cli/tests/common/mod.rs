@@ -45,6 +45,15 @@ impl TestServer {
         server
     }
 
+    /// Starts the server with `config` as its config file, plus extra flags. The file lives as
+    /// long as the handle returned with the server.
+    pub fn start_with_config(config: &str, args: &[&str]) -> (TestServer, tempfile::NamedTempFile) {
+        let file = config_file(config);
+        let mut all = vec!["--config", file.path().to_str().expect("utf-8 path")];
+        all.extend_from_slice(args);
+        (TestServer::start_with(&all), file)
+    }
+
     /// Starts the server on `dir` (created if needed) with extra flags and waits until it is
     /// ready. The dir is the caller's: it is not deleted when the server is dropped.
     pub fn start_in(dir: &Path, args: &[&str]) -> TestServer {
@@ -376,4 +385,11 @@ pub fn holder_tokens(con: &mut redis::Connection, lock: &str) -> Vec<i64> {
             _ => None,
         })
         .collect()
+}
+
+/// A config file holding `text`, deleted when dropped: keep it as long as the servers that read it.
+pub fn config_file(text: &str) -> tempfile::NamedTempFile {
+    let mut file = tempfile::NamedTempFile::new().expect("temp file");
+    file.write_all(text.as_bytes()).expect("config written");
+    file
 }
