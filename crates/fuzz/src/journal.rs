@@ -87,7 +87,12 @@ fn scratch_dir() -> tempfile::TempDir {
 }
 
 fn options(truncate_corrupt: bool, small: bool) -> Options {
-    Options { fsync: FsyncPolicy::Never, segment_bytes: if small { 256 } else { 4096 }, truncate_corrupt }
+    Options {
+        fsync: FsyncPolicy::Never,
+        segment_bytes: if small { 256 } else { 4096 },
+        truncate_corrupt,
+        write_behind: false,
+    }
 }
 
 fn segment_path(dir: &Path, seq: u64) -> PathBuf {

@@ -46,20 +46,74 @@ pub use node::{
     AdminRequest, Answer, Cluster, ClusterStatus, MemberStatus, Node, NodeConfig, NodeError, NodeStatus,
     Storage,
 };
-pub use state_machine::{AppliedEffects, StateMachineStore, StoredSnapshot};
+pub use state_machine::{AppliedEffects, EffectHandler, StateMachineStore, StoredSnapshot};
 pub use turnstile_storage::{
     BackupHeader, BackupWriter, DataDirMeta, FsyncPolicy, HeldSaves, JournalStats, Options as StorageOptions,
     StorageError, format_cluster_id, random_cluster_id,
 };
 
-openraft::declare_raft_types!(
-    /// openraft's type configuration for Turnstile: a log entry carries a [`Batch`] of commands
-    /// and its application yields a [`BatchReply`]. Node ids are `u64`; nodes are
-    /// [`openraft::BasicNode`] (an address), for the clusters to come.
-    pub TypeConfig:
-        D = Batch,
-        R = BatchReply,
-);
+/// openraft's type configuration for Turnstile: a log entry carries a [`Batch`] of commands
+/// and its application yields a [`BatchReply`]. Node ids are `u64`; nodes are
+/// [`openraft::BasicNode`] (an address). Written out rather than declared with openraft's macro,
+/// which cannot set the responder: ours is [`ReplyTo`], a function called inside apply.
+#[derive(Debug, Clone, Copy, Default, Eq, PartialEq, Ord, PartialOrd)]
+pub struct TypeConfig {}
+
+impl openraft::RaftTypeConfig for TypeConfig {
+    type D = Batch;
+    type R = BatchReply;
+    type NodeId = u64;
+    type Node = openraft::BasicNode;
+    type Term = u64;
+    type LeaderId = openraft::impls::leader_id_adv::LeaderId<u64, u64>;
+    type Vote = openraft::impls::Vote<Self::LeaderId>;
+    type Payload = openraft::EntryPayload<Batch, u64, openraft::BasicNode>;
+    type Entry = openraft::Entry<<Self::LeaderId as openraft::vote::RaftLeaderId>::Committed, Self::Payload>;
+    type Responder<T>
+        = ReplyTo<T>
+    where
+        T: openraft::OptionalSend + 'static;
+    type Batch<T>
+        = openraft::impls::InlineBatch<T>
+    where
+        T: openraft::OptionalSend + 'static;
+    type AsyncRuntime = openraft::impls::TokioRuntime;
+    type ErrorSource = openraft::impls::BoxedErrorSource;
+}
+
+/// Where an entry's result goes: a function that openraft's apply calls, on the state machine's
+/// task, with the entry's replies — or with `None` when it is dropped unanswered (Raft stopped).
+/// The batcher's function hands each proposer its reply there and then: no task, channel or
+/// wake-up per entry between apply and the proposers.
+pub struct ReplyTo<T>(Option<Box<dyn FnOnce(Option<T>) + Send>>);
+
+impl<T> ReplyTo<T> {
+    pub fn new(f: impl FnOnce(Option<T>) + Send + 'static) -> ReplyTo<T> {
+        ReplyTo(Some(Box::new(f)))
+    }
+}
+
+impl<T> fmt::Debug for ReplyTo<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ReplyTo")
+    }
+}
+
+impl<T: openraft::OptionalSend + 'static> openraft::raft::responder::Responder<TypeConfig, T> for ReplyTo<T> {
+    fn on_complete(mut self, result: T) {
+        if let Some(f) = self.0.take() {
+            f(Some(result));
+        }
+    }
+}
+
+impl<T> Drop for ReplyTo<T> {
+    fn drop(&mut self) {
+        if let Some(f) = self.0.take() {
+            f(None);
+        }
+    }
+}
 
 /// The openraft handle with Turnstile's types.
 pub type Raft = openraft::Raft<TypeConfig, StateMachineStore>;

@@ -48,6 +48,28 @@ type Snapshot = SnapshotOf<TypeConfig, Bytes>;
 /// The effects of one applied log entry: `(log index, effects)`, never with an empty list.
 pub type AppliedEffects = (u64, Vec<Effect>);
 
+/// A function that takes each applied entry's effects inside apply, before the entry's proposers
+/// get their replies: what a wait's outcome is handed to without a task or a wake-up in between.
+/// It must be quick and never block (it runs on the log's thread, under the state's write lock).
+pub type EffectHandler = Box<dyn Fn(u64, Vec<Effect>) + Send + Sync>;
+
+/// Where applied effects go.
+enum EffectSink {
+    /// The channel [`crate::Node::take_effects`] hands out.
+    Channel(mpsc::UnboundedSender<AppliedEffects>),
+    /// The handler [`crate::Node::route_effects`] installed.
+    Handler(EffectHandler),
+}
+
+impl std::fmt::Debug for EffectSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            EffectSink::Channel(_) => "EffectSink::Channel",
+            EffectSink::Handler(_) => "EffectSink::Handler",
+        })
+    }
+}
+
 /// The state-machine adapter handed to openraft. Cheap to clone: clones share one state (the
 /// snapshot builder is a clone, and so is the handle [`crate::Node`] reads through).
 #[derive(Debug, Clone)]
@@ -60,7 +82,8 @@ struct Shared {
     applied: RwLock<Applied>,
     /// The latest snapshot built or installed, served to openraft (e.g. to send to a follower).
     snapshot: Mutex<Option<StoredSnapshot>>,
-    effects: mpsc::UnboundedSender<AppliedEffects>,
+    /// Where applied effects go: the channel until a handler is installed.
+    effects: Mutex<EffectSink>,
     deadline: watch::Sender<Option<Timestamp>>,
     /// Where snapshots are persisted; `None` keeps them in memory only.
     disk: Option<SnapshotStore>,
@@ -124,7 +147,7 @@ impl StateMachineStore {
         let shared = Shared {
             applied: RwLock::new(applied),
             snapshot: Mutex::new(snapshot),
-            effects,
+            effects: Mutex::new(EffectSink::Channel(effects)),
             deadline,
             disk,
             payload_bytes,
@@ -217,6 +240,22 @@ impl StateMachineStore {
     }
 
     /// Applies one entry and returns its reply. Takes the write lock for this entry only.
+    /// From now on, hands applied effects to `handler` inside apply instead of sending them on
+    /// the channel; what the channel still holds (`queued`, its receiver) goes to the handler
+    /// first, so nothing is lost or reordered.
+    pub(crate) fn route_effects(
+        &self,
+        handler: EffectHandler,
+        mut queued: mpsc::UnboundedReceiver<AppliedEffects>,
+    ) -> io::Result<()> {
+        let mut sink = self.shared.effects.lock().map_err(poisoned)?;
+        while let Ok((index, effects)) = queued.try_recv() {
+            handler(index, effects);
+        }
+        *sink = EffectSink::Handler(handler);
+        Ok(())
+    }
+
     fn apply_entry(&self, log_id: LogId, payload: PayloadOf<TypeConfig>) -> io::Result<BatchReply> {
         let index = log_id.index();
         let mut applied = self.shared.applied.write().map_err(poisoned)?;
@@ -236,8 +275,11 @@ impl StateMachineStore {
                     effects.extend(fx);
                 }
                 if !effects.is_empty() {
-                    // The receiver may be gone (server shutting down); effects are then moot.
-                    let _ = self.shared.effects.send((index, effects));
+                    match &*self.shared.effects.lock().map_err(poisoned)? {
+                        // The receiver may be gone (server shutting down); effects are then moot.
+                        EffectSink::Channel(tx) => drop(tx.send((index, effects))),
+                        EffectSink::Handler(handler) => handler(index, effects),
+                    }
                 }
                 BatchReply(replies)
             }

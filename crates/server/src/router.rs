@@ -1,6 +1,6 @@
 //! Routes the state machine's effects to the connections they concern.
 //!
-//! Effects arrive in log order from the node. An effect that names a session goes to the channel
+//! Effects arrive in log order from the node, inside apply on the log's thread ([`Router::install`]). An effect that names a session goes to the channel
 //! that session's connection registered when it opened the session, so a connection never misses
 //! the wake-up for a wait it started: the channel exists before the wait does. Effects that name
 //! no session (leases running out) only update counters. A published message goes to this node's
@@ -67,6 +67,17 @@ impl Router {
         }
     }
 
+    /// Routes one effect, on the log's thread inside apply (see [`Router::install`]); a published
+    /// message is handed back instead, to be delivered off that thread (its fan-out to every
+    /// subscriber is the one effect whose cost grows with the clients).
+    fn route_now(&self, effect: Effect) -> Option<Effect> {
+        if matches!(effect, Effect::Message { .. }) {
+            return Some(effect);
+        }
+        self.route(effect);
+        None
+    }
+
     fn route(&self, effect: Effect) {
         let counters = &self.stats.counters;
         let session = match &effect {
@@ -108,20 +119,37 @@ impl Router {
         }
     }
 
-    /// Routes effects until the node stops sending them or shutdown begins.
-    pub async fn run(
-        &self,
-        mut effects: mpsc::UnboundedReceiver<(u64, Vec<Effect>)>,
+    /// Has the node hand every applied entry's effects to this router inside apply, so a wait's
+    /// outcome (the grant after a release, a delivery after a push) reaches its connection's
+    /// channel before the entry's own proposers get their replies — with no task and no wake-up
+    /// in between. Published messages go to a task that fans them out until shutdown begins.
+    pub fn install(
+        self: &Arc<Self>,
+        node: &turnstile_raft::Node,
         mut shutdown: Shutdown,
-    ) {
-        loop {
-            tokio::select! {
-                batch = effects.recv() => match batch {
-                    Some((_, batch)) => batch.into_iter().for_each(|e| self.route(e)),
-                    None => return,
-                },
-                () = shutdown.recv() => return,
+    ) -> tokio::task::JoinHandle<()> {
+        let (later, mut messages) = mpsc::unbounded_channel();
+        let router = Arc::clone(self);
+        let installed = node.route_effects(Box::new(move |_, effects| {
+            for message in effects.into_iter().filter_map(|e| router.route_now(e)) {
+                // The receiver is gone only at shutdown; messages are then moot.
+                let _ = later.send(message);
             }
+        }));
+        if let Err(e) = installed {
+            tracing::error!(error = %e, "effects are not routed");
         }
+        let router = Arc::clone(self);
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    message = messages.recv() => match message {
+                        Some(message) => router.route(message),
+                        None => return,
+                    },
+                    () = shutdown.recv() => return,
+                }
+            }
+        })
     }
 }

@@ -445,11 +445,7 @@ impl Server {
             log_runtime,
         } = self;
         crate::listener::warn_if_exposed(&shared);
-        let effects = shared.node.take_effects().expect("effects are taken once, here");
-        let router = tokio::spawn({
-            let (router, shutdown) = (shared.router.clone(), shutdown.clone());
-            async move { router.run(effects, shutdown).await }
-        });
+        let router = shared.router.install(&shared.node, shutdown.clone());
         let ticker = tokio::spawn(ticker::run(shared.node.clone(), shutdown.clone()));
         let users = tokio::spawn(crate::auth::follow(shared.clone(), shutdown.clone()));
         let keep_alive = tokio::spawn(host::run(

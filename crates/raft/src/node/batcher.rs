@@ -26,19 +26,19 @@
 //!                                    replies[i] ─► proposal i; slot freed
 //! ```
 
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 
-use openraft::impls::ProgressResponder;
 use openraft::raft::ClientWriteResult;
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use turnstile_core::{Command, Reply};
 use turnstile_storage::Journal;
 
 use super::NodeError;
-use super::error::{fatal_error, journal_stopped, write_error};
+use super::error::{journal_stopped, write_error};
 use super::forward::{self, Route, Target};
-use crate::{Batch, Clock, Raft, TypeConfig};
+use crate::{Batch, Clock, Raft, ReplyTo, TypeConfig};
 
 /// One queued command and where its reply goes.
 #[derive(Debug)]
@@ -96,6 +96,10 @@ pub(super) async fn run(
     journal: Option<Arc<Journal>>,
 ) {
     let slots = Arc::new(Semaphore::new(max_in_flight));
+    let in_flight = Arc::new(InFlight::default());
+    if let Some(route) = &route {
+        tokio::spawn(watchdog(raft.clone(), route.self_id, Arc::downgrade(&in_flight)));
+    }
     let mut taken = Vec::with_capacity(max_batch);
     loop {
         // Wait for a free pipeline slot first: while all are taken, proposals pile up in the
@@ -106,8 +110,7 @@ pub(super) async fn run(
         if queue.recv_many(&mut taken, max_batch).await == 0 {
             return;
         }
-        let (commands, mut waiters): (Vec<Command>, Vec<_>) =
-            taken.drain(..).map(|p| (p.cmd, p.reply)).unzip();
+        let (commands, waiters): (Vec<Command>, Vec<_>) = taken.drain(..).map(|p| (p.cmd, p.reply)).unzip();
         let target = match &route {
             None => Ok(Target::Here),
             Some(route) => route.target(&raft).await,
@@ -144,22 +147,70 @@ pub(super) async fn run(
         // The state machine takes the latest of the stamps it has applied, so a clock that steps
         // back (the system clock can) does not move its time back.
         let batch = Batch { now: clock.now(), commands };
-        let (responder, done) = ProgressResponder::complete_only();
-        match raft.client_write_ff(batch, Some(responder)).await {
-            Ok(()) => {
-                let (raft, self_id) = (raft.clone(), route.as_ref().map(|r| r.self_id));
-                let journal = journal.clone();
-                tokio::spawn(async move {
-                    tokio::select! {
-                        () = deliver(done, &mut waiters, journal.as_deref()) => {}
-                        () = cut_off(&raft, self_id) => fail_all(std::mem::take(&mut waiters), NodeError::Indeterminate(
-                            "this leader lost contact with a quorum before the write committed; it commits only if this node keeps the leadership".into(),
-                        )),
-                    }
-                    drop(slot);
-                });
+        let seq = in_flight.insert(waiters, slot);
+        let (answering, journal_then) = (in_flight.clone(), journal.clone());
+        let reply_to = ReplyTo::new(move |result: Option<ClientWriteResult<TypeConfig>>| {
+            // Taken by the watchdog already when this leader was cut off from its quorum.
+            let Some(waiters) = answering.take(seq) else { return };
+            deliver(result, waiters, journal_then.as_deref());
+        });
+        if let Err(fatal) = raft.client_write_ff(batch, Some(reply_to)).await {
+            // The responder was dropped with the refused write, and answered its proposers.
+            tracing::debug!(error = %fatal, "a batch was refused");
+        }
+    }
+}
+
+/// The entries submitted and not yet answered: their proposers' reply channels and pipeline
+/// slots, by a sequence number. The entry's [`ReplyTo`] takes its own out when it is applied (or
+/// dropped); the watchdog takes them all when this leader is cut off from its quorum.
+#[derive(Debug, Default)]
+pub(super) struct InFlight {
+    entries: Mutex<(u64, HashMap<u64, Entry>)>,
+}
+
+type Entry = (Vec<oneshot::Sender<Result<Reply, NodeError>>>, OwnedSemaphorePermit);
+
+impl InFlight {
+    fn insert(
+        &self,
+        waiters: Vec<oneshot::Sender<Result<Reply, NodeError>>>,
+        slot: OwnedSemaphorePermit,
+    ) -> u64 {
+        let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        let (next, map) = &mut *entries;
+        *next += 1;
+        map.insert(*next, (waiters, slot));
+        *next
+    }
+
+    /// The proposers of entry `seq`, whose slot is freed when they are dropped.
+    fn take(&self, seq: u64) -> Option<Vec<oneshot::Sender<Result<Reply, NodeError>>>> {
+        let entry = self.entries.lock().unwrap_or_else(PoisonError::into_inner).1.remove(&seq);
+        entry.map(|(waiters, _slot)| waiters)
+    }
+
+    fn take_all(&self) -> Vec<Entry> {
+        let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        entries.1.drain().map(|(_, entry)| entry).collect()
+    }
+}
+
+/// While this node leads a cluster: once it has heard from no quorum within its lease, an entry
+/// it proposed may wait for as long as the partition lasts, so its proposers are answered
+/// instead (the outcome is unknown) and their pipeline slots freed. Checked a few times per
+/// lease: an entry normally commits long before the first look.
+async fn watchdog(raft: Raft, self_id: u64, in_flight: Weak<InFlight>) {
+    loop {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        // Gone once the batcher and every entry it submitted are.
+        let Some(in_flight) = in_flight.upgrade() else { return };
+        if super::quorum_silent(&raft, self_id) {
+            for (waiters, _slot) in in_flight.take_all() {
+                fail_all(waiters, NodeError::Indeterminate(
+                    "this leader lost contact with a quorum before the write committed; it commits only if this node keeps the leadership".into(),
+                ));
             }
-            Err(fatal) => fail_all(waiters, stopped_by_journal(fatal_error(fatal), journal.as_deref())),
         }
     }
 }
@@ -174,43 +225,27 @@ fn stopped_by_journal(error: NodeError, journal: Option<&Journal>) -> NodeError 
     }
 }
 
-/// Waits for one entry's result and hands each proposer its own reply, in order. The waiters
-/// are taken as they are answered, so what is left can be failed if the wait is abandoned.
-async fn deliver(
-    done: oneshot::Receiver<ClientWriteResult<TypeConfig>>,
-    waiters: &mut Vec<oneshot::Sender<Result<Reply, NodeError>>>,
+/// Hands each proposer of one entry its own reply, in order, inside apply (or an error for all
+/// of them when the entry failed or Raft dropped it unanswered).
+fn deliver(
+    result: Option<ClientWriteResult<TypeConfig>>,
+    waiters: Vec<oneshot::Sender<Result<Reply, NodeError>>>,
     journal: Option<&Journal>,
 ) {
-    let replies = match done.await {
-        Ok(Ok(response)) => response.data.0,
-        Ok(Err(e)) => return fail_all(std::mem::take(waiters), stopped_by_journal(write_error(e), journal)),
-        // The responder was dropped unanswered: Raft stopped.
-        Err(_) => {
-            return fail_all(std::mem::take(waiters), stopped_by_journal(NodeError::ShuttingDown, journal));
-        }
+    let replies = match result {
+        Some(Ok(response)) => response.data.0,
+        Some(Err(e)) => return fail_all(waiters, stopped_by_journal(write_error(e), journal)),
+        // Dropped unanswered: Raft stopped.
+        None => return fail_all(waiters, stopped_by_journal(NodeError::ShuttingDown, journal)),
     };
     let count = replies.len();
     let mut replies = replies.into_iter();
-    for waiter in std::mem::take(waiters) {
+    for waiter in waiters {
         let result = replies.next().ok_or_else(|| {
             NodeError::Fatal(format!("state machine returned {count} replies for a larger batch"))
         });
         // The proposer may have given up (its connection closed); nothing to do then.
         let _ = waiter.send(result);
-    }
-}
-
-/// Resolves once this node, leading a cluster, has heard from no quorum within its lease: an
-/// entry it proposed may then wait for as long as the partition lasts, and its proposers are
-/// answered instead (the outcome is unknown). Never resolves for a single node (`self_id` none).
-async fn cut_off(raft: &Raft, self_id: Option<u64>) {
-    let Some(self_id) = self_id else { return std::future::pending().await };
-    loop {
-        // Checked a few times per lease: an entry normally commits long before the first look.
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        if super::quorum_silent(raft, self_id) {
-            return;
-        }
     }
 }
 

@@ -50,7 +50,7 @@ use turnstile_core::{Command, Reply, State, Timestamp};
 use turnstile_storage::{DirLock, Journal, JournalStats};
 
 use crate::network::{NoNetwork, TcpNetwork, serve};
-use crate::state_machine::{AppliedEffects, StateMachineStore};
+use crate::state_machine::{AppliedEffects, EffectHandler, StateMachineStore};
 use crate::{Clock, Raft, TypeConfig};
 use batcher::{Proposal, Stats};
 use error::{fatal_error, journal_stopped, read_error};
@@ -237,12 +237,21 @@ impl Node {
                 // lease and the connected majority can elect another. The least openraft allows:
                 // its lease (election_timeout_max) plus election_timeout_max.
                 quorum_loss_probe_interval: Some(election * 4),
+                // Entries go to the followers once queued in the leader's journal, not once
+                // fsynced there: a commit then waits for the slower of the two fsyncs, not both.
+                broadcast_submitted_on_append: Some(true),
                 ..raft_config
             };
         }
         let raft_config =
             Arc::new(raft_config.validate().map_err(|e| NodeError::Fatal(format!("raft config: {e}")))?);
-        let opened = open_storage(config.storage.as_ref())?;
+        // In a cluster the leader's fsync overlaps the followers' appends: its journal writes
+        // behind (append only queues) and openraft sends entries on as soon as they are queued.
+        let storage = config.storage.clone().map(|mut storage| {
+            storage.options.write_behind |= cluster.is_some();
+            storage
+        });
+        let opened = open_storage(storage.as_ref())?;
         let id = config.node_id;
         let (raft, cluster, route) = match cluster {
             None => {
@@ -565,6 +574,20 @@ impl Node {
         m.state == ServerState::Leader
             && m.current_leader == Some(id)
             && m.membership_config.membership().voter_ids().eq([id])
+    }
+
+    /// Hands the effects of every entry applied from now on to `handler`, inside apply (and
+    /// those queued for [`Node::take_effects`] first), instead of the channel. Fails when the
+    /// effects were taken already.
+    pub fn route_effects(&self, handler: EffectHandler) -> Result<(), NodeError> {
+        let queued = self
+            .inner
+            .effects
+            .lock()
+            .map_err(|_| NodeError::Fatal("effects lock poisoned".into()))?
+            .take()
+            .ok_or_else(|| NodeError::Fatal("effects were taken already".into()))?;
+        self.inner.state_machine.route_effects(handler, queued).map_err(|e| NodeError::Fatal(e.to_string()))
     }
 
     /// Effects of every applied entry, in log order: `(log index, effects)`, entries without

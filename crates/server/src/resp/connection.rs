@@ -56,6 +56,12 @@ const MAX_RUN: usize = 1024;
 /// then costs a second read and a copy into a new buffer.
 const READ_ROOM: usize = 2 * 1024;
 const READ_CHUNK: usize = 4 * 1024;
+/// The most one read asks for. A client that keeps the socket full (a bulk load through a
+/// pipeline) gets reads that double up to this, so one round carries up to [`MAX_RUN`] requests
+/// and shares one log entry and one fsync, rather than the three or four 1 KiB pushes that fit in
+/// [`READ_CHUNK`] (measured: 200k pipelined 1 KiB pushes ran at a third of Redis's rate for that
+/// reason alone).
+const READ_MAX: usize = 1024 * 1024;
 
 /// Why a connection ended other than by the client closing it cleanly.
 #[derive(Debug, thiserror::Error)]
@@ -114,6 +120,9 @@ pub struct Connection {
     gate: Arc<Gate>,
     /// Counts the connection against its user's `max-connections` once it authenticated.
     counted: Option<crate::auth::Counted>,
+    /// How much the next read asks for: doubled while reads fill the room they are given, back
+    /// to [`READ_CHUNK`] once one does not.
+    read_size: usize,
 }
 
 /// Whether to keep reading after a request.
@@ -148,6 +157,7 @@ impl Connection {
             transaction: Transaction::default(),
             gate,
             counted: None,
+            read_size: READ_CHUNK,
         }
     }
 
@@ -222,14 +232,17 @@ impl Connection {
             if more {
                 continue;
             }
-            self.make_read_room();
+            let room = self.make_read_room();
             tokio::select! {
                 read = self.stream.read_buf(&mut self.buf) => {
-                    if read? == 0 {
+                    let read = read?;
+                    if read == 0 {
                         // A close in the middle of a request is as clean as any other: nothing
                         // half-read was acted on.
                         return Ok(());
                     }
+                    self.read_size =
+                        if read >= room { (self.read_size * 2).min(READ_MAX) } else { READ_CHUNK };
                     self.check_query_buffer()?;
                 }
                 () = self.client.outbox.ready() => {}
@@ -514,10 +527,17 @@ impl Connection {
 
     /// See [`READ_ROOM`]. Payloads taken from the buffer share its allocation, so growing it
     /// usually starts a new one rather than moving the unread bytes to the front.
-    fn make_read_room(&mut self) {
-        if self.buf.capacity() - self.buf.len() < READ_ROOM {
-            self.buf.reserve(READ_CHUNK);
+    /// Makes room for the next read, and returns how much there is. A buffer grown for a bulk
+    /// load is given back once the load is over and the buffer is empty.
+    fn make_read_room(&mut self) -> usize {
+        if self.read_size == READ_CHUNK && self.buf.is_empty() && self.buf.capacity() > 4 * READ_CHUNK {
+            self.buf = BytesMut::with_capacity(READ_CHUNK);
         }
+        let wanted = self.read_size.max(READ_ROOM);
+        if self.buf.capacity() - self.buf.len() < wanted {
+            self.buf.reserve(self.read_size);
+        }
+        self.buf.capacity() - self.buf.len()
     }
 
     fn write(&mut self, frame: &Frame) {

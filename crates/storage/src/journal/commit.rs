@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Sender};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, TryLockError};
 
 use crate::error::StorageError;
 
@@ -32,6 +32,10 @@ pub(super) struct Inner {
     pub(super) writer: Mutex<Writer>,
     /// Set by `close`: later appends and syncs get `Closed`.
     pub(super) closed: AtomicBool,
+    /// `write_behind`: signalled (under the queue's lock) when something is queued.
+    pub(super) queued: Condvar,
+    /// Whether appends only queue, for the writer thread ([`Inner::write_behind`]).
+    pub(super) write_behind: bool,
     pub(super) shared: Arc<Shared>,
 }
 
@@ -69,7 +73,28 @@ impl Inner {
     /// Queues `command`, then writes everything queued unless another thread is writing already.
     pub(super) fn submit(&self, command: Command) {
         self.queue().push(command);
-        self.drain();
+        if self.write_behind {
+            self.queued.notify_one();
+        } else {
+            self.drain();
+        }
+    }
+
+    /// The writer thread of a write-behind journal: writes whatever is queued, group after group,
+    /// until the journal closes (which writes what is left itself).
+    pub(super) fn write_behind(&self) {
+        loop {
+            {
+                let mut queue = self.queue();
+                while queue.is_empty() && !self.closed.load(Ordering::SeqCst) {
+                    queue = self.queued.wait(queue).unwrap_or_else(PoisonError::into_inner);
+                }
+                if self.closed.load(Ordering::SeqCst) {
+                    return;
+                }
+            }
+            self.drain();
+        }
     }
 
     /// Writes everything queued, unless another thread holds the files: that one drains the queue when it

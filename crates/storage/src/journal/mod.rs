@@ -41,7 +41,7 @@ mod writer;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Sender};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -82,11 +82,22 @@ pub struct Options {
     pub segment_bytes: u64,
     /// Operator flag: cut the log at a corrupt record instead of refusing to start.
     pub truncate_corrupt: bool,
+    /// Appends only queue on the caller's thread; a writer thread of the journal's own writes and
+    /// fsyncs the groups. For a node of a cluster: its Raft thread then goes on (the leader sends
+    /// the entries to the followers) while its own fsync runs, so a commit takes about the longer
+    /// of the two rather than their sum. On a single node it costs a wake-up per group and wins
+    /// nothing (measured; docs/benchmarks.md).
+    pub write_behind: bool,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { fsync: FsyncPolicy::Always, segment_bytes: 64 * 1024 * 1024, truncate_corrupt: false }
+        Options {
+            fsync: FsyncPolicy::Always,
+            segment_bytes: 64 * 1024 * 1024,
+            truncate_corrupt: false,
+            write_behind: false,
+        }
     }
 }
 
@@ -139,6 +150,8 @@ pub struct Journal {
     syncer: Option<(Sender<ToSyncer>, JoinHandle<()>)>,
     /// The thread that deletes obsolete segments; it ends when the writer drops its sender.
     deleter: Option<JoinHandle<()>>,
+    /// `write_behind` only: the thread that writes what appends queue.
+    write_behind: Option<JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for Journal {
@@ -192,8 +205,20 @@ impl Journal {
             queue: Mutex::new(Vec::new()),
             writer: Mutex::new(writer),
             closed: AtomicBool::new(false),
+            queued: Condvar::new(),
+            write_behind: options.write_behind,
             shared,
         });
+        let write_behind = if options.write_behind {
+            let inner = Arc::clone(&inner);
+            let handle = std::thread::Builder::new()
+                .name("journal-write".into())
+                .spawn(move || inner.write_behind())
+                .ctx(|| "spawning the journal's writer thread".to_string())?;
+            Some(handle)
+        } else {
+            None
+        };
         let syncer = match options.fsync {
             FsyncPolicy::Interval(interval) => {
                 let inner = Arc::clone(&inner);
@@ -205,7 +230,7 @@ impl Journal {
             }
             FsyncPolicy::Always | FsyncPolicy::Never => None,
         };
-        Ok((Journal { inner, syncer, deleter: Some(deleter) }, recovered))
+        Ok((Journal { inner, syncer, deleter: Some(deleter), write_behind }, recovered))
     }
 
     /// Writes records in order; `done` is called exactly once when they are durable under the policy (or with
@@ -252,7 +277,11 @@ impl Journal {
 
     /// The failure that poisoned the journal, if one has: what a refused write should name (a full
     /// disk, say: [`StorageError::is_no_space`]).
+    /// Asked on every proposal: the flag is read first, the lock only once it is set.
     pub fn poisoned_by(&self) -> Option<StorageError> {
+        if !self.inner.shared.poisoned.load(Ordering::Acquire) {
+            return None;
+        }
         self.inner.shared.poisoned_by.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
@@ -310,6 +339,14 @@ impl Journal {
         }
         if let Some((stop, handle)) = self.syncer.take() {
             let _ = stop.send(ToSyncer::Stop);
+            let _ = handle.join();
+        }
+        if let Some(handle) = self.write_behind.take() {
+            // It sees `closed` and ends; what it left queued is written below. Notified under
+            // the queue's lock, so it cannot miss this between its look at `closed` and its wait.
+            let queue = self.inner.queue();
+            self.inner.queued.notify_all();
+            drop(queue);
             let _ = handle.join();
         }
         let mut writer = self.inner.lock_writer();
