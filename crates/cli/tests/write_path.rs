@@ -142,21 +142,22 @@ fn a_client_that_does_not_read_its_replies_holds_up_nobody_else() {
         let n: i64 = redis::cmd("INCR").arg("others").query(&mut other).unwrap();
         assert_eq!(n, i + 1);
     }
-    let token: u64 = redis::cmd("LOCK.ACQUIRE").arg("shared").arg(30_000).query(&mut other).unwrap();
+    let (token, _lease): (u64, u64) =
+        redis::cmd("LOCK.ACQUIRE").arg("shared").arg(30_000).query(&mut other).unwrap();
     let granted = thread::spawn(move || {
         redis::cmd("LOCK.ACQUIRE")
             .arg("shared")
             .arg(30_000)
             .arg("WAIT")
             .arg(20_000)
-            .query::<Option<u64>>(&mut waiter)
+            .query::<Option<(u64, u64)>>(&mut waiter)
     });
     until("the waiter is in line", Duration::from_secs(10), || {
         common::lock_info_list(&mut other, "shared", "waiters").len() == 1
     });
     let released: i64 = redis::cmd("LOCK.RELEASE").arg("shared").arg(token).query(&mut other).unwrap();
     assert_eq!(released, 1);
-    let next = granted.join().unwrap().unwrap().expect("granted after the release");
+    let (next, _) = granted.join().unwrap().unwrap().expect("granted after the release");
     assert!(next > token, "the waiter's token {next} is newer than {token}");
 
     // The slow client then reads every reply, whole and in order.

@@ -599,3 +599,38 @@ fn a_standing_sync_delay_slows_every_fdatasync_until_cleared() {
     let (_journal, recovered) = Journal::open(dir.path(), Options::default()).unwrap();
     assert_eq!(recovered.entries.len(), 5, "a slow disk loses nothing");
 }
+
+/// Write-behind (a cluster node's journal): `append` only queues and returns at once, even while the
+/// writer thread is stuck in a slow fdatasync; each callback comes only after the fdatasync that covers
+/// its append; records keep their order with a truncation queued among them; close writes what is left.
+#[test]
+fn a_write_behind_journal_returns_at_once_and_calls_back_only_once_durable() {
+    let dir = tempfile::tempdir().unwrap();
+    let (journal, _) =
+        Journal::open(dir.path(), Options { write_behind: true, ..Options::default() }).unwrap();
+    journal.delay_next_sync_for_test(Duration::from_secs(2));
+    let (done, called) = mpsc::channel();
+    let append = |records: Vec<Record>, tag: u64| {
+        let done = done.clone();
+        journal.append(records, Box::new(move |result| done.send((tag, result.is_ok())).unwrap()));
+    };
+    append(vec![entry(1), entry(2)], 1);
+    // The writer thread is in the slow fdatasync now (or about to be): these queue behind it.
+    std::thread::sleep(Duration::from_millis(100));
+    append(vec![entry(3)], 2);
+    append(vec![Record::TruncateAfter(Some(2)), entry(3)], 3);
+    assert!(called.try_recv().is_err(), "no append is acknowledged before its fdatasync ends");
+    assert_eq!(journal.stats().fsyncs, 0);
+    let order: Vec<(u64, bool)> =
+        (0..3).map(|_| called.recv_timeout(Duration::from_secs(30)).expect("called back")).collect();
+    assert_eq!(order, vec![(1, true), (2, true), (3, true)], "called back in order, each once");
+    let stats = journal.stats();
+    // The first group's fdatasync, then one for those queued meanwhile.
+    assert!((1..=3).contains(&stats.fsyncs), "{stats:?}");
+    // Queued last and never waited for: written at close.
+    journal.append_deferred(vec![entry(4)], Box::new(|_| {}));
+    journal.close().unwrap();
+    let (_journal, recovered) = Journal::open(dir.path(), Options::default()).unwrap();
+    assert_eq!(recovered.entries.keys().copied().collect::<Vec<_>>(), vec![1, 2, 3, 4]);
+    assert_eq!(recovered.entries[&3], data_of(3));
+}

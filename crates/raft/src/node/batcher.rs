@@ -4,8 +4,9 @@
 //! waits for its own reply. The batcher takes the first queued proposal plus whatever else is
 //! queued at that moment (up to `max_batch`), stamps the batch with the time on the node's
 //! [`Clock`] (the leader's), and submits it as one log entry. It does not wait for that entry to
-//! commit: it hands the entry's completion to a spawned task ([`deliver`], which splits the
-//! [`crate::BatchReply`] back to the proposers, in order) and goes on to form the next batch, so
+//! commit: it gives the entry a [`ReplyTo`] — a function openraft's apply calls, which splits the
+//! [`crate::BatchReply`] back to the proposers, in order ([`deliver`]), there and then, with no
+//! task, channel or wake-up per entry in between — and goes on to form the next batch, so
 //! several entries are in flight at once — up to `max_in_flight`. That bound is what makes batches
 //! grow under load: while the pipeline is full, proposals queue, and the next entry carries all of
 //! them. Without it the batcher submits almost every proposal alone (submitting is quick), paying
@@ -16,13 +17,16 @@
 //! The batcher submits with `client_write_ff` + a responder rather than spawning a
 //! `client_write` per batch: `client_write_ff` returns as soon as the entry is queued in the Raft
 //! core, so entries enter the log in the order the batches were formed — a connection that
-//! pipelines commands sees them applied in the order it sent them — while the wait for the
-//! result still happens off the batcher task.
+//! pipelines commands sees them applied in the order it sent them — while the result comes back
+//! without the batcher.
+//!
+//! In a cluster a watchdog answers the proposers of every entry in flight, and frees their slots,
+//! once this leader has heard from no quorum within its lease ([`watchdog`]).
 //!
 //! ```text
 //!  queue ─recv_many─► Batch { now, commands } ─client_write_ff─► Raft core
 //!    ▲                  (one pipeline slot taken)                   │ applied
-//!  submit                                      deliver ◄────────────┘
+//!  submit                          ReplyTo → deliver ◄────────────┘ (inside apply)
 //!                                    replies[i] ─► proposal i; slot freed
 //! ```
 

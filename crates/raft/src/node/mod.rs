@@ -7,7 +7,7 @@
 //!  Node::start_in_cluster: the same, with TcpNetwork, `serve` on the Raft listener and the
 //!  leader hook (RefreshLeases on each leadership) before initialize; waits to know a leader
 //!
-//!  Node::submit ─► proposal queue ─► batcher ─► Raft::client_write_ff ─► deliver ─► Answer
+//!  Node::submit ─► proposal queue ─► batcher ─► Raft::client_write_ff ─► apply: ReplyTo ─► Answer
 //!                                   (batcher.rs: batching, the in-flight bound, stamping)
 //!  Node::read ─► leads alone? the state as applied : ensure_linearizable, then the state
 //!

@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# Two builds as 3-node clusters, side by side in alternating rounds: the lock cycle through each
+# cluster's leader, with the CPU all three nodes spent per op. For telling whether a change to the
+# replicated path helped, on a machine where two runs minutes apart differ by more than most
+# changes do.
+#
+# Starts a 3-node cluster of each build (--fsync always, temp data dirs, free loopback ports),
+# then per round runs `turnstile bench locks --keys KEYS --wait 5s` (50 clients; the client is
+# NEW's) against each leader in turn, and stops only the six nodes when it exits.
+#   usage: docs/bench-cluster-ab.sh OLD_BIN NEW_BIN [KEYS [ROUNDS]]   (KEYS 10000, ROUNDS 3)
+#   env:   DURATION (5s per target and round)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [[ $# -lt 2 ]]; then
+  sed -n '2,11p' "$0" >&2
+  exit 2
+fi
+old=$1 new=$2 keys=${3:-10000} rounds=${4:-3}
+root=$(mktemp -d)
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  rm -rf "$root"
+}
+trap cleanup EXIT
+# shellcheck source=docs/bench-common.sh
+. docs/bench-common.sh
+
+declare -A leader_url node_pids
+for side in A B; do
+  if [[ $side == A ]]; then bin=$old; else bin=$new; fi
+  raft=()
+  for _ in 1 2 3; do raft+=("$(free_port)"); done
+  peers=1=127.0.0.1:${raft[0]},2=127.0.0.1:${raft[1]},3=127.0.0.1:${raft[2]}
+  side_pids=()
+  for id in 1 2 3; do
+    "$bin" server --node-id "$id" --raft-addr "127.0.0.1:${raft[id - 1]}" --peers "$peers" \
+      --data-dir "$root/$side-$id" --resp-addr 127.0.0.1:0 --http-addr 127.0.0.1:0 --amqp-addr 127.0.0.1:0 \
+      --fsync always --log warn >"$root/$side-$id.out" 2>"$root/$side-$id.log" &
+    pids+=($!) side_pids+=($!)
+  done
+  declare -A resp=()
+  for id in 1 2 3; do
+    for _ in $(seq 300); do
+      resp[$id]=$(sed -n 's/^turnstile .* ready: resp=\([^ ]*\).*$/\1/p' "$root/$side-$id.out")
+      [[ -n ${resp[$id]} ]] && break
+      sleep 0.1
+    done
+    [[ -n ${resp[$id]} ]] || { echo "$side node $id was not ready within 30s" >&2; exit 1; }
+  done
+  leader=
+  for _ in $(seq 100); do
+    leader=$("$bin" cluster status --server "${resp[1]}" --json | python3 -c 'import json, sys; print(json.load(sys.stdin)["leader"] or "")')
+    [[ -n $leader ]] && break
+    sleep 0.1
+  done
+  [[ -n $leader ]] || { echo "cluster $side has no leader" >&2; exit 1; }
+  leader_url[$side]=turnstile://${resp[$leader]}
+  node_pids[$side]="${side_pids[*]}"
+done
+
+# Clock ticks (1/100 s) of user + system CPU over all threads of the given processes.
+ticks() {
+  local total=0 task
+  for pid in "$@"; do
+    for task in /proc/"$pid"/task/*/stat; do
+      total=$((total + $(awk '{print $14 + $15}' "$task")))
+    done
+  done
+  echo "$total"
+}
+
+echo "A = $old; B = $new; 3 nodes each, fsync always; locks, $keys keys, ${DURATION:-5s} per target"
+printf '%-5s %-2s %9s %8s %8s %18s\n' round on ops/s "p50 ms" "p99 ms" "3 nodes µs/op"
+for round in $(seq "$rounds"); do
+  for side in A B; do
+    # shellcheck disable=SC2086 # a list of pids
+    before=$(ticks ${node_pids[$side]})
+    line=$("$new" bench locks --keys "$keys" --wait 5s --target "${leader_url[$side]}" \
+      --duration "${DURATION:-5s}" --warmup 1s --json)
+    # shellcheck disable=SC2086
+    after=$(ticks ${node_pids[$side]})
+    python3 -c '
+import json, sys
+row = json.loads(sys.argv[1])[0]
+ops = row["ops"] + row["ops_per_sec"] * 1.0
+print("%-5s %-2s %9.0f %8.3f %8.3f %18.1f" % (sys.argv[2], sys.argv[3], row["ops_per_sec"],
+      row["p50_ms"], row["p99_ms"], int(sys.argv[4]) * 10000 / max(ops, 1)))
+' "$line" "$round" "$side" "$((after - before))"
+  done
+done
