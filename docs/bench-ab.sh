@@ -7,14 +7,16 @@
 # always / everysec) on free loopback ports with temp data dirs, runs `turnstile bench WORKLOAD`
 # (50 clients; the client is NEW's) against each in turn, and stops only those three when it exits.
 #   usage: docs/bench-ab.sh OLD_BIN NEW_BIN [WORKLOAD [ROUNDS]]   (WORKLOAD locks|queues|kv, ROUNDS 3)
-#   env:   DURATION (3s per target and round), FSYNC (always|interval),
+#   env:   DURATION (3s per target and round), FSYNC (always|interval|never), REDIS_FSYNC (Redis's
+#          appendfsync apart from Turnstile's, e.g. everysec), BENCH_ARGS (more `bench` flags, e.g.
+#          "--keys 1 --wait 5s" for one hot lock),
 #          A_FLAGS / B_FLAGS (more server flags for OLD / NEW, e.g. B_FLAGS="--worker-threads 1")
 #   e.g.   cp target/release/turnstile /tmp/old; (change, build); docs/bench-ab.sh /tmp/old target/release/turnstile
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 if [[ $# -lt 2 ]]; then
-  sed -n '2,12p' "$0" >&2
+  sed -n '2,14p' "$0" >&2
   exit 2
 fi
 old=$1 new=$2 workload=${3:-locks} rounds=${4:-3}
@@ -62,12 +64,13 @@ ticks() {
 }
 
 echo "A = $old ${A_FLAGS:-}; B = $new ${B_FLAGS:-}; R = redis (appendfsync $redis_fsync);" \
-  "$workload, ${DURATION:-3s} per target, fsync $ts_fsync"
+  "$workload ${BENCH_ARGS:-}, ${DURATION:-3s} per target, fsync $ts_fsync"
 printf '%-5s %-2s %9s %8s %8s %14s\n' round on ops/s "p50 ms" "p99 ms" "server µs/op"
 for round in $(seq "$rounds"); do
   for side in A B R; do
     before=$(ticks "${pid[$side]}")
-    line=$("$new" bench "$workload" --target "${url[$side]}" --duration "${DURATION:-3s}" --warmup 1s --json)
+    # shellcheck disable=SC2086 # flags are words
+    line=$("$new" bench "$workload" --target "${url[$side]}" --duration "${DURATION:-3s}" --warmup 1s --json ${BENCH_ARGS:-})
     after=$(ticks "${pid[$side]}")
     # CPU is counted over warmup and run; ops over the run, plus the warmup's at the run's rate.
     python3 -c '

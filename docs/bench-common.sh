@@ -45,12 +45,14 @@ start_turnstile() {
 }
 
 # Sets ts_fsync and redis_fsync from FSYNC: `always` (the default) pairs Turnstile's --fsync always
-# with appendfsync always, `interval` its --fsync interval (1 s) with appendfsync everysec.
+# with appendfsync always, `interval` its --fsync interval (1 s) with appendfsync everysec, `never`
+# its --fsync never with Redis without persistence (redis_fsync=none: no append-only file).
 pick_fsync() {
   case ${FSYNC:-always} in
     always) ts_fsync=always redis_fsync=always ;;
     interval) ts_fsync=interval redis_fsync=everysec ;;
-    *) echo "FSYNC must be always or interval, not ${FSYNC}" >&2; exit 2 ;;
+    never) ts_fsync=never redis_fsync=none ;;
+    *) echo "FSYNC must be always, interval or never, not ${FSYNC}" >&2; exit 2 ;;
   esac
   # REDIS_FSYNC=everysec measures Turnstile at `always` against Redis as most of its users run it.
   redis_fsync=${REDIS_FSYNC:-$redis_fsync}
@@ -62,7 +64,9 @@ start_redis() {
   # Redis cannot pick its own port.
   redis_port=$(free_port)
   mkdir "$1"
-  redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly yes --appendfsync "$redis_fsync" \
+  local persistence=(--appendonly yes --appendfsync "$redis_fsync")
+  [[ $redis_fsync == none ]] && persistence=(--appendonly no)
+  redis-server --port "$redis_port" --bind 127.0.0.1 --save '' "${persistence[@]}" \
     --dir "$1" >"$1.log" 2>&1 &
   redis_pid=$!
   for _ in $(seq 100); do
