@@ -5,8 +5,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use std::io::{BufRead, BufReader, Write};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -58,6 +57,9 @@ fn read_reply(r: &mut impl BufRead) -> std::io::Result<Reply> {
     })
 }
 
+/// `[id, receipt, payload, deliveries]`, as `Q.POP` returns each delivery.
+type Delivery = (u64, u64, Vec<u8>, u64);
+
 /// A payload of `len` bytes that starts with its number, so a reply can be matched to its request.
 fn numbered(i: usize, len: usize) -> Vec<u8> {
     let mut p = format!("{i}:").into_bytes();
@@ -68,7 +70,7 @@ fn numbered(i: usize, len: usize) -> Vec<u8> {
 #[test]
 fn pipelined_replies_come_back_in_request_order_across_reads_and_entries() {
     let server = TestServer::start();
-    let mut stream = server.raw();
+    let stream = server.raw();
     stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     // Writes (INCR, SET, Q.PUSH), reads (GET) and a lock in one pipeline of varied sizes, so the
     // server's reads end mid-request, its rounds cut the pipeline at odd places and its writes
@@ -219,7 +221,7 @@ fn a_bulk_pipeline_never_has_a_push_acknowledged_before_it_is_durable() {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         assert!(Instant::now() < deadline, "the queue was not read back in time");
-        let got: Option<Vec<(u64, u64, Vec<u8>, u64)>> = redis::cmd("Q.POP")
+        let got: Option<Vec<Delivery>> = redis::cmd("Q.POP")
             .arg("bulk")
             .arg("COUNT")
             .arg(1000)
