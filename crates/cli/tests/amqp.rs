@@ -1828,7 +1828,7 @@ async fn a_publisher_is_held_while_its_queue_is_at_the_flow_limit_and_let_go_as_
 /// A queue nobody consumes is not throttled, however long: a backlog there is the user's intent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_queue_nobody_consumes_does_not_hold_its_publisher() {
-    let total = 10 * FLOW_LIMIT as u32;
+    let total = 10 * u32::try_from(FLOW_LIMIT).expect("a small limit");
     let b = Broker::turnstile_with(&["--queue-flow-limit", &FLOW_LIMIT.to_string()]);
     let mut resp = b.resp_client();
     let conn = b.connect().await;
