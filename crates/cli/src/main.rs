@@ -212,6 +212,11 @@ struct ServerArgs {
     /// Refuse pushes with -OOM once stored payloads pass this many bytes; 0 = no limit [default: 0].
     #[arg(long, env = "TURNSTILE_MAX_MEMORY", value_name = "BYTES")]
     max_memory: Option<u64>,
+    /// Flow control: once a consumed queue holds this many ready messages, connections publishing
+    /// or pushing to it are not read until its consumers take it below half; 0 = off
+    /// [default: 1000].
+    #[arg(long, env = "TURNSTILE_QUEUE_FLOW_LIMIT", value_name = "MESSAGES")]
+    queue_flow_limit: Option<u64>,
     /// Lua instructions one script may run before it is stopped and its writes undone
     /// [default: 100000000].
     #[arg(long, env = "TURNSTILE_SCRIPT_BUDGET", value_name = "INSTRUCTIONS")]
@@ -311,6 +316,7 @@ impl ServerArgs {
         set(&mut config.fsync_interval_ms, &self.fsync_interval_ms);
         set(&mut config.session_timeout_ms, &self.session_timeout_ms);
         set(&mut config.max_memory, &self.max_memory);
+        set(&mut config.queue_flow_limit, &self.queue_flow_limit);
         set(&mut config.script_budget, &self.script_budget);
         set(&mut config.snapshot_every, &self.snapshot_every);
         set(&mut config.election_timeout_ms, &self.election_timeout_ms);

@@ -1615,3 +1615,228 @@ fn publishes_past_max_memory_are_nacked_and_the_connection_blocked_until_memory_
     let ack = raw.expect_method(1, (60, 80), "basic.ack after unblocked");
     assert_eq!(u64::from_be_bytes(ack[..8].try_into().unwrap()), 4);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Flow control (`--queue-flow-limit`); Turnstile only
+// ---------------------------------------------------------------------------------------------
+
+/// The flow limit of these tests: small, so a test publishes many times it.
+const FLOW_LIMIT: u64 = 50;
+/// The body of each publish of these tests.
+const FLOW_BODY: usize = 200;
+/// One publish on the wire: basic.publish with the default exchange and the 4-byte routing key
+/// "jobs" (21 bytes), a content header without properties (22), one body frame (8 + body).
+const FLOW_PUBLISH_BYTES: u64 = 21 + 22 + 8 + FLOW_BODY as u64;
+/// What one read round can carry past the limit: the server reads at most its 16 KiB buffer (and
+/// the 64 bytes a full buffer grows by) before it weighs what it read, and the publish it had
+/// half-read before that completes in the round. So 66 publishes of these.
+const FLOW_ROUND: u64 = (16 * 1024 + 64) / FLOW_PUBLISH_BYTES + 1;
+
+impl Broker {
+    /// A Turnstile server with extra flags (no reference broker: these tests are Turnstile's).
+    fn turnstile_with(args: &[&str]) -> Broker {
+        let server = TestServer::start_with(args);
+        let addr = server.amqp_addr.clone();
+        Broker { server: Some(server), addr, suffix: String::new() }
+    }
+
+    fn resp_client(&self) -> redis::Connection {
+        self.server.as_ref().expect("a Turnstile server").client()
+    }
+}
+
+/// `Q.STATS queue` as a map.
+fn queue_stats(con: &mut redis::Connection, queue: &str) -> std::collections::HashMap<String, u64> {
+    redis::cmd("Q.STATS").arg(queue).query(con).expect("Q.STATS")
+}
+
+/// Polls `check` until it holds, for at most [`WAIT`], without holding a runtime thread.
+async fn until_async(what: &str, mut check: impl FnMut() -> bool) {
+    timeout(WAIT, async {
+        while !check() {
+            tokio::time::sleep(POLL).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("timed out waiting until {what}"));
+}
+
+/// A publisher with confirms on its own connection, which sends numbered bodies as fast as lapin
+/// takes them once told to; its confirms are counted as they come, in `acked` and `nacked`.
+struct FlowPublisher {
+    conn: Connection,
+    ch: Channel,
+    acked: std::sync::Arc<AtomicU32>,
+    nacked: std::sync::Arc<AtomicU32>,
+}
+
+impl FlowPublisher {
+    async fn connect(b: &Broker) -> FlowPublisher {
+        let conn = b.connect().await;
+        let ch = confirm_channel(&conn).await;
+        let (acked, nacked) =
+            (std::sync::Arc::new(AtomicU32::new(0)), std::sync::Arc::new(AtomicU32::new(0)));
+        FlowPublisher { conn, ch, acked, nacked }
+    }
+
+    /// Starts sending `count` messages to `queue`, in the background.
+    fn publish(&self, queue: &str, count: u32) {
+        let (tx, mut confirms) = mpsc::unbounded_channel();
+        let (ch, queue) = (self.ch.clone(), queue.to_owned());
+        tokio::spawn(async move {
+            for i in 0..count {
+                let body = format!("{i:0width$}", width = FLOW_BODY);
+                let opts = BasicPublishOptions::default();
+                let props = BasicProperties::default();
+                let sent = ch.basic_publish("".into(), queue.as_str().into(), opts, body.as_bytes(), props);
+                let Ok(confirm) = sent.await else { return };
+                if tx.send(confirm).is_err() {
+                    return;
+                }
+            }
+        });
+        let (acked, nacked) = (self.acked.clone(), self.nacked.clone());
+        tokio::spawn(async move {
+            while let Some(confirm) = confirms.recv().await {
+                match confirm.await {
+                    Ok(Confirmation::Ack(_)) => acked.fetch_add(1, Ordering::Relaxed),
+                    _ => nacked.fetch_add(1, Ordering::Relaxed),
+                };
+            }
+        });
+    }
+
+    fn acked(&self) -> u64 {
+        u64::from(self.acked.load(Ordering::Relaxed))
+    }
+
+    fn nacked(&self) -> u64 {
+        u64::from(self.nacked.load(Ordering::Relaxed))
+    }
+}
+
+/// A publisher far faster than its queue's consumer is stopped once the queue holds the limit, and
+/// held — its confirms stop growing, the queue stops growing — while the consumer does not ack;
+/// deliveries to the stopped connection's own consumers still reach it. Once the consumer acks
+/// again, the publisher is let go: every message is confirmed and consumed exactly once, and the
+/// stops are counted in `INFO` and `/metrics`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publisher_is_held_while_its_queue_is_at_the_flow_limit_and_let_go_as_consumers_catch_up() {
+    const TOTAL: u32 = 1000;
+    let b = Broker::turnstile_with(&["--queue-flow-limit", &FLOW_LIMIT.to_string()]);
+    let server = b.server.as_ref().expect("turnstile");
+    let mut resp = b.resp_client();
+    let consumer_conn = b.connect().await;
+    let cch = channel(&consumer_conn).await;
+    declare(&cch, "jobs", FieldTable::default()).await;
+    within(cch.basic_qos(1, BasicQosOptions::default())).await.expect("basic.qos");
+    let mut worker = consume(&cch, "jobs", "worker").await;
+
+    // The publisher's connection also consumes another queue, without acks.
+    let publisher = FlowPublisher::connect(&b).await;
+    let side_ch = channel(&publisher.conn).await;
+    declare(&side_ch, "side", FieldTable::default()).await;
+    let no_ack = BasicConsumeOptions { no_ack: true, ..BasicConsumeOptions::default() };
+    let mut side = try_consume(&side_ch, "side", "side", no_ack).await.expect("basic.consume");
+    publisher.publish("jobs", TOTAL);
+    // The consumer takes one delivery and acks nothing yet.
+    let first = worker.next().await;
+
+    // Stopped: every publish it had read is stored and confirmed, and then nothing more comes.
+    // Settled is when the count of stored messages and of confirms agree and have not moved over
+    // 100 ms of the server's time held (20 looks).
+    until_async("the publisher is stopped", || common::info_u64(&mut resp, "clients", "flow_clients") == 1)
+        .await;
+    let mut last = None;
+    until_async("what it sent before is confirmed", || {
+        let now = (publisher.acked(), queue_stats(&mut resp, "jobs")["pushed"]);
+        let looked = common::info_u64(&mut resp, "stats", "flow_time_ms");
+        match last {
+            Some((then, since)) if then == now && looked >= since + 100 => return now.0 == now.1,
+            Some((then, _)) if then == now => {}
+            _ => last = Some((now, looked)),
+        }
+        false
+    })
+    .await;
+    let held = queue_stats(&mut resp, "jobs");
+    let (acked, ready) = (publisher.acked(), held["ready"]);
+    // It may stop a little before the limit (publishes applied whose confirms are on their way
+    // count twice when it looks), but stays stopped only at half the limit or more.
+    assert!(ready * 2 >= FLOW_LIMIT, "held below half the limit: {held:?}");
+    assert!(ready <= FLOW_LIMIT + FLOW_ROUND, "more than a round past the limit: {held:?}");
+    assert!(acked < u64::from(TOTAL));
+    // It stays stopped while the server looks again and again (every few ms).
+    let looked = common::info_u64(&mut resp, "stats", "flow_time_ms");
+    until_async("the server looked many times", || {
+        common::info_u64(&mut resp, "stats", "flow_time_ms") >= looked + 300
+    })
+    .await;
+    assert_eq!(publisher.acked(), acked, "confirms while the consumer lags");
+    let now = queue_stats(&mut resp, "jobs");
+    assert_eq!((now["pushed"], now["ready"]), (held["pushed"], ready), "the queue grew while held");
+    assert_eq!(common::info_u64(&mut resp, "clients", "flow_clients"), 1);
+    // The stopped connection is still written to: a delivery to its consumer arrives.
+    let _: u64 = redis::cmd("Q.PUSH").arg("side").arg("to a held connection").query(&mut resp).unwrap();
+    assert_eq!(text(&side.next().await), "to a held connection");
+
+    // The consumer catches up, acking as it goes; a watcher samples the backlog meanwhile.
+    let watching = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let watcher = std::thread::spawn({
+        let (watching, mut resp) = (watching.clone(), server.client());
+        move || {
+            let mut most = 0;
+            while watching.load(Ordering::Relaxed) {
+                most = most.max(queue_stats(&mut resp, "jobs")["ready"]);
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            most
+        }
+    });
+    let mut seen = std::collections::BTreeSet::new();
+    let mut delivery = first;
+    loop {
+        assert!(!delivery.redelivered, "{}", text(&delivery));
+        assert!(seen.insert(text(&delivery)), "delivered twice: {}", text(&delivery));
+        ack(&delivery).await;
+        if seen.len() == TOTAL as usize {
+            break;
+        }
+        delivery = worker.next().await;
+    }
+    watching.store(false, Ordering::Relaxed);
+    let most = watcher.join().expect("the watcher");
+    assert!(most <= FLOW_LIMIT + FLOW_ROUND, "the backlog reached {most}");
+    let expected: std::collections::BTreeSet<String> =
+        (0..TOTAL).map(|i| format!("{i:0width$}", width = FLOW_BODY)).collect();
+    assert_eq!(seen, expected, "every message consumed once");
+    until_async("every publish is confirmed", || publisher.acked() == u64::from(TOTAL)).await;
+    assert_eq!(publisher.nacked(), 0);
+    worker.assert_quiet("nothing more").await;
+
+    // Counted: INFO and /metrics say the same.
+    until_async("no connection held", || common::info_u64(&mut resp, "clients", "flow_clients") == 0).await;
+    let stalls = common::info_u64(&mut resp, "stats", "flow_stalls");
+    assert!(stalls >= 1);
+    let (_, scrape) = common::scrape::Scrape::get(&server.http_addr);
+    assert_eq!(scrape.kind("turnstile_flow_stalls_total"), "counter");
+    assert!(scrape.value("turnstile_flow_stalls_total", &[]) >= stalls as f64);
+    assert!(scrape.value("turnstile_flow_seconds_total", &[]) >= (looked + 300) as f64 / 1000.0);
+    assert_eq!(scrape.value("turnstile_connections_flow", &[]), 0.0);
+}
+
+/// A queue nobody consumes is not throttled, however long: a backlog there is the user's intent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_nobody_consumes_does_not_hold_its_publisher() {
+    let total = 10 * u32::try_from(FLOW_LIMIT).expect("a small limit");
+    let b = Broker::turnstile_with(&["--queue-flow-limit", &FLOW_LIMIT.to_string()]);
+    let mut resp = b.resp_client();
+    let conn = b.connect().await;
+    declare(&channel(&conn).await, "jobs", FieldTable::default()).await;
+    let publisher = FlowPublisher::connect(&b).await;
+    publisher.publish("jobs", total);
+    until_async("every publish is confirmed", || publisher.acked() == u64::from(total)).await;
+    assert_eq!(publisher.nacked(), 0);
+    assert_eq!(queue_stats(&mut resp, "jobs")["ready"], u64::from(total));
+    assert_eq!(common::info_u64(&mut resp, "stats", "flow_stalls"), 0);
+}

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use common::{World, consumer, deliveries, pop, push};
 use turnstile_core::{
     Binding, Command, Consume, CoreError, CreditPool, DeadLetter, DeadLetterExchange, DeadReason, Effect,
-    ExchangeDecl, ExchangeKind, Publish, Push, Query, QueueConfig, QueueStats, Reply, SessionId, State,
+    ExchangeDecl, ExchangeKind, Pop, Publish, Push, Query, QueueConfig, QueueStats, Reply, SessionId, State,
     Taker,
 };
 
@@ -768,6 +768,65 @@ fn a_snapshot_keeps_exchanges_bindings_pools_and_the_new_options() {
     assert_eq!(w.apply(close), again);
     assert_eq!(restored, w.state);
     assert!(!exists(&w, "mine"));
+}
+
+/// Flow control's look at a backlog (`State::flow_backlog`): the ready messages of the queues a
+/// publish would go to, counted only where a session other than the publisher's takes from them.
+#[test]
+fn the_flow_backlog_is_the_ready_count_of_queues_another_session_takes_from() {
+    let mut w = world_with_queues(&["jobs", "audit", "idle", "empty"]);
+    let (publisher, worker) = (w.session(), w.session());
+    w.reply(Command::DeclareExchange(declare("fan", ExchangeKind::Fanout)));
+    w.reply(bind("fan", "jobs", ""));
+    w.reply(bind("fan", "audit", ""));
+    for i in 0..6 {
+        w.apply(publish("fan", "", &i.to_string()));
+    }
+    w.apply(push("audit", "extra"));
+    let backlog = |w: &World, exchange: &str, key: &str, sender| w.state.flow_backlog(exchange, key, sender);
+    // Nobody takes from either queue: a backlog kept on purpose, however long.
+    assert_eq!(backlog(&w, "fan", "", Some(publisher)), None);
+    assert_eq!(backlog(&w, "", "jobs", None), None);
+
+    // The publisher's own consumer does not count; another session's does.
+    w.apply(Command::Consume(consumer(publisher, "audit", 1)));
+    assert_eq!((ready(&w, "jobs"), ready(&w, "audit")), (6, 6));
+    assert_eq!(backlog(&w, "", "audit", Some(publisher)), None);
+    assert_eq!(backlog(&w, "", "audit", Some(worker)), Some(6));
+    assert_eq!(backlog(&w, "", "audit", None), Some(6));
+    w.apply(Command::Consume(consumer(worker, "jobs", 2)));
+    assert_eq!(ready(&w, "jobs"), 4);
+    // Through an exchange: the fullest of the queues the message would join.
+    assert_eq!(backlog(&w, "fan", "", Some(publisher)), Some(4));
+    assert_eq!(backlog(&w, "fan", "", None), Some(6));
+    assert_eq!(backlog(&w, "amq.fanout", "", None), None, "routed nowhere");
+    assert_eq!(backlog(&w, "nope", "", None), None, "no such exchange");
+    assert_eq!(backlog(&w, "", "missing", None), None, "no such queue");
+    // A consumed queue that is empty weighs 0, which is not nothing.
+    w.apply(Command::Consume(consumer(worker, "empty", 1)));
+    assert_eq!(backlog(&w, "", "empty", Some(publisher)), Some(0));
+
+    // A waiting pop takes from a queue too: here one that waits behind a group's first message.
+    let grouped = |payload: &str| {
+        let mut p = Push::new("idle", payload.to_owned());
+        p.group = Some("g".into());
+        Command::Push(p)
+    };
+    w.apply(grouped("first"));
+    w.apply(common::pop(worker, "idle", 1));
+    w.apply(grouped("second"));
+    assert_eq!(backlog(&w, "", "idle", Some(publisher)), None, "in flight, and nobody waits");
+    let wait = Command::Pop(Pop { wait: 60_000, ..pop_command(worker, "idle") });
+    assert!(matches!(w.apply(wait).0, Reply::Waiting { .. }));
+    assert_eq!(backlog(&w, "", "idle", Some(publisher)), Some(1));
+    assert_eq!(backlog(&w, "", "idle", Some(worker)), None);
+}
+
+fn pop_command(session: SessionId, queue: &str) -> Pop {
+    match common::pop(session, queue, 1) {
+        Command::Pop(pop) => pop,
+        other => unreachable!("{other:?}"),
+    }
 }
 
 /// Random AMQP-style histories: exchanges, bindings, publishes, exclusive and auto-delete

@@ -9,6 +9,8 @@
 //!                              ▲                                                     │ applies entries
 //!                              └──── router.rs ◄──── effects, in log order ──────────┘
 //!  ticker.rs ── proposes Tick when State::next_deadline is due
+//!  flow.rs ── flow control: a connection publishing to a consumed queue past queue-flow-limit
+//!             is not read until the consumers catch up
 //!  host.rs ── proposes this process's KeepAlive, which keeps its sessions alive
 //!  pubsub.rs ── this node's subscribers; router.rs hands them published messages
 //!  clients.rs ── this node's RESP connections (CLIENT LIST / KILL)
@@ -21,6 +23,7 @@ pub mod auth;
 mod clients;
 pub mod config;
 mod embedded;
+mod flow;
 mod host;
 mod http;
 mod listener;

@@ -424,7 +424,7 @@ impl Exposition {
         self.single(name, "gauge", help, &[], value);
     }
 
-    fn counter(&mut self, name: &str, help: &str, value: u64) {
+    fn counter(&mut self, name: &str, help: &str, value: impl Display) {
         self.single(name, "counter", help, &[], value);
     }
 
@@ -505,6 +505,16 @@ impl Exposition {
             let name = format!("turnstile_{}_total", counter.name);
             self.counter(&name, counter.help, (counter.value)(snapshot));
         }
+        self.gauge(
+            "turnstile_connections_flow",
+            "Connections flow control has stopped reading (queue-flow-limit), over every protocol.",
+            snapshot.in_flow,
+        );
+        self.counter(
+            "turnstile_flow_seconds_total",
+            "Seconds connections have spent stopped by flow control, summed over connections.",
+            snapshot.flow_time.as_secs_f64(),
+        );
 
         let status = &snapshot.node;
         self.gauge("turnstile_raft_term", "Current Raft term.", status.term);

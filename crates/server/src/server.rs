@@ -339,6 +339,7 @@ impl Server {
             max_memory: config.max_memory,
             max_clients: config.max_clients,
             script_budget: config.script_budget,
+            queue_flow_limit: config.queue_flow_limit,
         };
         let users = Arc::new(crate::auth::Users::from_config(&config)?);
         let (trigger, shutdown) = shutdown::channel();

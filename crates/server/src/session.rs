@@ -3,6 +3,8 @@
 //! ```text
 //!  front end: framing, parsing ─► Command / Query ─► Session ─────────────► node (log, reads)
 //!                                                      │ admit: max-payload, max-name-len, max-memory
+//!                                                      │ flow:  queue-flow-limit (`flow.rs`): a front
+//!                                                      │        end stops reading while it is over
 //!                                                      │ bind:  open the session on first need,
 //!                                                      │        register with the router for its effects
 //!                                                      │ observe: grants, deadlocks (Stats)
@@ -25,12 +27,14 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Instant;
 
 use tokio::sync::mpsc;
 use turnstile_core::{Command, Effect, NameKind, Query, Reply, SessionId};
 use turnstile_raft::{Answer, NodeError};
 
 use crate::auth::{AuthError, Identity};
+use crate::flow::{self, Throttle};
 use crate::router::settled;
 use crate::server::Shared;
 use crate::stats::bump;
@@ -50,6 +54,9 @@ pub struct Limits {
     pub max_clients: usize,
     /// `script-budget`: the Lua instructions one script may run.
     pub script_budget: u64,
+    /// `queue-flow-limit`: ready messages in a consumed queue past which its publishers are
+    /// stopped until the consumers take it below half (`flow.rs`); 0 = off.
+    pub queue_flow_limit: u64,
 }
 
 impl Limits {
@@ -126,6 +133,8 @@ pub struct Session {
     /// This session's effects, from the router; there from the moment the session is open, so
     /// no wake-up of a wait it starts can be missed.
     effects: Option<mpsc::UnboundedReceiver<Effect>>,
+    /// Flow control: the routes of the messages this connection sent, and whether it is stopped.
+    throttle: Throttle,
 }
 
 /// The session a connection is bound to.
@@ -141,7 +150,8 @@ struct Bound {
 impl Session {
     pub fn new(shared: Arc<Shared>) -> Session {
         let identity = shared.users.unauthenticated();
-        Session { shared, identity, check_commands: true, bound: None, effects: None }
+        let throttle = Throttle::new(shared.limits.queue_flow_limit);
+        Session { shared, identity, check_commands: true, bound: None, effects: None, throttle }
     }
 
     /// Who the client is now; `None` before it authenticates (where it must).
@@ -264,6 +274,7 @@ impl Session {
     /// a front end can pipeline. [`Session::answer`] awaits the reply.
     pub async fn submit(&mut self, mut cmd: Command) -> Result<Answer, Refused> {
         self.admit(&cmd)?;
+        self.throttle.note(&cmd);
         if let Some(slot) = cmd.session_mut() {
             *slot = Some(self.open().await?);
         }
@@ -274,6 +285,36 @@ impl Session {
         let cmd = self.shared.session_limits.wrap(cmd);
         let cmd = self.permit(cmd)?;
         Ok(self.shared.node.submit(cmd).await?)
+    }
+
+    /// Flow control after a read round (see `flow.rs`): whether the front end must stop reading
+    /// because a queue this connection published to in the round has `queue-flow-limit` ready
+    /// messages, counting its messages not yet applied (submitted, no reply yet: what `unapplied`
+    /// counts) as already there. Cheap when nothing was published: no look at the state, and no
+    /// count.
+    pub fn flow_check(&mut self, unapplied: impl FnOnce() -> u64) -> bool {
+        let (node, sender) = (&self.shared.node, self.bound.map(|b| b.id));
+        self.throttle.check(&self.shared.stats, Instant::now(), unapplied, |routes| {
+            flow::backlog(node, routes, sender)
+        })
+    }
+
+    /// While stopped by [`Session::flow_check`]: whether the queues that stopped it are below
+    /// half the limit now, and the front end may read again. A front end looks every
+    /// [`flow::RECHECK`].
+    pub fn flow_released(&mut self, unapplied: impl FnOnce() -> u64) -> bool {
+        let (node, sender) = (&self.shared.node, self.bound.map(|b| b.id));
+        !self.throttle.recheck(Instant::now(), unapplied, |routes| flow::backlog(node, routes, sender))
+    }
+
+    /// Flow control for a front end that reads no more until its replies are out (RESP, between
+    /// two pipelines): returns at once unless the pipeline just run took a consumed queue to
+    /// `queue-flow-limit`; then waits until that queue is below half of it (or shutdown begins).
+    /// Nothing is refused: the client's next requests wait in its socket meanwhile.
+    pub async fn flow_wait(&mut self) {
+        let sender = self.bound.map(|b| b.id);
+        let Shared { node, stats, shutdown, .. } = &*self.shared;
+        self.throttle.wait(node, stats, sender, shutdown).await;
     }
 
     /// A submitted command's reply, counted in the stats.
@@ -472,6 +513,7 @@ mod tests {
             max_memory: 100,
             max_clients: 10,
             script_budget: 1000,
+            queue_flow_limit: 0,
         }
     }
 

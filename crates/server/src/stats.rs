@@ -34,6 +34,10 @@ pub struct Stats {
     pub blocked: AtomicU64,
     /// Requests run: RESP commands, AMQP methods, HTTP API calls.
     pub commands: AtomicU64,
+    /// Connections that flow control has stopped reading now (`queue-flow-limit`, `flow.rs`).
+    pub in_flow: AtomicU64,
+    /// Microseconds connections have spent stopped by flow control, summed over connections.
+    pub flow_micros: AtomicU64,
     pub counters: Counters,
     /// Waits refused because they would deadlock: the latest few, for the dashboard.
     pub deadlocks: RecentDeadlocks,
@@ -69,6 +73,8 @@ pub struct Counters {
     pub protected_mode_refused: AtomicU64,
     pub query_buffer_closed: AtomicU64,
     pub session_limits_refused: AtomicU64,
+    // Flow control:
+    pub flow_stalls: AtomicU64,
 }
 
 /// One counter: its name (INFO field; metric `turnstile_<name>_total`) and what it counts.
@@ -159,6 +165,12 @@ pub const COUNTERS: &[Counter] = &[
         help: "Acquires and waits refused by max-holds-per-session or max-waits-per-session.",
         value: |s| s.session_limits_refused,
     },
+    // Flow control:
+    Counter {
+        name: "flow_stalls",
+        help: "Times a publishing connection stopped being read because a queue it publishes to had queue-flow-limit ready messages.",
+        value: |s| s.flow_stalls,
+    },
 ];
 
 impl Stats {
@@ -220,6 +232,11 @@ pub struct Snapshot {
     pub protected_mode_refused: u64,
     pub query_buffer_closed: u64,
     pub session_limits_refused: u64,
+    pub flow_stalls: u64,
+    /// Connections stopped by flow control now.
+    pub in_flow: u64,
+    /// Time connections have spent stopped by flow control, summed.
+    pub flow_time: Duration,
     /// The state's figures; `None` when the state could not be read (no leader, stopping).
     pub summary: Option<Summary>,
     pub node: NodeStatus,
@@ -282,6 +299,9 @@ impl Snapshot {
             protected_mode_refused: load(&c.protected_mode_refused),
             query_buffer_closed: load(&c.query_buffer_closed),
             session_limits_refused: load(&c.session_limits_refused),
+            flow_stalls: load(&c.flow_stalls),
+            in_flow: load(&stats.in_flow),
+            flow_time: Duration::from_micros(load(&stats.flow_micros)),
             summary,
             node: shared.node.status(),
             cluster: shared.node.local_cluster_status(),

@@ -1,6 +1,7 @@
-//! What a read (`Query::QueueStats`, `Query::Peek`) sees of a queue; nothing here changes state.
+//! What a read (`Query::QueueStats`, `Query::Peek`) sees of a queue, and the backlog flow
+//! control weighs; nothing here changes state.
 
-use crate::{CoreError, MessageView, QueueStats, Reply, State, Timestamp};
+use crate::{CoreError, MessageView, QueueStats, Reply, SessionId, State, Timestamp};
 
 impl State {
     pub(crate) fn queue_stats(&self, name: &str, now: Timestamp) -> Result<Reply, CoreError> {
@@ -17,6 +18,29 @@ impl State {
             payload_bytes: q.payload_bytes,
             totals: q.totals,
         }))
+    }
+
+    /// The backlog a message published to `exchange` with `routing_key` would join, as flow
+    /// control weighs it: the most ready messages in any queue it would be stored in that another
+    /// session than `sender` takes from (a consumer or a waiting pop). A push to a queue is a
+    /// publish to the default exchange (`""`) with the queue's name as key.
+    ///
+    /// `None` when no such queue takes: a backlog nobody consumes is the user's intent (a bulk
+    /// load, work for later), bounded by `max-memory`, not something to slow a publisher for. The
+    /// sender's own consumers do not count, so a connection that publishes to a queue it also
+    /// consumes from is never stopped waiting for acks it would have to read itself.
+    pub fn flow_backlog(&self, exchange: &str, routing_key: &str, sender: Option<SessionId>) -> Option<u64> {
+        let targets = self.route(exchange, routing_key).ok()?;
+        targets
+            .iter()
+            .map(|id| &self.queues[id])
+            .filter(|q| {
+                let other = |session: SessionId| Some(session) != sender;
+                q.consumers.values().any(|c| other(c.session))
+                    || q.pop_waiters.values().any(|w| other(w.session))
+            })
+            .map(|q| q.ready.len() as u64)
+            .max()
     }
 
     pub(crate) fn peek(&self, name: &str, count: u32, now: Timestamp) -> Result<Reply, CoreError> {

@@ -716,6 +716,14 @@ impl Node {
         self.inner.journal.as_ref().is_some_and(|j| j.is_poisoned())
     }
 
+    /// Runs `f` on the state as this node has applied it so far, with no read-index check: it may
+    /// lag what was acknowledged (entries committed and not yet applied here; on a follower, what
+    /// the leader has not sent yet). For advisory looks that run often and must stay cheap, such
+    /// as flow control's backlog; what a client is answered goes through [`Node::read`].
+    pub fn read_applied<R>(&self, f: impl FnOnce(&State) -> R) -> Result<R, NodeError> {
+        self.inner.state_machine.with_state(f).map_err(|e| NodeError::Fatal(e.to_string()))
+    }
+
     /// Payload bytes stored after the latest apply, read without a lock (for memory limits).
     pub fn payload_bytes(&self) -> u64 {
         self.inner.state_machine.payload_bytes()

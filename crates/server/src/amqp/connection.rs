@@ -7,10 +7,18 @@
 //!  router ─── effects ─────────►  ▲                   ├─► Session::submit / propose / query
 //!  replies, oldest first ─────────┘ ◄─────────────────┘
 //! ```
+//!
+//! Flow control (`crate::flow`): after each read round the session weighs the queues the round
+//! published to. At `queue-flow-limit` the read half is left alone — the client's publishes wait
+//! in its socket, as under RabbitMQ's "flow" state — until a look every [`flow::RECHECK`] finds
+//! them below half of it. Everything else goes on meanwhile: replies and confirms of what was
+//! read, deliveries to this connection's consumers, heartbeats both ways (the write side never
+//! waits on the read side).
 
 use std::collections::VecDeque;
 use std::hash::{BuildHasher, Hasher};
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,6 +26,7 @@ use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio::sync::oneshot::error::TryRecvError;
+use tokio::time::Sleep;
 use turnstile_amqp::content::write_content;
 use turnstile_amqp::frame::write_heartbeat;
 use turnstile_amqp::{AmqpError, code, decode, write_method};
@@ -29,6 +38,7 @@ use turnstile_tls::{ReadHalf, WriteHalf};
 use super::handshake::{HANDSHAKE_TIMEOUT, Tuned, accept, handshake, refuse_open};
 use super::machine::{Action, CLOSE_TIMEOUT, CallId, Input, Machine, NotApplied, Settings};
 use super::session::{Proposed, Session, answered};
+use crate::flow;
 use crate::listener::Protocol;
 use crate::server::Shared;
 use crate::shutdown::Shutdown;
@@ -126,6 +136,7 @@ pub async fn serve(
         replies: VecDeque::new(),
         actions: Vec::new(),
         ended: None,
+        flow: None,
         last_read: Instant::now(),
         last_write: Instant::now(),
     };
@@ -178,6 +189,8 @@ struct Connection {
     actions: Vec<Action>,
     /// Set by [`Action::End`]: the connection is over, with this error if any.
     ended: Option<Option<AmqpError>>,
+    /// Set while flow control has stopped reading: when to look again.
+    flow: Option<Pin<Box<Sleep>>>,
     last_read: Instant,
     last_write: Instant,
 }
@@ -201,9 +214,13 @@ impl Connection {
             if let Some(ended) = self.ended.take() {
                 return ended.map_or(Ok(()), |e| Err(End::Error(e)));
             }
+            if self.flow.is_none() && self.session.flow_check(|| unapplied(&self.replies)) {
+                self.flow = Some(Box::pin(tokio::time::sleep(flow::RECHECK)));
+            }
             let waiting = self.machine.is_waiting();
+            let stopped = waiting || self.flow.is_some();
             tokio::select! {
-                read = self.read.read_buf(&mut self.buf), if !waiting => {
+                read = self.read.read_buf(&mut self.buf), if !stopped => {
                     if read? == 0 {
                         return Ok(());
                     }
@@ -234,19 +251,27 @@ impl Connection {
                         self.feed(Input::Reply { id, reply }).await;
                     }
                 }
-                _ = tick.tick() => self.housekeeping(waiting).await?,
+                () = recheck(&mut self.flow) => {
+                    if self.session.flow_released(|| unapplied(&self.replies)) {
+                        self.flow = None;
+                    } else if let Some(sleep) = &mut self.flow {
+                        sleep.as_mut().reset(tokio::time::Instant::now() + flow::RECHECK);
+                    }
+                }
+                _ = tick.tick() => self.housekeeping(stopped).await?,
                 () = shutdown.recv() => self.feed(Input::Shutdown).await,
             }
         }
     }
 
     /// Heartbeats both ways; the machine's own timers (close handshake, `Connection.Blocked`).
-    async fn housekeeping(&mut self, waiting: bool) -> Result<(), End> {
+    async fn housekeeping(&mut self, stopped: bool) -> Result<(), End> {
         let heartbeat = self.tuned.heartbeat;
         if heartbeat > 0 {
             let interval = Duration::from_secs(heartbeat.into());
-            if waiting {
-                // Nothing is read while a method waits: that silence is ours, not the client's.
+            if stopped {
+                // Nothing is read while a method waits or flow control holds the connection: that
+                // silence is ours, not the client's.
                 self.last_read = Instant::now();
             }
             if self.last_read.elapsed() > interval * 2 {
@@ -309,6 +334,19 @@ impl Connection {
             let _ = self.tx.send(self.out.split().freeze());
             self.last_write = Instant::now();
         }
+    }
+}
+
+/// Proposals whose reply has not come: not applied yet (a reply is sent once its entry is).
+fn unapplied(replies: &VecDeque<(CallId, Answer)>) -> u64 {
+    replies.iter().filter(|(_, answer)| answer.is_empty()).count() as u64
+}
+
+/// Resolves when a connection stopped by flow control should look again; never when it reads.
+async fn recheck(flow: &mut Option<Pin<Box<Sleep>>>) {
+    match flow {
+        Some(sleep) => sleep.as_mut().await,
+        None => std::future::pending().await,
     }
 }
 

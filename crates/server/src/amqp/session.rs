@@ -132,6 +132,18 @@ impl Session {
         Err(AmqpError::access_refused(text))
     }
 
+    /// After a read round: whether flow control stops reading this connection, because a queue
+    /// it published to is at `queue-flow-limit` (`crate::flow`); `unapplied` counts its
+    /// proposals with no reply yet.
+    pub fn flow_check(&mut self, unapplied: impl FnOnce() -> u64) -> bool {
+        self.inner.flow_check(unapplied)
+    }
+
+    /// While stopped: whether the queues that stopped it are below half the limit now.
+    pub fn flow_released(&mut self, unapplied: impl FnOnce() -> u64) -> bool {
+        self.inner.flow_released(unapplied)
+    }
+
     /// Whether stored messages are at the memory limit (`Connection.Blocked` lasts until not).
     pub fn memory_full(&self) -> bool {
         let max = self.shared.limits.max_memory;

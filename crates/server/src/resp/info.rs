@@ -98,6 +98,7 @@ pub async fn render(shared: &Shared, sections: &[String]) -> String {
                     line(&format!("connected_clients_{}", protocol.as_str()), &counts.open);
                 }
                 line("blocked_clients", &snapshot.blocked);
+                line("flow_clients", &snapshot.in_flow);
                 line("maxclients", &snapshot.max_clients);
                 line("sessions", &summary.sessions);
             }
@@ -134,6 +135,7 @@ pub async fn render(shared: &Shared, sections: &[String]) -> String {
                 for counter in COUNTERS {
                     line(counter.name, &(counter.value)(&snapshot));
                 }
+                line("flow_time_ms", &snapshot.flow_time.as_millis());
             }
             "locks" => {
                 line("locks", &summary.locks);
