@@ -1825,6 +1825,88 @@ async fn a_publisher_is_held_while_its_queue_is_at_the_flow_limit_and_let_go_as_
     assert_eq!(scrape.value("turnstile_connections_flow", &[]), 0.0);
 }
 
+/// The same over RESP: a client pipelining `Q.PUSH`es to a queue another connection consumes is
+/// read no further once the queue holds the limit (its replies are out; its next pipeline waits in
+/// its socket), stays held while the consumer lags, and is let go as the consumer acks: every push
+/// answered, every message consumed once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resp_pusher_is_held_at_the_flow_limit_and_let_go_as_consumers_catch_up() {
+    const TOTAL: u64 = 500;
+    const PIPELINE: u64 = 10;
+    let b = Broker::turnstile_with(&["--queue-flow-limit", &FLOW_LIMIT.to_string()]);
+    let server = b.server.as_ref().expect("turnstile");
+    let mut resp = b.resp_client();
+    let consumer_conn = b.connect().await;
+    let cch = channel(&consumer_conn).await;
+    declare(&cch, "jobs", FieldTable::default()).await;
+    within(cch.basic_qos(1, BasicQosOptions::default())).await.expect("basic.qos");
+    let mut worker = consume(&cch, "jobs", "worker").await;
+
+    let answered = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let pusher = std::thread::spawn({
+        let (answered, mut con) = (answered.clone(), server.client());
+        move || {
+            for round in 0..TOTAL / PIPELINE {
+                let mut pipe = redis::pipe();
+                for i in round * PIPELINE..(round + 1) * PIPELINE {
+                    pipe.cmd("Q.PUSH").arg("jobs").arg(format!("{i:0width$}", width = FLOW_BODY));
+                }
+                let ids: Vec<u64> = pipe.query(&mut con).expect("pushes answered");
+                assert_eq!(ids.len() as u64, PIPELINE);
+                answered.fetch_add(PIPELINE, Ordering::Relaxed);
+            }
+        }
+    });
+    // The consumer takes one delivery and acks nothing yet.
+    let first = worker.next().await;
+
+    until_async("the pusher is stopped", || common::info_u64(&mut resp, "clients", "flow_clients") == 1)
+        .await;
+    // Settled: the answered pushes and the stored ones agree and have not moved over 100 ms of the
+    // server's time held.
+    let mut last = None;
+    until_async("what it sent before is answered", || {
+        let now = (answered.load(Ordering::Relaxed), queue_stats(&mut resp, "jobs")["pushed"]);
+        let looked = common::info_u64(&mut resp, "stats", "flow_time_ms");
+        match last {
+            Some((then, since)) if then == now && looked >= since + 100 => return now.0 == now.1,
+            Some((then, _)) if then == now => {}
+            _ => last = Some((now, looked)),
+        }
+        false
+    })
+    .await;
+    let held = queue_stats(&mut resp, "jobs");
+    assert!(held["ready"] * 2 >= FLOW_LIMIT, "held below half the limit: {held:?}");
+    // One pipeline per round: at most one past the limit.
+    assert!(held["ready"] <= FLOW_LIMIT + PIPELINE, "more than a pipeline past the limit: {held:?}");
+    let looked = common::info_u64(&mut resp, "stats", "flow_time_ms");
+    until_async("the server looked many times", || {
+        common::info_u64(&mut resp, "stats", "flow_time_ms") >= looked + 300
+    })
+    .await;
+    assert_eq!(queue_stats(&mut resp, "jobs")["pushed"], held["pushed"], "the queue grew while held");
+    assert!(answered.load(Ordering::Relaxed) < TOTAL);
+
+    // The consumer catches up; the pusher is let go and finishes.
+    let mut seen = std::collections::BTreeSet::new();
+    let mut delivery = first;
+    loop {
+        assert!(seen.insert(text(&delivery)), "delivered twice: {}", text(&delivery));
+        ack(&delivery).await;
+        if seen.len() as u64 == TOTAL {
+            break;
+        }
+        delivery = worker.next().await;
+    }
+    pusher.join().expect("the pusher");
+    assert_eq!(answered.load(Ordering::Relaxed), TOTAL);
+    let expected: std::collections::BTreeSet<String> =
+        (0..TOTAL).map(|i| format!("{i:0width$}", width = FLOW_BODY)).collect();
+    assert_eq!(seen, expected, "every message consumed once");
+    worker.assert_quiet("nothing more").await;
+}
+
 /// A queue nobody consumes is not throttled, however long: a backlog there is the user's intent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_queue_nobody_consumes_does_not_hold_its_publisher() {

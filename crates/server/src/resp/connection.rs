@@ -229,6 +229,9 @@ impl Connection {
                 return Err(e.into());
             }
             self.flush().await?;
+            // Flow control: a pipeline that took a consumed queue to queue-flow-limit is the last
+            // one read until that queue is below half of it (its replies are out already).
+            self.session.flow_wait().await;
             if more {
                 continue;
             }
