@@ -16,8 +16,8 @@
 //! blocked by that writer even though readers share.
 //!
 //! The reduction costs O(n²) and more in the owners it reaches, and a line of n waiters on one
-//! lock reaches all n: with 50 clients in line for one hot lock it took ~80 % of the log thread
-//! (measured with `perf`), a millisecond per wait. So a cheap test runs first: a cycle through
+//! lock reaches all n: with 50 clients in line for one hot lock it took ~80 % of the server's CPU
+//! samples, all on the log thread (measured with `perf`), a millisecond per wait. So a cheap test runs first: a cycle through
 //! the new wait needs some reachable wait that `owner` itself stands in the way of (as a holder
 //! or a waiter ahead). When nothing reachable involves `owner` — a client that holds nothing and
 //! waits nowhere else, the common case — every reachable owner finishes as it would have without
