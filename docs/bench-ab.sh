@@ -54,15 +54,6 @@ done
 start_redis "$root/redis"
 url[R]=redis://127.0.0.1:$redis_port pid[R]=$redis_pid
 
-# Clock ticks (1/100 s) of user + system CPU over all of a process's threads.
-ticks() {
-  local total=0 task
-  for task in /proc/"$1"/task/*/stat; do
-    total=$((total + $(awk '{print $14 + $15}' "$task")))
-  done
-  echo "$total"
-}
-
 echo "A = $old ${A_FLAGS:-}; B = $new ${B_FLAGS:-}; R = redis (appendfsync $redis_fsync);" \
   "$workload ${BENCH_ARGS:-}, ${DURATION:-3s} per target, fsync $ts_fsync"
 printf '%-5s %-2s %9s %8s %8s %14s\n' round on ops/s "p50 ms" "p99 ms" "server µs/op"
@@ -72,13 +63,6 @@ for round in $(seq "$rounds"); do
     # shellcheck disable=SC2086 # flags are words
     line=$("$new" bench "$workload" --target "${url[$side]}" --duration "${DURATION:-3s}" --warmup 1s --json ${BENCH_ARGS:-})
     after=$(ticks "${pid[$side]}")
-    # CPU is counted over warmup and run; ops over the run, plus the warmup's at the run's rate.
-    python3 -c '
-import json, sys
-row = json.loads(sys.argv[1])[0]
-ops = row["ops"] + row["ops_per_sec"] * 1.0
-print("%-5s %-2s %9.0f %8.3f %8.3f %14.1f" % (sys.argv[2], sys.argv[3], row["ops_per_sec"],
-      row["p50_ms"], row["p99_ms"], int(sys.argv[4]) * 10000 / max(ops, 1)))
-' "$line" "$round" "$side" "$((after - before))"
+    print_row "$line" "$round" "$side" "$((after - before))"
   done
 done

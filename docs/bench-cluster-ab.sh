@@ -61,19 +61,8 @@ for side in A B; do
   node_pids[$side]="${side_pids[*]}"
 done
 
-# Clock ticks (1/100 s) of user + system CPU over all threads of the given processes.
-ticks() {
-  local total=0 task
-  for pid in "$@"; do
-    for task in /proc/"$pid"/task/*/stat; do
-      total=$((total + $(awk '{print $14 + $15}' "$task")))
-    done
-  done
-  echo "$total"
-}
-
 echo "A = $old; B = $new; 3 nodes each, fsync always; locks, $keys keys, ${DURATION:-5s} per target"
-printf '%-5s %-2s %9s %8s %8s %18s\n' round on ops/s "p50 ms" "p99 ms" "3 nodes µs/op"
+printf '%-5s %-2s %9s %8s %8s %14s\n' round on ops/s "p50 ms" "p99 ms" "3 nodes µs/op"
 for round in $(seq "$rounds"); do
   for side in A B; do
     # shellcheck disable=SC2086 # a list of pids
@@ -82,12 +71,6 @@ for round in $(seq "$rounds"); do
       --duration "${DURATION:-5s}" --warmup 1s --json)
     # shellcheck disable=SC2086
     after=$(ticks ${node_pids[$side]})
-    python3 -c '
-import json, sys
-row = json.loads(sys.argv[1])[0]
-ops = row["ops"] + row["ops_per_sec"] * 1.0
-print("%-5s %-2s %9.0f %8.3f %8.3f %18.1f" % (sys.argv[2], sys.argv[3], row["ops_per_sec"],
-      row["p50_ms"], row["p99_ms"], int(sys.argv[4]) * 10000 / max(ops, 1)))
-' "$line" "$round" "$side" "$((after - before))"
+    print_row "$line" "$round" "$side" "$((after - before))"
   done
 done

@@ -149,3 +149,27 @@ stop_rabbitmq() {
   wait "$rabbit_pid" "${epmd_pid:-}" 2>/dev/null || true
   rabbit_pid= epmd_pid=
 }
+
+# Clock ticks (1/100 s) of user + system CPU over all threads of the given processes.
+ticks() {
+  local total=0 pid task
+  for pid in "$@"; do
+    for task in /proc/"$pid"/task/*/stat; do
+      total=$((total + $(awk '{print $14 + $15}' "$task")))
+    done
+  done
+  echo "$total"
+}
+
+# Prints one row of an A/B table from `turnstile bench --json` output: round, side, ops/s, p50,
+# p99 and server CPU µs per op from the ticks spent. CPU is counted over warmup (1 s) and run; ops
+# over the run, plus the warmup's at the run's rate.
+print_row() { # json round side ticks
+  python3 -c '
+import json, sys
+row = json.loads(sys.argv[1])[0]
+ops = row["ops"] + row["ops_per_sec"] * 1.0
+print("%-5s %-2s %9.0f %8.3f %8.3f %14.1f" % (sys.argv[2], sys.argv[3], row["ops_per_sec"],
+      row["p50_ms"], row["p99_ms"], int(sys.argv[4]) * 10000 / max(ops, 1)))
+' "$@"
+}

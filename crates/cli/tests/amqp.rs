@@ -1661,6 +1661,36 @@ async fn until_async(what: &str, mut check: impl FnMut() -> bool) {
     .unwrap_or_else(|_| panic!("timed out waiting until {what}"));
 }
 
+/// Waits until a connection is stopped by flow control and settled: what it sent before is all
+/// answered (`answered`: its confirms or replies) and stored (the queue's `pushed`), the two
+/// agree, and neither has moved over 100 ms of the server's time held (20 looks).
+async fn until_stopped_and_settled(resp: &mut redis::Connection, queue: &str, answered: impl Fn() -> u64) {
+    until_async("the connection is stopped", || common::info_u64(resp, "clients", "flow_clients") == 1).await;
+    let mut last = None;
+    until_async("what it sent before is answered", || {
+        let now = (answered(), queue_stats(resp, queue)["pushed"]);
+        let looked = common::info_u64(resp, "stats", "flow_time_ms");
+        match last {
+            Some((then, since)) if then == now && looked >= since + 100 => return now.0 == now.1,
+            Some((then, _)) if then == now => {}
+            _ => last = Some((now, looked)),
+        }
+        false
+    })
+    .await;
+}
+
+/// Waits while the server holds a connection for `ms` more of its time in flow (it looks again
+/// every few ms meanwhile); returns the time in flow it started from.
+async fn held_for(resp: &mut redis::Connection, ms: u64) -> u64 {
+    let looked = common::info_u64(resp, "stats", "flow_time_ms");
+    until_async("the server looked many times", || {
+        common::info_u64(resp, "stats", "flow_time_ms") >= looked + ms
+    })
+    .await;
+    looked
+}
+
 /// A publisher with confirms on its own connection, which sends numbered bodies as fast as lapin
 /// takes them once told to; its confirms are counted as they come, in `acked` and `nacked`.
 struct FlowPublisher {
@@ -1743,22 +1773,7 @@ async fn a_publisher_is_held_while_its_queue_is_at_the_flow_limit_and_let_go_as_
     let first = worker.next().await;
 
     // Stopped: every publish it had read is stored and confirmed, and then nothing more comes.
-    // Settled is when the count of stored messages and of confirms agree and have not moved over
-    // 100 ms of the server's time held (20 looks).
-    until_async("the publisher is stopped", || common::info_u64(&mut resp, "clients", "flow_clients") == 1)
-        .await;
-    let mut last = None;
-    until_async("what it sent before is confirmed", || {
-        let now = (publisher.acked(), queue_stats(&mut resp, "jobs")["pushed"]);
-        let looked = common::info_u64(&mut resp, "stats", "flow_time_ms");
-        match last {
-            Some((then, since)) if then == now && looked >= since + 100 => return now.0 == now.1,
-            Some((then, _)) if then == now => {}
-            _ => last = Some((now, looked)),
-        }
-        false
-    })
-    .await;
+    until_stopped_and_settled(&mut resp, "jobs", || publisher.acked()).await;
     let held = queue_stats(&mut resp, "jobs");
     let (acked, ready) = (publisher.acked(), held["ready"]);
     // It may stop a little before the limit (publishes applied whose confirms are on their way
@@ -1767,11 +1782,7 @@ async fn a_publisher_is_held_while_its_queue_is_at_the_flow_limit_and_let_go_as_
     assert!(ready <= FLOW_LIMIT + FLOW_ROUND, "more than a round past the limit: {held:?}");
     assert!(acked < u64::from(TOTAL));
     // It stays stopped while the server looks again and again (every few ms).
-    let looked = common::info_u64(&mut resp, "stats", "flow_time_ms");
-    until_async("the server looked many times", || {
-        common::info_u64(&mut resp, "stats", "flow_time_ms") >= looked + 300
-    })
-    .await;
+    let looked = held_for(&mut resp, 300).await;
     assert_eq!(publisher.acked(), acked, "confirms while the consumer lags");
     let now = queue_stats(&mut resp, "jobs");
     assert_eq!((now["pushed"], now["ready"]), (held["pushed"], ready), "the queue grew while held");
@@ -1860,31 +1871,12 @@ async fn a_resp_pusher_is_held_at_the_flow_limit_and_let_go_as_consumers_catch_u
     // The consumer takes one delivery and acks nothing yet.
     let first = worker.next().await;
 
-    until_async("the pusher is stopped", || common::info_u64(&mut resp, "clients", "flow_clients") == 1)
-        .await;
-    // Settled: the answered pushes and the stored ones agree and have not moved over 100 ms of the
-    // server's time held.
-    let mut last = None;
-    until_async("what it sent before is answered", || {
-        let now = (answered.load(Ordering::Relaxed), queue_stats(&mut resp, "jobs")["pushed"]);
-        let looked = common::info_u64(&mut resp, "stats", "flow_time_ms");
-        match last {
-            Some((then, since)) if then == now && looked >= since + 100 => return now.0 == now.1,
-            Some((then, _)) if then == now => {}
-            _ => last = Some((now, looked)),
-        }
-        false
-    })
-    .await;
+    until_stopped_and_settled(&mut resp, "jobs", || answered.load(Ordering::Relaxed)).await;
     let held = queue_stats(&mut resp, "jobs");
     assert!(held["ready"] * 2 >= FLOW_LIMIT, "held below half the limit: {held:?}");
     // One pipeline per round: at most one past the limit.
     assert!(held["ready"] <= FLOW_LIMIT + PIPELINE, "more than a pipeline past the limit: {held:?}");
-    let looked = common::info_u64(&mut resp, "stats", "flow_time_ms");
-    until_async("the server looked many times", || {
-        common::info_u64(&mut resp, "stats", "flow_time_ms") >= looked + 300
-    })
-    .await;
+    held_for(&mut resp, 300).await;
     assert_eq!(queue_stats(&mut resp, "jobs")["pushed"], held["pushed"], "the queue grew while held");
     assert!(answered.load(Ordering::Relaxed) < TOTAL);
 

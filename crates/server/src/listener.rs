@@ -191,29 +191,13 @@ impl Listener {
                     protocol = self.protocol.as_str(),
                     "refused: protected mode (no authentication configured; only loopback clients are served)"
                 );
-                let tls = self.tls.as_ref().map(|handshakes| handshakes.tls.clone());
-                tokio::spawn(refuse(
-                    self.protocol,
-                    stream,
-                    peer,
-                    self.shared.clone(),
-                    tls,
-                    Refusal::Protected,
-                ));
+                self.refuse(stream, peer, Refusal::Protected);
                 continue;
             }
             let Ok(permit) = self.shared.client_slots.clone().try_acquire_owned() else {
                 bump(&counts.refused);
                 tracing::info!(%peer, protocol = self.protocol.as_str(), "refused: {MAX_CLIENTS_REACHED}");
-                let tls = self.tls.as_ref().map(|handshakes| handshakes.tls.clone());
-                tokio::spawn(refuse(
-                    self.protocol,
-                    stream,
-                    peer,
-                    self.shared.clone(),
-                    tls,
-                    Refusal::MaxClients,
-                ));
+                self.refuse(stream, peer, Refusal::MaxClients);
                 continue;
             };
             bump(&counts.accepted);
@@ -229,6 +213,13 @@ impl Listener {
     /// configured, and `peer` is another host. AMQP is exempt when `[amqp-users]` names a user
     /// other than `guest`: each AMQP connection must then log in with a password the operator
     /// chose (and `guest` is refused beyond loopback whatever the mode).
+    /// Answers a refused connection on a task of its own (after a TLS handshake, on a TLS
+    /// listener), so the accept loop goes on at once.
+    fn refuse(&self, stream: TcpStream, peer: SocketAddr, why: Refusal) {
+        let tls = self.tls.as_ref().map(|handshakes| handshakes.tls.clone());
+        tokio::spawn(refuse(self.protocol, stream, peer, self.shared.clone(), tls, why));
+    }
+
     fn protected(&self, peer: SocketAddr) -> bool {
         let shared = &self.shared;
         if !shared.protected_mode || shared.users.required() || peer.ip().to_canonical().is_loopback() {
