@@ -27,6 +27,7 @@ mod flow;
 mod host;
 mod http;
 mod listener;
+mod loops;
 mod metrics;
 mod pubsub;
 mod resp;
