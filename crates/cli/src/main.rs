@@ -199,9 +199,6 @@ struct ServerArgs {
     /// Threads for connections and the log; 0 = one per core [default: 0].
     #[arg(long, env = "TURNSTILE_WORKER_THREADS", value_name = "N")]
     worker_threads: Option<usize>,
-    /// Threads that each own a share of the plain RESP connections; 0 = none [default: 0].
-    #[arg(long, env = "TURNSTILE_CONNECTION_LOOPS", value_name = "N")]
-    connection_loops: Option<usize>,
     /// When a write counts as done: always (on disk before the reply), interval, never [default: always].
     #[arg(long, env = "TURNSTILE_FSYNC", value_name = "POLICY")]
     fsync: Option<turnstile_server::Fsync>,
@@ -315,7 +312,6 @@ impl ServerArgs {
         set(&mut config.max_holds_per_session, &self.max_holds_per_session);
         set(&mut config.max_waits_per_session, &self.max_waits_per_session);
         set(&mut config.worker_threads, &self.worker_threads);
-        set(&mut config.connection_loops, &self.connection_loops);
         set(&mut config.fsync, &self.fsync);
         set(&mut config.fsync_interval_ms, &self.fsync_interval_ms);
         set(&mut config.session_timeout_ms, &self.session_timeout_ms);

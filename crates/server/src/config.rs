@@ -104,9 +104,6 @@ pub struct Config {
     /// Threads that run connections; 0 = one per core. The log (openraft, the batcher, the state
     /// machine) runs on a thread of its own besides these, and the journal on another.
     pub worker_threads: usize,
-    /// Threads that each own a share of the plain RESP connections and hand the log one message
-    /// per round of reads (see `loops.rs`); 0 = none, every connection on the worker threads.
-    pub connection_loops: usize,
     /// Most log entries proposed and not yet applied at once. While they are all in flight,
     /// new commands queue up and form a bigger next entry.
     pub max_in_flight: usize,
@@ -218,7 +215,6 @@ impl Default for Config {
             max_batch: 512,
             max_in_flight: 2,
             worker_threads: 0,
-            connection_loops: 0,
             fsync: Fsync::Always,
             fsync_interval_ms: 1000,
             session_timeout_ms: 10_000,

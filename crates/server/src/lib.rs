@@ -27,7 +27,6 @@ mod flow;
 mod host;
 mod http;
 mod listener;
-mod loops;
 mod metrics;
 mod pubsub;
 mod resp;

@@ -28,7 +28,6 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Mutex, OwnedSemaphorePermit, mpsc};
 use turnstile_tls::{MaybeTls, ServerTls, TlsInfo};
 
-use crate::loops::Loops;
 use crate::server::Shared;
 use crate::stats::bump;
 
@@ -229,25 +228,20 @@ impl Listener {
         !(self.protocol == Protocol::Amqp && shared.amqp_users.keys().any(|user| user != "guest"))
     }
 
-    /// Accepts until dropped, serving each connection on a task of its own: on a connection
-    /// loop when `loops` are given (and the connection is plain), else on this runtime. Each
-    /// task holds a clone of `done`, so its owner knows when every connection is over.
-    pub async fn serve_each<F, Fut>(&self, done: &mpsc::Sender<()>, loops: Option<&Loops>, serve: F)
+    /// Accepts until dropped, serving each connection on a task of its own. Each task holds a
+    /// clone of `done`, so its owner knows when every connection is over.
+    pub async fn serve_each<F, Fut>(&self, done: &mpsc::Sender<()>, serve: F)
     where
-        F: Fn(Admitted) -> Fut + Clone + Send + 'static,
+        F: Fn(Admitted) -> Fut,
         Fut: Future<Output = ()> + Send + 'static,
     {
         loop {
-            let admitted = self.accept().await;
-            let (done, serve) = (done.clone(), serve.clone());
-            let served = move |admitted| async move {
-                serve(admitted).await;
+            let served = serve(self.accept().await);
+            let done = done.clone();
+            tokio::spawn(async move {
+                served.await;
                 drop(done);
-            };
-            match loops {
-                Some(loops) => loops.spawn(admitted, served),
-                None => drop(tokio::spawn(served(admitted))),
-            }
+            });
         }
     }
 }

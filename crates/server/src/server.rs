@@ -22,7 +22,6 @@ use turnstile_tls::{PeerTls, ServerTls};
 use crate::clients::Clients;
 use crate::config::{Config, ConfigError, Fsync};
 use crate::listener::{Listener, Protocol};
-use crate::loops::Loops;
 use crate::pubsub::PubSub;
 use crate::router::Router;
 use crate::session::Limits;
@@ -103,8 +102,6 @@ pub enum ServerError {
     Node(#[from] NodeError),
     #[error("TLS")]
     Tls(#[from] turnstile_tls::TlsError),
-    #[error("cannot start the connection loops")]
-    Loops(#[source] std::io::Error),
 }
 
 /// The addresses of the TLS listeners; each `None` when not configured.
@@ -130,8 +127,6 @@ pub struct Server {
     trigger: ShutdownTrigger,
     shutdown: Shutdown,
     log_runtime: LogRuntime,
-    /// The threads that own the plain RESP connections (none when `connection-loops` is 0).
-    loops: Loops,
 }
 
 /// The log's own runtime, one thread: openraft, the batcher and the state machine run there, so
@@ -390,7 +385,6 @@ impl Server {
                 "users changed by ACL SETUSER not read yet; the config file's apply until they are"
             ),
         }
-        let loops = Loops::start(config.connection_loops, &shared.node).map_err(ServerError::Loops)?;
         Ok(Server {
             resp: Listener::new(bound.resp, Protocol::Resp, shared.clone()),
             http: Listener::new(bound.http, Protocol::Http, shared.clone()),
@@ -403,7 +397,6 @@ impl Server {
             trigger,
             shutdown,
             log_runtime,
-            loops,
         })
     }
 
@@ -451,7 +444,6 @@ impl Server {
             trigger,
             shutdown,
             log_runtime,
-            loops,
         } = self;
         crate::listener::warn_if_exposed(&shared);
         let router = shared.router.install(&shared.node, shutdown.clone());
@@ -469,18 +461,16 @@ impl Server {
 
         // Each connection holds a clone of `done`; when all are dropped, every connection is over.
         let (done, mut all_done) = mpsc::channel::<()>(1);
-        let resp_on = {
-            let (shared, shutdown) = (shared.clone(), shutdown.clone());
-            move |admitted| crate::resp::serve(admitted, shared.clone(), shutdown.clone())
-        };
-        let amqp_on = {
-            let (shared, shutdown) = (shared.clone(), shutdown.clone());
-            move |admitted| crate::amqp::serve(admitted, shared.clone(), shutdown.clone())
-        };
-        let serve_resp = resp.serve_each(&done, Some(&loops), resp_on.clone());
-        let serve_amqp = amqp.serve_each(&done, None, amqp_on.clone());
-        let serve_tls_resp = serve_optional(tls_resp.as_ref(), &done, resp_on);
-        let serve_tls_amqp = serve_optional(tls_amqp.as_ref(), &done, amqp_on);
+        let serve_resp =
+            resp.serve_each(&done, |admitted| crate::resp::serve(admitted, shared.clone(), shutdown.clone()));
+        let serve_amqp =
+            amqp.serve_each(&done, |admitted| crate::amqp::serve(admitted, shared.clone(), shutdown.clone()));
+        let serve_tls_resp = serve_optional(tls_resp.as_ref(), &done, |admitted| {
+            crate::resp::serve(admitted, shared.clone(), shutdown.clone())
+        });
+        let serve_tls_amqp = serve_optional(tls_amqp.as_ref(), &done, |admitted| {
+            crate::amqp::serve(admitted, shared.clone(), shutdown.clone())
+        });
         tokio::select! {
             _ = async { tokio::join!(serve_resp, serve_amqp, serve_tls_resp, serve_tls_amqp) } => {}
             () = stop => tracing::info!("shutting down"),
@@ -498,7 +488,6 @@ impl Server {
         }
         shared.node.shutdown().await?;
         let _ = router.await;
-        drop(loops);
         drop(log_runtime);
         Ok(())
     }
@@ -610,11 +599,11 @@ impl Bound {
 /// [`Listener::serve_each`] on a listener that may not be configured (then it never ends).
 async fn serve_optional<F, Fut>(listener: Option<&Listener>, done: &mpsc::Sender<()>, serve: F)
 where
-    F: Fn(crate::listener::Admitted) -> Fut + Clone + Send + 'static,
+    F: Fn(crate::listener::Admitted) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
     match listener {
-        Some(listener) => listener.serve_each(done, None, serve).await,
+        Some(listener) => listener.serve_each(done, serve).await,
         None => std::future::pending().await,
     }
 }

@@ -42,40 +42,13 @@ use turnstile_storage::Journal;
 use super::NodeError;
 use super::error::{journal_stopped, write_error};
 use super::forward::{self, Route, Target};
-use super::local::{Homes, Inbox};
 use crate::{Batch, Clock, Raft, ReplyTo, TypeConfig};
-
-/// A command's outcome, as its proposer gets it.
-pub(super) type Outcome = Result<Reply, NodeError>;
 
 /// One queued command and where its reply goes.
 #[derive(Debug)]
 pub(super) struct Proposal {
     pub(super) cmd: Command,
-    pub(super) reply: Waiter,
-}
-
-/// Where one command's reply goes: its proposer's channel, and the connection loop the proposer
-/// runs on, if any — replies to a loop's proposers go to it in one message per entry
-/// ([`super::local`]).
-#[derive(Debug)]
-pub(super) struct Waiter {
-    pub(super) tx: oneshot::Sender<Outcome>,
-    pub(super) home: Option<Inbox>,
-}
-
-/// What the proposal queue carries: one proposal, or a connection loop's round of them.
-#[derive(Debug)]
-pub(super) enum Queued {
-    One(Proposal),
-    Round(Vec<Proposal>),
-}
-
-impl Queued {
-    /// A proposal answered straight on `tx` (not through a connection loop).
-    pub(super) fn one(cmd: Command, tx: oneshot::Sender<Outcome>) -> Queued {
-        Queued::One(Proposal { cmd, reply: Waiter { tx, home: None } })
-    }
+    pub(super) reply: oneshot::Sender<Result<Reply, NodeError>>,
 }
 
 /// What the batcher has submitted, for [`super::NodeStatus`].
@@ -118,7 +91,7 @@ impl Stats {
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn run(
     raft: Raft,
-    mut queue: mpsc::Receiver<Queued>,
+    mut queue: mpsc::Receiver<Proposal>,
     clock: Clock,
     max_batch: usize,
     max_in_flight: usize,
@@ -131,32 +104,17 @@ pub(super) async fn run(
     if let Some(route) = &route {
         tokio::spawn(watchdog(raft.clone(), route.self_id, Arc::downgrade(&in_flight)));
     }
+    let mut taken = Vec::with_capacity(max_batch);
     loop {
         // Wait for a free pipeline slot first: while all are taken, proposals pile up in the
         // queue and the next batch grows.
         let Ok(slot) = slots.clone().acquire_owned().await else { return };
-        // Wait for the first proposal, then take whatever else is queued, up to the limit (a
-        // loop's round is never split, so a batch may pass it by one round).
-        let Some(first) = queue.recv().await else { return };
-        let (mut commands, mut waiters) = (Vec::new(), Vec::new());
-        let mut next = Some(first);
-        while let Some(queued) = next {
-            match queued {
-                Queued::One(p) => {
-                    commands.push(p.cmd);
-                    waiters.push(p.reply);
-                }
-                Queued::Round(round) => {
-                    commands.reserve(round.len());
-                    waiters.reserve(round.len());
-                    for p in round {
-                        commands.push(p.cmd);
-                        waiters.push(p.reply);
-                    }
-                }
-            }
-            next = if commands.len() < max_batch { queue.try_recv().ok() } else { None };
+        // recv_many waits for the first proposal, then takes whatever else is queued, up to the
+        // limit.
+        if queue.recv_many(&mut taken, max_batch).await == 0 {
+            return;
         }
+        let (commands, waiters): (Vec<Command>, Vec<_>) = taken.drain(..).map(|p| (p.cmd, p.reply)).unzip();
         let target = match &route {
             None => Ok(Target::Here),
             Some(route) => route.target(&raft).await,
@@ -170,7 +128,11 @@ pub(super) async fn run(
                     Ok(pending) => {
                         tokio::spawn(async move {
                             match forward::replies(pending, leader, count).await {
-                                Ok(replies) => answer_all(waiters, replies),
+                                Ok(replies) => {
+                                    for (waiter, reply) in waiters.into_iter().zip(replies) {
+                                        let _ = waiter.send(reply);
+                                    }
+                                }
                                 Err(e) => fail_all(waiters, e),
                             }
                             drop(slot);
@@ -211,10 +173,14 @@ pub(super) struct InFlight {
     entries: Mutex<(u64, HashMap<u64, Entry>)>,
 }
 
-type Entry = (Vec<Waiter>, OwnedSemaphorePermit);
+type Entry = (Vec<oneshot::Sender<Result<Reply, NodeError>>>, OwnedSemaphorePermit);
 
 impl InFlight {
-    fn insert(&self, waiters: Vec<Waiter>, slot: OwnedSemaphorePermit) -> u64 {
+    fn insert(
+        &self,
+        waiters: Vec<oneshot::Sender<Result<Reply, NodeError>>>,
+        slot: OwnedSemaphorePermit,
+    ) -> u64 {
         let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
         let (next, map) = &mut *entries;
         *next += 1;
@@ -223,7 +189,7 @@ impl InFlight {
     }
 
     /// The proposers of entry `seq`, whose slot is freed when they are dropped.
-    fn take(&self, seq: u64) -> Option<Vec<Waiter>> {
+    fn take(&self, seq: u64) -> Option<Vec<oneshot::Sender<Result<Reply, NodeError>>>> {
         let entry = self.entries.lock().unwrap_or_else(PoisonError::into_inner).1.remove(&seq);
         entry.map(|(waiters, _slot)| waiters)
     }
@@ -265,7 +231,11 @@ fn stopped_by_journal(error: NodeError, journal: Option<&Journal>) -> NodeError 
 
 /// Hands each proposer of one entry its own reply, in order, inside apply (or an error for all
 /// of them when the entry failed or Raft dropped it unanswered).
-fn deliver(result: Option<ClientWriteResult<TypeConfig>>, waiters: Vec<Waiter>, journal: Option<&Journal>) {
+fn deliver(
+    result: Option<ClientWriteResult<TypeConfig>>,
+    waiters: Vec<oneshot::Sender<Result<Reply, NodeError>>>,
+    journal: Option<&Journal>,
+) {
     let replies = match result {
         Some(Ok(response)) => response.data.0,
         Some(Err(e)) => return fail_all(waiters, stopped_by_journal(write_error(e), journal)),
@@ -273,26 +243,18 @@ fn deliver(result: Option<ClientWriteResult<TypeConfig>>, waiters: Vec<Waiter>, 
         None => return fail_all(waiters, stopped_by_journal(NodeError::ShuttingDown, journal)),
     };
     let count = replies.len();
-    let missing =
-        move || NodeError::Fatal(format!("state machine returned {count} replies for a larger batch"));
-    let mut replies = replies.into_iter().map(Ok);
-    answer_all(waiters, std::iter::from_fn(|| Some(replies.next().unwrap_or_else(|| Err(missing())))));
-}
-
-fn fail_all(waiters: Vec<Waiter>, err: NodeError) {
-    answer_all(waiters, std::iter::repeat_with(|| Err(err.clone())));
-}
-
-/// Hands each waiter its outcome, in order: straight to a proposer that runs on no connection
-/// loop, and to each loop its proposers' outcomes in one message.
-fn answer_all(waiters: Vec<Waiter>, outcomes: impl IntoIterator<Item = Outcome>) {
-    let mut homes = Homes::default();
-    for (waiter, outcome) in waiters.into_iter().zip(outcomes) {
-        match waiter.home {
-            Some(home) => homes.add(home, waiter.tx, outcome),
-            // The proposer may have given up (its connection closed); nothing to do then.
-            None => drop(waiter.tx.send(outcome)),
-        }
+    let mut replies = replies.into_iter();
+    for waiter in waiters {
+        let result = replies.next().ok_or_else(|| {
+            NodeError::Fatal(format!("state machine returned {count} replies for a larger batch"))
+        });
+        // The proposer may have given up (its connection closed); nothing to do then.
+        let _ = waiter.send(result);
     }
-    homes.send();
+}
+
+fn fail_all(waiters: Vec<oneshot::Sender<Result<Reply, NodeError>>>, err: NodeError) {
+    for waiter in waiters {
+        let _ = waiter.send(Err(err.clone()));
+    }
 }

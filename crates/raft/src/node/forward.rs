@@ -12,7 +12,7 @@ use tokio::sync::{mpsc, oneshot};
 use turnstile_core::Command;
 
 use super::NodeError;
-use super::batcher::{Proposal, Queued, Waiter};
+use super::batcher::Proposal;
 use super::error::read_error;
 use super::membership::{self, AdminRequest, ClusterStatus};
 use crate::network::{Deadline, ForwardHandler, ForwardedReplies, PendingForward, ReadPoint, TcpNetwork};
@@ -149,7 +149,7 @@ fn indeterminate(leader: u64, e: &dyn std::fmt::Display) -> NodeError {
 pub(super) struct Forwards {
     pub(super) raft: Raft,
     pub(super) state_machine: StateMachineStore,
-    pub(super) proposals: mpsc::Sender<Queued>,
+    pub(super) proposals: mpsc::Sender<Proposal>,
     pub(super) clock: Clock,
     pub(super) self_id: u64,
     /// Held while an admin request runs: one membership change at a time.
@@ -171,15 +171,12 @@ impl ForwardHandler for Forwards {
             if leader != Some(self.self_id) {
                 return Err(NodeError::NotLeader { leader: None });
             }
-            // One message for the whole batch: it stays together in this node's queue.
             let mut answers = Vec::with_capacity(commands.len());
-            let mut round = Vec::with_capacity(commands.len());
             for cmd in commands {
-                let (tx, answer) = oneshot::channel();
-                round.push(Proposal { cmd, reply: Waiter { tx, home: None } });
+                let (reply, answer) = oneshot::channel();
+                self.proposals.send(Proposal { cmd, reply }).await.map_err(|_| NodeError::ShuttingDown)?;
                 answers.push(answer);
             }
-            self.proposals.send(Queued::Round(round)).await.map_err(|_| NodeError::ShuttingDown)?;
             let replies: BoxFuture<'static, ForwardedReplies> = Box::pin(async move {
                 let mut replies = Vec::with_capacity(answers.len());
                 for answer in answers {

@@ -19,7 +19,7 @@ use tokio::sync::{mpsc, oneshot};
 use turnstile_core::Command;
 
 use super::NodeError;
-use super::batcher::Queued;
+use super::batcher::Proposal;
 use super::error::read_error;
 
 use crate::{Raft, StateMachineStore, TypeConfig};
@@ -143,7 +143,7 @@ pub(super) fn local_status(raft: &Raft, state_machine: &StateMachineStore, self_
 pub(super) async fn run(
     raft: &Raft,
     state_machine: &StateMachineStore,
-    proposals: &mpsc::Sender<Queued>,
+    proposals: &mpsc::Sender<Proposal>,
     self_id: u64,
     request: AdminRequest,
 ) -> Result<ClusterStatus, NodeError> {
@@ -236,9 +236,9 @@ fn membership(raft: &Raft) -> openraft::Membership<u64, BasicNode> {
     raft.metrics().borrow_watched().membership_config.membership().clone()
 }
 
-async fn propose(proposals: &mpsc::Sender<Queued>, cmd: Command) -> Result<(), NodeError> {
+async fn propose(proposals: &mpsc::Sender<Proposal>, cmd: Command) -> Result<(), NodeError> {
     let (reply, answer) = oneshot::channel();
-    proposals.send(Queued::one(cmd, reply)).await.map_err(|_| NodeError::ShuttingDown)?;
+    proposals.send(Proposal { cmd, reply }).await.map_err(|_| NodeError::ShuttingDown)?;
     answer.await.map_err(|_| NodeError::ShuttingDown)?.map(|_| ())
 }
 

@@ -26,7 +26,6 @@ mod batcher;
 mod config;
 mod error;
 mod forward;
-mod local;
 mod membership;
 mod open;
 mod snapshotter;
@@ -53,7 +52,7 @@ use turnstile_storage::{DirLock, Journal, JournalStats};
 use crate::network::{NoNetwork, TcpNetwork, serve};
 use crate::state_machine::{AppliedEffects, EffectHandler, StateMachineStore};
 use crate::{Clock, Raft, TypeConfig};
-use batcher::{Queued, Stats};
+use batcher::{Proposal, Stats};
 use error::{fatal_error, journal_stopped, read_error};
 use open::open_storage;
 
@@ -106,9 +105,7 @@ struct Inner {
     clock: Clock,
     raft: Raft,
     state_machine: StateMachineStore,
-    proposals: mpsc::Sender<Queued>,
-    /// Most commands per log entry; also the most a connection loop's outbox holds.
-    max_batch: usize,
+    proposals: mpsc::Sender<Proposal>,
     effects: Mutex<Option<mpsc::UnboundedReceiver<AppliedEffects>>>,
     stats: Arc<Stats>,
     closed: AtomicBool,
@@ -142,7 +139,7 @@ impl std::fmt::Debug for LeaderHook {
 /// built yet when this is set up); replies are not awaited.
 fn on_leading(
     raft: &Raft,
-    proposals: &mpsc::Sender<Queued>,
+    proposals: &mpsc::Sender<Proposal>,
     more: Vec<Command>,
 ) -> WatchChangeHandle<TypeConfig> {
     let proposals = proposals.clone();
@@ -153,7 +150,7 @@ fn on_leading(
                 tracing::info!(%leader, "this node leads: refreshing every lease");
                 for cmd in std::iter::once(Command::RefreshLeases).chain(more) {
                     let (reply, _answer) = oneshot::channel();
-                    if proposals.send(Queued::one(cmd, reply)).await.is_err() {
+                    if proposals.send(Proposal { cmd, reply }).await.is_err() {
                         return;
                     }
                 }
@@ -384,7 +381,6 @@ impl Node {
                 raft,
                 state_machine,
                 proposals,
-                max_batch,
                 effects: Mutex::new(Some(effects)),
                 stats,
                 closed: AtomicBool::new(false),
@@ -437,28 +433,7 @@ impl Node {
             return Enqueued::Done(Err(NodeError::WritesStopped(why)));
         }
         let (reply, answer) = oneshot::channel();
-        let proposal = match local::push(self.key(), cmd, reply) {
-            local::Pushed::Queued => return Enqueued::Done(Ok(answer)),
-            local::Pushed::Full(proposal, room) => {
-                return Enqueued::Full(Box::pin(async move {
-                    let mut proposal = proposal;
-                    loop {
-                        let notified = room.notified();
-                        tokio::pin!(notified);
-                        notified.as_mut().enable();
-                        proposal = match local::push_again(self.key(), proposal) {
-                            local::Pushed::Queued => return Ok(answer),
-                            local::Pushed::Full(proposal, _) => proposal,
-                            // The loop stopped.
-                            local::Pushed::Elsewhere(_) => return Err(NodeError::ShuttingDown),
-                        };
-                        notified.await;
-                    }
-                }));
-            }
-            local::Pushed::Elsewhere(proposal) => Queued::One(proposal),
-        };
-        match self.inner.proposals.try_send(proposal) {
+        match self.inner.proposals.try_send(Proposal { cmd, reply }) {
             Ok(()) => Enqueued::Done(Ok(answer)),
             Err(TrySendError::Full(proposal)) => Enqueued::Full(Box::pin(async move {
                 self.inner.proposals.send(proposal).await.map_err(|_| NodeError::ShuttingDown)?;
@@ -466,21 +441,6 @@ impl Node {
             })),
             Err(TrySendError::Closed(_)) => Enqueued::Done(Err(NodeError::ShuttingDown)),
         }
-    }
-
-    /// This node's key in a connection loop's thread-local state.
-    fn key(&self) -> usize {
-        Arc::as_ptr(&self.inner) as usize
-    }
-
-    /// Runs a connection loop of this node on the calling thread until `stop` resolves: from
-    /// then on, proposals made on this thread go to the log once per round of the thread's
-    /// runtime, and their replies come back once per log entry (see `local.rs`). Must be awaited
-    /// by `block_on` of a current-thread runtime that runs the loop's connections, and nothing
-    /// else on the thread.
-    pub async fn run_connection_loop(&self, stop: impl Future<Output = ()>) {
-        let limit = self.inner.max_batch;
-        local::run(self.key(), self.inner.proposals.clone(), limit, stop).await;
     }
 
     /// Linearizable read: runs `f` on the state once it holds every write whose reply was sent
