@@ -8,12 +8,13 @@
 # then per round runs `turnstile bench locks --keys KEYS --wait 5s` (50 clients; the client is
 # NEW's) against each leader in turn, and stops only the six nodes when it exits.
 #   usage: docs/bench-cluster-ab.sh OLD_BIN NEW_BIN [KEYS [ROUNDS]]   (KEYS 10000, ROUNDS 3)
-#   env:   DURATION (5s per target and round)
+#   env:   DURATION (5s per target and round), A_FLAGS / B_FLAGS (more server flags for every node
+#          of OLD / NEW, e.g. B_FLAGS="--max-in-flight 8" with the same build as both)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 if [[ $# -lt 2 ]]; then
-  sed -n '2,11p' "$0" >&2
+  sed -n '2,12p' "$0" >&2
   exit 2
 fi
 old=$1 new=$2 keys=${3:-10000} rounds=${4:-3}
@@ -30,15 +31,16 @@ trap cleanup EXIT
 
 declare -A leader_url node_pids
 for side in A B; do
-  if [[ $side == A ]]; then bin=$old; else bin=$new; fi
+  if [[ $side == A ]]; then bin=$old flags=${A_FLAGS:-}; else bin=$new flags=${B_FLAGS:-}; fi
   raft=()
   for _ in 1 2 3; do raft+=("$(free_port)"); done
   peers=1=127.0.0.1:${raft[0]},2=127.0.0.1:${raft[1]},3=127.0.0.1:${raft[2]}
   side_pids=()
   for id in 1 2 3; do
+    # shellcheck disable=SC2086 # flags are words
     "$bin" server --node-id "$id" --raft-addr "127.0.0.1:${raft[id - 1]}" --peers "$peers" \
       --data-dir "$root/$side-$id" --resp-addr 127.0.0.1:0 --http-addr 127.0.0.1:0 --amqp-addr 127.0.0.1:0 \
-      --fsync always --log warn >"$root/$side-$id.out" 2>"$root/$side-$id.log" &
+      --fsync always --log warn $flags >"$root/$side-$id.out" 2>"$root/$side-$id.log" &
     pids+=($!) side_pids+=($!)
   done
   declare -A resp=()
@@ -61,7 +63,7 @@ for side in A B; do
   node_pids[$side]="${side_pids[*]}"
 done
 
-echo "A = $old; B = $new; 3 nodes each, fsync always; locks, $keys keys, ${DURATION:-5s} per target"
+echo "A = $old ${A_FLAGS:-}; B = $new ${B_FLAGS:-}; 3 nodes each, fsync always; locks, $keys keys, ${DURATION:-5s} per target"
 printf '%-5s %-2s %9s %8s %8s %14s\n' round on ops/s "p50 ms" "p99 ms" "3 nodes µs/op"
 for round in $(seq "$rounds"); do
   for side in A B; do

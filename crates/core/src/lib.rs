@@ -119,6 +119,9 @@ pub struct State {
     waits: BTreeMap<u64, WaitTarget>,
     /// Owner → its waiting acquires: the edges of the wait-for graph start here.
     owner_waits: BTreeMap<String, BTreeSet<u64>>,
+    /// Owner → how many holds it has (of any resource): the deadlock check skips a new waiter
+    /// that holds nothing and waits nowhere else without walking the line it joins.
+    owner_holds: BTreeMap<String, u32>,
     queue_ids: BTreeMap<String, QueueId>,
     queues: BTreeMap<QueueId, Queue>,
     keys: BTreeMap<String, KvEntry>,

@@ -187,6 +187,10 @@ impl State {
             self.token_users.insert(token, user);
         }
         let expires_at = self.clock + ttl;
+        match self.owner_holds.get_mut(&owner) {
+            Some(count) => *count += 1,
+            None => drop(self.owner_holds.insert(owner.clone(), 1)),
+        }
         let resource = self.resources.get_mut(name).expect("resource exists");
         resource.owners.insert(owner.clone(), token);
         resource.holds.insert(token, Hold { owner, session, mode, ttl, expires_at });
@@ -246,6 +250,12 @@ impl State {
         let resource = self.resources.get_mut(&name).expect("resource of a live hold");
         let hold = resource.holds.remove(&token).expect("hold indexed");
         resource.owners.remove(&hold.owner);
+        if let Some(count) = self.owner_holds.get_mut(&hold.owner) {
+            *count -= 1;
+            if *count == 0 {
+                self.owner_holds.remove(&hold.owner);
+            }
+        }
         if let Some(session) = hold.session {
             self.session_mut(session).holds.remove(&token);
         }
@@ -393,6 +403,7 @@ impl State {
         for (name, resource) in &mut self.resources {
             for (&token, hold) in &resource.holds {
                 resource.owners.insert(hold.owner.clone(), token);
+                *self.owner_holds.entry(hold.owner.clone()).or_default() += 1;
                 self.holds.insert(token, name.clone());
                 if let Some(session) = hold.session {
                     Session::restored(&mut self.sessions, session)?.holds.insert(token);
@@ -460,6 +471,15 @@ impl State {
             lock_waits += r.waiters.len();
         }
         ensure!(holds == self.holds.len(), "{} holds indexed, {holds} exist", self.holds.len());
+        let mut owner_holds: BTreeMap<&str, u32> = BTreeMap::new();
+        for hold in self.resources.values().flat_map(|r| r.holds.values()) {
+            *owner_holds.entry(&hold.owner).or_default() += 1;
+        }
+        ensure!(
+            owner_holds.len() == self.owner_holds.len()
+                && owner_holds.iter().all(|(owner, n)| self.owner_holds.get(*owner) == Some(n)),
+            "holds per owner indexed out of step"
+        );
         let indexed: usize = self.owner_waits.values().map(|w| w.len()).sum();
         ensure!(indexed == lock_waits, "{indexed} owner waits indexed, {lock_waits} waiters");
         Ok(())
