@@ -1899,6 +1899,79 @@ async fn a_resp_pusher_is_held_at_the_flow_limit_and_let_go_as_consumers_catch_u
     worker.assert_quiet("nothing more").await;
 }
 
+/// A client that pops in a loop without waiting (`Q.POP`, then `Q.ACK`) takes from the queue as
+/// a consumer does: while it holds a delivery and lags, a RESP pusher on another connection is
+/// held at the limit; as it pops and acks, the pusher is let go, and every message is popped once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resp_pusher_is_held_while_a_popping_client_lags_and_let_go_as_it_catches_up() {
+    // Message 0 is pushed and popped first; the pusher sends the rest.
+    const TOTAL: u64 = 501;
+    const PIPELINE: u64 = 10;
+    let b = Broker::turnstile_with(&["--queue-flow-limit", &FLOW_LIMIT.to_string()]);
+    let server = b.server.as_ref().expect("turnstile");
+    let mut resp = b.resp_client();
+    let mut popper = server.client();
+    type Popped = Option<Vec<(u64, u64, Vec<u8>, u64)>>;
+    let pop = |con: &mut redis::Connection| -> Option<(u64, String)> {
+        let popped: Popped = redis::cmd("Q.POP").arg("jobs").query(con).expect("Q.POP");
+        let (_, receipt, body, _) = popped?.pop().expect("one delivery");
+        Some((receipt, String::from_utf8(body).expect("text")))
+    };
+    // A delivery is acked by the connection that took it.
+    let ack = |con: &mut redis::Connection, receipt: u64| {
+        let acked: u64 = redis::cmd("Q.ACK").arg("jobs").arg(receipt).query(con).expect("Q.ACK");
+        assert_eq!(acked, 1, "receipt {receipt} acked");
+    };
+
+    // The popper holds a delivery before the pusher starts, and acks nothing yet.
+    let body = |i: u64| format!("{i:0width$}", width = FLOW_BODY);
+    let _: u64 = redis::cmd("Q.PUSH").arg("jobs").arg(body(0)).query(&mut resp).expect("Q.PUSH");
+    let first = pop(&mut popper).expect("a message to pop");
+
+    let answered = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(1));
+    let pusher = std::thread::spawn({
+        let (answered, mut con) = (answered.clone(), server.client());
+        move || {
+            for round in 0..(TOTAL - 1) / PIPELINE {
+                let mut pipe = redis::pipe();
+                for i in 1 + round * PIPELINE..1 + (round + 1) * PIPELINE {
+                    pipe.cmd("Q.PUSH").arg("jobs").arg(body(i));
+                }
+                let ids: Vec<u64> = pipe.query(&mut con).expect("pushes answered");
+                assert_eq!(ids.len() as u64, PIPELINE);
+                answered.fetch_add(PIPELINE, Ordering::Relaxed);
+            }
+        }
+    });
+    until_stopped_and_settled(&mut resp, "jobs", || answered.load(Ordering::Relaxed)).await;
+    let held = queue_stats(&mut resp, "jobs");
+    assert!(held["ready"] * 2 >= FLOW_LIMIT, "held below half the limit: {held:?}");
+    assert!(held["ready"] <= FLOW_LIMIT + PIPELINE, "more than a pipeline past the limit: {held:?}");
+    held_for(&mut resp, 300).await;
+    assert_eq!(queue_stats(&mut resp, "jobs")["pushed"], held["pushed"], "the queue grew while held");
+    assert!(answered.load(Ordering::Relaxed) < TOTAL);
+
+    // The popper catches up; the pusher is let go and finishes.
+    let mut seen = std::collections::BTreeSet::new();
+    let mut delivery = Some(first);
+    while (seen.len() as u64) < TOTAL {
+        match delivery.take() {
+            Some((receipt, body)) => {
+                assert!(seen.insert(body.clone()), "popped twice: {body}");
+                ack(&mut popper, receipt);
+            }
+            // Ran dry before the pusher was let go again: look again shortly.
+            None => tokio::time::sleep(POLL).await,
+        }
+        delivery = pop(&mut popper);
+    }
+    pusher.join().expect("the pusher");
+    assert_eq!(answered.load(Ordering::Relaxed), TOTAL);
+    let expected: std::collections::BTreeSet<String> = (0..TOTAL).map(body).collect();
+    assert_eq!(seen, expected, "every message popped once");
+    assert!(pop(&mut popper).is_none(), "nothing more");
+}
+
 /// A queue nobody consumes is not throttled, however long: a backlog there is the user's intent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_queue_nobody_consumes_does_not_hold_its_publisher() {

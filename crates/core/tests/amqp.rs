@@ -813,9 +813,12 @@ fn the_flow_backlog_is_the_ready_count_of_queues_another_session_takes_from() {
         Command::Push(p)
     };
     w.apply(grouped("first"));
+    assert_eq!(backlog(&w, "", "idle", Some(publisher)), None, "nobody has taken from it yet");
+    // A delivery another session holds counts: a client that pops in a loop, without waiting.
     w.apply(common::pop(worker, "idle", 1));
     w.apply(grouped("second"));
-    assert_eq!(backlog(&w, "", "idle", Some(publisher)), None, "in flight, and nobody waits");
+    assert_eq!(backlog(&w, "", "idle", Some(publisher)), Some(1), "in flight to another session");
+    assert_eq!(backlog(&w, "", "idle", Some(worker)), None, "its own delivery does not count");
     let wait = Command::Pop(Pop { wait: 60_000, ..pop_command(worker, "idle") });
     assert!(matches!(w.apply(wait).0, Reply::Waiting { .. }));
     assert_eq!(backlog(&w, "", "idle", Some(publisher)), Some(1));

@@ -20,9 +20,9 @@
 //! it, with no read index ([`Node::read_applied`]): flow control is advisory, and a look that
 //! lags by an entry only moves the stop by that much.
 //!
-//! Only queues that another session takes from (a consumer, a waiting pop) are weighed
-//! ([`turnstile_core::State::flow_backlog`]): a backlog nobody consumes is the user's intent (a bulk
-//! load, work for later) and `max-memory` bounds it. The gap between the two watermarks keeps a
+//! Only queues that another session takes from (a consumer, a waiting pop, a delivery it holds)
+//! are weighed ([`turnstile_core::State::flow_backlog`]): a backlog nobody consumes is the user's
+//! intent (a bulk load, work for later) and `max-memory` bounds it. The gap between the two watermarks keeps a
 //! stopped publisher from flapping: it resumes with half the limit still ready, so consumers have
 //! work while its next messages arrive.
 //!

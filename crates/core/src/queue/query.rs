@@ -1,7 +1,11 @@
 //! What a read (`Query::QueueStats`, `Query::Peek`) sees of a queue, and the backlog flow
 //! control weighs; nothing here changes state.
 
+use super::MsgState;
 use crate::{CoreError, MessageView, QueueStats, Reply, SessionId, State, Timestamp};
+
+/// How many of a queue's deliveries in flight [`State::flow_backlog`] looks at.
+const FLOW_IN_FLIGHT_LOOK: usize = 64;
 
 impl State {
     pub(crate) fn queue_stats(&self, name: &str, now: Timestamp) -> Result<Reply, CoreError> {
@@ -22,8 +26,12 @@ impl State {
 
     /// The backlog a message published to `exchange` with `routing_key` would join, as flow
     /// control weighs it: the most ready messages in any queue it would be stored in that another
-    /// session than `sender` takes from (a consumer or a waiting pop). A push to a queue is a
-    /// publish to the default exchange (`""`) with the queue's name as key.
+    /// session than `sender` takes from (a consumer, a waiting pop, or a delivery it holds — a
+    /// client that pops in a loop without waiting). A push to a queue is a publish to the default
+    /// exchange (`""`) with the queue's name as key.
+    ///
+    /// Deliveries are looked at up to [`FLOW_IN_FLIGHT_LOOK`] of them, oldest receipt first: the
+    /// look stays cheap when the sender itself holds many.
     ///
     /// `None` when no such queue takes: a backlog nobody consumes is the user's intent (a bulk
     /// load, work for later), bounded by `max-memory`, not something to slow a publisher for. The
@@ -38,6 +46,9 @@ impl State {
                 let other = |session: SessionId| Some(session) != sender;
                 q.consumers.values().any(|c| other(c.session))
                     || q.pop_waiters.values().any(|w| other(w.session))
+                    || q.in_flight.values().take(FLOW_IN_FLIGHT_LOOK).any(|id| {
+                        matches!(q.messages[id].state, MsgState::InFlight { session: Some(s), .. } if other(s))
+                    })
             })
             .map(|q| q.ready.len() as u64)
             .max()
