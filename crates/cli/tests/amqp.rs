@@ -1899,6 +1899,39 @@ async fn a_resp_pusher_is_held_at_the_flow_limit_and_let_go_as_consumers_catch_u
     worker.assert_quiet("nothing more").await;
 }
 
+/// One `Q.POP jobs` on `con`: the delivery's receipt and text, or `None` when none was ready.
+fn pop_job(con: &mut redis::Connection) -> Option<(u64, String)> {
+    type Popped = Option<Vec<(u64, u64, Vec<u8>, u64)>>;
+    let popped: Popped = redis::cmd("Q.POP").arg("jobs").query(con).expect("Q.POP");
+    let (_, receipt, body, _) = popped?.pop().expect("one delivery");
+    Some((receipt, String::from_utf8(body).expect("text")))
+}
+
+/// Pops and acks `jobs` on `popper` (a delivery is acked by the connection that took it), from
+/// the delivery it holds, until `total` distinct messages came; each must come once. Returns
+/// their texts.
+async fn pop_all_jobs(
+    popper: &mut redis::Connection,
+    first: (u64, String),
+    total: u64,
+) -> std::collections::BTreeSet<String> {
+    let mut seen = std::collections::BTreeSet::new();
+    let mut delivery = Some(first);
+    while (seen.len() as u64) < total {
+        match delivery.take() {
+            Some((receipt, body)) => {
+                assert!(seen.insert(body.clone()), "popped twice: {body}");
+                let acked: u64 = redis::cmd("Q.ACK").arg("jobs").arg(receipt).query(popper).expect("Q.ACK");
+                assert_eq!(acked, 1, "receipt {receipt} acked");
+            }
+            // Ran dry before the pusher was let go again: look again shortly.
+            None => tokio::time::sleep(POLL).await,
+        }
+        delivery = pop_job(popper);
+    }
+    seen
+}
+
 /// A client that pops in a loop without waiting (`Q.POP`, then `Q.ACK`) takes from the queue as
 /// a consumer does: while it holds a delivery and lags, a RESP pusher on another connection is
 /// held at the limit; as it pops and acks, the pusher is let go, and every message is popped once.
@@ -1911,22 +1944,10 @@ async fn a_resp_pusher_is_held_while_a_popping_client_lags_and_let_go_as_it_catc
     let server = b.server.as_ref().expect("turnstile");
     let mut resp = b.resp_client();
     let mut popper = server.client();
-    type Popped = Option<Vec<(u64, u64, Vec<u8>, u64)>>;
-    let pop = |con: &mut redis::Connection| -> Option<(u64, String)> {
-        let popped: Popped = redis::cmd("Q.POP").arg("jobs").query(con).expect("Q.POP");
-        let (_, receipt, body, _) = popped?.pop().expect("one delivery");
-        Some((receipt, String::from_utf8(body).expect("text")))
-    };
-    // A delivery is acked by the connection that took it.
-    let ack = |con: &mut redis::Connection, receipt: u64| {
-        let acked: u64 = redis::cmd("Q.ACK").arg("jobs").arg(receipt).query(con).expect("Q.ACK");
-        assert_eq!(acked, 1, "receipt {receipt} acked");
-    };
-
     // The popper holds a delivery before the pusher starts, and acks nothing yet.
     let body = |i: u64| format!("{i:0width$}", width = FLOW_BODY);
     let _: u64 = redis::cmd("Q.PUSH").arg("jobs").arg(body(0)).query(&mut resp).expect("Q.PUSH");
-    let first = pop(&mut popper).expect("a message to pop");
+    let first = pop_job(&mut popper).expect("a message to pop");
 
     let answered = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(1));
     let pusher = std::thread::spawn({
@@ -1952,24 +1973,62 @@ async fn a_resp_pusher_is_held_while_a_popping_client_lags_and_let_go_as_it_catc
     assert!(answered.load(Ordering::Relaxed) < TOTAL);
 
     // The popper catches up; the pusher is let go and finishes.
-    let mut seen = std::collections::BTreeSet::new();
-    let mut delivery = Some(first);
-    while (seen.len() as u64) < TOTAL {
-        match delivery.take() {
-            Some((receipt, body)) => {
-                assert!(seen.insert(body.clone()), "popped twice: {body}");
-                ack(&mut popper, receipt);
-            }
-            // Ran dry before the pusher was let go again: look again shortly.
-            None => tokio::time::sleep(POLL).await,
-        }
-        delivery = pop(&mut popper);
-    }
+    let seen = pop_all_jobs(&mut popper, first, TOTAL).await;
     pusher.join().expect("the pusher");
     assert_eq!(answered.load(Ordering::Relaxed), TOTAL);
     let expected: std::collections::BTreeSet<String> = (0..TOTAL).map(body).collect();
     assert_eq!(seen, expected, "every message popped once");
-    assert!(pop(&mut popper).is_none(), "nothing more");
+    assert!(pop_job(&mut popper).is_none(), "nothing more");
+}
+
+/// An HTTP publisher (`POST /api/queues/NAME/messages`, one request after another's answer) is
+/// held as a RESP one is: the push that takes a consumed queue to the limit is answered once the
+/// consumers have taken it below half. Every push answered, every message popped once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http_pusher_is_held_at_the_flow_limit_and_let_go_as_consumers_catch_up() {
+    const TOTAL: u64 = 150;
+    let b = Broker::turnstile_with(&["--queue-flow-limit", &FLOW_LIMIT.to_string()]);
+    let server = b.server.as_ref().expect("turnstile");
+    let mut resp = b.resp_client();
+    let mut popper = server.client();
+    let body = |i: u64| format!("{i:0width$}", width = FLOW_BODY);
+    // The popper holds message 0 before the HTTP pusher starts.
+    let _: u64 = redis::cmd("Q.PUSH").arg("jobs").arg(body(0)).query(&mut resp).expect("Q.PUSH");
+    let first = pop_job(&mut popper).expect("a message to pop");
+
+    let answered = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(1));
+    let pusher = std::thread::spawn({
+        let (answered, http) = (answered.clone(), server.http_addr.clone());
+        move || {
+            for i in 1..TOTAL {
+                let request = serde_json::json!({ "payload": body(i) }).to_string();
+                let (status, _, text) = common::http_request(
+                    &http,
+                    "POST",
+                    "/api/queues/jobs/messages",
+                    Some(&request),
+                    "application/json",
+                );
+                assert_eq!(status, 200, "push {i}: {text}");
+                answered.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    });
+
+    // The request held is stored but not answered: counted with the answered ones here.
+    until_stopped_and_settled(&mut resp, "jobs", || answered.load(Ordering::Relaxed) + 1).await;
+    let held = queue_stats(&mut resp, "jobs");
+    // One request at a time: the one that reached the limit is the one held.
+    assert_eq!(held["ready"], FLOW_LIMIT, "held at the limit: {held:?}");
+    held_for(&mut resp, 300).await;
+    assert_eq!(queue_stats(&mut resp, "jobs")["pushed"], held["pushed"], "the queue grew while held");
+    assert!(answered.load(Ordering::Relaxed) < TOTAL);
+
+    // The popper catches up; the pusher is let go and finishes.
+    let seen = pop_all_jobs(&mut popper, first, TOTAL).await;
+    pusher.join().expect("the pusher");
+    assert_eq!(answered.load(Ordering::Relaxed), TOTAL);
+    assert_eq!(seen, (0..TOTAL).map(body).collect(), "every message popped once");
 }
 
 /// A queue nobody consumes is not throttled, however long: a backlog there is the user's intent.

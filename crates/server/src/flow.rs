@@ -190,7 +190,8 @@ impl Throttle {
         true
     }
 
-    /// For a front end that waits in place (RESP, between two pipelines): checks, and while
+    /// For a front end that waits in place (RESP between two pipelines, HTTP before it answers a
+    /// push or publish): checks, and while
     /// stopped looks again every [`RECHECK`] until let go or until shutdown begins. Every message
     /// it submitted has its reply by then, so none is counted as unapplied.
     pub async fn wait(

@@ -307,8 +307,8 @@ impl Session {
         !self.throttle.recheck(Instant::now(), unapplied, |routes| flow::backlog(node, routes, sender))
     }
 
-    /// Flow control for a front end that reads no more until its replies are out (RESP, between
-    /// two pipelines): returns at once unless the pipeline just run took a consumed queue to
+    /// Flow control for a front end that reads no more until its replies are out (RESP between
+    /// two pipelines; HTTP, whose client sends its next request after the answer): returns at once unless the pipeline just run took a consumed queue to
     /// `queue-flow-limit`; then waits until that queue is below half of it (or shutdown begins).
     /// Nothing is refused: the client's next requests wait in its socket meanwhile.
     pub async fn flow_wait(&mut self) {

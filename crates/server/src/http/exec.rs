@@ -25,9 +25,15 @@ use crate::server::Shared;
 use crate::session::Refused;
 
 /// Proposes one command as `client`'s user; a refusal or an error reply becomes an [`ApiError`].
+///
+/// Flow control (`queue-flow-limit`, see `flow.rs`): a push or publish that took a queue another
+/// session consumes to the limit is answered once its consumers have taken it below half, so an
+/// HTTP publisher, sending its next request after each answer, waits as a RESP one does.
 pub async fn write(shared: &Arc<Shared>, client: &Client, cmd: Command) -> Result<Reply, ApiError> {
     let name = cmd.categories().0;
-    let reply = client.session(shared).propose(cmd).await.map_err(|e| client.refused(shared, e, name))?;
+    let mut session = client.session(shared);
+    let reply = session.propose(cmd).await.map_err(|e| client.refused(shared, e, name))?;
+    session.flow_wait().await;
     ok(shared, client, name, reply)
 }
 
