@@ -1935,8 +1935,15 @@ async fn pop_all_jobs(
 /// A client that pops in a loop without waiting (`Q.POP`, then `Q.ACK`) takes from the queue as
 /// a consumer does: while it holds a delivery and lags, a RESP pusher on another connection is
 /// held at the limit; as it pops and acks, the pusher is let go, and every message is popped once.
+/// The same with the pushes in `MULTI` / `EXEC` transactions instead of plain pipelines.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_resp_pusher_is_held_while_a_popping_client_lags_and_let_go_as_it_catches_up() {
+    for transactions in [false, true] {
+        held_while_a_popping_client_lags(transactions).await;
+    }
+}
+
+async fn held_while_a_popping_client_lags(transactions: bool) {
     // Message 0 is pushed and popped first; the pusher sends the rest.
     const TOTAL: u64 = 501;
     const PIPELINE: u64 = 10;
@@ -1955,6 +1962,9 @@ async fn a_resp_pusher_is_held_while_a_popping_client_lags_and_let_go_as_it_catc
         move || {
             for round in 0..(TOTAL - 1) / PIPELINE {
                 let mut pipe = redis::pipe();
+                if transactions {
+                    pipe.atomic();
+                }
                 for i in 1 + round * PIPELINE..1 + (round + 1) * PIPELINE {
                     pipe.cmd("Q.PUSH").arg("jobs").arg(body(i));
                 }

@@ -35,7 +35,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use turnstile_core::{Command, SessionId};
+use turnstile_core::{Command, SessionId, Step};
 use turnstile_raft::Node;
 
 use crate::shutdown::Shutdown;
@@ -121,8 +121,8 @@ impl Throttle {
         Throttle { watermark: Watermark::new(limit), routes: Vec::new(), stall: None }
     }
 
-    /// Keeps the route of a message the connection is putting in the log (a push or a publish);
-    /// anything else is not weighed.
+    /// Keeps the route of a message the connection is putting in the log (a push or a publish,
+    /// also among a transaction's commands); anything else is not weighed.
     pub fn note(&mut self, cmd: &Command) {
         if self.watermark.is_none() {
             return;
@@ -130,6 +130,14 @@ impl Throttle {
         let (exchange, key) = match cmd {
             Command::Push(push) => ("", push.queue.as_str()),
             Command::Publish(publish) => (publish.exchange.as_str(), publish.routing_key.as_str()),
+            Command::Exec { steps, .. } => {
+                for step in steps {
+                    if let Step::Write(cmd) = step {
+                        self.note(cmd);
+                    }
+                }
+                return;
+            }
             _ => return,
         };
         if self.routes.len() < MAX_ROUTES && !self.routes.iter().any(|(x, k)| x == exchange && k == key) {
