@@ -311,7 +311,7 @@ pub fn routes() -> Vec<Route> {
             method: "POST",
             path: "/api/queues/{name}/messages",
             operation: "queue_push",
-            summary: "Push a message (the queue is created with the defaults if missing). `duplicate` when a dedup id matched.",
+            summary: "Push a message (the queue is created with the defaults if missing). `duplicate` when a dedup id matched. A push that takes a consumed queue to `queue-flow-limit` is answered once its consumers have taken it below half (flow control).",
             body: Some(object(
                 json!({"payload": string(), "delay_ms": int(), "priority": {"type": "integer", "minimum": 0, "maximum": 9},
                 "dedup": string(), "ttl_ms": int(), "group": string(), "fence": fence.clone()}),

@@ -26,7 +26,7 @@ use crate::session::Refused;
 
 /// Proposes one command as `client`'s user; a refusal or an error reply becomes an [`ApiError`].
 ///
-/// Flow control (`queue-flow-limit`, see `flow.rs`): a push or publish that took a queue another
+/// Flow control (`queue-flow-limit`, see `flow.rs`): a push that took a queue another
 /// session consumes to the limit is answered once its consumers have taken it below half, so an
 /// HTTP publisher, sending its next request after each answer, waits as a RESP one does.
 pub async fn write(shared: &Arc<Shared>, client: &Client, cmd: Command) -> Result<Reply, ApiError> {
