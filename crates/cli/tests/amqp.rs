@@ -1899,6 +1899,20 @@ async fn a_resp_pusher_is_held_at_the_flow_limit_and_let_go_as_consumers_catch_u
     worker.assert_quiet("nothing more").await;
 }
 
+/// The text of message `i` of the flow tests' pushers.
+fn job(i: u64) -> String {
+    format!("{i:0width$}", width = FLOW_BODY)
+}
+
+/// Pushes message 0 to `jobs` and pops it on a connection of its own, which holds it unacked:
+/// the queue now has a taker. Returns a client, the popper and the delivery it holds.
+fn hold_first_job(server: &TestServer) -> (redis::Connection, redis::Connection, (u64, String)) {
+    let (mut resp, mut popper) = (server.client(), server.client());
+    let _: u64 = redis::cmd("Q.PUSH").arg("jobs").arg(job(0)).query(&mut resp).expect("Q.PUSH");
+    let first = pop_job(&mut popper).expect("a message to pop");
+    (resp, popper, first)
+}
+
 /// One `Q.POP jobs` on `con`: the delivery's receipt and text, or `None` when none was ready.
 fn pop_job(con: &mut redis::Connection) -> Option<(u64, String)> {
     type Popped = Option<Vec<(u64, u64, Vec<u8>, u64)>>;
@@ -1908,13 +1922,9 @@ fn pop_job(con: &mut redis::Connection) -> Option<(u64, String)> {
 }
 
 /// Pops and acks `jobs` on `popper` (a delivery is acked by the connection that took it), from
-/// the delivery it holds, until `total` distinct messages came; each must come once. Returns
-/// their texts.
-async fn pop_all_jobs(
-    popper: &mut redis::Connection,
-    first: (u64, String),
-    total: u64,
-) -> std::collections::BTreeSet<String> {
+/// the delivery it holds, until `total` distinct messages came: each must come once, and they
+/// must be messages `0..total`.
+async fn pop_all_jobs(popper: &mut redis::Connection, first: (u64, String), total: u64) {
     let mut seen = std::collections::BTreeSet::new();
     let mut delivery = Some(first);
     while (seen.len() as u64) < total {
@@ -1929,7 +1939,8 @@ async fn pop_all_jobs(
         }
         delivery = pop_job(popper);
     }
-    seen
+    let expected: std::collections::BTreeSet<String> = (0..total).map(job).collect();
+    assert_eq!(seen, expected, "every message popped once");
 }
 
 /// A client that pops in a loop without waiting (`Q.POP`, then `Q.ACK`) takes from the queue as
@@ -1949,12 +1960,8 @@ async fn held_while_a_popping_client_lags(transactions: bool) {
     const PIPELINE: u64 = 10;
     let b = Broker::turnstile_with(&["--queue-flow-limit", &FLOW_LIMIT.to_string()]);
     let server = b.server.as_ref().expect("turnstile");
-    let mut resp = b.resp_client();
-    let mut popper = server.client();
     // The popper holds a delivery before the pusher starts, and acks nothing yet.
-    let body = |i: u64| format!("{i:0width$}", width = FLOW_BODY);
-    let _: u64 = redis::cmd("Q.PUSH").arg("jobs").arg(body(0)).query(&mut resp).expect("Q.PUSH");
-    let first = pop_job(&mut popper).expect("a message to pop");
+    let (mut resp, mut popper, first) = hold_first_job(server);
 
     let answered = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(1));
     let pusher = std::thread::spawn({
@@ -1966,7 +1973,7 @@ async fn held_while_a_popping_client_lags(transactions: bool) {
                     pipe.atomic();
                 }
                 for i in 1 + round * PIPELINE..1 + (round + 1) * PIPELINE {
-                    pipe.cmd("Q.PUSH").arg("jobs").arg(body(i));
+                    pipe.cmd("Q.PUSH").arg("jobs").arg(job(i));
                 }
                 let ids: Vec<u64> = pipe.query(&mut con).expect("pushes answered");
                 assert_eq!(ids.len() as u64, PIPELINE);
@@ -1983,11 +1990,9 @@ async fn held_while_a_popping_client_lags(transactions: bool) {
     assert!(answered.load(Ordering::Relaxed) < TOTAL);
 
     // The popper catches up; the pusher is let go and finishes.
-    let seen = pop_all_jobs(&mut popper, first, TOTAL).await;
+    pop_all_jobs(&mut popper, first, TOTAL).await;
     pusher.join().expect("the pusher");
     assert_eq!(answered.load(Ordering::Relaxed), TOTAL);
-    let expected: std::collections::BTreeSet<String> = (0..TOTAL).map(body).collect();
-    assert_eq!(seen, expected, "every message popped once");
     assert!(pop_job(&mut popper).is_none(), "nothing more");
 }
 
@@ -1999,19 +2004,15 @@ async fn an_http_pusher_is_held_at_the_flow_limit_and_let_go_as_consumers_catch_
     const TOTAL: u64 = 150;
     let b = Broker::turnstile_with(&["--queue-flow-limit", &FLOW_LIMIT.to_string()]);
     let server = b.server.as_ref().expect("turnstile");
-    let mut resp = b.resp_client();
-    let mut popper = server.client();
-    let body = |i: u64| format!("{i:0width$}", width = FLOW_BODY);
     // The popper holds message 0 before the HTTP pusher starts.
-    let _: u64 = redis::cmd("Q.PUSH").arg("jobs").arg(body(0)).query(&mut resp).expect("Q.PUSH");
-    let first = pop_job(&mut popper).expect("a message to pop");
+    let (mut resp, mut popper, first) = hold_first_job(server);
 
     let answered = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(1));
     let pusher = std::thread::spawn({
         let (answered, http) = (answered.clone(), server.http_addr.clone());
         move || {
             for i in 1..TOTAL {
-                let request = serde_json::json!({ "payload": body(i) }).to_string();
+                let request = serde_json::json!({ "payload": job(i) }).to_string();
                 let (status, _, text) = common::http_request(
                     &http,
                     "POST",
@@ -2035,10 +2036,9 @@ async fn an_http_pusher_is_held_at_the_flow_limit_and_let_go_as_consumers_catch_
     assert!(answered.load(Ordering::Relaxed) < TOTAL);
 
     // The popper catches up; the pusher is let go and finishes.
-    let seen = pop_all_jobs(&mut popper, first, TOTAL).await;
+    pop_all_jobs(&mut popper, first, TOTAL).await;
     pusher.join().expect("the pusher");
     assert_eq!(answered.load(Ordering::Relaxed), TOTAL);
-    assert_eq!(seen, (0..TOTAL).map(body).collect(), "every message popped once");
 }
 
 /// A queue nobody consumes is not throttled, however long: a backlog there is the user's intent.

@@ -189,7 +189,9 @@ impl State {
         let expires_at = self.clock + ttl;
         match self.owner_holds.get_mut(&owner) {
             Some(count) => *count += 1,
-            None => drop(self.owner_holds.insert(owner.clone(), 1)),
+            None => {
+                self.owner_holds.insert(owner.clone(), 1);
+            }
         }
         let resource = self.resources.get_mut(name).expect("resource exists");
         resource.owners.insert(owner.clone(), token);
