@@ -58,7 +58,8 @@ pub struct Config {
     pub max_batch: usize,
     /// When a write counts as done: `always` (on disk before the reply; group commit keeps it
     /// fast), `interval` (written before the reply, on disk within `fsync-interval-ms`: a power
-    /// loss can lose that much), `never` (the kernel decides when).
+    /// loss can lose that much), `never` (the kernel decides when). Under both, the log is also
+    /// synced in the background every 4 MiB written, so no segment roll waits for a whole segment.
     pub fsync: Fsync,
     pub fsync_interval_ms: u64,
     /// How long a session outlives the server process that holds its connection, when that

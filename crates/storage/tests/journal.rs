@@ -315,6 +315,38 @@ fn never_acks_without_fsync_and_syncs_on_request() {
 }
 
 #[test]
+fn never_and_interval_sync_in_the_background_every_few_mib_written() {
+    // A segment roll fsyncs the segment it ends while writes wait; these syncs keep what it has to
+    // write back small. No append waits for them.
+    let mib = bytes::Bytes::from(vec![7u8; 1 << 20]);
+    for policy in [FsyncPolicy::Never, FsyncPolicy::Interval(Duration::from_secs(3600))] {
+        let dir = tempfile::tempdir().unwrap();
+        let (journal, _) = Journal::open(dir.path(), options(policy)).unwrap();
+        let before = journal.stats().fsyncs;
+        let append_mib =
+            |index| append_wait(&journal, vec![Record::Entry { index, data: mib.clone() }]).unwrap();
+        for index in 1..=3 {
+            append_mib(index);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(journal.stats().fsyncs, before, "{policy:?}: 3 MiB is below the step");
+        for index in 4..=5 {
+            append_mib(index);
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while journal.stats().fsyncs == before && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(journal.stats().fsyncs > before, "{policy:?}: no background fsync within 10 s of 5 MiB");
+        std::thread::sleep(Duration::from_millis(200));
+        assert_eq!(journal.stats().fsyncs, before + 1, "{policy:?}: one for the step, none while idle");
+        journal.close().unwrap();
+        let (_journal, recovered) = Journal::open(dir.path(), Options::default()).unwrap();
+        assert_eq!(recovered.entries.len(), 5);
+    }
+}
+
+#[test]
 fn interval_acks_without_fsync_and_syncs_in_the_background() {
     let dir = tempfile::tempdir().unwrap();
     let (journal, _) =

@@ -22,7 +22,7 @@ pub(super) enum Command {
 /// The queue and the files, shared with the background sync thread.
 pub(super) struct Inner {
     pub(super) log_dir: PathBuf,
-    /// Where a writer hands a due background fdatasync (only `Interval` has a thread reading it).
+    /// Where a writer hands a due background fdatasync (`Always` has no thread reading it).
     pub(super) syncer: Sender<ToSyncer>,
     /// A background fdatasync that ended, until whoever holds the files next takes note of it.
     pub(super) finished_sync: Mutex<Option<FinishedSync>>,

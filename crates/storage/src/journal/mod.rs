@@ -17,15 +17,17 @@
 //! thread of the journal's own: with one caller (the Raft log, whose batcher already gathers everything that
 //! arrived during the last fdatasync into the next entry) an append costs no hand-off to another thread and
 //! back, two wake-ups on the path of every durable write. Under `Interval` a background thread makes the
-//! periodic fdatasync, while writers keep writing. Segments a purge made obsolete are deleted by a thread of their own (`journal-delete`):
-//! an unlink of a 64 MiB segment and the directory fsync after it took ~47 ms here, on the path of every write.
+//! periodic fdatasync, while writers keep writing; under `Interval` and `Never` it also makes one every
+//! few MiB written, so that a segment roll (which fsyncs the segment it ends) has little left to write back.
+//! Segments a purge made obsolete are deleted by a thread of their own (`journal-delete`): an unlink of a
+//! 64 MiB segment and the directory fsync after it took ~47 ms here, on the path of every write.
 //!
 //! | file | what |
 //! |---|---|
 //! | `commit.rs` | the queue appends wait in, and group commit: whoever finds the files free writes it all |
 //! | `append.rs` | an append encoded on the caller's thread: its frames and what they change |
 //! | `writer.rs` | the files: a group written under one frame, segment rolls, the group's fdatasync |
-//! | `sync.rs` | `Interval`'s background fdatasync thread, and the fdatasync every sync goes through |
+//! | `sync.rs` | the background fdatasync thread (`Interval`, `Never`), and the fdatasync every sync goes through |
 //! | `deleter.rs` | deleting obsolete segments on the `journal-delete` thread |
 //! | `places.rs` | where each entry is in the files, and reading entries back |
 //! | `stats.rs` | `JournalStats` and its fsync histogram |
@@ -64,12 +66,13 @@ pub enum FsyncPolicy {
     /// Acknowledge only after fdatasync (shared by everything queued together: group commit). Nothing
     /// acknowledged is lost, whatever crashes.
     Always,
-    /// Acknowledge after write(2); a background fdatasync runs at most once per interval while there are
-    /// unsynced writes. A process crash loses nothing acknowledged; a power loss or kernel crash can lose up to
+    /// Acknowledge after write(2); a background fdatasync runs once per interval while there are unsynced
+    /// writes, and every few MiB written. A process crash loses nothing acknowledged; a power loss or kernel crash can lose up to
     /// about one interval of acknowledged writes.
     Interval(Duration),
-    /// Acknowledge after write(2); fdatasync only on `sync`, segment roll and close. A power loss or kernel crash
-    /// can lose everything the kernel had not yet written back.
+    /// Acknowledge after write(2); fdatasync on `sync`, segment roll and close, and in the background every few
+    /// MiB written (so that a roll has little to write back; no acknowledgement waits for it). A power loss or
+    /// kernel crash can lose everything not yet written back.
     Never,
 }
 
@@ -146,7 +149,7 @@ impl Shared {
 /// The durable log. `Send + Sync`: share it behind an `Arc`.
 pub struct Journal {
     inner: Arc<Inner>,
-    /// `Interval` only: the thread that makes the periodic fdatasync, and what stops it.
+    /// `Interval` and `Never`: the thread that makes the background fdatasyncs, and what stops it.
     syncer: Option<(Sender<ToSyncer>, JoinHandle<()>)>,
     /// The thread that deletes obsolete segments; it ends when the writer drops its sender.
     deleter: Option<JoinHandle<()>>,
@@ -186,6 +189,7 @@ impl Journal {
             active_has_records: false,
             checkpoint: recovered.checkpoint(),
             dirty: false,
+            unsynced_bytes: 0,
             last_sync: Instant::now(),
             pending: Vec::new(),
             shared: Arc::clone(&shared),
@@ -219,16 +223,20 @@ impl Journal {
         } else {
             None
         };
-        let syncer = match options.fsync {
-            FsyncPolicy::Interval(interval) => {
-                let inner = Arc::clone(&inner);
-                let handle = std::thread::Builder::new()
-                    .name("journal-sync".into())
-                    .spawn(move || background_syncs(&inner, interval, &syncer_inbox))
-                    .ctx(|| "spawning the journal's background sync thread".to_string())?;
-                Some((to_syncer, handle))
-            }
-            FsyncPolicy::Always | FsyncPolicy::Never => None,
+        // `Always` syncs every group; the others sync in the background (`sync.rs`).
+        let syncer = if options.fsync == FsyncPolicy::Always {
+            None
+        } else {
+            let interval = match options.fsync {
+                FsyncPolicy::Interval(interval) => Some(interval),
+                _ => None,
+            };
+            let inner = Arc::clone(&inner);
+            let handle = std::thread::Builder::new()
+                .name("journal-sync".into())
+                .spawn(move || background_syncs(&inner, interval, &syncer_inbox))
+                .ctx(|| "spawning the journal's background sync thread".to_string())?;
+            Some((to_syncer, handle))
         };
         Ok((Journal { inner, syncer, deleter: Some(deleter), write_behind }, recovered))
     }

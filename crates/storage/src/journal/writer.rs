@@ -53,6 +53,9 @@ pub(super) struct Writer {
     pub(super) checkpoint: Checkpoint,
     /// Bytes written since the last fdatasync.
     pub(super) dirty: bool,
+    /// Record bytes written since the last fdatasync began: what a segment roll's fdatasync would
+    /// have to write back (see [`super::sync::SYNC_EVERY_BYTES`]).
+    pub(super) unsynced_bytes: u64,
     pub(super) last_sync: Instant,
     /// Frames of the current group not yet written, reused between groups.
     pub(super) pending: Vec<u8>,
@@ -183,6 +186,7 @@ impl Writer {
         let file = self.file.as_ref().ok_or(StorageError::Closed)?;
         self.dirty = true;
         self.writes += 1;
+        self.unsynced_bytes += self.pending.len() as u64;
         let end = self.active_len + self.pending.len() as u64;
         if end > self.zeroed_until {
             // Small segments (tests) need no more than their own size.
@@ -253,6 +257,7 @@ impl Writer {
         let path = &self.segments.back().ok_or(StorageError::Closed)?.path;
         let file = self.file.as_ref().ok_or(StorageError::Closed)?;
         let started = Instant::now();
+        self.unsynced_bytes = 0;
         let synced = fdatasync(&self.shared, file);
         let took = started.elapsed();
         synced.ctx(|| format!("fdatasync of segment {}", path.display()))?;
