@@ -67,8 +67,8 @@ pub enum FsyncPolicy {
     /// acknowledged is lost, whatever crashes.
     Always,
     /// Acknowledge after write(2); a background fdatasync runs once per interval while there are unsynced
-    /// writes, and every few MiB written. A process crash loses nothing acknowledged; a power loss or kernel crash can lose up to
-    /// about one interval of acknowledged writes.
+    /// writes, and every few MiB written. A process crash loses nothing acknowledged; a power loss or kernel
+    /// crash can lose up to about one interval of acknowledged writes.
     Interval(Duration),
     /// Acknowledge after write(2); fdatasync on `sync`, segment roll and close, and in the background every few
     /// MiB written (so that a roll has little to write back; no acknowledgement waits for it). A power loss or

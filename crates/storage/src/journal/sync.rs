@@ -1,6 +1,6 @@
-//! The background fdatasync of `Interval` and `Never` on the `journal-sync` thread, run without the files so that
-//! writers keep writing; and `fdatasync`, with its test hooks, which every sync goes through. A
-//! failed background fdatasync poisons the journal at once.
+//! The background fdatasync of `Interval` and `Never` on the `journal-sync` thread, run without the
+//! files so that writers keep writing; and `fdatasync`, with its test hooks, which every sync goes
+//! through. A failed background fdatasync poisons the journal at once.
 
 use std::fs::File;
 use std::path::PathBuf;
