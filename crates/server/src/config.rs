@@ -72,8 +72,8 @@ pub struct Config {
     /// bytes; 0 = no limit. Other commands keep working, so consumers can drain.
     pub max_memory: u64,
     /// Flow control for queue publishers: once a queue that has a consumer, a waiting pop or a
-    /// delivery not yet acked of another connection holds this many ready messages, connections publishing or pushing to it
-    /// are not read until its consumers have taken it below half as many. Nothing is refused: the
+    /// delivery not yet acked of another connection holds this many ready messages, connections
+    /// publishing or pushing to it are not read until its consumers have taken it below half as many. Nothing is refused: the
     /// publisher waits, as RabbitMQ's "flow" state makes it wait. 0 = off. The default keeps the
     /// wait a message spends in such a queue to about 80 ms at 12,000 messages a second (the
     /// consumers of `turnstile bench amqp` on a 2-core machine), under RabbitMQ's quorum queue

@@ -22,9 +22,9 @@
 //!
 //! Only queues that another session takes from (a consumer, a waiting pop, a delivery it holds)
 //! are weighed ([`turnstile_core::State::flow_backlog`]): a backlog nobody consumes is the user's
-//! intent (a bulk load, work for later) and `max-memory` bounds it. The gap between the two watermarks keeps a
-//! stopped publisher from flapping: it resumes with half the limit still ready, so consumers have
-//! work while its next messages arrive.
+//! intent (a bulk load, work for later) and `max-memory` bounds it. The gap between the two
+//! watermarks keeps a stopped publisher from flapping: it resumes with half the limit still ready,
+//! so consumers have work while its next messages arrive.
 //!
 //! A stopped connection is looked at again every [`RECHECK`] rather than woken by the applied
 //! effects: what frees it — other connections' acks and deliveries — makes no effect addressed to
@@ -199,9 +199,9 @@ impl Throttle {
     }
 
     /// For a front end that waits in place (RESP between two pipelines, HTTP before it answers a
-    /// push or publish): checks, and while
-    /// stopped looks again every [`RECHECK`] until let go or until shutdown begins. Every message
-    /// it submitted has its reply by then, so none is counted as unapplied.
+    /// push or publish): checks, and while stopped looks again every [`RECHECK`] until let go or
+    /// until shutdown begins. Every message it submitted has its reply by then, so none is counted
+    /// as unapplied.
     pub async fn wait(
         &mut self,
         node: &Node,

@@ -308,9 +308,10 @@ impl Session {
     }
 
     /// Flow control for a front end that reads no more until its replies are out (RESP between
-    /// two pipelines; HTTP, whose client sends its next request after the answer): returns at once unless the pipeline just run took a consumed queue to
-    /// `queue-flow-limit`; then waits until that queue is below half of it (or shutdown begins).
-    /// Nothing is refused: the client's next requests wait in its socket meanwhile.
+    /// two pipelines; HTTP, whose client sends its next request after the answer): returns at once
+    /// unless the pipeline just run took a consumed queue to `queue-flow-limit`; then waits until
+    /// that queue is below half of it (or shutdown begins). Nothing is refused: the client's next
+    /// requests wait in its socket meanwhile.
     pub async fn flow_wait(&mut self) {
         let sender = self.bound.map(|b| b.id);
         let Shared { node, stats, shutdown, .. } = &*self.shared;
