@@ -1943,6 +1943,32 @@ async fn pop_all_jobs(popper: &mut redis::Connection, first: (u64, String), tota
     assert_eq!(seen, expected, "every message popped once");
 }
 
+/// Runs `push` on a thread of its own. It counts the pushes answered into the returned counter,
+/// which starts at 1: message 0 is the popper's, pushed before.
+fn spawn_pusher(
+    push: impl FnOnce(&std::sync::atomic::AtomicU64) + Send + 'static,
+) -> (std::sync::Arc<std::sync::atomic::AtomicU64>, std::thread::JoinHandle<()>) {
+    let answered = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(1));
+    let pusher = std::thread::spawn({
+        let answered = answered.clone();
+        move || push(&answered)
+    });
+    (answered, pusher)
+}
+
+/// The popper catches up: it pops and acks all `total` messages, and the pusher, let go,
+/// finishes with every push answered.
+async fn catch_up(
+    popper: &mut redis::Connection,
+    first: (u64, String),
+    total: u64,
+    (answered, pusher): (std::sync::Arc<std::sync::atomic::AtomicU64>, std::thread::JoinHandle<()>),
+) {
+    pop_all_jobs(popper, first, total).await;
+    pusher.join().expect("the pusher");
+    assert_eq!(answered.load(Ordering::Relaxed), total);
+}
+
 /// A client that pops in a loop without waiting (`Q.POP`, then `Q.ACK`) takes from the queue as
 /// a consumer does: while it holds a delivery and lags, a RESP pusher on another connection is
 /// held at the limit; as it pops and acks, the pusher is let go, and every message is popped once.
@@ -1963,10 +1989,9 @@ async fn held_while_a_popping_client_lags(transactions: bool) {
     // The popper holds a delivery before the pusher starts, and acks nothing yet.
     let (mut resp, mut popper, first) = hold_first_job(server);
 
-    let answered = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(1));
-    let pusher = std::thread::spawn({
-        let (answered, mut con) = (answered.clone(), server.client());
-        move || {
+    let pushing = spawn_pusher({
+        let mut con = server.client();
+        move |answered| {
             for round in 0..(TOTAL - 1) / PIPELINE {
                 let mut pipe = redis::pipe();
                 if transactions {
@@ -1981,6 +2006,7 @@ async fn held_while_a_popping_client_lags(transactions: bool) {
             }
         }
     });
+    let answered = pushing.0.clone();
     until_stopped_and_settled(&mut resp, "jobs", || answered.load(Ordering::Relaxed)).await;
     let held = queue_stats(&mut resp, "jobs");
     assert!(held["ready"] * 2 >= FLOW_LIMIT, "held below half the limit: {held:?}");
@@ -1989,10 +2015,7 @@ async fn held_while_a_popping_client_lags(transactions: bool) {
     assert_eq!(queue_stats(&mut resp, "jobs")["pushed"], held["pushed"], "the queue grew while held");
     assert!(answered.load(Ordering::Relaxed) < TOTAL);
 
-    // The popper catches up; the pusher is let go and finishes.
-    pop_all_jobs(&mut popper, first, TOTAL).await;
-    pusher.join().expect("the pusher");
-    assert_eq!(answered.load(Ordering::Relaxed), TOTAL);
+    catch_up(&mut popper, first, TOTAL, pushing).await;
     assert!(pop_job(&mut popper).is_none(), "nothing more");
 }
 
@@ -2007,10 +2030,9 @@ async fn an_http_pusher_is_held_at_the_flow_limit_and_let_go_as_consumers_catch_
     // The popper holds message 0 before the HTTP pusher starts.
     let (mut resp, mut popper, first) = hold_first_job(server);
 
-    let answered = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(1));
-    let pusher = std::thread::spawn({
-        let (answered, http) = (answered.clone(), server.http_addr.clone());
-        move || {
+    let pushing = spawn_pusher({
+        let http = server.http_addr.clone();
+        move |answered| {
             for i in 1..TOTAL {
                 let request = serde_json::json!({ "payload": job(i) }).to_string();
                 let (status, _, text) = common::http_request(
@@ -2025,6 +2047,7 @@ async fn an_http_pusher_is_held_at_the_flow_limit_and_let_go_as_consumers_catch_
             }
         }
     });
+    let answered = pushing.0.clone();
 
     // The request held is stored but not answered: counted with the answered ones here.
     until_stopped_and_settled(&mut resp, "jobs", || answered.load(Ordering::Relaxed) + 1).await;
@@ -2035,10 +2058,7 @@ async fn an_http_pusher_is_held_at_the_flow_limit_and_let_go_as_consumers_catch_
     assert_eq!(queue_stats(&mut resp, "jobs")["pushed"], held["pushed"], "the queue grew while held");
     assert!(answered.load(Ordering::Relaxed) < TOTAL);
 
-    // The popper catches up; the pusher is let go and finishes.
-    pop_all_jobs(&mut popper, first, TOTAL).await;
-    pusher.join().expect("the pusher");
-    assert_eq!(answered.load(Ordering::Relaxed), TOTAL);
+    catch_up(&mut popper, first, TOTAL, pushing).await;
 }
 
 /// A queue nobody consumes is not throttled, however long: a backlog there is the user's intent.
